@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// The regcache command line.
+import { Command, Option } from 'commander';
+import { ConfigError, loadConfig } from './config.js';
+import { createLogger } from './log.js';
+import { startProxy } from './proxy.js';
+import { CaError } from './tls/certificate-authority.js';
+import { VERSION } from './version.js';
+
+const program = new Command();
+program
+  .name('regcache')
+  .description('A caching, TLS-intercepting forward proxy for container registries.')
+  .version(VERSION);
+
+program
+  .command('serve', { isDefault: true })
+  .description('Run the proxy (the default command). Every option can also be set by its environment variable.')
+  .option('-p, --port <port>', 'listening port (PORT, default 3128)')
+  .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
+  .option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)')
+  .addOption(
+    new Option('--connect-to <HOST:PORT:ADDR:PORT>', "connect to ADDR:PORT when the upstream is HOST:PORT (CONNECT_TO; curl's syntax; repeatable)")
+      .argParser((value: string, previous: string[] = []) => [...previous, value]),
+  )
+  .option('--upstream-proxy <url>', 'http://[user:pass@]host:port that carries all upstream traffic (UPSTREAM_PROXY)')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (LOG_LEVEL, default info)')
+  .addHelpText(
+    'after',
+    `
+Examples:
+  $ regcache serve
+  $ PORT=3128 REGISTRIES="quay.io ghcr.io" regcache
+  $ regcache serve --connect-to registry-1.docker.io:443:10.0.0.5:5000`,
+  )
+  .action(async (options: { port?: string; caDir?: string; cacheDir?: string; connectTo?: string[]; upstreamProxy?: string; logLevel?: string }) => {
+    let config;
+    try {
+      config = loadConfig(process.env, options);
+    } catch (err) {
+      if (err instanceof ConfigError) fail(err.message);
+      throw err;
+    }
+    const log = createLogger(config.logLevel);
+    try {
+      const proxy = await startProxy(config, log);
+      const stop = (signal: string) => {
+        log.info({ signal }, 'shutting down');
+        void proxy.close().then(() => process.exit(0));
+        setTimeout(() => process.exit(0), 5000).unref();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    } catch (err) {
+      if (err instanceof CaError) log.fatal({ error: err.message }, 'cannot load the CA');
+      else log.fatal({ error: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'startup failed');
+      process.exit(1);
+    }
+  });
+
+function fail(message: string): never {
+  process.stderr.write(`regcache: ${message}\n`);
+  process.exit(2);
+}
+
+await program.parseAsync(process.argv);

@@ -1,0 +1,207 @@
+// Reads the environment (and CLI overrides) once, validates every value, and fails with a message that
+// names the variable, the bad value and an example. Nothing else in src/ reads process.env.
+import path from 'node:path';
+
+export interface ConnectToRule {
+  host: string; // lower-case; '' matches any host
+  port: number | null; // null matches any port
+  toHost: string; // '' keeps the host
+  toPort: number | null; // null keeps the port
+}
+
+export interface UpstreamProxy {
+  host: string;
+  port: number;
+  authorization: string | null; // ready-made "Basic ..." value; never logged
+  display: string; // URL with the password redacted
+}
+
+export interface Config {
+  port: number;
+  caDir: string;
+  cacheDir: string;
+  registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
+  allowPush: boolean;
+  verifySsl: boolean;
+  upstreamCaFile: string | null;
+  upstreamProxy: UpstreamProxy | null;
+  noProxy: string[];
+  connectTo: ConnectToRule[];
+  disableIpv6: boolean;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {
+  constructor(variable: string, value: string, expected: string) {
+    super(`${variable}=${JSON.stringify(value)} is not valid: expected ${expected}`);
+    this.name = 'ConfigError';
+  }
+}
+
+// Docker Hub is always intercepted: its registry and its token service.
+const ALWAYS_INTERCEPTED = ['registry-1.docker.io', 'auth.docker.io'];
+const DEFAULT_REGISTRIES = 'registry.k8s.io gcr.io quay.io ghcr.io';
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export type Env = Record<string, string | undefined>;
+
+/** CLI flags that override environment variables of the same meaning. */
+export interface ConfigOverrides {
+  port?: string;
+  caDir?: string;
+  cacheDir?: string;
+  connectTo?: string[];
+  upstreamProxy?: string;
+  logLevel?: string;
+}
+
+export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
+  const get = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const upstreamProxyRaw =
+    overrides.upstreamProxy ?? get('UPSTREAM_PROXY') ?? null;
+  const connectToRaw = overrides.connectTo?.length
+    ? overrides.connectTo
+    : splitList(get('CONNECT_TO') ?? '');
+
+  return {
+    port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', false),
+    caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
+    cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
+    registries: [
+      ...ALWAYS_INTERCEPTED,
+      ...parseHostList('REGISTRIES', get('REGISTRIES') ?? DEFAULT_REGISTRIES),
+      ...parseHostList('ADDITIONAL_REGISTRIES', get('ADDITIONAL_REGISTRIES') ?? ''),
+    ],
+    allowPush: parseBool('ALLOW_PUSH', get('ALLOW_PUSH') ?? 'false'),
+    verifySsl: parseBool('VERIFY_SSL', get('VERIFY_SSL') ?? 'true'),
+    upstreamCaFile: get('UPSTREAM_CA_FILE') ? path.resolve(get('UPSTREAM_CA_FILE')!) : null,
+    upstreamProxy: upstreamProxyRaw ? parseUpstreamProxy(upstreamProxyRaw) : null,
+    noProxy: splitList(get('NO_PROXY') ?? get('no_proxy') ?? '').map((s) => s.toLowerCase()),
+    connectTo: connectToRaw.map((r) => parseConnectTo(r)),
+    disableIpv6: parseBool('DISABLE_IPV6', get('DISABLE_IPV6') ?? 'false'),
+    logLevel: parseEnum('LOG_LEVEL', overrides.logLevel ?? get('LOG_LEVEL') ?? 'info', LOG_LEVELS),
+  };
+}
+
+export function splitList(value: string): string[] {
+  return value.split(/[\s,]+/).filter((s) => s.length > 0);
+}
+
+function parseBool(variable: string, value: string): boolean {
+  const v = value.toLowerCase();
+  if (['true', '1', 'yes', 'on'].includes(v)) return true;
+  if (['false', '0', 'no', 'off'].includes(v)) return false;
+  throw new ConfigError(variable, value, 'true or false, e.g. ' + variable + '=true');
+}
+
+function parseEnum(variable: string, value: string, allowed: string[]): string {
+  if (!allowed.includes(value)) {
+    throw new ConfigError(variable, value, `one of ${allowed.join(', ')}, e.g. ${variable}=${allowed[3]}`);
+  }
+  return value;
+}
+
+function parsePort(variable: string, value: string, allowZero: boolean): number {
+  const n = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= (allowZero ? 0 : 1) && n <= 65535)) {
+    throw new ConfigError(variable, value, `a TCP port 1-65535, e.g. ${variable}=3128`);
+  }
+  return n;
+}
+
+const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** A host name or IP literal (IPv6 in brackets when a port follows is handled by the caller). */
+export function isValidHost(host: string): boolean {
+  if (host.length === 0 || host.length > 253) return false;
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(host)) return host.split('.').every((o) => Number(o) <= 255);
+  if (host.includes(':')) return /^[0-9a-f:.]+$/i.test(host); // IPv6 literal
+  return host.split('.').every((l) => HOST_LABEL.test(l));
+}
+
+function parseHostList(variable: string, value: string): string[] {
+  return splitList(value).map((item) => {
+    const entry = item.toLowerCase();
+    const m = /^(\*\.)?([^:]+)(?::(\d{1,5}))?$/.exec(entry);
+    if (!m || !isValidHost(m[2]!) || (m[3] !== undefined && !(Number(m[3]) >= 1 && Number(m[3]) <= 65535))) {
+      throw new ConfigError(variable, item, `space- or comma-separated hosts, e.g. ${variable}="registry.example.com *.example.org:5000"`);
+    }
+    return entry;
+  });
+}
+
+function parseUpstreamProxy(value: string): UpstreamProxy {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError('UPSTREAM_PROXY', redactUrl(value), 'http://[user:pass@]host:port, e.g. UPSTREAM_PROXY=http://proxy.corp:3128');
+  }
+  if (url.protocol !== 'http:' || !url.hostname) {
+    throw new ConfigError('UPSTREAM_PROXY', redactUrl(value), 'an http:// URL, e.g. UPSTREAM_PROXY=http://proxy.corp:3128');
+  }
+  const user = decodeURIComponent(url.username);
+  const pass = decodeURIComponent(url.password);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  return {
+    host,
+    port: url.port ? Number(url.port) : 80,
+    authorization: user || pass ? 'Basic ' + Buffer.from(`${user}:${pass}`).toString('base64') : null,
+    display: `http://${user ? user + ':***@' : ''}${url.host}`,
+  };
+}
+
+function redactUrl(value: string): string {
+  return value.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+}
+
+// curl's --connect-to syntax: HOST1:PORT1:HOST2:PORT2, any part may be empty; IPv6 in brackets.
+function parseConnectTo(rule: string): ConnectToRule {
+  const fields = splitConnectTo(rule);
+  if (!fields) {
+    throw new ConfigError('CONNECT_TO', rule, 'HOST:PORT:ADDR:PORT, e.g. CONNECT_TO=registry-1.docker.io:443:127.0.0.1:5000');
+  }
+  const [host, port, toHost, toPort] = fields;
+  const num = (s: string): number | null => (s === '' ? null : Number(s));
+  return { host: host.toLowerCase(), port: num(port), toHost, toPort: num(toPort) };
+}
+
+function splitConnectTo(rule: string): [string, string, string, string] | null {
+  const fields: string[] = [];
+  let rest = rule;
+  for (let i = 0; i < 4; i++) {
+    let field: string;
+    if (rest.startsWith('[')) {
+      const end = rest.indexOf(']');
+      if (end < 0) return null;
+      field = rest.slice(1, end);
+      rest = rest.slice(end + 1);
+    } else {
+      const idx = rest.indexOf(':');
+      field = idx < 0 ? rest : rest.slice(0, idx);
+      rest = idx < 0 ? '' : rest.slice(idx);
+    }
+    fields.push(field);
+    if (i < 3) {
+      if (!rest.startsWith(':')) return null;
+      rest = rest.slice(1);
+    }
+  }
+  if (rest !== '') return null;
+  const [h, p, th, tp] = fields as [string, string, string, string];
+  const portOk = (s: string) => s === '' || (/^\d{1,5}$/.test(s) && Number(s) >= 1 && Number(s) <= 65535);
+  if (!portOk(p) || !portOk(tp)) return null;
+  if ((h !== '' && !isValidHost(h.toLowerCase())) || (th !== '' && !isValidHost(th.toLowerCase()))) return null;
+  return [h, p, th, tp];
+}
+
+/** The effective configuration for the startup log line: secrets never appear. */
+export function describeConfig(config: Config): Record<string, unknown> {
+  return {
+    ...config,
+    upstreamProxy: config.upstreamProxy?.display ?? null,
+  };
+}

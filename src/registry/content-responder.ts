@@ -1,0 +1,193 @@
+// Serves content addressed by digest (blobs, manifests by digest): from the store on a HIT; on a MISS
+// from one shared upstream fill that every concurrent request for the digest streams from.
+import fs from 'node:fs/promises';
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import type { ContentKind, ContentStore, StoredContent } from '../cache/content-store.js';
+import { Fill } from '../cache/fill.js';
+import { FillReader } from '../cache/fill-reader.js';
+import type { Logger } from '../log.js';
+import type { RequestRecord } from '../server/access-log.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { parseRange } from './byte-range.js';
+import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
+
+const READ_CHUNK = 256 * 1024;
+// Headers a fill sends upstream: what selects and authorizes the content, nothing that narrows it (Range).
+const FILL_HEADERS = ['accept', 'authorization', 'user-agent'];
+
+export class ContentResponder {
+  private readonly inflight = new Map<string, Promise<Fill | null>>();
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly upstream: UpstreamClient,
+    private readonly log: Logger,
+  ) {}
+
+  get fillsInFlight(): number {
+    return this.inflight.size;
+  }
+
+  async serve(origin: URL, kind: ContentKind, digest: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+    record.digest = digest;
+    if (await this.serveStored(kind, digest, req, res, record)) return;
+    record.cache = 'MISS';
+    if (req.method === 'HEAD') {
+      // A HEAD stays a HEAD upstream: Docker Hub does not count it against the pull limit.
+      await passThrough(this.upstream, origin, req, res, record, { followRedirects: true });
+      return;
+    }
+    await this.serveMiss(origin, kind, digest, req, res, record, true);
+  }
+
+  private async serveMiss(
+    origin: URL,
+    kind: ContentKind,
+    digest: string,
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RequestRecord,
+    mayJoin: boolean,
+  ): Promise<void> {
+    const key = `${kind}/${digest}`;
+    const pending = this.inflight.get(key);
+    if (pending && mayJoin) {
+      const fill = await pending;
+      if (fill?.acquire()) {
+        record.coalesced = true;
+        await this.serveFill(fill, req, res, record);
+        return;
+      }
+      // The fill finished meanwhile (then it is stored), or its leader got no 200: try on our own.
+      if (await this.serveStored(kind, digest, req, res, record)) return;
+      await this.serveMiss(origin, kind, digest, req, res, record, false);
+      return;
+    }
+
+    let settle: (fill: Fill | null) => void = () => undefined;
+    const promise = new Promise<Fill | null>((resolve) => (settle = resolve));
+    const lead = !pending;
+    if (lead) this.inflight.set(key, promise);
+    let fill: Fill | null = null;
+    try {
+      const headers: Record<string, string> = {};
+      for (const name of FILL_HEADERS) {
+        const value = req.headers[name];
+        if (typeof value === 'string') headers[name] = value;
+      }
+      const started = Date.now();
+      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', headers);
+      if (response.statusCode !== 200) {
+        await relayResponse(response, res, record); // 401, 404, 5xx: the client's business, never cached
+        return;
+      }
+      const contentType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
+      const length = headerValue(response.headers['content-length']);
+      fill = await Fill.start(this.store, kind, digest, contentType, length && /^\d+$/.test(length) ? Number(length) : null, response.body);
+      fill.acquire(); // this client's reference, taken before any waiter can see the fill settle
+      const host = origin.host;
+      const current = fill;
+      current.once('settled', () => {
+        if (this.inflight.get(key) === promise) this.inflight.delete(key);
+        const line = { digest, host, bytes: current.written, ms: Date.now() - started };
+        if (current.state === 'committed') this.log.info(line, 'fill committed');
+        else this.log.warn({ ...line, reason: current.error?.reason, error: current.error?.message }, 'fill failed; nothing stored');
+      });
+    } catch (err) {
+      answerUpstreamFailure(res, record, err);
+    } finally {
+      if (!fill && this.inflight.get(key) === promise) this.inflight.delete(key);
+      settle(fill);
+    }
+    if (fill) await this.serveFill(fill, req, res, record);
+  }
+
+  /** Streams a fill that the caller has acquired. */
+  private async serveFill(fill: Fill, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+    const total = fill.expectedSize;
+    const headers = contentHeaders(fill.digest, fill.mediaType);
+    let start = 0;
+    let end: number | null = null;
+    let status = 200;
+    if (total !== null) {
+      const range = parseRange(headerValue(req.headers.range), total);
+      if (range.kind === 'unsatisfiable') {
+        fill.release();
+        res.writeHead(416, { 'content-range': `bytes */${total}` }).end();
+        return;
+      }
+      headers['accept-ranges'] = 'bytes';
+      if (range.kind === 'range') {
+        ({ start, end } = range);
+        status = 206;
+        headers['content-range'] = `bytes ${start}-${end}/${total}`;
+      }
+      headers['content-length'] = (end ?? total - 1) - start + 1;
+    }
+    res.writeHead(status, headers);
+    const reader = new FillReader(fill, start, end);
+    record.count(reader);
+    try {
+      await pipeline(reader, res);
+    } catch (err) {
+      noteStreamError(record, err); // a failed fill destroys the response: the client sees a cut, not bad data
+    }
+  }
+
+  /** Serves from the store; false when the content is not there (or vanished before it was opened). */
+  private async serveStored(kind: ContentKind, digest: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+    const stored = await this.store.lookup(kind, digest);
+    if (!stored) return false;
+    let file: fs.FileHandle;
+    try {
+      file = await fs.open(stored.path, 'r');
+    } catch {
+      return false;
+    }
+    record.cache = 'HIT';
+    await sendStored(stored, file, req, res, record);
+    return true;
+  }
+}
+
+async function sendStored(stored: StoredContent, file: fs.FileHandle, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+  const headers = contentHeaders(stored.digest, stored.mediaType);
+  headers['accept-ranges'] = 'bytes';
+  const range = parseRange(headerValue(req.headers.range), stored.size);
+  let start = 0;
+  let end = stored.size - 1;
+  let status = 200;
+  if (range.kind === 'unsatisfiable') {
+    await file.close();
+    res.writeHead(416, { 'content-range': `bytes */${stored.size}` }).end();
+    return;
+  }
+  if (range.kind === 'range') {
+    ({ start, end } = range);
+    status = 206;
+    headers['content-range'] = `bytes ${start}-${end}/${stored.size}`;
+  }
+  headers['content-length'] = end - start + 1;
+  res.writeHead(status, headers);
+  if (req.method === 'HEAD' || stored.size === 0) {
+    await file.close();
+    res.end();
+    return;
+  }
+  const body = file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+  record.count(body);
+  try {
+    await pipeline(body, res);
+  } catch (err) {
+    noteStreamError(record, err);
+  }
+}
+
+function contentHeaders(digest: string, mediaType: string): OutgoingHttpHeaders {
+  return { 'content-type': mediaType, 'docker-content-digest': digest, etag: `"${digest}"` };
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}

@@ -1,0 +1,71 @@
+// Streams a request to the upstream and its response back, uncached: pings, token requests, tags/list,
+// referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import type { RequestRecord } from '../server/access-log.js';
+import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
+import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client.js';
+import { sendRegistryError } from './registry-errors.js';
+
+export interface PassThroughOptions {
+  followRedirects?: boolean;
+  /** Sees the upstream response before it is streamed (to attach extra 'data' listeners). */
+  observe?: (response: UpstreamResponse) => void;
+}
+
+export async function passThrough(
+  upstream: UpstreamClient,
+  origin: URL,
+  req: IncomingMessage,
+  res: ServerResponse,
+  record: RequestRecord,
+  options: PassThroughOptions = {},
+): Promise<void> {
+  const method = req.method ?? 'GET';
+  const hasBody = method !== 'GET' && method !== 'HEAD';
+  let response: UpstreamResponse;
+  try {
+    response = await upstream.request(
+      new URL(req.url ?? '/', origin),
+      method,
+      upstreamRequestHeaders(req.headers),
+      hasBody ? req : null,
+      options.followRedirects ?? false,
+    );
+  } catch (err) {
+    answerUpstreamFailure(res, record, err);
+    return;
+  }
+  await relayResponse(response, res, record, options.observe);
+}
+
+/** Sends an upstream response to the client as it is. */
+export async function relayResponse(
+  response: UpstreamResponse,
+  res: ServerResponse,
+  record: RequestRecord,
+  observe?: (response: UpstreamResponse) => void,
+): Promise<void> {
+  res.writeHead(response.statusCode, clientResponseHeaders(response.headers));
+  observe?.(response);
+  record.count(response.body);
+  try {
+    await pipeline(response.body, res);
+  } catch (err) {
+    noteStreamError(record, err);
+  }
+}
+
+/** A client that goes away is not an error (the record says aborted); anything else is. */
+export function noteStreamError(record: RequestRecord, err: unknown): void {
+  const e = err as Error & { code?: string };
+  if (e.code !== 'ERR_STREAM_PREMATURE_CLOSE') record.error = `${e.name}: ${e.message}`;
+}
+
+/** 502 (or 504 on a timeout) for an upstream that could not be reached or did not answer. */
+export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
+  const e = err as Error & { code?: string };
+  const timeout = /TIMEOUT/i.test(e.code ?? '') || /timed out/i.test(e.message);
+  record.error = `upstream: ${e.code ? e.code + ' ' : ''}${e.message}`;
+  sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', `regcache could not reach the upstream registry: ${e.message}`);
+}

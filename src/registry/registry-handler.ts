@@ -1,0 +1,61 @@
+// Requests inside an intercepted connection (or plain-HTTP requests to an allowlisted registry):
+// classify, then serve from the cache, pass through, or refuse.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ContentStore } from '../cache/content-store.js';
+import type { Logger } from '../log.js';
+import { RequestRecord } from '../server/access-log.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { ContentResponder } from './content-responder.js';
+import { passThrough } from './pass-through.js';
+import { classify } from './request-classifier.js';
+import { sendRegistryError } from './registry-errors.js';
+import { serveTagManifest } from './tag-manifest.js';
+
+export interface RegistryHandlerDeps {
+  log: Logger;
+  store: ContentStore;
+  upstream: UpstreamClient;
+  content: ContentResponder;
+  allowPush: boolean;
+}
+
+export class RegistryHandler {
+  constructor(private readonly deps: RegistryHandlerDeps) {}
+
+  async handle(origin: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const { log, store, upstream, content } = this.deps;
+    const record = new RequestRecord(log, req, res, origin.host);
+    const request = classify(req.method ?? 'GET', req.url ?? '/');
+    record.kind = request.kind === 'passthrough' ? request.what : request.kind;
+    try {
+      switch (request.kind) {
+        case 'blob':
+          return await content.serve(origin, 'blob', request.digest, req, res, record);
+        case 'manifest-by-digest':
+          return await content.serve(origin, 'manifest', request.digest, req, res, record);
+        case 'manifest-by-tag':
+          return await serveTagManifest(upstream, store, log, origin, req, res, record);
+        case 'passthrough':
+          return await passThrough(upstream, origin, req, res, record);
+        case 'write':
+          if (this.deps.allowPush) return await passThrough(upstream, origin, req, res, record);
+          record.cache = 'REJECTED';
+          return sendRegistryError(
+            res,
+            405,
+            'UNSUPPORTED',
+            'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.',
+            { allow: 'GET, HEAD' },
+          );
+        case 'invalid':
+          record.cache = 'REJECTED';
+          record.error = request.message;
+          return sendRegistryError(res, request.status, request.code, request.message);
+      }
+    } catch (err) {
+      // Anything unforeseen: answer 500 if we still can, never take the process down.
+      record.error = `internal: ${(err as Error).message}`;
+      sendRegistryError(res, 500, 'UNKNOWN', 'regcache internal error');
+    }
+  }
+}

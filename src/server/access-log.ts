@@ -1,0 +1,57 @@
+// One log line per request, written when the response closes: the fields operators grep for
+// (cache=HIT/MISS/...), and nothing that could carry a credential (no headers, no query strings).
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+
+export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS' | 'REJECTED' | 'ADMIN';
+
+export class RequestRecord {
+  cache: CacheStatus = 'BYPASS';
+  kind = 'other';
+  digest: string | undefined;
+  coalesced = false;
+  error: string | undefined;
+  bytes = 0;
+  private readonly started = process.hrtime.bigint();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly host: string,
+  ) {
+    res.once('close', () => this.write());
+  }
+
+  /** Counts the body bytes of a stream that is being piped to the client. */
+  count(body: Readable): void {
+    body.on('data', (chunk: Buffer) => {
+      this.bytes += chunk.length;
+    });
+  }
+
+  /** The request path without its query string (queries may carry signatures or tokens). */
+  get path(): string {
+    return (this.req.url ?? '').split('?', 1)[0] ?? '';
+  }
+
+  private write(): void {
+    const ms = Number(process.hrtime.bigint() - this.started) / 1e6;
+    const line: Record<string, unknown> = {
+      cache: this.cache,
+      kind: this.kind,
+      method: this.req.method,
+      host: this.host,
+      path: this.path,
+      status: this.res.statusCode,
+      bytes: this.bytes,
+      ms: Math.round(ms * 10) / 10,
+    };
+    if (this.digest) line.digest = this.digest;
+    if (this.coalesced) line.coalesced = true;
+    if (!this.res.writableFinished) line.aborted = true;
+    if (this.error) line.error = this.error;
+    this.log[this.error ? 'warn' : 'info'](line, 'request');
+  }
+}

@@ -1,0 +1,106 @@
+// The listener: one HTTP server on PORT that takes CONNECT (intercept or tunnel), absolute-URI
+// forward requests, and origin-form requests addressed to the proxy itself; plus the HTTP server
+// (never listening) that receives the decrypted connections.
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../log.js';
+import type { RegistryHandler } from '../registry/registry-handler.js';
+import type { Allowlist } from '../registry/allowlist.js';
+import { passThrough } from '../registry/pass-through.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import { RequestRecord } from './access-log.js';
+import { formatAuthority, parseConnectTarget } from './connect-target.js';
+import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
+import type { Tunnels } from './tunnel.js';
+
+export interface ProxyServerDeps {
+  log: Logger;
+  allowlist: Allowlist;
+  registry: RegistryHandler;
+  upstream: UpstreamClient;
+  tunnels: Tunnels;
+  interceptor: (server: http.Server) => TlsInterceptor;
+  admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+}
+
+const SERVER_OPTIONS: http.ServerOptions = {
+  maxHeaderSize: 16 * 1024, // larger heads get 431
+  headersTimeout: 30_000, // slowloris: a request head must arrive within 30 s
+  requestTimeout: 0, // a multi-gigabyte upload or download may take as long as it takes
+  keepAliveTimeout: 65_000,
+};
+
+export function createProxyServers(deps: ProxyServerDeps): { server: http.Server; intercepted: http.Server } {
+  const { log } = deps;
+
+  const intercepted = http.createServer(SERVER_OPTIONS, (req, res) => {
+    const target = interceptedTarget(req);
+    if (!target) {
+      res.writeHead(500).end();
+      return;
+    }
+    const origin = new URL(`https://${formatAuthority(target.host, target.port)}`); // URL drops :443 itself
+    void deps.registry.handle(origin, req, res);
+  });
+  intercepted.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'intercepted'));
+
+  const server = http.createServer(SERVER_OPTIONS, (req, res) => {
+    if ((req.url ?? '').startsWith('/')) {
+      deps.admin(req, res);
+      return;
+    }
+    void forward(deps, req, res);
+  });
+  const interceptor = deps.interceptor(intercepted);
+
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', (err) => log.debug({ error: err.message }, 'client socket error'));
+    const target = parseConnectTarget(req.url);
+    if (!target) {
+      log.warn({ connect: String(req.url).slice(0, 300) }, 'malformed CONNECT target refused');
+      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    if (deps.allowlist.matches(target.host, target.port)) interceptor.intercept(socket, head, target);
+    else void deps.tunnels.open(socket, head, target);
+  });
+  server.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'listener'));
+  return { server, intercepted };
+}
+
+/** Absolute-URI (plain HTTP) proxy requests: allowlisted registries go through the cache. */
+async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  let url: URL;
+  try {
+    url = new URL(req.url ?? '');
+  } catch {
+    url = new URL('invalid:');
+  }
+  if (url.protocol !== 'http:' || !url.hostname) {
+    const record = new RequestRecord(deps.log, req, res, url.host || '-');
+    record.cache = 'REJECTED';
+    record.error = 'not an http:// absolute URI (use CONNECT for https)';
+    res.writeHead(400, { 'content-type': 'text/plain' }).end('regcache: expected an absolute http:// URI or CONNECT\n');
+    return;
+  }
+  req.url = url.pathname + url.search; // origin-form from here on, as inside a tunnel
+  const origin = new URL(url.origin);
+  const port = Number(url.port) || 80;
+  if (deps.allowlist.matches(url.hostname.replace(/^\[|\]$/g, ''), port)) {
+    await deps.registry.handle(origin, req, res);
+    return;
+  }
+  const record = new RequestRecord(deps.log, req, res, url.host);
+  record.kind = 'forward';
+  await passThrough(deps.upstream, origin, req, res, record);
+}
+
+function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {
+  log.warn({ where, code: err.code, error: err.message }, 'bad request refused');
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+  socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+}

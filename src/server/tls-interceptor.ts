@@ -1,0 +1,49 @@
+// Allowlisted CONNECT targets: answer 200, terminate TLS with a leaf certificate for the host, and hand
+// the decrypted socket to an HTTP/1.1 server whose requests know which host they were meant for.
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import type { Logger } from '../log.js';
+import type { LeafCertificates } from '../tls/leaf-certificates.js';
+import { formatAuthority, type ConnectTarget } from './connect-target.js';
+
+const targets = new WeakMap<object, ConnectTarget>();
+
+/** The CONNECT target a decrypted request arrived through. */
+export function interceptedTarget(req: http.IncomingMessage): ConnectTarget | undefined {
+  return targets.get(req.socket);
+}
+
+export class TlsInterceptor {
+  constructor(
+    private readonly leaves: LeafCertificates,
+    private readonly server: http.Server,
+    private readonly log: Logger,
+  ) {}
+
+  intercept(client: Duplex, head: Buffer, target: ConnectTarget): void {
+    let context: tls.SecureContext;
+    try {
+      context = this.leaves.contextFor(target.host);
+    } catch (err) {
+      this.log.error({ host: target.host, error: (err as Error).message }, 'minting a leaf certificate failed');
+      client.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    if (head.length > 0) client.unshift(head);
+    const socket = new tls.TLSSocket(client, {
+      isServer: true,
+      secureContext: context,
+      // Only HTTP/1.1 inside: clients that offer h2 (Go, curl) fall back to it.
+      ALPNProtocols: ['http/1.1'],
+    });
+    targets.set(socket, target);
+    socket.once('error', (err) => {
+      // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
+      this.log.warn({ host: formatAuthority(target.host, target.port), error: err.message }, 'TLS interception failed');
+      socket.destroy();
+    });
+    this.server.emit('connection', socket);
+  }
+}

@@ -1,0 +1,108 @@
+// The CA that signs leaf certificates for intercepted hosts: created once in CA_DIR, reused afterwards.
+// The key is written 0600 and atomically, so a crash never leaves half a CA behind.
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { signCertificate, subjectOf, type SubjectAttr } from './x509-signer.js';
+
+export interface CertificateAuthority {
+  certPem: string;
+  key: crypto.KeyObject;
+  subject: SubjectAttr[];
+  notAfter: Date;
+  certFile: string;
+}
+
+const CA_VALIDITY_YEARS = 10;
+
+export class CaError extends Error {
+  override name = 'CaError';
+}
+
+/** Loads the CA from dir, or creates it when neither file exists. Half a CA or a mismatched pair is an error. */
+export async function loadOrCreateCa(dir: string): Promise<{ ca: CertificateAuthority; created: boolean }> {
+  const certFile = path.join(dir, 'ca.crt');
+  const keyFile = path.join(dir, 'ca.key');
+  const [certPem, keyPem] = await Promise.all([readIfExists(certFile), readIfExists(keyFile)]);
+  if (certPem === null && keyPem === null) {
+    return { ca: await createCa(dir, certFile, keyFile), created: true };
+  }
+  if (certPem === null || keyPem === null) {
+    throw new CaError(`${certPem === null ? certFile : keyFile} is missing while its pair exists; restore it or remove both to create a new CA`);
+  }
+  return { ca: parseCa(certPem, keyPem, certFile, keyFile), created: false };
+}
+
+async function readIfExists(file: string): Promise<string | null> {
+  try {
+    return await fs.readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new CaError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+}
+
+function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: string): CertificateAuthority {
+  let x509: crypto.X509Certificate;
+  let key: crypto.KeyObject;
+  try {
+    x509 = new crypto.X509Certificate(certPem);
+  } catch (err) {
+    throw new CaError(`${certFile} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  try {
+    key = crypto.createPrivateKey(keyPem);
+  } catch (err) {
+    throw new CaError(`${keyFile} is not a PEM private key: ${(err as Error).message}`);
+  }
+  if (key.asymmetricKeyType !== 'rsa') throw new CaError(`${keyFile} must be an RSA key`);
+  if (!x509.checkPrivateKey(key)) throw new CaError(`${keyFile} does not belong to ${certFile}`);
+  if (!x509.ca) throw new CaError(`${certFile} is not a CA certificate (basicConstraints CA:FALSE)`);
+  return { certPem, key, subject: subjectOf(certPem), notAfter: new Date(x509.validTo), certFile };
+}
+
+async function createCa(dir: string, certFile: string, keyFile: string): Promise<CertificateAuthority> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  const { publicKey, privateKey } = await generateRsa(2048);
+  const now = new Date();
+  const notAfter = new Date(now);
+  notAfter.setFullYear(now.getFullYear() + CA_VALIDITY_YEARS);
+  // A unique name per install: two regcache CAs on one client must not shadow each other.
+  const subject: SubjectAttr[] = [
+    { name: 'commonName', value: `regcache CA ${crypto.randomBytes(4).toString('hex')}` },
+    { name: 'organizationName', value: 'regcache' },
+  ];
+  const certPem = signCertificate(
+    {
+      subject,
+      issuer: subject,
+      publicKeyPem: publicKey.export({ type: 'spki', format: 'pem' }).toString(),
+      notBefore: new Date(now.getTime() - 60 * 60 * 1000),
+      notAfter,
+      extensions: [
+        { name: 'basicConstraints', cA: true, pathLenConstraint: 0, critical: true },
+        { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+        { name: 'subjectKeyIdentifier' },
+      ],
+    },
+    privateKey,
+  );
+  await writeAtomic(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
+  await writeAtomic(certFile, certPem, 0o644);
+  return { certPem, key: privateKey, subject, notAfter, certFile };
+}
+
+export function generateRsa(bits: number): Promise<crypto.KeyPairKeyObjectResult> {
+  return new Promise((resolve, reject) =>
+    crypto.generateKeyPair('rsa', { modulusLength: bits }, (err, publicKey, privateKey) =>
+      err ? reject(err) : resolve({ publicKey, privateKey }),
+    ),
+  );
+}
+
+async function writeAtomic(file: string, data: string, mode: number): Promise<void> {
+  const tmp = `${file}.${process.pid}.tmp`;
+  await fs.writeFile(tmp, data, { mode, flag: 'wx' });
+  await fs.chmod(tmp, mode); // the umask may have narrowed or the file may pre-exist with other bits
+  await fs.rename(tmp, file);
+}

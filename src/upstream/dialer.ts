@@ -1,0 +1,139 @@
+// Opens TCP connections to upstream hosts for both cache fills and tunnels, applying CONNECT_TO routing
+// and chaining through UPSTREAM_PROXY (an HTTP CONNECT proxy) unless NO_PROXY exempts the host.
+import net from 'node:net';
+import type { ConnectToRule, UpstreamProxy } from '../config.js';
+
+export interface DialerOptions {
+  connectTo: ConnectToRule[];
+  upstreamProxy: UpstreamProxy | null;
+  noProxy: string[];
+  connectTimeoutMs: number;
+}
+
+export class DialError extends Error {
+  constructor(
+    message: string,
+    readonly cause_: 'connect' | 'timeout' | 'proxy',
+  ) {
+    super(message);
+    this.name = 'DialError';
+  }
+}
+
+const MAX_PROXY_RESPONSE_HEAD = 16 * 1024;
+
+export class Dialer {
+  constructor(private readonly opts: DialerOptions) {}
+
+  /** Where a connection for host:port really goes (curl's --connect-to semantics: first match wins). */
+  route(host: string, port: number): { host: string; port: number } {
+    const h = host.toLowerCase();
+    for (const rule of this.opts.connectTo) {
+      if ((rule.host === '' || rule.host === h) && (rule.port === null || rule.port === port)) {
+        return { host: rule.toHost || host, port: rule.toPort ?? port };
+      }
+    }
+    return { host, port };
+  }
+
+  usesProxyFor(host: string, port: number): boolean {
+    return this.opts.upstreamProxy !== null && !matchesNoProxy(this.opts.noProxy, host, port);
+  }
+
+  /** A connected TCP socket to host:port (after routing), possibly tunnelled through the upstream proxy. */
+  async connect(host: string, port: number): Promise<net.Socket> {
+    const target = this.route(host, port);
+    const proxy = this.opts.upstreamProxy;
+    if (!proxy || matchesNoProxy(this.opts.noProxy, host, port)) {
+      return this.tcp(target.host, target.port);
+    }
+    const socket = await this.tcp(proxy.host, proxy.port);
+    try {
+      await this.proxyConnect(socket, proxy, target.host, target.port);
+      return socket;
+    } catch (err) {
+      socket.destroy();
+      throw err;
+    }
+  }
+
+  private tcp(host: string, port: number): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect({ host, port });
+      const timer = setTimeout(() => {
+        socket.destroy();
+        reject(new DialError(`connect to ${host}:${port} timed out`, 'timeout'));
+      }, this.opts.connectTimeoutMs);
+      socket.once('connect', () => {
+        clearTimeout(timer);
+        socket.removeAllListeners('error');
+        socket.setNoDelay(true);
+        resolve(socket);
+      });
+      socket.once('error', (err) => {
+        clearTimeout(timer);
+        reject(new DialError(`connect to ${host}:${port} failed: ${err.message}`, 'connect'));
+      });
+    });
+  }
+
+  private proxyConnect(socket: net.Socket, proxy: UpstreamProxy, host: string, port: number): Promise<void> {
+    const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+    const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`];
+    if (proxy.authorization) lines.push(`Proxy-Authorization: ${proxy.authorization}`);
+    socket.write(lines.join('\r\n') + '\r\n\r\n');
+    return new Promise((resolve, reject) => {
+      let head = Buffer.alloc(0);
+      const timer = setTimeout(() => fail(`upstream proxy did not answer CONNECT ${authority}`), this.opts.connectTimeoutMs);
+      const fail = (message: string) => {
+        cleanup();
+        reject(new DialError(message, 'proxy'));
+      };
+      const onData = (chunk: Buffer) => {
+        head = Buffer.concat([head, chunk]);
+        const end = head.indexOf('\r\n\r\n');
+        if (end < 0) {
+          if (head.length > MAX_PROXY_RESPONSE_HEAD) fail('upstream proxy sent an oversized response head');
+          return;
+        }
+        cleanup();
+        const status = /^HTTP\/1\.[01] (\d{3})/.exec(head.subarray(0, end).toString('latin1'));
+        if (!status || status[1] !== '200') {
+          reject(new DialError(`upstream proxy refused CONNECT ${authority}: ${status ? status[1] : 'malformed response'}`, 'proxy'));
+          return;
+        }
+        const rest = head.subarray(end + 4);
+        if (rest.length > 0) socket.unshift(rest);
+        resolve();
+      };
+      const onError = (err: Error) => fail(`upstream proxy connection failed: ${err.message}`);
+      const onClose = () => fail('upstream proxy closed the connection during CONNECT');
+      const cleanup = () => {
+        clearTimeout(timer);
+        socket.off('data', onData);
+        socket.off('error', onError);
+        socket.off('close', onClose);
+      };
+      socket.on('data', onData);
+      socket.once('error', onError);
+      socket.once('close', onClose);
+    });
+  }
+}
+
+// NO_PROXY as curl reads it: "*" matches all; "example.com" and ".example.com" match the domain and its
+// subdomains; an entry with ":port" matches only that port; IP literals match exactly.
+export function matchesNoProxy(entries: string[], host: string, port: number): boolean {
+  const h = host.toLowerCase().replace(/^\[|\]$/g, '');
+  return entries.some((raw) => {
+    if (raw === '*') return true;
+    let domain = raw;
+    let entryPort: string | undefined;
+    const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(raw);
+    if (bracketed) [, domain = '', entryPort] = bracketed;
+    else if (raw.split(':').length === 2) [domain = '', entryPort] = raw.split(':');
+    if (entryPort && Number(entryPort) !== port) return false;
+    domain = domain.replace(/^\*?\./, '');
+    return h === domain || h.endsWith('.' + domain);
+  });
+}

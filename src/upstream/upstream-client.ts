@@ -1,0 +1,131 @@
+// HTTP(S) requests to upstream registries over undici keep-alive pools. Every connection is opened by
+// the Dialer (CONNECT_TO, UPSTREAM_PROXY), TLS is verified against the system roots plus UPSTREAM_CA_FILE,
+// and redirects are followed here so that Authorization never leaves the origin it was meant for.
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import { Agent, type Dispatcher } from 'undici';
+import type { Dialer } from './dialer.js';
+
+export interface UpstreamClientOptions {
+  dialer: Dialer;
+  verifySsl: boolean;
+  upstreamCaFile: string | null;
+  headersTimeoutMs: number;
+  bodyTimeoutMs: number;
+}
+
+export interface UpstreamResponse {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+  url: URL; // after redirects
+}
+
+const MAX_REDIRECTS = 5;
+const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
+const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
+
+export class UpstreamClient {
+  private readonly agent: Agent;
+
+  constructor(opts: UpstreamClientOptions) {
+    const ca = opts.verifySsl ? trustedRoots(opts.upstreamCaFile) : undefined;
+    this.agent = new Agent({
+      keepAliveTimeout: 30_000,
+      headersTimeout: opts.headersTimeoutMs,
+      bodyTimeout: opts.bodyTimeoutMs,
+      connect: (options, callback) => {
+        const host = options.hostname;
+        const https = options.protocol === 'https:';
+        const port = Number(options.port) || (https ? 443 : 80);
+        opts.dialer.connect(host, port).then(
+          (socket) => {
+            if (!https) return callback(null, socket);
+            const secure = tls.connect({
+              socket,
+              host,
+              servername: net.isIP(host) ? undefined : host,
+              ca,
+              rejectUnauthorized: opts.verifySsl,
+              ALPNProtocols: ['http/1.1'],
+            });
+            const onError = (err: Error) => {
+              secure.destroy();
+              callback(err, null);
+            };
+            secure.once('error', onError);
+            secure.once('secureConnect', () => {
+              secure.off('error', onError);
+              callback(null, secure);
+            });
+          },
+          (err: Error) => callback(err, null),
+        );
+      },
+    });
+  }
+
+  /**
+   * One request, following redirects for GET/HEAD. The Authorization header is dropped as soon as a
+   * redirect leaves the original origin (S3/CDN presigned URLs reject it, and it is not theirs to see).
+   */
+  async request(
+    url: URL,
+    method: string,
+    headers: Record<string, string>,
+    body?: Readable | null,
+    followRedirects = true,
+  ): Promise<UpstreamResponse> {
+    let current = url;
+    let currentHeaders = headers;
+    for (let hop = 0; ; hop++) {
+      const res = await this.agent.request({
+        origin: current.origin,
+        path: current.pathname + current.search,
+        method: method as Dispatcher.HttpMethod,
+        headers: currentHeaders,
+        body: body ?? null,
+      });
+      const next = redirectTarget(res.statusCode, res.headers['location'], current);
+      if (!followRedirects || next === null || hop >= MAX_REDIRECTS) {
+        return { statusCode: res.statusCode, headers: res.headers, body: res.body, url: current };
+      }
+      res.body.resume(); // discard the redirect's body so the connection goes back to the pool
+      if (next.origin !== url.origin) {
+        const { authorization: _dropped, ...rest } = currentHeaders;
+        currentHeaders = rest;
+      }
+      current = next;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+function redirectTarget(status: number, location: string | string[] | undefined, base: URL): URL | null {
+  if (!REDIRECT_STATUSES.has(status) || typeof location !== 'string') return null;
+  try {
+    const next = new URL(location, base); // relative Locations resolve against the current URL
+    return next.protocol === 'https:' || next.protocol === 'http:' ? next : null;
+  } catch {
+    return null;
+  }
+}
+
+function trustedRoots(extraFile: string | null): string[] {
+  const roots = [...tls.rootCertificates];
+  for (const file of SYSTEM_BUNDLES) {
+    try {
+      roots.push(fs.readFileSync(file, 'utf8'));
+      break;
+    } catch {
+      // not this distribution's layout
+    }
+  }
+  if (extraFile) roots.push(fs.readFileSync(extraFile, 'utf8')); // unreadable: startup fails, as it should
+  return roots;
+}
