@@ -67,7 +67,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     : splitList(get('CONNECT_TO') ?? '');
 
   return {
-    port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', false),
+    port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', true), // 0: any free port
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     registries: [

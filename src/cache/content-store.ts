@@ -28,6 +28,8 @@ interface EntryMetadata {
 
 export class ContentStore {
   readonly spoolDir: string;
+  // Writes not yet on disk: a lookup for the same entry waits for them instead of missing.
+  private readonly pending = new Map<string, Promise<void>>();
 
   constructor(readonly dir: string) {
     this.spoolDir = path.join(dir, 'spool');
@@ -41,6 +43,7 @@ export class ContentStore {
   }
 
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
+    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
     const info = await cacache.get.info(this.dir, entryKey(kind, digest));
     if (!info) return null;
     try {
@@ -66,12 +69,20 @@ export class ContentStore {
   }
 
   /** Stores a small verified body (a manifest) through cacache, which re-checks the integrity. */
-  async putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string): Promise<void> {
-    await cacache.put(this.dir, entryKey(kind, digest), data, {
-      integrity: integrityOf(digest),
-      algorithms: ['sha256'],
-      metadata: { mediaType, digest } satisfies EntryMetadata,
-    });
+  putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string): Promise<void> {
+    const key = entryKey(kind, digest);
+    const write = cacache
+      .put(this.dir, key, data, {
+        integrity: integrityOf(digest),
+        algorithms: ['sha256'],
+        metadata: { mediaType, digest } satisfies EntryMetadata,
+      })
+      .then(() => undefined)
+      .finally(() => {
+        if (this.pending.get(key) === write) this.pending.delete(key);
+      });
+    this.pending.set(key, write);
+    return write;
   }
 
   private async insert(kind: ContentKind, digest: string, size: number, mediaType: string): Promise<void> {

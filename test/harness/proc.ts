@@ -1,0 +1,118 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+
+/** A long-running child whose stdout/stderr go straight to log files. */
+export interface Daemon {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  /** Resolves with the exit code (or signal name) once the child has exited. */
+  readonly exited: Promise<number | string>;
+  isRunning(): boolean;
+  /** SIGTERM, then SIGKILL after graceMs; resolves once the child is gone. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface SpawnDaemonOptions {
+  env: Record<string, string>;
+  stdoutFile: string;
+  /** Defaults to stdoutFile (both streams interleaved in one log). */
+  stderrFile?: string;
+  cwd?: string;
+}
+
+// Children still alive when the test process exits (crash, forgotten stop) are
+// killed here, so a failed run never leaves registries or dockerds behind.
+const live = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of live) child.kill('SIGKILL');
+});
+
+export function spawnDaemon(command: string, args: string[], opts: SpawnDaemonOptions): Daemon {
+  // Plain fds instead of pipes: nothing to drain, and logs survive for post-mortems.
+  const out = openSync(opts.stdoutFile, 'a');
+  const err = opts.stderrFile !== undefined && opts.stderrFile !== opts.stdoutFile ? openSync(opts.stderrFile, 'a') : out;
+  let child: ChildProcess;
+  try {
+    child = spawn(command, args, { env: opts.env, cwd: opts.cwd, stdio: ['ignore', out, err] });
+  } finally {
+    closeSync(out);
+    if (err !== out) closeSync(err);
+  }
+  live.add(child);
+  let running = true;
+  const exited = new Promise<number | string>((resolve) => {
+    const done = (code: number | null, signal: NodeJS.Signals | null): void => {
+      running = false;
+      live.delete(child);
+      resolve(code ?? signal ?? 'unknown');
+    };
+    child.once('exit', done);
+    // spawn failures (ENOENT) emit 'error' without 'exit'.
+    child.once('error', () => done(127, null));
+  });
+  const pid = child.pid ?? -1;
+
+  async function stop(graceMs = 10_000): Promise<void> {
+    if (!running) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  return { child, pid, exited, isRunning: () => running, stop };
+}
+
+/** Last lines of a log file, for error messages. */
+export async function logTail(file: string, lines = 30): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a short command to completion, capturing output (never throws on non-zero exit). */
+export function run(command: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout.on('data', (b: Buffer) => out.push(b));
+    child.stderr.on('data', (b: Buffer) => err.push(b));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code: code ?? (signal !== null ? 128 : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Poll probe() until it returns true; throws naming `what` on timeout. */
+export async function waitFor(probe: () => Promise<boolean>, opts: { timeoutMs: number; what: string; intervalMs?: number }): Promise<void> {
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    if (await probe()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
+    await sleep(opts.intervalMs ?? 100);
+  }
+}

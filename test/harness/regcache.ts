@@ -1,0 +1,94 @@
+// Runs regcache as a real process (node dist/cli.js serve) and reads its JSON log lines.
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { logTail, spawnDaemon, waitFor, type Daemon } from './proc.js';
+
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  cache?: string;
+  kind?: string;
+  method?: string;
+  host?: string;
+  path?: string;
+  status?: number;
+  bytes?: number;
+  digest?: string;
+  coalesced?: boolean;
+  error?: string;
+  [field: string]: unknown;
+}
+
+export interface Regcache {
+  port: number;
+  proxyUrl: string; // http://127.0.0.1:PORT
+  caFile: string;
+  cacheDir: string;
+  logFile: string;
+  daemon: Daemon;
+  logs(): Promise<LogLine[]>;
+  /** Request lines (msg "request") logged since the given count of lines. */
+  requests(since?: number): Promise<LogLine[]>;
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>;
+  stop(): Promise<void>;
+}
+
+export interface RegcacheOptions {
+  dir: string; // holds certs/, cache/, regcache.log
+  env?: Record<string, string>;
+  caDir?: string; // share a CA between runs (default DIR/certs)
+  cacheDir?: string;
+}
+
+export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
+  const caDir = opts.caDir ?? path.join(opts.dir, 'certs');
+  const cacheDir = opts.cacheDir ?? path.join(opts.dir, 'cache');
+  const logFile = path.join(opts.dir, `regcache-${Date.now()}.log`);
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    PORT: '0',
+    CA_DIR: caDir,
+    CACHE_DIR: cacheDir,
+    LOG_LEVEL: 'debug',
+    ...opts.env,
+  };
+  const daemon = spawnDaemon(process.execPath, [CLI, 'serve'], { env, stdoutFile: logFile, cwd: opts.dir });
+
+  const logs = async (): Promise<LogLine[]> => {
+    const text = await readFile(logFile, 'utf8').catch(() => '');
+    return text
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as LogLine);
+  };
+  const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
+    let found: LogLine | undefined;
+    await waitFor(
+      async () => {
+        if (!daemon.isRunning()) throw new Error(`regcache exited while waiting for ${what}:\n${await logTail(logFile)}`);
+        found = (await logs()).find(predicate);
+        return found !== undefined;
+      },
+      { timeoutMs, what, intervalMs: 25 },
+    );
+    return found!;
+  };
+
+  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen');
+  const port = Number(listening.port);
+  return {
+    port,
+    proxyUrl: `http://127.0.0.1:${port}`,
+    caFile: path.join(caDir, 'ca.crt'),
+    cacheDir,
+    logFile,
+    daemon,
+    logs,
+    requests: async (since = 0) => (await logs()).slice(since).filter((l) => l.msg === 'request'),
+    waitForLog,
+    stop: () => daemon.stop(5000),
+  };
+}
