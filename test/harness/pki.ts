@@ -1,5 +1,5 @@
 import { generateKeyPair, randomBytes } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -81,6 +81,7 @@ export async function createSigningCert(dir: string, basename: string, commonNam
 async function writePair(dir: string, basename: string, certPem: string, keyPem: string): Promise<IssuedCert> {
   const certFile = path.join(dir, `${basename}.crt`);
   const keyFile = path.join(dir, `${basename}.key`);
+  await mkdir(dir, { recursive: true });
   await writeFile(certFile, certPem);
   await writeFile(keyFile, keyPem, { mode: 0o600 });
   return { certFile, keyFile, certPem, keyPem };

@@ -1,5 +1,5 @@
 // Runs regcache as a real process (node dist/cli.js serve) and reads its JSON log lines.
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { logTail, spawnDaemon, waitFor, type Daemon } from './proc.js';
@@ -46,6 +46,7 @@ export interface RegcacheOptions {
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const caDir = opts.caDir ?? path.join(opts.dir, 'certs');
   const cacheDir = opts.cacheDir ?? path.join(opts.dir, 'cache');
+  await mkdir(opts.dir, { recursive: true });
   const logFile = path.join(opts.dir, `regcache-${Date.now()}.log`);
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',

@@ -16,10 +16,8 @@ export class ProxyClient {
   }
 
   async fetch(url: string, init: { method?: Dispatcher.HttpMethod; headers?: Record<string, string> } = {}): Promise<ProxiedResponse> {
-    // Split by hand: new URL() would resolve dot segments that tests send on purpose.
-    const [, origin, path] = /^(https?:\/\/[^/]+)(\/.*)?$/.exec(url) ?? [];
-    if (!origin) throw new Error(`not an absolute URL: ${url}`);
-    const res = await request(origin, { path: path ?? '/', dispatcher: this.agent, method: init.method ?? 'GET', headers: init.headers });
+    // Note: the URL is normalised (dot segments resolved) before it leaves; path tricks go raw instead.
+    const res = await request(url, { dispatcher: this.agent, method: init.method ?? 'GET', headers: init.headers });
     const chunks: Buffer[] = [];
     for await (const chunk of res.body) chunks.push(chunk as Buffer);
     return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) };

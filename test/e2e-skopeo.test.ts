@@ -1,0 +1,248 @@
+// End to end with real parts: distribution's docker-registry as the TLS upstream, skopeo as the client
+// (HTTPS_PROXY pointing at regcache), regcache as a real process routed to the registry by CONNECT_TO.
+import assert from 'node:assert/strict';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { startCdn, type Cdn } from './harness/cdn.js';
+import { listenHttps, type RunningServer } from './harness/https-server.js';
+import { createTestCA } from './harness/pki.js';
+import type { LogLine, Regcache } from './harness/regcache.js';
+import { TmpDirs } from './harness/tmp.js';
+import { startTokenServer, type TokenServer } from './harness/token-server.js';
+import { startForwardProxy, type ForwardProxy } from './support/forward-proxy.js';
+import { assertPulled, certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+
+const blobLines = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.kind === 'blob' && l.method === 'GET');
+
+describe('skopeo through regcache, real docker-registry upstream', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let certDir: string;
+
+  before(async () => {
+    root = await tmp.make('regcache-e2e-skopeo');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test', 'origin.test'], ['skopeo-a', 'skopeo-b', 'skopeo-c']);
+    await pushTo(upstream, 'lib/app', 'v1', undefined);
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test' },
+      routes: { 'registry.test': upstream.registry.port, 'origin.test': upstream.registry.port },
+    });
+    certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  it('first copy MISSes every blob, the second HITs them all with identical bytes; upstream serves each blob once', async () => {
+    const first = path.join(root, 'first');
+    const second = path.join(root, 'second');
+    const mark = (await proxy.logs()).length;
+    const r1 = await pullThrough(proxy, 'registry.test/lib/app:v1', first, certDir, path.join(root, 'skopeo'));
+    assert.equal(r1.code, 0, r1.stderr);
+    const cold = blobLines(await proxy.requests(mark));
+    assert.deepEqual(cold.map((l) => l.cache), upstream.blobs.map(() => 'MISS'));
+    assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
+
+    const mark2 = (await proxy.logs()).length;
+    const r2 = await pullThrough(proxy, 'registry.test/lib/app:v1', second, certDir, path.join(root, 'skopeo'));
+    assert.equal(r2.code, 0, r2.stderr);
+    const warm = blobLines(await proxy.requests(mark2));
+    assert.deepEqual(warm.map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+
+    await assertPulled(first, upstream.image);
+    await assertPulled(second, upstream.image);
+    for (const name of await readdir(first)) {
+      assert.ok((await readFile(path.join(first, name))).equals(await readFile(path.join(second, name))), name);
+    }
+    for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
+  });
+
+  it('tunnels a host off the allowlist: the client sees the origin certificate, not a minted one', async () => {
+    const socket = net.connect(proxy.port, '127.0.0.1');
+    socket.write('CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n');
+    const reply = await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())));
+    assert.match(reply, /^HTTP\/1\.1 200/);
+    const secure = tls.connect({ socket, servername: 'origin.test', ca: upstream.ca.certPem });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    assert.equal(secure.getPeerCertificate().issuer.CN, 'upstream test CA');
+    secure.end('GET /v2/ HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n');
+    let body = '';
+    for await (const chunk of secure) body += chunk;
+    assert.match(body, /^HTTP\/1\.1 200/);
+    const line = await proxy.waitForLog((l) => l.msg === 'tunnel closed' && l.tunnel === 'origin.test:443', 'the tunnel log line');
+    assert.ok(Number(line.bytesUp) > 0 && Number(line.bytesDown) > 0);
+  });
+});
+
+describe('ten concurrent cold pulls of one image', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+
+  before(async () => {
+    root = await tmp.make('regcache-e2e-herd');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['herd-a', 'herd-b', 'herd-c', 'herd-d']);
+    await pushTo(upstream, 'lib/herd', 'v1');
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  it('fetches each blob from upstream once and gives every client identical bytes', async () => {
+    const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
+    const outs = Array.from({ length: 10 }, (_, i) => path.join(root, `out-${i}`));
+    const results = await Promise.all(outs.map((out, i) => pullThrough(proxy, 'registry.test/lib/herd:v1', out, certDir, path.join(root, `skopeo-${i}`))));
+    results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));
+    for (const out of outs) await assertPulled(out, upstream.image);
+    for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
+    const lines = blobLines(await proxy.requests());
+    assert.equal(lines.length, 10 * upstream.blobs.length);
+    assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
+  });
+});
+
+describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let tokens: TokenServer;
+  let cdn: Cdn;
+  let proxy: Regcache;
+
+  before(async () => {
+    root = await tmp.make('regcache-e2e-hub');
+    const dir = path.join(root, 'upstream');
+    // The registry's storage root is what the CDN serves; the registry creates it under dir/registry.
+    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
+    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'], users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
+    const cdnTls = await ca.issue(['cdn.test', '127.0.0.1'], root, 'cdn');
+    const storageDir = path.join(dir, 'registry', 'storage');
+    await mkdir(storageDir, { recursive: true });
+    cdn = await startCdn({ rootDir: storageDir, tls: cdnTls });
+    upstream = await startUpstream(dir, ['registry.test'], ['hub-a', 'hub-b'], {
+      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
+      redirectBaseUrl: 'https://cdn.test',
+    });
+    for (const repo of ['library/public', 'alice/private']) {
+      await pushTo(upstream, repo, 'v1', tokens.mintToken([{ type: 'repository', name: repo, actions: ['pull', 'push'] }], 'seeder'));
+    }
+    // One bundle trusted by regcache for all three upstream hosts.
+    const bundle = path.join(root, 'upstream-cas.pem');
+    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: bundle },
+      routes: { 'registry.test': upstream.registry.port, 'auth.test': tokens.port, 'cdn.test': cdn.port },
+    });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await cdn?.stop();
+    await tokens?.stop();
+    await tmp.cleanup();
+  });
+
+  it('follows the 307 inside the proxy, sends no Authorization to the CDN, caches by digest', async () => {
+    const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
+    const first = await pullThrough(proxy, 'registry.test/library/public:v1', path.join(root, 'first'), certDir, path.join(root, 'skopeo'));
+    assert.equal(first.code, 0, first.stderr);
+    await assertPulled(path.join(root, 'first'), upstream.image);
+    assert.ok(tokens.requests.some((r) => r.scopes.includes('repository:library/public:pull') && r.status === 200), 'the token came through the proxy');
+
+    for (const digest of upstream.blobs) {
+      const hex = digest.slice('sha256:'.length);
+      const storagePath = `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+      const gets = cdn.requests.filter((r) => r.path === storagePath && r.method === 'GET');
+      assert.equal(gets.length, 1, `CDN GETs of ${digest}`);
+      assert.equal(gets[0]?.authorization, false, 'the registry token must not follow the redirect');
+    }
+    const misses = blobLines(await proxy.requests()).filter((l) => l.cache === 'MISS');
+    assert.deepEqual(new Set(misses.map((l) => l.digest)), new Set(upstream.blobs));
+
+    // The same bytes under another repository (another token): served from the cache, by digest.
+    const cdnBefore = cdn.requests.length;
+    const mark = (await proxy.logs()).length;
+    const second = await pullThrough(proxy, 'registry.test/alice/private:v1', path.join(root, 'second'), certDir, path.join(root, 'skopeo'), 'alice:s3cret');
+    assert.equal(second.code, 0, second.stderr);
+    await assertPulled(path.join(root, 'second'), upstream.image);
+    assert.deepEqual(blobLines(await proxy.requests(mark)).map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+    assert.equal(cdn.requests.length, cdnBefore);
+
+    const logText = await readFile(proxy.logFile, 'utf8');
+    assert.doesNotMatch(logText, /s3cret|YWxpY2U6czNjcmV0|Bearer /, 'credentials and tokens stay out of the log');
+  });
+});
+
+describe('UPSTREAM_PROXY carries cache fills and tunnels', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let corporate: ForwardProxy;
+  let origin: RunningServer;
+  let proxy: Regcache;
+
+  before(async () => {
+    root = await tmp.make('regcache-e2e-upstream-proxy');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test', 'origin.test'], ['corp-a']);
+    await pushTo(upstream, 'lib/corp', 'v1');
+    origin = await listenHttps(await upstream.ca.issue(['origin.test'], root, 'origin'), (_req, res) => void res.end('origin says hi'));
+    corporate = await startForwardProxy({ user: 'proxyuser', pass: 'pr0xy-pass' });
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_PROXY: `http://proxyuser:pr0xy-pass@127.0.0.1:${corporate.port}` },
+      routes: { 'registry.test': upstream.registry.port, 'origin.test': origin.port },
+    });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await corporate?.close();
+    await origin?.close();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  it('sends the fill through the forward proxy with its credentials', async () => {
+    const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
+    const res = await pullThrough(proxy, 'registry.test/lib/corp:v1', path.join(root, 'out'), certDir, path.join(root, 'skopeo'));
+    assert.equal(res.code, 0, res.stderr);
+    await assertPulled(path.join(root, 'out'), upstream.image);
+    const toRegistry = corporate.connects.filter((c) => c.target === `127.0.0.1:${upstream.registry.port}`);
+    assert.ok(toRegistry.length >= 1 && toRegistry.every((c) => c.authorized), JSON.stringify(corporate.connects));
+    for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1);
+  });
+
+  it('chains a tunnel through the forward proxy', async () => {
+    const before = corporate.connects.length;
+    const socket = net.connect(proxy.port, '127.0.0.1');
+    socket.write('CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n');
+    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+    const secure = tls.connect({ socket, servername: 'origin.test', ca: upstream.ca.certPem });
+    secure.end('GET / HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n');
+    let body = '';
+    for await (const chunk of secure) body += chunk;
+    assert.match(body, /origin says hi$/);
+    assert.deepEqual(corporate.connects.slice(before), [{ target: `127.0.0.1:${origin.port}`, authorized: true }]);
+    assert.doesNotMatch(await readFile(proxy.logFile, 'utf8'), /pr0xy-pass|cHJveHl1c2VyOnByMHh5LXBhc3M=/);
+  });
+});

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests drive, builds, then runs every test file one at a time
+# (end-to-end files start daemons; running them serially keeps ports, disk and CPU predictable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
+
+bash test/install-deps.sh
+npm run --silent build
+npm run --silent typecheck
+
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)
+exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"

@@ -1,0 +1,71 @@
+// A real docker-registry standing in for a public registry, under a CA made by the test, with an image
+// pushed into it, plus the helpers every end-to-end test needs to pull it through regcache.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { makeImage, pushImage, type Image } from '../harness/images.js';
+import { createTestCA, type TestCA } from '../harness/pki.js';
+import { startRegcache, type Regcache, type RegcacheOptions } from '../harness/regcache.js';
+import { startRegistry, type Registry } from '../harness/registry.js';
+import { skopeoCopyToDir } from '../harness/skopeo.js';
+import type { RunResult } from '../harness/proc.js';
+
+export interface Upstream {
+  ca: TestCA;
+  registry: Registry;
+  image: Image;
+  /** Every blob a pull of the image fetches: config and layers. */
+  blobs: string[];
+}
+
+export async function startUpstream(dir: string, hostnames: string[], layerSeeds: string[], registryExtra: Partial<Parameters<typeof startRegistry>[0]> = {}): Promise<Upstream> {
+  await mkdir(dir, { recursive: true });
+  const ca = await createTestCA(dir, 'upstream test CA');
+  const tls = await ca.issue([...hostnames, '127.0.0.1'], dir, 'registry');
+  const registry = await startRegistry({ dir: path.join(dir, 'registry'), tls, caFile: ca.certFile, ...registryExtra });
+  const image = await makeImage(path.join(dir, 'image'), {
+    layers: layerSeeds.map((seed, i) => ({ size: 400_000 + i * 150_000, seed })),
+  });
+  return { ca, registry, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
+}
+
+export async function pushTo(upstream: Upstream, repo: string, tag: string, token?: string): Promise<void> {
+  await pushImage(upstream.registry.url, repo, tag, upstream.image, { caFile: upstream.ca.certFile, ...(token ? { token } : {}) });
+}
+
+/** regcache in front of the upstream: allowlisted names routed to the local registry by CONNECT_TO. */
+export async function startProxyFor(upstream: Upstream, opts: RegcacheOptions & { routes: Record<string, number> }): Promise<Regcache> {
+  const connectTo = Object.entries(opts.routes).map(([host, port]) => `${host}:443:127.0.0.1:${port}`);
+  return startRegcache({
+    ...opts,
+    env: { UPSTREAM_CA_FILE: upstream.ca.certFile, CONNECT_TO: connectTo.join(' '), ...opts.env },
+  });
+}
+
+/** A cert dir for skopeo that trusts regcache's CA (only *.crt: a *.key would be taken as a client key). */
+export async function certDirFor(proxy: Regcache, dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  await copyFile(proxy.caFile, path.join(dir, 'ca.crt'));
+  return dir;
+}
+
+export async function pullThrough(proxy: Regcache, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
+  return skopeoCopyToDir(ref, out, {
+    dir: scratch,
+    certDir,
+    env: { HTTPS_PROXY: proxy.proxyUrl, NO_PROXY: '' },
+    ...(creds ? { creds } : {}),
+  });
+}
+
+const sha256 = (data: Buffer): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+/** skopeo's dir: layout holds each blob as <hex>: every one must be the pushed bytes. */
+export async function assertPulled(out: string, image: Image): Promise<void> {
+  for (const blob of [image.config, ...image.layers]) {
+    const pulled = await readFile(path.join(out, blob.digest.slice('sha256:'.length)));
+    assert.equal(sha256(pulled), blob.digest);
+    assert.ok(pulled.equals(await readFile(blob.file)), `${blob.digest} differs from what was pushed`);
+  }
+}
