@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import tls from 'node:tls';
 import net from 'node:net';
+import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
 import { createTestCA, type IssuedCert, type TestCA } from './harness/pki.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -21,6 +23,7 @@ describe('cache rules against a registry-shaped upstream', () => {
   let ca: TestCA;
   let cert: IssuedCert;
   let origin: RunningServer;
+  let plain: http.Server;
   let proxy: Regcache;
   let client: ProxyClient;
 
@@ -31,12 +34,19 @@ describe('cache rules against a registry-shaped upstream', () => {
     await upstream.start(cert);
     await cdn.start(cert);
     origin = await listenHttps(cert, (_req, res) => void res.end('origin says hi'));
+    plain = http.createServer((req, res) => void res.end(`plain ${req.method} ${req.url} host=${req.headers.host}`));
+    await new Promise<void>((resolve) => plain.listen(0, '127.0.0.1', resolve));
     proxy = await startRegcache({
       dir,
       env: {
         ADDITIONAL_REGISTRIES: 'registry.test',
         UPSTREAM_CA_FILE: ca.certFile,
-        CONNECT_TO: [`registry.test:443:127.0.0.1:${upstream.port}`, `cdn.test:443:127.0.0.1:${cdn.port}`, `origin.test:443:127.0.0.1:${origin.port}`].join(' '),
+        CONNECT_TO: [
+          `registry.test:443:127.0.0.1:${upstream.port}`,
+          `cdn.test:443:127.0.0.1:${cdn.port}`,
+          `origin.test:443:127.0.0.1:${origin.port}`,
+          `plain.test:80:127.0.0.1:${(plain.address() as net.AddressInfo).port}`,
+        ].join(' '),
       },
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
@@ -45,6 +55,7 @@ describe('cache rules against a registry-shaped upstream', () => {
   after(async () => {
     await client?.close();
     await proxy?.stop();
+    plain?.close();
     await Promise.all([upstream.close(), cdn.close(), origin?.close()]);
     await tmp.cleanup();
   });
@@ -142,6 +153,33 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.ok(lines.filter((l) => l.coalesced).length >= 1, 'some requests joined the running fill');
   });
 
+  it('keeps filling for the others, and for the cache, when a client leaves mid-download', async () => {
+    const blob = upstream.add(makeBlob(1_500_000, 'leaver'), { kind: 'slow', chunk: 100_000, delayMs: 20 });
+    const url = `${REG}/v2/lib/app/blobs/${blob.digest}`;
+    const leaver = new AbortController();
+    const leaving = request(url, { dispatcher: client.agent, signal: leaver.signal }).then(async (res) => {
+      for await (const _chunk of res.body) leaver.abort(); // gone after the first bytes
+    });
+    const stayer = client.fetch(url);
+    await assert.rejects(leaving);
+    assert.ok((await stayer).body.equals(blob.data));
+    await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit line');
+    const alone = upstream.add(makeBlob(800_000, 'alone'), { kind: 'slow', chunk: 100_000, delayMs: 20 });
+    const solo = new AbortController();
+    await assert.rejects(
+      request(`${REG}/v2/lib/app/blobs/${alone.digest}`, { dispatcher: client.agent, signal: solo.signal }).then(async (res) => {
+        for await (const _chunk of res.body) solo.abort();
+      }),
+    );
+    await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === alone.digest, 'the lone fill committing');
+    const after = await client.fetch(`${REG}/v2/lib/app/blobs/${alone.digest}`);
+    assert.ok(after.body.equals(alone.data));
+    assert.equal(upstream.count('GET', blob.digest), 1);
+    assert.equal(upstream.count('GET', alone.digest), 1);
+    const lines = (await proxy.requests()).filter((l) => l.digest === alone.digest);
+    assert.deepEqual(lines.map((l) => l.cache), ['MISS', 'HIT']);
+  });
+
   it('follows a redirect to another host without sending it the Authorization header', async () => {
     const blob = makeBlob(70_000, 'redirected');
     upstream.add(blob, { kind: 'redirect', location: `https://cdn.test/cdn/${blob.digest}?sig=abc` });
@@ -219,6 +257,22 @@ describe('cache rules against a registry-shaped upstream', () => {
       assert.match(reply, /^HTTP\/1\.1 400/, target);
     }
     assert.equal((await fetchAdmin(proxy.port, '/')).status, 200);
+  });
+
+  it('forwards plain-HTTP absolute-URI requests for hosts off the allowlist', async () => {
+    const res = await rawRequest(proxy.port, 'GET http://plain.test/hello?x=1 HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n');
+    assert.match(res, /^HTTP\/1\.1 200/);
+    assert.match(res, /plain GET \/hello\?x=1 host=plain\.test$/);
+  });
+
+  it('listens on IPv6 as well as IPv4', async (t) => {
+    const v6 = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer().once('error', () => resolve(false));
+      probe.listen(0, '::1', () => probe.close(() => resolve(true)));
+    });
+    if (!v6) return t.skip('this machine has no IPv6 loopback');
+    const res = await fetch(`http://[::1]:${proxy.port}/`);
+    assert.equal(res.status, 200);
   });
 
   it('serves its CA at /ca.crt', async () => {
