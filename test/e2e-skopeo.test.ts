@@ -234,15 +234,36 @@ describe('UPSTREAM_PROXY carries cache fills and tunnels', () => {
 
   it('chains a tunnel through the forward proxy', async () => {
     const before = corporate.connects.length;
-    const socket = net.connect(proxy.port, '127.0.0.1');
-    socket.write('CONNECT origin.test:443 HTTP/1.1\r\nHost: origin.test:443\r\n\r\n');
-    await new Promise<void>((resolve) => socket.once('data', () => resolve()));
-    const secure = tls.connect({ socket, servername: 'origin.test', ca: upstream.ca.certPem });
-    secure.end('GET / HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n');
-    let body = '';
-    for await (const chunk of secure) body += chunk;
-    assert.match(body, /origin says hi$/);
+    assert.match(await tunnelGet(proxy.port, 'origin.test', upstream.ca.certPem), /origin says hi$/);
     assert.deepEqual(corporate.connects.slice(before), [{ target: `127.0.0.1:${origin.port}`, authorized: true }]);
     assert.doesNotMatch(await readFile(proxy.logFile, 'utf8'), /pr0xy-pass|cHJveHl1c2VyOnByMHh5LXBhc3M=/);
   });
+
+  it('goes direct for hosts in NO_PROXY', async () => {
+    const direct = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy-no-proxy'),
+      env: { UPSTREAM_PROXY: `http://127.0.0.1:${corporate.port}`, NO_PROXY: '.test' },
+      routes: { 'origin.test': origin.port },
+    });
+    try {
+      const before = corporate.connects.length;
+      assert.match(await tunnelGet(direct.port, 'origin.test', upstream.ca.certPem), /origin says hi$/);
+      assert.equal(corporate.connects.length, before);
+    } finally {
+      await direct.stop();
+    }
+  });
 });
+
+/** CONNECT host:443 through the proxy, then GET / over TLS trusting only caPem; returns the raw response. */
+async function tunnelGet(proxyPort: number, host: string, caPem: string): Promise<string> {
+  const socket = net.connect(proxyPort, '127.0.0.1');
+  socket.write(`CONNECT ${host}:443 HTTP/1.1\r\nHost: ${host}:443\r\n\r\n`);
+  const reply = await new Promise<string>((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())));
+  assert.match(reply, /^HTTP\/1\.1 200/);
+  const secure = tls.connect({ socket, servername: host, ca: caPem });
+  secure.end(`GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+  let body = '';
+  for await (const chunk of secure) body += chunk;
+  return body;
+}
