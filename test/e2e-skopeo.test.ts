@@ -7,13 +7,15 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { startCdn, type Cdn } from './harness/cdn.js';
+import { assertSkopeoDir } from './harness/skopeo.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { createTestCA } from './harness/pki.js';
+import { blobStoragePath } from './harness/registry.js';
 import type { LogLine, Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { startTokenServer, type TokenServer } from './harness/token-server.js';
 import { startForwardProxy, type ForwardProxy } from './support/forward-proxy.js';
-import { assertPulled, certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const blobLines = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.kind === 'blob' && l.method === 'GET');
 
@@ -58,8 +60,8 @@ describe('skopeo through regcache, real docker-registry upstream', () => {
     const warm = blobLines(await proxy.requests(mark2));
     assert.deepEqual(warm.map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
 
-    await assertPulled(first, upstream.image);
-    await assertPulled(second, upstream.image);
+    await assertSkopeoDir(first, upstream.image);
+    await assertSkopeoDir(second, upstream.image);
     for (const name of await readdir(first)) {
       assert.ok((await readFile(path.join(first, name))).equals(await readFile(path.join(second, name))), name);
     }
@@ -111,7 +113,7 @@ describe('ten concurrent cold pulls of one image', () => {
     const outs = Array.from({ length: 10 }, (_, i) => path.join(root, `out-${i}`));
     const results = await Promise.all(outs.map((out, i) => pullThrough(proxy, 'registry.test/lib/herd:v1', out, certDir, path.join(root, `skopeo-${i}`))));
     results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));
-    for (const out of outs) await assertPulled(out, upstream.image);
+    for (const out of outs) await assertSkopeoDir(out, upstream.image);
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
     const lines = blobLines(await proxy.requests());
     assert.equal(lines.length, 10 * upstream.blobs.length);
@@ -166,13 +168,11 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
     const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
     const first = await pullThrough(proxy, 'registry.test/library/public:v1', path.join(root, 'first'), certDir, path.join(root, 'skopeo'));
     assert.equal(first.code, 0, first.stderr);
-    await assertPulled(path.join(root, 'first'), upstream.image);
+    await assertSkopeoDir(path.join(root, 'first'), upstream.image);
     assert.ok(tokens.requests.some((r) => r.scopes.includes('repository:library/public:pull') && r.status === 200), 'the token came through the proxy');
 
     for (const digest of upstream.blobs) {
-      const hex = digest.slice('sha256:'.length);
-      const storagePath = `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
-      const gets = cdn.requests.filter((r) => r.path === storagePath && r.method === 'GET');
+      const gets = cdn.requests.filter((r) => r.path === blobStoragePath(digest) && r.method === 'GET');
       assert.equal(gets.length, 1, `CDN GETs of ${digest}`);
       assert.equal(gets[0]?.authorization, false, 'the registry token must not follow the redirect');
     }
@@ -184,7 +184,7 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
     const mark = (await proxy.logs()).length;
     const second = await pullThrough(proxy, 'registry.test/alice/private:v1', path.join(root, 'second'), certDir, path.join(root, 'skopeo'), 'alice:s3cret');
     assert.equal(second.code, 0, second.stderr);
-    await assertPulled(path.join(root, 'second'), upstream.image);
+    await assertSkopeoDir(path.join(root, 'second'), upstream.image);
     assert.deepEqual(blobLines(await proxy.requests(mark)).map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
     assert.equal(cdn.requests.length, cdnBefore);
 
@@ -226,7 +226,7 @@ describe('UPSTREAM_PROXY carries cache fills and tunnels', () => {
     const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
     const res = await pullThrough(proxy, 'registry.test/lib/corp:v1', path.join(root, 'out'), certDir, path.join(root, 'skopeo'));
     assert.equal(res.code, 0, res.stderr);
-    await assertPulled(path.join(root, 'out'), upstream.image);
+    await assertSkopeoDir(path.join(root, 'out'), upstream.image);
     const toRegistry = corporate.connects.filter((c) => c.target === `127.0.0.1:${upstream.registry.port}`);
     assert.ok(toRegistry.length >= 1 && toRegistry.every((c) => c.authorized), JSON.stringify(corporate.connects));
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1);

@@ -1,31 +1,17 @@
 // Proves the e2e harness against real clients (docker-registry, skopeo, dockerd)
 // with no proxy in between, so later proxy test failures point at the proxy.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { copyFile, mkdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startCdn } from './harness/cdn.js';
 import { startDockerd } from './harness/dockerd.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { createTestCA, type TestCA } from './harness/pki.js';
-import { startRegistry } from './harness/registry.js';
-import { skopeoCopyToDir } from './harness/skopeo.js';
+import { blobStoragePath, startRegistry } from './harness/registry.js';
+import { assertSkopeoDir, skopeoCopyToDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { startTokenServer } from './harness/token-server.js';
-
-const hex = (digest: string): string => digest.replace(/^sha256:/, '');
-const sha256 = (data: Buffer): string => `sha256:${createHash('sha256').update(data).digest('hex')}`;
-
-/** skopeo's dir: transport stores each blob as <hex>; check them against the pushed image. */
-async function assertPulledImage(outDir: string, image: Image): Promise<void> {
-  assert.deepEqual(await readFile(path.join(outDir, 'manifest.json')), image.manifest);
-  for (const blob of [image.config, ...image.layers]) {
-    const pulled = await readFile(path.join(outDir, hex(blob.digest)));
-    assert.equal(sha256(pulled), blob.digest);
-    assert.deepEqual(pulled, await readFile(blob.file));
-  }
-}
 
 describe('e2e harness self-test', () => {
   const tmp = new TmpDirs();
@@ -62,7 +48,7 @@ describe('e2e harness self-test', () => {
     const out = path.join(dir, 'pulled');
     const res = await skopeoCopyToDir(`127.0.0.1:${registry.port}/library/selftest:v1`, out, { dir: path.join(dir, 'skopeo'), certDir });
     assert.equal(res.code, 0, res.stderr);
-    await assertPulledImage(out, image);
+    await assertSkopeoDir(out, image);
 
     for (const layer of image.layers) assert.equal(await registry.countBlobGets(layer.digest), 1, layer.digest);
     const manifestGets = (await registry.requests()).filter((e) => e.method === 'GET' && e.path === '/v2/library/selftest/manifests/v1');
@@ -109,12 +95,12 @@ describe('e2e harness self-test', () => {
     const out = path.join(dir, 'pulled-public');
     const res = await skopeoCopyToDir(`127.0.0.1:${registry.port}/library/public:v1`, out, { dir: path.join(dir, 'skopeo'), certDir });
     assert.equal(res.code, 0, res.stderr);
-    await assertPulledImage(out, image);
+    await assertSkopeoDir(out, image);
     const tokenReqs = tokens.requests.filter((r) => r.scopes.includes('repository:library/public:pull'));
     assert.ok(tokenReqs.length >= 1, JSON.stringify(tokens.requests));
     assert.ok(tokenReqs.every((r) => !r.authorization && r.status === 200));
     for (const blob of [image.config, ...image.layers]) {
-      const storagePath = `/docker/registry/v2/blobs/sha256/${hex(blob.digest).slice(0, 2)}/${hex(blob.digest)}/data`;
+      const storagePath = blobStoragePath(blob.digest);
       const hits = cdn.requests.filter((r) => r.path === storagePath && r.method === 'GET');
       assert.equal(hits.length, 1, `CDN GETs of ${blob.digest}: ${JSON.stringify(cdn.requests)}`);
       assert.equal(hits[0]?.authorization, false, 'registry credentials must not follow the redirect');

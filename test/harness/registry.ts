@@ -56,6 +56,12 @@ export interface Registry {
 
 const REGISTRY_BIN = 'docker-registry';
 
+/** Where the filesystem driver keeps a blob: also the path a redirect sends clients to on the CDN. */
+export function blobStoragePath(digest: string): string {
+  const hex = digest.replace(/^sha256:/, '');
+  return `/docker/registry/v2/blobs/sha256/${hex.slice(0, 2)}/${hex}/data`;
+}
+
 // gorilla/handlers CombinedLoggingHandler: host ident user [time] "METHOD URI PROTO" status bytes "referer" "ua"
 const ACCESS_LINE = /^(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+) ([^"]+)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)"$/;
 

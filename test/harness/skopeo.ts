@@ -1,5 +1,8 @@
-import { mkdir, writeFile } from 'node:fs/promises';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Image } from './images.js';
 import { run, type RunResult } from './proc.js';
 
 export interface SkopeoOptions {
@@ -42,4 +45,14 @@ export async function skopeoCopyToDir(
   if (opts.creds !== undefined) args.push('--src-creds', opts.creds);
   args.push(`docker://${srcRef}`, `dir:${outDir}`);
   return runSkopeo(args, opts);
+}
+
+/** skopeo's dir: layout holds manifest.json and each blob as <hex>: all must be the pushed bytes. */
+export async function assertSkopeoDir(outDir: string, image: Image): Promise<void> {
+  assert.deepEqual(await readFile(path.join(outDir, 'manifest.json')), image.manifest);
+  for (const blob of [image.config, ...image.layers]) {
+    const pulled = await readFile(path.join(outDir, blob.digest.slice('sha256:'.length)));
+    assert.equal(`sha256:${createHash('sha256').update(pulled).digest('hex')}`, blob.digest);
+    assert.ok(pulled.equals(await readFile(blob.file)), `${blob.digest} differs from what was pushed`);
+  }
 }
