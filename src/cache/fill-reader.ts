@@ -1,4 +1,6 @@
-// A Readable over a Fill's bytes [start, end], following the spool file as it grows.
+// A Readable over a Fill's bytes [start, end], following the spool file as it grows. It reads only when
+// its consumer asks (_read), so a slow client costs disk, never memory. The last byte it delivers is held
+// back until the fill is verified: no client, ranged or not, ever receives a complete unverified body.
 import { Readable } from 'node:stream';
 import type { Fill } from './fill.js';
 
@@ -7,6 +9,7 @@ const CHUNK = 256 * 1024;
 export class FillReader extends Readable {
   private position: number;
   private reading = false;
+  private wanted = false; // the consumer asked for more and we have not pushed since
   private ended = false;
 
   /** The caller must have called fill.acquire() successfully; the reader releases it when done. */
@@ -23,11 +26,13 @@ export class FillReader extends Readable {
   }
 
   override _read(): void {
+    this.wanted = true;
     void this.pump();
   }
 
   private onChange(): void {
-    if (!this.reading && !this.destroyed) void this.pump();
+    if (this.destroyed || this.reading) return;
+    if (this.wanted || (this.fill.state === 'failed' && !this.fill.verified)) void this.pump(); // a bad fill cuts the client at once
   }
 
   private async pump(): Promise<void> {
@@ -35,24 +40,27 @@ export class FillReader extends Readable {
     this.reading = true;
     try {
       while (!this.ended) {
-        if (this.fill.state === 'failed') {
+        if (this.fill.state === 'failed' && !this.fill.verified) {
           this.destroy(this.fill.error ?? new Error('fill failed')); // stop at once: no more unverified bytes
           return;
         }
-        const limit = this.endInclusive === null ? this.fill.readable : Math.min(this.fill.readable, this.endInclusive + 1);
+        const verified = this.fill.verified;
+        const stop = Math.min(this.endInclusive === null ? Infinity : this.endInclusive + 1, this.fill.written);
+        const limit = verified ? stop : stop - 1;
         if (this.position < limit) {
           const buffer = Buffer.allocUnsafe(Math.min(CHUNK, limit - this.position));
           const n = await this.fill.read(buffer, this.position, buffer.length);
           if (this.destroyed) return;
           this.position += n;
-          if (!this.push(n === buffer.length ? buffer : buffer.subarray(0, n))) return;
+          this.wanted = this.push(n === buffer.length ? buffer : buffer.subarray(0, n));
+          if (!this.wanted) return; // resume on the next _read
           continue;
         }
-        if (this.fill.state === 'committed' || (this.endInclusive !== null && this.position > this.endInclusive)) {
+        if (verified) {
           this.ended = true;
           this.push(null);
         }
-        return; // otherwise wait for the next 'progress'
+        return; // otherwise wait for the next 'progress' or 'settled'
       }
     } catch (err) {
       this.destroy(err as Error);

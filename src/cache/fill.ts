@@ -1,11 +1,12 @@
 // One upstream download being written to the store. Bytes go to a spool file while being hashed; any
 // number of readers follow the file at their own pace (a slow client never slows the fill or the others,
-// and memory stays bounded: the disk is the buffer). The fill commits only when the sha256 matches the
-// digest; readers are held back by one byte until then, so no client ever sees a complete bad body.
+// and memory stays bounded: the disk is the buffer). Readers are held back by one byte until the sha256
+// matches the digest, so no client ever sees a complete bad body; the fill then syncs and commits.
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
-import type { Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore } from './content-store.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
@@ -20,9 +21,15 @@ export class FillError extends Error {
   }
 }
 
+// Chunks queue up while a write is in flight and go to disk together (writev): upstream reads and disk
+// writes overlap, and one syscall covers many of the ~16 KiB pieces TLS delivers.
+const SPOOL_BUFFER = 1024 * 1024;
+
 export class Fill extends EventEmitter {
   written = 0;
   state: FillState = 'filling';
+  /** The bytes match the digest: readers may have all of them, before the sync and commit finish. */
+  verified = false;
   error: FillError | null = null;
   private readers = 0;
   private closed = false;
@@ -59,14 +66,9 @@ export class Fill extends EventEmitter {
     return this.state !== 'filling';
   }
 
-  /** Bytes readers may have now: all of them once committed, all but the last while unverified. */
-  get readable(): number {
-    return this.state === 'committed' ? this.written : Math.max(0, this.written - 1);
-  }
-
-  /** Registers a reader; false when the fill is over and its file closed (look in the store instead). */
+  /** Registers a reader; false when the fill failed or is over and closed (look in the store instead). */
   acquire(): boolean {
-    if (this.closed) return false;
+    if (this.closed || this.state === 'failed') return false;
     this.readers++;
     return true;
   }
@@ -84,12 +86,7 @@ export class Fill extends EventEmitter {
     const hash = crypto.createHash('sha256');
     try {
       try {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          hash.update(chunk);
-          await this.writeAll(chunk);
-          this.written += chunk.length;
-          this.emit('progress');
-        }
+        await pipeline(body, this.spoolWriter(hash));
       } catch (err) {
         throw new FillError(`upstream body failed after ${this.written} bytes: ${(err as Error).message}`, 'upstream');
       }
@@ -100,6 +97,8 @@ export class Fill extends EventEmitter {
       if (actual !== this.digest) {
         throw new FillError(`upstream bytes hash to ${actual}, not ${this.digest}`, 'digest-mismatch');
       }
+      this.verified = true;
+      this.emit('progress'); // readers may finish now; the sync below is the cache's business, not theirs
       try {
         await this.fd.datasync(); // the index must never point at bytes a power cut could lose
         await store.commitFile(this.spoolFile, this.kind, this.digest, this.written, this.mediaType);
@@ -117,12 +116,22 @@ export class Fill extends EventEmitter {
     this.closeIfIdle();
   }
 
-  private async writeAll(chunk: Buffer): Promise<void> {
-    let offset = 0;
-    while (offset < chunk.length) {
-      const { bytesWritten } = await this.fd.write(chunk, offset, chunk.length - offset, this.written + offset);
-      offset += bytesWritten;
-    }
+  private spoolWriter(hash: crypto.Hash): Writable {
+    const write = async (chunks: Buffer[]): Promise<void> => {
+      for (const chunk of chunks) hash.update(chunk);
+      let pending = chunks;
+      while (pending.length > 0) {
+        const { bytesWritten } = await this.fd.writev(pending, this.written);
+        this.written += bytesWritten;
+        pending = dropBytes(pending, bytesWritten);
+      }
+      this.emit('progress');
+    };
+    return new Writable({
+      highWaterMark: SPOOL_BUFFER,
+      write: (chunk: Buffer, _encoding, callback) => write([chunk]).then(() => callback(), callback),
+      writev: (chunks, callback) => write(chunks.map((c) => c.chunk as Buffer)).then(() => callback(), callback),
+    });
   }
 
   private closeIfIdle(): void {
@@ -131,4 +140,13 @@ export class Fill extends EventEmitter {
       void this.fd.close().catch(() => undefined);
     }
   }
+}
+
+/** What is left of chunks after the first n bytes were written (writev may write part of them). */
+function dropBytes(chunks: Buffer[], n: number): Buffer[] {
+  let skip = n;
+  let i = 0;
+  while (i < chunks.length && skip >= chunks[i]!.length) skip -= chunks[i++]!.length;
+  if (i === chunks.length) return [];
+  return [chunks[i]!.subarray(skip), ...chunks.slice(i + 1)];
 }

@@ -56,6 +56,7 @@ export class ContentResponder {
       const fill = await pending;
       if (fill?.acquire()) {
         record.coalesced = true;
+        if (fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
         await this.serveFill(fill, req, res, record);
         return;
       }
@@ -84,7 +85,16 @@ export class ContentResponder {
       }
       const contentType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
       const length = headerValue(response.headers['content-length']);
-      fill = await Fill.start(this.store, kind, digest, contentType, length && /^\d+$/.test(length) ? Number(length) : null, response.body);
+      try {
+        fill = await Fill.start(this.store, kind, digest, contentType, length && /^\d+$/.test(length) ? Number(length) : null, response.body);
+      } catch (err) {
+        // The store cannot take it (disk full, permissions): still serve the client, uncached.
+        this.log.error({ digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
+        record.cache = 'BYPASS';
+        record.error = `store: ${(err as Error).message}`;
+        await relayResponse(response, res, record);
+        return;
+      }
       fill.acquire(); // this client's reference, taken before any waiter can see the fill settle
       const host = origin.host;
       const current = fill;
