@@ -24,7 +24,7 @@ program
       .argParser((value: string, previous: string[] = []) => [...previous, value]),
   )
   .option('--upstream-proxy <url>', 'http://[user:pass@]host:port that carries all upstream traffic (UPSTREAM_PROXY)')
-  .option('--log-level <level>', 'fatal, error, warn, info, debug or trace (LOG_LEVEL, default info)')
+  .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (LOG_LEVEL, default info)')
   .addHelpText(
     'after',
     `
@@ -47,7 +47,6 @@ Examples:
       const stop = (signal: string) => {
         log.info({ signal }, 'shutting down');
         void proxy.close().then(() => process.exit(0));
-        setTimeout(() => process.exit(0), 5000).unref();
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));

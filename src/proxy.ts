@@ -1,6 +1,8 @@
 // Assembles a running proxy from a Config: CA, store, upstream client, handlers, listener.
 import type http from 'node:http';
+import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { handleAdmin } from './admin/admin-routes.js';
 import { ContentStore } from './cache/content-store.js';
 import { describeConfig, type Config } from './config.js';
@@ -19,14 +21,23 @@ import { VERSION } from './version.js';
 
 export interface RunningProxy {
   port: number;
-  close(): Promise<void>;
+  /** Stops accepting, lets requests in progress finish for up to graceMs, then ends every connection. */
+  close(graceMs?: number): Promise<void>;
 }
+
+// Under Docker's default 10 s stop timeout, with room to exit cleanly.
+const SHUTDOWN_GRACE_MS = 8_000;
+const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   const { ca, created } = await loadOrCreateCa(config.caDir);
   log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
+  if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
+    log.warn({ caCert: ca.certFile, notAfter: ca.notAfter.toISOString() }, 'the CA expires soon: replace it and have clients trust the new one');
+  }
   if (!config.verifySsl) log.warn('VERIFY_SSL=false: upstream certificates are NOT verified');
   const [leaves, store] = await Promise.all([LeafCertificates.create(ca), openStore(config.cacheDir)]);
+  leaves.warmUp();
 
   const dialer = new Dialer({
     connectTo: config.connectTo,
@@ -53,13 +64,30 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     admin: (req, res) => handleAdmin({ log, caCertPem: ca.certPem, version: VERSION }, req, res),
   });
 
+  // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.
+  const connections = new Set<net.Socket>();
+  server.on('connection', (socket: net.Socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  });
+
   await listen(server, config.port, config.disableIpv6);
+  // After listen, an accept failure (EMFILE) must be logged, not crash the process.
+  server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
   log.info({ port, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
-    async close() {
-      await Promise.all([closeServer(server), closeServer(intercepted)]);
+    async close(graceMs = SHUTDOWN_GRACE_MS) {
+      server.close(); // no new connections
+      // Requests in progress may finish; connections that fall idle are closed as they do.
+      const deadline = Date.now() + graceMs;
+      while (connections.size > 0 && Date.now() < deadline) {
+        server.closeIdleConnections();
+        intercepted.closeIdleConnections();
+        await sleep(50);
+      }
+      for (const socket of connections) socket.destroy();
       await upstream.close();
     },
   };
@@ -85,12 +113,5 @@ function listen(server: http.Server, port: number, disableIpv6: boolean): Promis
   return attempt('::').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL') return attempt('0.0.0.0');
     throw err;
-  });
-}
-
-function closeServer(server: http.Server): Promise<void> {
-  return new Promise((resolve) => {
-    server.close(() => resolve());
-    server.closeIdleConnections();
   });
 }

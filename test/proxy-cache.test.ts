@@ -128,6 +128,7 @@ describe('cache rules against a registry-shaped upstream', () => {
     const retry = await client.fetch(url);
     assert.ok(retry.body.equals(blob.data));
     assert.equal(upstream.count('GET', blob.digest), 2, 'nothing was cached from the bad fill');
+    await proxy.waitForLog((l) => l.msg === 'request' && l.digest === blob.digest && l.aborted === true, 'the cut request line');
     const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
     assert.deepEqual(lines.map((l) => l.cache), ['MISS', 'MISS']);
   });
@@ -315,3 +316,41 @@ async function fetchAdmin(port: number, path: string): Promise<{ status: number;
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
   return { status: res.status, body: await res.text() };
 }
+
+describe('shutdown', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it('lets a download in progress finish on SIGTERM, closes idle connections and exits 0', async () => {
+    const dir = await tmp.make('regcache-shutdown');
+    const ca = await createTestCA(dir, 'shutdown CA');
+    const upstream = new FakeRegistry();
+    await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
+    const blob = upstream.add(makeBlob(1_000_000, 'shutdown'), { kind: 'slow', chunk: 100_000, delayMs: 50 });
+    const proxy = await startRegcache({
+      dir,
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}` },
+    });
+    const idle = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    const busy = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    try {
+      assert.equal((await idle.fetch(`${REG}/v2/`)).status, 200); // leaves a keep-alive connection open
+      const download = busy.fetch(`${REG}/v2/lib/app/blobs/${blob.digest}`);
+      await proxy.waitForLog((l) => l.msg === 'request' && l.kind === 'ping', 'the ping line');
+      await new Promise((resolve) => setTimeout(resolve, 150)); // the download is under way
+      const started = Date.now();
+      proxy.daemon.child.kill('SIGTERM');
+      const res = await download;
+      assert.equal(res.status, 200);
+      assert.ok(res.body.equals(blob.data), 'the download in progress completed');
+      assert.equal(await proxy.daemon.exited, 0);
+      // Idle keep-alive connections do not hold the process for the whole grace period (8 s).
+      assert.ok(Date.now() - started < 6000, `exit took ${Date.now() - started} ms`);
+    } finally {
+      await idle.close();
+      await busy.close();
+      await proxy.stop();
+      await upstream.close();
+    }
+  });
+});

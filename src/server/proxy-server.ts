@@ -43,6 +43,9 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
     void deps.registry.handle(origin, req, res);
   });
   intercepted.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'intercepted'));
+  // Node starts connection tracking (headersTimeout checks, closeIdleConnections) on 'listening'; this
+  // server only ever receives emitted connections, so start it by hand.
+  intercepted.emit('listening');
 
   const server = http.createServer(SERVER_OPTIONS, (req, res) => {
     if ((req.url ?? '').startsWith('/')) {

@@ -58,6 +58,9 @@ function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: str
   if (key.asymmetricKeyType !== 'rsa') throw new CaError(`${keyFile} must be an RSA key`);
   if (!x509.checkPrivateKey(key)) throw new CaError(`${keyFile} does not belong to ${certFile}`);
   if (!x509.ca) throw new CaError(`${certFile} is not a CA certificate (basicConstraints CA:FALSE)`);
+  if (Date.parse(x509.validTo) <= Date.now()) {
+    throw new CaError(`${certFile} expired on ${x509.validTo}; remove ca.crt and ca.key to create a new CA (clients must then trust the new one)`);
+  }
   return { certPem, key, subject: subjectOf(certPem), notAfter: new Date(x509.validTo), certFile };
 }
 
@@ -87,8 +90,12 @@ async function createCa(dir: string, certFile: string, keyFile: string): Promise
     },
     privateKey,
   );
-  await writeAtomic(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
-  await writeAtomic(certFile, certPem, 0o644);
+  // Both files are written in full before either is renamed into place: a crash leaves temp files
+  // (ignored) or, within two back-to-back renames, the key alone, which the next start reports.
+  const commitKey = await writeTemp(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
+  const commitCert = await writeTemp(certFile, certPem, 0o644);
+  await commitKey();
+  await commitCert();
   return { certPem, key: privateKey, subject, notAfter, certFile };
 }
 
@@ -100,9 +107,17 @@ export function generateRsa(bits: number): Promise<crypto.KeyPairKeyObjectResult
   );
 }
 
-async function writeAtomic(file: string, data: string, mode: number): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, data, { mode, flag: 'wx' });
-  await fs.chmod(tmp, mode); // the umask may have narrowed or the file may pre-exist with other bits
-  await fs.rename(tmp, file);
+/** Writes and syncs a temp file beside file; returns the rename that puts it in place. */
+async function writeTemp(file: string, data: string, mode: number): Promise<() => Promise<void>> {
+  // Random, not the pid: in a container the pid is the same after every restart.
+  const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+  const handle = await fs.open(tmp, 'wx', mode);
+  try {
+    await handle.writeFile(data);
+    await handle.chmod(mode); // the umask may have narrowed it
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return () => fs.rename(tmp, file);
 }

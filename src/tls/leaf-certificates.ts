@@ -36,6 +36,12 @@ export class LeafCertificates {
     );
   }
 
+  /** Mints one throwaway leaf so that the first real CONNECT does not pay for cold code paths. */
+  warmUp(): void {
+    this.mint('regcache.invalid', Date.now());
+    this.minted--;
+  }
+
   /** The SecureContext for host (a DNS name or an IP literal), minting a certificate if needed. */
   contextFor(host: string): tls.SecureContext {
     const name = host.toLowerCase();
@@ -80,7 +86,8 @@ export class LeafCertificates {
     this.minted++;
     return {
       context: tls.createSecureContext({ key: this.keyPem, cert: certPem }),
-      renewAt: notAfter - RENEW_BEFORE_MS,
+      // Near the CA's own expiry a new leaf could not last longer: keep this one until it ends.
+      renewAt: notAfter - now > 2 * RENEW_BEFORE_MS ? notAfter - RENEW_BEFORE_MS : notAfter,
     };
   }
 }

@@ -25,7 +25,7 @@ export interface CertificateSpec {
 export function signCertificate(spec: CertificateSpec, signingKey: crypto.KeyObject): string {
   const cert = forge.pki.createCertificate();
   cert.publicKey = forge.pki.publicKeyFromPem(spec.publicKeyPem);
-  // Positive 128-bit serial (RFC 5280 allows up to 20 octets): random, so re-minted leaves never collide.
+  // A 01 prefix keeps the 17-octet serial positive (RFC 5280 allows 20); 128 random bits never collide.
   cert.serialNumber = '01' + crypto.randomBytes(16).toString('hex');
   cert.validity.notBefore = spec.notBefore;
   cert.validity.notAfter = spec.notAfter;

@@ -84,10 +84,10 @@ export class Dialer {
     socket.write(lines.join('\r\n') + '\r\n\r\n');
     return new Promise((resolve, reject) => {
       let head = Buffer.alloc(0);
-      const timer = setTimeout(() => fail(`upstream proxy did not answer CONNECT ${authority}`), this.opts.connectTimeoutMs);
-      const fail = (message: string) => {
+      const timer = setTimeout(() => fail(`upstream proxy did not answer CONNECT ${authority}: timed out`, 'timeout'), this.opts.connectTimeoutMs);
+      const fail = (message: string, cause: 'proxy' | 'timeout' = 'proxy') => {
         cleanup();
-        reject(new DialError(message, 'proxy'));
+        reject(new DialError(message, cause));
       };
       const onData = (chunk: Buffer) => {
         head = Buffer.concat([head, chunk]);
@@ -103,7 +103,12 @@ export class Dialer {
           return;
         }
         const rest = head.subarray(end + 4);
-        if (rest.length > 0) socket.unshift(rest);
+        if (rest.length > 0) {
+          // Bytes a server-speaks-first origin sent right after the 200: keep them for the tunnel's pipe
+          // (pause, or the still-flowing socket would emit them to no listener).
+          socket.pause();
+          socket.unshift(rest);
+        }
         resolve();
       };
       const onError = (err: Error) => fail(`upstream proxy connection failed: ${err.message}`);

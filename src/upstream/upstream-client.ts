@@ -31,7 +31,8 @@ export class UpstreamClient {
   private readonly agent: Agent;
 
   constructor(opts: UpstreamClientOptions) {
-    const ca = opts.verifySsl ? trustedRoots(opts.upstreamCaFile) : undefined;
+    // Built once: passing ~300 PEM roots to every tls.connect costs 60-110 ms per new connection.
+    const secureContext = tls.createSecureContext(opts.verifySsl ? { ca: trustedRoots(opts.upstreamCaFile) } : {});
     this.agent = new Agent({
       keepAliveTimeout: 30_000,
       headersTimeout: opts.headersTimeoutMs,
@@ -47,7 +48,7 @@ export class UpstreamClient {
               socket,
               host,
               servername: net.isIP(host) ? undefined : host,
-              ca,
+              secureContext,
               rejectUnauthorized: opts.verifySsl,
               ALPNProtocols: ['http/1.1'],
             });

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 
 /** A long-running child whose stdout/stderr go straight to log files. */
 export interface Daemon {
@@ -115,4 +115,16 @@ export async function waitFor(probe: () => Promise<boolean>, opts: { timeoutMs: 
     if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs} ms waiting for ${opts.what}`);
     await sleep(opts.intervalMs ?? 100);
   }
+}
+
+/** Reads a log file once it stops growing: servers write a request's line just after the response. */
+export async function settledRead(file: string): Promise<string> {
+  let last = -1;
+  for (let i = 0; i < 40; i++) {
+    const size = await stat(file).then((s) => s.size, () => 0);
+    if (size === last) break;
+    last = size;
+    await sleep(25);
+  }
+  return readFile(file, 'utf8').catch(() => '');
 }

@@ -2,7 +2,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { logTail, spawnDaemon, waitFor, type Daemon } from './proc.js';
+import { logTail, settledRead, spawnDaemon, waitFor, type Daemon } from './proc.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
 
@@ -59,11 +59,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const daemon = spawnDaemon(process.execPath, [CLI, 'serve'], { env, stdoutFile: logFile, cwd: opts.dir });
 
   const logs = async (): Promise<LogLine[]> => {
-    const text = await readFile(logFile, 'utf8').catch(() => '');
-    return text
-      .split('\n')
-      .filter((l) => l.startsWith('{'))
-      .map((l) => JSON.parse(l) as LogLine);
+    return parseLines(await readFile(logFile, 'utf8').catch(() => ''));
   };
   const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
     let found: LogLine | undefined;
@@ -88,8 +84,17 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     logFile,
     daemon,
     logs,
-    requests: async (since = 0) => (await logs()).slice(since).filter((l) => l.msg === 'request'),
+    // A request line is written when the server sees the response close, which can come just after the
+    // client has its last byte: wait until the log stops growing before reading.
+    requests: async (since = 0) => parseLines(await settledRead(logFile)).slice(since).filter((l) => l.msg === 'request'),
     waitForLog,
     stop: () => daemon.stop(5000),
   };
+}
+
+function parseLines(text: string): LogLine[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
 }

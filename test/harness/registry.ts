@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { freePort } from './ports.js';
-import { logTail, sleep, spawnDaemon, waitFor } from './proc.js';
+import { logTail, settledRead, spawnDaemon, waitFor } from './proc.js';
 
 export interface RegistryOptions {
   /** Root for storage, config and logs; created if missing. */
@@ -139,18 +139,6 @@ function renderConfig(opts: RegistryOptions, port: number, storageDir: string): 
     lines.push('middleware:', '  storage:', '    - name: redirect', '      options:', `        baseurl: ${q(opts.redirectBaseUrl)}`);
   }
   return lines.join('\n') + '\n';
-}
-
-/** Wait until the log file stops growing: the access line is written just after the response. */
-async function settledRead(file: string): Promise<string> {
-  let last = -1;
-  for (let i = 0; i < 40; i++) {
-    const size = await stat(file).then((s) => s.size, () => 0);
-    if (size === last) break;
-    last = size;
-    await sleep(25);
-  }
-  return readFile(file, 'utf8').catch(() => '');
 }
 
 /** Start distribution's docker-registry on a free loopback port and wait until /v2/ answers. */
