@@ -3,6 +3,7 @@ import type http from 'node:http';
 import type net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
 import { ContentStore } from './cache/content-store.js';
 import { describeConfig, type Config } from './config.js';
@@ -75,6 +76,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // After listen, an accept failure (EMFILE) must be logged, not crash the process.
   server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
+  await warmUp(port);
   log.info({ port, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
@@ -114,4 +116,18 @@ function listen(server: http.Server, port: number, disableIpv6: boolean): Promis
     if (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL') return attempt('0.0.0.0');
     throw err;
   });
+}
+
+/**
+ * One request to our own status page before announcing 'listening': undici compiles its HTTP parser
+ * (WebAssembly) on its first connection, and that should not land on a user's first pull.
+ */
+async function warmUp(port: number): Promise<void> {
+  const client = new Client(`http://127.0.0.1:${port}`);
+  try {
+    const res = await client.request({ method: 'GET', path: '/' });
+    await res.body.dump();
+  } finally {
+    await client.close();
+  }
 }
