@@ -1,0 +1,89 @@
+// Small measuring helpers for the pull benchmark: statistics, peak RSS, pulled-image checks and a
+// timed one-shot HTTPS request (optionally through a CONNECT proxy).
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import tls from 'node:tls';
+import type { Image } from '../test/harness/images.js';
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  if (s.length === 0) return NaN;
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}
+
+/** VmHWM (peak RSS) and VmRSS of a live process in MB; null once it has exited. */
+export async function memoryMb(pid: number): Promise<{ peak: number; now: number } | null> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => null);
+  if (status === null) return null;
+  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+  return { peak: kb('VmHWM') / 1024, now: kb('VmRSS') / 1024 };
+}
+
+/** CPU time (user + system) a live process has used so far, in seconds; null once it has exited. */
+export async function cpuSeconds(pid: number): Promise<number | null> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+  if (stat === null) return null;
+  // Fields after "(comm)": state is the first, utime and stime the 12th and 13th, in clock ticks (USER_HZ = 100).
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** skopeo's dir: layout holds manifest.json and one file per blob named by hex digest; null when all match. */
+export async function checkPulledImage(outDir: string, image: Image): Promise<string | null> {
+  const manifest = await readFile(path.join(outDir, 'manifest.json')).catch(() => null);
+  if (manifest === null || !manifest.equals(image.manifest)) return 'manifest.json differs from the pushed manifest';
+  for (const blob of [image.config, ...image.layers]) {
+    const file = path.join(outDir, blob.digest.replace(/^sha256:/, ''));
+    const actual = await sha256File(file).catch((err: Error) => `unreadable (${err.message})`);
+    if (actual !== blob.digest) return `blob ${blob.digest} hashes to ${actual}`;
+  }
+  return null;
+}
+
+export interface TimedGetOptions {
+  host: string; // TLS server name and Host header
+  port: number; // where TLS ends: the registry's port, or the CONNECT target port through a proxy
+  ca: string; // PEM the server certificate must chain to
+  proxyPort?: number; // CONNECT through 127.0.0.1:proxyPort
+}
+
+/**
+ * One GET /v2/ on a fresh connection (TCP, CONNECT, TLS, request, whole response), timed from the
+ * first byte we send to the last byte received. Raw sockets: no client pool or lazy setup in the way.
+ */
+export async function timedGet(opts: TimedGetOptions): Promise<{ ms: number; status: number }> {
+  const signal = AbortSignal.timeout(10_000);
+  const started = performance.now();
+  const socket = net.connect(opts.proxyPort ?? opts.port, '127.0.0.1');
+  socket.setNoDelay(true);
+  socket.setTimeout(10_000, () => socket.destroy(new Error('timed out')));
+  try {
+    await once(socket, 'connect', { signal });
+    if (opts.proxyPort !== undefined) {
+      socket.write(`CONNECT ${opts.host}:${opts.port} HTTP/1.1\r\nHost: ${opts.host}:${opts.port}\r\n\r\n`);
+      const [head] = (await once(socket, 'data', { signal })) as [Buffer];
+      if (!head.toString('latin1').startsWith('HTTP/1.1 200')) throw new Error(`CONNECT refused: ${head.toString('latin1').split('\r\n')[0]}`);
+    }
+    const secure = tls.connect({ socket, servername: opts.host, ca: opts.ca });
+    await once(secure, 'secureConnect', { signal });
+    secure.write(`GET /v2/ HTTP/1.1\r\nHost: ${opts.host}\r\nConnection: close\r\n\r\n`);
+    let text = '';
+    for await (const chunk of secure) text += String(chunk);
+    const ms = performance.now() - started;
+    return { ms, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0) };
+  } finally {
+    socket.destroy();
+  }
+}
