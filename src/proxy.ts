@@ -76,7 +76,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // After listen, an accept failure (EMFILE) must be logged, not crash the process.
   server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
-  await warmUp(port);
+  await warmUp(port, log);
   log.info({ port, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
@@ -122,11 +122,13 @@ function listen(server: http.Server, port: number, disableIpv6: boolean): Promis
  * One request to our own status page before announcing 'listening': undici compiles its HTTP parser
  * (WebAssembly) on its first connection, and that should not land on a user's first pull.
  */
-async function warmUp(port: number): Promise<void> {
+async function warmUp(port: number, log: Logger): Promise<void> {
   const client = new Client(`http://127.0.0.1:${port}`);
   try {
     const res = await client.request({ method: 'GET', path: '/' });
     await res.body.dump();
+  } catch (err) {
+    log.debug({ error: (err as Error).message }, 'warm-up request failed (harmless: only the first request is slower)');
   } finally {
     await client.close();
   }
