@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The regcache command line.
 import { Command, Option } from 'commander';
+import { addCacheCommands } from './cache-commands.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
@@ -61,5 +62,7 @@ function fail(message: string): never {
   process.stderr.write(`regcache: ${message}\n`);
   process.exit(2);
 }
+
+addCacheCommands(program);
 
 await program.parseAsync(process.argv);

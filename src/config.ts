@@ -20,6 +20,8 @@ export interface Config {
   port: number;
   caDir: string;
   cacheDir: string;
+  cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
+  cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
   allowPush: boolean;
   verifySsl: boolean;
@@ -70,6 +72,8 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', true), // 0: any free port
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
+    cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
+    cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),
     registries: [
       ...ALWAYS_INTERCEPTED,
       ...parseHostList('REGISTRIES', get('REGISTRIES') ?? DEFAULT_REGISTRIES),
@@ -88,6 +92,33 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
 
 export function splitList(value: string): string[] {
   return value.split(/[\s,]+/).filter((s) => s.length > 0);
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** nginx size syntax: "32g", "500m", "1024k", plain bytes (case-insensitive). */
+export function parseSize(variable: string, value: string): number {
+  const m = /^(\d+)([kmgt]?)$/i.exec(value);
+  const bytes = m ? Number(m[1]) * SIZE_UNITS[m[2]!.toLowerCase()]! : NaN;
+  if (!(bytes > 0) || !Number.isSafeInteger(bytes)) {
+    throw new ConfigError(variable, value, `a size such as 32g, 500m, 1024k or plain bytes, e.g. ${variable}=32g`);
+  }
+  return bytes;
+}
+
+const TIME_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000, M: 30 * 86_400_000, y: 365 * 86_400_000 };
+
+/** nginx time syntax: "60d", "12h", "30m", "1h30m", plain seconds; M is 30 days, y 365 days. */
+export function parseDuration(variable: string, value: string): number {
+  let ms = 0;
+  const rest = value.replace(/(\d+)(ms|[smhdwMy]?)/g, (_all, n: string, unit: string) => {
+    ms += Number(n) * TIME_UNITS[unit || 's']!;
+    return '';
+  });
+  if (rest !== '' || !(ms > 0) || !Number.isSafeInteger(ms)) {
+    throw new ConfigError(variable, value, `a duration such as 60d, 12h, 30m or 1h30m, e.g. ${variable}=60d`);
+  }
+  return ms;
 }
 
 function parseBool(variable: string, value: string): boolean {

@@ -5,7 +5,10 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
+import { listenControl } from './admin/control-socket.js';
+import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
+import { Evictor } from './cache/eviction.js';
 import { describeConfig, type Config } from './config.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
@@ -37,8 +40,18 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     log.warn({ caCert: ca.certFile, notAfter: ca.notAfter.toISOString() }, 'the CA expires soon: replace it and have clients trust the new one');
   }
   if (!config.verifySsl) log.warn('VERIFY_SSL=false: upstream certificates are NOT verified');
-  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), openStore(config.cacheDir)]);
+  // The control socket claims CACHE_DIR before the store touches it (opening wipes the spool).
+  let cacheAdmin: CacheAdmin | null = null;
+  const control = await listenControl(config.cacheDir, (request) => {
+    if (!cacheAdmin) throw new Error('the store is still opening');
+    return cacheAdmin.run(request.cmd, request.args);
+  });
+  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), ContentStore.open(config.cacheDir)]);
   leaves.warmUp();
+  cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
+  const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
+  evictor.start();
+  log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
   const dialer = new Dialer({
     connectTo: config.connectTo,
@@ -53,7 +66,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     headersTimeoutMs: 60_000,
     bodyTimeoutMs: 60_000,
   });
-  const content = new ContentResponder(store, upstream, log);
+  const content = new ContentResponder(store, evictor, upstream, log);
   const registry = new RegistryHandler({ log, store, upstream, content, allowPush: config.allowPush });
   const { server, intercepted } = createProxyServers({
     log,
@@ -91,14 +104,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       }
       for (const socket of connections) socket.destroy();
       await upstream.close();
+      await new Promise((resolve) => control.close(resolve));
+      await evictor.stop();
+      await store.close();
     },
   };
-}
-
-async function openStore(dir: string): Promise<ContentStore> {
-  const store = new ContentStore(dir);
-  await store.init();
-  return store;
 }
 
 /** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0. */

@@ -10,6 +10,7 @@ import { Fill } from '../src/cache/fill.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import { TmpDirs } from './harness/tmp.js';
 
+const NO_PROVENANCE = { ref: null, tag: null };
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
 const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolve() : once(fill, 'settled'));
 
@@ -24,15 +25,17 @@ describe('fill readers', () => {
   let store: ContentStore;
 
   before(async () => {
-    store = new ContentStore(await tmp.make('regcache-fill'));
-    await store.init();
+    store = await ContentStore.open(await tmp.make('regcache-fill'));
   });
-  after(() => tmp.cleanup());
+  after(async () => {
+    await store.close();
+    await tmp.cleanup();
+  });
 
   it('keeps a stalled reader to its buffer, whatever the fill has written', async () => {
     const data = crypto.randomBytes(24 * 1024 * 1024);
     const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body);
+    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
     assert.ok(fill.acquire());
     const reader = new FillReader(fill, 0, null);
     reader.pause(); // nobody consumes
@@ -53,7 +56,7 @@ describe('fill readers', () => {
   it('holds back the last byte of a range until the digest is verified', async () => {
     const data = crypto.randomBytes(4000);
     const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body);
+    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
     assert.ok(fill.acquire());
     const reader = new FillReader(fill, 0, 99);
     const chunks: Buffer[] = [];
@@ -70,7 +73,7 @@ describe('fill readers', () => {
   it('cuts a ranged reader when the fill fails, and lets no one join the failed fill', async () => {
     const data = crypto.randomBytes(4000);
     const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(Buffer.from('something else')), 'application/octet-stream', data.length, body);
+    const fill = await Fill.start(store, 'blob', digestOf(Buffer.from('something else')), 'application/octet-stream', data.length, body, NO_PROVENANCE);
     assert.ok(fill.acquire());
     const reader = new FillReader(fill, 0, 99);
     const ended = drain(reader);

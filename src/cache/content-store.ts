@@ -1,18 +1,19 @@
-// The content-addressed store: a cacache directory whose entries are keyed "<kind>/<digest>" and whose
-// content files are shared between entries with the same bytes (one copy, whatever the repository).
-// Fills are spooled to our own file and moved into cacache's content layout once their digest is
-// verified (see docs/decisions.md: one disk write per byte instead of two).
+// The content-addressed store: content files in cacache's layout under CACHE_DIR (one file per digest,
+// whatever the repository or registry), described by regcache's own EntryIndex. Fills are spooled to
+// CACHE_DIR/spool and moved into place once their digest is verified (docs/decisions.md: one disk write
+// per byte, and cacache's index cannot keep LRU order or sizes).
 import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import cacache from 'cacache';
+import { EntryIndex, entryKey, type Entry, type EntryKind } from './entry-index.js';
 
 const require = createRequire(import.meta.url);
-// cacache's own content-path function, so our moves land exactly where its readers and verify look.
-const contentPath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
+// cacache's own content-path function, so that content lands exactly where cacache's tools look.
+const cacachePath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
-export type ContentKind = 'blob' | 'manifest';
+export type ContentKind = EntryKind;
 
 export interface StoredContent {
   path: string;
@@ -21,80 +22,108 @@ export interface StoredContent {
   digest: string;
 }
 
-interface EntryMetadata {
-  mediaType?: string;
-  digest?: string;
+/** Where a request for the content came from: kept in the index for `regcache cache ls/rm`. */
+export interface Provenance {
+  ref: string | null; // "registry/repository"
+  tag: string | null; // "registry/repository:tag"
 }
 
-export class ContentStore {
+export class ContentStore extends EventEmitter {
   readonly spoolDir: string;
-  // Writes not yet on disk: a lookup for the same entry waits for them instead of missing.
+  // Small writes not yet on disk: a lookup for the same entry waits for them instead of missing.
   private readonly pending = new Map<string, Promise<void>>();
 
-  constructor(readonly dir: string) {
+  private constructor(
+    readonly dir: string,
+    readonly index: EntryIndex,
+  ) {
+    super();
     this.spoolDir = path.join(dir, 'spool');
   }
 
-  /** Creates the directories and removes spool files left by a crash: they were never committed. */
-  async init(): Promise<void> {
-    await fs.mkdir(this.dir, { recursive: true });
-    await fs.rm(this.spoolDir, { recursive: true, force: true });
-    await fs.mkdir(this.spoolDir, { recursive: true });
+  /** Creates the directories, removes spool files left by a crash (never committed), loads the index. */
+  static async open(dir: string): Promise<ContentStore> {
+    await fs.mkdir(dir, { recursive: true });
+    const spoolDir = path.join(dir, 'spool');
+    await fs.rm(spoolDir, { recursive: true, force: true });
+    await fs.mkdir(spoolDir, { recursive: true });
+    return new ContentStore(dir, await EntryIndex.open(dir));
   }
 
+  /** O(1): the index says where the content is; a file that vanished shows up when it is opened. */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
     await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
-    const info = await cacache.get.info(this.dir, entryKey(kind, digest));
-    if (!info) return null;
-    try {
-      const stat = await fs.stat(info.path);
-      const metadata = (info.metadata ?? {}) as EntryMetadata;
-      return { path: info.path, size: stat.size, mediaType: metadata.mediaType ?? 'application/octet-stream', digest };
-    } catch {
-      return null; // the entry outlived its content (removed by hand or by verify): a miss
-    }
+    const entry = this.index.get(kind, digest);
+    if (!entry) return null;
+    return { path: this.contentPath(digest), size: entry.size, mediaType: entry.mediaType, digest };
+  }
+
+  /** A HIT: most recently used now, and the repository/tag noted. */
+  use(kind: ContentKind, digest: string, from: Provenance): void {
+    this.index.touch(kind, digest);
+    void this.index.reference(kind, digest, from.ref, from.tag).catch(() => undefined);
+  }
+
+  contentPath(digest: string): string {
+    return cacachePath(this.dir, integrityOf(digest));
   }
 
   newSpoolFile(): string {
     return path.join(this.spoolDir, `fill-${crypto.randomUUID()}`);
   }
 
-  /** Moves a verified spool file into the store and records the entry. */
-  async commitFile(spoolFile: string, kind: ContentKind, digest: string, size: number, mediaType: string): Promise<void> {
-    const integrity = integrityOf(digest);
-    const target = contentPath(this.dir, integrity);
+  /** Moves a verified, synced spool file into place and records the entry. */
+  async commitFile(spoolFile: string, kind: ContentKind, digest: string, size: number, mediaType: string, from: Provenance): Promise<void> {
+    const target = this.contentPath(digest);
     await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
-    await this.insert(kind, digest, size, mediaType);
+    const now = Date.now();
+    const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
+    await this.index.put(entry);
+    this.emit('committed', entry);
   }
 
-  /** Stores a small verified body (a manifest) through cacache, which re-checks the integrity. */
-  putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string): Promise<void> {
+  /** Stores a small body (a manifest) whose digest the caller has verified. */
+  putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string, from: Provenance): Promise<void> {
     const key = entryKey(kind, digest);
-    const write = cacache
-      .put(this.dir, key, data, {
-        integrity: integrityOf(digest),
-        algorithms: ['sha256'],
-        metadata: { mediaType, digest } satisfies EntryMetadata,
-      })
-      .then(() => undefined)
-      .finally(() => {
-        if (this.pending.get(key) === write) this.pending.delete(key);
-      });
+    if (this.index.get(kind, digest)) {
+      return this.index.reference(kind, digest, from.ref, from.tag); // already stored: just note where from
+    }
+    const write = (async () => {
+      const spool = this.newSpoolFile();
+      const handle = await fs.open(spool, 'wx', 0o600);
+      try {
+        await handle.writeFile(data);
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      try {
+        await this.commitFile(spool, kind, digest, data.length, mediaType, from);
+      } catch (err) {
+        await fs.rm(spool, { force: true });
+        throw err;
+      }
+    })().finally(() => {
+      if (this.pending.get(key) === write) this.pending.delete(key);
+    });
     this.pending.set(key, write);
     return write;
   }
 
-  private async insert(kind: ContentKind, digest: string, size: number, mediaType: string): Promise<void> {
-    await cacache.index.insert(this.dir, entryKey(kind, digest), integrityOf(digest), {
-      size,
-      metadata: { mediaType, digest } satisfies EntryMetadata,
-    });
+  /** Removes an entry, and its content file unless another entry holds the same bytes. */
+  async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
+    const entry = await this.index.delete(kind, digest);
+    if (entry && !this.index.sharesContent(kind, digest)) {
+      // Readers that have the file open keep reading: unlinking only takes the name away.
+      await fs.rm(this.contentPath(digest), { force: true });
+    }
+    return entry;
   }
-}
 
-function entryKey(kind: ContentKind, digest: string): string {
-  return `${kind}/${digest}`;
+  close(): Promise<void> {
+    return this.index.close();
+  }
 }
 
 /** "sha256:<hex>" -> the SRI string cacache keys content by. Only sha256 digests are cached. */

@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContentKind, ContentStore } from './content-store.js';
+import type { ContentKind, ContentStore, Provenance } from './content-store.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
@@ -41,6 +41,7 @@ export class Fill extends EventEmitter {
     readonly expectedSize: number | null,
     private readonly spoolFile: string,
     private readonly fd: fs.FileHandle,
+    private readonly from: Provenance,
   ) {
     super();
     this.setMaxListeners(0); // one listener per waiting reader
@@ -54,10 +55,11 @@ export class Fill extends EventEmitter {
     mediaType: string,
     expectedSize: number | null,
     body: Readable,
+    from: Provenance,
   ): Promise<Fill> {
     const spoolFile = store.newSpoolFile();
     const fd = await fs.open(spoolFile, 'wx+', 0o600);
-    const fill = new Fill(kind, digest, mediaType, expectedSize, spoolFile, fd);
+    const fill = new Fill(kind, digest, mediaType, expectedSize, spoolFile, fd, from);
     void fill.run(store, body);
     return fill;
   }
@@ -88,6 +90,7 @@ export class Fill extends EventEmitter {
       try {
         await pipeline(body, this.spoolWriter(hash));
       } catch (err) {
+        if (err instanceof FillError) throw err;
         throw new FillError(`upstream body failed after ${this.written} bytes: ${(err as Error).message}`, 'upstream');
       }
       if (this.expectedSize !== null && this.written !== this.expectedSize) {
@@ -101,7 +104,7 @@ export class Fill extends EventEmitter {
       this.emit('progress'); // readers may finish now; the sync below is the cache's business, not theirs
       try {
         await this.fd.datasync(); // the index must never point at bytes a power cut could lose
-        await store.commitFile(this.spoolFile, this.kind, this.digest, this.written, this.mediaType);
+        await store.commitFile(this.spoolFile, this.kind, this.digest, this.written, this.mediaType, this.from);
       } catch (err) {
         throw new FillError(`storing ${this.digest} failed: ${(err as Error).message}`, 'store');
       }
@@ -121,7 +124,13 @@ export class Fill extends EventEmitter {
       for (const chunk of chunks) hash.update(chunk);
       let pending = chunks;
       while (pending.length > 0) {
-        const { bytesWritten } = await this.fd.writev(pending, this.written);
+        let bytesWritten: number;
+        try {
+          ({ bytesWritten } = await this.fd.writev(pending, this.written));
+        } catch (err) {
+          const e = err as NodeJS.ErrnoException;
+          throw new FillError(`writing the spool file failed after ${this.written} bytes: ${e.code ?? e.message}`, 'store');
+        }
         this.written += bytesWritten;
         pending = dropBytes(pending, bytesWritten);
       }

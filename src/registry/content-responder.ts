@@ -3,7 +3,8 @@
 import fs from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import type { ContentKind, ContentStore, StoredContent } from '../cache/content-store.js';
+import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
+import type { Evictor } from '../cache/eviction.js';
 import { Fill } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
@@ -21,6 +22,7 @@ export class ContentResponder {
 
   constructor(
     private readonly store: ContentStore,
+    private readonly evictor: Evictor,
     private readonly upstream: UpstreamClient,
     private readonly log: Logger,
   ) {}
@@ -29,22 +31,24 @@ export class ContentResponder {
     return this.inflight.size;
   }
 
-  async serve(origin: URL, kind: ContentKind, digest: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+  async serve(origin: URL, kind: ContentKind, digest: string, name: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     record.digest = digest;
-    if (await this.serveStored(kind, digest, req, res, record)) return;
+    const from: Provenance = { ref: `${origin.host}/${name}`, tag: null };
+    if (await this.serveStored(kind, digest, from, req, res, record)) return;
     record.cache = 'MISS';
     if (req.method === 'HEAD') {
       // A HEAD stays a HEAD upstream: Docker Hub does not count it against the pull limit.
       await passThrough(this.upstream, origin, req, res, record, { followRedirects: true });
       return;
     }
-    await this.serveMiss(origin, kind, digest, req, res, record, true);
+    await this.serveMiss(origin, kind, digest, from, req, res, record, true);
   }
 
   private async serveMiss(
     origin: URL,
     kind: ContentKind,
     digest: string,
+    from: Provenance,
     req: IncomingMessage,
     res: ServerResponse,
     record: RequestRecord,
@@ -61,8 +65,8 @@ export class ContentResponder {
         return;
       }
       // The fill finished meanwhile (then it is stored), or its leader got no 200: try on our own.
-      if (await this.serveStored(kind, digest, req, res, record)) return;
-      await this.serveMiss(origin, kind, digest, req, res, record, false);
+      if (await this.serveStored(kind, digest, from, req, res, record)) return;
+      await this.serveMiss(origin, kind, digest, from, req, res, record, false);
       return;
     }
 
@@ -85,8 +89,16 @@ export class ContentResponder {
       }
       const contentType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
       const length = headerValue(response.headers['content-length']);
+      const size = length && /^\d+$/.test(length) ? Number(length) : null;
+      const refusal = size === null ? null : !this.evictor.fits(size) ? 'larger than CACHE_MAX_SIZE' : (await this.evictor.makeRoom(size)) ? null : 'not enough free disk space';
+      if (refusal) {
+        record.cache = 'BYPASS';
+        record.reason = refusal;
+        await relayResponse(response, res, record);
+        return;
+      }
       try {
-        fill = await Fill.start(this.store, kind, digest, contentType, length && /^\d+$/.test(length) ? Number(length) : null, response.body);
+        fill = await Fill.start(this.store, kind, digest, contentType, size, response.body, from);
       } catch (err) {
         // The store cannot take it (disk full, permissions): still serve the client, uncached.
         this.log.error({ digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
@@ -146,15 +158,21 @@ export class ContentResponder {
   }
 
   /** Serves from the store; false when the content is not there (or vanished before it was opened). */
-  private async serveStored(kind: ContentKind, digest: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+  private async serveStored(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
     const stored = await this.store.lookup(kind, digest);
     if (!stored) return false;
     let file: fs.FileHandle;
     try {
       file = await fs.open(stored.path, 'r');
-    } catch {
+    } catch (err) {
+      // Evicted a moment ago (the index no longer has it), or removed behind our back (drop the entry).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.store.index.get(kind, digest)) {
+        this.log.warn({ digest, path: stored.path }, 'content file missing; entry dropped');
+        await this.store.remove(kind, digest).catch(() => undefined);
+      }
       return false;
     }
+    this.store.use(kind, digest, from);
     record.cache = 'HIT';
     await sendStored(stored, file, req, res, record);
     return true;

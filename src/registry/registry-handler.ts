@@ -30,11 +30,11 @@ export class RegistryHandler {
     try {
       switch (request.kind) {
         case 'blob':
-          return await content.serve(origin, 'blob', request.digest, req, res, record);
+          return await content.serve(origin, 'blob', request.digest, request.name, req, res, record);
         case 'manifest-by-digest':
-          return await content.serve(origin, 'manifest', request.digest, req, res, record);
+          return await content.serve(origin, 'manifest', request.digest, request.name, req, res, record);
         case 'manifest-by-tag':
-          return await serveTagManifest(upstream, store, log, origin, req, res, record);
+          return await serveTagManifest(upstream, store, log, origin, request.name, request.tag, req, res, record);
         case 'passthrough':
           return await passThrough(upstream, origin, req, res, record);
         case 'write':

@@ -16,6 +16,8 @@ export async function serveTagManifest(
   store: ContentStore,
   log: Logger,
   origin: URL,
+  name: string,
+  tag: string,
   req: IncomingMessage,
   res: ServerResponse,
   record: RequestRecord,
@@ -39,7 +41,8 @@ export async function serveTagManifest(
       }
       record.digest = digest;
       const mediaType = typeof response.headers['content-type'] === 'string' ? response.headers['content-type'] : 'application/octet-stream';
-      store.putBuffer('manifest', digest, body, mediaType).catch((err: Error) => log.warn({ digest, error: err.message }, 'storing manifest failed'));
+      const from = { ref: `${origin.host}/${name}`, tag: `${origin.host}/${name}:${tag}` };
+      store.putBuffer('manifest', digest, body, mediaType, from).catch((err: Error) => log.warn({ digest, error: err.message }, 'storing manifest failed'));
     });
   };
   await passThrough(upstream, origin, req, res, record, { observe });

@@ -11,6 +11,7 @@ export class RequestRecord {
   kind = 'other';
   digest: string | undefined;
   coalesced = false;
+  reason: string | undefined; // why a cacheable request was not cached (BYPASS)
   error: string | undefined;
   bytes = 0;
   private readonly started = process.hrtime.bigint();
@@ -50,6 +51,7 @@ export class RequestRecord {
     };
     if (this.digest) line.digest = this.digest;
     if (this.coalesced) line.coalesced = true;
+    if (this.reason) line.reason = this.reason;
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : 'info'](line, 'request');

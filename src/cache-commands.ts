@@ -1,0 +1,117 @@
+// `regcache cache ls|du|rm|prune|verify`: sent to the running server over its control socket, or run
+// here on the store when no server holds the cache directory (holding the socket meanwhile, so that a
+// server cannot start halfway through).
+import fs from 'node:fs';
+import type { Command } from 'commander';
+import { askControl, listenControl, type ControlRequest } from './admin/control-socket.js';
+import { CacheAdmin, type ListedEntry, type RemovalReport, type Usage, type VerifyReport } from './cache/cache-admin.js';
+import { ContentStore } from './cache/content-store.js';
+import { ConfigError, loadConfig, parseDuration, parseSize } from './config.js';
+
+interface CommonOptions {
+  cacheDir?: string;
+  json?: boolean;
+}
+
+export function addCacheCommands(program: Command): void {
+  const cache = program.command('cache').description('Inspect and manage the cache (also while the server runs).');
+  const command = (name: string, description: string) =>
+    cache.command(name).description(description).option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)').option('--json', 'machine-readable output');
+
+  command('ls', 'stored entries, most recently used first: repositories, tags, digests, sizes, last use')
+    .option('--registry <host>', 'only entries requested from this registry')
+    .action((o: CommonOptions & { registry?: string }) => execute(o, { cmd: 'ls', args: o.registry ? { registry: o.registry } : {} }, printList));
+  command('du', 'total size, per registry, against CACHE_MAX_SIZE').action((o: CommonOptions) => execute(o, { cmd: 'du', args: {} }, printUsage));
+  command('rm', 'remove an image (its manifests, and blobs no other repository uses) or a digest')
+    .argument('<image-ref|digest>', 'e.g. alpine:3.20, ghcr.io/org/app:v1, sha256:...')
+    .action((target: string, o: CommonOptions) => execute(o, { cmd: 'rm', args: { target } }, printRemoval));
+  command('prune', 'remove entries unused for a while, and/or least recently used ones down to a size')
+    .option('--older-than <duration>', 'e.g. 7d, 12h (nginx time syntax)')
+    .option('--to-size <size>', 'e.g. 10g, 500m (nginx size syntax)')
+    .action((o: CommonOptions & { olderThan?: string; toSize?: string }) => {
+      if (o.olderThan === undefined && o.toSize === undefined) fail('prune needs --older-than and/or --to-size, e.g. regcache cache prune --older-than 7d');
+      const args = {
+        olderThanMs: o.olderThan === undefined ? null : parse(() => parseDuration('--older-than', o.olderThan!)),
+        toBytes: o.toSize === undefined ? null : parse(() => parseSize('--to-size', o.toSize!)),
+      };
+      return execute(o, { cmd: 'prune', args }, printRemoval);
+    });
+  command('verify', 're-hash all content; remove corrupt entries and files no entry refers to').action((o: CommonOptions) =>
+    execute(o, { cmd: 'verify', args: {} }, printVerify),
+  );
+}
+
+async function execute<T>(options: CommonOptions, request: ControlRequest, print: (result: T) => string): Promise<void> {
+  const config = parse(() => loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}));
+  let result: unknown;
+  const remote = await askControl(config.cacheDir, request);
+  if (remote) {
+    if (!remote.ok) fail(remote.error, 1);
+    result = remote.result;
+  } else {
+    if (!fs.existsSync(config.cacheDir)) fail(`there is no cache at ${config.cacheDir} (set CACHE_DIR or --cache-dir)`, 1);
+    const lock = await listenControl(config.cacheDir, () => Promise.reject(new Error('busy with a regcache cache command')));
+    const store = await ContentStore.open(config.cacheDir);
+    try {
+      result = await new CacheAdmin(store, config.cacheMaxSize).run(request.cmd, request.args);
+    } catch (err) {
+      fail((err as Error).message, 1);
+    } finally {
+      await store.close();
+      await new Promise((resolve) => lock.close(resolve));
+    }
+  }
+  process.stdout.write(options.json ? JSON.stringify(result, null, 2) + '\n' : print(result as T));
+}
+
+function printList(rows: ListedEntry[]): string {
+  const lines = rows.map((r) =>
+    [r.lastAccess.slice(0, 19).replace('T', ' '), formatBytes(r.size).padStart(10), r.kind.padEnd(8), r.digest.slice(0, 19), [...r.tags, ...r.repositories.filter((repo) => !r.tags.some((t) => t.startsWith(repo + ':')))].join(' ')].join('  '),
+  );
+  return ['LAST USED            SIZE        KIND      DIGEST               IMAGES', ...lines].join('\n') + '\n';
+}
+
+function printUsage(u: Usage): string {
+  const pct = ((100 * u.totalBytes) / u.maxBytes).toFixed(1);
+  const lines = [`total  ${formatBytes(u.totalBytes)} in ${u.entries} entries, ${pct}% of CACHE_MAX_SIZE ${formatBytes(u.maxBytes)}`];
+  for (const [registry, r] of Object.entries(u.registries).sort(([, a], [, b]) => b.bytes - a.bytes)) {
+    lines.push(`  ${registry}  ${formatBytes(r.bytes)} in ${r.entries} entries`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function printRemoval(r: RemovalReport): string {
+  return `removed ${r.removed} entries, ${formatBytes(r.bytes)}\n`;
+}
+
+function printVerify(r: VerifyReport): string {
+  const lines = [`checked ${r.checked} entries: ${r.corrupt.length} corrupt, ${r.missing.length} missing, ${r.orphans} orphaned files removed, ${formatBytes(r.bytesFreed)} freed`];
+  for (const d of r.corrupt) lines.push(`  corrupt (removed): ${d}`);
+  for (const d of r.missing) lines.push(`  missing (entry dropped): ${d}`);
+  return lines.join('\n') + '\n';
+}
+
+function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
+}
+
+function parse<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+}
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`regcache: ${message}\n`);
+  process.exit(code);
+}

@@ -1,0 +1,242 @@
+// regcache's own index of what the store holds: one entry per stored digest with its size, media type,
+// the registry/repositories and tags it was requested under, and when it was created and last used.
+// In memory it is a Map kept in least-recently-used order (O(1) lookups, touches and evictions); on
+// disk an append-only journal (index.jsonl) that is replayed and compacted at startup, so a restart
+// keeps LRU order. Commits are fsynced; access times are flushed lazily.
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+
+export type EntryKind = 'blob' | 'manifest';
+
+export interface Entry {
+  kind: EntryKind;
+  digest: string;
+  size: number;
+  mediaType: string;
+  created: number; // ms since the epoch
+  lastAccess: number;
+  refs: string[]; // "registry/repository" it was requested under
+  tags: string[]; // "registry/repository:tag" that pointed at it (manifests)
+}
+
+type Op =
+  | { op: 'put'; e: Entry }
+  | { op: 'touch'; k: string; t: number }
+  | { op: 'ref'; k: string; r: string }
+  | { op: 'tag'; k: string; tag: string }
+  | { op: 'del'; k: string };
+
+const JOURNAL = 'index.jsonl';
+const TOUCH_FLUSH_MS = 10_000;
+
+export function entryKey(kind: EntryKind, digest: string): string {
+  return `${kind}/${digest}`;
+}
+
+export class EntryIndex {
+  private readonly entries = new Map<string, Entry>(); // iteration order: least recently used first
+  private readonly tagOwners = new Map<string, string>(); // tag -> entry key
+  private readonly pendingTouches = new Map<string, number>();
+  private bytes = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private appending: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly file: string,
+    private handle: fs.FileHandle | null,
+  ) {}
+
+  /** Replays the journal, rewrites it compacted (atomically), and opens it for appending. */
+  static async open(dir: string): Promise<EntryIndex> {
+    const file = path.join(dir, JOURNAL);
+    const index = new EntryIndex(file, null);
+    for (const name of await fs.readdir(dir)) {
+      if (name.startsWith(`${JOURNAL}.`) && name.endsWith('.tmp')) await fs.rm(path.join(dir, name), { force: true }); // a compaction cut short
+    }
+    const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      let op: Op;
+      try {
+        op = JSON.parse(line) as Op;
+      } catch {
+        continue; // a line torn by a crash mid-append: everything before it stands
+      }
+      index.apply(op);
+    }
+    index.sortByLastAccess();
+    await index.compact();
+    index.timer = setInterval(() => void index.flushTouches(), TOUCH_FLUSH_MS).unref();
+    return index;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** Total bytes of stored content (each digest counted once per entry). */
+  get totalBytes(): number {
+    return this.bytes;
+  }
+
+  get(kind: EntryKind, digest: string): Entry | undefined {
+    return this.entries.get(entryKey(kind, digest));
+  }
+
+  /** Entries from least to most recently used. */
+  oldestFirst(): IterableIterator<Entry> {
+    return this.entries.values();
+  }
+
+  /** Marks an entry used now: it moves to the most-recently-used end; the journal learns it lazily. */
+  touch(kind: EntryKind, digest: string, now = Date.now()): void {
+    const key = entryKey(kind, digest);
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    entry.lastAccess = now;
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    this.pendingTouches.set(key, now);
+  }
+
+  /** Records a committed entry; resolves once the journal line is on disk. */
+  async put(entry: Entry): Promise<void> {
+    this.apply({ op: 'put', e: entry });
+    await this.append([{ op: 'put', e: entry }], true);
+  }
+
+  /** Notes that a repository (and optionally a tag) uses the entry; journals only what is new. */
+  async reference(kind: EntryKind, digest: string, ref: string | null, tag: string | null): Promise<void> {
+    const key = entryKey(kind, digest);
+    const entry = this.entries.get(key);
+    if (!entry) return;
+    const ops: Op[] = [];
+    if (ref !== null && !entry.refs.includes(ref)) ops.push({ op: 'ref', k: key, r: ref });
+    if (tag !== null && this.tagOwners.get(tag) !== key) ops.push({ op: 'tag', k: key, tag });
+    if (ops.length === 0) return;
+    for (const op of ops) this.apply(op);
+    await this.append(ops, false);
+  }
+
+  async delete(kind: EntryKind, digest: string): Promise<Entry | undefined> {
+    const key = entryKey(kind, digest);
+    const entry = this.entries.get(key);
+    if (!entry) return undefined;
+    this.apply({ op: 'del', k: key });
+    this.pendingTouches.delete(key);
+    await this.append([{ op: 'del', k: key }], true);
+    return entry;
+  }
+
+  /** Whether another entry (the other kind) holds the same content. */
+  sharesContent(kind: EntryKind, digest: string): boolean {
+    return this.entries.has(entryKey(kind === 'blob' ? 'manifest' : 'blob', digest));
+  }
+
+  /** The manifest a tag points at, if it is stored. */
+  taggedManifest(tag: string): Entry | undefined {
+    const key = this.tagOwners.get(tag);
+    return key === undefined ? undefined : this.entries.get(key);
+  }
+
+  async flushTouches(): Promise<void> {
+    if (this.pendingTouches.size === 0) return;
+    const ops: Op[] = [...this.pendingTouches].map(([k, t]) => ({ op: 'touch', k, t }));
+    this.pendingTouches.clear();
+    await this.append(ops, false);
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.flushTouches().catch(() => undefined);
+    await this.appending.catch(() => undefined);
+    await this.handle?.close();
+    this.handle = null;
+  }
+
+  private apply(op: Op): void {
+    switch (op.op) {
+      case 'put': {
+        const key = entryKey(op.e.kind, op.e.digest);
+        const old = this.entries.get(key);
+        if (old) this.bytes -= old.size;
+        this.entries.delete(key);
+        this.entries.set(key, { ...op.e, refs: [...op.e.refs], tags: [] });
+        this.bytes += op.e.size;
+        for (const tag of op.e.tags) this.assignTag(key, tag);
+        return;
+      }
+      case 'touch': {
+        const entry = this.entries.get(op.k);
+        if (entry && op.t > entry.lastAccess) entry.lastAccess = op.t;
+        return;
+      }
+      case 'ref': {
+        const entry = this.entries.get(op.k);
+        if (entry && !entry.refs.includes(op.r)) entry.refs.push(op.r);
+        return;
+      }
+      case 'tag':
+        if (this.entries.has(op.k)) this.assignTag(op.k, op.tag);
+        return;
+      case 'del': {
+        const entry = this.entries.get(op.k);
+        if (!entry) return;
+        this.bytes -= entry.size;
+        this.entries.delete(op.k);
+        for (const tag of entry.tags) this.tagOwners.delete(tag);
+        return;
+      }
+    }
+  }
+
+  /** A tag points at one manifest: moving it removes it from the previous one. */
+  private assignTag(key: string, tag: string): void {
+    const previous = this.tagOwners.get(tag);
+    if (previous !== undefined && previous !== key) {
+      const old = this.entries.get(previous);
+      if (old) old.tags = old.tags.filter((t) => t !== tag);
+    }
+    this.tagOwners.set(tag, key);
+    const entry = this.entries.get(key)!;
+    if (!entry.tags.includes(tag)) entry.tags.push(tag);
+  }
+
+  private sortByLastAccess(): void {
+    const sorted = [...this.entries].sort(([, a], [, b]) => a.lastAccess - b.lastAccess);
+    this.entries.clear();
+    for (const [key, entry] of sorted) this.entries.set(key, entry);
+  }
+
+  /** Rewrites the journal as one put per live entry, in LRU order, then renames it into place. */
+  private async compact(): Promise<void> {
+    const tmp = `${this.file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+    const lines = [...this.entries.values()].map((e) => JSON.stringify({ op: 'put', e } satisfies Op));
+    const out = await fs.open(tmp, 'w', 0o600);
+    try {
+      await out.writeFile(lines.length > 0 ? lines.join('\n') + '\n' : '');
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    await fs.rename(tmp, this.file);
+    this.handle = await fs.open(this.file, 'a', 0o600);
+  }
+
+  private append(ops: Op[], durable: boolean): Promise<void> {
+    const text = ops.map((op) => JSON.stringify(op)).join('\n') + '\n';
+    // Serialised: lines never interleave, and a durable append waits for those before it. A failed
+    // append (disk full) fails only its own caller.
+    const run = this.appending.catch(() => undefined).then(async () => {
+      if (!this.handle) return;
+      await this.handle.appendFile(text);
+      if (durable) await this.handle.datasync();
+    });
+    this.appending = run;
+    return run;
+  }
+}
