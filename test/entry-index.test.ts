@@ -1,0 +1,101 @@
+// The entry index on disk: replayed in LRU order after a restart, tolerant of a torn last line,
+// compacted without leftovers; and the nginx-syntax bounds that configure it.
+import assert from 'node:assert/strict';
+import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { EntryIndex, type Entry } from '../src/cache/entry-index.js';
+import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config.js';
+import { TmpDirs } from './harness/tmp.js';
+
+const digest = (n: number): string => 'sha256:' + n.toString(16).padStart(64, '0');
+const entry = (n: number, size = 100): Entry => ({
+  kind: 'blob',
+  digest: digest(n),
+  size,
+  mediaType: 'application/octet-stream',
+  created: 1000 + n,
+  lastAccess: 1000 + n,
+  refs: ['registry.test/lib/app'],
+  tags: [],
+});
+
+describe('EntryIndex', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it('keeps entries, sizes and LRU order across a restart', async () => {
+    const dir = await tmp.make('regcache-index');
+    const index = await EntryIndex.open(dir);
+    for (const n of [1, 2, 3]) await index.put(entry(n));
+    index.touch('blob', digest(1), 5000); // 1 is now the most recently used
+    await index.reference('blob', digest(2), 'quay.io/other/app', null);
+    await index.close();
+
+    const reopened = await EntryIndex.open(dir);
+    assert.deepEqual([...reopened.oldestFirst()].map((e) => e.digest), [digest(2), digest(3), digest(1)]);
+    assert.equal(reopened.totalBytes, 300);
+    assert.deepEqual(reopened.get('blob', digest(2))?.refs, ['registry.test/lib/app', 'quay.io/other/app']);
+    await reopened.delete('blob', digest(3));
+    await reopened.close();
+    const again = await EntryIndex.open(dir);
+    assert.equal(again.size, 2);
+    assert.equal(again.totalBytes, 200);
+    await again.close();
+  });
+
+  it('moves a tag to the manifest it now points at', async () => {
+    const dir = await tmp.make('regcache-index-tags');
+    const index = await EntryIndex.open(dir);
+    await index.put({ ...entry(1), kind: 'manifest', tags: ['r/app:v1'] });
+    await index.put({ ...entry(2), kind: 'manifest' });
+    await index.reference('manifest', digest(2), null, 'r/app:v1');
+    assert.equal(index.taggedManifest('r/app:v1')?.digest, digest(2));
+    assert.deepEqual(index.get('manifest', digest(1))?.tags, []);
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.taggedManifest('r/app:v1')?.digest, digest(2));
+    await reopened.close();
+  });
+
+  it('ignores a line torn by a crash and leaves no temporary files', async () => {
+    const dir = await tmp.make('regcache-index-torn');
+    const index = await EntryIndex.open(dir);
+    await index.put(entry(1));
+    await index.close();
+    await appendFile(path.join(dir, 'index.jsonl'), '{"op":"put","e":{"kind":"blob","dig');
+    await writeFile(path.join(dir, 'index.jsonl.abc123.tmp'), 'half a compaction');
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.size, 1);
+    await reopened.close();
+    assert.deepEqual((await readdir(dir)).sort(), ['index.jsonl']);
+    assert.equal((await readFile(path.join(dir, 'index.jsonl'), 'utf8')).split('\n').filter(Boolean).length, 1);
+  });
+});
+
+describe('cache bounds configuration', () => {
+  it('reads nginx sizes and durations', () => {
+    assert.equal(parseSize('X', '32g'), 32 * 1024 ** 3);
+    assert.equal(parseSize('X', '500M'), 500 * 1024 ** 2);
+    assert.equal(parseSize('X', '1024k'), 1024 * 1024);
+    assert.equal(parseSize('X', '12345'), 12345);
+    assert.equal(parseDuration('X', '60d'), 60 * 86_400_000);
+    assert.equal(parseDuration('X', '1h30m'), 90 * 60_000);
+    assert.equal(parseDuration('X', '45'), 45_000);
+    const c = loadConfig({});
+    assert.equal(c.cacheMaxSize, 32 * 1024 ** 3);
+    assert.equal(c.cacheInactiveMs, 60 * 86_400_000);
+  });
+
+  for (const [variable, value] of [
+    ['CACHE_MAX_SIZE', '10 gb'],
+    ['CACHE_MAX_SIZE', '0'],
+    ['CACHE_MAX_SIZE', '-5m'],
+    ['CACHE_INACTIVE', '3 days'],
+    ['CACHE_INACTIVE', '0d'],
+  ] as const) {
+    it(`refuses ${variable}=${value} naming the variable and an example`, () => {
+      assert.throws(() => loadConfig({ [variable]: value }), (err: Error) => err instanceof ConfigError && err.message.includes(`${variable}="${value}"`) && /e\.g\./.test(err.message));
+    });
+  }
+});
