@@ -246,3 +246,58 @@ describe('crash safety, verify and the cache CLI', () => {
     await assert.rejects(startRegcache({ dir: path.join(dir, 'second'), env, cacheDir: proxy.cacheDir }), /in use by another regcache/);
   });
 });
+
+describe('a disk that fills up mid-fill', () => {
+  const tmp = new TmpDirs();
+  const upstream = new FakeRegistry();
+  let dir: string;
+  let mounted = false;
+  let proxy: Regcache | undefined;
+  let client: ProxyClient | undefined;
+
+  before(async () => {
+    dir = await tmp.make('regcache-enospc');
+    const ca = await createTestCA(dir, 'enospc CA');
+    await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
+    const cacheDir = path.join(dir, 'cache');
+    await run('mkdir', ['-p', cacheDir]);
+    // A 6 MiB filesystem of its own (root only): the disk runs out long before CACHE_MAX_SIZE (32g).
+    mounted = (await run('mount', ['-t', 'tmpfs', '-o', 'size=6m', 'tmpfs', cacheDir])).code === 0;
+    if (!mounted) return;
+    proxy = await startRegcache({
+      dir,
+      cacheDir,
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}` },
+    });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    if (mounted) await run('umount', [path.join(dir, 'cache')]);
+    await upstream.close();
+    await tmp.cleanup();
+  });
+
+  it('completes every download from upstream, keeps no partial, and stays usable (ENOSPC)', async (t) => {
+    if (!mounted) return t.skip('mounting a tmpfs needs root');
+    // Two fills that each fit the free space when they start, but not together.
+    const x = upstream.add(makeBlob(3_500_000, 'enospc-x'), { kind: 'slow', chunk: 128 * 1024, delayMs: 15 });
+    const y = upstream.add(makeBlob(3_500_000, 'enospc-y'), { kind: 'slow', chunk: 128 * 1024, delayMs: 15 });
+    const [rx, ry] = await Promise.all([client!.fetch(`https://registry.test/v2/lib/app/blobs/${x.digest}`), client!.fetch(`https://registry.test/v2/lib/app/blobs/${y.digest}`)]);
+    assert.ok(rx.body.equals(x.data), 'first client got every byte');
+    assert.ok(ry.body.equals(y.data), 'second client got every byte');
+    const failed = await proxy!.waitForLog((l) => l.msg === 'fill failed; nothing stored' && l.reason === 'store', 'a fill failing on the full disk');
+    assert.match(String(failed.error), /ENOSPC/);
+    assert.ok(upstream.seen.some((r) => r.range !== undefined && r.path.endsWith(String(failed.digest))), 'the rest came by a Range request');
+    assert.deepEqual(await readdir(path.join(proxy!.cacheDir, 'spool')), [], 'the partial is gone');
+
+    const z = upstream.add(makeBlob(1_000_000, 'enospc-z'));
+    const url = `https://registry.test/v2/lib/app/blobs/${z.digest}`;
+    assert.ok((await client!.fetch(url)).body.equals(z.data));
+    await proxy!.waitForLog((l) => l.msg === 'fill committed' && l.digest === z.digest, 'the store taking new content');
+    assert.ok((await client!.fetch(url)).body.equals(z.data));
+    assert.equal((await proxy!.requests()).filter((l) => l.digest === z.digest).at(-1)?.cache, 'HIT');
+  });
+});

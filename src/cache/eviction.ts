@@ -15,7 +15,9 @@ export interface CacheBudget {
 
 const LOW_WATER = 0.9;
 const MAX_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024; // the index and the OS need some room too
+// The index and the OS need some room too: 64 MiB, or 2% of a small filesystem.
+const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+const DISK_RESERVE_SHARE = 0.02;
 
 type Reason = 'size' | 'inactive' | 'disk';
 
@@ -73,11 +75,12 @@ export class Evictor {
    * may be larger than the disk), evict until there is room. False when there still is not.
    */
   async makeRoom(bytes: number): Promise<boolean> {
+    const stats = await fs.statfs(this.store.dir);
     const free = async (): Promise<number> => {
       const s = await fs.statfs(this.store.dir);
       return s.bavail * s.bsize;
     };
-    const needed = bytes + DISK_RESERVE_BYTES;
+    const needed = bytes + Math.min(DISK_RESERVE_BYTES, Math.floor(stats.blocks * stats.bsize * DISK_RESERVE_SHARE));
     if ((await free()) >= needed) return true;
     await this.serialised(async () => {
       let available = await free();

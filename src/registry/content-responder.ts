@@ -5,7 +5,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
 import type { Evictor } from '../cache/eviction.js';
-import { Fill } from '../cache/fill.js';
+import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
 import type { RequestRecord } from '../server/access-log.js';
@@ -61,7 +61,7 @@ export class ContentResponder {
       if (fill?.acquire()) {
         record.coalesced = true;
         if (fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
-        await this.serveFill(fill, req, res, record);
+        await this.serveFill(fill, origin, req, res, record);
         return;
       }
       // The fill finished meanwhile (then it is stored), or its leader got no 200: try on our own.
@@ -76,13 +76,8 @@ export class ContentResponder {
     if (lead) this.inflight.set(key, promise);
     let fill: Fill | null = null;
     try {
-      const headers: Record<string, string> = {};
-      for (const name of FILL_HEADERS) {
-        const value = req.headers[name];
-        if (typeof value === 'string') headers[name] = value;
-      }
       const started = Date.now();
-      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', headers);
+      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', fillHeaders(req));
       if (response.statusCode !== 200) {
         await relayResponse(response, res, record); // 401, 404, 5xx: the client's business, never cached
         return;
@@ -115,6 +110,7 @@ export class ContentResponder {
         const line = { digest, host, bytes: current.written, ms: Date.now() - started };
         if (current.state === 'committed') this.log.info(line, 'fill committed');
         else this.log.warn({ ...line, reason: current.error?.reason, error: current.error?.message }, 'fill failed; nothing stored');
+        if (current.error?.reason === 'store') void this.evictor.makeRoom(current.written); // e.g. ENOSPC: free space for the next one
       });
     } catch (err) {
       answerUpstreamFailure(res, record, err);
@@ -122,11 +118,11 @@ export class ContentResponder {
       if (!fill && this.inflight.get(key) === promise) this.inflight.delete(key);
       settle(fill);
     }
-    if (fill) await this.serveFill(fill, req, res, record);
+    if (fill) await this.serveFill(fill, origin, req, res, record);
   }
 
   /** Streams a fill that the caller has acquired. */
-  private async serveFill(fill: Fill, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+  private async serveFill(fill: Fill, origin: URL, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     const total = fill.expectedSize;
     const headers = contentHeaders(fill.digest, fill.mediaType);
     let start = 0;
@@ -150,10 +146,45 @@ export class ContentResponder {
     res.writeHead(status, headers);
     const reader = new FillReader(fill, start, end);
     record.count(reader);
+    let sent = 0;
+    reader.on('data', (chunk: Buffer) => (sent += chunk.length)); // each chunk is written to res at once by pipe
+    const failure = await new Promise<Error | null>((resolve) => {
+      reader.once('end', () => resolve(null));
+      reader.once('error', (err) => {
+        reader.unpipe(res);
+        resolve(err);
+      });
+      res.once('close', () => {
+        reader.destroy(); // the client left; the fill goes on for the others
+        resolve(null);
+      });
+      reader.pipe(res);
+    });
+    if (!failure || res.destroyed) return;
+    if (failure instanceof FillError && failure.reason === 'store' && total !== null) {
+      // Our disk failed (full), not the upstream: the client still gets the rest, from upstream, uncached.
+      record.reason = `store failed mid-fill (${failure.message}); rest relayed from upstream`;
+      await this.continueFromUpstream(origin, req, res, record, start + sent, end ?? total - 1);
+      return;
+    }
+    record.error = `${failure.name}: ${failure.message}`;
+    res.destroy(failure); // the client sees a cut, not bad data
+  }
+
+  /** Sends bytes [offset, last] of the object from upstream with a Range request, or cuts the client. */
+  private async continueFromUpstream(origin: URL, req: IncomingMessage, res: ServerResponse, record: RequestRecord, offset: number, last: number): Promise<void> {
     try {
-      await pipeline(reader, res);
+      const headers = { ...fillHeaders(req), range: `bytes=${offset}-${last}` };
+      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', headers);
+      if (response.statusCode !== 206) {
+        response.body.destroy();
+        throw new Error(`upstream answered the continuation with ${response.statusCode}, not 206`);
+      }
+      response.body.on('data', (chunk: Buffer) => (record.bytes += chunk.length));
+      await pipeline(response.body, res);
     } catch (err) {
-      noteStreamError(record, err); // a failed fill destroys the response: the client sees a cut, not bad data
+      record.error = `continuation: ${(err as Error).message}`;
+      res.destroy();
     }
   }
 
@@ -218,4 +249,13 @@ function contentHeaders(digest: string, mediaType: string): OutgoingHttpHeaders 
 
 function headerValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+function fillHeaders(req: IncomingMessage): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name of FILL_HEADERS) {
+    const value = req.headers[name];
+    if (typeof value === 'string') headers[name] = value;
+  }
+  return headers;
 }

@@ -89,6 +89,15 @@ export class FakeRegistry {
     if (!blob) return void res.writeHead(404, { 'content-type': 'application/json' }).end('{"errors":[{"code":"BLOB_UNKNOWN"}]}');
     const behaviour = path.startsWith('/cdn/') ? { kind: 'ok' as const } : (this.behaviour.get(blob.digest) ?? { kind: 'ok' as const });
     const headers = { 'content-type': blob.mediaType ?? 'application/octet-stream', 'content-length': blob.data.length, 'docker-content-digest': blob.digest };
+    // A single "bytes=a-b" range, as S3 and the registry answer it (used by regcache to resume).
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (range && (behaviour.kind === 'ok' || behaviour.kind === 'slow')) {
+      const first = Number(range[1]);
+      const last = range[2] ? Math.min(Number(range[2]), blob.data.length - 1) : blob.data.length - 1;
+      const part = blob.data.subarray(first, last + 1);
+      res.writeHead(206, { ...headers, 'content-length': part.length, 'content-range': `bytes ${first}-${last}/${blob.data.length}` }).end(part);
+      return;
+    }
     switch (behaviour.kind) {
       case 'redirect':
         res.writeHead(307, { location: behaviour.location }).end();
