@@ -16,6 +16,7 @@ import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
 import { certDirFor, pullThrough, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 import { createRequire } from 'node:module';
+import { request } from 'undici';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
@@ -169,6 +170,29 @@ describe('crash safety, verify and the cache CLI', () => {
     assert.ok(refetched.body.equals(big.data));
     const lines = (await proxy.requests()).filter((l) => l.kind === 'blob');
     assert.deepEqual(lines.map((l) => [l.digest, l.cache]), [[kept.digest, 'HIT'], [big.digest, 'MISS']]);
+    const report = await cliJson<{ corrupt: string[]; missing: string[]; orphans: number }>(proxy.cacheDir, 'verify');
+    assert.deepEqual([report.corrupt, report.missing, report.orphans], [[], [], 0], 'index and content agree');
+  });
+
+  it('keeps a read in progress working while its content is removed', async () => {
+    const blob = upstream.add(makeBlob(24 * MiB, 'read-while-removed') // more than socket buffers hold: the server is still reading the file after the rm);
+    const url = `${REG}/v2/lib/app/blobs/${blob.digest}`;
+    await client.fetch(url);
+    await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+    const res = await request(url, { dispatcher: client.agent });
+    const hash = crypto.createHash('sha256');
+    let first = true;
+    for await (const chunk of res.body) {
+      hash.update(chunk as Buffer);
+      if (first) {
+        first = false;
+        const rm = await cli(proxy.cacheDir, 'rm', blob.digest); // by digest, mid-read
+        assert.match(rm.stdout, /removed 1 entries/);
+      }
+    }
+    assert.equal('sha256:' + hash.digest('hex'), blob.digest);
+    assert.equal((await proxy.requests()).filter((l) => l.digest === blob.digest).at(-1)?.cache, 'HIT');
+    assert.ok(!(await cliJson<Listed[]>(proxy.cacheDir, 'ls')).some((e) => e.digest === blob.digest));
   });
 
   it('verify finds a flipped byte and removes it, after which the blob is fetched again', async () => {
@@ -222,6 +246,7 @@ describe('crash safety, verify and the cache CLI', () => {
     assert.equal((await client.fetch(`${REG}/v2/lib/tool/blobs/${own.digest}`)).status, 200);
     assert.equal((await proxy.requests()).filter((l) => l.digest === own.digest).at(-1)?.cache, 'MISS');
 
+    assert.equal((await cliJson<{ removed: number }>(proxy.cacheDir, 'prune', '--older-than', '1h')).removed, 0, 'everything was used within the hour');
     const pruned = await cliJson<{ removed: number }>(proxy.cacheDir, 'prune', '--to-size', '1');
     assert.ok(pruned.removed >= 1);
     assert.equal((await cliJson<Usage>(proxy.cacheDir, 'du')).totalBytes, 0);
@@ -239,6 +264,21 @@ describe('crash safety, verify and the cache CLI', () => {
       const r = await cli(proxy.cacheDir, ...args);
       assert.equal(r.code, code, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, message);
+    }
+  });
+
+  it('sweeps entries unused for CACHE_INACTIVE', async () => {
+    const sweeping = await startRegcache({ dir: path.join(dir, 'inactive'), env: { ...env, CACHE_INACTIVE: '2s' } });
+    const sweeper = new ProxyClient(sweeping.proxyUrl, sweeping.caFile);
+    try {
+      const blob = upstream.add(makeBlob(50_000, 'inactive'));
+      await sweeper.fetch(`${REG}/v2/lib/app/blobs/${blob.digest}`);
+      await sweeping.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+      await sweeping.waitForLog((l) => l.msg === 'evicted' && l.reason === 'inactive', 'the inactive sweep', 10_000);
+      assert.deepEqual(await cliJson<Listed[]>(sweeping.cacheDir, 'ls'), []);
+    } finally {
+      await sweeper.close();
+      await sweeping.stop();
     }
   });
 
