@@ -175,7 +175,8 @@ describe('crash safety, verify and the cache CLI', () => {
   });
 
   it('keeps a read in progress working while its content is removed', async () => {
-    const blob = upstream.add(makeBlob(24 * MiB, 'read-while-removed') // more than socket buffers hold: the server is still reading the file after the rm);
+    // More than socket buffers hold: the server is still reading the file after the rm.
+    const blob = upstream.add(makeBlob(24 * MiB, 'read-while-removed'));
     const url = `${REG}/v2/lib/app/blobs/${blob.digest}`;
     await client.fetch(url);
     await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
