@@ -44,6 +44,23 @@ describe('EntryIndex', () => {
     await again.close();
   });
 
+  it('compacts the journal while running once touches pile up', async () => {
+    const dir = await tmp.make('regcache-index-compact');
+    const index = await EntryIndex.open(dir, 10);
+    await index.put(entry(1));
+    await index.put(entry(2));
+    for (let t = 0; t < 30; t++) {
+      index.touch('blob', digest(1 + (t % 2)), 10_000 + t);
+      await index.flushTouches();
+    }
+    const lines = (await readFile(path.join(dir, 'index.jsonl'), 'utf8')).split('\n').filter(Boolean);
+    assert.ok(lines.length <= 2 + 10 + 1, `${lines.length} journal lines`);
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.deepEqual([...reopened.oldestFirst()].map((e) => [e.digest, e.lastAccess]), [[digest(1), 10_028], [digest(2), 10_029]]);
+    await reopened.close();
+  });
+
   it('moves a tag to the manifest it now points at', async () => {
     const dir = await tmp.make('regcache-index-tags');
     const index = await EntryIndex.open(dir);

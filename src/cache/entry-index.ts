@@ -29,6 +29,9 @@ type Op =
 
 const JOURNAL = 'index.jsonl';
 const TOUCH_FLUSH_MS = 10_000;
+// Touches and refs grow the journal while the process runs: rewrite it once it holds this many lines
+// beyond one per live entry, so that months of uptime do not mean gigabytes of journal.
+const COMPACT_SLACK_LINES = 100_000;
 
 export function entryKey(kind: EntryKind, digest: string): string {
   return `${kind}/${digest}`;
@@ -39,18 +42,20 @@ export class EntryIndex {
   private readonly tagOwners = new Map<string, string>(); // tag -> entry key
   private readonly pendingTouches = new Map<string, number>();
   private bytes = 0;
+  private journalLines = 0;
   private timer: NodeJS.Timeout | null = null;
   private appending: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly file: string,
     private handle: fs.FileHandle | null,
+    private readonly compactSlack: number,
   ) {}
 
   /** Replays the journal, rewrites it compacted (atomically), and opens it for appending. */
-  static async open(dir: string): Promise<EntryIndex> {
+  static async open(dir: string, compactSlack = COMPACT_SLACK_LINES): Promise<EntryIndex> {
     const file = path.join(dir, JOURNAL);
-    const index = new EntryIndex(file, null);
+    const index = new EntryIndex(file, null, compactSlack);
     for (const name of await fs.readdir(dir)) {
       if (name.startsWith(`${JOURNAL}.`) && name.endsWith('.tmp')) await fs.rm(path.join(dir, name), { force: true }); // a compaction cut short
     }
@@ -224,7 +229,9 @@ export class EntryIndex {
       await out.close();
     }
     await fs.rename(tmp, this.file);
+    await this.handle?.close();
     this.handle = await fs.open(this.file, 'a', 0o600);
+    this.journalLines = lines.length;
   }
 
   private append(ops: Op[], durable: boolean): Promise<void> {
@@ -235,6 +242,8 @@ export class EntryIndex {
       if (!this.handle) return;
       await this.handle.appendFile(text);
       if (durable) await this.handle.datasync();
+      this.journalLines += ops.length;
+      if (this.journalLines > this.entries.size + this.compactSlack) await this.compact().catch(() => undefined); // retried at the next append
     });
     this.appending = run;
     return run;
