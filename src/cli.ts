@@ -52,6 +52,7 @@ Examples:
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     } catch (err) {
+      if (err instanceof ConfigError) fail(err.message);
       if (err instanceof CaError) log.fatal({ error: err.message }, 'cannot load the CA');
       else log.fatal({ error: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'startup failed');
       process.exit(1);

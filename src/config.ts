@@ -24,6 +24,7 @@ export interface Config {
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
   allowPush: boolean;
+  proxyAuth: string | null; // PROXY_AUTH as given: an htpasswd path or inline users (loaded by server/proxy-auth.ts)
   verifySsl: boolean;
   upstreamCaFile: string | null;
   upstreamProxy: UpstreamProxy | null;
@@ -80,6 +81,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       ...parseHostList('ADDITIONAL_REGISTRIES', get('ADDITIONAL_REGISTRIES') ?? ''),
     ],
     allowPush: parseBool('ALLOW_PUSH', get('ALLOW_PUSH') ?? 'false'),
+    proxyAuth: get('PROXY_AUTH') ?? null,
     verifySsl: parseBool('VERIFY_SSL', get('VERIFY_SSL') ?? 'true'),
     upstreamCaFile: get('UPSTREAM_CA_FILE') ? path.resolve(get('UPSTREAM_CA_FILE')!) : null,
     upstreamProxy: upstreamProxyRaw ? parseUpstreamProxy(upstreamProxyRaw) : null,
@@ -234,5 +236,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
+    proxyAuth: config.proxyAuth === null ? null : config.proxyAuth.includes(':') ? '(inline users)' : config.proxyAuth,
   };
 }

@@ -14,6 +14,7 @@ import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
 import { ContentResponder } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
+import { ProxyAuth } from './server/proxy-auth.js';
 import { createProxyServers } from './server/proxy-server.js';
 import { TlsInterceptor } from './server/tls-interceptor.js';
 import { Tunnels } from './server/tunnel.js';
@@ -34,6 +35,7 @@ const SHUTDOWN_GRACE_MS = 8_000;
 const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
+  const proxyAuth = config.proxyAuth ? ProxyAuth.load(config.proxyAuth) : null;
   const { ca, created } = await loadOrCreateCa(config.caDir);
   log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
   if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
@@ -76,6 +78,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     tunnels: new Tunnels(dialer, log),
     interceptor: (s) => new TlsInterceptor(leaves, s, log),
     admin: (req, res) => handleAdmin({ log, caCertPem: ca.certPem, version: VERSION }, req, res),
+    proxyAuth,
   });
 
   // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.

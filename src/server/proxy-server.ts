@@ -11,6 +11,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { RequestRecord } from './access-log.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
+import type { ProxyAuth } from './proxy-auth.js';
 import type { Tunnels } from './tunnel.js';
 
 export interface ProxyServerDeps {
@@ -21,7 +22,10 @@ export interface ProxyServerDeps {
   tunnels: Tunnels;
   interceptor: (server: http.Server) => TlsInterceptor;
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  proxyAuth: ProxyAuth | null; // PROXY_AUTH: CONNECT and forward requests need credentials
 }
+
+const PROXY_AUTH_REQUIRED = 'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="regcache"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 
 const SERVER_OPTIONS: http.ServerOptions = {
   maxHeaderSize: 16 * 1024, // larger heads get 431
@@ -52,23 +56,47 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
       deps.admin(req, res);
       return;
     }
-    void forward(deps, req, res);
+    void (async () => {
+      if (!(await authorized(deps, req))) {
+        const record = new RequestRecord(log, req, res, '-');
+        record.cache = 'REJECTED';
+        record.kind = 'proxy-auth';
+        res.writeHead(407, { 'proxy-authenticate': 'Basic realm="regcache"', 'content-length': 0, connection: 'close' }).end();
+        return;
+      }
+      await forward(deps, req, res);
+    })();
   });
   const interceptor = deps.interceptor(intercepted);
 
   server.on('connect', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', (err) => log.debug({ error: err.message }, 'client socket error'));
-    const target = parseConnectTarget(req.url);
-    if (!target) {
-      log.warn({ connect: String(req.url).slice(0, 300) }, 'malformed CONNECT target refused');
-      socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-      return;
-    }
-    if (deps.allowlist.matches(target.host, target.port)) interceptor.intercept(socket, head, target);
-    else void deps.tunnels.open(socket, head, target);
+    void connect(deps, req, socket, head, interceptor);
   });
   server.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'listener'));
   return { server, intercepted };
+}
+
+async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket: Duplex, head: Buffer, interceptor: TlsInterceptor): Promise<void> {
+  const { log } = deps;
+  if (!(await authorized(deps, req))) {
+    // The target is logged, never the header.
+    log.warn({ connect: String(req.url).slice(0, 300), credentials: req.headers['proxy-authorization'] ? 'wrong' : 'none' }, 'proxy authentication required');
+    socket.end(PROXY_AUTH_REQUIRED);
+    return;
+  }
+  const target = parseConnectTarget(req.url);
+  if (!target) {
+    log.warn({ connect: String(req.url).slice(0, 300) }, 'malformed CONNECT target refused');
+    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    return;
+  }
+  if (deps.allowlist.matches(target.host, target.port)) interceptor.intercept(socket, head, target);
+  else await deps.tunnels.open(socket, head, target);
+}
+
+function authorized(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<boolean> {
+  return deps.proxyAuth ? deps.proxyAuth.check(req.headers['proxy-authorization']) : Promise.resolve(true);
 }
 
 /** Absolute-URI (plain HTTP) proxy requests: allowlisted registries go through the cache. */
