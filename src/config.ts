@@ -26,12 +26,20 @@ export interface Config {
   allowPush: boolean;
   proxyAuth: string | null; // PROXY_AUTH as given: an htpasswd path or inline users (loaded by server/proxy-auth.ts)
   verifySsl: boolean;
+  authRegistries: RegistryCredentials[]; // AUTH_REGISTRIES: Basic credentials injected per upstream host
+  timeouts: { connectMs: number; headersMs: number; idleMs: number }; // UPSTREAM_*_TIMEOUT
   upstreamCaFile: string | null;
   upstreamProxy: UpstreamProxy | null;
   noProxy: string[];
   connectTo: ConnectToRule[];
   disableIpv6: boolean;
   logLevel: string;
+}
+
+export interface RegistryCredentials {
+  host: string; // lower-case, optional :port
+  user: string;
+  password: string; // never logged
 }
 
 export class ConfigError extends Error {
@@ -83,6 +91,12 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     allowPush: parseBool('ALLOW_PUSH', get('ALLOW_PUSH') ?? 'false'),
     proxyAuth: get('PROXY_AUTH') ?? null,
     verifySsl: parseBool('VERIFY_SSL', get('VERIFY_SSL') ?? 'true'),
+    authRegistries: parseAuthRegistries(get('AUTH_REGISTRIES') ?? '', env.AUTH_REGISTRIES_DELIMITER || ' ', env.AUTH_REGISTRY_DELIMITER || ':'),
+    timeouts: {
+      connectMs: parseDuration('UPSTREAM_CONNECT_TIMEOUT', get('UPSTREAM_CONNECT_TIMEOUT') ?? '10s'),
+      headersMs: parseDuration('UPSTREAM_HEADERS_TIMEOUT', get('UPSTREAM_HEADERS_TIMEOUT') ?? '60s'),
+      idleMs: parseDuration('UPSTREAM_IDLE_TIMEOUT', get('UPSTREAM_IDLE_TIMEOUT') ?? '60s'),
+    },
     upstreamCaFile: get('UPSTREAM_CA_FILE') ? path.resolve(get('UPSTREAM_CA_FILE')!) : null,
     upstreamProxy: upstreamProxyRaw ? parseUpstreamProxy(upstreamProxyRaw) : null,
     noProxy: splitList(get('NO_PROXY') ?? get('no_proxy') ?? '').map((s) => s.toLowerCase()),
@@ -166,6 +180,22 @@ function parseHostList(variable: string, value: string): string[] {
   });
 }
 
+/** rpardini's AUTH_REGISTRIES: "host:user:pass host2:user2:pass2"; both delimiters configurable. */
+function parseAuthRegistries(value: string, listDelimiter: string, fieldDelimiter: string): RegistryCredentials[] {
+  return value
+    .split(listDelimiter)
+    .map((item) => item.trim())
+    .filter(Boolean)
+    .map((item, i) => {
+      const [host = '', user = '', ...rest] = item.split(fieldDelimiter);
+      const password = rest.join(fieldDelimiter); // a password may contain the delimiter
+      if (!isValidHost(host.toLowerCase().replace(/:\d+$/, '')) || !user || !password) {
+        throw new ConfigError('AUTH_REGISTRIES', `(entry ${i + 1})`, `host${fieldDelimiter}user${fieldDelimiter}password entries separated by "${listDelimiter}", e.g. AUTH_REGISTRIES="auth.docker.io:me:token quay.io:me:pw"`);
+      }
+      return { host: host.toLowerCase(), user, password };
+    });
+}
+
 function parseUpstreamProxy(value: string): UpstreamProxy {
   let url: URL;
   try {
@@ -237,5 +267,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
     proxyAuth: config.proxyAuth === null ? null : config.proxyAuth.includes(':') ? '(inline users)' : config.proxyAuth,
+    authRegistries: config.authRegistries.map((c) => `${c.host} (${c.user})`),
   };
 }

@@ -59,14 +59,15 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     connectTo: config.connectTo,
     upstreamProxy: config.upstreamProxy,
     noProxy: config.noProxy,
-    connectTimeoutMs: 10_000,
+    connectTimeoutMs: config.timeouts.connectMs,
   });
   const upstream = new UpstreamClient({
     dialer,
     verifySsl: config.verifySsl,
     upstreamCaFile: config.upstreamCaFile,
-    headersTimeoutMs: 60_000,
-    bodyTimeoutMs: 60_000,
+    headersTimeoutMs: config.timeouts.headersMs,
+    bodyTimeoutMs: config.timeouts.idleMs,
+    credentials: config.authRegistries,
   });
   const content = new ContentResponder(store, evictor, upstream, log);
   const registry = new RegistryHandler({ log, store, upstream, content, allowPush: config.allowPush });

@@ -78,6 +78,7 @@ export class ContentResponder {
     try {
       const started = Date.now();
       const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', fillHeaders(req));
+      record.noteUpstream(response.headers);
       if (response.statusCode !== 200) {
         await relayResponse(response, res, record); // 401, 404, 5xx: the client's business, never cached
         return;

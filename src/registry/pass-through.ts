@@ -46,6 +46,7 @@ export async function relayResponse(
   record: RequestRecord,
   observe?: (response: UpstreamResponse) => void,
 ): Promise<void> {
+  record.noteUpstream(response.headers);
   res.writeHead(response.statusCode, clientResponseHeaders(response.headers));
   observe?.(response);
   record.count(response.body);

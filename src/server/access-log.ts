@@ -12,6 +12,7 @@ export class RequestRecord {
   digest: string | undefined;
   coalesced = false;
   reason: string | undefined; // why a cacheable request was not cached (BYPASS)
+  ratelimitRemaining: string | undefined; // Docker Hub's pull allowance, when upstream tells it
   error: string | undefined;
   bytes = 0;
   private readonly started = process.hrtime.bigint();
@@ -23,6 +24,12 @@ export class RequestRecord {
     private readonly host: string,
   ) {
     res.once('close', () => this.write());
+  }
+
+  /** Keeps what operators want to see from an upstream answer (Docker Hub's `ratelimit-remaining`). */
+  noteUpstream(headers: Record<string, string | string[] | undefined>): void {
+    const remaining = headers['ratelimit-remaining'];
+    if (typeof remaining === 'string') this.ratelimitRemaining = remaining.slice(0, 64);
   }
 
   /** Counts the body bytes of a stream that is being piped to the client. */
@@ -52,6 +59,7 @@ export class RequestRecord {
     if (this.digest) line.digest = this.digest;
     if (this.coalesced) line.coalesced = true;
     if (this.reason) line.reason = this.reason;
+    if (this.ratelimitRemaining) line.ratelimitRemaining = this.ratelimitRemaining;
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : 'info'](line, 'request');

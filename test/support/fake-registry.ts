@@ -17,7 +17,8 @@ export type BlobBehaviour =
   | { kind: 'truncate'; after: number } // Content-Length says all, the socket closes early
   | { kind: 'redirect'; location: string } // 307 to a CDN (absolute or relative)
   | { kind: 'status'; status: number; headers?: Record<string, string> }
-  | { kind: 'slow'; chunk: number; delayMs: number };
+  | { kind: 'slow'; chunk: number; delayMs: number }
+  | { kind: 'hang' }; // never answers
 
 export interface FakeBlob {
   digest: string;
@@ -80,6 +81,7 @@ export class FakeRegistry {
         'content-type': manifest.mediaType ?? 'application/vnd.oci.image.manifest.v1+json',
         'content-length': manifest.data.length,
         'docker-content-digest': manifest.digest,
+        'ratelimit-remaining': '99;w=21600', // as Docker Hub sends on manifest requests
       });
       res.end(req.method === 'HEAD' ? undefined : manifest.data);
       return;
@@ -101,6 +103,8 @@ export class FakeRegistry {
     switch (behaviour.kind) {
       case 'redirect':
         res.writeHead(307, { location: behaviour.location }).end();
+        return;
+      case 'hang':
         return;
       case 'status':
         res.writeHead(behaviour.status, behaviour.headers ?? {}).end();
