@@ -30,6 +30,12 @@ export class RegistryHandler {
     try {
       switch (request.kind) {
         case 'blob':
+          if (req.method === 'HEAD' && this.deps.allowPush) {
+            // A pusher asks whether *this repository* has the blob; our cache cannot answer for it.
+            record.digest = request.digest;
+            record.reason = 'HEAD of a blob with ALLOW_PUSH goes upstream';
+            return await passThrough(upstream, origin, req, res, record, { followRedirects: true });
+          }
           return await content.serve(origin, 'blob', request.digest, request.name, req, res, record);
         case 'manifest-by-digest':
           return await content.serve(origin, 'manifest', request.digest, request.name, req, res, record);
