@@ -1,11 +1,13 @@
-// Small measuring helpers for the pull benchmark: statistics, peak RSS, pulled-image checks and a
-// timed one-shot HTTPS request (optionally through a CONNECT proxy).
+// Measuring helpers for the benchmarks: statistics, peak RSS and CPU from /proc, pulled-image checks, a
+// timed one-shot HTTPS request (optionally through a CONNECT proxy), and the runner both benches share.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import net from 'node:net';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TmpDirs } from '../test/harness/tmp.js';
 import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
 import type { Image } from '../test/harness/images.js';
@@ -32,6 +34,14 @@ export async function cpuSeconds(pid: number): Promise<number | null> {
   // Fields after "(comm)": state is the first, utime and stime the 12th and 13th, in clock ticks (USER_HZ = 100).
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** User and system CPU time a live process has used so far, in seconds; null once it has exited. */
+export async function cpuTimes(pid: number): Promise<{ user: number; system: number } | null> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+  if (stat === null) return null;
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 async function sha256File(file: string): Promise<string> {
@@ -85,5 +95,34 @@ export async function timedGet(opts: TimedGetOptions): Promise<{ ms: number; sta
     return { ms, status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0) };
   } finally {
     socket.destroy();
+  }
+}
+
+const RESULTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'results');
+
+/**
+ * Runs one benchmark in a temp dir that is removed whatever happens (Ctrl-C included), prints its report
+ * and writes its JSON to bench/results/<prefix><time>.json. Exit code 1 only when something broke.
+ */
+export async function runBench(name: string, resultsPrefix: string, body: (root: string) => Promise<{ text: string; json: Record<string, unknown> }>): Promise<number> {
+  const tmp = new TmpDirs();
+  const interrupted = (): void => void tmp.cleanup().finally(() => process.exit(130));
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const started = Date.now();
+    const { text, json } = await body(await tmp.make(`regcache-${name}`));
+    process.stdout.write(text);
+    await mkdir(RESULTS_DIR, { recursive: true });
+    const file = path.join(RESULTS_DIR, `${resultsPrefix}${new Date(started).toISOString().replace(/[:.]/g, '-')}.json`);
+    const wallSeconds = (Date.now() - started) / 1000;
+    await writeFile(file, JSON.stringify({ date: new Date(started).toISOString(), ...json, wallSeconds }, null, 2) + '\n');
+    process.stdout.write(`results: ${path.relative(process.cwd(), file)} (bench took ${wallSeconds.toFixed(0)} s)\n`);
+    return 0;
+  } catch (err) {
+    process.stderr.write(`regcache ${name} failed: ${(err as Error).stack ?? (err as Error).message}\n`);
+    return 1;
+  } finally {
+    await tmp.cleanup();
   }
 }

@@ -3,10 +3,9 @@
 // interleaved in one run; then regcache's peak RSS and the latency of a new host's first intercepted
 // request. Reports medians and ratios against the baseline with PASS/FAIL per target; exits non-zero
 // only when something broke (a pull failed, bytes differ, the cache did not MISS/HIT as expected).
-import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { makeImage, pushImage, type Image } from '../test/harness/images.js';
 import { createTestCA } from '../test/harness/pki.js';
@@ -14,8 +13,7 @@ import { run, waitFor } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
 import { runSkopeo, skopeoCopyToDir } from '../test/harness/skopeo.js';
-import { TmpDirs } from '../test/harness/tmp.js';
-import { checkPulledImage, cpuSeconds, median, memoryMb, timedGet } from './measure.js';
+import { checkPulledImage, cpuSeconds, median, memoryMb, runBench, timedGet } from './measure.js';
 
 const HOST = 'registry.bench';
 const REPO = 'bench/image';
@@ -23,7 +21,6 @@ const TAG = 'v1';
 const TARGETS = { cold: 1.1, warm: 1.05, firstRequestMs: 50 };
 const MODES = ['direct', 'cold', 'warm'] as const;
 type Mode = (typeof MODES)[number];
-const RESULTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'results');
 
 interface Options {
   runs: number;
@@ -336,28 +333,9 @@ async function describeEnvironment(): Promise<Record<string, string>> {
   return { cpus: String(os.availableParallelism()), node: process.version, skopeo, git: dirty ? `${rev}+dirty` : rev };
 }
 
-async function main(): Promise<number> {
-  const tmp = new TmpDirs();
-  const interrupted = (): void => void tmp.cleanup().finally(() => process.exit(130));
-  process.once('SIGINT', interrupted);
-  process.once('SIGTERM', interrupted);
-  try {
-    const opts = parseOptions();
-    const env = await describeEnvironment();
-    const started = Date.now();
-    const result = await bench(await tmp.make('regcache-bench'), opts);
-    process.stdout.write(report(result, env));
-    await mkdir(RESULTS_DIR, { recursive: true });
-    const file = path.join(RESULTS_DIR, `${new Date(started).toISOString().replace(/[:.]/g, '-')}.json`);
-    await writeFile(file, JSON.stringify({ date: new Date(started).toISOString(), environment: env, ...result, wallSeconds: (Date.now() - started) / 1000 }, null, 2) + '\n');
-    process.stdout.write(`results: ${path.relative(process.cwd(), file)}\n`);
-    return 0;
-  } catch (err) {
-    process.stderr.write(`regcache bench failed: ${(err as Error).message}\n`);
-    return 1;
-  } finally {
-    await tmp.cleanup();
-  }
-}
-
-process.exitCode = await main();
+process.exitCode = await runBench('bench', '', async (root) => {
+  const opts = parseOptions();
+  const env = await describeEnvironment();
+  const result = await bench(root, opts);
+  return { text: report(result, env), json: { environment: env, ...result } };
+});

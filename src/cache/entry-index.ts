@@ -52,7 +52,10 @@ export class EntryIndex {
     private readonly compactSlack: number,
   ) {}
 
-  /** Replays the journal, rewrites it compacted (atomically), and opens it for appending. */
+  /**
+   * Replays the journal and opens it for appending. A journal that is not already one put per entry in
+   * LRU order is rewritten compacted (atomically) in the background, ahead of any append.
+   */
   static async open(dir: string, compactSlack = COMPACT_SLACK_LINES): Promise<EntryIndex> {
     const file = path.join(dir, JOURNAL);
     const index = new EntryIndex(file, null, compactSlack);
@@ -63,18 +66,28 @@ export class EntryIndex {
       if (err.code === 'ENOENT') return '';
       throw err;
     });
+    let lines = 0;
+    let clean = text === '' || text.endsWith('\n'); // a torn last line must not glue onto the next append
+    let ordered = true;
+    let last = -Infinity;
     for (const line of text.split('\n')) {
       if (line === '') continue;
+      lines++;
       let op: Op;
       try {
         op = JSON.parse(line) as Op;
       } catch {
+        clean = false;
         continue; // a line torn by a crash mid-append: everything before it stands
       }
       index.apply(op);
+      if (op.op !== 'put' || op.e.lastAccess < last) ordered = false;
+      else last = op.e.lastAccess;
     }
-    index.sortByLastAccess();
-    await index.compact();
+    if (!ordered) index.sortByLastAccess();
+    index.journalLines = lines;
+    index.handle = await fs.open(file, 'a', 0o600);
+    if (!clean || !ordered || lines !== index.entries.size) index.appending = index.compact().catch(() => undefined);
     index.timer = setInterval(() => void index.flushTouches(), TOUCH_FLUSH_MS).unref();
     return index;
   }
