@@ -24,6 +24,8 @@ export interface Config {
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
   allowPush: boolean;
+  serveStale: boolean; // SERVE_STALE: the last known manifest of a tag when upstream fails
+  manifestCache: ManifestCacheTier[] | null; // ENABLE_MANIFEST_CACHE: tags served without asking upstream for a while
   proxyAuth: string | null; // PROXY_AUTH as given: an htpasswd path or inline users (loaded by server/proxy-auth.ts)
   verifySsl: boolean;
   authRegistries: RegistryCredentials[]; // AUTH_REGISTRIES: Basic credentials injected per upstream host
@@ -34,6 +36,12 @@ export interface Config {
   connectTo: ConnectToRule[];
   disableIpv6: boolean;
   logLevel: string;
+}
+
+/** rpardini's manifest cache tiers: a tag matching `pattern` is trusted for `ttlMs` (the last tier matches all). */
+export interface ManifestCacheTier {
+  pattern: RegExp;
+  ttlMs: number;
 }
 
 export interface RegistryCredentials {
@@ -90,6 +98,14 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     ],
     allowPush: parseBool('ALLOW_PUSH', get('ALLOW_PUSH') ?? 'false'),
     proxyAuth: get('PROXY_AUTH') ?? null,
+    serveStale: parseBool('SERVE_STALE', get('SERVE_STALE') ?? 'true'),
+    manifestCache: parseBool('ENABLE_MANIFEST_CACHE', get('ENABLE_MANIFEST_CACHE') ?? 'false')
+      ? [
+          { pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'), ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d') },
+          { pattern: parseRegex('MANIFEST_CACHE_SECONDARY_REGEX', get('MANIFEST_CACHE_SECONDARY_REGEX') ?? '(.*)(\\d|\\.)+(.*)(\\d|\\.)+(.*)(\\d|\\.)+'), ttlMs: parseDuration('MANIFEST_CACHE_SECONDARY_TIME', get('MANIFEST_CACHE_SECONDARY_TIME') ?? '60d') },
+          { pattern: /.*/, ttlMs: parseDuration('MANIFEST_CACHE_DEFAULT_TIME', get('MANIFEST_CACHE_DEFAULT_TIME') ?? '1h') },
+        ]
+      : null,
     verifySsl: parseBool('VERIFY_SSL', get('VERIFY_SSL') ?? 'true'),
     authRegistries: parseAuthRegistries(get('AUTH_REGISTRIES') ?? '', env.AUTH_REGISTRIES_DELIMITER || ' ', env.AUTH_REGISTRY_DELIMITER || ':'),
     timeouts: {
@@ -135,6 +151,14 @@ export function parseDuration(variable: string, value: string): number {
     throw new ConfigError(variable, value, `a duration such as 60d, 12h, 30m or 1h30m, e.g. ${variable}=60d`);
   }
   return ms;
+}
+
+function parseRegex(variable: string, value: string): RegExp {
+  try {
+    return new RegExp(value);
+  } catch {
+    throw new ConfigError(variable, value, `a regular expression, e.g. ${variable}="(stable|nightly)"`);
+  }
 }
 
 function parseBool(variable: string, value: string): boolean {
@@ -268,5 +292,6 @@ export function describeConfig(config: Config): Record<string, unknown> {
     upstreamProxy: config.upstreamProxy?.display ?? null,
     proxyAuth: config.proxyAuth === null ? null : config.proxyAuth.includes(':') ? '(inline users)' : config.proxyAuth,
     authRegistries: config.authRegistries.map((c) => `${c.host} (${c.user})`),
+    manifestCache: config.manifestCache?.map((t) => `${t.pattern.source} ${t.ttlMs / 1000}s`) ?? null,
   };
 }

@@ -70,7 +70,14 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     credentials: config.authRegistries,
   });
   const content = new ContentResponder(store, evictor, upstream, log);
-  const registry = new RegistryHandler({ log, store, upstream, content, allowPush: config.allowPush });
+  const registry = new RegistryHandler({
+    log,
+    store,
+    upstream,
+    content,
+    allowPush: config.allowPush,
+    tagPolicy: { serveStale: config.serveStale, manifestCache: config.manifestCache },
+  });
   const { server, intercepted } = createProxyServers({
     log,
     allowlist: new Allowlist(config.registries),

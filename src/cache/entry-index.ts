@@ -25,7 +25,13 @@ type Op =
   | { op: 'touch'; k: string; t: number }
   | { op: 'ref'; k: string; r: string }
   | { op: 'tag'; k: string; tag: string }
-  | { op: 'del'; k: string };
+  | { op: 'del'; k: string }
+  | { op: 'ptr'; p: string; d: string; t: number }; // tag pointer: "host/repo:tag|accept" -> manifest digest, checked at t
+
+export interface TagPointer {
+  digest: string;
+  checkedAt: number; // when upstream last confirmed it
+}
 
 const JOURNAL = 'index.jsonl';
 const TOUCH_FLUSH_MS = 10_000;
@@ -40,6 +46,7 @@ export function entryKey(kind: EntryKind, digest: string): string {
 export class EntryIndex {
   private readonly entries = new Map<string, Entry>(); // iteration order: least recently used first
   private readonly tagOwners = new Map<string, string>(); // tag -> entry key
+  private readonly pointers = new Map<string, TagPointer>();
   private readonly pendingTouches = new Map<string, number>();
   private bytes = 0;
   private journalLines = 0;
@@ -81,13 +88,14 @@ export class EntryIndex {
         continue; // a line torn by a crash mid-append: everything before it stands
       }
       index.apply(op);
+      if (op.op === 'ptr') continue;
       if (op.op !== 'put' || op.e.lastAccess < last) ordered = false;
       else last = op.e.lastAccess;
     }
     if (!ordered) index.sortByLastAccess();
     index.journalLines = lines;
     index.handle = await fs.open(file, 'a', 0o600);
-    if (!clean || !ordered || lines !== index.entries.size) index.appending = index.compact().catch(() => undefined);
+    if (!clean || !ordered || lines !== index.entries.size + index.pointers.size) index.appending = index.compact().catch(() => undefined);
     index.timer = setInterval(() => void index.flushTouches(), TOUCH_FLUSH_MS).unref();
     return index;
   }
@@ -161,6 +169,16 @@ export class EntryIndex {
     return key === undefined ? undefined : this.entries.get(key);
   }
 
+  /** What a tag (for one Accept set) pointed at when upstream last said so. */
+  pointer(key: string): TagPointer | undefined {
+    return this.pointers.get(key);
+  }
+
+  async setPointer(key: string, digest: string, checkedAt = Date.now()): Promise<void> {
+    this.apply({ op: 'ptr', p: key, d: digest, t: checkedAt });
+    await this.append([{ op: 'ptr', p: key, d: digest, t: checkedAt }], false);
+  }
+
   async flushTouches(): Promise<void> {
     if (this.pendingTouches.size === 0) return;
     const ops: Op[] = [...this.pendingTouches].map(([k, t]) => ({ op: 'touch', k, t }));
@@ -201,6 +219,9 @@ export class EntryIndex {
       case 'tag':
         if (this.entries.has(op.k)) this.assignTag(op.k, op.tag);
         return;
+      case 'ptr':
+        this.pointers.set(op.p, { digest: op.d, checkedAt: op.t });
+        return;
       case 'del': {
         const entry = this.entries.get(op.k);
         if (!entry) return;
@@ -234,6 +255,13 @@ export class EntryIndex {
   private async compact(): Promise<void> {
     const tmp = `${this.file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
     const lines = [...this.entries.values()].map((e) => JSON.stringify({ op: 'put', e } satisfies Op));
+    for (const [p, ptr] of this.pointers) {
+      if (!this.entries.has(entryKey('manifest', ptr.digest))) {
+        this.pointers.delete(p); // its manifest is gone: nothing to serve from it
+        continue;
+      }
+      lines.push(JSON.stringify({ op: 'ptr', p, d: ptr.digest, t: ptr.checkedAt } satisfies Op));
+    }
     const out = await fs.open(tmp, 'w', 0o600);
     try {
       await out.writeFile(lines.length > 0 ? lines.join('\n') + '\n' : '');

@@ -8,7 +8,7 @@ import type { Evictor } from '../cache/eviction.js';
 import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
-import type { RequestRecord } from '../server/access-log.js';
+import type { CacheStatus, RequestRecord } from '../server/access-log.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { parseRange } from './byte-range.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
@@ -190,7 +190,15 @@ export class ContentResponder {
   }
 
   /** Serves from the store; false when the content is not there (or vanished before it was opened). */
-  private async serveStored(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+  async serveStored(
+    kind: ContentKind,
+    digest: string,
+    from: Provenance,
+    req: IncomingMessage,
+    res: ServerResponse,
+    record: RequestRecord,
+    label: CacheStatus = 'HIT',
+  ): Promise<boolean> {
     const stored = await this.store.lookup(kind, digest);
     if (!stored) return false;
     let file: fs.FileHandle;
@@ -205,7 +213,8 @@ export class ContentResponder {
       return false;
     }
     this.store.use(kind, digest, from);
-    record.cache = 'HIT';
+    record.cache = label;
+    record.digest = digest;
     await sendStored(stored, file, req, res, record);
     return true;
   }

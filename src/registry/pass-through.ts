@@ -11,6 +11,8 @@ export interface PassThroughOptions {
   followRedirects?: boolean;
   /** Sees the upstream response before it is streamed (to attach extra 'data' listeners). */
   observe?: (response: UpstreamResponse) => void;
+  /** When upstream cannot be reached: answer locally and return true, or false for the usual 502/504. */
+  fallback?: (err: unknown) => boolean;
 }
 
 export async function passThrough(
@@ -33,7 +35,7 @@ export async function passThrough(
       options.followRedirects ?? false,
     );
   } catch (err) {
-    answerUpstreamFailure(res, record, err);
+    if (!options.fallback?.(err)) answerUpstreamFailure(res, record, err);
     return;
   }
   await relayResponse(response, res, record, options.observe);

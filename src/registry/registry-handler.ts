@@ -9,7 +9,7 @@ import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
 import { classify } from './request-classifier.js';
 import { sendRegistryError } from './registry-errors.js';
-import { serveTagManifest } from './tag-manifest.js';
+import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 
 export interface RegistryHandlerDeps {
   log: Logger;
@@ -17,6 +17,7 @@ export interface RegistryHandlerDeps {
   upstream: UpstreamClient;
   content: ContentResponder;
   allowPush: boolean;
+  tagPolicy: TagPolicy;
 }
 
 export class RegistryHandler {
@@ -40,8 +41,12 @@ export class RegistryHandler {
         case 'manifest-by-digest':
           return await content.serve(origin, 'manifest', request.digest, request.name, req, res, record);
         case 'manifest-by-tag':
-          return await serveTagManifest(upstream, store, log, origin, request.name, request.tag, req, res, record);
+          return await serveTagManifest({ upstream, store, content, log, policy: this.deps.tagPolicy }, origin, request.name, request.tag, req, res, record);
         case 'passthrough':
+          if (request.what === 'ping' && this.deps.tagPolicy.serveStale) {
+            // With upstream gone, clients must still get past their first request to pull what is cached.
+            return await passThrough(upstream, origin, req, res, record, { fallback: (err) => answerPingLocally(res, record, err) });
+          }
           return await passThrough(upstream, origin, req, res, record);
         case 'write':
           if (this.deps.allowPush) return await passThrough(upstream, origin, req, res, record);
@@ -64,4 +69,11 @@ export class RegistryHandler {
       sendRegistryError(res, 500, 'UNKNOWN', 'regcache internal error');
     }
   }
+}
+
+function answerPingLocally(res: ServerResponse, record: RequestRecord, err: unknown): boolean {
+  record.cache = 'STALE';
+  record.reason = `upstream unreachable (${(err as Error).message}); ping answered locally`;
+  res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', warning: '110 regcache "Response is Stale"' }).end('{}');
+  return true;
 }

@@ -1,20 +1,38 @@
-// Manifests by tag are passed through (their policy is revalidation, a later concern), but the body of
-// a GET is stored under its verified digest so that the by-digest requests that follow are HITs.
+// Manifests by tag: tags move, so each request is revalidated upstream with a HEAD carrying the client's
+// Accept and Authorization (Docker Hub does not count HEADs against the pull limit). If the digest is
+// one we hold, it is served from the store (REVALIDATED); otherwise the GET goes upstream and its body is
+// stored under its verified digest (MISS). What a tag pointed at is remembered per Accept set, so a client
+// never gets a media type it did not ask for; with ENABLE_MANIFEST_CACHE a tag is trusted for its tier's
+// time without asking (HIT), and when upstream fails the last known manifest is served (STALE).
 import crypto from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ContentStore } from '../cache/content-store.js';
+import type { ContentStore, Provenance } from '../cache/content-store.js';
+import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
 import type { RequestRecord } from '../server/access-log.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client.js';
-import { passThrough } from './pass-through.js';
+import type { ContentResponder } from './content-responder.js';
+import { answerUpstreamFailure, passThrough, relayResponse } from './pass-through.js';
 
 // distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const REVALIDATION_HEADERS = ['accept', 'authorization', 'user-agent'];
+
+export interface TagPolicy {
+  serveStale: boolean;
+  manifestCache: ManifestCacheTier[] | null;
+}
+
+export interface TagManifestDeps {
+  upstream: UpstreamClient;
+  store: ContentStore;
+  content: ContentResponder;
+  log: Logger;
+  policy: TagPolicy;
+}
 
 export async function serveTagManifest(
-  upstream: UpstreamClient,
-  store: ContentStore,
-  log: Logger,
+  deps: TagManifestDeps,
   origin: URL,
   name: string,
   tag: string,
@@ -22,28 +40,94 @@ export async function serveTagManifest(
   res: ServerResponse,
   record: RequestRecord,
 ): Promise<void> {
-  const observe = (response: UpstreamResponse): void => {
-    if (req.method !== 'GET' || response.statusCode !== 200) return;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    response.body.on('data', (chunk: Buffer) => {
-      size += chunk.length;
-      if (size <= MAX_MANIFEST_BYTES) chunks.push(chunk);
-    });
-    response.body.once('end', () => {
-      if (size > MAX_MANIFEST_BYTES) return;
-      const body = Buffer.concat(chunks);
-      const digest = 'sha256:' + crypto.createHash('sha256').update(body).digest('hex');
-      const claimed = response.headers['docker-content-digest'];
-      if (typeof claimed === 'string' && claimed.startsWith('sha256:') && claimed !== digest) {
-        log.warn({ host: origin.host, path: record.path, claimed, digest }, 'upstream manifest does not match its Docker-Content-Digest; not stored');
-        return;
-      }
-      record.digest = digest;
-      const mediaType = typeof response.headers['content-type'] === 'string' ? response.headers['content-type'] : 'application/octet-stream';
-      const from = { ref: `${origin.host}/${name}`, tag: `${origin.host}/${name}:${tag}` };
-      store.putBuffer('manifest', digest, body, mediaType, from).catch((err: Error) => log.warn({ digest, error: err.message }, 'storing manifest failed'));
-    });
+  const { store, content, policy } = deps;
+  const from: Provenance = { ref: `${origin.host}/${name}`, tag: `${origin.host}/${name}:${tag}` };
+  const pointerKey = `${from.tag}|${normaliseAccept(req.headers.accept)}`;
+  const pointer = store.index.pointer(pointerKey);
+  const known = pointer && store.index.get('manifest', pointer.digest) ? pointer : undefined;
+
+  const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tag))?.ttlMs;
+  if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
+    if (await content.serveStored('manifest', known.digest, from, req, res, record, 'HIT')) return;
+  }
+
+  const serveStale = async (why: string): Promise<boolean> => {
+    if (!policy.serveStale || !known) return false;
+    record.reason = `upstream failed (${why}); last known manifest served`;
+    res.setHeader('warning', '110 regcache "Response is Stale"');
+    return content.serveStored('manifest', known.digest, from, req, res, record, 'STALE');
   };
-  await passThrough(upstream, origin, req, res, record, { observe });
+
+  let head: UpstreamResponse;
+  try {
+    head = await deps.upstream.request(new URL(req.url ?? '/', origin), 'HEAD', pick(req, REVALIDATION_HEADERS), null, true);
+  } catch (err) {
+    if (await serveStale((err as Error).message)) return;
+    answerUpstreamFailure(res, record, err);
+    return;
+  }
+  head.body.resume();
+  record.noteUpstream(head.headers);
+  if (head.statusCode >= 500 || head.statusCode === 429) {
+    if (await serveStale(`status ${head.statusCode}`)) return;
+  }
+  const digest = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
+  if (digest && store.index.get('manifest', digest)) {
+    void store.index.setPointer(pointerKey, digest).catch(() => undefined);
+    if (await content.serveStored('manifest', digest, from, req, res, record, 'REVALIDATED')) return;
+  }
+  record.cache = 'MISS';
+  if (req.method === 'HEAD') {
+    await relayResponse(head, res, record); // a HEAD stays a HEAD: upstream's answer is the answer
+    return;
+  }
+  await passThrough(deps.upstream, origin, req, res, record, { observe: (response) => storeBody(deps, response, record, from, pointerKey) });
+}
+
+/** Collects the body of a 200 as it streams to the client, and stores it under its verified digest. */
+function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: RequestRecord, from: Provenance, pointerKey: string): void {
+  if (response.statusCode !== 200) return;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  response.body.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= MAX_MANIFEST_BYTES) chunks.push(chunk);
+  });
+  response.body.once('end', () => {
+    if (size > MAX_MANIFEST_BYTES) return;
+    const body = Buffer.concat(chunks);
+    const digest = 'sha256:' + crypto.createHash('sha256').update(body).digest('hex');
+    const claimed = headerValue(response.headers['docker-content-digest']);
+    if (claimed?.startsWith('sha256:') && claimed !== digest) {
+      deps.log.warn({ path: record.path, claimed, digest }, 'upstream manifest does not match its Docker-Content-Digest; not stored');
+      return;
+    }
+    record.digest = digest;
+    const mediaType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
+    deps.store
+      .putBuffer('manifest', digest, body, mediaType, from)
+      .then(() => deps.store.index.setPointer(pointerKey, digest))
+      .catch((err: Error) => deps.log.warn({ digest, error: err.message }, 'storing manifest failed'));
+  });
+}
+
+/** The Accept set as a key: media types without parameters, lower-case, sorted, deduplicated. */
+export function normaliseAccept(accept: string | string[] | undefined): string {
+  const joined = Array.isArray(accept) ? accept.join(',') : (accept ?? '');
+  const types = joined.split(',').map((t) => t.split(';', 1)[0]!.trim().toLowerCase()).filter(Boolean);
+  return [...new Set(types)].sort().join(',');
+}
+
+function pick(req: IncomingMessage, names: string[]): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const name of names) {
+    const value = req.headers[name];
+    if (typeof value === 'string') headers[name] = value;
+    else if (Array.isArray(value)) headers[name] = value.join(', ');
+  }
+  return headers;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }

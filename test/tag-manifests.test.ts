@@ -1,0 +1,146 @@
+// Manifests by tag against a real docker-registry: revalidated with a HEAD each time, keyed by the
+// client's Accept set, moved tags followed, and served STALE when upstream is gone.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { makeImage, makeIndex, MediaTypes, pushImage, pushIndex, type Image, type ImageIndex } from './harness/images.js';
+import type { Regcache } from './harness/regcache.js';
+import { assertSkopeoDir } from './harness/skopeo.js';
+import { TmpDirs } from './harness/tmp.js';
+import { ProxyClient } from './support/proxy-client.js';
+import { certDirFor, pullThrough, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+
+const DOCKER_ONLY = MediaTypes.dockerManifest;
+const WITH_LISTS = [MediaTypes.dockerManifest, MediaTypes.dockerManifestList, MediaTypes.ociManifest, MediaTypes.ociIndex].join(', ');
+
+describe('manifests by tag', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let client: ProxyClient;
+  let second: Image;
+  let multi: ImageIndex;
+
+  before(async () => {
+    root = await tmp.make('regcache-tags');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['tags-a']);
+    await pushImage(upstream.registry.url, 'lib/app', 'latest', upstream.image, { caFile: upstream.ca.certFile });
+    second = await makeImage(path.join(root, 'second'), { layers: [{ size: 200_000, seed: 'tags-b' }] });
+    const arm = await makeImage(path.join(root, 'arm'), { layers: [{ size: 100_000, seed: 'tags-arm' }], arch: 'arm64' });
+    multi = await makeIndex(path.join(root, 'multi'), [upstream.image, arm], { format: 'docker' });
+    await pushIndex(upstream.registry.url, 'lib/multi', 'v1', multi, { caFile: upstream.ca.certFile });
+    proxy = await startProxyFor(upstream, { dir: path.join(root, 'proxy'), env: { ADDITIONAL_REGISTRIES: 'registry.test' }, routes: { 'registry.test': upstream.registry.port } });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  const getTag = (repo: string, tag: string, accept: string) => client.fetch(`https://registry.test/v2/${repo}/manifests/${tag}`, { headers: { accept } });
+  const lastLine = async (repo: string) => (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag' && l.path?.includes(`/${repo}/`)).at(-1);
+  const manifestGets = async (repo: string, tag: string) =>
+    (await upstream.registry.requests()).filter((e) => e.method === 'GET' && e.path === `/v2/${repo}/manifests/${tag}`).length;
+
+  it('revalidates with a HEAD and serves the stored manifest while the tag has not moved', async () => {
+    const first = await getTag('lib/app', 'latest', WITH_LISTS);
+    assert.ok(first.body.equals(upstream.image.manifest));
+    assert.equal((await lastLine('lib/app'))?.cache, 'MISS');
+    const again = await getTag('lib/app', 'latest', WITH_LISTS);
+    assert.ok(again.body.equals(upstream.image.manifest));
+    assert.equal(again.headers['docker-content-digest'], upstream.image.manifestDigest);
+    assert.equal((await lastLine('lib/app'))?.cache, 'REVALIDATED');
+    assert.equal(await manifestGets('lib/app', 'latest'), 1, 'the second request cost upstream a HEAD only');
+    assert.ok((await upstream.registry.requests()).some((e) => e.method === 'HEAD' && e.path === '/v2/lib/app/manifests/latest'));
+  });
+
+  it('follows a tag that moved upstream', async () => {
+    await pushImage(upstream.registry.url, 'lib/app', 'latest', second, { caFile: upstream.ca.certFile });
+    const moved = await getTag('lib/app', 'latest', WITH_LISTS);
+    assert.ok(moved.body.equals(second.manifest));
+    assert.equal((await lastLine('lib/app'))?.cache, 'MISS');
+  });
+
+  it('keys by the Accept set: a schema2-only client never gets a manifest list', async () => {
+    const list = await getTag('lib/multi', 'v1', WITH_LISTS);
+    assert.equal(list.headers['content-type'], MediaTypes.dockerManifestList);
+    assert.ok(list.body.equals(multi.manifest));
+    const single = await getTag('lib/multi', 'v1', DOCKER_ONLY);
+    assert.equal(single.headers['content-type'], DOCKER_ONLY, 'the registry rewrites a list for a client that cannot take one');
+    assert.ok(single.body.equals(upstream.image.manifest));
+    const listAgain = await getTag('lib/multi', 'v1', WITH_LISTS);
+    assert.equal(listAgain.headers['content-type'], MediaTypes.dockerManifestList);
+    const singleAgain = await getTag('lib/multi', 'v1', DOCKER_ONLY);
+    assert.equal(singleAgain.headers['content-type'], DOCKER_ONLY);
+    assert.equal((await lastLine('lib/multi'))?.cache, 'REVALIDATED');
+  });
+
+  it('serves the last known manifest when upstream is gone (STALE), and fails cleanly for what it never saw', async () => {
+    const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
+    const warm = await pullThrough(proxy, 'registry.test/lib/app:latest', path.join(root, 'warm'), certDir, path.join(root, 'skopeo'));
+    assert.equal(warm.code, 0, warm.stderr);
+    await upstream.registry.stop();
+
+    const stale = await getTag('lib/app', 'latest', WITH_LISTS);
+    assert.equal(stale.status, 200);
+    assert.ok(stale.body.equals(second.manifest));
+    assert.match(String(stale.headers.warning), /110/);
+    assert.equal((await lastLine('lib/app'))?.cache, 'STALE');
+    const pulled = await pullThrough(proxy, 'registry.test/lib/app:latest', path.join(root, 'offline'), certDir, path.join(root, 'skopeo'));
+    assert.equal(pulled.code, 0, `an image pulled before still pulls: ${pulled.stderr}`);
+    await assertSkopeoDir(path.join(root, 'offline'), second);
+
+    const unknown = await getTag('lib/never', 'v1', WITH_LISTS);
+    assert.equal(unknown.status, 502);
+    assert.match(unknown.body.toString(), /UNAVAILABLE/);
+  });
+});
+
+describe('ENABLE_MANIFEST_CACHE (rpardini tiers)', () => {
+  const tmp = new TmpDirs();
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let client: ProxyClient;
+
+  before(async () => {
+    const root = await tmp.make('regcache-tiers');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['tiers-a']);
+    for (const tag of ['stable', 'feature']) await pushImage(upstream.registry.url, 'lib/app', tag, upstream.image, { caFile: upstream.ca.certFile });
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', ENABLE_MANIFEST_CACHE: 'true', MANIFEST_CACHE_DEFAULT_TIME: '2s' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  const heads = async (tag: string) => (await upstream.registry.requests()).filter((e) => e.method === 'HEAD' && e.path === `/v2/lib/app/manifests/${tag}`).length;
+  const get = async (tag: string) => {
+    const res = await client.fetch(`https://registry.test/v2/lib/app/manifests/${tag}`, { headers: { accept: WITH_LISTS } });
+    assert.ok(res.body.equals(upstream.image.manifest));
+    return (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1)?.cache;
+  };
+
+  it('serves a primary-tier tag without asking upstream, and revalidates a default-tier tag once its time is up', async () => {
+    assert.equal(await get('stable'), 'MISS');
+    const before = await heads('stable');
+    assert.equal(await get('stable'), 'HIT');
+    assert.equal(await heads('stable'), before, 'within 10d nothing went upstream');
+
+    assert.equal(await get('feature'), 'REVALIDATED', 'same manifest as stable: already held by digest');
+    assert.equal(await get('feature'), 'HIT');
+    await new Promise((resolve) => setTimeout(resolve, 2200)); // MANIFEST_CACHE_DEFAULT_TIME=2s
+    assert.equal(await get('feature'), 'REVALIDATED');
+  });
+});
