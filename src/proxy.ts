@@ -22,6 +22,8 @@ import { loadOrCreateCa } from './tls/certificate-authority.js';
 import { LeafCertificates } from './tls/leaf-certificates.js';
 import { Dialer } from './upstream/dialer.js';
 import { UpstreamClient } from './upstream/upstream-client.js';
+import { UpstreamTokens } from './upstream/upstream-tokens.js';
+import { ContentAccess } from './registry/content-access.js';
 import { VERSION } from './version.js';
 
 export interface RunningProxy {
@@ -69,7 +71,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     bodyTimeoutMs: config.timeouts.idleMs,
     credentials: config.authRegistries,
   });
-  const content = new ContentResponder(store, evictor, upstream, log);
+  const access = new ContentAccess(store, upstream, new UpstreamTokens(upstream), log);
+  access.start();
+  const content = new ContentResponder(store, evictor, upstream, access, log);
   const registry = new RegistryHandler({
     log,
     store,

@@ -83,6 +83,9 @@ describe('manifests by tag', () => {
     const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
     const warm = await pullThrough(proxy, 'registry.test/lib/app:latest', path.join(root, 'warm'), certDir, path.join(root, 'skopeo'));
     assert.equal(warm.code, 0, warm.stderr);
+    for (const digest of [second.config.digest, ...second.layers.map((l) => l.digest)]) {
+      await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === 'public', `${digest} known to be public`);
+    }
     await upstream.registry.stop();
 
     const stale = await getTag('lib/app', 'latest', WITH_LISTS);

@@ -18,7 +18,10 @@ export interface Entry {
   lastAccess: number;
   refs: string[]; // "registry/repository" it was requested under
   tags: string[]; // "registry/repository:tag" that pointed at it (manifests)
+  access?: Access; // whether upstream serves it anonymously; absent until checked
 }
+
+export type Access = 'public' | 'private';
 
 type Op =
   | { op: 'put'; e: Entry }
@@ -26,6 +29,7 @@ type Op =
   | { op: 'ref'; k: string; r: string }
   | { op: 'tag'; k: string; tag: string }
   | { op: 'del'; k: string }
+  | { op: 'acc'; k: string; a: Access }
   | { op: 'ptr'; p: string; d: string; t: number }; // tag pointer: "host/repo:tag|accept" -> manifest digest, checked at t
 
 export interface TagPointer {
@@ -169,6 +173,14 @@ export class EntryIndex {
     return key === undefined ? undefined : this.entries.get(key);
   }
 
+  /** Records whether upstream serves the entry to anyone (public) or only to some (private). */
+  async setAccess(kind: EntryKind, digest: string, access: Access): Promise<void> {
+    const key = entryKey(kind, digest);
+    if (!this.entries.has(key)) return;
+    this.apply({ op: 'acc', k: key, a: access });
+    await this.append([{ op: 'acc', k: key, a: access }], false);
+  }
+
   /** What a tag (for one Accept set) pointed at when upstream last said so. */
   pointer(key: string): TagPointer | undefined {
     return this.pointers.get(key);
@@ -219,6 +231,11 @@ export class EntryIndex {
       case 'tag':
         if (this.entries.has(op.k)) this.assignTag(op.k, op.tag);
         return;
+      case 'acc': {
+        const entry = this.entries.get(op.k);
+        if (entry) entry.access = op.a;
+        return;
+      }
       case 'ptr':
         this.pointers.set(op.p, { digest: op.d, checkedAt: op.t });
         return;

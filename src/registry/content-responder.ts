@@ -5,6 +5,8 @@ import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
 import type { Evictor } from '../cache/eviction.js';
+import type { ContentAccess } from './content-access.js';
+import { sendRegistryError } from './registry-errors.js';
 import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
@@ -24,6 +26,7 @@ export class ContentResponder {
     private readonly store: ContentStore,
     private readonly evictor: Evictor,
     private readonly upstream: UpstreamClient,
+    private readonly access: ContentAccess,
     private readonly log: Logger,
   ) {}
 
@@ -58,6 +61,7 @@ export class ContentResponder {
     const pending = this.inflight.get(key);
     if (pending && mayJoin) {
       const fill = await pending;
+      if (fill && !(await this.allowed(kind, digest, from, req, res, record))) return; // the leader's bytes are not ours to share
       if (fill?.acquire()) {
         record.coalesced = true;
         if (fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
@@ -172,6 +176,18 @@ export class ContentResponder {
     res.destroy(failure); // the client sees a cut, not bad data
   }
 
+  /** Whether this client may have the content under the repository it asked for; answers it if not. */
+  private async allowed(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+    if (!from.ref) return true;
+    const decision = await this.access.check(kind, digest, this.store.index.get(kind, digest)?.access, from.ref, req);
+    if (decision.allowed) return true;
+    record.cache = 'DENIED';
+    record.reason = decision.reason;
+    const code = { 401: 'UNAUTHORIZED', 403: 'DENIED', 404: kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN' }[decision.status] ?? 'UNAVAILABLE';
+    sendRegistryError(res, decision.status, code, decision.reason, decision.headers);
+    return false;
+  }
+
   /** Sends bytes [offset, last] of the object from upstream with a Range request, or cuts the client. */
   private async continueFromUpstream(origin: URL, req: IncomingMessage, res: ServerResponse, record: RequestRecord, offset: number, last: number): Promise<void> {
     try {
@@ -201,6 +217,8 @@ export class ContentResponder {
   ): Promise<boolean> {
     const stored = await this.store.lookup(kind, digest);
     if (!stored) return false;
+    // REVALIDATED: upstream just said yes to this client's own HEAD.
+    if (label !== 'REVALIDATED' && !(await this.allowed(kind, digest, from, req, res, record))) return true;
     let file: fs.FileHandle;
     try {
       file = await fs.open(stored.path, 'r');

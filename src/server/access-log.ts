@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 
-export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'BYPASS' | 'REJECTED' | 'ADMIN';
+export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN';
 
 export class RequestRecord {
   cache: CacheStatus = 'BYPASS';

@@ -100,6 +100,10 @@ export class FakeRegistry {
       res.writeHead(206, { ...headers, 'content-length': part.length, 'content-range': `bytes ${first}-${last}/${blob.data.length}` }).end(part);
       return;
     }
+    if (req.method === 'HEAD' && ['ok', 'slow', 'wrong-bytes', 'truncate'].includes(behaviour.kind)) {
+      res.writeHead(200, headers).end(); // headers only, at once, whatever the body would do
+      return;
+    }
     switch (behaviour.kind) {
       case 'redirect':
         res.writeHead(307, { location: behaviour.location }).end();

@@ -1,0 +1,94 @@
+// Private images: stored content is only served to clients upstream would serve it to. After a commit,
+// regcache asks upstream as an anonymous client (its own token; AUTH_REGISTRIES credentials where
+// configured, which makes that host's content shared by design) whether the content is public. Until
+// that says "public", a HIT needs the request's own credentials to be good upstream for the repository
+// it names: a HEAD with the client's Authorization, remembered per credential and repository for a
+// minute. Otherwise the client gets upstream's refusal (401 with its challenge, 403, 404): DENIED.
+import crypto from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { ContentStore } from '../cache/content-store.js';
+import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
+import type { Logger } from '../log.js';
+import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { UpstreamTokens } from '../upstream/upstream-tokens.js';
+
+const GRANT_MS = 60_000;
+const MAX_GRANTS = 10_000;
+const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+export type AccessDecision = { allowed: true } | { allowed: false; status: number; headers: Record<string, string>; reason: string };
+
+export class ContentAccess {
+  private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
+
+  constructor(
+    private readonly store: ContentStore,
+    private readonly upstream: UpstreamClient,
+    private readonly tokens: UpstreamTokens,
+    private readonly log: Logger,
+  ) {}
+
+  /** Classifies every committed entry in the background. */
+  start(): void {
+    this.store.on('committed', (entry: Entry) => void this.classify(entry));
+  }
+
+  async classify(entry: Entry): Promise<Access | undefined> {
+    const ref = entry.refs[0];
+    if (!ref) return undefined;
+    try {
+      const res = await this.tokens.request(contentUrl(ref, entry.kind, entry.digest), 'HEAD', entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {});
+      res.body.resume();
+      const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
+      if (access) await this.store.index.setAccess(entry.kind, entry.digest, access);
+      this.log.debug({ digest: entry.digest, access: access ?? 'unknown', status: res.statusCode }, 'content access learned');
+      return access;
+    } catch (err) {
+      this.log.debug({ digest: entry.digest, error: (err as Error).message }, 'could not learn whether content is public');
+      return undefined;
+    }
+  }
+
+  /** May this request have this content under the repository it names ("registry/repository")? */
+  async check(kind: EntryKind, digest: string, access: Access | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
+    if (access === 'public') return { allowed: true };
+    const credential = req.headers.authorization ?? '';
+    const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
+    const expiry = this.grants.get(key);
+    if (expiry !== undefined && expiry > Date.now()) return { allowed: true };
+    const headers: Record<string, string> = kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {};
+    if (credential) headers.authorization = credential;
+    let status: number;
+    let answer: Record<string, string | string[] | undefined>;
+    try {
+      const res = await this.upstream.request(contentUrl(ref, kind, digest), 'HEAD', headers, null, true);
+      res.body.resume();
+      status = res.statusCode;
+      answer = res.headers;
+    } catch (err) {
+      return { allowed: false, status: 503, headers: {}, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
+    }
+    if (status === 200) {
+      if (this.grants.size >= MAX_GRANTS) this.grants.clear();
+      this.grants.set(key, Date.now() + GRANT_MS);
+      return { allowed: true };
+    }
+    const challenge = answer['www-authenticate'];
+    return {
+      allowed: false,
+      status: [401, 403, 404].includes(status) ? status : 403,
+      headers: typeof challenge === 'string' ? { 'www-authenticate': challenge } : {},
+      reason: `private content; upstream answered ${status} for this client`,
+    };
+  }
+}
+
+function contentUrl(ref: string, kind: EntryKind, digest: string): URL {
+  const slash = ref.indexOf('/');
+  return new URL(`https://${ref.slice(0, slash)}/v2/${ref.slice(slash + 1)}/${kind === 'blob' ? 'blobs' : 'manifests'}/${digest}`);
+}
