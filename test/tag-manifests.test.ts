@@ -65,6 +65,15 @@ describe('manifests by tag', () => {
     assert.equal((await lastLine('lib/app'))?.cache, 'MISS');
   });
 
+  it("keeps a client's HEAD a HEAD", async () => {
+    const before = await manifestGets('lib/app', 'latest');
+    const head = await client.fetch('https://registry.test/v2/lib/app/manifests/latest', { method: 'HEAD', headers: { accept: WITH_LISTS } });
+    assert.equal(head.status, 200);
+    assert.equal(head.body.length, 0);
+    assert.equal(head.headers['docker-content-digest'], second.manifestDigest);
+    assert.equal(await manifestGets('lib/app', 'latest'), before, 'no GET went upstream');
+  });
+
   it('keys by the Accept set: a schema2-only client never gets a manifest list', async () => {
     const list = await getTag('lib/multi', 'v1', WITH_LISTS);
     assert.equal(list.headers['content-type'], MediaTypes.dockerManifestList);
@@ -100,6 +109,20 @@ describe('manifests by tag', () => {
     const unknown = await getTag('lib/never', 'v1', WITH_LISTS);
     assert.equal(unknown.status, 502);
     assert.match(unknown.body.toString(), /UNAVAILABLE/);
+  });
+
+  it('answers 502 instead with SERVE_STALE=false', async () => {
+    await client.close();
+    await proxy.stop();
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy-no-stale'),
+      cacheDir: proxy.cacheDir,
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', SERVE_STALE: 'false' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    const res = await getTag('lib/app', 'latest', WITH_LISTS);
+    assert.equal(res.status, 502);
   });
 });
 
