@@ -96,7 +96,7 @@ describe('upstream timeouts and rate-limit logging', () => {
     await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
     proxy = await startRegcache({
       dir,
-      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`, UPSTREAM_HEADERS_TIMEOUT: '1s' },
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`, UPSTREAM_HEADERS_TIMEOUT: '1s', UPSTREAM_IDLE_TIMEOUT: '1s' },
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
   });
@@ -114,6 +114,13 @@ describe('upstream timeouts and rate-limit logging', () => {
     assert.equal(res.status, 504);
     const line = await proxy.waitForLog((l) => l.msg === 'request' && l.digest === blob.digest, 'the request line');
     assert.match(String(line.error), /timeout/i);
+  });
+
+  it('cuts a download whose upstream falls silent for UPSTREAM_IDLE_TIMEOUT, and keeps nothing', async () => {
+    const blob = upstream.add(makeBlob(400_000, 'stall'), { kind: 'slow', chunk: 100_000, delayMs: 2500 });
+    await assert.rejects(client.fetch(`https://registry.test/v2/lib/app/blobs/${blob.digest}`));
+    const failed = await proxy.waitForLog((l) => l.msg === 'fill failed; nothing stored' && l.digest === blob.digest, 'the failed fill');
+    assert.match(String(failed.error), /timeout/i);
   });
 
   it("logs Docker Hub's ratelimit-remaining", async () => {
