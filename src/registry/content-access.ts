@@ -25,6 +25,7 @@ export type AccessDecision = { allowed: true } | { allowed: false; status: numbe
 
 export class ContentAccess {
   private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
+  private readonly classifying = new Set<string>(); // digests being asked about now
 
   constructor(
     private readonly store: ContentStore,
@@ -40,7 +41,8 @@ export class ContentAccess {
 
   async classify(entry: Entry): Promise<Access | undefined> {
     const ref = entry.refs[0];
-    if (!ref) return undefined;
+    if (!ref || this.classifying.has(entry.digest)) return undefined;
+    this.classifying.add(entry.digest);
     try {
       const res = await this.tokens.request(contentUrl(ref, entry.kind, entry.digest), 'HEAD', entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {});
       res.body.resume();
@@ -51,12 +53,15 @@ export class ContentAccess {
     } catch (err) {
       this.log.debug({ digest: entry.digest, error: (err as Error).message }, 'could not learn whether content is public');
       return undefined;
+    } finally {
+      this.classifying.delete(entry.digest);
     }
   }
 
   /** May this request have this content under the repository it names ("registry/repository")? */
-  async check(kind: EntryKind, digest: string, access: Access | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
-    if (access === 'public') return { allowed: true };
+  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
+    if (entry?.access === 'public') return { allowed: true };
+    if (entry && entry.access === undefined) void this.classify(entry); // the first try failed (upstream down?): ask again
     const credential = req.headers.authorization ?? '';
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
     const expiry = this.grants.get(key);

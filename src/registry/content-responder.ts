@@ -179,7 +179,7 @@ export class ContentResponder {
   /** Whether this client may have the content under the repository it asked for; answers it if not. */
   private async allowed(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
     if (!from.ref) return true;
-    const decision = await this.access.check(kind, digest, this.store.index.get(kind, digest)?.access, from.ref, req);
+    const decision = await this.access.check(kind, digest, this.store.index.get(kind, digest), from.ref, req);
     if (decision.allowed) return true;
     record.cache = 'DENIED';
     record.reason = decision.reason;
