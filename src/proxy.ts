@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
+import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
@@ -82,14 +83,24 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     allowPush: config.allowPush,
     tagPolicy: { serveStale: config.serveStale, manifestCache: config.manifestCache },
   });
+  const tunnels = new Tunnels(dialer, log);
+  let ready = false;
+  const adminDeps = { log, caCertPem: ca.certPem, version: VERSION, cacheDir: config.cacheDir, index: store.index, metrics, ready: () => ready };
+  metrics.watch({
+    fillsInFlight: () => content.fillsInFlight,
+    storeBytes: () => store.index.totalBytes,
+    storeEntries: () => store.index.size,
+    leavesMinted: () => leaves.minted,
+    tunnelsOpen: () => tunnels.active,
+  });
   const { server, intercepted } = createProxyServers({
     log,
     allowlist: new Allowlist(config.registries),
     registry,
     upstream,
-    tunnels: new Tunnels(dialer, log),
+    tunnels,
     interceptor: (s) => new TlsInterceptor(leaves, s, log),
-    admin: (req, res) => handleAdmin({ log, caCertPem: ca.certPem, version: VERSION }, req, res),
+    admin: (req, res) => void handleAdmin(adminDeps, req, res),
     proxyAuth,
   });
 
@@ -105,10 +116,12 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
   await warmUp(port, log);
+  ready = true;
   log.info({ port, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
     async close(graceMs = SHUTDOWN_GRACE_MS) {
+      ready = false;
       server.close(); // no new connections
       // Requests in progress may finish; connections that fall idle are closed as they do.
       const deadline = Date.now() + graceMs;

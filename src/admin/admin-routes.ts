@@ -1,37 +1,116 @@
-// Requests addressed to the proxy itself (origin-form URLs on the proxy port): a status page and the
-// CA certificate clients must trust.
+// Requests addressed to the proxy itself (origin-form URLs on the proxy port): status, the CA certificate,
+// a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the cache API.
+import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
 import { RequestRecord } from '../server/access-log.js';
+import type { Metrics } from './metrics.js';
+import { systemdSetupScript } from './setup-script.js';
 
 export interface AdminDeps {
   log: Logger;
   caCertPem: string;
   version: string;
+  cacheDir: string;
+  index: EntryIndex;
+  metrics: Metrics;
+  ready: () => boolean; // false while starting or shutting down
 }
 
-export function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: ServerResponse): void {
+const TEXT = 'text/plain; charset=utf-8';
+const JSON_TYPE = 'application/json';
+
+export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const record = new RequestRecord(deps.log, req, res, 'regcache');
   record.cache = 'ADMIN';
   record.kind = 'admin';
-  const path = record.path;
   const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {
     res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), ...extra });
     res.end(req.method === 'HEAD' ? undefined : body);
     record.bytes = req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
   };
+  const json = (status: number, value: unknown) => send(status, JSON_TYPE, JSON.stringify(value, null, 2) + '\n');
   if (req.method !== 'GET' && req.method !== 'HEAD') {
-    send(405, 'text/plain; charset=utf-8', 'method not allowed\n', { allow: 'GET, HEAD' });
+    send(405, TEXT, 'method not allowed\n', { allow: 'GET, HEAD' });
     return;
   }
-  switch (path) {
+  switch (record.path) {
     case '/':
-      send(200, 'text/plain; charset=utf-8', `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\n`);
+      send(200, TEXT, `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\nSet-up script for a dockerd host: GET /setup/systemd\n`);
       return;
     case '/ca.crt':
       send(200, 'application/x-pem-file', deps.caCertPem, { 'content-disposition': 'attachment; filename="regcache-ca.crt"' });
       return;
+    case '/setup/systemd': {
+      // The address the client used to reach us is the one its dockerd should use.
+      const host = req.headers.host ?? '';
+      if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host)) {
+        send(400, TEXT, 'regcache: the Host header must be host[:port] to write a set-up script\n');
+        return;
+      }
+      send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript(`http://${host}`));
+      return;
+    }
+    case '/healthz': {
+      const checks = { process: true, caLoaded: deps.caCertPem.length > 0, cacheDirWritable: await writable(deps.cacheDir) };
+      json(Object.values(checks).every(Boolean) ? 200 : 503, { ok: Object.values(checks).every(Boolean), checks });
+      return;
+    }
+    case '/readyz':
+      json(deps.ready() ? 200 : 503, { ready: deps.ready() });
+      return;
+    case '/metrics':
+      send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
+      return;
+    case '/api/v1/cache':
+      json(200, cacheListing(deps.index));
+      return;
+    case '/api/v1/cache/summary':
+      json(200, cacheListing(deps.index).summary);
+      return;
     default:
-      send(404, 'text/plain; charset=utf-8', 'not found\n');
+      send(404, TEXT, 'not found\n');
   }
+}
+
+async function writable(dir: string): Promise<boolean> {
+  return fs.access(dir, fs.constants.W_OK).then(
+    () => true,
+    () => false,
+  );
+}
+
+interface Listing {
+  registries: Record<string, { url: string; images: number; repositories: { name: string; tags: string[] }[] }>;
+  summary: Record<string, number>;
+}
+
+/** What has been pulled, by registry and repository, from the tags the index knows. */
+export function cacheListing(index: EntryIndex): Listing {
+  const repos = new Map<string, Map<string, Set<string>>>(); // registry -> repository -> tags
+  for (const entry of index.oldestFirst()) {
+    for (const tagged of entry.tags) {
+      const slash = tagged.indexOf('/');
+      const colon = tagged.lastIndexOf(':');
+      const registry = tagged.slice(0, slash);
+      const repository = tagged.slice(slash + 1, colon);
+      const byRepo = repos.get(registry) ?? new Map<string, Set<string>>();
+      repos.set(registry, byRepo);
+      const tags = byRepo.get(repository) ?? new Set<string>();
+      byRepo.set(repository, tags);
+      tags.add(tagged.slice(colon + 1));
+    }
+  }
+  const listing: Listing = { registries: {}, summary: {} };
+  let total = 0;
+  for (const [registry, byRepo] of [...repos].sort(([a], [b]) => a.localeCompare(b))) {
+    const repositories = [...byRepo].sort(([a], [b]) => a.localeCompare(b)).map(([name, tags]) => ({ name, tags: [...tags].sort() }));
+    const images = repositories.reduce((n, r) => n + r.tags.length, 0);
+    listing.registries[registry] = { url: `https://${registry}`, images, repositories };
+    listing.summary[registry] = images;
+    total += images;
+  }
+  listing.summary.total = total;
+  return listing;
 }

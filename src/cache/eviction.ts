@@ -4,6 +4,7 @@
 // Content being filled is not in the index yet, so it is never evicted; a read in progress keeps its
 // open file after the name is gone.
 import fs from 'node:fs/promises';
+import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry } from './entry-index.js';
@@ -119,6 +120,7 @@ export class Evictor {
       await after?.();
     }
     if (count > 0) {
+      metrics.evicted(reason, count);
       this.log.info({ reason, entries: count, bytes, totalBytes: this.store.index.totalBytes, maxBytes: this.budget.maxBytes }, 'evicted');
     }
   }

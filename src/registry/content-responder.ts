@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
+import { metrics } from '../admin/metrics.js';
 import type { Evictor } from '../cache/eviction.js';
 import type { ContentAccess } from './content-access.js';
 import { sendRegistryError } from './registry-errors.js';
@@ -64,6 +65,7 @@ export class ContentResponder {
       if (fill && !(await this.allowed(kind, digest, from, req, res, record))) return; // the leader's bytes are not ours to share
       if (fill?.acquire()) {
         record.coalesced = true;
+        metrics.joined();
         if (fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
         await this.serveFill(fill, origin, req, res, record);
         return;
@@ -107,6 +109,7 @@ export class ContentResponder {
         await relayResponse(response, res, record);
         return;
       }
+      metrics.fillStarted();
       fill.acquire(); // this client's reference, taken before any waiter can see the fill settle
       const host = origin.host;
       const current = fill;
@@ -115,6 +118,7 @@ export class ContentResponder {
         const line = { digest, host, bytes: current.written, ms: Date.now() - started };
         if (current.state === 'committed') this.log.info(line, 'fill committed');
         else this.log.warn({ ...line, reason: current.error?.reason, error: current.error?.message }, 'fill failed; nothing stored');
+        if (current.error && current.error.reason !== 'store') metrics.upstreamError(current.error.reason);
         if (current.error?.reason === 'store') void this.evictor.makeRoom(current.written); // e.g. ENOSPC: free space for the next one
       });
     } catch (err) {

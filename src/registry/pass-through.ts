@@ -2,6 +2,7 @@
 // referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
+import { metrics } from '../admin/metrics.js';
 import type { RequestRecord } from '../server/access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client.js';
@@ -69,6 +70,7 @@ export function noteStreamError(record: RequestRecord, err: unknown): void {
 export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
   const e = err as Error & { code?: string };
   const timeout = /TIMEOUT/i.test(e.code ?? '') || /timed out/i.test(e.message);
+  metrics.upstreamError(timeout ? 'timeout' : /certificate|ssl|tls/i.test(e.message + (e.code ?? '')) ? 'tls' : 'connect');
   record.error = `upstream: ${e.code ? e.code + ' ' : ''}${e.message}`;
   sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', `regcache could not reach the upstream registry: ${e.message}`);
 }

@@ -2,6 +2,7 @@
 // (cache=HIT/MISS/...), and nothing that could carry a credential (no headers, no query strings).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
+import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
 
 export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN';
@@ -29,7 +30,10 @@ export class RequestRecord {
   /** Keeps what operators want to see from an upstream answer (Docker Hub's `ratelimit-remaining`). */
   noteUpstream(headers: Record<string, string | string[] | undefined>): void {
     const remaining = headers['ratelimit-remaining'];
-    if (typeof remaining === 'string') this.ratelimitRemaining = remaining.slice(0, 64);
+    if (typeof remaining === 'string') {
+      this.ratelimitRemaining = remaining.slice(0, 64);
+      metrics.rateLimitRemaining(remaining);
+    }
   }
 
   /** Counts the body bytes of a stream that is being piped to the client. */
@@ -63,5 +67,6 @@ export class RequestRecord {
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : 'info'](line, 'request');
+    metrics.request(this.cache, this.kind, this.bytes);
   }
 }

@@ -1,0 +1,77 @@
+// Prometheus metrics (prom-client), on GET /metrics. Counters are incremented where things happen;
+// gauges that mirror state owned elsewhere (fills in flight, store size, leaves minted, tunnels open)
+// are read from their owners at scrape time, so nothing has to be kept in sync.
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface MetricsSources {
+  fillsInFlight: () => number;
+  storeBytes: () => number;
+  storeEntries: () => number;
+  leavesMinted: () => number;
+  tunnelsOpen: () => number;
+}
+
+const FROM_CACHE = new Set(['HIT', 'REVALIDATED', 'STALE']);
+
+export class Metrics {
+  readonly registry = new Registry();
+  private readonly requests = new Counter({ name: 'regcache_requests_total', help: 'Intercepted requests by cache status and kind', labelNames: ['cache', 'kind'], registers: [this.registry] });
+  private readonly bytes = new Counter({ name: 'regcache_bytes_served_total', help: 'Body bytes sent to clients, by source (cache or upstream)', labelNames: ['source'], registers: [this.registry] });
+  private readonly fills = new Counter({ name: 'regcache_upstream_fetches_total', help: 'Cache fills started upstream', registers: [this.registry] });
+  private readonly coalesced = new Counter({ name: 'regcache_coalesced_waiters_total', help: 'Requests that joined a fill already running', registers: [this.registry] });
+  private readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Entries evicted, by reason', labelNames: ['reason'], registers: [this.registry] });
+  private readonly upstreamErrors = new Counter({ name: 'regcache_upstream_errors_total', help: 'Upstream failures, by cause', labelNames: ['cause'], registers: [this.registry] });
+  private readonly rateLimit = new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry] });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' });
+  }
+
+  /** Gauges read from their owners at scrape time. */
+  watch(sources: MetricsSources): void {
+    const gauge = (name: string, help: string, read: () => number) =>
+      new Gauge({
+        name,
+        help,
+        registers: [this.registry],
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge('regcache_fills_in_flight', 'Upstream fills running now', sources.fillsInFlight);
+    gauge('regcache_store_bytes', 'Bytes of content in the store', sources.storeBytes);
+    gauge('regcache_store_entries', 'Entries in the store', sources.storeEntries);
+    gauge('regcache_leaf_certificates_minted', 'Leaf certificates minted since start', sources.leavesMinted);
+    gauge('regcache_tunnels_open', 'Pass-through tunnels open now', sources.tunnelsOpen);
+  }
+
+  request(cache: string, kind: string, bytes: number): void {
+    this.requests.inc({ cache, kind });
+    if (bytes > 0 && cache !== 'ADMIN') this.bytes.inc({ source: FROM_CACHE.has(cache) ? 'cache' : 'upstream' }, bytes);
+  }
+
+  fillStarted(): void {
+    this.fills.inc();
+  }
+
+  joined(): void {
+    this.coalesced.inc();
+  }
+
+  evicted(reason: string, entries: number): void {
+    this.evictions.inc({ reason }, entries);
+  }
+
+  upstreamError(cause: string): void {
+    this.upstreamErrors.inc({ cause });
+  }
+
+  /** "99;w=21600" -> 99 */
+  rateLimitRemaining(value: string): void {
+    const n = Number.parseInt(value, 10);
+    if (Number.isFinite(n)) this.rateLimit.set(n);
+  }
+}
+
+/** One per process: the places that count import it. */
+export const metrics = new Metrics();
