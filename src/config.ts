@@ -18,6 +18,9 @@ export interface UpstreamProxy {
 
 export interface Config {
   port: number;
+  mirrorPort: number; // MIRROR_PORT: the registry-mirror listener; 0 turns it off
+  registryDomain: string | null; // REGISTRY_DOMAIN: "<registry>.<domain>" Host headers pick the upstream
+  mirrorAuth: string | null; // MIRROR_AUTH: htpasswd path or inline users, as PROXY_AUTH
   caDir: string;
   cacheDir: string;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
@@ -87,6 +90,9 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
 
   return {
     port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', true), // 0: any free port
+    mirrorPort: parsePort('MIRROR_PORT', get('MIRROR_PORT') ?? '5000', true),
+    registryDomain: get('REGISTRY_DOMAIN')?.toLowerCase().replace(/^\./, '') ?? null,
+    mirrorAuth: get('MIRROR_AUTH') ?? null,
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
@@ -291,6 +297,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
     proxyAuth: config.proxyAuth === null ? null : config.proxyAuth.includes(':') ? '(inline users)' : config.proxyAuth,
+    mirrorAuth: config.mirrorAuth === null ? null : config.mirrorAuth.includes(':') ? '(inline users)' : config.mirrorAuth,
     authRegistries: config.authRegistries.map((c) => `${c.host} (${c.user})`),
     manifestCache: config.manifestCache?.map((t) => `${t.pattern.source} ${t.ttlMs / 1000}s`) ?? null,
   };

@@ -13,8 +13,10 @@ import { Evictor } from './cache/eviction.js';
 import { describeConfig, type Config } from './config.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
+import { ContentAccess } from './registry/content-access.js';
 import { ContentResponder } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
+import { createMirrorServer } from './server/mirror-server.js';
 import { ProxyAuth } from './server/proxy-auth.js';
 import { createProxyServers } from './server/proxy-server.js';
 import { TlsInterceptor } from './server/tls-interceptor.js';
@@ -23,8 +25,7 @@ import { loadOrCreateCa } from './tls/certificate-authority.js';
 import { LeafCertificates } from './tls/leaf-certificates.js';
 import { Dialer } from './upstream/dialer.js';
 import { UpstreamClient } from './upstream/upstream-client.js';
-import { UpstreamTokens } from './upstream/upstream-tokens.js';
-import { ContentAccess } from './registry/content-access.js';
+import { TokenUpstream, UpstreamTokens } from './upstream/upstream-tokens.js';
 import { VERSION } from './version.js';
 
 export interface RunningProxy {
@@ -72,7 +73,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     bodyTimeoutMs: config.timeouts.idleMs,
     credentials: config.authRegistries,
   });
-  const access = new ContentAccess(store, upstream, new UpstreamTokens(upstream), log);
+  const tagPolicy = { serveStale: config.serveStale, manifestCache: config.manifestCache };
+  const tokens = new UpstreamTokens(upstream);
+  const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
   const content = new ContentResponder(store, evictor, upstream, access, log);
   const registry = new RegistryHandler({
@@ -81,9 +84,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     upstream,
     content,
     allowPush: config.allowPush,
-    tagPolicy: { serveStale: config.serveStale, manifestCache: config.manifestCache },
+    tagPolicy,
   });
   const tunnels = new Tunnels(dialer, log);
+  const allowlist = new Allowlist(config.registries);
   let ready = false;
   const adminDeps = { log, caCertPem: ca.certPem, version: VERSION, cacheDir: config.cacheDir, index: store.index, metrics, ready: () => ready };
   metrics.watch({
@@ -95,7 +99,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   });
   const { server, intercepted } = createProxyServers({
     log,
-    allowlist: new Allowlist(config.registries),
+    allowlist,
     registry,
     upstream,
     tunnels,
@@ -106,10 +110,29 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
 
   // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.
   const connections = new Set<net.Socket>();
-  server.on('connection', (socket: net.Socket) => {
+  const track = (socket: net.Socket) => {
     connections.add(socket);
     socket.once('close', () => connections.delete(socket));
-  });
+  };
+  server.on('connection', track);
+
+  // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
+  let mirror: http.Server | null = null;
+  if (config.mirrorPort !== 0) {
+    const asRegcache = new TokenUpstream(tokens);
+    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log);
+    mirror = createMirrorServer({
+      log,
+      allowlist,
+      registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
+      index: store.index,
+      registryDomain: config.registryDomain,
+      auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
+    });
+    mirror.on('connection', track);
+    await listen(mirror, config.mirrorPort, config.disableIpv6);
+    mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
+  }
 
   await listen(server, config.port, config.disableIpv6);
   // After listen, an accept failure (EMFILE) must be logged, not crash the process.
@@ -117,17 +140,20 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const port = (server.address() as AddressInfo).port;
   await warmUp(port, log);
   ready = true;
-  log.info({ port, version: VERSION, config: describeConfig(config) }, 'listening');
+  const mirrorPort = mirror ? (mirror.address() as AddressInfo).port : null;
+  log.info({ port, mirrorPort, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       ready = false;
       server.close(); // no new connections
+      mirror?.close();
       // Requests in progress may finish; connections that fall idle are closed as they do.
       const deadline = Date.now() + graceMs;
       while (connections.size > 0 && Date.now() < deadline) {
         server.closeIdleConnections();
         intercepted.closeIdleConnections();
+        mirror?.closeIdleConnections();
         await sleep(50);
       }
       for (const socket of connections) socket.destroy();

@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { Upstream } from '../upstream/upstream-client.js';
 import type { UpstreamTokens } from '../upstream/upstream-tokens.js';
 
 const GRANT_MS = 60_000;
@@ -29,7 +29,7 @@ export class ContentAccess {
 
   constructor(
     private readonly store: ContentStore,
-    private readonly upstream: UpstreamClient,
+    private readonly upstream: Upstream,
     private readonly tokens: UpstreamTokens,
     private readonly log: Logger,
   ) {}

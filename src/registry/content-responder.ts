@@ -12,7 +12,7 @@ import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
 import type { CacheStatus, RequestRecord } from '../server/access-log.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { Upstream } from '../upstream/upstream-client.js';
 import { parseRange } from './byte-range.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 
@@ -26,7 +26,7 @@ export class ContentResponder {
   constructor(
     private readonly store: ContentStore,
     private readonly evictor: Evictor,
-    private readonly upstream: UpstreamClient,
+    private readonly upstream: Upstream,
     private readonly access: ContentAccess,
     private readonly log: Logger,
   ) {}

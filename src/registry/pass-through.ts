@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { metrics } from '../admin/metrics.js';
 import type { RequestRecord } from '../server/access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
-import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client.js';
+import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { sendRegistryError } from './registry-errors.js';
 
 export interface PassThroughOptions {
@@ -17,7 +17,7 @@ export interface PassThroughOptions {
 }
 
 export async function passThrough(
-  upstream: UpstreamClient,
+  upstream: Upstream,
   origin: URL,
   req: IncomingMessage,
   res: ServerResponse,

@@ -4,7 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Logger } from '../log.js';
 import { RequestRecord } from '../server/access-log.js';
-import type { UpstreamClient } from '../upstream/upstream-client.js';
+import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
 import { classify } from './request-classifier.js';
@@ -14,7 +14,7 @@ import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 export interface RegistryHandlerDeps {
   log: Logger;
   store: ContentStore;
-  upstream: UpstreamClient;
+  upstream: Upstream;
   content: ContentResponder;
   allowPush: boolean;
   tagPolicy: TagPolicy;

@@ -10,7 +10,7 @@ import type { ContentStore, Provenance } from '../cache/content-store.js';
 import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
 import type { RequestRecord } from '../server/access-log.js';
-import type { UpstreamClient, UpstreamResponse } from '../upstream/upstream-client.js';
+import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, passThrough, relayResponse } from './pass-through.js';
 
@@ -24,7 +24,7 @@ export interface TagPolicy {
 }
 
 export interface TagManifestDeps {
-  upstream: UpstreamClient;
+  upstream: Upstream;
   store: ContentStore;
   content: ContentResponder;
   log: Logger;

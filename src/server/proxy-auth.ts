@@ -1,4 +1,4 @@
-// PROXY_AUTH: who may use the proxy. An htpasswd file (bcrypt "$2a$/$2b$/$2y$" and "{SHA}" entries) or an
+// PROXY_AUTH (and MIRROR_AUTH): who may use the proxy (the mirror). An htpasswd file (bcrypt "$2a$/$2b$/$2y$" and "{SHA}" entries) or an
 // inline "user:pass user2:pass2" list. CONNECT and forward requests need a valid Proxy-Authorization:
 // Basic header; requests to the proxy itself (/ca.crt, /setup/*) do not. bcrypt is slow on purpose, so a
 // header that passed is remembered for a few minutes (as a hash, never the header itself).
@@ -21,21 +21,21 @@ export class ProxyAuth {
   ) {}
 
   /** From PROXY_AUTH: a readable file path, or an inline list of user:pass. */
-  static load(value: string): ProxyAuth {
+  static load(value: string, variable = 'PROXY_AUTH'): ProxyAuth {
     if (value.startsWith('/') || value.startsWith('.') || (!value.includes(':') && fs.existsSync(value))) {
       let text: string;
       try {
         text = fs.readFileSync(value, 'utf8');
       } catch (err) {
-        throw new ConfigError('PROXY_AUTH', value, `a readable htpasswd file (${(err as NodeJS.ErrnoException).code}), e.g. PROXY_AUTH=/etc/regcache/htpasswd`);
+        throw new ConfigError(variable, value, `a readable htpasswd file (${(err as NodeJS.ErrnoException).code}), e.g. ${variable}=/etc/regcache/htpasswd`);
       }
-      return new ProxyAuth(parseHtpasswd(value, text), `htpasswd ${value}`);
+      return new ProxyAuth(parseHtpasswd(variable, value, text), `htpasswd ${value}`);
     }
     const users = new Map<string, Secret>();
     for (const item of value.split(/[\s,]+/).filter(Boolean)) {
       const colon = item.indexOf(':');
       if (colon <= 0 || colon === item.length - 1) {
-        throw new ConfigError('PROXY_AUTH', '(inline list)', 'an htpasswd file path or "user:pass user2:pass2", e.g. PROXY_AUTH=/etc/regcache/htpasswd');
+        throw new ConfigError(variable, '(inline list)', `an htpasswd file path or "user:pass user2:pass2", e.g. ${variable}=/etc/regcache/htpasswd`);
       }
       users.set(item.slice(0, colon), { kind: 'plain', sha256: sha256(item.slice(colon + 1)) });
     }
@@ -62,7 +62,7 @@ export class ProxyAuth {
   }
 }
 
-function parseHtpasswd(file: string, text: string): Map<string, Secret> {
+function parseHtpasswd(variable: string, file: string, text: string): Map<string, Secret> {
   const users = new Map<string, Secret>();
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
@@ -70,10 +70,10 @@ function parseHtpasswd(file: string, text: string): Map<string, Secret> {
     const colon = line.indexOf(':');
     const user = line.slice(0, colon);
     const hash = line.slice(colon + 1);
-    if (colon <= 0) throw new ConfigError('PROXY_AUTH', file, `user:hash lines (line ${i + 1} is not one)`);
+    if (colon <= 0) throw new ConfigError(variable, file, `user:hash lines (line ${i + 1} is not one)`);
     if (/^\$2[aby]\$\d\d\$/.test(hash)) users.set(user, { kind: 'bcrypt', hash });
     else if (hash.startsWith('{SHA}')) users.set(user, { kind: 'sha1', digest: Buffer.from(hash.slice(5), 'base64') });
-    else throw new ConfigError('PROXY_AUTH', file, `bcrypt (htpasswd -B) or SHA (htpasswd -s) entries; line ${i + 1} (${user}) is neither`);
+    else throw new ConfigError(variable, file, `bcrypt (htpasswd -B) or SHA (htpasswd -s) entries; line ${i + 1} (${user}) is neither`);
   });
   return users;
 }

@@ -30,7 +30,12 @@ const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
 
-export class UpstreamClient {
+/** What the registry handlers need from an upstream: UpstreamClient, or the mirror's TokenUpstream. */
+export interface Upstream {
+  request(url: URL, method: string, headers: Record<string, string>, body?: Readable | null, followRedirects?: boolean): Promise<UpstreamResponse>;
+}
+
+export class UpstreamClient implements Upstream {
   private readonly agent: Agent;
   private readonly credentials: Map<string, string>; // host -> "Basic ..."
 

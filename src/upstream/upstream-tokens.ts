@@ -2,7 +2,8 @@
 // `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge, fetch a token from the realm
 // (anonymously, or with AUTH_REGISTRIES credentials, which the upstream client injects for the realm's
 // host) and retry once. Tokens are cached until they expire.
-import type { UpstreamClient, UpstreamResponse } from './upstream-client.js';
+import type { Readable } from 'node:stream';
+import type { Upstream, UpstreamClient, UpstreamResponse } from './upstream-client.js';
 
 interface CachedToken {
   token: string;
@@ -86,5 +87,19 @@ async function readJson(res: UpstreamResponse): Promise<{ token?: string; access
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as { token?: string; access_token?: string; expires_in?: number };
   } catch {
     return null;
+  }
+}
+
+/**
+ * The mirror's upstream: requests go out as regcache itself. A mirror client's Authorization is for the
+ * mirror (MIRROR_AUTH), never for upstream, so it is dropped; upstream's Bearer challenges are answered
+ * with regcache's own tokens (anonymous, or AUTH_REGISTRIES credentials for the realm).
+ */
+export class TokenUpstream implements Upstream {
+  constructor(private readonly tokens: UpstreamTokens) {}
+
+  request(url: URL, method: string, headers: Record<string, string>, _body?: Readable | null, _followRedirects?: boolean): Promise<UpstreamResponse> {
+    const { authorization: _dropped, ...rest } = headers;
+    return this.tokens.request(url, method, rest);
   }
 }

@@ -24,6 +24,7 @@ export interface LogLine {
 
 export interface Regcache {
   port: number;
+  mirrorPort: number | null; // MIRROR_PORT when the test turned the mirror on
   proxyUrl: string; // http://127.0.0.1:PORT
   caFile: string;
   cacheDir: string;
@@ -51,6 +52,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',
     PORT: '0',
+    MIRROR_PORT: '0', // off unless a test asks for it (the default 5000 would collide between processes)
     CA_DIR: caDir,
     CACHE_DIR: cacheDir,
     LOG_LEVEL: 'debug',
@@ -78,6 +80,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const port = Number(listening.port);
   return {
     port,
+    mirrorPort: typeof listening.mirrorPort === 'number' ? listening.mirrorPort : null,
     proxyUrl: `http://127.0.0.1:${port}`,
     caFile: path.join(caDir, 'ca.crt'),
     cacheDir,

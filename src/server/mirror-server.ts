@@ -1,0 +1,98 @@
+// The registry-mirror listener (MIRROR_PORT) for clients that cannot use HTTPS_PROXY: containerd's
+// hosts.toml, dockerd's registry-mirrors, k3s/kind. It speaks the distribution API itself, picks the
+// upstream per request (containerd's ?ns=, a "<registry>.<REGISTRY_DOMAIN>" Host, else Docker Hub) and
+// hands the request to the same cache and policies as the proxy, going upstream as regcache itself.
+import http from 'node:http';
+import type { EntryIndex } from '../cache/entry-index.js';
+import type { Logger } from '../log.js';
+import type { Allowlist } from '../registry/allowlist.js';
+import { sendRegistryError } from '../registry/registry-errors.js';
+import type { RegistryHandler } from '../registry/registry-handler.js';
+import { RequestRecord } from './access-log.js';
+import type { ProxyAuth } from './proxy-auth.js';
+
+export interface MirrorDeps {
+  log: Logger;
+  allowlist: Allowlist;
+  registry: RegistryHandler; // built over the mirror's upstream (regcache's own tokens)
+  index: EntryIndex;
+  registryDomain: string | null;
+  auth: ProxyAuth | null; // MIRROR_AUTH, checked against the client's Authorization
+}
+
+const DOCKER_HUB = 'registry-1.docker.io';
+const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
+
+/** Which upstream a mirror request is for; null when the client named one that cannot be parsed. */
+export function mirrorTarget(ns: string | null, host: string | undefined, registryDomain: string | null): string | null {
+  const normalise = (name: string): string | null => {
+    const n = name.toLowerCase();
+    if (n === 'docker.io' || n === 'index.docker.io') return DOCKER_HUB;
+    return /^[a-z0-9.-]+(:\d{1,5})?$/.test(n) ? n : null;
+  };
+  if (ns !== null) return normalise(ns);
+  const hostname = (host ?? '').toLowerCase().replace(/:\d+$/, '');
+  if (registryDomain && hostname.endsWith(`.${registryDomain}`)) return normalise(hostname.slice(0, -registryDomain.length - 1));
+  return DOCKER_HUB;
+}
+
+export function createMirrorServer(deps: MirrorDeps): http.Server {
+  return http.createServer({ maxHeaderSize: 16 * 1024, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => void handle(deps, req, res));
+}
+
+async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://mirror');
+  if (deps.auth && !(await deps.auth.check(req.headers.authorization))) {
+    refuse(deps, req, res, 401, 'UNAUTHORIZED', 'this mirror needs credentials (MIRROR_AUTH)', { 'www-authenticate': 'Basic realm="regcache mirror"' });
+    return;
+  }
+  const target = mirrorTarget(url.searchParams.get('ns'), req.headers.host, deps.registryDomain);
+  if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
+    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(target ?? url.searchParams.get('ns'))} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`);
+    return;
+  }
+  url.searchParams.delete('ns');
+  req.url = url.pathname + url.search; // what the upstream sees: its own path, no routing hints
+  if (url.pathname === '/v2/' || url.pathname === '/v2') {
+    // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
+    const record = new RequestRecord(deps.log, req, res, target);
+    record.kind = 'ping';
+    record.cache = 'HIT';
+    res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
+    return;
+  }
+  const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(url.pathname);
+  if (listing && (req.method === 'GET' || req.method === 'HEAD')) {
+    const record = new RequestRecord(deps.log, req, res, target);
+    record.kind = listing[1] ? 'tags' : 'catalog';
+    record.cache = 'HIT';
+    const body = JSON.stringify(listing[1] ? { name: listing[1], tags: tagsOf(deps.index, target, listing[1]) } : { repositories: repositoriesOf(deps.index, target) });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
+    return;
+  }
+  await deps.registry.handle(new URL(`https://${target}`), req, res);
+}
+
+function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}): void {
+  const record = new RequestRecord(deps.log, req, res, '-');
+  record.cache = 'REJECTED';
+  record.kind = 'mirror';
+  record.error = message;
+  sendRegistryError(res, status, code, message, { ...API_VERSION, ...extra });
+}
+
+/** Repositories of a registry that have been pulled by tag, from the index. */
+function repositoriesOf(index: EntryIndex, registry: string): string[] {
+  const repos = new Set<string>();
+  for (const entry of index.oldestFirst()) {
+    for (const tag of entry.tags) if (tag.startsWith(`${registry}/`)) repos.add(tag.slice(registry.length + 1, tag.lastIndexOf(':')));
+  }
+  return [...repos].sort();
+}
+
+function tagsOf(index: EntryIndex, registry: string, repository: string): string[] {
+  const prefix = `${registry}/${repository}:`;
+  const tags = new Set<string>();
+  for (const entry of index.oldestFirst()) for (const tag of entry.tags) if (tag.startsWith(prefix)) tags.add(tag.slice(prefix.length));
+  return [...tags].sort();
+}

@@ -1,0 +1,182 @@
+// Registry-mirror mode (MIRROR_PORT): dockerd with registry-mirrors and containerd with a hosts.toml pull
+// Docker Hub names through the same cache, no proxy or CA involved; ns= and virtual-host routing,
+// catalog and tags from the cache, writes refused, MIRROR_AUTH.
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startContainerd, type Containerd } from './harness/containerd.js';
+import { startDockerd, type Dockerd } from './harness/dockerd.js';
+import { MediaTypes } from './harness/images.js';
+import { createTestCA } from './harness/pki.js';
+import { freePort } from './harness/ports.js';
+import type { Regcache } from './harness/regcache.js';
+import { TmpDirs } from './harness/tmp.js';
+import { startTokenServer, type TokenServer } from './harness/token-server.js';
+import { pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function mirrorGet(port: number, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method, headers }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+describe('registry-mirror mode', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let mirrorPort: number;
+  let dockerd: Dockerd | undefined;
+  let containerd: Containerd | undefined;
+  const ACCEPT = { accept: [MediaTypes.dockerManifest, MediaTypes.ociManifest].join(', ') };
+
+  before(async () => {
+    root = await tmp.make('regcache-mirror');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry-1.docker.io', 'registry.test'], ['mirror-a', 'mirror-b']);
+    await pushTo(upstream, 'library/hello', 'v1');
+    await pushTo(upstream, 'lib/app', 'v1');
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', MIRROR_PORT: String(await freePort()), REGISTRY_DOMAIN: 'mirror.test' },
+      routes: { 'registry-1.docker.io': upstream.registry.port, 'registry.test': upstream.registry.port },
+    });
+    mirrorPort = proxy.mirrorPort!;
+  });
+
+  after(async () => {
+    await dockerd?.stop();
+    await containerd?.stop();
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  it('serves dockerd through registry-mirrors: MISS, then HIT after docker rmi', async () => {
+    const mirror = `127.0.0.1:${mirrorPort}`;
+    dockerd = await startDockerd({ dir: path.join(root, 'd'), env: {}, daemonConfig: { 'registry-mirrors': [`http://${mirror}`], 'insecure-registries': [mirror] } });
+    assert.equal((await dockerd.docker(['pull', 'hello:v1'])).code, 0);
+    const cold = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.host === 'registry-1.docker.io');
+    assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
+    assert.ok(cold.every((l) => l.cache === 'MISS'));
+    assert.equal((await dockerd.docker(['rmi', 'hello:v1'])).code, 0);
+    const mark = (await proxy.logs()).length;
+    const again = await dockerd.docker(['pull', 'hello:v1']);
+    assert.equal(again.code, 0, again.stderr);
+    const warm = (await proxy.requests(mark)).filter((l) => l.kind === 'blob');
+    assert.ok(warm.length >= upstream.blobs.length && warm.every((l) => l.cache === 'HIT'), JSON.stringify(warm));
+  });
+
+  it('serves containerd through a hosts.toml (ctr --hosts-dir)', async () => {
+    containerd = await startContainerd({ dir: path.join(root, 'c') });
+    const hostsDir = path.join(root, 'hosts');
+    await mkdir(path.join(hostsDir, 'docker.io'), { recursive: true });
+    await writeFile(
+      path.join(hostsDir, 'docker.io', 'hosts.toml'),
+      `server = "https://registry-1.docker.io"\n\n[host."http://127.0.0.1:${mirrorPort}"]\n  capabilities = ["pull", "resolve"]\n`,
+    );
+    const mark = (await proxy.logs()).length;
+    const pulled = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, 'docker.io/library/hello:v1']);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const lines = (await proxy.requests(mark)).filter((l) => l.kind === 'blob');
+    assert.ok(lines.length >= upstream.image.layers.length && lines.every((l) => l.cache === 'HIT'), 'the same cache served containerd');
+  });
+
+  it("routes by containerd's ns= and by a virtual-host name, and refuses registries off the allowlist", async () => {
+    const byNs = await mirrorGet(mirrorPort, '/v2/lib/app/manifests/v1?ns=registry.test', ACCEPT);
+    assert.equal(byNs.status, 200);
+    assert.equal(byNs.headers['docker-content-digest'], upstream.image.manifestDigest);
+    const byHost = await mirrorGet(mirrorPort, '/v2/lib/app/manifests/v1', { ...ACCEPT, host: `registry.test.mirror.test:${mirrorPort}` });
+    assert.equal(byHost.status, 200);
+    const hubByHost = await mirrorGet(mirrorPort, '/v2/library/hello/manifests/v1', { ...ACCEPT, host: 'docker.io.mirror.test' });
+    assert.equal(hubByHost.status, 200);
+    assert.equal(((await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1))?.host, 'registry-1.docker.io');
+    const refused = await mirrorGet(mirrorPort, '/v2/x/manifests/v1?ns=evil.example');
+    assert.equal(refused.status, 403);
+    assert.match(refused.body, /"code":"DENIED"/);
+  });
+
+  it('answers the ping, catalog and tags from the cache, and refuses writes', async () => {
+    const ping = await mirrorGet(mirrorPort, '/v2/');
+    assert.equal(ping.status, 200);
+    assert.equal(ping.headers['docker-distribution-api-version'], 'registry/2.0');
+    const catalog = JSON.parse((await mirrorGet(mirrorPort, '/v2/_catalog')).body) as { repositories: string[] };
+    assert.deepEqual(catalog.repositories, ['library/hello']);
+    const tags = JSON.parse((await mirrorGet(mirrorPort, '/v2/lib/app/tags/list?ns=registry.test')).body) as { tags: string[] };
+    assert.deepEqual(tags, { name: 'lib/app', tags: ['v1'] });
+    const push = await mirrorGet(mirrorPort, '/v2/library/hello/blobs/uploads/', {}, 'POST');
+    assert.equal(push.status, 405);
+    assert.match(push.body, /UNSUPPORTED/);
+  });
+
+  it('asks for credentials with MIRROR_AUTH', async () => {
+    const guarded = await startProxyFor(upstream, {
+      dir: path.join(root, 'guarded'),
+      env: { MIRROR_PORT: String(await freePort()), MIRROR_AUTH: 'puller:pw' },
+      routes: { 'registry-1.docker.io': upstream.registry.port },
+    });
+    try {
+      const none = await mirrorGet(guarded.mirrorPort!, '/v2/');
+      assert.equal(none.status, 401);
+      assert.match(String(none.headers['www-authenticate']), /^Basic/);
+      const ok = await mirrorGet(guarded.mirrorPort!, '/v2/library/hello/manifests/v1', { ...ACCEPT, authorization: 'Basic ' + Buffer.from('puller:pw').toString('base64') });
+      assert.equal(ok.status, 200);
+    } finally {
+      await guarded.stop();
+    }
+  });
+});
+
+describe('mirror in front of a token-auth registry', () => {
+  const tmp = new TmpDirs();
+  let upstream: Upstream;
+  let tokens: TokenServer;
+  let proxy: Regcache;
+
+  before(async () => {
+    const root = await tmp.make('regcache-mirror-token');
+    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
+    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'] });
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry-1.docker.io'], ['mirror-token-a'], {
+      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
+    });
+    await pushTo(upstream, 'library/hello', 'v1', tokens.mintToken([{ type: 'repository', name: 'library/hello', actions: ['pull', 'push'] }], 'seeder'));
+    const bundle = path.join(root, 'cas.pem');
+    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: bundle, MIRROR_PORT: String(await freePort()) },
+      routes: { 'registry-1.docker.io': upstream.registry.port, 'auth.test': tokens.port },
+    });
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tokens?.stop();
+    await tmp.cleanup();
+  });
+
+  it('fetches its own anonymous token: mirror clients need none', async () => {
+    const accept = { accept: MediaTypes.dockerManifest };
+    const manifest = await mirrorGet(proxy.mirrorPort!, '/v2/library/hello/manifests/v1', accept);
+    assert.equal(manifest.status, 200, manifest.body);
+    const blob = await mirrorGet(proxy.mirrorPort!, `/v2/library/hello/blobs/${upstream.image.layers[0]!.digest}`);
+    assert.equal(blob.status, 200);
+    assert.ok(tokens.requests.some((r) => !r.authorization && r.scopes.includes('repository:library/hello:pull') && r.status === 200));
+  });
+});
