@@ -89,7 +89,18 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tunnels = new Tunnels(dialer, log);
   const allowlist = new Allowlist(config.registries);
   let ready = false;
-  const adminDeps = { log, caCertPem: ca.certPem, version: VERSION, cacheDir: config.cacheDir, index: store.index, metrics, ready: () => ready };
+  let mirror: http.Server | null = null;
+  const adminDeps = {
+    log,
+    caCertPem: ca.certPem,
+    version: VERSION,
+    cacheDir: config.cacheDir,
+    index: store.index,
+    metrics,
+    ready: () => ready,
+    mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
+    registries: config.registries,
+  };
   metrics.watch({
     fillsInFlight: () => content.fillsInFlight,
     storeBytes: () => store.index.totalBytes,
@@ -117,7 +128,6 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   server.on('connection', track);
 
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
-  let mirror: http.Server | null = null;
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
     const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log);
@@ -140,8 +150,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const port = (server.address() as AddressInfo).port;
   await warmUp(port, log);
   ready = true;
-  const mirrorPort = mirror ? (mirror.address() as AddressInfo).port : null;
-  log.info({ port, mirrorPort, version: VERSION, config: describeConfig(config) }, 'listening');
+  log.info({ port, mirrorPort: adminDeps.mirrorPort(), version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
     async close(graceMs = SHUTDOWN_GRACE_MS) {

@@ -84,11 +84,14 @@ describe('registry-mirror mode', () => {
   it('serves containerd through a hosts.toml (ctr --hosts-dir)', async () => {
     containerd = await startContainerd({ dir: path.join(root, 'c') });
     const hostsDir = path.join(root, 'hosts');
+    // The hosts.toml regcache hands out for containerd, as an operator would use it.
+    const setup = await (await fetch(`${proxy.proxyUrl}/setup/containerd`)).text();
+    const block = setup.split('# --- ').find((b) => b.startsWith('docker.io\n'));
+    assert.ok(block, setup);
+    assert.match(block, new RegExp(`\\[host\\."http://127\\.0\\.0\\.1:${mirrorPort}"\\]`));
+    assert.ok(setup.includes('# --- registry.test\n'), 'one block per allowlisted registry');
     await mkdir(path.join(hostsDir, 'docker.io'), { recursive: true });
-    await writeFile(
-      path.join(hostsDir, 'docker.io', 'hosts.toml'),
-      `server = "https://registry-1.docker.io"\n\n[host."http://127.0.0.1:${mirrorPort}"]\n  capabilities = ["pull", "resolve"]\n`,
-    );
+    await writeFile(path.join(hostsDir, 'docker.io', 'hosts.toml'), block.split('\n').slice(1).join('\n'));
     const mark = (await proxy.logs()).length;
     const pulled = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, 'docker.io/library/hello:v1']);
     assert.equal(pulled.code, 0, pulled.stderr);

@@ -6,7 +6,7 @@ import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
 import { RequestRecord } from '../server/access-log.js';
 import type { Metrics } from './metrics.js';
-import { systemdSetupScript } from './setup-script.js';
+import { containerdHostsToml, systemdSetupScript } from './setup-script.js';
 
 export interface AdminDeps {
   log: Logger;
@@ -16,6 +16,8 @@ export interface AdminDeps {
   index: EntryIndex;
   metrics: Metrics;
   ready: () => boolean; // false while starting or shutting down
+  mirrorPort: () => number | null; // the registry-mirror listener, when on
+  registries: string[]; // the allowlist, for /setup/containerd
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -42,14 +44,25 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     case '/ca.crt':
       send(200, 'application/x-pem-file', deps.caCertPem, { 'content-disposition': 'attachment; filename="regcache-ca.crt"' });
       return;
-    case '/setup/systemd': {
-      // The address the client used to reach us is the one its dockerd should use.
+    case '/setup/systemd':
+    case '/setup/containerd': {
+      // The address the client used to reach us is the one its daemon should use.
       const host = req.headers.host ?? '';
       if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host)) {
-        send(400, TEXT, 'regcache: the Host header must be host[:port] to write a set-up script\n');
+        send(400, TEXT, 'regcache: the Host header must be host[:port] to write a set-up file\n');
         return;
       }
-      send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript(`http://${host}`));
+      if (record.path === '/setup/systemd') {
+        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript(`http://${host}`));
+        return;
+      }
+      const mirrorPort = deps.mirrorPort();
+      if (mirrorPort === null) {
+        send(404, TEXT, 'regcache: the registry mirror is off (MIRROR_PORT=0)\n');
+        return;
+      }
+      const registries = deps.registries.filter((r) => r !== 'auth.docker.io' && !r.startsWith('*.'));
+      send(200, 'application/toml; charset=utf-8', containerdHostsToml(`http://${host.replace(/:\d+$/, '')}:${mirrorPort}`, registries));
       return;
     }
     case '/healthz': {
