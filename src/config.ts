@@ -21,6 +21,9 @@ export interface Config {
   mirrorPort: number; // MIRROR_PORT: the registry-mirror listener; 0 turns it off
   registryDomain: string | null; // REGISTRY_DOMAIN: "<registry>.<domain>" Host headers pick the upstream
   mirrorAuth: string | null; // MIRROR_AUTH: htpasswd path or inline users, as PROXY_AUTH
+  mirrorTls: { certFile: string; keyFile: string } | null; // MIRROR_TLS_CERT/KEY: serve the mirror over HTTPS
+  mirrorHostname: string | null; // MIRROR_HOSTNAME: or over HTTPS with a certificate from regcache's CA
+  adminPort: number; // ADMIN_PORT: admin endpoints on a port of their own too; 0: only on PORT
   caDir: string;
   cacheDir: string;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
@@ -93,6 +96,9 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     mirrorPort: parsePort('MIRROR_PORT', get('MIRROR_PORT') ?? '5000', true),
     registryDomain: get('REGISTRY_DOMAIN')?.toLowerCase().replace(/^\./, '') ?? null,
     mirrorAuth: get('MIRROR_AUTH') ?? null,
+    mirrorTls: parseMirrorTls(get('MIRROR_TLS_CERT'), get('MIRROR_TLS_KEY')),
+    mirrorHostname: parseOptionalHost('MIRROR_HOSTNAME', get('MIRROR_HOSTNAME')),
+    adminPort: parsePort('ADMIN_PORT', get('ADMIN_PORT') ?? '0', true),
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
@@ -157,6 +163,21 @@ export function parseDuration(variable: string, value: string): number {
     throw new ConfigError(variable, value, `a duration such as 60d, 12h, 30m or 1h30m, e.g. ${variable}=60d`);
   }
   return ms;
+}
+
+function parseMirrorTls(cert: string | undefined, key: string | undefined): { certFile: string; keyFile: string } | null {
+  if (cert === undefined && key === undefined) return null;
+  if (cert === undefined || key === undefined) {
+    const missing = cert === undefined ? 'MIRROR_TLS_CERT' : 'MIRROR_TLS_KEY';
+    throw new ConfigError(missing, '', `set together with ${missing === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : 'MIRROR_TLS_CERT'}, e.g. ${missing}=/etc/regcache/mirror.${missing.endsWith('CERT') ? 'crt' : 'key'}`);
+  }
+  return { certFile: path.resolve(cert), keyFile: path.resolve(key) };
+}
+
+function parseOptionalHost(variable: string, value: string | undefined): string | null {
+  if (value === undefined) return null;
+  if (!isValidHost(value.toLowerCase())) throw new ConfigError(variable, value, `a host name, e.g. ${variable}=regcache.internal`);
+  return value.toLowerCase();
 }
 
 function parseRegex(variable: string, value: string): RegExp {

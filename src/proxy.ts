@@ -1,6 +1,8 @@
 // Assembles a running proxy from a Config: CA, store, upstream client, handlers, listener.
-import type http from 'node:http';
+import { createServer, type Server } from 'node:http';
+import fs from 'node:fs/promises';
 import type net from 'node:net';
+import type tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
@@ -89,7 +91,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tunnels = new Tunnels(dialer, log);
   const allowlist = new Allowlist(config.registries);
   let ready = false;
-  let mirror: http.Server | null = null;
+  let mirror: Server | null = null;
   const adminDeps = {
     log,
     caCertPem: ca.certPem,
@@ -131,17 +133,26 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
     const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log);
-    mirror = createMirrorServer({
+    const mirrorDeps = {
       log,
       allowlist,
       registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
       auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
-    });
+    };
+    mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
     mirror.on('connection', track);
     await listen(mirror, config.mirrorPort, config.disableIpv6);
     mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
+  }
+
+  // ADMIN_PORT: the admin endpoints on a port of their own as well (e.g. for a metrics scraper).
+  let admin: Server | null = null;
+  if (config.adminPort !== 0) {
+    admin = createServer((req, res) => void handleAdmin(adminDeps, req, res));
+    admin.on('connection', track);
+    await listen(admin, config.adminPort, config.disableIpv6);
   }
 
   await listen(server, config.port, config.disableIpv6);
@@ -150,19 +161,22 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const port = (server.address() as AddressInfo).port;
   await warmUp(port, log);
   ready = true;
-  log.info({ port, mirrorPort: adminDeps.mirrorPort(), version: VERSION, config: describeConfig(config) }, 'listening');
+  const adminPort = admin ? (admin.address() as AddressInfo).port : null;
+  log.info({ port, mirrorPort: adminDeps.mirrorPort(), adminPort, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       ready = false;
       server.close(); // no new connections
       mirror?.close();
+      admin?.close();
       // Requests in progress may finish; connections that fall idle are closed as they do.
       const deadline = Date.now() + graceMs;
       while (connections.size > 0 && Date.now() < deadline) {
         server.closeIdleConnections();
         intercepted.closeIdleConnections();
         mirror?.closeIdleConnections();
+        admin?.closeIdleConnections();
         await sleep(50);
       }
       for (const socket of connections) socket.destroy();
@@ -175,7 +189,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
 }
 
 /** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0. */
-function listen(server: http.Server, port: number, disableIpv6: boolean): Promise<void> {
+function listen(server: Server, port: number, disableIpv6: boolean): Promise<void> {
   const attempt = (host: string) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -205,4 +219,18 @@ async function warmUp(port: number, log: Logger): Promise<void> {
   } finally {
     await client.close();
   }
+}
+
+/** The mirror's certificate: files (MIRROR_TLS_CERT/KEY), or minted from our CA for MIRROR_HOSTNAME. */
+async function mirrorTls(config: Config, leaves: LeafCertificates): Promise<{ cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] } | undefined> {
+  if (config.mirrorTls) {
+    const [cert, key] = await Promise.all([fs.readFile(config.mirrorTls.certFile, 'utf8'), fs.readFile(config.mirrorTls.keyFile, 'utf8')]);
+    return { cert, key };
+  }
+  if (config.mirrorHostname) {
+    const hostname = config.mirrorHostname;
+    // The default certificate serves clients without SNI; SNI clients get a context that is renewed.
+    return { ...leaves.pemFor(hostname), SNICallback: (_name, callback) => callback(null, leaves.contextFor(hostname)) };
+  }
+  return undefined;
 }

@@ -2,8 +2,10 @@
 // Docker Hub names through the same cache, no proxy or CA involved; ns= and virtual-host routing,
 // catalog and tags from the cache, writes refused, MIRROR_AUTH.
 import assert from 'node:assert/strict';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
+import https from 'node:https';
+import type tls from 'node:tls';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startContainerd, type Containerd } from './harness/containerd.js';
@@ -181,5 +183,63 @@ describe('mirror in front of a token-auth registry', () => {
     const blob = await mirrorGet(proxy.mirrorPort!, `/v2/library/hello/blobs/${upstream.image.layers[0]!.digest}`);
     assert.equal(blob.status, 200);
     assert.ok(tokens.requests.some((r) => !r.authorization && r.scopes.includes('repository:library/hello:pull') && r.status === 200));
+  });
+});
+
+describe('mirror over HTTPS, and ADMIN_PORT', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+
+  before(async () => {
+    root = await tmp.make('regcache-mirror-tls');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry-1.docker.io'], ['mirror-tls-a']);
+  });
+  after(async () => {
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  const httpsPing = (port: number, ca: string, servername: string) =>
+    new Promise<{ status: number; san: string }>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, path: '/v2/', ca, servername }, (res) => {
+        const san = (res.socket as tls.TLSSocket).getPeerCertificate().subjectaltname ?? '';
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, san }));
+      });
+      req.once('error', reject);
+      req.end();
+    });
+
+  it('mints the mirror a certificate for MIRROR_HOSTNAME from the regcache CA', async () => {
+    const proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'minted'),
+      env: { MIRROR_PORT: String(await freePort()), MIRROR_HOSTNAME: 'mirror.local', ADMIN_PORT: String(await freePort()) },
+      routes: { 'registry-1.docker.io': upstream.registry.port },
+    });
+    try {
+      const ca = await readFile(proxy.caFile, 'utf8');
+      assert.deepEqual(await httpsPing(proxy.mirrorPort!, ca, 'mirror.local'), { status: 200, san: 'DNS:mirror.local' });
+      const adminPort = Number((await proxy.logs()).find((l) => l.msg === 'listening')?.adminPort);
+      const metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`);
+      assert.equal(metrics.status, 200);
+      assert.match(await metrics.text(), /regcache_requests_total/);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  it('serves the mirror with MIRROR_TLS_CERT and MIRROR_TLS_KEY', async () => {
+    const cert = await upstream.ca.issue(['mirror.corp'], root, 'mirror');
+    const proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'files'),
+      env: { MIRROR_PORT: String(await freePort()), MIRROR_TLS_CERT: cert.certFile, MIRROR_TLS_KEY: cert.keyFile },
+      routes: { 'registry-1.docker.io': upstream.registry.port },
+    });
+    try {
+      assert.deepEqual(await httpsPing(proxy.mirrorPort!, upstream.ca.certPem, 'mirror.corp'), { status: 200, san: 'DNS:mirror.corp' });
+    } finally {
+      await proxy.stop();
+    }
   });
 });

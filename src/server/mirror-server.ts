@@ -3,6 +3,8 @@
 // upstream per request (containerd's ?ns=, a "<registry>.<REGISTRY_DOMAIN>" Host, else Docker Hub) and
 // hands the request to the same cache and policies as the proxy, going upstream as regcache itself.
 import http from 'node:http';
+import https from 'node:https';
+import type tls from 'node:tls';
 import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
@@ -36,8 +38,11 @@ export function mirrorTarget(ns: string | null, host: string | undefined, regist
   return DOCKER_HUB;
 }
 
-export function createMirrorServer(deps: MirrorDeps): http.Server {
-  return http.createServer({ maxHeaderSize: 16 * 1024, headersTimeout: 30_000, requestTimeout: 0 }, (req, res) => void handle(deps, req, res));
+/** Plain HTTP, or HTTPS when given a certificate (and optionally an SNI callback that renews it). */
+export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] }): http.Server {
+  const options = { maxHeaderSize: 16 * 1024, headersTimeout: 30_000, requestTimeout: 0 };
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res);
+  return tlsOptions ? https.createServer({ ...options, ...tlsOptions }, handler) : http.createServer(options, handler);
 }
 
 async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -63,7 +63,21 @@ export class LeafCertificates {
     return leaf.context;
   }
 
+  /** PEM certificate and key for host, for a server that needs files rather than a context (the mirror). */
+  pemFor(host: string): { cert: string; key: string } {
+    return { cert: this.mintPem(host.toLowerCase(), Date.now()).certPem, key: this.keyPem };
+  }
+
   private mint(name: string, now: number): Leaf {
+    const { certPem, notAfter } = this.mintPem(name, now);
+    return {
+      context: tls.createSecureContext({ key: this.keyPem, cert: certPem }),
+      // Near the CA's own expiry a new leaf could not last longer: keep this one until it ends.
+      renewAt: notAfter - now > 2 * RENEW_BEFORE_MS ? notAfter - RENEW_BEFORE_MS : notAfter,
+    };
+  }
+
+  private mintPem(name: string, now: number): { certPem: string; notAfter: number } {
     const notAfter = Math.min(now + LEAF_VALIDITY_DAYS * 86400_000, this.ca.notAfter.getTime());
     const altName = net.isIP(name) ? { type: 7, ip: name } : { type: 2, value: name };
     const certPem = signCertificate(
@@ -84,10 +98,6 @@ export class LeafCertificates {
       this.ca.key,
     );
     this.minted++;
-    return {
-      context: tls.createSecureContext({ key: this.keyPem, cert: certPem }),
-      // Near the CA's own expiry a new leaf could not last longer: keep this one until it ends.
-      renewAt: notAfter - now > 2 * RENEW_BEFORE_MS ? notAfter - RENEW_BEFORE_MS : notAfter,
-    };
+    return { certPem, notAfter };
   }
 }
