@@ -14,6 +14,8 @@ import { MediaTypes } from './harness/images.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import type { Regcache } from './harness/regcache.js';
+import { run } from './harness/proc.js';
+import { assertSkopeoDir, runSkopeo } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { startTokenServer, type TokenServer } from './harness/token-server.js';
 import { pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
@@ -113,6 +115,41 @@ describe('registry-mirror mode', () => {
     const refused = await mirrorGet(mirrorPort, '/v2/x/manifests/v1?ns=evil.example');
     assert.equal(refused.status, 403);
     assert.match(refused.body, /"code":"DENIED"/);
+  });
+
+  it('serves skopeo addressing it by a virtual-host name (DNS set-up, from a network namespace)', async (t) => {
+    // The namespace's own /etc/netns/<ns>/hosts plays DNS: <registry>.mirror.test -> this host.
+    const ns = `rc${process.pid % 100000}`;
+    const subnet = `10.${200 + (process.pid % 50)}.${process.pid % 250}`;
+    const sh = (cmd: string) => run('sh', ['-c', cmd]);
+    if ((await sh(`ip netns add ${ns}`)).code !== 0) return t.skip('network namespaces need root');
+    try {
+      const setup = await sh(
+        [
+          `ip link add ${ns}a type veth peer name ${ns}b`,
+          `ip link set ${ns}b netns ${ns}`,
+          `ip addr add ${subnet}.1/24 dev ${ns}a`,
+          `ip link set ${ns}a up`,
+          `ip netns exec ${ns} ip addr add ${subnet}.2/24 dev ${ns}b`,
+          `ip netns exec ${ns} ip link set ${ns}b up`,
+          `ip netns exec ${ns} ip link set lo up`,
+          `mkdir -p /etc/netns/${ns}`,
+          `echo "${subnet}.1 registry.test.mirror.test" > /etc/netns/${ns}/hosts`,
+        ].join(' && '),
+      );
+      assert.equal(setup.code, 0, setup.stderr);
+      const out = path.join(root, 'vhost');
+      const copied = await runSkopeo(['copy', '--src-tls-verify=false', `docker://registry.test.mirror.test:${mirrorPort}/lib/app:v1`, `dir:${out}`], {
+        dir: path.join(root, 'skopeo-vhost'),
+        prefix: ['ip', 'netns', 'exec', ns],
+      });
+      assert.equal(copied.code, 0, copied.stderr);
+      await assertSkopeoDir(out, upstream.image);
+      const blobs = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.host === 'registry.test');
+      assert.ok(blobs.length >= upstream.blobs.length, 'the mirror routed the pull to registry.test');
+    } finally {
+      await sh(`ip netns del ${ns}; ip link del ${ns}a 2>/dev/null; rm -rf /etc/netns/${ns}`);
+    }
   });
 
   it('answers the ping, catalog and tags from the cache, and refuses writes', async () => {

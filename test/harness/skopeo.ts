@@ -11,6 +11,8 @@ export interface SkopeoOptions {
   /** Extra env (HTTPS_PROXY, SSL_CERT_FILE, ...) on top of a minimal base. */
   env?: Record<string, string>;
   timeoutMs?: number;
+  /** Run skopeo under this command, e.g. ['ip', 'netns', 'exec', 'ns1'] for a network namespace. */
+  prefix?: string[];
 }
 
 /**
@@ -31,7 +33,8 @@ export async function runSkopeo(args: string[], opts: SkopeoOptions): Promise<Ru
     TMPDIR: tmp,
     ...opts.env,
   };
-  return run('skopeo', ['--policy', policy, ...args], { env, timeoutMs: opts.timeoutMs ?? 120_000 });
+  const [command = 'skopeo', ...rest] = [...(opts.prefix ?? []), 'skopeo'];
+  return run(command, [...rest, '--policy', policy, ...args], { env, timeoutMs: opts.timeoutMs ?? 120_000 });
 }
 
 /** `skopeo copy` from a registry to a dir: layout (one file per blob, named by hex digest). */
