@@ -101,6 +101,16 @@ describe('registry-mirror mode', () => {
     assert.equal(pulled.code, 0, pulled.stderr);
     const lines = (await proxy.requests(mark)).filter((l) => l.kind === 'blob');
     assert.ok(lines.length >= upstream.image.layers.length && lines.every((l) => l.cache === 'HIT'), 'the same cache served containerd');
+
+    // Another registry: containerd names it with ?ns=, and the mirror goes there.
+    const regBlock = setup.split('# --- ').find((b) => b.startsWith('registry.test\n'))!;
+    await mkdir(path.join(hostsDir, 'registry.test'), { recursive: true });
+    await writeFile(path.join(hostsDir, 'registry.test', 'hosts.toml'), regBlock.split('\n').slice(1).join('\n'));
+    const mark2 = (await proxy.logs()).length;
+    const other = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, 'registry.test/lib/app:v1']);
+    assert.equal(other.code, 0, other.stderr);
+    const hosts = new Set((await proxy.requests(mark2)).filter((l) => l.kind === 'manifest-by-tag').map((l) => l.host));
+    assert.deepEqual([...hosts], ['registry.test']);
   });
 
   it("routes by containerd's ns= and by a virtual-host name, and refuses registries off the allowlist", async () => {
