@@ -1,4 +1,4 @@
-# Build stage: compile TypeScript with the dev dependencies.
+# Build stage: compile TypeScript with the dev dependencies (the same `npm ci` and build CI runs).
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
@@ -7,10 +7,11 @@ COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev
 
-# Runtime stage: only production dependencies and the compiled output, as a non-root user.
+# Runtime stage: production dependencies and the compiled output only, as a non-root user.
 FROM node:22-bookworm-slim
 ENV NODE_ENV=production \
     PORT=3128 \
+    MIRROR_PORT=5000 \
     CA_DIR=/ca \
     CACHE_DIR=/docker_mirror_cache
 WORKDIR /app
@@ -20,6 +21,10 @@ COPY package.json ./
 RUN mkdir -p /ca /docker_mirror_cache && chown node:node /ca /docker_mirror_cache
 USER node
 VOLUME ["/ca", "/docker_mirror_cache"]
-EXPOSE 3128
+EXPOSE 3128 5000
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3128) + '/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# node is PID 1 and handles SIGTERM/SIGINT itself (graceful shutdown); it starts no children to reap.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "dist/cli.js"]
 CMD ["serve"]

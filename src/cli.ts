@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // The regcache command line.
+import fs from 'node:fs';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addCacheCommands } from './cache-commands.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
-import { CaError } from './tls/certificate-authority.js';
+import { CaError, loadOrCreateCa } from './tls/certificate-authority.js';
 import { VERSION } from './version.js';
 
 const program = new Command();
@@ -59,10 +61,42 @@ Examples:
     }
   });
 
-function fail(message: string): never {
-  process.stderr.write(`regcache: ${message}\n`);
-  process.exit(2);
+function configOrFail(overrides: { caDir?: string }): ReturnType<typeof loadConfig> {
+  try {
+    return loadConfig(process.env, overrides);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
 }
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`regcache: ${message}\n`);
+  process.exit(code);
+}
+
+const ca = program.command('ca').description("regcache's CA certificate, which clients must trust.");
+ca.command('path')
+  .description('print where ca.crt is (CA_DIR/ca.crt)')
+  .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
+  .addHelpText('after', '\nExamples:\n  $ regcache ca path\n  $ sudo cp "$(regcache ca path)" /usr/local/share/ca-certificates/regcache.crt')
+  .action((options: { caDir?: string }) => {
+    const file = path.join(configOrFail(options).caDir, 'ca.crt');
+    if (!fs.existsSync(file)) fail(`${file} does not exist yet: start regcache once, or run regcache ca export`, 1);
+    process.stdout.write(file + '\n');
+  });
+ca.command('export')
+  .description('print the CA certificate (PEM), creating the CA first if there is none')
+  .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
+  .addHelpText('after', '\nExamples:\n  $ regcache ca export > regcache-ca.crt\n  $ regcache ca export | ssh node1 "sudo tee /usr/local/share/ca-certificates/regcache.crt"')
+  .action(async (options: { caDir?: string }) => {
+    try {
+      process.stdout.write((await loadOrCreateCa(configOrFail(options).caDir)).ca.certPem);
+    } catch (err) {
+      if (err instanceof CaError) fail(err.message, 1);
+      throw err;
+    }
+  });
 
 addCacheCommands(program);
 
