@@ -14,20 +14,28 @@ interface CommonOptions {
 }
 
 export function addCacheCommands(program: Command): void {
-  const cache = program.command('cache').description('Inspect and manage the cache (also while the server runs).');
+  const cache = program
+    .command('cache')
+    .description('Inspect and manage the cache (also while the server runs).')
+    .addHelpText('after', examples('regcache cache ls', 'regcache cache du', 'regcache cache prune --older-than 30d', 'regcache cache verify'));
   const command = (name: string, description: string) =>
     cache.command(name).description(description).option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)').option('--json', 'machine-readable output');
 
   command('ls', 'stored entries, most recently used first: repositories, tags, digests, sizes, last use')
     .option('--registry <host>', 'only entries requested from this registry')
+    .addHelpText('after', examples('regcache cache ls', 'regcache cache ls --registry ghcr.io --json'))
     .action((o: CommonOptions & { registry?: string }) => execute(o, { cmd: 'ls', args: o.registry ? { registry: o.registry } : {} }, printList));
-  command('du', 'total size, per registry, against CACHE_MAX_SIZE').action((o: CommonOptions) => execute(o, { cmd: 'du', args: {} }, printUsage));
+  command('du', 'total size, per registry, against CACHE_MAX_SIZE')
+    .addHelpText('after', examples('regcache cache du', 'CACHE_DIR=/docker_mirror_cache regcache cache du --json'))
+    .action((o: CommonOptions) => execute(o, { cmd: 'du', args: {} }, printUsage));
   command('rm', 'remove an image (its manifests, and blobs no other repository uses) or a digest')
     .argument('<image-ref|digest>', 'e.g. alpine:3.20, ghcr.io/org/app:v1, sha256:...')
+    .addHelpText('after', examples('regcache cache rm alpine:3.20', 'regcache cache rm ghcr.io/org/app@sha256:<digest>', 'regcache cache rm sha256:<digest>'))
     .action((target: string, o: CommonOptions) => execute(o, { cmd: 'rm', args: { target } }, printRemoval));
   command('prune', 'remove entries unused for a while, and/or least recently used ones down to a size')
     .option('--older-than <duration>', 'e.g. 7d, 12h (nginx time syntax)')
     .option('--to-size <size>', 'e.g. 10g, 500m (nginx size syntax)')
+    .addHelpText('after', examples('regcache cache prune --older-than 7d', 'regcache cache prune --to-size 10g'))
     .action((o: CommonOptions & { olderThan?: string; toSize?: string }) => {
       if (o.olderThan === undefined && o.toSize === undefined) fail('prune needs --older-than and/or --to-size, e.g. regcache cache prune --older-than 7d');
       const args = {
@@ -36,9 +44,15 @@ export function addCacheCommands(program: Command): void {
       };
       return execute(o, { cmd: 'prune', args }, printRemoval);
     });
-  command('verify', 're-hash all content; remove corrupt entries and files no entry refers to').action((o: CommonOptions) =>
+  command('verify', 're-hash all content; remove corrupt entries and files no entry refers to')
+    .addHelpText('after', examples('regcache cache verify', 'regcache cache verify --json'))
+    .action((o: CommonOptions) =>
     execute(o, { cmd: 'verify', args: {} }, printVerify),
   );
+}
+
+function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
 }
 
 async function execute<T>(options: CommonOptions, request: ControlRequest, print: (result: T) => string): Promise<void> {

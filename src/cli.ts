@@ -14,7 +14,8 @@ const program = new Command();
 program
   .name('regcache')
   .description('A caching, TLS-intercepting forward proxy for container registries.')
-  .version(VERSION);
+  .version(VERSION)
+  .addHelpText('after', '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is');
 
 program
   .command('serve', { isDefault: true })
@@ -75,7 +76,10 @@ function fail(message: string, code = 2): never {
   process.exit(code);
 }
 
-const ca = program.command('ca').description("regcache's CA certificate, which clients must trust.");
+const ca = program
+  .command('ca')
+  .description("regcache's CA certificate, which clients must trust.")
+  .addHelpText('after', '\nExamples:\n  $ regcache ca path\n  $ regcache ca export > regcache-ca.crt');
 ca.command('path')
   .description('print where ca.crt is (CA_DIR/ca.crt)')
   .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')

@@ -91,6 +91,13 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     ? overrides.connectTo
     : splitList(get('CONNECT_TO') ?? '');
 
+  // Validated whether or not ENABLE_MANIFEST_CACHE is on: a typo should not wait until it is.
+  const manifestTiers: ManifestCacheTier[] = [
+    { pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'), ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d') },
+    { pattern: parseRegex('MANIFEST_CACHE_SECONDARY_REGEX', get('MANIFEST_CACHE_SECONDARY_REGEX') ?? '(.*)(\\d|\\.)+(.*)(\\d|\\.)+(.*)(\\d|\\.)+'), ttlMs: parseDuration('MANIFEST_CACHE_SECONDARY_TIME', get('MANIFEST_CACHE_SECONDARY_TIME') ?? '60d') },
+    { pattern: /.*/, ttlMs: parseDuration('MANIFEST_CACHE_DEFAULT_TIME', get('MANIFEST_CACHE_DEFAULT_TIME') ?? '1h') },
+  ];
+
   return {
     port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', true), // 0: any free port
     mirrorPort: parsePort('MIRROR_PORT', get('MIRROR_PORT') ?? '5000', true),
@@ -111,13 +118,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     allowPush: parseBool('ALLOW_PUSH', get('ALLOW_PUSH') ?? 'false'),
     proxyAuth: get('PROXY_AUTH') ?? null,
     serveStale: parseBool('SERVE_STALE', get('SERVE_STALE') ?? 'true'),
-    manifestCache: parseBool('ENABLE_MANIFEST_CACHE', get('ENABLE_MANIFEST_CACHE') ?? 'false')
-      ? [
-          { pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'), ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d') },
-          { pattern: parseRegex('MANIFEST_CACHE_SECONDARY_REGEX', get('MANIFEST_CACHE_SECONDARY_REGEX') ?? '(.*)(\\d|\\.)+(.*)(\\d|\\.)+(.*)(\\d|\\.)+'), ttlMs: parseDuration('MANIFEST_CACHE_SECONDARY_TIME', get('MANIFEST_CACHE_SECONDARY_TIME') ?? '60d') },
-          { pattern: /.*/, ttlMs: parseDuration('MANIFEST_CACHE_DEFAULT_TIME', get('MANIFEST_CACHE_DEFAULT_TIME') ?? '1h') },
-        ]
-      : null,
+    manifestCache: parseBool('ENABLE_MANIFEST_CACHE', get('ENABLE_MANIFEST_CACHE') ?? 'false') ? manifestTiers : null,
     verifySsl: parseBool('VERIFY_SSL', get('VERIFY_SSL') ?? 'true'),
     authRegistries: parseAuthRegistries(get('AUTH_REGISTRIES') ?? '', env.AUTH_REGISTRIES_DELIMITER || ' ', env.AUTH_REGISTRY_DELIMITER || ':'),
     timeouts: {

@@ -1,0 +1,78 @@
+// The command line as users meet it: every command's --help (with examples), `ca path|export`, and a
+// clear message for a bad value of every variable.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import { run } from './harness/proc.js';
+import { TmpDirs } from './harness/tmp.js';
+
+const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
+const regcache = (args: string[], env: Record<string, string> = {}) => run(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 20_000 });
+
+describe('regcache CLI', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  for (const command of [[], ['serve'], ['ca'], ['ca', 'path'], ['ca', 'export'], ['cache'], ['cache', 'ls'], ['cache', 'du'], ['cache', 'rm'], ['cache', 'prune'], ['cache', 'verify']]) {
+    it(`regcache ${command.join(' ')} --help shows usage and examples`, async () => {
+      const r = await regcache([...command, '--help']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /^Usage: regcache/);
+      assert.match(r.stdout, /Examples:\n  \$ regcache/);
+    });
+  }
+
+  it('prints the version', async () => {
+    const r = await regcache(['--version']);
+    assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
+  });
+
+  it('exports the CA (creating it) and says where it is', async () => {
+    const dir = path.join(await tmp.make('regcache-cli-ca'), 'certs');
+    const missing = await regcache(['ca', 'path', '--ca-dir', dir]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /does not exist yet/);
+    const exported = await regcache(['ca', 'export', '--ca-dir', dir]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stdout, /^-----BEGIN CERTIFICATE-----/);
+    const where = await regcache(['ca', 'path'], { CA_DIR: dir });
+    assert.equal(where.stdout.trim(), path.join(dir, 'ca.crt'));
+  });
+
+  // Every variable: a bad value stops `serve` before it does anything, naming the variable and an example.
+  const bad: [string, string][] = [
+    ['PORT', 'http'],
+    ['MIRROR_PORT', '99999'],
+    ['ADMIN_PORT', '-1'],
+    ['REGISTRIES', 'bad host!'],
+    ['ADDITIONAL_REGISTRIES', 'a_b'],
+    ['ALLOW_PUSH', 'sometimes'],
+    ['VERIFY_SSL', 'nope'],
+    ['SERVE_STALE', 'maybe'],
+    ['ENABLE_MANIFEST_CACHE', 'yes please'],
+    ['MANIFEST_CACHE_PRIMARY_REGEX', '(unclosed'],
+    ['MANIFEST_CACHE_PRIMARY_TIME', 'ten days'],
+    ['CACHE_MAX_SIZE', '32 gigs'],
+    ['CACHE_INACTIVE', 'forever'],
+    ['UPSTREAM_PROXY', 'socks5://proxy:1080'],
+    ['UPSTREAM_CONNECT_TIMEOUT', 'soon'],
+    ['UPSTREAM_HEADERS_TIMEOUT', '0'],
+    ['UPSTREAM_IDLE_TIMEOUT', 'x'],
+    ['CONNECT_TO', 'a:b'],
+    ['AUTH_REGISTRIES', 'quay.io-only'],
+    ['DISABLE_IPV6', 'perhaps'],
+    ['LOG_LEVEL', 'loud'],
+    ['MIRROR_HOSTNAME', 'not a host'],
+    ['MIRROR_TLS_CERT', '/etc/cert.pem'],
+  ];
+  for (const [variable, value] of bad) {
+    it(`stops on ${variable}=${JSON.stringify(value)} with a message naming it`, async () => {
+      const dir = await tmp.make('regcache-cli-config');
+      const r = await regcache(['serve'], { CA_DIR: path.join(dir, 'certs'), CACHE_DIR: path.join(dir, 'cache'), PORT: '0', MIRROR_PORT: '0', [variable]: value });
+      assert.equal(r.code, 2, r.stderr);
+      const named = variable === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : variable; // the missing half is the one named
+      assert.match(r.stderr, new RegExp(`^regcache: ${named}=`));
+      assert.match(r.stderr, /e\.g\./);
+    });
+  }
+});
