@@ -7,6 +7,8 @@ import net from 'node:net';
 import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import path from 'node:path';
+import { run } from './harness/proc.js';
 import { createTestCA, type IssuedCert, type TestCA } from './harness/pki.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -15,6 +17,7 @@ import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
 
 const REG = 'https://registry.test';
+const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 
 describe('cache rules against a registry-shaped upstream', () => {
   const tmp = new TmpDirs();
@@ -347,6 +350,12 @@ describe('shutdown', () => {
       assert.equal(await proxy.daemon.exited, 0);
       // Idle keep-alive connections do not hold the process for the whole grace period (8 s).
       assert.ok(Date.now() - started < 6000, `exit took ${Date.now() - started} ms`);
+      // The store it left is consistent: the finished blob is there, intact, nothing half-written.
+      const cli = (args: string[]) => run(process.execPath, [CLI, 'cache', ...args, '--cache-dir', proxy.cacheDir, '--json'], { env: { PATH: process.env.PATH ?? '' } });
+      const listed = JSON.parse((await cli(['ls'])).stdout) as { digest: string }[];
+      assert.deepEqual(listed.map((e) => e.digest), [blob.digest]);
+      const report = JSON.parse((await cli(['verify'])).stdout) as { corrupt: string[]; missing: string[]; orphans: number };
+      assert.deepEqual([report.corrupt, report.missing, report.orphans], [[], [], 0]);
     } finally {
       await idle.close();
       await busy.close();
