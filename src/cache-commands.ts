@@ -7,6 +7,7 @@ import { askControl, listenControl, type ControlRequest } from './admin/control-
 import { CacheAdmin, type ListedEntry, type RemovalReport, type Usage, type VerifyReport } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from './config.js';
+import { fail } from './cli-exit.js';
 
 interface CommonOptions {
   cacheDir?: string;
@@ -123,9 +124,4 @@ function parse<T>(f: () => T): T {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
-}
-
-function fail(message: string, code = 2): never {
-  process.stderr.write(`regcache: ${message}\n`);
-  process.exit(code);
 }

@@ -4,11 +4,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addCacheCommands } from './cache-commands.js';
+import { addPrefetchCommand } from './prefetch-command.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
 import { CaError, loadOrCreateCa } from './tls/certificate-authority.js';
 import { VERSION } from './version.js';
+import { fail } from './cli-exit.js';
 
 const program = new Command();
 program
@@ -71,10 +73,6 @@ function configOrFail(overrides: { caDir?: string }): ReturnType<typeof loadConf
   }
 }
 
-function fail(message: string, code = 2): never {
-  process.stderr.write(`regcache: ${message}\n`);
-  process.exit(code);
-}
 
 const ca = program
   .command('ca')
@@ -103,5 +101,6 @@ ca.command('export')
   });
 
 addCacheCommands(program);
+addPrefetchCommand(program);
 
 await program.parseAsync(process.argv);

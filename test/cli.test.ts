@@ -13,7 +13,7 @@ describe('regcache CLI', () => {
   const tmp = new TmpDirs();
   after(() => tmp.cleanup());
 
-  for (const command of [[], ['serve'], ['ca'], ['ca', 'path'], ['ca', 'export'], ['cache'], ['cache', 'ls'], ['cache', 'du'], ['cache', 'rm'], ['cache', 'prune'], ['cache', 'verify']]) {
+  for (const command of [[], ['serve'], ['ca'], ['ca', 'path'], ['ca', 'export'], ['cache'], ['cache', 'ls'], ['cache', 'du'], ['cache', 'rm'], ['cache', 'prune'], ['cache', 'verify'], ['prefetch']]) {
     it(`regcache ${command.join(' ')} --help shows usage and examples`, async () => {
       const r = await regcache([...command, '--help']);
       assert.equal(r.code, 0, r.stderr);

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startContainerd, type Containerd } from './harness/containerd.js';
 import { startDockerd, type Dockerd } from './harness/dockerd.js';
-import { MediaTypes } from './harness/images.js';
+import { makeImage, MediaTypes, pushImage } from './harness/images.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import type { Regcache } from './harness/regcache.js';
@@ -173,6 +173,20 @@ describe('registry-mirror mode', () => {
     const push = await mirrorGet(mirrorPort, '/v2/library/hello/blobs/uploads/', {}, 'POST');
     assert.equal(push.status, 405);
     assert.match(push.body, /UNSUPPORTED/);
+  });
+
+  it('prefetches an image through the mirror (regcache prefetch)', async () => {
+    const image = await makeImage(path.join(root, 'prefetch-image'), { layers: [{ size: 250_000, seed: 'prefetch-a' }] });
+    await pushImage(upstream.registry.url, 'lib/prefetched', 'v2', image, { caFile: upstream.ca.certFile });
+    const cli = path.resolve(import.meta.dirname, '../dist/cli.js');
+    const r = await run(process.execPath, [cli, 'prefetch', 'registry.test/lib/prefetched:v2'], { env: { PATH: process.env.PATH ?? '', MIRROR_PORT: String(mirrorPort) } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /1 manifest\(s\), 2 blob\(s\) cached/);
+    const misses = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.cache === 'MISS' && l.host === 'registry.test');
+    for (const digest of [image.config.digest, image.layers[0]!.digest]) assert.ok(misses.some((l) => l.digest === digest), `${digest} was fetched into the cache`);
+    const bad = await run(process.execPath, [cli, 'prefetch', 'registry.test/lib/none:v1'], { env: { PATH: process.env.PATH ?? '', MIRROR_PORT: String(mirrorPort) } });
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /registry\.test\/lib\/none:v1: .*404/);
   });
 
   it('asks for credentials with MIRROR_AUTH', async () => {
