@@ -57,3 +57,69 @@ describe('loadConfig', () => {
     });
   }
 });
+
+describe('a good value for every variable', () => {
+  it('is read as documented', () => {
+    const c = loadConfig({
+      PORT: '8080',
+      MIRROR_PORT: '0',
+      ADMIN_PORT: '9090',
+      REGISTRY_DOMAIN: 'Mirror.Example.com',
+      MIRROR_AUTH: 'u:p',
+      MIRROR_TLS_CERT: 'm.crt',
+      MIRROR_TLS_KEY: 'm.key',
+      MIRROR_HOSTNAME: 'Regcache.Internal',
+      CA_DIR: '/ca',
+      CACHE_DIR: '/docker_mirror_cache',
+      CACHE_MAX_SIZE: '500m',
+      CACHE_INACTIVE: '12h',
+      REGISTRIES: 'quay.io',
+      ADDITIONAL_REGISTRIES: 'reg.local:5000',
+      ALLOW_PUSH: 'true',
+      SERVE_STALE: 'false',
+      ENABLE_MANIFEST_CACHE: 'true',
+      MANIFEST_CACHE_PRIMARY_REGEX: '^prod$',
+      MANIFEST_CACHE_PRIMARY_TIME: '1d',
+      MANIFEST_CACHE_SECONDARY_REGEX: '^v',
+      MANIFEST_CACHE_SECONDARY_TIME: '2d',
+      MANIFEST_CACHE_DEFAULT_TIME: '30m',
+      PROXY_AUTH: '/etc/htpasswd',
+      VERIFY_SSL: 'false',
+      AUTH_REGISTRIES: 'quay.io:u:p',
+      UPSTREAM_CONNECT_TIMEOUT: '5s',
+      UPSTREAM_HEADERS_TIMEOUT: '2m',
+      UPSTREAM_IDLE_TIMEOUT: '90s',
+      UPSTREAM_CA_FILE: 'extra.pem',
+      UPSTREAM_PROXY: 'http://proxy.corp:3128',
+      NO_PROXY: 'Internal.Corp,10.0.0.1',
+      CONNECT_TO: 'quay.io:443:10.0.0.9:8443',
+      DISABLE_IPV6: 'yes',
+      LOG_LEVEL: 'warn',
+    });
+    assert.equal(c.port, 8080);
+    assert.equal(c.mirrorPort, 0);
+    assert.equal(c.adminPort, 9090);
+    assert.equal(c.registryDomain, 'mirror.example.com');
+    assert.equal(c.mirrorAuth, 'u:p');
+    assert.deepEqual(c.mirrorTls, { certFile: path.resolve('m.crt'), keyFile: path.resolve('m.key') });
+    assert.equal(c.mirrorHostname, 'regcache.internal');
+    assert.equal(c.caDir, '/ca');
+    assert.equal(c.cacheDir, '/docker_mirror_cache');
+    assert.equal(c.cacheMaxSize, 500 * 1024 ** 2);
+    assert.equal(c.cacheInactiveMs, 12 * 3_600_000);
+    assert.deepEqual(c.registries, ['registry-1.docker.io', 'auth.docker.io', 'quay.io', 'reg.local:5000']);
+    assert.equal(c.allowPush, true);
+    assert.equal(c.serveStale, false);
+    assert.deepEqual(c.manifestCache?.map((t) => [t.pattern.source, t.ttlMs]), [['^prod$', 86_400_000], ['^v', 2 * 86_400_000], ['.*', 30 * 60_000]]);
+    assert.equal(c.proxyAuth, '/etc/htpasswd');
+    assert.equal(c.verifySsl, false);
+    assert.deepEqual(c.authRegistries, [{ host: 'quay.io', user: 'u', password: 'p' }]);
+    assert.deepEqual(c.timeouts, { connectMs: 5000, headersMs: 120_000, idleMs: 90_000 });
+    assert.equal(c.upstreamCaFile, path.resolve('extra.pem'));
+    assert.equal(c.upstreamProxy?.host, 'proxy.corp');
+    assert.deepEqual(c.noProxy, ['internal.corp', '10.0.0.1']);
+    assert.deepEqual(c.connectTo, [{ host: 'quay.io', port: 443, toHost: '10.0.0.9', toPort: 8443 }]);
+    assert.equal(c.disableIpv6, true);
+    assert.equal(c.logLevel, 'warn');
+  });
+});
