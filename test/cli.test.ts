@@ -22,6 +22,16 @@ describe('regcache CLI', () => {
     });
   }
 
+  it('logs human-readable lines on a terminal and JSON otherwise', async () => {
+    const dir = await tmp.make('regcache-cli-tty');
+    const serve = `PORT=0 MIRROR_PORT=0 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 3 ${process.execPath} ${CLI} serve`;
+    const tty = await run('script', ['-qec', serve, '/dev/null']); // a pseudo-terminal for stdout
+    assert.match(tty.stdout, /INFO.*listening/);
+    assert.doesNotMatch(tty.stdout, /^\{"level"/m);
+    const piped = await run('sh', ['-c', serve]);
+    assert.match(piped.stdout, /^\{"level":"info".*"msg":"listening"\}$/m);
+  });
+
   it('prints the version', async () => {
     const r = await regcache(['--version']);
     assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);

@@ -325,6 +325,32 @@ describe('shutdown', () => {
   const tmp = new TmpDirs();
   after(() => tmp.cleanup());
 
+  it('exits at once on a second signal, without waiting for transfers', async () => {
+    const dir = await tmp.make('regcache-second-signal');
+    const ca = await createTestCA(dir, 'second signal CA');
+    const upstream = new FakeRegistry();
+    await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
+    const blob = upstream.add(makeBlob(2_000_000, 'second-signal'), { kind: 'slow', chunk: 50_000, delayMs: 200 }); // ~8 s
+    const proxy = await startRegcache({
+      dir,
+      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}` },
+    });
+    const client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    try {
+      const download = client.fetch(`${REG}/v2/lib/app/blobs/${blob.digest}`).catch((err: Error) => err);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      proxy.daemon.child.kill('SIGTERM');
+      await proxy.waitForLog((l) => l.msg === 'shutting down', 'the first signal');
+      proxy.daemon.child.kill('SIGTERM');
+      assert.equal(await proxy.daemon.exited, 'SIGTERM', 'the second signal ends the process itself');
+      assert.ok((await download) instanceof Error, 'the transfer was cut, not waited for');
+    } finally {
+      await client.close();
+      await proxy.stop();
+      await upstream.close();
+    }
+  });
+
   it('lets a download in progress finish on SIGTERM, closes idle connections and exits 0', async () => {
     const dir = await tmp.make('regcache-shutdown');
     const ca = await createTestCA(dir, 'shutdown CA');
