@@ -7,6 +7,8 @@ import type { Logger } from '../log.js';
 import type { LeafCertificates } from '../tls/leaf-certificates.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
 
+const HANDSHAKE_TIMEOUT_MS = 30_000;
+
 const targets = new WeakMap<object, ConnectTarget>();
 
 /** The CONNECT target a decrypted request arrived through. */
@@ -39,6 +41,10 @@ export class TlsInterceptor {
       ALPNProtocols: ['http/1.1'],
     });
     targets.set(socket, target);
+    // A client that never finishes the handshake must not hold the socket forever (slowloris).
+    const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), HANDSHAKE_TIMEOUT_MS);
+    socket.once('secure', () => clearTimeout(handshake));
+    socket.once('close', () => clearTimeout(handshake));
     socket.once('error', (err) => {
       // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
       this.log.warn({ host: formatAuthority(target.host, target.port), error: err.message }, 'TLS interception failed');

@@ -1,0 +1,133 @@
+// Hostile and broken input: each case gets a 4xx or a closed socket and a log line, and the proxy stays up.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { after, before, describe, it } from 'node:test';
+import { classify } from '../src/registry/request-classifier.js';
+import { createTestCA } from './harness/pki.js';
+import { startRegcache, type Regcache } from './harness/regcache.js';
+import { TmpDirs } from './harness/tmp.js';
+import { FakeRegistry, makeBlob } from './support/fake-registry.js';
+import { ProxyClient } from './support/proxy-client.js';
+
+/** Writes raw bytes to a socket and collects what comes back until it closes (or 3 s pass). */
+function exchange(socket: net.Socket | tls.TLSSocket, data: string | Buffer): Promise<string> {
+  return new Promise((resolve) => {
+    let reply = '';
+    socket.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+    socket.once('close', () => resolve(reply));
+    socket.once('error', () => resolve(reply));
+    setTimeout(() => {
+      socket.destroy();
+      resolve(reply);
+    }, 3000);
+    socket.write(data);
+  });
+}
+
+async function connectTunnel(port: number, authority: string): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1');
+  socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+  await new Promise<void>((resolve, reject) => {
+    socket.once('data', (d: Buffer) => (d.toString().startsWith('HTTP/1.1 200') ? resolve() : reject(new Error(d.toString()))));
+    socket.once('error', reject);
+  });
+  return socket;
+}
+
+describe('bad input', () => {
+  const tmp = new TmpDirs();
+  const upstream = new FakeRegistry();
+  let proxy: Regcache;
+  let client: ProxyClient;
+  let caPem: string;
+
+  before(async () => {
+    const dir = await tmp.make('regcache-bad-input');
+    const ca = await createTestCA(dir, 'bad input CA');
+    await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
+    proxy = await startRegcache({ dir, env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}` } });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    caPem = await (await fetch(`${proxy.proxyUrl}/ca.crt`)).text();
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await upstream.close();
+    await tmp.cleanup();
+  });
+
+  const stillUp = async () => assert.equal((await fetch(`${proxy.proxyUrl}/healthz`)).status, 200);
+
+  it('closes an intercepted tunnel that does not speak TLS', async () => {
+    const socket = await connectTunnel(proxy.port, 'registry.test:443');
+    const reply = await exchange(socket, 'GET / HTTP/1.1\r\nHost: registry.test\r\n\r\n');
+    assert.doesNotMatch(reply, /HTTP\/1\.1 200/);
+    await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && l.host === 'registry.test:443', 'a log line about the failed handshake');
+    await stillUp();
+  });
+
+  it('serves a TLS client that sends no SNI, with the certificate for the CONNECT target', async () => {
+    const socket = await connectTunnel(proxy.port, 'registry.test:443');
+    const secure = tls.connect({ socket, ca: caPem, checkServerIdentity: () => undefined }); // no servername: no SNI
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    assert.match(secure.getPeerCertificate().subjectaltname ?? '', /DNS:registry\.test/);
+    const reply = await exchange(secure, 'GET /v2/ HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n');
+    assert.match(reply, /^HTTP\/1\.1 200/);
+  });
+
+  it('answers oversized and too many headers with 431, on the listener and inside a tunnel', async () => {
+    const huge = `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`;
+    assert.match(await exchange(net.connect(proxy.port, '127.0.0.1'), huge), /^HTTP\/1\.1 431/);
+    const many = `GET / HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 600 }, (_, i) => `X-H${i}: ${'v'.repeat(30)}\r\n`).join('')}\r\n`;
+    assert.match(await exchange(net.connect(proxy.port, '127.0.0.1'), many), /^HTTP\/1\.1 431/);
+    const socket = await connectTunnel(proxy.port, 'registry.test:443');
+    const secure = tls.connect({ socket, ca: caPem, servername: 'registry.test' });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    assert.match(await exchange(secure, huge), /^HTTP\/1\.1 431/);
+    await proxy.waitForLog((l) => l.msg === 'bad request refused' && l.code === 'HPE_HEADER_OVERFLOW', 'the refusal line');
+    await stillUp();
+  });
+
+  it('refuses Content-Length together with Transfer-Encoding (request smuggling)', async () => {
+    const smuggle = 'POST http://plain.test/ HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n';
+    assert.match(await exchange(net.connect(proxy.port, '127.0.0.1'), smuggle), /^HTTP\/1\.1 400/);
+    await stillUp();
+  });
+
+  it('answers absurd Range headers sanely on a HIT', async () => {
+    const blob = upstream.add(makeBlob(10_000, 'absurd-range'));
+    const url = `https://registry.test/v2/lib/app/blobs/${blob.digest}`;
+    await client.fetch(url);
+    await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+    for (const range of ['bytes=999999999999999-', 'bytes=5-2', 'bytes=-0', 'bytes=0-1,5-6', 'items=0-5', `bytes=${'9'.repeat(400)}-`]) {
+      const res = await client.fetch(url, { headers: { range } });
+      assert.ok([200, 206, 416].includes(res.status), `${range}: ${res.status}`);
+      if (res.status === 200) assert.ok(res.body.equals(blob.data), range);
+    }
+    await stillUp();
+  });
+
+  it('never throws in the request classifier, whatever the path (randomised, bounded)', () => {
+    const alphabet = ['/', '.', '..', '%2f', '%2e', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'a', 'Z', ':', '?', '#', '%', '\u0000', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__'];
+    const random = crypto.createHash('sha256');
+    let seed = 0;
+    const next = () => {
+      seed++;
+      return random.copy().update(String(seed)).digest()[0]!;
+    };
+    for (let i = 0; i < 5000; i++) {
+      const parts = Array.from({ length: 1 + (next() % 12) }, () => alphabet[next() % alphabet.length]!);
+      const path = (next() % 2 ? '/v2/' : '/') + parts.join('');
+      const method = ['GET', 'HEAD', 'PUT', 'DELETE', 'PATCH', 'POST'][next() % 6]!;
+      const result = classify(method, path);
+      assert.ok(['blob', 'manifest-by-digest', 'manifest-by-tag', 'write', 'passthrough', 'invalid'].includes(result.kind), path);
+      if (result.kind === 'blob' || result.kind === 'manifest-by-digest') {
+        assert.match(result.digest, /^sha256:[a-f0-9]{64}$/);
+        assert.ok(!result.name.split('/').includes('..'), path);
+      }
+    }
+  });
+});
