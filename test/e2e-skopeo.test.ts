@@ -1,7 +1,7 @@
 // End to end with real parts: distribution's docker-registry as the TLS upstream, skopeo as the client
 // (HTTPS_PROXY pointing at regcache), regcache as a real process routed to the registry by CONNECT_TO.
 import assert from 'node:assert/strict';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -9,13 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import { startCdn, type Cdn } from './harness/cdn.js';
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
-import { createTestCA } from './harness/pki.js';
 import { blobStoragePath } from './harness/registry.js';
 import type { LogLine, Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
-import { startTokenServer, type TokenServer } from './harness/token-server.js';
+import type { TokenServer } from './harness/token-server.js';
 import { startForwardProxy, type ForwardProxy } from './support/forward-proxy.js';
-import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const blobLines = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.kind === 'blob' && l.method === 'GET');
 
@@ -131,27 +130,14 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
 
   before(async () => {
     root = await tmp.make('regcache-e2e-hub');
-    const dir = path.join(root, 'upstream');
-    // The registry's storage root is what the CDN serves; the registry creates it under dir/registry.
-    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
-    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'], users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
-    const cdnTls = await ca.issue(['cdn.test', '127.0.0.1'], root, 'cdn');
-    const storageDir = path.join(dir, 'registry', 'storage');
-    await mkdir(storageDir, { recursive: true });
-    cdn = await startCdn({ rootDir: storageDir, tls: cdnTls });
-    upstream = await startUpstream(dir, ['registry.test'], ['hub-a', 'hub-b'], {
-      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
-      redirectBaseUrl: 'https://cdn.test',
-    });
-    for (const repo of ['library/public', 'alice/private']) {
-      await pushTo(upstream, repo, 'v1', tokens.mintToken([{ type: 'repository', name: repo, actions: ['pull', 'push'] }], 'seeder'));
-    }
-    // One bundle trusted by regcache for all three upstream hosts.
-    const bundle = path.join(root, 'upstream-cas.pem');
-    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
+    const hub = await startTokenAuthUpstream(root, ['registry.test'], ['hub-a', 'hub-b'], { users: { alice: 's3cret' }, privateRepos: ['alice/private'] }, { redirectBaseUrl: 'https://cdn.test' });
+    ({ upstream, tokens } = hub);
+    // The CDN serves the registry's storage root, under the token CA's name for cdn.test (in the bundle).
+    cdn = await startCdn({ rootDir: upstream.registry.storageDir, tls: await hub.tokenCa.issue(['cdn.test', '127.0.0.1'], root, 'cdn') });
+    for (const repo of ['library/public', 'alice/private']) await pushTo(upstream, repo, 'v1', hub.seedToken(repo));
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: bundle },
+      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: hub.caBundle },
       routes: { 'registry.test': upstream.registry.port, 'auth.test': tokens.port, 'cdn.test': cdn.port },
     });
   });

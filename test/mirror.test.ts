@@ -11,14 +11,13 @@ import { after, before, describe, it } from 'node:test';
 import { startContainerd, type Containerd } from './harness/containerd.js';
 import { startDockerd, type Dockerd } from './harness/dockerd.js';
 import { makeImage, MediaTypes, pushImage } from './harness/images.js';
-import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import type { Regcache } from './harness/regcache.js';
 import { run } from './harness/proc.js';
 import { assertSkopeoDir, runSkopeo } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
-import { startTokenServer, type TokenServer } from './harness/token-server.js';
-import { pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import type { TokenServer } from './harness/token-server.js';
+import { pushTo, startProxyFor, startUpstream, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
 interface Reply {
   status: number;
@@ -215,17 +214,12 @@ describe('mirror in front of a token-auth registry', () => {
 
   before(async () => {
     const root = await tmp.make('regcache-mirror-token');
-    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
-    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'] });
-    upstream = await startUpstream(path.join(root, 'upstream'), ['registry-1.docker.io'], ['mirror-token-a'], {
-      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
-    });
-    await pushTo(upstream, 'library/hello', 'v1', tokens.mintToken([{ type: 'repository', name: 'library/hello', actions: ['pull', 'push'] }], 'seeder'));
-    const bundle = path.join(root, 'cas.pem');
-    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
+    const hub = await startTokenAuthUpstream(root, ['registry-1.docker.io'], ['mirror-token-a']);
+    ({ upstream, tokens } = hub);
+    await pushTo(upstream, 'library/hello', 'v1', hub.seedToken('library/hello'));
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: bundle, MIRROR_PORT: String(await freePort()) },
+      env: { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: hub.caBundle, MIRROR_PORT: String(await freePort()) },
       routes: { 'registry-1.docker.io': upstream.registry.port, 'auth.test': tokens.port },
     });
   });

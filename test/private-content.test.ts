@@ -2,16 +2,14 @@
 // credentials upstream accepts for the repository they name (DENIED otherwise). Token-auth registry,
 // test token server, skopeo and raw requests through the proxy.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeImage, pushImage, type Image } from './harness/images.js';
-import { createTestCA } from './harness/pki.js';
 import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
-import { startTokenServer, type TokenServer } from './harness/token-server.js';
+import type { TokenServer } from './harness/token-server.js';
 import { ProxyClient } from './support/proxy-client.js';
-import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { certDirFor, pullThrough, pushTo, startProxyFor, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
 describe('private images', () => {
   const tmp = new TmpDirs();
@@ -25,20 +23,15 @@ describe('private images', () => {
 
   before(async () => {
     root = await tmp.make('regcache-private');
-    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
-    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'], users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
-    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['private-a'], {
-      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
-    });
-    const seed = (repo: string) => tokens.mintToken([{ type: 'repository', name: repo, actions: ['pull', 'push'] }], 'seeder');
+    const hub = await startTokenAuthUpstream(root, ['registry.test'], ['private-a'], { users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
+    ({ upstream, tokens } = hub);
+    const seed = hub.seedToken;
     await pushTo(upstream, 'alice/private', 'v1', seed('alice/private'));
     publicImage = await makeImage(path.join(root, 'public'), { layers: [{ size: 300_000, seed: 'public-a' }] });
     await pushImage(upstream.registry.url, 'library/public', 'v1', publicImage, { caFile: upstream.ca.certFile, token: seed('library/public') });
-    const bundle = path.join(root, 'cas.pem');
-    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: bundle },
+      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: hub.caBundle },
       routes: { 'registry.test': upstream.registry.port, 'auth.test': tokens.port },
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);

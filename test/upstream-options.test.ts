@@ -1,7 +1,7 @@
 // Upstream options: AUTH_REGISTRIES credentials (injected only when the client sent none), configurable
 // timeouts, and Docker Hub's rate-limit header in the log.
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, loadConfig } from '../src/config.js';
@@ -9,10 +9,10 @@ import { createTestCA } from './harness/pki.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { skopeoCopyToDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
-import { startTokenServer, type TokenServer } from './harness/token-server.js';
+import type { TokenServer } from './harness/token-server.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
-import { certDirFor, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { certDirFor, pushTo, startProxyFor, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
 describe('AUTH_REGISTRIES parsing', () => {
   it('reads host:user:pass entries, with rpardini delimiters, passwords may hold the field delimiter', () => {
@@ -38,17 +38,12 @@ describe('AUTH_REGISTRIES against a token-auth registry', () => {
 
   before(async () => {
     root = await tmp.make('regcache-auth-registries');
-    const ca = await createTestCA(path.join(root, 'token-ca'), 'token CA');
-    tokens = await startTokenServer({ dir: path.join(root, 'token'), ca, hostnames: ['auth.test'], users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
-    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['authreg-a'], {
-      auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
-    });
-    await pushTo(upstream, 'alice/private', 'v1', tokens.mintToken([{ type: 'repository', name: 'alice/private', actions: ['pull', 'push'] }], 'seeder'));
-    const bundle = path.join(root, 'cas.pem');
-    await writeFile(bundle, upstream.ca.certPem + ca.certPem);
+    const hub = await startTokenAuthUpstream(root, ['registry.test'], ['authreg-a'], { users: { alice: 's3cret' }, privateRepos: ['alice/private'] });
+    ({ upstream, tokens } = hub);
+    await pushTo(upstream, 'alice/private', 'v1', hub.seedToken('alice/private'));
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: bundle, AUTH_REGISTRIES: 'auth.test:alice:s3cret' },
+      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: hub.caBundle, AUTH_REGISTRIES: 'auth.test:alice:s3cret' },
       routes: { 'registry.test': upstream.registry.port, 'auth.test': tokens.port },
     });
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));

@@ -1,12 +1,13 @@
 // A real docker-registry standing in for a public registry, under a CA made by the test, with an image
 // pushed into it, plus the helpers every end-to-end test needs to pull it through regcache.
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { makeImage, pushImage, type Image } from '../harness/images.js';
 import { createTestCA, type TestCA } from '../harness/pki.js';
 import { startRegcache, type Regcache, type RegcacheOptions } from '../harness/regcache.js';
 import { startRegistry, type Registry } from '../harness/registry.js';
 import { skopeoCopyToDir } from '../harness/skopeo.js';
+import { startTokenServer, type TokenServer, type TokenServerOptions } from '../harness/token-server.js';
 import type { RunResult } from '../harness/proc.js';
 
 export interface Upstream {
@@ -26,6 +27,34 @@ export async function startUpstream(dir: string, hostnames: string[], layerSeeds
     layers: layerSeeds.map((seed, i) => ({ size: 400_000 + i * 150_000, seed })),
   });
   return { ca, registry, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
+}
+
+export interface TokenAuthUpstream {
+  upstream: Upstream;
+  tokens: TokenServer; // the realm, at https://auth.test/token (route auth.test to tokens.port)
+  tokenCa: TestCA; // signed the token server's certificate
+  caBundle: string; // PEM file with both CAs: UPSTREAM_CA_FILE for regcache
+  seedToken(repo: string): string; // pull+push rights, for pushing test images
+}
+
+/** A Docker-Hub-shaped upstream: the registry with `auth: token`, its realm a test token server at auth.test. */
+export async function startTokenAuthUpstream(
+  root: string,
+  hostnames: string[],
+  layerSeeds: string[],
+  tokenOptions: Pick<TokenServerOptions, 'users' | 'privateRepos'> = {},
+  registryExtra: Partial<Parameters<typeof startRegistry>[0]> = {},
+): Promise<TokenAuthUpstream> {
+  const tokenCa = await createTestCA(path.join(root, 'token-ca'), 'token CA');
+  const tokens = await startTokenServer({ dir: path.join(root, 'token'), ca: tokenCa, hostnames: ['auth.test'], ...tokenOptions });
+  const upstream = await startUpstream(path.join(root, 'upstream'), hostnames, layerSeeds, {
+    auth: { realm: 'https://auth.test/token', service: tokens.service, issuer: tokens.issuer, rootCertBundle: tokens.rootCertBundleFile },
+    ...registryExtra,
+  });
+  const caBundle = path.join(root, 'upstream-cas.pem');
+  await writeFile(caBundle, upstream.ca.certPem + tokenCa.certPem);
+  const seedToken = (repo: string) => tokens.mintToken([{ type: 'repository', name: repo, actions: ['pull', 'push'] }], 'seeder');
+  return { upstream, tokens, tokenCa, caBundle, seedToken };
 }
 
 export async function pushTo(upstream: Upstream, repo: string, tag: string, token?: string): Promise<void> {
