@@ -26,6 +26,7 @@ export type AccessDecision = { allowed: true } | { allowed: false; status: numbe
 export class ContentAccess {
   private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
   private readonly classifying = new Set<string>(); // digests being asked about now
+  private readonly asking = new Map<string, Promise<AccessDecision>>(); // checks in flight, by grant key
 
   constructor(
     private readonly store: ContentStore,
@@ -66,6 +67,15 @@ export class ContentAccess {
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
     const expiry = this.grants.get(key);
     if (expiry !== undefined && expiry > Date.now()) return { allowed: true };
+    // Concurrent requests of one client for one blob (a herd of pulls) share a single upstream HEAD.
+    const inFlight = this.asking.get(key);
+    if (inFlight) return inFlight;
+    const asked = this.askUpstream(kind, digest, ref, credential, key).finally(() => this.asking.delete(key));
+    this.asking.set(key, asked);
+    return asked;
+  }
+
+  private async askUpstream(kind: EntryKind, digest: string, ref: string, credential: string, key: string): Promise<AccessDecision> {
     const headers: Record<string, string> = kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {};
     if (credential) headers.authorization = credential;
     let status: number;
