@@ -12,13 +12,12 @@ import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import type { Logger } from '../log.js';
 import type { CacheStatus, RequestRecord } from '../server/access-log.js';
+import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import { parseRange } from './byte-range.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 
 const READ_CHUNK = 256 * 1024;
-// Headers a fill sends upstream: what selects and authorizes the content, nothing that narrows it (Range).
-const FILL_HEADERS = ['accept', 'authorization', 'user-agent'];
 
 export class ContentResponder {
   private readonly inflight = new Map<string, Promise<Fill | null>>();
@@ -83,7 +82,7 @@ export class ContentResponder {
     let fill: Fill | null = null;
     try {
       const started = Date.now();
-      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', fillHeaders(req));
+      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', contentRequestHeaders(req.headers));
       record.noteUpstream(response.headers);
       if (response.statusCode !== 200) {
         await relayResponse(response, res, record); // 401, 404, 5xx: the client's business, never cached
@@ -195,7 +194,7 @@ export class ContentResponder {
   /** Sends bytes [offset, last] of the object from upstream with a Range request, or cuts the client. */
   private async continueFromUpstream(origin: URL, req: IncomingMessage, res: ServerResponse, record: RequestRecord, offset: number, last: number): Promise<void> {
     try {
-      const headers = { ...fillHeaders(req), range: `bytes=${offset}-${last}` };
+      const headers = { ...contentRequestHeaders(req.headers), range: `bytes=${offset}-${last}` };
       const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', headers);
       if (response.statusCode !== 206) {
         response.body.destroy();
@@ -277,17 +276,4 @@ async function sendStored(stored: StoredContent, file: fs.FileHandle, req: Incom
 
 function contentHeaders(digest: string, mediaType: string): OutgoingHttpHeaders {
   return { 'content-type': mediaType, 'docker-content-digest': digest, etag: `"${digest}"` };
-}
-
-function headerValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function fillHeaders(req: IncomingMessage): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const name of FILL_HEADERS) {
-    const value = req.headers[name];
-    if (typeof value === 'string') headers[name] = value;
-  }
-  return headers;
 }

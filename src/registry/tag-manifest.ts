@@ -10,13 +10,13 @@ import type { ContentStore, Provenance } from '../cache/content-store.js';
 import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
 import type { RequestRecord } from '../server/access-log.js';
+import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, passThrough, relayResponse } from './pass-through.js';
 
 // distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const REVALIDATION_HEADERS = ['accept', 'authorization', 'user-agent'];
 
 export interface TagPolicy {
   serveStale: boolean;
@@ -60,7 +60,7 @@ export async function serveTagManifest(
 
   let head: UpstreamResponse;
   try {
-    head = await deps.upstream.request(new URL(req.url ?? '/', origin), 'HEAD', pick(req, REVALIDATION_HEADERS), null, true);
+    head = await deps.upstream.request(new URL(req.url ?? '/', origin), 'HEAD', contentRequestHeaders(req.headers), null, true);
   } catch (err) {
     if (await serveStale((err as Error).message)) return;
     answerUpstreamFailure(res, record, err);
@@ -116,18 +116,4 @@ export function normaliseAccept(accept: string | string[] | undefined): string {
   const joined = Array.isArray(accept) ? accept.join(',') : (accept ?? '');
   const types = joined.split(',').map((t) => t.split(';', 1)[0]!.trim().toLowerCase()).filter(Boolean);
   return [...new Set(types)].sort().join(',');
-}
-
-function pick(req: IncomingMessage, names: string[]): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const name of names) {
-    const value = req.headers[name];
-    if (typeof value === 'string') headers[name] = value;
-    else if (Array.isArray(value)) headers[name] = value.join(', ');
-  }
-  return headers;
-}
-
-function headerValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
 }

@@ -41,3 +41,22 @@ export function clientResponseHeaders(headers: Record<string, string | string[] 
   }
   return out;
 }
+
+// What a request regcache makes for a client (a fill, a revalidation, a resumed download) carries of the
+// client's headers: what selects and authorizes the content, nothing that narrows it (Range).
+const CONTENT_REQUEST_HEADERS = ['accept', 'authorization', 'user-agent'];
+
+export function contentRequestHeaders(headers: IncomingHttpHeaders): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of CONTENT_REQUEST_HEADERS) {
+    const value = headers[name];
+    if (typeof value === 'string') out[name] = value;
+    else if (Array.isArray(value)) out[name] = value.join(', ');
+  }
+  return out;
+}
+
+/** The first value of a header that may have been sent more than once. */
+export function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
