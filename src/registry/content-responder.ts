@@ -85,6 +85,7 @@ export class ContentResponder {
       const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', contentRequestHeaders(req.headers));
       record.noteUpstream(response.headers);
       if (response.statusCode !== 200) {
+        record.reason = `upstream answered ${response.statusCode}; not cached`; // a MISS line would otherwise read as stored
         await relayResponse(response, res, record); // 401, 404, 5xx: the client's business, never cached
         return;
       }

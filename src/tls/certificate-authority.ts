@@ -25,7 +25,12 @@ export async function loadOrCreateCa(dir: string): Promise<{ ca: CertificateAuth
   const keyFile = path.join(dir, 'ca.key');
   const [certPem, keyPem] = await Promise.all([readIfExists(certFile), readIfExists(keyFile)]);
   if (certPem === null && keyPem === null) {
-    return { ca: await createCa(dir, certFile, keyFile), created: true };
+    try {
+      return { ca: await createCa(dir, certFile, keyFile), created: true };
+    } catch (err) {
+      // e.g. CA_DIR on a read-only volume or behind a dangling link: say it was the CA that failed.
+      throw new CaError(`cannot create a CA in ${dir}: ${(err as Error).message}`);
+    }
   }
   if (certPem === null || keyPem === null) {
     throw new CaError(`${certPem === null ? certFile : keyFile} is missing while its pair exists; restore it or remove both to create a new CA`);

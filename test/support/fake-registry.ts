@@ -39,7 +39,7 @@ export function makeBlob(size: number, seed: string, mediaType?: string): FakeBl
 export class FakeRegistry {
   readonly seen: SeenRequest[] = [];
   readonly blobs = new Map<string, FakeBlob>();
-  readonly behaviour = new Map<string, BlobBehaviour>();
+  readonly behaviour = new Map<string, BlobBehaviour>(); // by digest; by "name:tag" only 'status' applies
   readonly tags = new Map<string, FakeBlob>(); // "name:tag" -> manifest
   private server: RunningServer | null = null;
 
@@ -75,6 +75,8 @@ export class FakeRegistry {
     }
     const tag = /^\/v2\/(.+)\/manifests\/([^:]+)$/.exec(path);
     if (tag) {
+      const scripted = this.behaviour.get(`${tag[1]}:${tag[2]}`); // a status scripted for "name:tag"
+      if (scripted?.kind === 'status') return void res.writeHead(scripted.status, scripted.headers ?? {}).end();
       const manifest = this.tags.get(`${tag[1]}:${tag[2]}`);
       if (!manifest) return void res.writeHead(404).end();
       res.writeHead(200, {
