@@ -36,6 +36,7 @@ export interface Config {
   verifySsl: boolean;
   authRegistries: RegistryCredentials[]; // AUTH_REGISTRIES: Basic credentials injected per upstream host
   timeouts: { connectMs: number; headersMs: number; idleMs: number }; // UPSTREAM_*_TIMEOUT
+  clientHeadersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT: a client's TLS handshake and request head must arrive within it
   upstreamCaFile: string | null;
   upstreamProxy: UpstreamProxy | null;
   noProxy: string[];
@@ -126,6 +127,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       headersMs: parseDuration('UPSTREAM_HEADERS_TIMEOUT', get('UPSTREAM_HEADERS_TIMEOUT') ?? '60s'),
       idleMs: parseDuration('UPSTREAM_IDLE_TIMEOUT', get('UPSTREAM_IDLE_TIMEOUT') ?? '60s'),
     },
+    clientHeadersTimeoutMs: parseDuration('CLIENT_HEADERS_TIMEOUT', get('CLIENT_HEADERS_TIMEOUT') ?? '30s'),
     upstreamCaFile: get('UPSTREAM_CA_FILE') ? path.resolve(get('UPSTREAM_CA_FILE')!) : null,
     upstreamProxy: upstreamProxyRaw ? parseUpstreamProxy(upstreamProxyRaw) : null,
     noProxy: splitList(get('NO_PROXY') ?? get('no_proxy') ?? '').map((s) => s.toLowerCase()),

@@ -116,9 +116,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     registry,
     upstream,
     tunnels,
-    interceptor: (s) => new TlsInterceptor(leaves, s, log),
+    interceptor: (s) => new TlsInterceptor(leaves, s, log, config.clientHeadersTimeoutMs),
     admin: (req, res) => void handleAdmin(adminDeps, req, res),
     proxyAuth,
+    headersTimeoutMs: config.clientHeadersTimeoutMs,
   });
 
   // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.
@@ -140,6 +141,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       index: store.index,
       registryDomain: config.registryDomain,
       auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
+      headersTimeoutMs: config.clientHeadersTimeoutMs,
     };
     mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
     mirror.on('connection', track);

@@ -36,6 +36,32 @@ async function connectTunnel(port: number, authority: string): Promise<net.Socke
   return socket;
 }
 
+/**
+ * Sends `text` one byte every `everyMs` (a slowloris client) until the server closes the socket; resolves
+ * with what came back and how long the socket stayed open.
+ */
+function dribble(socket: net.Socket | tls.TLSSocket, text: string, everyMs = 100): Promise<{ reply: string; openMs: number }> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    let reply = '';
+    let i = 0;
+    const timer = setInterval(() => {
+      if (i < text.length && socket.writable) socket.write(text[i++]!);
+    }, everyMs);
+    const done = () => {
+      clearInterval(timer);
+      clearTimeout(limit);
+      resolve({ reply, openMs: Date.now() - started });
+    };
+    const limit = setTimeout(() => {
+      socket.destroy();
+    }, 10_000);
+    socket.on('data', (d: Buffer) => (reply += d.toString('latin1')));
+    socket.once('close', done);
+    socket.on('error', () => undefined);
+  });
+}
+
 describe('bad input', () => {
   const tmp = new TmpDirs();
   const upstream = new FakeRegistry();
@@ -47,7 +73,15 @@ describe('bad input', () => {
     const dir = await tmp.make('regcache-bad-input');
     const ca = await createTestCA(dir, 'bad input CA');
     await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
-    proxy = await startRegcache({ dir, env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}` } });
+    proxy = await startRegcache({
+      dir,
+      env: {
+        ADDITIONAL_REGISTRIES: 'registry.test',
+        UPSTREAM_CA_FILE: ca.certFile,
+        CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`,
+        CLIENT_HEADERS_TIMEOUT: '1s', // slowloris cases: short, so that they are quick
+      },
+    });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
     caPem = await (await fetch(`${proxy.proxyUrl}/ca.crt`)).text();
   });
@@ -107,6 +141,37 @@ describe('bad input', () => {
       assert.ok([200, 206, 416].includes(res.status), `${range}: ${res.status}`);
       if (res.status === 200) assert.ok(res.body.equals(blob.data), range);
     }
+    await stillUp();
+  });
+
+  it('cuts off clients that dribble a request head (slowloris) after CLIENT_HEADERS_TIMEOUT, and serves others meanwhile', async () => {
+    const slowHead = `GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ${'a'.repeat(200)}`;
+    const slowConnect = `CONNECT registry.test:443 HTTP/1.1\r\nHost: registry.test:443\r\nX-Slow: ${'a'.repeat(200)}`;
+    const listener = dribble(net.connect(proxy.port, '127.0.0.1'), slowHead);
+    const connectLine = dribble(net.connect(proxy.port, '127.0.0.1'), slowConnect);
+    const tunnel = await connectTunnel(proxy.port, 'registry.test:443');
+    const secure = tls.connect({ socket: tunnel, ca: caPem, servername: 'registry.test' });
+    await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+    const inside = dribble(secure, `GET /v2/ HTTP/1.1\r\nHost: registry.test\r\nX-Slow: ${'a'.repeat(200)}`);
+    const noHandshake = dribble(await connectTunnel(proxy.port, 'registry.test:443'), '\x16\x03\x01'); // a TLS record header, then nothing
+    // Another client is served normally while those hang on.
+    const blob = upstream.add(makeBlob(50_000, 'slowloris-bystander'));
+    const bystander = await client.fetch(`https://registry.test/v2/lib/app/blobs/${blob.digest}`);
+    assert.equal(bystander.status, 200);
+    assert.ok(bystander.body.equals(blob.data));
+    await stillUp();
+
+    for (const [what, result] of [['listener', listener], ['CONNECT line', connectLine], ['inside a tunnel', inside]] as const) {
+      const { reply, openMs } = await result;
+      assert.ok(openMs < 4000, `${what}: closed after ${openMs} ms`);
+      assert.match(reply, /^HTTP\/1\.1 408/, `${what}: 408 before the close`);
+    }
+    assert.ok((await noHandshake).openMs < 4000, `an unfinished handshake is cut too (${(await noHandshake).openMs} ms)`);
+    const lines = await proxy.logs();
+    for (const where of ['listener', 'intercepted']) {
+      assert.ok(lines.some((l) => l.msg === 'bad request refused' && l.where === where && l.code === 'ERR_HTTP_REQUEST_TIMEOUT'), `a ${where} line`);
+    }
+    assert.ok(lines.some((l) => l.msg === 'TLS interception failed' && /handshake timed out/.test(String(l.error))), 'a handshake timeout line');
     await stillUp();
   });
 

@@ -68,6 +68,7 @@ describe('regcache CLI', () => {
     ['UPSTREAM_CONNECT_TIMEOUT', 'soon'],
     ['UPSTREAM_HEADERS_TIMEOUT', '0'],
     ['UPSTREAM_IDLE_TIMEOUT', 'x'],
+    ['CLIENT_HEADERS_TIMEOUT', 'slow'],
     ['CONNECT_TO', 'a:b'],
     ['AUTH_REGISTRIES', 'quay.io-only'],
     ['DISABLE_IPV6', 'perhaps'],

@@ -14,6 +14,8 @@ describe('loadConfig', () => {
     assert.equal(c.allowPush, false);
     assert.equal(c.verifySsl, true);
     assert.equal(c.upstreamProxy, null);
+    assert.equal(c.clientHeadersTimeoutMs, 30_000);
+    assert.equal(loadConfig({ CLIENT_HEADERS_TIMEOUT: '1500ms' }).clientHeadersTimeoutMs, 1500);
   });
 
   it('keeps Docker Hub when REGISTRIES is replaced, and adds ADDITIONAL_REGISTRIES', () => {

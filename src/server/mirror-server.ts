@@ -12,6 +12,7 @@ import { sendRegistryError } from '../registry/registry-errors.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
 import type { ProxyAuth } from './proxy-auth.js';
+import { clientServerOptions } from './proxy-server.js';
 
 export interface MirrorDeps {
   log: Logger;
@@ -20,6 +21,7 @@ export interface MirrorDeps {
   index: EntryIndex;
   registryDomain: string | null;
   auth: ProxyAuth | null; // MIRROR_AUTH, checked against the client's Authorization
+  headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
 }
 
 const DOCKER_HUB = 'registry-1.docker.io';
@@ -40,9 +42,9 @@ export function mirrorTarget(ns: string | null, host: string | undefined, regist
 
 /** Plain HTTP, or HTTPS when given a certificate (and optionally an SNI callback that renews it). */
 export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] }): http.Server {
-  const options = { maxHeaderSize: 16 * 1024, headersTimeout: 30_000, requestTimeout: 0 };
+  const options = clientServerOptions(deps.headersTimeoutMs);
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res);
-  return tlsOptions ? https.createServer({ ...options, ...tlsOptions }, handler) : http.createServer(options, handler);
+  return tlsOptions ? https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...tlsOptions }, handler) : http.createServer(options, handler);
 }
 
 async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {

@@ -23,21 +23,28 @@ export interface ProxyServerDeps {
   interceptor: (server: http.Server) => TlsInterceptor;
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
   proxyAuth: ProxyAuth | null; // PROXY_AUTH: CONNECT and forward requests need credentials
+  headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
 }
 
 const PROXY_AUTH_REQUIRED = 'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="regcache"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 
-const SERVER_OPTIONS: http.ServerOptions = {
-  maxHeaderSize: 16 * 1024, // larger heads get 431
-  headersTimeout: 30_000, // slowloris: a request head must arrive within 30 s
-  requestTimeout: 0, // a multi-gigabyte upload or download may take as long as it takes
-  keepAliveTimeout: 65_000,
-};
+/** Options of every server that faces clients (listener, intercepted, mirror). */
+export function clientServerOptions(headersTimeoutMs: number): http.ServerOptions {
+  return {
+    maxHeaderSize: 16 * 1024, // larger heads get 431
+    headersTimeout: headersTimeoutMs, // slowloris: a request head must arrive within CLIENT_HEADERS_TIMEOUT (408)
+    // Node checks that deadline only this often (default 30 s, which would double a short timeout).
+    connectionsCheckingInterval: Math.min(headersTimeoutMs, 1_000),
+    requestTimeout: 0, // a multi-gigabyte upload or download may take as long as it takes
+    keepAliveTimeout: 65_000,
+  };
+}
 
 export function createProxyServers(deps: ProxyServerDeps): { server: http.Server; intercepted: http.Server } {
   const { log } = deps;
+  const options = clientServerOptions(deps.headersTimeoutMs);
 
-  const intercepted = http.createServer(SERVER_OPTIONS, (req, res) => {
+  const intercepted = http.createServer(options, (req, res) => {
     const target = interceptedTarget(req);
     if (!target) {
       res.writeHead(500).end();
@@ -51,7 +58,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
   // server only ever receives emitted connections, so start it by hand.
   intercepted.emit('listening');
 
-  const server = http.createServer(SERVER_OPTIONS, (req, res) => {
+  const server = http.createServer(options, (req, res) => {
     if ((req.url ?? '').startsWith('/')) {
       deps.admin(req, res);
       return;

@@ -7,8 +7,6 @@ import type { Logger } from '../log.js';
 import type { LeafCertificates } from '../tls/leaf-certificates.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
 
-const HANDSHAKE_TIMEOUT_MS = 30_000;
-
 const targets = new WeakMap<object, ConnectTarget>();
 
 /** The CONNECT target a decrypted request arrived through. */
@@ -21,6 +19,7 @@ export class TlsInterceptor {
     private readonly leaves: LeafCertificates,
     private readonly server: http.Server,
     private readonly log: Logger,
+    private readonly handshakeTimeoutMs: number, // CLIENT_HEADERS_TIMEOUT: the handshake comes before the head
   ) {}
 
   intercept(client: Duplex, head: Buffer, target: ConnectTarget): void {
@@ -42,7 +41,7 @@ export class TlsInterceptor {
     });
     targets.set(socket, target);
     // A client that never finishes the handshake must not hold the socket forever (slowloris).
-    const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), HANDSHAKE_TIMEOUT_MS);
+    const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), this.handshakeTimeoutMs);
     socket.once('secure', () => clearTimeout(handshake));
     socket.once('close', () => clearTimeout(handshake));
     socket.once('error', (err) => {
