@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { classify } from '../src/registry/request-classifier.js';
 import { createTestCA } from './harness/pki.js';
+import { freePort } from './harness/ports.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
@@ -62,6 +63,19 @@ function dribble(socket: net.Socket | tls.TLSSocket, text: string, everyMs = 100
   });
 }
 
+/** The status and registry error code of a raw HTTP/1.1 reply. */
+function parseReply(reply: string): { status: number; code: string | undefined } {
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0);
+  const body = reply.split('\r\n\r\n').slice(1).join('\r\n\r\n');
+  let code: string | undefined;
+  try {
+    code = (JSON.parse(body) as { errors: { code: string }[] }).errors[0]?.code;
+  } catch {
+    code = undefined;
+  }
+  return { status, code };
+}
+
 describe('bad input', () => {
   const tmp = new TmpDirs();
   const upstream = new FakeRegistry();
@@ -80,6 +94,7 @@ describe('bad input', () => {
         UPSTREAM_CA_FILE: ca.certFile,
         CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`,
         CLIENT_HEADERS_TIMEOUT: '1s', // slowloris cases: short, so that they are quick
+        MIRROR_PORT: String(await freePort()),
       },
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
@@ -175,6 +190,52 @@ describe('bad input', () => {
     await stillUp();
   });
 
+  it('refuses dot segments, encoded separators and bad digests with a registry error: in a tunnel, on the mirror, as a plain-HTTP proxy request', async () => {
+    const D = 'a'.repeat(64);
+    const tricks: [string, string][] = [
+      [`/v2/lib/../x/blobs/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/lib/%2e%2e/x/blobs/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/lib/%2E%2E/x/manifests/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/lib/./x/blobs/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/lib%2fx/blobs/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/lib%2Fx/manifests/latest`, 'NAME_INVALID'],
+      [`/v2/lib\\x/blobs/sha256:${D}`, 'NAME_INVALID'],
+      [`/v2/../../../etc/passwd`, 'NAME_INVALID'],
+      [`/v2/lib/app/blobs/sha256:${D}/..`, 'NAME_INVALID'],
+      [`/v2/lib/app/blobs/sha256:${D.slice(1)}`, 'DIGEST_INVALID'],
+      [`/v2/lib/app/blobs/sha256:${D.toUpperCase()}`, 'DIGEST_INVALID'],
+      [`/v2/lib/app/manifests/sha256:${D}0`, 'DIGEST_INVALID'],
+      [`/v2/lib/app/blobs/sha256:`, 'DIGEST_INVALID'],
+      [`/v2/lib/app/blobs/sha512:${'b'.repeat(127)}`, 'DIGEST_INVALID'],
+      ['//evil.test/v2/', 'UNSUPPORTED'],
+    ];
+    const seenBefore = upstream.seen.length;
+    const linesBefore = (await proxy.requests()).length;
+    const transports: [string, (path: string) => Promise<string>][] = [
+      [
+        'tunnel',
+        async (p) => {
+          const secure = tls.connect({ socket: await connectTunnel(proxy.port, 'registry.test:443'), ca: caPem, servername: 'registry.test' });
+          await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+          return exchange(secure, `GET ${p} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`);
+        },
+      ],
+      ['mirror', (p) => exchange(net.connect(proxy.mirrorPort!, '127.0.0.1'), `GET ${p}?ns=registry.test HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n`)],
+      ['forward', (p) => exchange(net.connect(proxy.port, '127.0.0.1'), `GET http://registry.test${p} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`)],
+    ];
+    for (const [transport, send] of transports) {
+      for (const [trick, code] of tricks) {
+        const reply = parseReply(await send(trick));
+        assert.deepEqual(reply, { status: 400, code }, `${transport} ${trick}`);
+      }
+    }
+    assert.equal(upstream.seen.length, seenBefore, 'none of them reached upstream');
+    const lines = (await proxy.requests()).slice(linesBefore);
+    assert.equal(lines.length, tricks.length * transports.length, 'one line each');
+    assert.ok(lines.every((l) => l.cache === 'REJECTED' && l.status === 400 && typeof l.error === 'string'), JSON.stringify(lines.filter((l) => l.cache !== 'REJECTED')));
+    await stillUp();
+  });
+
   it('never throws in the request classifier, whatever the path (randomised, bounded)', () => {
     const alphabet = ['/', '.', '..', '%2f', '%2e', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'a', 'Z', ':', '?', '#', '%', '\u0000', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__'];
     const random = crypto.createHash('sha256');
@@ -193,6 +254,34 @@ describe('bad input', () => {
         assert.match(result.digest, /^sha256:[a-f0-9]{64}$/);
         assert.ok(!result.name.split('/').includes('..'), path);
       }
+      if (result.kind !== 'invalid') {
+        // What goes upstream is new URL(path, origin): it must stay on the host and mean the same request.
+        const resolved = new URL(path, 'https://registry.test');
+        assert.equal(resolved.host, 'registry.test', path);
+        assert.equal(classify(method, resolved.pathname + resolved.search).kind, result.kind, path);
+      }
     }
+  });
+
+  it('answers every random request inside a tunnel with a 2xx/4xx and a log line (randomised, bounded)', async () => {
+    const alphabet = ['/', '.', '..', '%2f', '%2e', '%', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'sha512:', 'a', 'Z', ':', '?', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__', 'ab'.repeat(32)];
+    let seed = 0;
+    const next = () => crypto.createHash('sha256').update(`router-${seed++}`).digest()[0]!;
+    const linesBefore = (await proxy.logs()).length;
+    const cases = 150;
+    for (let i = 0; i < cases; i++) {
+      const parts = Array.from({ length: 1 + (next() % 10) }, () => alphabet[next() % alphabet.length]!);
+      const path = (next() % 4 ? '/v2/' : '/') + parts.join('');
+      const method = (['GET', 'HEAD', 'PUT', 'DELETE', 'PATCH', 'POST'] as const)[next() % 6]!;
+      // Dispatcher.request sends the path as it is (no URL normalisation on the way).
+      const res = await client.agent.request({ origin: 'https://registry.test', path, method });
+      await res.body.dump();
+      assert.ok([200, 400, 404, 405].includes(res.statusCode), `${method} ${path}: ${res.statusCode}`);
+    }
+    await proxy.requests(); // waits for the log to settle
+    const lines = (await proxy.logs()).slice(linesBefore).filter((l) => l.msg === 'request' || l.msg === 'bad request refused');
+    assert.equal(lines.length, cases, 'one line each: a request line, or the refusal of an unparseable one');
+    assert.ok(!lines.some((l) => l.cache === 'MISS' || l.cache === 'HIT'), 'no random path reached the store');
+    await stillUp();
   });
 });

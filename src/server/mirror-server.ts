@@ -9,6 +9,7 @@ import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { sendRegistryError } from '../registry/registry-errors.js';
+import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
 import type { ProxyAuth } from './proxy-auth.js';
@@ -48,19 +49,24 @@ export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string
 }
 
 async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-  const url = new URL(req.url ?? '/', 'http://mirror');
+  // Path and query split by hand: new URL() would resolve "..", "%2e%2e" and "\\" and hide them from
+  // the classifier (which refuses them, and anything that is not a path).
+  const sent = req.url ?? '/';
+  const q = sent.indexOf('?');
+  const pathname = q < 0 ? sent : sent.slice(0, q);
+  const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
   if (deps.auth && !(await deps.auth.check(req.headers.authorization))) {
     refuse(deps, req, res, 401, 'UNAUTHORIZED', 'this mirror needs credentials (MIRROR_AUTH)', { 'www-authenticate': 'Basic realm="regcache mirror"' });
     return;
   }
-  const target = mirrorTarget(url.searchParams.get('ns'), req.headers.host, deps.registryDomain);
+  const target = mirrorTarget(params.get('ns'), req.headers.host, deps.registryDomain);
   if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
-    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(target ?? url.searchParams.get('ns'))} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`);
+    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(target ?? params.get('ns'))} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`);
     return;
   }
-  url.searchParams.delete('ns');
-  req.url = url.pathname + url.search; // what the upstream sees: its own path, no routing hints
-  if (url.pathname === '/v2/' || url.pathname === '/v2') {
+  params.delete('ns');
+  req.url = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
+  if (pathname === '/v2/' || pathname === '/v2') {
     // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
     const record = new RequestRecord(deps.log, req, res, target);
     record.kind = 'ping';
@@ -68,8 +74,8 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
     return;
   }
-  const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(url.pathname);
-  if (listing && (req.method === 'GET' || req.method === 'HEAD')) {
+  const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(pathname);
+  if (listing && (req.method === 'GET' || req.method === 'HEAD') && classify(req.method, pathname).kind !== 'invalid') {
     const record = new RequestRecord(deps.log, req, res, target);
     record.kind = listing[1] ? 'tags' : 'catalog';
     record.cache = 'HIT';

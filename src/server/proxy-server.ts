@@ -121,13 +121,17 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     res.writeHead(400, { 'content-type': 'text/plain' }).end('regcache: expected an absolute http:// URI or CONNECT\n');
     return;
   }
-  req.url = url.pathname + url.search; // origin-form from here on, as inside a tunnel
   const origin = new URL(url.origin);
   const port = Number(url.port) || 80;
   if (deps.allowlist.matches(url.hostname.replace(/^\[|\]$/g, ''), port)) {
+    // The path as the client sent it (URL would resolve "..", "%2e%2e" and "\\" and hide them from the
+    // classifier), in origin-form as inside a tunnel.
+    const sent = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/is.exec(req.url ?? '')?.[1] ?? '';
+    req.url = sent.startsWith('/') ? sent : `/${sent}`;
     await deps.registry.handle(origin, req, res);
     return;
   }
+  req.url = url.pathname + url.search; // origin-form from here on
   const record = new RequestRecord(deps.log, req, res, url.host);
   record.kind = 'forward';
   await passThrough(deps.upstream, origin, req, res, record);
