@@ -7,6 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { classify } from '../src/registry/request-classifier.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
+import { waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
@@ -155,6 +156,30 @@ describe('bad input', () => {
       const res = await client.fetch(url, { headers: { range } });
       assert.ok([200, 206, 416].includes(res.status), `${range}: ${res.status}`);
       if (res.status === 200) assert.ok(res.body.equals(blob.data), range);
+    }
+    await stillUp();
+  });
+
+  it('refuses malformed CONNECT lines with a 4xx and a log line', async () => {
+    const lines: [string, RegExp][] = [
+      ['CONNECT\r\n\r\n', /bad request refused/],
+      ['CONNECT registry.test:443\r\n\r\n', /unsupported HTTP version/], // HTTP/0.9 to Node
+      ['CONNECT registry.test:443 HTTP/2.0\r\nHost: x\r\n\r\n', /unsupported HTTP version/],
+      ['CONNECT registry.test:443 HTTP/9.9\r\nHost: x\r\n\r\n', /bad request refused/],
+      ['CONNECT registry.test:443 HTTP/1.1 extra\r\nHost: x\r\n\r\n', /bad request refused/],
+      ['CONNECT  HTTP/1.1\r\nHost: x\r\n\r\n', /unsupported HTTP version/], // target "HTTP/1.1", no version
+      ['CONNECT [::1:443 HTTP/1.1\r\nHost: x\r\n\r\n', /malformed CONNECT target refused/],
+      ['CONNECT [fe80::1%25eth0]:443 HTTP/1.1\r\nHost: x\r\n\r\n', /malformed CONNECT target refused/],
+      ['CONNECT registry.test:443:1 HTTP/1.1\r\nHost: x\r\n\r\n', /malformed CONNECT target refused/],
+      ['CONNECT registry.test:-1 HTTP/1.1\r\nHost: x\r\n\r\n', /malformed CONNECT target refused/],
+      ['CONNECT registry.test:0x1bb HTTP/1.1\r\nHost: x\r\n\r\n', /malformed CONNECT target refused/],
+      ['\x00\x01\x02\x03 garbage\r\n\r\n', /bad request refused/],
+    ];
+    for (const [line, logged] of lines) {
+      const before = (await proxy.logs()).length;
+      const reply = await exchange(net.connect(proxy.port, '127.0.0.1'), line);
+      assert.match(reply, /^HTTP\/1\.1 4\d\d /, JSON.stringify(line));
+      await waitFor(async () => (await proxy.logs()).slice(before).some((l) => logged.test(l.msg)), { timeoutMs: 3000, what: `a log line for ${JSON.stringify(line)}` });
     }
     await stillUp();
   });

@@ -92,6 +92,13 @@ async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket:
     socket.end(PROXY_AUTH_REQUIRED);
     return;
   }
+  if (req.httpVersionMajor !== 1) {
+    // Node parses "CONNECT host:port" without a version as HTTP/0.9, and takes "HTTP/2.0" or "HTTP/9.9"
+    // too; no real client sends them (h2 has its own CONNECT), so they are not opened as tunnels.
+    log.warn({ connect: String(req.url).slice(0, 300), version: req.httpVersion }, 'CONNECT with an unsupported HTTP version refused');
+    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    return;
+  }
   const target = parseConnectTarget(req.url);
   if (!target) {
     log.warn({ connect: String(req.url).slice(0, 300) }, 'malformed CONNECT target refused');
