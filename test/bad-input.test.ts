@@ -288,6 +288,16 @@ describe('bad input', () => {
     }
   });
 
+  it('passes no write through under a path that URL resolution would turn into a /v2 path (ALLOW_PUSH is off)', async () => {
+    for (const trick of ['/token/../v2/lib/app/manifests/pushed', '/token/%2e%2e/v2/lib/app/manifests/pushed', '/v2\\lib/app/manifests/pushed', '/v2#/lib/app/manifests/pushed']) {
+      const secure = tls.connect({ socket: await connectTunnel(proxy.port, 'registry.test:443'), ca: caPem, servername: 'registry.test' });
+      await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+      const reply = await exchange(secure, `PUT ${trick} HTTP/1.1\r\nHost: registry.test\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+      assert.match(reply, /^HTTP\/1\.1 (400|405) /, trick);
+    }
+    assert.equal(upstream.seen.filter((r) => r.method === 'PUT').length, 0, 'no PUT reached upstream');
+  });
+
   it('answers every random request inside a tunnel with a 2xx/4xx and a log line (randomised, bounded)', async () => {
     const alphabet = ['/', '.', '..', '%2f', '%2e', '%', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'sha512:', 'a', 'Z', ':', '?', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__', 'ab'.repeat(32)];
     let seed = 0;
