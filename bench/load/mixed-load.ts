@@ -35,6 +35,12 @@ export interface MixedOptions {
   timeoutMs: number;
 }
 
+export interface Sample {
+  s: number; // seconds since the load started
+  rssMb: number;
+  fds: number;
+}
+
 export interface MixedClass extends ClassResult {
   requestsPerSecond: number;
 }
@@ -54,6 +60,7 @@ export interface MixedResult {
     cpuSeconds: number; // during the load
     openFilesLimit: number;
     maxOpenFds: number; // sampled every second during the load
+    samples: Sample[];
     health: RegcacheHealth;
   };
   upstream: { missGets: number; tunnelGets: number };
@@ -149,11 +156,12 @@ async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests:
   const idleRssMb = (await memoryMb(pid))?.now ?? NaN;
   const upstreamBefore = upstreamCounts();
   let sampling = true;
-  let maxOpenFds = 0;
+  const samples: Sample[] = []; // each second: whether RSS levels off, and how many descriptors are open
+  const t0 = Date.now();
   const sampler = (async () => {
     while (sampling) {
-      const fds = await readdir(`/proc/${pid}/fd`).catch(() => []);
-      maxOpenFds = Math.max(maxOpenFds, fds.length);
+      const fds = (await readdir(`/proc/${pid}/fd`).catch(() => [])).length;
+      samples.push({ s: Math.round((Date.now() - t0) / 1000), rssMb: Math.round(((await memoryMb(pid))?.now ?? NaN) * 10) / 10, fds });
       await sleep(1000);
     }
   })();
@@ -202,7 +210,16 @@ async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests:
     classes: mixed,
     total,
     generator: { cpuSeconds: load.cpuSeconds, openFilesLimit: load.openFilesLimit },
-    regcache: { idleRssMb, peakRssMb, rssAfterMb: mem?.now ?? NaN, cpuSeconds: cpu1 - cpu0, openFilesLimit: limits.regcache, maxOpenFds, health },
+    regcache: {
+      idleRssMb,
+      peakRssMb,
+      rssAfterMb: mem?.now ?? NaN,
+      cpuSeconds: cpu1 - cpu0,
+      openFilesLimit: limits.regcache,
+      maxOpenFds: Math.max(0, ...samples.map((x) => x.fds)),
+      samples,
+      health,
+    },
     upstream,
     consistency,
     rssVerdict: peakRssMb <= opts.rssBoundMb ? 'PASS' : 'FAIL',

@@ -71,7 +71,8 @@ function mixedNotes(m: MixedResult): string[] {
     `The keep-alive connections were all opened at once before the timed phase (${f1(m.setupWallSeconds)} s for all; "setup" columns). ` +
       'During the timed phase new connections (the tunnels) wait in the accept queue: Node (libuv >= 1.45) accepts one connection per event-loop iteration, and an iteration serves every busy connection first.',
     `Errors: ${errors.length === 0 ? 'none' : errors.join(' | ')} (every body hashed against its digest; a non-200, reset, wrong byte or ${m.options.timeoutMs / 1000} s timeout is an error).`,
-    `regcache peak RSS (VmHWM) ${f1(rc.peakRssMb)} MB, bound <= ${m.options.rssBoundMb} MB: ${m.rssVerdict} (idle before the load ${f1(rc.idleRssMb)} MB, after ${f1(rc.rssAfterMb)} MB).`,
+    `regcache peak RSS (VmHWM) ${f1(rc.peakRssMb)} MB, bound <= ${m.options.rssBoundMb} MB: ${m.rssVerdict} (idle before the load ${f1(rc.idleRssMb)} MB, after ${f1(rc.rssAfterMb)} MB; ` +
+      `during the load, by quarter: ${quarters(rc.samples.map((x) => x.rssMb)).map((v) => `${f1(v)} MB`).join(', ')}).`,
     `regcache CPU ${f1(rc.cpuSeconds)} s in ${f1(m.wallSeconds)} s (${f2(rc.cpuSeconds / m.wallSeconds)} cores); the generator's own CPU ${f1(m.generator.cpuSeconds)} s competes on the same 2 cores.`,
     `Open files: regcache at most ${int(rc.maxOpenFds)} descriptors (sampled each second), limit ${int(rc.openFilesLimit)}; the generator's limit ${int(m.generator.openFilesLimit)}.`,
     `regcache after the load: ${h.healthy ? 'healthy' : 'NOT healthy'} (process ${h.running ? 'running' : 'gone'}, /healthz ${h.healthz}, log lines: ${levels}).` +
@@ -80,6 +81,12 @@ function mixedNotes(m: MixedResult): string[] {
       ? `regcache's log (HIT/MISS request lines, tunnels closed) and the upstreams' counts (${int(m.upstream.missGets)} MISS GETs, ${int(m.upstream.tunnelGets)} tunnel GETs) agree with the generator's.`
       : `Disagreements with the generator's counts: ${m.consistency.join('; ')}.`,
   ];
+}
+
+/** The values at 25, 50, 75 and 100% of a series: whether it levels off or keeps growing. */
+function quarters(xs: number[]): number[] {
+  if (xs.length === 0) return [];
+  return [0.25, 0.5, 0.75, 1].map((q) => xs[Math.max(0, Math.ceil(q * xs.length) - 1)]!);
 }
 
 function textTable(rows: string[][]): string {
