@@ -1,7 +1,7 @@
 // The entry index on disk: replayed in LRU order after a restart, tolerant of a torn last line,
 // compacted without leftovers; and the nginx-syntax bounds that configure it.
 import assert from 'node:assert/strict';
-import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { EntryIndex, type Entry } from '../src/cache/entry-index.js';
@@ -72,6 +72,32 @@ describe('EntryIndex', () => {
     await index.close();
     const reopened = await EntryIndex.open(dir);
     assert.equal(reopened.taggedManifest('r/app:v1')?.digest, digest(2));
+    await reopened.close();
+  });
+
+  it('commits concurrent puts together: every one durable, far fewer syncs than puts', async () => {
+    const dir = await tmp.make('regcache-index-group');
+    const index = await EntryIndex.open(dir);
+    // Count the journal's datasyncs through FileHandle's prototype (the handle itself is private).
+    const probe = await open(path.join(dir, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = proto.datasync;
+    let syncs = 0;
+    proto.datasync = function (this: unknown) {
+      syncs++;
+      return datasync.call(this);
+    };
+    try {
+      await Promise.all(Array.from({ length: 200 }, (_, n) => index.put(entry(n + 1))));
+    } finally {
+      proto.datasync = datasync;
+    }
+    assert.ok(syncs >= 1 && syncs < 20, `${syncs} datasyncs for 200 concurrent puts`);
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.size, 200);
+    assert.deepEqual([...reopened.oldestFirst()].map((e) => e.digest), Array.from({ length: 200 }, (_, n) => digest(n + 1)));
     await reopened.close();
   });
 

@@ -37,6 +37,14 @@ export interface TagPointer {
   checkedAt: number; // when upstream last confirmed it
 }
 
+/** Journal lines written together (group commit). */
+interface Batch {
+  texts: string[];
+  lines: number;
+  durable: boolean; // some caller needs the lines on disk: datasync after the write
+  written: Promise<void>;
+}
+
 const JOURNAL = 'index.jsonl';
 const TOUCH_FLUSH_MS = 10_000;
 // Touches and refs grow the journal while the process runs: rewrite it once it holds this many lines
@@ -56,6 +64,7 @@ export class EntryIndex {
   private journalLines = 0;
   private timer: NodeJS.Timeout | null = null;
   private appending: Promise<void> = Promise.resolve();
+  private openBatch: Batch | null = null; // journal lines waiting for the write in flight to finish
 
   private constructor(
     private readonly file: string,
@@ -294,16 +303,30 @@ export class EntryIndex {
 
   private append(ops: Op[], durable: boolean): Promise<void> {
     const text = ops.map((op) => JSON.stringify(op)).join('\n') + '\n';
-    // Serialised: lines never interleave, and a durable append waits for those before it. A failed
-    // append (disk full) fails only its own caller.
-    const run = this.appending.catch(() => undefined).then(async () => {
+    // Group commit: lines that arrive while an earlier write is in flight join one batch, written with
+    // one appendFile and (if any of them must be durable) one datasync. Without it every commit waited
+    // for its own sync behind all earlier ones, and under many concurrent MISSes commits fell seconds
+    // behind, each pending fill holding its spool file open meanwhile.
+    const open = this.openBatch;
+    if (open) {
+      open.texts.push(text);
+      open.lines += ops.length;
+      open.durable ||= durable;
+      return open.written;
+    }
+    const batch: Batch = { texts: [text], lines: ops.length, durable, written: Promise.resolve() };
+    // Serialised: batches never interleave, and each waits for those before it. A failed write (disk
+    // full) fails only the callers whose lines were in its batch.
+    batch.written = this.appending.catch(() => undefined).then(async () => {
+      this.openBatch = null; // appends from now on form the next batch, which waits for this one
       if (!this.handle) return;
-      await this.handle.appendFile(text);
-      if (durable) await this.handle.datasync();
-      this.journalLines += ops.length;
+      await this.handle.appendFile(batch.texts.join(''));
+      if (batch.durable) await this.handle.datasync();
+      this.journalLines += batch.lines;
       if (this.journalLines > this.entries.size + this.compactSlack) await this.compact().catch(() => undefined); // retried at the next append
     });
-    this.appending = run;
-    return run;
+    this.openBatch = batch;
+    this.appending = batch.written;
+    return batch.written;
   }
 }
