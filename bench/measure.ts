@@ -44,6 +44,13 @@ export async function cpuTimes(pid: number): Promise<{ user: number; system: num
   return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
+/** CPU time of this process's children that have exited and been waited for (cutime + cstime), in seconds. */
+export async function exitedChildrenCpuSeconds(): Promise<number> {
+  const stat = await readFile('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[13]) + Number(fields[14])) / 100;
+}
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   await pipeline(createReadStream(file), hash);

@@ -39,6 +39,7 @@ export interface AccessEntry {
 
 export interface Registry {
   port: number;
+  pid: number;
   /** https://127.0.0.1:PORT */
   url: string;
   /** Filesystem driver root; a redirect CDN serves files from here. */
@@ -184,6 +185,7 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   const requests = async (): Promise<AccessEntry[]> => parseAccessLog(await settledRead(accessLogFile));
   return {
     port,
+    pid: daemon.pid,
     url,
     storageDir,
     configFile,
