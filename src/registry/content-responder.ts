@@ -40,6 +40,7 @@ export class ContentResponder {
     if (await this.serveStored(kind, digest, from, req, res, record)) return;
     record.cache = 'MISS';
     if (req.method === 'HEAD') {
+      if (await this.headFromVerifiedFill(kind, digest, from, req, res, record)) return;
       // A HEAD stays a HEAD upstream: Docker Hub does not count it against the pull limit.
       await passThrough(this.upstream, origin, req, res, record, { followRedirects: true });
       return;
@@ -128,6 +129,20 @@ export class ContentResponder {
       settle(fill);
     }
     if (fill) await this.serveFill(fill, origin, req, res, record);
+  }
+
+  /**
+   * Answers a HEAD from a fill whose bytes are all in and verified but not yet committed (the sync can
+   * take a moment after the GET that caused it has ended): the client asks about what it just got.
+   */
+  private async headFromVerifiedFill(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+    const pending = this.inflight.get(`${kind}/${digest}`);
+    const fill = pending ? await pending : null;
+    if (!fill?.verified) return false;
+    if (!(await this.allowed(kind, digest, from, req, res, record))) return true;
+    record.cache = 'HIT';
+    res.writeHead(200, { ...contentHeaders(digest, fill.mediaType), 'accept-ranges': 'bytes', 'content-length': fill.written }).end();
+    return true;
   }
 
   /** Streams a fill that the caller has acquired. */
