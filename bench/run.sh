@@ -16,8 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/sbin:/sbin"
 
-bash test/install-deps.sh
-bash bench/install-deps.sh
+bash test/install-deps.sh --bench
 npm run --silent build
 status=0
 node --import tsx bench/pull-bench.ts "$@" || status=$?

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the end-to-end tests drive (real registry, real clients) when they are
-# missing. As root it runs apt-get; otherwise it names what is missing and fails.
+# missing; with --bench also those only the benchmarks use. As root it runs apt-get; otherwise it names
+# what is missing and fails.
 set -euo pipefail
 
 # command -> Debian package
@@ -11,6 +12,17 @@ declare -A needs=(
   [containerd]=containerd
   [ctr]=containerd
 )
+what=tests
+if [ "${1:-}" = --bench ]; then
+  what=benchmarks
+  needs+=(
+    [wrk]=wrk # the load bench's HTTP load generator
+    [squid]=squid-openssl # the peer bench's MITM cache: the build with ssl-bump and security_file_certgen
+    [/usr/lib/squid/security_file_certgen]=squid-openssl
+    [ip]=iproute2 # the peer bench's slow upstream: a network namespace and tc
+    [tc]=iproute2
+  )
+fi
 
 missing=()
 for cmd in "${!needs[@]}"; do
@@ -20,12 +32,12 @@ done
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "The tests need these Debian packages: ${missing[*]}" >&2
+  echo "The $what need these Debian packages: ${missing[*]}" >&2
   echo "Install them with: sudo apt-get install -y ${missing[*]}" >&2
   exit 1
 fi
 
-echo "Installing test dependencies: ${missing[*]}"
+echo "Installing dependencies of the $what: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
