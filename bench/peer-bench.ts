@@ -10,8 +10,10 @@
 //   1. cold and warm pull times of a small image (~150 MB, 4 layers) and a big one (~1 GB, one layer):
 //      medians of interleaved runs (cold: a fresh proxy with an empty cache each run), ratios to direct,
 //      upstream blob GETs per run from the upstream's access log;
-//   2. BENCH_PEER_CLIENTS (20) concurrent cold pulls of the big image through each proxy: upstream GETs
-//      per blob, wall time against one pull, the proxy's peak RSS (VmHWM);
+//   2. BENCH_PEER_CLIENTS (20) concurrent cold pulls of the small image through each proxy: upstream GETs
+//      per blob, wall time against one pull, the proxy's peak RSS (VmHWM); then as many concurrent cold
+//      GETs of the big image's 1 GB blob through regcache by clients in this process that hash what they
+//      get (the RSS target; twenty skopeo copies of 1 GB would spend minutes writing 20 GB to disk);
 //   3. with BENCH_NETEM=1 (or --netem): the small image from an upstream behind a 200 Mbit/s, 30 ms link
 //      (bench/peers/netem.ts), where what a cache saves shows.
 // Options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5, small
@@ -19,11 +21,12 @@
 // Output: a report on stdout, bench/results/peer-<time>.json, and the peer-bench section of
 // docs/benchmarks.md. Targets get PASS/FAIL; the exit code is non-zero only when something broke (a pull
 // failed or pulled wrong bytes, a process died).
+import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { ProxyAgent, request } from 'undici';
-import { makeImage, pushImage, type Image } from '../test/harness/images.js';
+import { makeImage, pushImage, type BlobFile, type Image } from '../test/harness/images.js';
 import { createTestCA, type IssuedCert, type TestCA } from '../test/harness/pki.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache } from '../test/harness/regcache.js';
@@ -39,7 +42,7 @@ const SMALL = 'bench/small:v1';
 const BIG = 'bench/big:v1';
 const TARGETS = { warmRatio: 1.05, coldRatio: 1.1, fetchesPerBlob: 1, concurrentRssMb: 200 };
 const NETEM = { rateMbit: 200, delayMs: 30 };
-const PULL_TIMEOUT_MS = 1_800_000; // 20 clients of 1 GB each on two cores take minutes; nothing should hang forever
+const PULL_TIMEOUT_MS = 1_800_000; // 1 GB, or twenty clients at once, on a busy two-core machine: slow, but never forever
 const PEERS = ['regcache', 'squid', 'pull-through'] as const;
 type Peer = (typeof PEERS)[number];
 type Mode = 'direct' | `${Peer} ${'cold' | 'warm'}`;
@@ -108,8 +111,8 @@ interface Source {
 interface Running {
   peer: Peer;
   source(repoTag: string): Source;
-  /** Resolves once what was pulled is stored (regcache commits after serving; the mirror stores in the background). */
-  settle(image: Image): Promise<void>;
+  /** Resolves once these blobs are stored (regcache commits after serving; the mirror stores in the background). */
+  settle(blobs: BlobFile[]): Promise<void>;
   peakRss(): Promise<{ main: number; withChildren: number; processes: number }>;
   stop(): Promise<void>;
 }
@@ -143,8 +146,8 @@ async function startPeer(b: Bench, peer: Peer, up: Upstream, dir: string): Promi
     r = {
       peer,
       source: (repoTag) => ({ what: 'regcache', ref: `${HOST}/${repoTag}`, env: { HTTPS_PROXY: rc.proxyUrl }, certDir: b.regcacheCertDir }),
-      async settle(image) {
-        for (const blob of [image.config, ...image.layers]) {
+      async settle(blobs) {
+        for (const blob of blobs) {
           await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, `regcache to commit ${blob.digest}`, 300_000);
         }
       },
@@ -172,7 +175,7 @@ async function startPeer(b: Bench, peer: Peer, up: Upstream, dir: string): Promi
     r = {
       peer,
       source: (repoTag) => ({ what: 'pull-through', ref: mirror.ref(repoTag), env: {}, certDir: b.directCertDir }),
-      settle: (image) => mirror.waitStored(image, 300_000),
+      settle: (blobs) => mirror.waitStored(blobs, 300_000),
       peakRss: () => peak(mirror.registry.pid, 'pull-through registry'),
       stop: () => mirror.stop(),
     };
@@ -222,12 +225,14 @@ async function timedPull(b: Bench, src: Source, image: Image): Promise<number> {
   return seconds;
 }
 
+const blobsOf = (image: Image): BlobFile[] => [image.config, ...image.layers];
+
 const logMark = async (up: Upstream): Promise<number> => (await up.registry.requests()).length;
 
 /** GETs of each blob of image (config first) the upstream answered below 400 since log entry `since`. */
 async function upstreamGets(up: Upstream, since: number, image: Image): Promise<number[]> {
   const entries = (await up.registry.requests()).slice(since).filter((e) => e.method === 'GET' && e.status < 400);
-  return [image.config, ...image.layers].map((blob) => entries.filter((e) => e.path.endsWith(`/blobs/${blob.digest}`)).length);
+  return blobsOf(image).map((blob) => entries.filter((e) => e.path.endsWith(`/blobs/${blob.digest}`)).length);
 }
 
 /** A timed pull through a new proxy with an empty cache, stopped and removed afterwards. */
@@ -236,7 +241,7 @@ async function coldPull(b: Bench, peer: Peer, up: Upstream, image: Image, repoTa
   const r = await startPeer(b, peer, up, dir);
   try {
     const seconds = await timedPull(b, r.source(repoTag), image);
-    await r.settle(image); // the mirror's background fetch belongs to this run
+    await r.settle(blobsOf(image)); // the mirror's background fetch belongs to this run
     return seconds;
   } finally {
     await r.stop();
@@ -265,7 +270,7 @@ async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: stri
       const r = await startPeer(b, peer, up, path.join(dir, `warm-${peer}`));
       warm.set(peer, r);
       await timedPull(b, r.source(repoTag), image);
-      await r.settle(image);
+      await r.settle(blobsOf(image));
     }
     for (let i = 0; i < runs; i++) {
       const order = MODES.map((_, k) => MODES[(i + k) % MODES.length]!);
@@ -311,7 +316,7 @@ async function measureConcurrent(b: Bench, up: Upstream, peer: Peer, image: Imag
     const wallSeconds = (performance.now() - started) / 1000;
     const failed = pulls.find((p) => p.status === 'rejected');
     if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    await r.settle(image);
+    await r.settle(blobsOf(image));
     result = { peer, clients: outs.length, wallSeconds, upstreamGets: await upstreamGets(up, since, image), peakRssMb: await r.peakRss() };
   } finally {
     await r.stop();
@@ -320,6 +325,56 @@ async function measureConcurrent(b: Bench, up: Upstream, peer: Peer, image: Imag
   for (let i = 0; i < outs.length; i += 2) await Promise.all(outs.slice(i, i + 2).map((out) => verify(out, image, `${peer} concurrent`)));
   await rm(dir, { recursive: true, force: true });
   return result;
+}
+
+interface BlobReaders {
+  clients: number;
+  blobBytes: number;
+  wallSeconds: number;
+  upstreamGets: number;
+  peakRssMb: number;
+}
+
+/**
+ * clients concurrent GETs of image's first layer through a fresh regcache (cold: one fill, every client
+ * reading it as it arrives), each streamed into a hash here and checked against the digest and size.
+ */
+async function measureBlobReaders(b: Bench, up: Upstream, image: Image, repoTag: string): Promise<BlobReaders> {
+  const blob = image.layers[0]!;
+  const dir = path.join(b.root, 'blob-readers');
+  const r = await startPeer(b, 'regcache', up, dir);
+  const src = r.source(repoTag);
+  const agent = new ProxyAgent({ uri: src.env.HTTPS_PROXY!, requestTls: { ca: await readFile(path.join(src.certDir, 'ca.crt'), 'utf8') } });
+  const url = `https://${HOST}/v2/${repoTag.split(':')[0]}/blobs/${blob.digest}`;
+  const read = async (i: number): Promise<void> => {
+    const res = await request(url, { dispatcher: agent, bodyTimeout: PULL_TIMEOUT_MS, headersTimeout: PULL_TIMEOUT_MS });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bytes += chunk.length;
+    }
+    const digest = `sha256:${hash.digest('hex')}`;
+    if (res.statusCode !== 200 || digest !== blob.digest || bytes !== blob.size) {
+      throw new Error(`blob reader ${i}: HTTP ${res.statusCode}, ${bytes} bytes hashing to ${digest}; expected ${blob.size} bytes of ${blob.digest}`);
+    }
+  };
+  try {
+    const since = await logMark(up);
+    const started = performance.now();
+    const reads = await Promise.allSettled(Array.from({ length: b.opts.clients }, (_, i) => read(i)));
+    const wallSeconds = (performance.now() - started) / 1000;
+    const failed = reads.find((p) => p.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    await r.settle([blob]);
+    const entries = (await up.registry.requests()).slice(since);
+    const upstreamGets = entries.filter((e) => e.method === 'GET' && e.status < 400 && e.path.endsWith(`/blobs/${blob.digest}`)).length;
+    return { clients: b.opts.clients, blobBytes: blob.size, wallSeconds, upstreamGets, peakRssMb: (await r.peakRss()).main };
+  } finally {
+    await agent.close();
+    await r.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -412,31 +467,43 @@ interface Result {
   options: Options;
   loopback: { small: Rounds; big: Rounds };
   concurrent: Concurrent[];
+  blobReaders: BlobReaders;
   slowUpstream: { shaping: string; rounds: Rounds } | null;
   squidAuthProbe: { withToken: string[]; anonymous: string[] };
+  phaseSeconds: Record<string, number>;
 }
 
 async function bench(root: string, opts: Options): Promise<Result> {
-  process.stderr.write(`setting up: registry, ${opts.smallMb} MB and ${opts.bigMb} MB images, push...\n`);
-  const { b, up } = await setUp(root, opts);
+  // How long each phase took, for sizing the run counts against the time `npm run bench` may take.
+  const phaseSeconds: Record<string, number> = {};
+  const phase = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
+    process.stderr.write(`${name}...\n`);
+    const started = performance.now();
+    const result = await body();
+    phaseSeconds[name] = Math.round((performance.now() - started) / 100) / 10;
+    return result;
+  };
+  const { b, up } = await phase(`set-up: registry, ${opts.smallMb} MB and ${opts.bigMb} MB images, push`, () => setUp(root, opts));
   try {
-    const squidAuthProbe = await probeSquidAuth(b, up);
-    const small = await measureRounds(b, up, b.small, SMALL, opts.runs, 'small');
-    const big = await measureRounds(b, up, b.big, BIG, opts.bigRuns, 'big');
+    const squidAuthProbe = await phase('squid auth probe', () => probeSquidAuth(b, up));
+    const small = await phase('small image rounds', () => measureRounds(b, up, b.small, SMALL, opts.runs, 'small'));
+    const big = await phase('big image rounds', () => measureRounds(b, up, b.big, BIG, opts.bigRuns, 'big'));
     const concurrent: Concurrent[] = [];
     for (const peer of PEERS) {
-      process.stderr.write(`${opts.clients} concurrent cold pulls of the big image through ${peer}...\n`);
-      concurrent.push(await measureConcurrent(b, up, peer, b.big, BIG));
+      concurrent.push(await phase(`${opts.clients} concurrent cold pulls of the small image through ${peer}`, () => measureConcurrent(b, up, peer, b.small, SMALL)));
     }
-    const slowUpstream = opts.netem ? await measureSlowUpstream(b) : null;
-    const bytes = (image: Image): number => [image.config, ...image.layers].reduce((sum, x) => sum + x.size, 0);
+    const blobReaders = await phase(`${opts.clients} concurrent cold GETs of the big blob through regcache`, () => measureBlobReaders(b, up, b.big, BIG));
+    const slowUpstream = opts.netem ? await phase('slow upstream rounds', () => measureSlowUpstream(b)) : null;
+    const bytes = (image: Image): number => blobsOf(image).reduce((sum, x) => sum + x.size, 0);
     return {
       images: { small: { bytes: bytes(b.small), layers: b.small.layers.map((l) => l.size) }, big: { bytes: bytes(b.big), layers: b.big.layers.map((l) => l.size) } },
       options: opts,
       loopback: { small, big },
       concurrent,
+      blobReaders,
       slowUpstream,
       squidAuthProbe,
+      phaseSeconds,
     };
   } finally {
     for (const r of [...running]) await r.stop();
@@ -499,6 +566,7 @@ function targets(r: Result): Target[] {
     );
   }
   const rc = r.concurrent.find((c) => c.peer === 'regcache')!;
+  const readers = r.blobReaders;
   out.push(
     {
       what: `one upstream fetch per blob, ${rc.clients} concurrent cold pulls`,
@@ -506,9 +574,14 @@ function targets(r: Result): Target[] {
       result: verdict(rc.upstreamGets.every((n) => n === TARGETS.fetchesPerBlob)),
     },
     {
-      what: `peak RSS <= ${TARGETS.concurrentRssMb} MB, ${rc.clients} clients on a ${(r.images.big.layers[0]! / 1e6).toFixed(0)} MB blob`,
-      value: `${rc.peakRssMb.main.toFixed(1)} MB`,
-      result: verdict(rc.peakRssMb.main <= TARGETS.concurrentRssMb),
+      what: `one upstream fetch, ${readers.clients} concurrent cold GETs of the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
+      value: `GETs: ${readers.upstreamGets}`,
+      result: verdict(readers.upstreamGets === TARGETS.fetchesPerBlob),
+    },
+    {
+      what: `peak RSS <= ${TARGETS.concurrentRssMb} MB, ${readers.clients} clients on the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
+      value: `${readers.peakRssMb.toFixed(1)} MB`,
+      result: verdict(readers.peakRssMb <= TARGETS.concurrentRssMb),
     },
   );
   return out;
@@ -530,22 +603,25 @@ function report(r: Result, env: Record<string, string>): string {
     `big image, upstream on loopback:`,
     ...roundsTable(r.loopback.big, r.images.big.bytes),
     '',
-    `${o.clients} concurrent cold pulls of the big image (fresh proxy each):`,
+    `${o.clients} concurrent cold pulls of the small image (fresh proxy each):`,
   ];
-  const bigCold = (peer: Peer): number => median(r.loopback.big.seconds[`${peer} cold`]);
+  const oneCold = (peer: Peer): number => median(r.loopback.small.seconds[`${peer} cold`]);
   lines.push(
     ...table(
       ['proxy', 'wall s', 'vs one cold pull', 'upstream GETs per blob', 'peak RSS MB'],
       r.concurrent.map((c) => [
         c.peer,
         c.wallSeconds.toFixed(2),
-        `${(c.wallSeconds / bigCold(c.peer)).toFixed(1)}x`,
+        `${(c.wallSeconds / oneCold(c.peer)).toFixed(1)}x`,
         c.upstreamGets.join(', '),
         c.peer === 'squid' ? `${c.peakRssMb.main.toFixed(1)} (+helpers ${c.peakRssMb.withChildren.toFixed(1)})` : c.peakRssMb.main.toFixed(1),
       ]),
     ),
     `  peak RSS is VmHWM of the proxy process; for squid of its one worker (-N: no kids), "+helpers" adds the`,
     `  peaks of its ${(r.concurrent.find((c) => c.peer === 'squid')?.peakRssMb.processes ?? 1) - 1} helper processes (certificate generator, unlinkd): an upper bound.`,
+    '',
+    `${r.blobReaders.clients} concurrent cold GETs of the ${mb(r.blobReaders.blobBytes)} blob through a fresh regcache, clients in the bench process`,
+    `  hashing what they get (no disk): ${r.blobReaders.wallSeconds.toFixed(2)} s, ${r.blobReaders.upstreamGets} upstream GET, regcache peak RSS ${r.blobReaders.peakRssMb.toFixed(1)} MB`,
   );
   if (r.slowUpstream !== null) {
     lines.push('', `small image, upstream behind ${r.slowUpstream.shaping} (network namespace, its egress):`, ...roundsTable(r.slowUpstream.rounds, r.images.small.bytes));
@@ -561,6 +637,8 @@ function report(r: Result, env: Record<string, string>): string {
     '',
     'targets (regcache):',
     ...table(['target', 'measured', 'result'], targets(r).map((t) => [t.what, t.value, t.result])).map((l) => `  ${l}`),
+    '',
+    `phases: ${Object.entries(r.phaseSeconds).map(([name, sec]) => `${name.replace(/:.*/, '')} ${sec.toFixed(0)} s`).join(', ')}`,
     '',
   );
   return lines.join('\n');

@@ -4,7 +4,7 @@
 // certificate must carry that IP.
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Image } from '../../test/harness/images.js';
+import type { BlobFile } from '../../test/harness/images.js';
 import { waitFor } from '../../test/harness/proc.js';
 import { blobStoragePath, startRegistry, type Registry } from '../../test/harness/registry.js';
 
@@ -23,11 +23,11 @@ export interface PullThrough {
   /** skopeo source reference of repo:tag through the mirror. */
   ref(repoAndTag: string): string;
   /**
-   * Waits until every blob of image is in its storage. distribution 2.8 serves a missing blob by copying
+   * Waits until these blobs are in its storage. distribution 2.8 serves a missing blob by copying
    * it from the remote to the client while a second, background fetch stores it, so a pull can end
    * before the blob is cached.
    */
-  waitStored(image: Image, timeoutMs: number): Promise<void>;
+  waitStored(blobs: BlobFile[], timeoutMs: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -38,8 +38,7 @@ export async function startPullThrough(o: PullThroughOptions): Promise<PullThrou
   return {
     registry,
     ref: (repoAndTag) => `127.0.0.1:${registry.port}/${repoAndTag}`,
-    async waitStored(image, timeoutMs) {
-      const blobs = [image.config, ...image.layers];
+    async waitStored(blobs, timeoutMs) {
       await waitFor(async () => (await Promise.all(blobs.map((b) => stored(b.size, b.digest)))).every(Boolean), {
         timeoutMs,
         what: `the pull-through registry to store ${blobs.length} blobs`,
