@@ -8,8 +8,8 @@
 //                 architecture (bench/peers/pull-through.ts).
 // Figures, all pulls by `skopeo copy` to a dir: and checked byte for byte:
 //   1. cold and warm pull times of a small image (~150 MB, 4 layers) and a big one (~1 GB, one layer):
-//      medians of interleaved runs (cold: a fresh proxy with an empty cache each run), ratios to direct,
-//      upstream blob GETs per run from the upstream's access log;
+//      medians of interleaved runs (cold: a fresh proxy with an empty cache each run; warm: that proxy's
+//      second pull), ratios to direct, upstream blob GETs per run from the upstream's access log;
 //   2. BENCH_PEER_CLIENTS (20) concurrent cold pulls of the small image through each proxy: upstream GETs
 //      per blob, wall time against one pull, the proxy's peak RSS (VmHWM); then as many concurrent cold
 //      GETs of the big image's 1 GB blob through regcache by clients in this process that hash what they
@@ -235,20 +235,6 @@ async function upstreamGets(up: Upstream, since: number, image: Image): Promise<
   return blobsOf(image).map((blob) => entries.filter((e) => e.path.endsWith(`/blobs/${blob.digest}`)).length);
 }
 
-/** A timed pull through a new proxy with an empty cache, stopped and removed afterwards. */
-async function coldPull(b: Bench, peer: Peer, up: Upstream, image: Image, repoTag: string, parent: string): Promise<number> {
-  const dir = path.join(parent, `cold-${peer}`);
-  const r = await startPeer(b, peer, up, dir);
-  try {
-    const seconds = await timedPull(b, r.source(repoTag), image);
-    await r.settle(blobsOf(image)); // the mirror's background fetch belongs to this run
-    return seconds;
-  } finally {
-    await r.stop();
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
 interface Rounds {
   image: string;
   runs: number;
@@ -257,40 +243,41 @@ interface Rounds {
 }
 
 /**
- * runs rounds of every mode in a rotating order (no mode always follows the same one). Warm proxies are
- * started and primed with one untimed pull first; each cold run gets a new proxy with an empty cache.
+ * runs rounds of direct and each proxy, in an order that rotates every round (none always follows the
+ * same one). Each round gets a new proxy with an empty cache: its first pull is the cold one, its second
+ * the warm one (after what the first fetched is stored); then it is stopped and its cache removed.
  */
 async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: string, runs: number, label: string): Promise<Rounds> {
-  const dir = path.join(b.root, label);
   const seconds = Object.fromEntries(MODES.map((m) => [m, [] as number[]])) as Record<Mode, number[]>;
   const gets = Object.fromEntries(MODES.map((m) => [m, [] as number[][]])) as Record<Mode, number[][]>;
-  const warm = new Map<Peer, Running>();
-  try {
-    for (const peer of PEERS) {
-      const r = await startPeer(b, peer, up, path.join(dir, `warm-${peer}`));
-      warm.set(peer, r);
-      await timedPull(b, r.source(repoTag), image);
-      await r.settle(blobsOf(image));
-    }
-    for (let i = 0; i < runs; i++) {
-      const order = MODES.map((_, k) => MODES[(i + k) % MODES.length]!);
-      for (const mode of order) {
-        // Starting a proxy does not reach the upstream: whatever it logs from here on is this pull's.
-        const since = await logMark(up);
-        if (mode === 'direct') {
-          seconds[mode].push(await timedPull(b, directSource(b, up, repoTag), image));
-        } else {
-          const [peer, temperature] = mode.split(' ') as [Peer, 'cold' | 'warm'];
-          seconds[mode].push(temperature === 'warm' ? await timedPull(b, warm.get(peer)!.source(repoTag), image) : await coldPull(b, peer, up, image, repoTag, dir));
-        }
-        gets[mode].push(await upstreamGets(up, since, image));
+  // Starting a proxy does not reach the upstream: whatever it logs after a mark is the next pull's.
+  const measure = async (mode: Mode, src: Source): Promise<void> => {
+    const since = await logMark(up);
+    seconds[mode].push(await timedPull(b, src, image));
+    gets[mode].push(await upstreamGets(up, since, image));
+  };
+  const paths = ['direct', ...PEERS] as const;
+  for (let i = 0; i < runs; i++) {
+    const order = paths.map((_, k) => paths[(i + k) % paths.length]!);
+    for (const p of order) {
+      if (p === 'direct') {
+        await measure('direct', directSource(b, up, repoTag));
+        continue;
       }
-      process.stderr.write(`${label} round ${i + 1}/${runs}: ${order.map((m) => `${m} ${seconds[m].at(-1)!.toFixed(2)} s`).join(', ')}\n`);
+      const dir = path.join(b.root, `${label}-${p}`);
+      const r = await startPeer(b, p, up, dir);
+      try {
+        await measure(`${p} cold`, r.source(repoTag));
+        await r.settle(blobsOf(image));
+        await measure(`${p} warm`, r.source(repoTag));
+      } finally {
+        await r.stop();
+        await rm(dir, { recursive: true, force: true });
+      }
     }
-  } finally {
-    for (const r of warm.values()) await r.stop();
+    const done = order.flatMap((p): Mode[] => (p === 'direct' ? ['direct'] : [`${p} cold`, `${p} warm`]));
+    process.stderr.write(`${label} round ${i + 1}/${runs}: ${done.map((m) => `${m} ${seconds[m].at(-1)!.toFixed(2)} s`).join(', ')}\n`);
   }
-  await rm(dir, { recursive: true, force: true });
   return { image: repoTag, runs, seconds, upstreamGets: gets };
 }
 
@@ -595,7 +582,8 @@ function report(r: Result, env: Record<string, string>): string {
     `regcache peer bench: direct vs regcache vs squid (ssl-bump, ufs cache) vs docker-registry pull-through, skopeo copy to dir:`,
     `  ${env.machine}; node ${env.node}, ${env.skopeo}, ${env.squid}, ${env.registry}, regcache ${env.git}`,
     `  small image ${mb(r.images.small.bytes)} (${r.images.small.layers.length} layers + config), ${o.runs} runs; big image ${mb(r.images.big.bytes)} (1 layer + config), ${o.bigRuns} runs`,
-    '  runs interleaved in a rotating order; cold = a fresh proxy with an empty cache each run; upstream GETs from its access log',
+    '  runs interleaved in a rotating order; cold = a fresh proxy with an empty cache each run, warm = its second pull;',
+    '  upstream GETs from its access log',
     '',
     `small image, upstream on loopback:`,
     ...roundsTable(r.loopback.small, r.images.small.bytes),

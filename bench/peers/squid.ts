@@ -57,7 +57,7 @@ export interface Squid {
  *   headers, or no-cache/private ones); other URLs, tags among them, keep squid's default rule;
  * - collapsed_forwarding: concurrent misses of one URL share one upstream fetch, as regcache's do
  *   (squid's default is off);
- * - logs, pid file and netdb inside the dir, no pinger, a 1 s shutdown (default 30 s).
+ * - logs, pid file and netdb inside the dir, no pinger, no grace period at shutdown (default 30 s).
  * What no directive changes: squid 5 does not store a response to a request carrying Authorization unless
  * the response says public, must-revalidate or s-maxage (ignore-auth is gone since 3.2), so blobs pulled
  * with a registry token (Docker Hub: always) pass through uncached. The bench's upstream is anonymous.
@@ -85,7 +85,7 @@ function renderConfig(o: SquidOptions, port: number, files: { hosts: string; ups
     `coredump_dir ${o.dir}`,
     'netdb_filename none',
     'pinger_enable off',
-    'shutdown_lifetime 1 second',
+    'shutdown_lifetime 0 seconds',
     'visible_hostname regcache-bench',
   ];
   if (process.getuid?.() === 0) lines.push(`cache_effective_user ${SQUID_USER}`);
