@@ -1,10 +1,12 @@
 // Measuring helpers for the benchmarks: statistics, peak RSS and CPU from /proc, pulled-image checks, a
-// timed one-shot HTTPS request (optionally through a CONNECT proxy), and the runner both benches share.
+// timed one-shot HTTPS request (optionally through a CONNECT proxy), the machine's description, the
+// runner the benches share and their sections of docs/benchmarks.md.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { once } from 'node:events';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TmpDirs } from '../test/harness/tmp.js';
@@ -25,6 +27,37 @@ export async function memoryMb(pid: number): Promise<{ peak: number; now: number
   if (status === null) return null;
   const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
   return { peak: kb('VmHWM') / 1024, now: kb('VmRSS') / 1024 };
+}
+
+/** Live processes whose parent is pid (from /proc/<n>/stat), e.g. a server's helper programs. */
+export async function childPids(pid: number): Promise<number[]> {
+  const children: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => null);
+    // Fields after "(comm)": state, then ppid.
+    if (stat !== null && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) children.push(Number(name));
+  }
+  return children;
+}
+
+/**
+ * Peak RSS (VmHWM) in MB of a live process, and summed over it and its direct children (helpers). The sum
+ * overstates what the tree ever held at once (each peak may come at a different time) and counts shared
+ * pages in each process: an upper bound. null once the process has exited.
+ */
+export async function treePeakMb(pid: number): Promise<{ main: number; withChildren: number; processes: number } | null> {
+  const main = await memoryMb(pid);
+  if (main === null) return null;
+  let sum = main.peak;
+  let processes = 1;
+  for (const child of await childPids(pid)) {
+    const mem = await memoryMb(child);
+    if (mem === null) continue;
+    sum += mem.peak;
+    processes++;
+  }
+  return { main: main.peak, withChildren: sum, processes };
 }
 
 /** CPU time (user + system) a live process has used so far, in seconds; null once it has exited. */
@@ -105,7 +138,42 @@ export async function timedGet(opts: TimedGetOptions): Promise<{ ms: number; sta
   }
 }
 
-const RESULTS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), 'results');
+/** What a result was measured on: CPU count and model, RAM, kernel. */
+export function describeMachine(): { cpus: number; cpuModel: string; ramGb: number; kernel: string } {
+  return {
+    cpus: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model.trim() ?? '?',
+    ramGb: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    kernel: `${os.type()} ${os.release()}`,
+  };
+}
+
+const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
+const RESULTS_DIR = path.resolve(BENCH_DIR, 'results');
+const BENCHMARKS_DOC = path.resolve(BENCH_DIR, '../docs/benchmarks.md');
+// The sections benches write into docs/benchmarks.md, in the order a new file lists them.
+const DOC_SECTIONS = ['peer-bench', 'load-bench'];
+
+/**
+ * Puts body between `<!-- name:start -->` and `<!-- name:end -->` in docs/benchmarks.md, leaving the
+ * rest of the file alone. Creates the file (an intro and every bench's markers) when it is missing, and
+ * appends this section's markers when the file lacks them. Returns the file's path.
+ */
+export async function writeDocsSection(name: string, body: string): Promise<string> {
+  const start = `<!-- ${name}:start -->`;
+  const end = `<!-- ${name}:end -->`;
+  let doc = await readFile(BENCHMARKS_DOC, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err;
+    const sections = DOC_SECTIONS.map((s) => `<!-- ${s}:start -->\n<!-- ${s}:end -->\n`).join('\n');
+    return `# Benchmarks\n\nResults of the benchmarks under bench/ (\`npm run bench\`), each section written by the bench it names\non its last run; the JSON of every run is in bench/results/.\n\n${sections}`;
+  });
+  if (!doc.includes(start) || doc.indexOf(end, doc.indexOf(start)) === -1) doc = `${doc.trimEnd()}\n\n${start}\n${end}\n`;
+  const from = doc.indexOf(start) + start.length;
+  const before = doc.slice(0, from);
+  const after = doc.slice(doc.indexOf(end, from));
+  await writeFile(BENCHMARKS_DOC, `${before}\n${body.trim()}\n${after}`);
+  return BENCHMARKS_DOC;
+}
 
 /**
  * Runs one benchmark in a temp dir that is removed whatever happens (Ctrl-C included), prints its report

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # `npm run bench`: the pull benchmark (direct vs regcache cold vs warm, RSS, first-request latency), then
 # the store benchmark (HIT throughput of a big blob vs reading its content file, concurrent HIT readers'
-# RSS, startup with 100k index entries).
+# RSS, startup with 100k index entries), then the peer benchmark (regcache vs squid with ssl-bump vs a
+# docker-registry pull-through mirror vs direct: cold, warm, 20 concurrent pulls, RSS).
 # Pull bench options: --runs N, --mb N (or BENCH_RUNS, BENCH_MB).
 # Store bench options (environment): BENCH_STORE_MB (1024), BENCH_STORE_RUNS (5), BENCH_STORE_READERS (20),
 # BENCH_STORE_ENTRIES (100000).
-# Then the load bench: HIT requests/s and p99 of a small cached manifest (mirror port with wrk, intercepted
+# Peer bench options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5),
+# BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20); BENCH_NETEM=1 adds a slow-upstream phase
+# (BENCH_PEER_NETEM_RUNS, 5); it also writes its section of docs/benchmarks.md.
+# Last, the load bench: HIT requests/s and p99 of a small cached manifest (mirror port with wrk, intercepted
 # path with a node generator) beside docker-registry, and 500 concurrent connections mixing HITs, MISSes
 # and tunnels. Options (environment): BENCH_LOAD_SECONDS (30), BENCH_LOAD_CONNECTIONS (500),
 # BENCH_LOAD_HIT_SECONDS (10), BENCH_LOAD_HIT_CONNECTIONS (50), BENCH_LOAD_RSS_MB (300); see bench/load-bench.ts.
-# Results: stdout, bench/results/<time>.json, store-<time>.json and load-<time>.json, and the load section
-# of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the load bench
+# Results: stdout, bench/results/<time>.json, store-, peer- and load-<time>.json, and the peer and load
+# sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the load bench
 # saw any error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +25,7 @@ npm run --silent build
 status=0
 node --import tsx bench/pull-bench.ts "$@" || status=$?
 node --import tsx bench/store-bench.ts || status=$?
+node --import tsx bench/peer-bench.ts || status=$?
 # The load bench's 500 connections need about 4 descriptors each between its generator and regcache.
 # Node raises its own soft limit to the hard one, so the hard limit is what counts: raise it (as root)
 # when it is lower; otherwise the bench stops and names the limit.

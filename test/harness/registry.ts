@@ -22,6 +22,15 @@ export interface RegistryOptions {
   readOnly?: boolean;
   /** CA that signed tls.certFile; used for the readiness probe (default: skip verification). */
   caFile?: string;
+  /** Listening address, also the host of `url` (default 127.0.0.1). */
+  host?: string;
+  /** Run the registry under this command, e.g. ['ip', 'netns', 'exec', 'ns1'] for a network namespace. */
+  prefix?: string[];
+  /**
+   * Pull-through cache mode (distribution's `proxy: remoteurl:`), anonymous to the remote. caFile is the
+   * only CA trusted for the remote (Go reads SSL_CERT_FILE), so the remote needs a certificate from it.
+   */
+  proxy?: { remoteUrl: string; caFile: string };
 }
 
 /** One line of the registry's access log (Apache combined format on stdout). */
@@ -39,9 +48,9 @@ export interface AccessEntry {
 
 export interface Registry {
   port: number;
-  pid: number;
-  /** https://127.0.0.1:PORT */
+  /** https://HOST:PORT (HOST: 127.0.0.1 unless options.host) */
   url: string;
+  pid: number;
   /** Filesystem driver root; a redirect CDN serves files from here. */
   storageDir: string;
   configFile: string;
@@ -97,6 +106,7 @@ function unquote(s: string): string {
 const q = (s: string): string => JSON.stringify(s);
 
 function renderConfig(opts: RegistryOptions, port: number, storageDir: string): string {
+  const host = opts.host ?? '127.0.0.1';
   const lines = [
     'version: 0.1',
     'log:',
@@ -116,7 +126,7 @@ function renderConfig(opts: RegistryOptions, port: number, storageDir: string): 
     '    readonly:',
     `      enabled: ${opts.readOnly === true}`,
     'http:',
-    `  addr: ${q(`127.0.0.1:${port}`)}`,
+    `  addr: ${q(`${host}:${port}`)}`,
     // A fixed secret silences the warning and keeps upload state valid across restarts.
     `  secret: ${q(randomBytes(16).toString('hex'))}`,
     '  tls:',
@@ -136,6 +146,9 @@ function renderConfig(opts: RegistryOptions, port: number, storageDir: string): 
       `    rootcertbundle: ${q(opts.auth.rootCertBundle)}`,
     );
   }
+  if (opts.proxy !== undefined) {
+    lines.push('proxy:', `  remoteurl: ${q(opts.proxy.remoteUrl)}`);
+  }
   if (opts.redirectBaseUrl !== undefined) {
     lines.push('middleware:', '  storage:', '    - name: redirect', '      options:', `        baseurl: ${q(opts.redirectBaseUrl)}`);
   }
@@ -152,12 +165,11 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   const accessLogFile = path.join(opts.dir, 'access.log');
   const logFile = path.join(opts.dir, 'registry.log');
 
-  const daemon = spawnDaemon(REGISTRY_BIN, ['serve', configFile], {
-    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' },
-    stdoutFile: accessLogFile,
-    stderrFile: logFile,
-  });
-  const url = `https://127.0.0.1:${port}`;
+  const env: Record<string, string> = { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin' };
+  if (opts.proxy !== undefined) env.SSL_CERT_FILE = opts.proxy.caFile;
+  const [command = REGISTRY_BIN, ...args] = [...(opts.prefix ?? []), REGISTRY_BIN, 'serve', configFile];
+  const daemon = spawnDaemon(command, args, { env, stdoutFile: accessLogFile, stderrFile: logFile });
+  const url = `https://${opts.host ?? '127.0.0.1'}:${port}`;
   const ca = opts.caFile !== undefined ? await readFile(opts.caFile, 'utf8') : undefined;
   const agent = new Agent({ connect: ca !== undefined ? { ca } : { rejectUnauthorized: false } });
   try {
@@ -185,8 +197,8 @@ export async function startRegistry(opts: RegistryOptions): Promise<Registry> {
   const requests = async (): Promise<AccessEntry[]> => parseAccessLog(await settledRead(accessLogFile));
   return {
     port,
-    pid: daemon.pid,
     url,
+    pid: daemon.pid,
     storageDir,
     configFile,
     accessLogFile,

@@ -1,0 +1,683 @@
+// The peer benchmark: regcache next to the other ways of caching registry pulls, each from a Debian
+// package and configured here, in front of one real docker-registry upstream under a test CA:
+//   direct        skopeo pulls from the upstream itself: the limit;
+//   regcache      HTTPS_PROXY, TLS intercepted, disk cache;
+//   squid         squid-openssl with ssl-bump and a ufs disk cache, HTTPS_PROXY: the same architecture
+//                 (bench/peers/squid.ts);
+//   pull-through  docker-registry with proxy: remoteurl, pulled from by its own address: the mirror
+//                 architecture (bench/peers/pull-through.ts).
+// Figures, all pulls by `skopeo copy` to a dir: and checked byte for byte:
+//   1. cold and warm pull times of a small image (~150 MB, 4 layers) and a big one (~1 GB, one layer):
+//      medians of interleaved runs (cold: a fresh proxy with an empty cache each run; warm: that proxy's
+//      second pull), ratios to direct, upstream blob GETs per run from the upstream's access log;
+//   2. BENCH_PEER_CLIENTS (20) concurrent cold pulls of the small image through each proxy: upstream GETs
+//      per blob, wall time against one pull, the proxy's peak RSS (VmHWM); then as many concurrent cold
+//      GETs of the big image's 1 GB blob through regcache by clients in this process that hash what they
+//      get (the RSS target; twenty skopeo copies of 1 GB would spend minutes writing 20 GB to disk);
+//   3. with BENCH_NETEM=1 (or --netem): the small image from an upstream behind a 200 Mbit/s, 30 ms link
+//      (bench/peers/netem.ts), where what a cache saves shows.
+// Options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5, small
+// image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5).
+// Output: a report on stdout, bench/results/peer-<time>.json, and the peer-bench section of
+// docs/benchmarks.md. Targets get PASS/FAIL; the exit code is non-zero only when something broke (a pull
+// failed or pulled wrong bytes, a process died).
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { ProxyAgent, request } from 'undici';
+import { makeImage, pushImage, type BlobFile, type Image } from '../test/harness/images.js';
+import { createTestCA, type IssuedCert, type TestCA } from '../test/harness/pki.js';
+import { run } from '../test/harness/proc.js';
+import { startRegcache } from '../test/harness/regcache.js';
+import { startRegistry, type Registry } from '../test/harness/registry.js';
+import { skopeoCopyToDir } from '../test/harness/skopeo.js';
+import { checkPulledImage, describeMachine, median, runBench, treePeakMb, writeDocsSection } from './measure.js';
+import { createSlowLink } from './peers/netem.js';
+import { startPullThrough } from './peers/pull-through.js';
+import { squidVersion, startSquid } from './peers/squid.js';
+
+const HOST = 'registry.bench';
+const SMALL = 'bench/small:v1';
+const BIG = 'bench/big:v1';
+const TARGETS = { warmRatio: 1.05, coldRatio: 1.1, fetchesPerBlob: 1, concurrentRssMb: 200 };
+const NETEM = { rateMbit: 200, delayMs: 30 };
+const PULL_TIMEOUT_MS = 1_800_000; // 1 GB, or twenty clients at once, on a busy two-core machine: slow, but never forever
+const PEERS = ['regcache', 'squid', 'pull-through'] as const;
+type Peer = (typeof PEERS)[number];
+type Mode = 'direct' | `${Peer} ${'cold' | 'warm'}`;
+const MODES: Mode[] = ['direct', ...PEERS.flatMap((p) => [`${p} cold`, `${p} warm`] as const)];
+
+interface Options {
+  smallMb: number;
+  bigMb: number;
+  runs: number;
+  bigRuns: number;
+  clients: number;
+  netem: boolean;
+  netemRuns: number;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({ options: { netem: { type: 'boolean' } } });
+  const int = (name: string, fallback: number): number => {
+    const raw = process.env[name];
+    const n = Number(raw === undefined || raw.trim() === '' ? fallback : raw);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+    return n;
+  };
+  return {
+    smallMb: int('BENCH_PEER_SMALL_MB', 150),
+    bigMb: int('BENCH_PEER_BIG_MB', 1024),
+    runs: int('BENCH_PEER_RUNS', 5),
+    bigRuns: int('BENCH_PEER_BIG_RUNS', 3),
+    clients: int('BENCH_PEER_CLIENTS', 20),
+    netem: values.netem === true || ['1', 'true', 'yes'].includes(process.env.BENCH_NETEM ?? ''),
+    netemRuns: int('BENCH_PEER_NETEM_RUNS', 5),
+  };
+}
+
+/** What every phase shares: the test CA, each client's trusted CA, each proxy's CA, the images. */
+interface Bench {
+  root: string;
+  opts: Options;
+  testCa: TestCA;
+  directCertDir: string; // only the test CA: direct pulls and the pull-through mirror
+  regcacheCaDir: string; // created by the first regcache, reused by every later one
+  regcacheCertDir: string;
+  squidCa: { certFile: string; keyFile: string };
+  squidCertDir: string;
+  mirrorTls: IssuedCert; // the pull-through registry's own certificate (127.0.0.1)
+  small: Image;
+  big: Image;
+}
+
+/** The registry everything pulls from, and where clients reach it (its own address, or a relay's). */
+interface Upstream {
+  registry: Registry;
+  address: string;
+  port: number;
+}
+
+/** How skopeo pulls one image: reference, environment (HTTPS_PROXY) and the CA it trusts. */
+interface Source {
+  what: string;
+  ref: string;
+  env: Record<string, string>;
+  certDir: string;
+}
+
+/** One running cache in front of the upstream. */
+interface Running {
+  peer: Peer;
+  source(repoTag: string): Source;
+  /** Resolves once these blobs are stored (regcache commits after serving; the mirror stores in the background). */
+  settle(blobs: BlobFile[]): Promise<void>;
+  peakRss(): Promise<{ main: number; withChildren: number; processes: number }>;
+  stop(): Promise<void>;
+}
+
+// Every proxy still running, so that a failure half-way stops them (a live child keeps node running).
+const running = new Set<Running>();
+
+async function certDirWith(dir: string, caFile: string): Promise<string> {
+  // Only ca.crt: skopeo would take any *.key in a cert dir for a client key.
+  await mkdir(dir, { recursive: true });
+  await copyFile(caFile, path.join(dir, 'ca.crt'));
+  return dir;
+}
+
+async function startPeer(b: Bench, peer: Peer, up: Upstream, dir: string): Promise<Running> {
+  await mkdir(dir, { recursive: true });
+  let r: Running;
+  if (peer === 'regcache') {
+    const rc = await startRegcache({
+      dir,
+      caDir: b.regcacheCaDir,
+      cacheDir: path.join(dir, 'cache'),
+      env: {
+        ADDITIONAL_REGISTRIES: HOST,
+        UPSTREAM_CA_FILE: b.testCa.certFile,
+        CONNECT_TO: `${HOST}:443:${up.address}:${up.port}`,
+        LOG_LEVEL: 'info', // what operators run; the request and fill lines are info
+      },
+    });
+    await certDirWith(b.regcacheCertDir, rc.caFile);
+    r = {
+      peer,
+      source: (repoTag) => ({ what: 'regcache', ref: `${HOST}/${repoTag}`, env: { HTTPS_PROXY: rc.proxyUrl }, certDir: b.regcacheCertDir }),
+      async settle(blobs) {
+        for (const blob of blobs) {
+          await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, `regcache to commit ${blob.digest}`, 300_000);
+        }
+      },
+      peakRss: () => peak(rc.daemon.pid, 'regcache'),
+      stop: () => rc.stop(),
+    };
+  } else if (peer === 'squid') {
+    const squid = await startSquid({
+      dir,
+      bumpCa: b.squidCa,
+      upstreamCaFile: b.testCa.certFile,
+      hosts: { [HOST]: up.address },
+      cacheMb: Math.ceil((b.opts.smallMb + b.opts.bigMb) * 1.5) + 256,
+    });
+    r = {
+      peer,
+      // squid dials the port it is given (its hosts file only names the address): the upstream's own.
+      source: (repoTag) => ({ what: 'squid', ref: `${HOST}:${up.port}/${repoTag}`, env: { HTTPS_PROXY: squid.proxyUrl }, certDir: b.squidCertDir }),
+      settle: async () => undefined, // a response is in the cache once squid has relayed it
+      peakRss: () => peak(squid.daemon.pid, 'squid'),
+      stop: () => squid.stop(),
+    };
+  } else {
+    const mirror = await startPullThrough({ dir, remoteUrl: `https://${up.address}:${up.port}`, caFile: b.testCa.certFile, tls: b.mirrorTls });
+    r = {
+      peer,
+      source: (repoTag) => ({ what: 'pull-through', ref: mirror.ref(repoTag), env: {}, certDir: b.directCertDir }),
+      settle: (blobs) => mirror.waitStored(blobs, 300_000),
+      peakRss: () => peak(mirror.registry.pid, 'pull-through registry'),
+      stop: () => mirror.stop(),
+    };
+  }
+  const stop = r.stop;
+  r.stop = async () => {
+    running.delete(r);
+    await stop();
+  };
+  running.add(r);
+  return r;
+}
+
+async function peak(pid: number, what: string): Promise<{ main: number; withChildren: number; processes: number }> {
+  const mem = await treePeakMb(pid);
+  if (mem === null) throw new Error(`${what} (pid ${pid}) exited during the bench`);
+  return mem;
+}
+
+function directSource(b: Bench, up: Upstream, repoTag: string): Source {
+  return { what: 'direct', ref: `${up.address}:${up.port}/${repoTag}`, env: {}, certDir: b.directCertDir };
+}
+
+/** One `skopeo copy` to out (which must not exist), timed; throws when skopeo fails. */
+async function pull(src: Source, out: string, scratch: string): Promise<number> {
+  const started = performance.now();
+  const res = await skopeoCopyToDir(src.ref, out, { dir: scratch, env: src.env, certDir: src.certDir, timeoutMs: PULL_TIMEOUT_MS });
+  const seconds = (performance.now() - started) / 1000;
+  if (res.code !== 0) throw new Error(`${src.what} pull of ${src.ref} failed (skopeo exit ${res.code}): ${res.stderr.trim()}`);
+  return seconds;
+}
+
+/** Every byte of a pulled image against what was pushed, then the copy is removed. */
+async function verify(out: string, image: Image, what: string): Promise<void> {
+  const bad = await checkPulledImage(out, image);
+  if (bad !== null) throw new Error(`${what} pull: ${bad}`);
+  await rm(out, { recursive: true, force: true });
+}
+
+/** A timed pull into a fresh dir, after a sync so that earlier runs' dirty pages are not written during it. */
+async function timedPull(b: Bench, src: Source, image: Image): Promise<number> {
+  const out = path.join(b.root, 'pulled');
+  await rm(out, { recursive: true, force: true });
+  await run('sync', []);
+  const seconds = await pull(src, out, path.join(b.root, 'skopeo'));
+  await verify(out, image, src.what);
+  return seconds;
+}
+
+const blobsOf = (image: Image): BlobFile[] => [image.config, ...image.layers];
+
+const logMark = async (up: Upstream): Promise<number> => (await up.registry.requests()).length;
+
+/** GETs of each blob of image (config first) the upstream answered below 400 since log entry `since`. */
+async function upstreamGets(up: Upstream, since: number, image: Image): Promise<number[]> {
+  const entries = (await up.registry.requests()).slice(since).filter((e) => e.method === 'GET' && e.status < 400);
+  return blobsOf(image).map((blob) => entries.filter((e) => e.path.endsWith(`/blobs/${blob.digest}`)).length);
+}
+
+interface Rounds {
+  image: string;
+  runs: number;
+  seconds: Record<Mode, number[]>;
+  upstreamGets: Record<Mode, number[][]>; // per run, per blob
+}
+
+/**
+ * runs rounds of direct and each proxy, in an order that rotates every round (none always follows the
+ * same one). Each round gets a new proxy with an empty cache: its first pull is the cold one, its second
+ * the warm one (after what the first fetched is stored); then it is stopped and its cache removed.
+ */
+async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: string, runs: number, label: string): Promise<Rounds> {
+  const seconds = Object.fromEntries(MODES.map((m) => [m, [] as number[]])) as Record<Mode, number[]>;
+  const gets = Object.fromEntries(MODES.map((m) => [m, [] as number[][]])) as Record<Mode, number[][]>;
+  // Starting a proxy does not reach the upstream: whatever it logs after a mark is the next pull's.
+  const measure = async (mode: Mode, src: Source): Promise<void> => {
+    const since = await logMark(up);
+    seconds[mode].push(await timedPull(b, src, image));
+    gets[mode].push(await upstreamGets(up, since, image));
+  };
+  const paths = ['direct', ...PEERS] as const;
+  for (let i = 0; i < runs; i++) {
+    const order = paths.map((_, k) => paths[(i + k) % paths.length]!);
+    for (const p of order) {
+      if (p === 'direct') {
+        await measure('direct', directSource(b, up, repoTag));
+        continue;
+      }
+      const dir = path.join(b.root, `${label}-${p}`);
+      const r = await startPeer(b, p, up, dir);
+      try {
+        await measure(`${p} cold`, r.source(repoTag));
+        await r.settle(blobsOf(image));
+        await measure(`${p} warm`, r.source(repoTag));
+      } finally {
+        await r.stop();
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+    const done = order.flatMap((p): Mode[] => (p === 'direct' ? ['direct'] : [`${p} cold`, `${p} warm`]));
+    process.stderr.write(`${label} round ${i + 1}/${runs}: ${done.map((m) => `${m} ${seconds[m].at(-1)!.toFixed(2)} s`).join(', ')}\n`);
+  }
+  return { image: repoTag, runs, seconds, upstreamGets: gets };
+}
+
+interface Concurrent {
+  peer: Peer;
+  clients: number;
+  wallSeconds: number;
+  upstreamGets: number[]; // per blob, config first
+  peakRssMb: { main: number; withChildren: number; processes: number };
+}
+
+/** clients concurrent cold pulls of image through a fresh proxy; every copy is checked once all are done. */
+async function measureConcurrent(b: Bench, up: Upstream, peer: Peer, image: Image, repoTag: string): Promise<Concurrent> {
+  const dir = path.join(b.root, `concurrent-${peer}`);
+  const outs = Array.from({ length: b.opts.clients }, (_, i) => path.join(dir, `pulled-${i}`));
+  const r = await startPeer(b, peer, up, path.join(dir, 'proxy'));
+  let result: Concurrent;
+  try {
+    const since = await logMark(up);
+    await run('sync', []);
+    const started = performance.now();
+    const pulls = await Promise.allSettled(outs.map((out, i) => pull(r.source(repoTag), out, path.join(dir, `skopeo-${i}`))));
+    const wallSeconds = (performance.now() - started) / 1000;
+    const failed = pulls.find((p) => p.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    await r.settle(blobsOf(image));
+    result = { peer, clients: outs.length, wallSeconds, upstreamGets: await upstreamGets(up, since, image), peakRssMb: await r.peakRss() };
+  } finally {
+    await r.stop();
+  }
+  // Two at a time: hashing is CPU-bound and there are two cores.
+  for (let i = 0; i < outs.length; i += 2) await Promise.all(outs.slice(i, i + 2).map((out) => verify(out, image, `${peer} concurrent`)));
+  await rm(dir, { recursive: true, force: true });
+  return result;
+}
+
+interface BlobReaders {
+  clients: number;
+  blobBytes: number;
+  wallSeconds: number;
+  upstreamGets: number;
+  peakRssMb: number;
+}
+
+/**
+ * clients concurrent GETs of image's first layer through a fresh regcache (cold: one fill, every client
+ * reading it as it arrives), each streamed into a hash here and checked against the digest and size.
+ */
+async function measureBlobReaders(b: Bench, up: Upstream, image: Image, repoTag: string): Promise<BlobReaders> {
+  const blob = image.layers[0]!;
+  const dir = path.join(b.root, 'blob-readers');
+  const r = await startPeer(b, 'regcache', up, dir);
+  const src = r.source(repoTag);
+  const agent = new ProxyAgent({ uri: src.env.HTTPS_PROXY!, requestTls: { ca: await readFile(path.join(src.certDir, 'ca.crt'), 'utf8') } });
+  const url = `https://${HOST}/v2/${repoTag.split(':')[0]}/blobs/${blob.digest}`;
+  const read = async (i: number): Promise<void> => {
+    const res = await request(url, { dispatcher: agent, bodyTimeout: PULL_TIMEOUT_MS, headersTimeout: PULL_TIMEOUT_MS });
+    const hash = createHash('sha256');
+    let bytes = 0;
+    for await (const chunk of res.body as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bytes += chunk.length;
+    }
+    const digest = `sha256:${hash.digest('hex')}`;
+    if (res.statusCode !== 200 || digest !== blob.digest || bytes !== blob.size) {
+      throw new Error(`blob reader ${i}: HTTP ${res.statusCode}, ${bytes} bytes hashing to ${digest}; expected ${blob.size} bytes of ${blob.digest}`);
+    }
+  };
+  try {
+    const since = await logMark(up);
+    const started = performance.now();
+    const reads = await Promise.allSettled(Array.from({ length: b.opts.clients }, (_, i) => read(i)));
+    const wallSeconds = (performance.now() - started) / 1000;
+    const failed = reads.find((p) => p.status === 'rejected');
+    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
+    await r.settle([blob]);
+    const entries = (await up.registry.requests()).slice(since);
+    const upstreamGets = entries.filter((e) => e.method === 'GET' && e.status < 400 && e.path.endsWith(`/blobs/${blob.digest}`)).length;
+    return { clients: b.opts.clients, blobBytes: blob.size, wallSeconds, upstreamGets, peakRssMb: (await r.peakRss()).main };
+  } finally {
+    await agent.close();
+    await r.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Does squid store a blob fetched with credentials? Two GETs of the config blob with a (meaningless, the
+ * upstream is anonymous) Bearer token, then two without, through a throwaway squid: its log codes.
+ */
+async function probeSquidAuth(b: Bench, up: Upstream): Promise<{ withToken: string[]; anonymous: string[] }> {
+  const dir = path.join(b.root, 'squid-auth-probe');
+  const squid = await startSquid({ dir, bumpCa: b.squidCa, upstreamCaFile: b.testCa.certFile, hosts: { [HOST]: up.address }, cacheMb: 64 });
+  const agent = new ProxyAgent({ uri: squid.proxyUrl, requestTls: { ca: await readFile(b.squidCa.certFile, 'utf8') } });
+  const url = `https://${HOST}:${up.port}/v2/${SMALL.split(':')[0]}/blobs/${b.small.config.digest}`;
+  try {
+    for (const headers of [{ authorization: 'Bearer bench' }, { authorization: 'Bearer bench' }, {}, {}]) {
+      const res = await request(url, { dispatcher: agent, headers });
+      await res.body.arrayBuffer();
+      if (res.statusCode !== 200) throw new Error(`squid auth probe: GET ${url} answered ${res.statusCode}`);
+    }
+    const codes = (await squid.requests()).filter((l) => l.method === 'GET' && l.url === url).map((l) => l.code);
+    return { withToken: codes.slice(0, 2), anonymous: codes.slice(2, 4) };
+  } finally {
+    await agent.close();
+    await squid.stop();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function setUp(root: string, opts: Options): Promise<{ b: Bench; up: Upstream }> {
+  const caDir = path.join(root, 'test-ca');
+  await mkdir(caDir);
+  const testCa = await createTestCA(caDir, 'regcache peer bench CA');
+  // By name for the forward proxies, by IP for direct pulls and the mirror's remoteurl.
+  const tls = await testCa.issue([HOST, '127.0.0.1'], caDir, 'registry');
+  const mirrorTls = await testCa.issue(['127.0.0.1'], caDir, 'mirror');
+  const squidCaDir = path.join(root, 'squid-ca');
+  await mkdir(squidCaDir);
+  const squidCa = await createTestCA(squidCaDir, 'squid bump CA (peer bench)');
+
+  // Incompressible layers stored uncompressed in gzip framing (compressing would only cost time).
+  const mb = 1_000_000;
+  const smallSizes = [0.4, 0.3, 0.2, 0.1].map((f) => Math.round(opts.smallMb * mb * f));
+  const small = await makeImage(path.join(root, 'image-small'), { layers: smallSizes.map((size, i) => ({ size, seed: `peer-small-${opts.smallMb}-${i}` })), gzipLevel: 0 });
+  const big = await makeImage(path.join(root, 'image-big'), { layers: [{ size: opts.bigMb * mb, seed: `peer-big-${opts.bigMb}` }], gzipLevel: 0 });
+
+  const registry = await startRegistry({ dir: path.join(root, 'registry'), tls, caFile: testCa.certFile });
+  for (const [repoTag, image] of [[SMALL, small], [BIG, big]] as const) {
+    const [repo, tag] = repoTag.split(':') as [string, string];
+    await pushImage(registry.url, repo, tag, image, { caFile: testCa.certFile });
+  }
+  const b: Bench = {
+    root,
+    opts,
+    testCa,
+    directCertDir: await certDirWith(path.join(root, 'certs-direct'), testCa.certFile),
+    regcacheCaDir: path.join(root, 'regcache-ca'),
+    regcacheCertDir: path.join(root, 'certs-regcache'),
+    squidCa,
+    squidCertDir: await certDirWith(path.join(root, 'certs-squid'), squidCa.certFile),
+    mirrorTls,
+    small,
+    big,
+  };
+  return { b, up: { registry, address: '127.0.0.1', port: registry.port } };
+}
+
+/** The small image again, from an upstream in a network namespace behind a netem link. */
+async function measureSlowUpstream(b: Bench): Promise<{ shaping: string; rounds: Rounds }> {
+  const link = await createSlowLink(NETEM);
+  try {
+    const dir = path.join(b.root, 'registry-netem');
+    await mkdir(dir);
+    // Clients reach it at its own address, or at a delay relay's on loopback.
+    const tls = await b.testCa.issue([HOST, link.nsIp, '127.0.0.1'], dir, 'registry');
+    const registry = await startRegistry({ dir, tls, caFile: b.testCa.certFile, host: link.nsIp, prefix: link.prefix });
+    try {
+      const [repo, tag] = SMALL.split(':') as [string, string];
+      await pushImage(registry.url, repo, tag, b.small, { caFile: b.testCa.certFile }); // uploads are neither shaped nor delayed
+      const reach = await link.expose(registry.port);
+      const rounds = await measureRounds(b, { registry, ...reach }, b.small, SMALL, b.opts.netemRuns, 'netem');
+      return { shaping: link.shaping, rounds };
+    } finally {
+      await registry.stop();
+    }
+  } finally {
+    await link.remove();
+  }
+}
+
+interface Result {
+  images: Record<'small' | 'big', { bytes: number; layers: number[] }>;
+  options: Options;
+  loopback: { small: Rounds; big: Rounds };
+  concurrent: Concurrent[];
+  blobReaders: BlobReaders;
+  slowUpstream: { shaping: string; rounds: Rounds } | null;
+  squidAuthProbe: { withToken: string[]; anonymous: string[] };
+  phaseSeconds: Record<string, number>;
+}
+
+async function bench(root: string, opts: Options): Promise<Result> {
+  // How long each phase took, for sizing the run counts against the time `npm run bench` may take.
+  const phaseSeconds: Record<string, number> = {};
+  const phase = async <T>(name: string, body: () => Promise<T>): Promise<T> => {
+    process.stderr.write(`${name}...\n`);
+    const started = performance.now();
+    const result = await body();
+    phaseSeconds[name] = Math.round((performance.now() - started) / 100) / 10;
+    return result;
+  };
+  const { b, up } = await phase(`set-up: registry, ${opts.smallMb} MB and ${opts.bigMb} MB images, push`, () => setUp(root, opts));
+  try {
+    const squidAuthProbe = await phase('squid auth probe', () => probeSquidAuth(b, up));
+    const small = await phase('small image rounds', () => measureRounds(b, up, b.small, SMALL, opts.runs, 'small'));
+    const big = await phase('big image rounds', () => measureRounds(b, up, b.big, BIG, opts.bigRuns, 'big'));
+    const concurrent: Concurrent[] = [];
+    for (const peer of PEERS) {
+      concurrent.push(await phase(`${opts.clients} concurrent cold pulls of the small image through ${peer}`, () => measureConcurrent(b, up, peer, b.small, SMALL)));
+    }
+    const blobReaders = await phase(`${opts.clients} concurrent cold GETs of the big blob through regcache`, () => measureBlobReaders(b, up, b.big, BIG));
+    const slowUpstream = opts.netem ? await phase('slow upstream rounds', () => measureSlowUpstream(b)) : null;
+    const bytes = (image: Image): number => blobsOf(image).reduce((sum, x) => sum + x.size, 0);
+    return {
+      images: { small: { bytes: bytes(b.small), layers: b.small.layers.map((l) => l.size) }, big: { bytes: bytes(b.big), layers: b.big.layers.map((l) => l.size) } },
+      options: opts,
+      loopback: { small, big },
+      concurrent,
+      blobReaders,
+      slowUpstream,
+      squidAuthProbe,
+      phaseSeconds,
+    };
+  } finally {
+    for (const r of [...running]) await r.stop();
+    await up.registry.stop();
+  }
+}
+
+// ---- report ----
+
+type Verdict = 'PASS' | 'FAIL';
+const verdict = (ok: boolean): Verdict => (ok ? 'PASS' : 'FAIL');
+
+/** "1" when every run fetched every blob once, else the range over runs and blobs. */
+function getsLabel(runs: number[][]): string {
+  const all = runs.flat();
+  const [lo, hi] = [Math.min(...all), Math.max(...all)];
+  return lo === hi ? String(lo) : `${lo}-${hi}`;
+}
+
+function table(header: string[], rows: string[][]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+function roundsTable(r: Rounds, bytes: number): string[] {
+  const direct = median(r.seconds.direct);
+  return table(
+    ['path', 'median s', 'min s', 'max s', 'MB/s', 'vs direct', 'upstream GETs/blob'],
+    MODES.map((mode) => {
+      const s = r.seconds[mode];
+      const m = median(s);
+      return [mode, m.toFixed(3), Math.min(...s).toFixed(3), Math.max(...s).toFixed(3), (bytes / 1e6 / m).toFixed(1), `${(m / direct).toFixed(2)}x`, getsLabel(r.upstreamGets[mode])];
+    }),
+  );
+}
+
+interface Target {
+  what: string;
+  value: string;
+  result: Verdict;
+}
+
+function targets(r: Result): Target[] {
+  const out: Target[] = [];
+  for (const size of ['small', 'big'] as const) {
+    const rounds = r.loopback[size];
+    const mb = `${size} ${(r.images[size].bytes / 1e6).toFixed(0)} MB`;
+    const med = (m: Mode): number => median(rounds.seconds[m]);
+    const warm = med('regcache warm') / med('direct');
+    const cold = med('regcache cold') / med('direct');
+    out.push(
+      { what: `warm <= ${TARGETS.warmRatio.toFixed(2)}x direct (${mb})`, value: `${warm.toFixed(2)}x`, result: verdict(warm <= TARGETS.warmRatio) },
+      {
+        what: `warm below squid warm (${mb})`,
+        value: `${med('regcache warm').toFixed(3)} s vs ${med('squid warm').toFixed(3)} s`,
+        result: verdict(med('regcache warm') < med('squid warm')),
+      },
+      { what: `cold <= ${TARGETS.coldRatio.toFixed(2)}x direct (${mb})`, value: `${cold.toFixed(2)}x`, result: verdict(cold <= TARGETS.coldRatio) },
+    );
+  }
+  const rc = r.concurrent.find((c) => c.peer === 'regcache')!;
+  const readers = r.blobReaders;
+  out.push(
+    {
+      what: `one upstream fetch per blob, ${rc.clients} concurrent cold pulls`,
+      value: `GETs per blob: ${rc.upstreamGets.join(', ')}`,
+      result: verdict(rc.upstreamGets.every((n) => n === TARGETS.fetchesPerBlob)),
+    },
+    {
+      what: `one upstream fetch, ${readers.clients} concurrent cold GETs of the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
+      value: `GETs: ${readers.upstreamGets}`,
+      result: verdict(readers.upstreamGets === TARGETS.fetchesPerBlob),
+    },
+    {
+      what: `peak RSS <= ${TARGETS.concurrentRssMb} MB, ${readers.clients} clients on the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
+      value: `${readers.peakRssMb.toFixed(1)} MB`,
+      result: verdict(readers.peakRssMb <= TARGETS.concurrentRssMb),
+    },
+  );
+  return out;
+}
+
+function report(r: Result, env: Record<string, string>): string {
+  const o = r.options;
+  const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
+  const lines = [
+    '',
+    `regcache peer bench: direct vs regcache vs squid (ssl-bump, ufs cache) vs docker-registry pull-through, skopeo copy to dir:`,
+    `  ${env.machine}; node ${env.node}, ${env.skopeo}, ${env.squid}, ${env.registry}, regcache ${env.git}`,
+    `  small image ${mb(r.images.small.bytes)} (${r.images.small.layers.length} layers + config), ${o.runs} runs; big image ${mb(r.images.big.bytes)} (1 layer + config), ${o.bigRuns} runs`,
+    '  runs interleaved in a rotating order; cold = a fresh proxy with an empty cache each run, warm = its second pull;',
+    '  upstream GETs from its access log',
+    '',
+    `small image, upstream on loopback:`,
+    ...roundsTable(r.loopback.small, r.images.small.bytes),
+    '',
+    `big image, upstream on loopback:`,
+    ...roundsTable(r.loopback.big, r.images.big.bytes),
+    '',
+    `${o.clients} concurrent cold pulls of the small image (fresh proxy each):`,
+  ];
+  const oneCold = (peer: Peer): number => median(r.loopback.small.seconds[`${peer} cold`]);
+  lines.push(
+    ...table(
+      ['proxy', 'wall s', 'vs one cold pull', 'upstream GETs per blob', 'peak RSS MB'],
+      r.concurrent.map((c) => [
+        c.peer,
+        c.wallSeconds.toFixed(2),
+        `${(c.wallSeconds / oneCold(c.peer)).toFixed(1)}x`,
+        c.upstreamGets.join(', '),
+        c.peer === 'squid' ? `${c.peakRssMb.main.toFixed(1)} (+helpers ${c.peakRssMb.withChildren.toFixed(1)})` : c.peakRssMb.main.toFixed(1),
+      ]),
+    ),
+    `  peak RSS is VmHWM of the proxy process; for squid of its one worker (-N: no kids), "+helpers" adds the`,
+    `  peaks of its ${(r.concurrent.find((c) => c.peer === 'squid')?.peakRssMb.processes ?? 1) - 1} helper processes (certificate generator, unlinkd): an upper bound.`,
+    '',
+    `${r.blobReaders.clients} concurrent cold GETs of the ${mb(r.blobReaders.blobBytes)} blob through a fresh regcache, clients in the bench process`,
+    `  hashing what they get (no disk): ${r.blobReaders.wallSeconds.toFixed(2)} s, ${r.blobReaders.upstreamGets} upstream GET, regcache peak RSS ${r.blobReaders.peakRssMb.toFixed(1)} MB`,
+  );
+  if (r.slowUpstream !== null) {
+    lines.push('', `small image, upstream behind ${r.slowUpstream.shaping} (network namespace, its egress):`, ...roundsTable(r.slowUpstream.rounds, r.images.small.bytes));
+  }
+  const p = r.squidAuthProbe;
+  lines.push(
+    '',
+    'squid and registry blobs: blob URLs get refresh_pattern override-expire ignore-no-store ignore-private (cached a year',
+    '  whatever the headers; this docker-registry also sends max-age=31536000), collapsed_forwarding on. Probe, one',
+    `  blob GET twice with "Authorization: Bearer", then twice without: ${p.withToken.join(', ')} / ${p.anonymous.join(', ')}. squid 5`,
+    '  never stores a response to a request with credentials (unless it says public/s-maxage/must-revalidate; no',
+    '  option overrides that): behind token auth (Docker Hub, ghcr.io) it caches no blobs. This upstream is anonymous.',
+    '',
+    'targets (regcache):',
+    ...table(['target', 'measured', 'result'], targets(r).map((t) => [t.what, t.value, t.result])).map((l) => `  ${l}`),
+    '',
+    `phases: ${Object.entries(r.phaseSeconds).map(([name, sec]) => `${name.replace(/:.*/, '')} ${sec.toFixed(0)} s`).join(', ')}`,
+    '',
+  );
+  return lines.join('\n');
+}
+
+async function versionOf(command: string, args: string[]): Promise<string> {
+  const res = await run(command, args).catch(() => null);
+  return res?.code === 0 ? (res.stdout || res.stderr).split('\n')[0]!.trim() : `${command} ?`;
+}
+
+async function describeEnvironment(): Promise<Record<string, string>> {
+  const m = describeMachine();
+  const rev = (await run('git', ['rev-parse', '--short', 'HEAD'])).stdout.trim() || '?';
+  const dirty = (await run('git', ['status', '--porcelain', '--untracked-files=no'])).stdout.trim() !== '';
+  return {
+    machine: `${m.cpus} CPUs (${m.cpuModel}), ${m.ramGb} GiB RAM, ${m.kernel}`,
+    node: process.version,
+    skopeo: await versionOf('skopeo', ['--version']),
+    squid: await squidVersion(),
+    registry: (await versionOf('docker-registry', ['--version'])).replace(/^docker-registry github.com\/docker\/distribution /, 'docker-registry '),
+    git: dirty ? `${rev}+dirty` : rev,
+  };
+}
+
+function docsSection(text: string, date: string, env: Record<string, string>, o: Options): string {
+  const sizes = `BENCH_PEER_SMALL_MB=${o.smallMb} BENCH_PEER_BIG_MB=${o.bigMb} BENCH_PEER_RUNS=${o.runs} BENCH_PEER_BIG_RUNS=${o.bigRuns} BENCH_PEER_CLIENTS=${o.clients}`;
+  return [
+    '## Peers: squid and a pull-through registry (bench/peer-bench.ts)',
+    '',
+    `- Date: ${date}`,
+    `- Machine: ${env.machine}`,
+    `- Versions: node ${env.node}, ${env.skopeo}, ${env.squid}, ${env.registry}, regcache ${env.git}`,
+    '',
+    '```text',
+    text.trim(),
+    '```',
+    '',
+    `Reproduce (as root: it installs squid-openssl and iproute2 when missing): \`npm run bench\`, or after \`npm run build\`,`,
+    `\`${sizes}${o.netem ? ' BENCH_NETEM=1' : ''} node --import tsx bench/peer-bench.ts\`${o.netem ? '' : ' (add `BENCH_NETEM=1` for the slow-upstream table)'}.`,
+  ].join('\n');
+}
+
+process.exitCode = await runBench('peer-bench', 'peer-', async (root) => {
+  const opts = parseOptions();
+  const env = await describeEnvironment();
+  const date = new Date().toISOString();
+  const result = await bench(root, opts);
+  const text = report(result, env);
+  const doc = await writeDocsSection('peer-bench', docsSection(text, date, env, opts));
+  return {
+    text: `${text}docs: ${path.relative(process.cwd(), doc)} (peer-bench section)\n`,
+    json: { environment: env, ...result, targets: TARGETS, verdicts: targets(result) },
+  };
+});
