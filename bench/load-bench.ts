@@ -16,9 +16,8 @@
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runBench } from './measure.js';
+import { runBench, writeDocsSection } from './measure.js';
 import { setUpBench } from './load/bench-setup.js';
-import { writeDocSection } from './load/benchmarks-doc.js';
 import { benchHitThroughput, type HitOptions } from './load/hit-throughput.js';
 import { describeMachine } from './load/machine.js';
 import { benchMixedLoad, type MixedOptions } from './load/mixed-load.js';
@@ -84,7 +83,7 @@ const status = await runBench('load-bench', 'load-', async (root) => {
     const result: LoadBenchResult = { ...partial, failures: failuresOf(partial) };
     failed = result.failures.length > 0;
     if (failed) process.stderr.write(`${result.failures.length} failure(s): ${path.relative(process.cwd(), DOC)} left as it was\n`);
-    else await writeDocSection(DOC, 'load-bench', markdownSection(result));
+    else await writeDocsSection('load-bench', markdownSection(result));
     return { text: textReport(result), json: { ...result } };
   } finally {
     await s.registry.stop();

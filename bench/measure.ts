@@ -14,6 +14,14 @@ import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
 import type { Image } from '../test/harness/images.js';
 
+/** A positive integer from the environment variable `name`, or `fallback` when it is unset or empty. */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  const n = Number(raw === undefined || raw.trim() === '' ? fallback : raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = Math.floor(s.length / 2);

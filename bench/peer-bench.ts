@@ -32,7 +32,7 @@ import { run } from '../test/harness/proc.js';
 import { startRegcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
 import { skopeoCopyToDir } from '../test/harness/skopeo.js';
-import { checkPulledImage, describeMachine, median, runBench, treePeakMb, writeDocsSection } from './measure.js';
+import { checkPulledImage, describeMachine, envInt, median, runBench, treePeakMb, writeDocsSection } from './measure.js';
 import { createSlowLink } from './peers/netem.js';
 import { startPullThrough } from './peers/pull-through.js';
 import { squidVersion, startSquid } from './peers/squid.js';
@@ -60,20 +60,14 @@ interface Options {
 
 function parseOptions(): Options {
   const { values } = parseArgs({ options: { netem: { type: 'boolean' } } });
-  const int = (name: string, fallback: number): number => {
-    const raw = process.env[name];
-    const n = Number(raw === undefined || raw.trim() === '' ? fallback : raw);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-    return n;
-  };
   return {
-    smallMb: int('BENCH_PEER_SMALL_MB', 150),
-    bigMb: int('BENCH_PEER_BIG_MB', 1024),
-    runs: int('BENCH_PEER_RUNS', 5),
-    bigRuns: int('BENCH_PEER_BIG_RUNS', 3),
-    clients: int('BENCH_PEER_CLIENTS', 20),
+    smallMb: envInt('BENCH_PEER_SMALL_MB', 150),
+    bigMb: envInt('BENCH_PEER_BIG_MB', 1024),
+    runs: envInt('BENCH_PEER_RUNS', 5),
+    bigRuns: envInt('BENCH_PEER_BIG_RUNS', 3),
+    clients: envInt('BENCH_PEER_CLIENTS', 20),
     netem: values.netem === true || ['1', 'true', 'yes'].includes(process.env.BENCH_NETEM ?? ''),
-    netemRuns: int('BENCH_PEER_NETEM_RUNS', 5),
+    netemRuns: envInt('BENCH_PEER_NETEM_RUNS', 5),
   };
 }
 

@@ -25,7 +25,7 @@ import { createTestCA } from '../test/harness/pki.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
-import { cpuSeconds, cpuTimes, median, memoryMb, runBench } from './measure.js';
+import { cpuSeconds, cpuTimes, envInt, median, memoryMb, runBench } from './measure.js';
 
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
@@ -69,17 +69,11 @@ interface Setup {
 }
 
 function parseOptions(): Options {
-  const int = (name: string, fallback: number): number => {
-    const raw = process.env[name];
-    const n = Number(raw === undefined || raw.trim() === '' ? fallback : raw);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-    return n;
-  };
   return {
-    mb: int('BENCH_STORE_MB', 1024),
-    runs: int('BENCH_STORE_RUNS', 5),
-    readers: int('BENCH_STORE_READERS', 20),
-    entries: int('BENCH_STORE_ENTRIES', 100_000),
+    mb: envInt('BENCH_STORE_MB', 1024),
+    runs: envInt('BENCH_STORE_RUNS', 5),
+    readers: envInt('BENCH_STORE_READERS', 20),
+    entries: envInt('BENCH_STORE_ENTRIES', 100_000),
     curl: false, // set in main()
   };
 }
