@@ -13,6 +13,7 @@ import { TmpDirs } from '../test/harness/tmp.js';
 import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
 import type { Image } from '../test/harness/images.js';
+import type { Regcache } from '../test/harness/regcache.js';
 
 /** A positive integer from the environment variable `name`, or `fallback` when it is unset or empty. */
 export function envInt(name: string, fallback: number): number {
@@ -66,6 +67,18 @@ export async function treePeakMb(pid: number): Promise<{ main: number; withChild
     processes++;
   }
   return { main: main.peak, withChildren: sum, processes };
+}
+
+/**
+ * Stops a bench's regcache and returns its peak RSS in MB (read just before, while /proc still has it);
+ * drops it from the bench's set of running processes. Throws if it had already exited.
+ */
+export async function stopRegcache(rc: Regcache, what: string, running: Set<Regcache>): Promise<number> {
+  const mem = await memoryMb(rc.daemon.pid);
+  if (mem === null || !rc.daemon.isRunning()) throw new Error(`regcache (${what}) exited during the bench; log: ${rc.logFile}`);
+  await rc.stop();
+  running.delete(rc);
+  return mem.peak;
 }
 
 /** CPU time (user + system) a live process has used so far, in seconds; null once it has exited. */

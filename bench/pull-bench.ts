@@ -13,7 +13,7 @@ import { run, waitFor } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
 import { runSkopeo, skopeoCopyToDir } from '../test/harness/skopeo.js';
-import { checkPulledImage, cpuSeconds, exitedChildrenCpuSeconds, median, memoryMb, runBench, timedGet } from './measure.js';
+import { checkPulledImage, cpuSeconds, exitedChildrenCpuSeconds, median, memoryMb, runBench, stopRegcache, timedGet } from './measure.js';
 
 const HOST = 'registry.bench';
 const REPO = 'bench/image';
@@ -111,16 +111,8 @@ async function startProxy(s: Setup, name: string, cacheDir: string, caDir?: stri
   return { rc, startupMs: Date.parse(String(listening?.time)) - spawned };
 }
 
-/** Stops regcache and returns its peak RSS in MB (read just before, while /proc still has it). */
-async function stopProxy(rc: Regcache, what: string): Promise<number> {
-  const mem = await memoryMb(rc.daemon.pid);
-  if (mem === null || !rc.daemon.isRunning()) throw new Error(`regcache (${what}) exited during the bench; log: ${rc.logFile}`);
-  await rc.stop();
-  running.delete(rc);
-  return mem.peak;
-}
+const stopProxy = (rc: Regcache, what: string): Promise<number> => stopRegcache(rc, what, running);
 
-/** One timed `skopeo copy` to a fresh dir: (through rc if given), then a check of every pulled byte. */
 interface PullResult {
   seconds: number;
   cpu: number; // regcache's CPU seconds
@@ -133,6 +125,7 @@ async function pullCpu(s: Setup, rc?: Regcache): Promise<{ regcache: number; all
   return { regcache: regcache ?? NaN, all: (regcache ?? NaN) + (registry ?? NaN) + exited };
 }
 
+/** One timed `skopeo copy` to a fresh dir: (through rc if given), then a check of every pulled byte. */
 async function pull(s: Setup, what: Mode | 'priming', rc?: Regcache): Promise<PullResult> {
   const out = path.join(s.root, 'pulled');
   await rm(out, { recursive: true, force: true });

@@ -25,7 +25,7 @@ import { createTestCA } from '../test/harness/pki.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
-import { cpuSeconds, cpuTimes, envInt, median, memoryMb, runBench } from './measure.js';
+import { cpuSeconds, cpuTimes, envInt, median, memoryMb, runBench, stopRegcache } from './measure.js';
 
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
@@ -94,14 +94,7 @@ async function startProxy(s: Pick<Setup, 'root' | 'env' | 'regcacheCaDir'>, name
   return { rc, spawned, startupMs: Date.parse(String(listening?.time)) - spawned };
 }
 
-/** Stops regcache and returns its peak RSS in MB (read while /proc still has it). */
-async function stopProxy(rc: Regcache, what: string): Promise<number> {
-  const mem = await memoryMb(rc.daemon.pid);
-  if (mem === null || !rc.daemon.isRunning()) throw new Error(`regcache (${what}) exited during the bench; log: ${rc.logFile}`);
-  await rc.stop();
-  running.delete(rc);
-  return mem.peak;
-}
+const stopProxy = (rc: Regcache, what: string): Promise<number> => stopRegcache(rc, what, running);
 
 async function setUp(root: string, opts: Options): Promise<Setup> {
   const caDir = path.join(root, 'test-ca');
