@@ -1,6 +1,7 @@
 // Reads the environment (and CLI overrides) once, validates every value, and fails with a message that
 // names the variable, the bad value and an example. Nothing else in src/ reads process.env.
 import path from 'node:path';
+import { parseAddressRange, type AddressRange } from './address-ranges.js';
 
 export interface ConnectToRule {
   host: string; // lower-case; '' matches any host
@@ -14,6 +15,18 @@ export interface UpstreamProxy {
   port: number;
   authorization: string | null; // ready-made "Basic ..." value; never logged
   display: string; // URL with the password redacted
+}
+
+/** An ALLOW_/DENY_DESTINATIONS entry: a host name (or *.domain), or an address range; optionally one port. */
+export interface DestinationRule {
+  host: string | null; // lower-case name, "*.domain" for any depth below domain
+  range: AddressRange | null;
+  port: number | null; // null: any port
+}
+
+export interface PortRange {
+  from: number;
+  to: number;
 }
 
 export interface Config {
@@ -43,6 +56,11 @@ export interface Config {
   connectTo: ConnectToRule[];
   disableIpv6: boolean;
   logLevel: string;
+  allowedClients: AddressRange[] | 'any'; // ALLOWED_CLIENTS: who may use any listener
+  tunnelPorts: PortRange[]; // TUNNEL_PORTS: ports a tunnel to a host off the allowlist may reach
+  forwardPorts: PortRange[]; // FORWARD_PORTS: ports a plain-HTTP forward to a host off the allowlist may reach
+  allowDestinations: DestinationRule[]; // ALLOW_DESTINATIONS: reachable although loopback, link-local, ...
+  denyDestinations: DestinationRule[]; // DENY_DESTINATIONS: never reachable (e.g. private ranges)
 }
 
 /** rpardini's manifest cache tiers: a tag matching `pattern` is trusted for `ttlMs` (the last tier matches all). */
@@ -68,6 +86,10 @@ export class ConfigError extends Error {
 const ALWAYS_INTERCEPTED = ['registry-1.docker.io', 'auth.docker.io'];
 const DEFAULT_REGISTRIES = 'registry.k8s.io gcr.io quay.io ghcr.io';
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+// Loopback and the private ranges (RFC 1918, RFC 4193 unique-local, link-local IPv6): squid's localnet.
+const DEFAULT_ALLOWED_CLIENTS = '127.0.0.0/8 ::1 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 fe80::/10';
+// squid's Safe_ports for plain HTTP: 80 and the unprivileged ports; never SMTP, SSH and their neighbours.
+const DEFAULT_FORWARD_PORTS = '80 1025-65535';
 
 export type Env = Record<string, string | undefined>;
 
@@ -134,6 +156,11 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     connectTo: connectToRaw.map((r) => parseConnectTo(r)),
     disableIpv6: parseBool('DISABLE_IPV6', get('DISABLE_IPV6') ?? 'false'),
     logLevel: parseEnum('LOG_LEVEL', overrides.logLevel ?? get('LOG_LEVEL') ?? 'info', LOG_LEVELS),
+    allowedClients: parseAllowedClients(get('ALLOWED_CLIENTS') ?? DEFAULT_ALLOWED_CLIENTS),
+    tunnelPorts: parsePortRanges('TUNNEL_PORTS', get('TUNNEL_PORTS') ?? '443'),
+    forwardPorts: parsePortRanges('FORWARD_PORTS', get('FORWARD_PORTS') ?? DEFAULT_FORWARD_PORTS),
+    allowDestinations: parseDestinations('ALLOW_DESTINATIONS', get('ALLOW_DESTINATIONS') ?? ''),
+    denyDestinations: parseDestinations('DENY_DESTINATIONS', get('DENY_DESTINATIONS') ?? ''),
   };
 }
 
@@ -234,6 +261,56 @@ function parseHostList(variable: string, value: string): string[] {
   });
 }
 
+function parseAllowedClients(value: string): AddressRange[] | 'any' {
+  if (value.toLowerCase() === 'any') return 'any';
+  return splitList(value).map((item) => {
+    const range = parseAddressRange(item);
+    if (!range) throw new ConfigError('ALLOWED_CLIENTS', item, 'IP addresses or CIDR ranges, or "any", e.g. ALLOWED_CLIENTS="10.0.0.0/8 192.168.1.0/24"');
+    return range;
+  });
+}
+
+/** "443", "80 1025-65535": single ports and inclusive ranges. */
+function parsePortRanges(variable: string, value: string): PortRange[] {
+  return splitList(value).map((item) => {
+    const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(item);
+    const from = Number(m?.[1]);
+    const to = m?.[2] === undefined ? from : Number(m[2]);
+    if (!m || !(from >= 1 && to <= 65535 && from <= to)) {
+      throw new ConfigError(variable, item, `ports and ranges 1-65535, e.g. ${variable}="443 8443 9000-9100"`);
+    }
+    return { from, to };
+  });
+}
+
+export function portAllowed(ranges: PortRange[], port: number): boolean {
+  return ranges.some((r) => port >= r.from && port <= r.to);
+}
+
+/** "registry.local:5000", "*.corp.example", "127.0.0.1", "10.0.0.0/8:443", "[::1]:5000", "fd00::/8". */
+export function parseDestination(item: string): DestinationRule | null {
+  const entry = item.toLowerCase();
+  let target = entry;
+  let port: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(\d{1,5}))?$/.exec(entry);
+  if (bracketed) [, target = '', port] = bracketed;
+  else if (entry.split(':').length === 2) [target = '', port] = entry.split(':');
+  const portNumber = port === undefined ? null : Number(port);
+  if (portNumber !== null && !(portNumber >= 1 && portNumber <= 65535)) return null;
+  const range = parseAddressRange(target);
+  if (range) return { host: null, range, port: portNumber };
+  if (bracketed || target.includes(':') || !isValidHost(target.replace(/^\*\./, ''))) return null; // an IPv6 address is a range
+  return { host: target, range: null, port: portNumber };
+}
+
+function parseDestinations(variable: string, value: string): DestinationRule[] {
+  return splitList(value).map((item) => {
+    const rule = parseDestination(item);
+    if (!rule) throw new ConfigError(variable, item, `hosts, IP addresses or CIDR ranges, each with an optional :port (IPv6 in brackets), e.g. ${variable}="127.0.0.1:5000 10.0.0.0/8 [::1]:5000"`);
+    return rule;
+  });
+}
+
 /** rpardini's AUTH_REGISTRIES: "host:user:pass host2:user2:pass2"; both delimiters configurable. */
 function parseAuthRegistries(value: string, listDelimiter: string, fieldDelimiter: string): RegistryCredentials[] {
   return value
@@ -324,5 +401,20 @@ export function describeConfig(config: Config): Record<string, unknown> {
     mirrorAuth: config.mirrorAuth === null ? null : config.mirrorAuth.includes(':') ? '(inline users)' : config.mirrorAuth,
     authRegistries: config.authRegistries.map((c) => `${c.host} (${c.user})`),
     manifestCache: config.manifestCache?.map((t) => `${t.pattern.source} ${t.ttlMs / 1000}s`) ?? null,
+    allowedClients: config.allowedClients === 'any' ? 'any' : config.allowedClients.map((r) => `${r.address}/${r.prefix}`),
+    tunnelPorts: config.tunnelPorts.map(formatPortRange),
+    forwardPorts: config.forwardPorts.map(formatPortRange),
+    allowDestinations: config.allowDestinations.map(formatDestination),
+    denyDestinations: config.denyDestinations.map(formatDestination),
   };
+}
+
+function formatPortRange(r: PortRange): string {
+  return r.from === r.to ? String(r.from) : `${r.from}-${r.to}`;
+}
+
+export function formatDestination(rule: DestinationRule): string {
+  const target = rule.host ?? `${rule.range!.address}/${rule.range!.prefix}`;
+  if (rule.port === null) return target;
+  return rule.range?.family === 'ipv6' ? `[${target}]:${rule.port}` : `${target}:${rule.port}`;
 }

@@ -18,6 +18,7 @@ import { Allowlist } from './registry/allowlist.js';
 import { ContentAccess } from './registry/content-access.js';
 import { ContentResponder } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
+import { AllowedClients, CLIENT_REFUSED } from './server/allowed-clients.js';
 import { createMirrorServer } from './server/mirror-server.js';
 import { ProxyAuth } from './server/proxy-auth.js';
 import { createProxyServers } from './server/proxy-server.js';
@@ -25,6 +26,7 @@ import { TlsInterceptor } from './server/tls-interceptor.js';
 import { Tunnels } from './server/tunnel.js';
 import { loadOrCreateCa } from './tls/certificate-authority.js';
 import { LeafCertificates } from './tls/leaf-certificates.js';
+import { DestinationPolicy } from './upstream/destination-policy.js';
 import { Dialer } from './upstream/dialer.js';
 import { UpstreamClient } from './upstream/upstream-client.js';
 import { TokenUpstream, UpstreamTokens } from './upstream/upstream-tokens.js';
@@ -61,11 +63,15 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   evictor.start();
   log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
+  const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
+  warnAboutRefusedRegistries(config, destinations, log);
+  const clients = new AllowedClients(config.allowedClients);
   const dialer = new Dialer({
     connectTo: config.connectTo,
     upstreamProxy: config.upstreamProxy,
     noProxy: config.noProxy,
     connectTimeoutMs: config.timeouts.connectMs,
+    policy: destinations,
   });
   const upstream = new UpstreamClient({
     dialer,
@@ -120,6 +126,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     admin: (req, res) => void handleAdmin(adminDeps, req, res),
     proxyAuth,
     headersTimeoutMs: config.clientHeadersTimeoutMs,
+    clients,
+    tunnelPorts: config.tunnelPorts,
+    forwardPorts: config.forwardPorts,
   });
 
   // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.
@@ -142,25 +151,32 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       registryDomain: config.registryDomain,
       auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
       headersTimeoutMs: config.clientHeadersTimeoutMs,
+      clients,
     };
     mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
     mirror.on('connection', track);
     await listen(mirror, config.mirrorPort, config.disableIpv6);
+    destinations.listeningPorts.add((mirror.address() as AddressInfo).port);
     mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
   }
 
   // ADMIN_PORT: the admin endpoints on a port of their own as well (e.g. for a metrics scraper).
   let admin: Server | null = null;
   if (config.adminPort !== 0) {
-    admin = createServer((req, res) => void handleAdmin(adminDeps, req, res));
+    admin = createServer((req, res) => {
+      if (clients.admits(req, log, 'admin')) void handleAdmin(adminDeps, req, res);
+      else res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${CLIENT_REFUSED}\n`);
+    });
     admin.on('connection', track);
     await listen(admin, config.adminPort, config.disableIpv6);
+    destinations.listeningPorts.add((admin.address() as AddressInfo).port);
   }
 
   await listen(server, config.port, config.disableIpv6);
   // After listen, an accept failure (EMFILE) must be logged, not crash the process.
   server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
+  destinations.listeningPorts.add(port);
   await warmUp(port, log);
   ready = true;
   const adminPort = admin ? (admin.address() as AddressInfo).port : null;
@@ -188,6 +204,21 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       await store.close();
     },
   };
+}
+
+/**
+ * An allowlisted registry that is itself a refused destination (REGISTRIES=localhost:5000) would fail on
+ * every fill with a 403: say so at startup, naming the fix, unless CONNECT_TO routes it.
+ */
+function warnAboutRefusedRegistries(config: Config, destinations: DestinationPolicy, log: Logger): void {
+  for (const entry of config.registries) {
+    const m = /^([^*:][^:]*)(?::(\d+))?$/.exec(entry);
+    if (!m) continue;
+    const [, host = '', port = '443'] = m;
+    if (config.connectTo.some((rule) => (rule.host === '' || rule.host === host) && (rule.port === null || rule.port === Number(port)))) continue;
+    const reason = destinations.refusalOfName(host, Number(port));
+    if (reason) log.warn({ registry: entry, reason }, 'an allowlisted registry is a refused destination: list it in ALLOW_DESTINATIONS to reach it');
+  }
 }
 
 /** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0. */

@@ -12,31 +12,7 @@ import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
-
-/** Writes raw bytes to a socket and collects what comes back until it closes (or 3 s pass). */
-function exchange(socket: net.Socket | tls.TLSSocket, data: string | Buffer): Promise<string> {
-  return new Promise((resolve) => {
-    let reply = '';
-    socket.on('data', (d: Buffer) => (reply += d.toString('latin1')));
-    socket.once('close', () => resolve(reply));
-    socket.once('error', () => resolve(reply));
-    setTimeout(() => {
-      socket.destroy();
-      resolve(reply);
-    }, 3000);
-    socket.write(data);
-  });
-}
-
-async function connectTunnel(port: number, authority: string): Promise<net.Socket> {
-  const socket = net.connect(port, '127.0.0.1');
-  socket.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
-  await new Promise<void>((resolve, reject) => {
-    socket.once('data', (d: Buffer) => (d.toString().startsWith('HTTP/1.1 200') ? resolve() : reject(new Error(d.toString()))));
-    socket.once('error', reject);
-  });
-  return socket;
-}
+import { connectTunnel, exchange } from './support/raw-socket.js';
 
 /**
  * Sends `text` one byte every `everyMs` (a slowloris client) until the server closes the socket; resolves
@@ -91,7 +67,7 @@ describe('bad input', () => {
     proxy = await startRegcache({
       dir,
       env: {
-        ADDITIONAL_REGISTRIES: 'registry.test',
+        ADDITIONAL_REGISTRIES: 'registry.test registry.test:80', // :80: plain-HTTP requests get the registry rules too
         UPSTREAM_CA_FILE: ca.certFile,
         CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`,
         CLIENT_HEADERS_TIMEOUT: '1s', // slowloris cases: short, so that they are quick

@@ -6,6 +6,7 @@ import { Allowlist } from '../src/registry/allowlist.js';
 import { parseRange } from '../src/registry/byte-range.js';
 import { classify } from '../src/registry/request-classifier.js';
 import { parseConnectTarget } from '../src/server/connect-target.js';
+import { DestinationPolicy } from '../src/upstream/destination-policy.js';
 import { Dialer, matchesNoProxy } from '../src/upstream/dialer.js';
 
 const D = 'sha256:' + 'ab'.repeat(32);
@@ -31,6 +32,11 @@ describe('Allowlist', () => {
     assert.ok(list.matches('a.b.example.com', 443));
     assert.ok(!list.matches('example.com', 443), 'the wildcard covers subdomains only');
     assert.ok(!list.matches('evilexample.com', 443));
+  });
+  it('reads an entry without a port as port 443, not every port of the host', () => {
+    assert.ok(!list.matches('registry-1.docker.io', 80));
+    assert.ok(!list.matches('registry-1.docker.io', 8443));
+    assert.ok(!list.matches('a.example.com', 5000));
   });
 });
 
@@ -86,6 +92,7 @@ describe('upstream routing', () => {
       upstreamProxy: null,
       noProxy: [],
       connectTimeoutMs: 1000,
+      policy: new DestinationPolicy({ allow: [], deny: [] }),
     });
     assert.deepEqual(dialer.route('Registry-1.docker.io', 443), { host: '127.0.0.1', port: 5000 });
     assert.deepEqual(dialer.route('quay.io', 443), { host: 'quay.io', port: 8443 });

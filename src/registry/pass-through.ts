@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { metrics } from '../admin/metrics.js';
 import type { RequestRecord } from '../server/access-log.js';
+import { DestinationRefusedError } from '../upstream/destination-policy.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { sendRegistryError } from './registry-errors.js';
@@ -66,11 +67,21 @@ export function noteStreamError(record: RequestRecord, err: unknown): void {
   if (e.code !== 'ERR_STREAM_PREMATURE_CLOSE') record.error = `${e.name}: ${e.message}`;
 }
 
-/** 502 (or 504 on a timeout) for an upstream that could not be reached or did not answer. */
+/**
+ * 403 for a destination regcache does not connect to (with the reason); 502, or 504 on a timeout, for an
+ * upstream that could not be reached or did not answer. The cause of a 502 is logged, not sent: its text
+ * ("connection refused", an address) would make regcache a port scanner of its network.
+ */
 export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
+  if (err instanceof DestinationRefusedError) {
+    record.cache = 'REJECTED';
+    record.error = err.message;
+    sendRegistryError(res, 403, 'DENIED', `${err.message} (ALLOW_DESTINATIONS)`);
+    return;
+  }
   const e = err as Error & { code?: string };
   const timeout = /TIMEOUT/i.test(e.code ?? '') || /timed out/i.test(e.message);
   metrics.upstreamError(timeout ? 'timeout' : /certificate|ssl|tls/i.test(e.message + (e.code ?? '')) ? 'tls' : 'connect');
   record.error = `upstream: ${e.code ? e.code + ' ' : ''}${e.message}`;
-  sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', `regcache could not reach the upstream registry: ${e.message}`);
+  sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', timeout ? 'the upstream did not answer in time' : 'regcache could not reach the upstream');
 }

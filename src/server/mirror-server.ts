@@ -12,6 +12,7 @@ import { sendRegistryError } from '../registry/registry-errors.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
+import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import type { ProxyAuth } from './proxy-auth.js';
 import { clientServerOptions } from './proxy-server.js';
 
@@ -23,6 +24,7 @@ export interface MirrorDeps {
   registryDomain: string | null;
   auth: ProxyAuth | null; // MIRROR_AUTH, checked against the client's Authorization
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
+  clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
 }
 
 const DOCKER_HUB = 'registry-1.docker.io';
@@ -55,6 +57,10 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   const q = sent.indexOf('?');
   const pathname = q < 0 ? sent : sent.slice(0, q);
   const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
+  if (!deps.clients.admits(req, deps.log, 'mirror')) {
+    refuse(deps, req, res, 403, 'DENIED', CLIENT_REFUSED);
+    return;
+  }
   if (deps.auth && !(await deps.auth.check(req.headers.authorization))) {
     refuse(deps, req, res, 401, 'UNAUTHORIZED', 'this mirror needs credentials (MIRROR_AUTH)', { 'www-authenticate': 'Basic realm="regcache mirror"' });
     return;

@@ -3,15 +3,18 @@
 // (never listening) that receives the decrypted connections.
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { portAllowed, type PortRange } from '../config.js';
 import type { Logger } from '../log.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { passThrough } from '../registry/pass-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { RequestRecord } from './access-log.js';
+import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
 import type { ProxyAuth } from './proxy-auth.js';
+import { refuseSocket } from './socket-refusal.js';
 import type { Tunnels } from './tunnel.js';
 
 export interface ProxyServerDeps {
@@ -24,9 +27,12 @@ export interface ProxyServerDeps {
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
   proxyAuth: ProxyAuth | null; // PROXY_AUTH: CONNECT and forward requests need credentials
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
+  clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
+  tunnelPorts: PortRange[]; // TUNNEL_PORTS: where tunnels to hosts off the allowlist may go
+  forwardPorts: PortRange[]; // FORWARD_PORTS: where plain-HTTP forwards to hosts off the allowlist may go
 }
 
-const PROXY_AUTH_REQUIRED = 'HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm="regcache"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
+const PROXY_AUTHENTICATE = { 'Proxy-Authenticate': 'Basic realm="regcache"' };
 
 /** Options of every server that faces clients (listener, intercepted, mirror). */
 export function clientServerOptions(headersTimeoutMs: number): http.ServerOptions {
@@ -59,6 +65,10 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
   intercepted.emit('listening');
 
   const server = http.createServer(options, (req, res) => {
+    if (!deps.clients.admits(req, log, 'proxy')) {
+      res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end(`regcache: ${CLIENT_REFUSED}\n`);
+      return;
+    }
     if ((req.url ?? '').startsWith('/')) {
       deps.admin(req, res);
       return;
@@ -86,27 +96,41 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
 
 async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket: Duplex, head: Buffer, interceptor: TlsInterceptor): Promise<void> {
   const { log } = deps;
+  if (!deps.clients.admits(req, log, 'CONNECT')) {
+    refuseSocket(socket, 403, CLIENT_REFUSED);
+    return;
+  }
   if (!(await authorized(deps, req))) {
     // The target is logged, never the header.
     log.warn({ connect: String(req.url).slice(0, 300), credentials: req.headers['proxy-authorization'] ? 'wrong' : 'none' }, 'proxy authentication required');
-    socket.end(PROXY_AUTH_REQUIRED);
+    refuseSocket(socket, 407, '', PROXY_AUTHENTICATE);
     return;
   }
   if (req.httpVersionMajor !== 1) {
     // Node parses "CONNECT host:port" without a version as HTTP/0.9, and takes "HTTP/2.0" or "HTTP/9.9"
     // too; no real client sends them (h2 has its own CONNECT), so they are not opened as tunnels.
     log.warn({ connect: String(req.url).slice(0, 300), version: req.httpVersion }, 'CONNECT with an unsupported HTTP version refused');
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    refuseSocket(socket, 400);
     return;
   }
   const target = parseConnectTarget(req.url);
   if (!target) {
     log.warn({ connect: String(req.url).slice(0, 300) }, 'malformed CONNECT target refused');
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    refuseSocket(socket, 400);
     return;
   }
-  if (deps.allowlist.matches(target.host, target.port)) interceptor.intercept(socket, head, target);
-  else await deps.tunnels.open(socket, head, target);
+  if (deps.allowlist.matches(target.host, target.port)) {
+    interceptor.intercept(socket, head, target);
+    return;
+  }
+  if (!portAllowed(deps.tunnelPorts, target.port)) {
+    // squid's "deny CONNECT !SSL_ports": a tunnel is for TLS to a web port, not SSH or SMTP on a neighbour.
+    const reason = `port ${target.port} is not in TUNNEL_PORTS`;
+    log.warn({ tunnel: formatAuthority(target.host, target.port), reason }, 'tunnel refused');
+    refuseSocket(socket, 403, reason);
+    return;
+  }
+  await deps.tunnels.open(socket, head, target);
 }
 
 function authorized(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<boolean> {
@@ -141,15 +165,16 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
   req.url = url.pathname + url.search; // origin-form from here on
   const record = new RequestRecord(deps.log, req, res, url.host);
   record.kind = 'forward';
+  if (!portAllowed(deps.forwardPorts, port)) {
+    record.cache = 'REJECTED';
+    record.error = `port ${port} is not in FORWARD_PORTS`;
+    res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${record.error}\n`);
+    return;
+  }
   await passThrough(deps.upstream, origin, req, res, record);
 }
 
 function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {
   log.warn({ where, code: err.code, error: err.message }, 'bad request refused');
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
-  socket.end(`HTTP/1.1 ${status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`);
+  refuseSocket(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400);
 }

@@ -6,6 +6,7 @@ import tls from 'node:tls';
 import type { Logger } from '../log.js';
 import type { LeafCertificates } from '../tls/leaf-certificates.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
+import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
 
 const targets = new WeakMap<object, ConnectTarget>();
 
@@ -28,10 +29,10 @@ export class TlsInterceptor {
       context = this.leaves.contextFor(target.host);
     } catch (err) {
       this.log.error({ host: target.host, error: (err as Error).message }, 'minting a leaf certificate failed');
-      client.end('HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      refuseSocket(client, 500);
       return;
     }
-    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    client.write(CONNECT_ESTABLISHED);
     if (head.length > 0) client.unshift(head);
     const socket = new tls.TLSSocket(client, {
       isServer: true,

@@ -1,8 +1,10 @@
 // Hosts off the allowlist: a byte-for-byte tunnel, never decrypted. One log line when it closes.
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../log.js';
+import { DestinationRefusedError } from '../upstream/destination-policy.js';
 import type { Dialer } from '../upstream/dialer.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
+import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
 
 export class Tunnels {
   active = 0;
@@ -19,8 +21,15 @@ export class Tunnels {
     try {
       upstream = await this.dialer.connect(target.host, target.port);
     } catch (err) {
+      if (err instanceof DestinationRefusedError) {
+        this.log.warn({ tunnel: authority, reason: err.reason }, 'tunnel refused');
+        refuseSocket(client, 403, err.message);
+        return;
+      }
+      // The cause stays in the log: "connection refused" against "timed out" would tell a port scan
+      // which ports are open, closed or filtered.
       this.log.warn({ tunnel: authority, error: (err as Error).message }, 'tunnel failed');
-      if (client.writable) client.end('HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+      refuseSocket(client, 502);
       return;
     }
     if (client.destroyed) {
@@ -30,7 +39,7 @@ export class Tunnels {
     this.active++;
     let up = 0;
     let down = 0;
-    client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+    client.write(CONNECT_ESTABLISHED);
     if (head.length > 0) {
       up += head.length;
       upstream.write(head);

@@ -1,13 +1,20 @@
 // Opens TCP connections to upstream hosts for both cache fills and tunnels, applying CONNECT_TO routing
-// and chaining through UPSTREAM_PROXY (an HTTP CONNECT proxy) unless NO_PROXY exempts the host.
+// and chaining through UPSTREAM_PROXY (an HTTP CONNECT proxy) unless NO_PROXY exempts the host. Every
+// connection that is not the operator's own route (a CONNECT_TO target, the upstream proxy) is checked
+// against the DestinationPolicy on the address it resolves to, and made to that very address.
+import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { ConnectToRule, UpstreamProxy } from '../config.js';
+import { DestinationRefusedError, type DestinationPolicy } from './destination-policy.js';
 
 export interface DialerOptions {
   connectTo: ConnectToRule[];
   upstreamProxy: UpstreamProxy | null;
   noProxy: string[];
   connectTimeoutMs: number;
+  policy: DestinationPolicy;
+  /** Name resolution (getaddrinfo by default, so /etc/hosts counts); a test may fake it. */
+  resolve?: (host: string) => Promise<string[]>;
 }
 
 export class DialError extends Error {
@@ -27,13 +34,13 @@ export class Dialer {
 
   /** Where a connection for host:port really goes (curl's --connect-to semantics: first match wins). */
   route(host: string, port: number): { host: string; port: number } {
+    const rule = this.connectToRule(host, port);
+    return rule ? { host: rule.toHost || host, port: rule.toPort ?? port } : { host, port };
+  }
+
+  private connectToRule(host: string, port: number): ConnectToRule | undefined {
     const h = host.toLowerCase();
-    for (const rule of this.opts.connectTo) {
-      if ((rule.host === '' || rule.host === h) && (rule.port === null || rule.port === port)) {
-        return { host: rule.toHost || host, port: rule.toPort ?? port };
-      }
-    }
-    return { host, port };
+    return this.opts.connectTo.find((rule) => (rule.host === '' || rule.host === h) && (rule.port === null || rule.port === port));
   }
 
   usesProxyFor(host: string, port: number): boolean {
@@ -42,11 +49,14 @@ export class Dialer {
 
   /** A connected TCP socket to host:port (after routing), possibly tunnelled through the upstream proxy. */
   async connect(host: string, port: number): Promise<net.Socket> {
+    const routed = this.connectToRule(host, port) !== undefined; // the operator's own route: not checked
     const target = this.route(host, port);
     const proxy = this.opts.upstreamProxy;
     if (!proxy || matchesNoProxy(this.opts.noProxy, host, port)) {
-      return this.tcp(target.host, target.port);
+      return routed ? this.tcp(target.host, target.port) : this.checkedTcp(host, port);
     }
+    const refusal = routed ? null : this.opts.policy.refusalOfName(host.toLowerCase(), port);
+    if (refusal) throw new DestinationRefusedError(authority(host, port), refusal);
     const socket = await this.tcp(proxy.host, proxy.port);
     try {
       await this.proxyConnect(socket, proxy, target.host, target.port);
@@ -55,6 +65,31 @@ export class Dialer {
       socket.destroy();
       throw err;
     }
+  }
+
+  /** Resolves host, refuses it if no address may be connected to, else connects to an allowed address. */
+  private async checkedTcp(host: string, port: number): Promise<net.Socket> {
+    let addresses: string[];
+    try {
+      addresses = net.isIP(host) ? [host] : await (this.opts.resolve ?? resolveAll)(host);
+    } catch (err) {
+      throw new DialError(`cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'connect');
+    }
+    const refusals = addresses.map((address) => this.opts.policy.refusal(host.toLowerCase(), address, port));
+    const allowed = addresses.filter((_, i) => refusals[i] === null);
+    if (allowed.length === 0) {
+      const first = addresses[0] === host ? refusals[0]! : `${host} resolves to ${addresses[0]}: ${refusals[0]}`;
+      throw new DestinationRefusedError(authority(host, port), first);
+    }
+    let failure: unknown;
+    for (const address of allowed) {
+      try {
+        return await this.tcp(address, port);
+      } catch (err) {
+        failure = err; // the next address may answer (a name with A and AAAA records, one unreachable)
+      }
+    }
+    throw failure;
   }
 
   private tcp(host: string, port: number): Promise<net.Socket> {
@@ -78,13 +113,13 @@ export class Dialer {
   }
 
   private proxyConnect(socket: net.Socket, proxy: UpstreamProxy, host: string, port: number): Promise<void> {
-    const authority = net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
-    const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`];
+    const target = authority(host, port);
+    const lines = [`CONNECT ${target} HTTP/1.1`, `Host: ${target}`];
     if (proxy.authorization) lines.push(`Proxy-Authorization: ${proxy.authorization}`);
     socket.write(lines.join('\r\n') + '\r\n\r\n');
     return new Promise((resolve, reject) => {
       let head = Buffer.alloc(0);
-      const timer = setTimeout(() => fail(`upstream proxy did not answer CONNECT ${authority}: timed out`, 'timeout'), this.opts.connectTimeoutMs);
+      const timer = setTimeout(() => fail(`upstream proxy did not answer CONNECT ${target}: timed out`, 'timeout'), this.opts.connectTimeoutMs);
       const fail = (message: string, cause: 'proxy' | 'timeout' = 'proxy') => {
         cleanup();
         reject(new DialError(message, cause));
@@ -99,7 +134,7 @@ export class Dialer {
         cleanup();
         const status = /^HTTP\/1\.[01] (\d{3})/.exec(head.subarray(0, end).toString('latin1'));
         if (!status || status[1] !== '200') {
-          reject(new DialError(`upstream proxy refused CONNECT ${authority}: ${status ? status[1] : 'malformed response'}`, 'proxy'));
+          reject(new DialError(`upstream proxy refused CONNECT ${target}: ${status ? status[1] : 'malformed response'}`, 'proxy'));
           return;
         }
         const rest = head.subarray(end + 4);
@@ -124,6 +159,14 @@ export class Dialer {
       socket.once('close', onClose);
     });
   }
+}
+
+function authority(host: string, port: number): string {
+  return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+async function resolveAll(host: string): Promise<string[]> {
+  return (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 }
 
 // NO_PROXY as curl reads it: "*" matches all; "example.com" and ".example.com" match the domain and its
