@@ -1,10 +1,14 @@
 // Private images: content upstream would not serve anonymously is only served to clients whose own
-// credentials upstream accepts for the repository they name (DENIED otherwise). Token-auth registry,
-// test token server, skopeo and raw requests through the proxy.
+// credentials upstream accepts for the repository they name (DENIED otherwise), only for the origin it
+// came from, and a refusal is exactly upstream's answer. Token-auth registry, test token server, a hostile
+// TLS server as another origin, skopeo, the mirror and raw requests through the proxy.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
+import { freePort } from './harness/ports.js';
 import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
@@ -20,6 +24,8 @@ describe('private images', () => {
   let proxy: Regcache;
   let client: ProxyClient;
   let certDir: string;
+  let hostile: RunningServer;
+  const hostileSaw: string[] = [];
 
   before(async () => {
     root = await tmp.make('regcache-private');
@@ -29,10 +35,20 @@ describe('private images', () => {
     await pushTo(upstream, 'alice/private', 'v1', seed('alice/private'));
     publicImage = await makeImage(path.join(root, 'public'), { layers: [{ size: 300_000, seed: 'public-a' }] });
     await pushImage(upstream.registry.url, 'library/public', 'v1', publicImage, { caFile: upstream.ca.certFile, token: seed('library/public') });
+    // Another origin that says yes to everything: another allowlisted host, and the same host on another port.
+    hostile = await listenHttps(await upstream.ca.issue(['evil.test', 'registry.test'], root, 'hostile'), (req, res) => {
+      hostileSaw.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 8 }).end(req.method === 'HEAD' ? undefined : 'hostile\n');
+    });
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { ADDITIONAL_REGISTRIES: 'registry.test auth.test', UPSTREAM_CA_FILE: hub.caBundle },
-      routes: { 'registry.test': upstream.registry.port, 'auth.test': tokens.port },
+      env: {
+        ADDITIONAL_REGISTRIES: 'registry.test auth.test evil.test registry.test:4443',
+        UPSTREAM_CA_FILE: hub.caBundle,
+        MIRROR_PORT: String(await freePort()),
+        CONNECT_TO: [`registry.test:443:127.0.0.1:${upstream.registry.port}`, `auth.test:443:127.0.0.1:${tokens.port}`, `evil.test:443:127.0.0.1:${hostile.port}`, `registry.test:4443:127.0.0.1:${hostile.port}`].join(' '),
+      },
+      routes: {},
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
@@ -43,6 +59,7 @@ describe('private images', () => {
     await proxy?.stop();
     await upstream?.registry.stop();
     await tokens?.stop();
+    await hostile?.close();
     await tmp.cleanup();
   });
 
@@ -88,5 +105,42 @@ describe('private images', () => {
 
     const publicAgain = await client.fetch(`https://registry.test/v2/library/public/blobs/${publicImage.layers[0]!.digest}`);
     assert.equal(publicAgain.status, 200, 'public content needs no credentials on a HIT');
+  });
+
+  const isLayer = (body: Buffer, digest: string) => 'sha256:' + crypto.createHash('sha256').update(body).digest('hex') === digest;
+
+  it('never serves cached private bytes for another origin: another host, the same host on another port, or the mirror ns=', async () => {
+    const [layer] = upstream.image.layers;
+    const asked = [
+      `https://evil.test/v2/alice/private/blobs/${layer!.digest}`,
+      `https://registry.test:4443/v2/alice/private/blobs/${layer!.digest}`,
+    ];
+    for (const url of asked) {
+      const res = await client.fetch(url).catch((err: Error) => err);
+      assert.ok(res instanceof Error || !isLayer(res.body, layer!.digest), `${url} gave the private layer`);
+    }
+    const mirrored = await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/alice/private/blobs/${layer!.digest}?ns=evil.test`)
+      .then(async (r) => Buffer.from(await r.arrayBuffer()))
+      .catch((err: Error) => err); // a cut connection: the fill found the hostile bytes wrong
+    assert.ok(mirrored instanceof Error || !isLayer(mirrored, layer!.digest), 'the mirror gave the private layer');
+    // Each went to the origin it named, as for content never seen: none was a HIT.
+    assert.equal(hostileSaw.filter((r) => r === `GET /v2/alice/private/blobs/${layer!.digest}`).length, 3);
+    const lines = (await proxy.requests()).filter((l) => l.digest === layer!.digest && (l.host === 'evil.test' || l.host === 'registry.test:4443'));
+    assert.equal(lines.length, 3);
+    assert.ok(lines.every((l) => l.cache === 'MISS'), JSON.stringify(lines));
+  });
+
+  it('answers a refused request for cached private content exactly as upstream answers for content it does not have', async () => {
+    const stored = upstream.image.layers[0]!.digest;
+    const unknown = 'sha256:' + crypto.randomBytes(32).toString('hex');
+    const ask = async (digest: string, method: 'GET' | 'HEAD') => {
+      const res = await client.fetch(`https://registry.test/v2/alice/private/blobs/${digest}`, { method });
+      return { status: res.status, body: res.body.toString(), challenge: res.headers['www-authenticate'], type: res.headers['content-type'], length: res.headers['content-length'] };
+    };
+    for (const method of ['GET', 'HEAD'] as const) {
+      const [a, b] = [await ask(stored, method), await ask(unknown, method)];
+      assert.equal(a.status, 401);
+      assert.deepEqual(a, b, `${method}: a cached digest must not be told from an unknown one`);
+    }
   });
 });

@@ -77,18 +77,31 @@ export class ContentStore extends EventEmitter {
     const target = this.contentPath(digest);
     await fs.mkdir(path.dirname(target), { recursive: true });
     await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
+    if (this.index.get(kind, digest)) {
+      await this.noteAnotherSource(kind, digest, from); // a second fill of the same bytes (another origin)
+      return;
+    }
     const now = Date.now();
     const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
     await this.index.put(entry);
-    this.emit('committed', entry);
+    this.emit('committed', entry, from.ref);
+  }
+
+  /**
+   * The same content arrived again, from `from`: the entry keeps what it knows (its origins, tags and
+   * whether it is public) and learns the new origin, which is then asked about as a commit would be.
+   */
+  private async noteAnotherSource(kind: ContentKind, digest: string, from: Provenance): Promise<void> {
+    const entry = this.index.get(kind, digest)!;
+    const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
+    await this.index.reference(kind, digest, from.ref, from.tag);
+    if (newOrigin) this.emit('committed', entry, from.ref);
   }
 
   /** Stores a small body (a manifest) whose digest the caller has verified. */
   putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string, from: Provenance): Promise<void> {
     const key = entryKey(kind, digest);
-    if (this.index.get(kind, digest)) {
-      return this.index.reference(kind, digest, from.ref, from.tag); // already stored: just note where from
-    }
+    if (this.index.get(kind, digest)) return this.noteAnotherSource(kind, digest, from); // already stored
     const write = (async () => {
       const spool = this.newSpoolFile();
       const handle = await fs.open(spool, 'wx', 0o600);

@@ -1,9 +1,11 @@
-// Private images: stored content is only served to clients upstream would serve it to. After a commit,
-// regcache asks upstream as an anonymous client (its own token; AUTH_REGISTRIES credentials where
-// configured, which makes that host's content shared by design) whether the content is public. Until
-// that says "public", a HIT needs the request's own credentials to be good upstream for the repository
-// it names: a HEAD with the client's Authorization, remembered per credential and repository for a
-// minute. Otherwise the client gets upstream's refusal (401 with its challenge, 403, 404): DENIED.
+// Private images: stored content is only served to clients upstream would serve it to, and only for the
+// origin it came from. After a commit, regcache asks that origin as an anonymous client (its own token;
+// AUTH_REGISTRIES credentials where configured, which makes that host's content shared by design) whether
+// the content is public. Public content is anyone's (anyone can fetch it from there). Until then it is
+// bound to the origins (host and port; only HTTPS is cached) it was fetched from: a request that names
+// another origin is not served from the store at all, and one that names the same origin needs its own
+// credentials to be good there for the repository it names: a HEAD with the client's Authorization,
+// remembered per credential, repository and digest for a minute.
 import crypto from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
@@ -21,7 +23,10 @@ const MANIFEST_ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-export type AccessDecision = { allowed: true } | { allowed: false; status: number; headers: Record<string, string>; reason: string };
+export type AccessDecision =
+  | { allowed: true }
+  | { allowed: false; elsewhere: true } // private to other origins: not this request's to have from the store
+  | { allowed: false; elsewhere: false; reason: string }; // this origin refused this client
 
 export class ContentAccess {
   private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
@@ -35,20 +40,20 @@ export class ContentAccess {
     private readonly log: Logger,
   ) {}
 
-  /** Classifies every committed entry in the background. */
+  /** Classifies every committed entry in the background, asking the origin that just delivered it. */
   start(): void {
-    this.store.on('committed', (entry: Entry) => void this.classify(entry));
+    this.store.on('committed', (entry: Entry, ref: string | null) => void this.classify(entry, ref ?? entry.refs[0]));
   }
 
-  async classify(entry: Entry): Promise<Access | undefined> {
-    const ref = entry.refs[0];
-    if (!ref || this.classifying.has(entry.digest)) return undefined;
+  async classify(entry: Entry, ref = entry.refs[0]): Promise<Access | undefined> {
+    if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
     this.classifying.add(entry.digest);
     try {
       const res = await this.tokens.request(contentUrl(ref, entry.kind, entry.digest), 'HEAD', entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {});
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
-      if (access) await this.store.index.setAccess(entry.kind, entry.digest, access);
+      // Public at any origin makes it public; private at one origin does not undo that.
+      if (access === 'public' || (access === 'private' && entry.access === undefined)) await this.store.index.setAccess(entry.kind, entry.digest, access);
       this.log.debug({ digest: entry.digest, access: access ?? 'unknown', status: res.statusCode }, 'content access learned');
       return access;
     } catch (err) {
@@ -59,9 +64,13 @@ export class ContentAccess {
     }
   }
 
-  /** May this request have this content under the repository it names ("registry/repository")? */
+  /**
+   * May this request have this content under the repository it names ("registry/repository")? `entry` is
+   * the stored entry, or undefined for the bytes of a fill from the request's own origin.
+   */
   async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
     if (entry?.access === 'public') return { allowed: true };
+    if (entry && !entry.refs.some((r) => registryOf(r) === registryOf(ref))) return { allowed: false, elsewhere: true };
     if (entry && entry.access === undefined) void this.classify(entry); // the first try failed (upstream down?): ask again
     const credential = req.headers.authorization ?? '';
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
@@ -79,28 +88,25 @@ export class ContentAccess {
     const headers: Record<string, string> = kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {};
     if (credential) headers.authorization = credential;
     let status: number;
-    let answer: Record<string, string | string[] | undefined>;
     try {
       const res = await this.upstream.request(contentUrl(ref, kind, digest), 'HEAD', headers, null, true);
       res.body.resume();
       status = res.statusCode;
-      answer = res.headers;
     } catch (err) {
-      return { allowed: false, status: 503, headers: {}, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
+      return { allowed: false, elsewhere: false, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
     }
     if (status === 200) {
       if (this.grants.size >= MAX_GRANTS) this.grants.clear();
       this.grants.set(key, Date.now() + GRANT_MS);
       return { allowed: true };
     }
-    const challenge = answer['www-authenticate'];
-    return {
-      allowed: false,
-      status: [401, 403, 404].includes(status) ? status : 403,
-      headers: typeof challenge === 'string' ? { 'www-authenticate': challenge } : {},
-      reason: `private content; upstream answered ${status} for this client`,
-    };
+    return { allowed: false, elsewhere: false, reason: `private content; upstream answered ${status} for this client` };
   }
+}
+
+/** "host[:port]/repository" -> "host[:port]": the origin a reference belongs to (HTTPS: only it is cached). */
+function registryOf(ref: string): string {
+  return ref.slice(0, ref.indexOf('/'));
 }
 
 function contentUrl(ref: string, kind: EntryKind, digest: string): URL {

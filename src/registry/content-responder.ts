@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
+import type { Entry } from '../cache/entry-index.js';
 import { metrics } from '../admin/metrics.js';
 import type { Evictor } from '../cache/eviction.js';
 import type { ContentAccess } from './content-access.js';
@@ -37,10 +38,10 @@ export class ContentResponder {
   async serve(origin: URL, kind: ContentKind, digest: string, name: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     record.digest = digest;
     const from: Provenance = { ref: `${origin.host}/${name}`, tag: null };
-    if (await this.serveStored(kind, digest, from, req, res, record)) return;
+    if (await this.serveStored(origin, kind, digest, from, req, res, record)) return;
     record.cache = 'MISS';
     if (req.method === 'HEAD') {
-      if (await this.headFromVerifiedFill(kind, digest, from, req, res, record)) return;
+      if (await this.headFromVerifiedFill(origin, kind, digest, from, req, res, record)) return;
       // A HEAD stays a HEAD upstream: Docker Hub does not count it against the pull limit.
       await passThrough(this.upstream, origin, req, res, record, { followRedirects: true });
       return;
@@ -58,11 +59,12 @@ export class ContentResponder {
     record: RequestRecord,
     mayJoin: boolean,
   ): Promise<void> {
-    const key = `${kind}/${digest}`;
+    const key = fillKey(origin, kind, digest);
     const pending = this.inflight.get(key);
     if (pending && mayJoin) {
       const fill = await pending;
-      if (fill && !(await this.allowed(kind, digest, from, req, res, record))) return; // the leader's bytes are not ours to share
+      // The leader's bytes are this origin's; whether this client may have them is the origin's to say.
+      if (fill && (await this.mayServe(origin, kind, digest, undefined, from, req, res, record)) !== 'yes') return;
       if (fill?.acquire()) {
         record.coalesced = true;
         metrics.joined();
@@ -71,7 +73,7 @@ export class ContentResponder {
         return;
       }
       // The fill finished meanwhile (then it is stored), or its leader got no 200: try on our own.
-      if (await this.serveStored(kind, digest, from, req, res, record)) return;
+      if (await this.serveStored(origin, kind, digest, from, req, res, record)) return;
       await this.serveMiss(origin, kind, digest, from, req, res, record, false);
       return;
     }
@@ -135,11 +137,11 @@ export class ContentResponder {
    * Answers a HEAD from a fill whose bytes are all in and verified but not yet committed (the sync can
    * take a moment after the GET that caused it has ended): the client asks about what it just got.
    */
-  private async headFromVerifiedFill(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
-    const pending = this.inflight.get(`${kind}/${digest}`);
+  private async headFromVerifiedFill(origin: URL, kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
+    const pending = this.inflight.get(fillKey(origin, kind, digest));
     const fill = pending ? await pending : null;
     if (!fill?.verified) return false;
-    if (!(await this.allowed(kind, digest, from, req, res, record))) return true;
+    if ((await this.mayServe(origin, kind, digest, undefined, from, req, res, record)) !== 'yes') return true;
     record.cache = 'HIT';
     res.writeHead(200, { ...contentHeaders(digest, fill.mediaType), 'accept-ranges': 'bytes', 'content-length': fill.written }).end();
     return true;
@@ -195,16 +197,22 @@ export class ContentResponder {
     res.destroy(failure); // the client sees a cut, not bad data
   }
 
-  /** Whether this client may have the content under the repository it asked for; answers it if not. */
-  private async allowed(kind: ContentKind, digest: string, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<boolean> {
-    if (!from.ref) return true;
-    const decision = await this.access.check(kind, digest, this.store.index.get(kind, digest), from.ref, req);
-    if (decision.allowed) return true;
+  /**
+   * Whether this request may have content of this origin that the store (entry) or a fill holds: 'yes';
+   * 'elsewhere' when stored content is private to other origins (the caller goes upstream, as for a MISS:
+   * another host, port or mirror ns= never gets it from the store); 'answered' when this client was
+   * refused, answered with upstream's own answer to its request, so that a refusal of stored content is
+   * byte for byte what upstream says of content it does not have (no cache oracle).
+   */
+  private async mayServe(origin: URL, kind: ContentKind, digest: string, entry: Entry | undefined, from: Provenance, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<'yes' | 'elsewhere' | 'answered'> {
+    if (!from.ref) return 'yes';
+    const decision = await this.access.check(kind, digest, entry, from.ref, req);
+    if (decision.allowed) return 'yes';
+    if (decision.elsewhere) return 'elsewhere';
     record.cache = 'DENIED';
     record.reason = decision.reason;
-    const code = { 401: 'UNAUTHORIZED', 403: 'DENIED', 404: kind === 'blob' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN' }[decision.status] ?? 'UNAVAILABLE';
-    sendRegistryError(res, decision.status, code, decision.reason, decision.headers);
-    return false;
+    await passThrough(this.upstream, origin, req, res, record);
+    return 'answered';
   }
 
   /** Sends bytes [offset, last] of the object from upstream with a Range request, or cuts the client. */
@@ -226,6 +234,7 @@ export class ContentResponder {
 
   /** Serves from the store; false when the content is not there (or vanished before it was opened). */
   async serveStored(
+    origin: URL,
     kind: ContentKind,
     digest: string,
     from: Provenance,
@@ -236,8 +245,11 @@ export class ContentResponder {
   ): Promise<boolean> {
     const stored = await this.store.lookup(kind, digest);
     if (!stored) return false;
-    // REVALIDATED: upstream just said yes to this client's own HEAD.
-    if (label !== 'REVALIDATED' && !(await this.allowed(kind, digest, from, req, res, record))) return true;
+    // REVALIDATED: upstream (this origin) just said yes to this client's own HEAD.
+    if (label !== 'REVALIDATED') {
+      const may = await this.mayServe(origin, kind, digest, this.store.index.get(kind, digest), from, req, res, record);
+      if (may !== 'yes') return may === 'answered';
+    }
     let file: fs.FileHandle;
     try {
       file = await fs.open(stored.path, 'r');
@@ -288,6 +300,11 @@ async function sendStored(stored: StoredContent, file: fs.FileHandle, req: Incom
   } catch (err) {
     noteStreamError(record, err);
   }
+}
+
+/** Fills are per origin: bytes from one registry are never handed to a request that named another. */
+function fillKey(origin: URL, kind: ContentKind, digest: string): string {
+  return `${origin.host}|${kind}/${digest}`;
 }
 
 function contentHeaders(digest: string, mediaType: string): OutgoingHttpHeaders {

@@ -48,14 +48,14 @@ export async function serveTagManifest(
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tag))?.ttlMs;
   if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
-    if (await content.serveStored('manifest', known.digest, from, req, res, record, 'HIT')) return;
+    if (await content.serveStored(origin, 'manifest', known.digest, from, req, res, record, 'HIT')) return;
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
     if (!policy.serveStale || !known) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStored('manifest', known.digest, from, req, res, record, 'STALE');
+    return content.serveStored(origin, 'manifest', known.digest, from, req, res, record, 'STALE');
   };
 
   let head: UpstreamResponse;
@@ -74,7 +74,7 @@ export async function serveTagManifest(
   const digest = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
   if (digest && store.index.get('manifest', digest)) {
     void store.index.setPointer(pointerKey, digest).catch(() => undefined);
-    if (await content.serveStored('manifest', digest, from, req, res, record, 'REVALIDATED')) return;
+    if (await content.serveStored(origin, 'manifest', digest, from, req, res, record, 'REVALIDATED')) return;
   }
   record.cache = 'MISS';
   if (req.method === 'HEAD') {
