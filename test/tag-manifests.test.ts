@@ -1,6 +1,9 @@
 // Manifests by tag against a real docker-registry: revalidated with a HEAD each time, keyed by the
 // client's Accept set, moved tags followed, and served STALE when upstream is gone.
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeImage, makeIndex, MediaTypes, pushImage, pushIndex, type Image, type ImageIndex } from './harness/images.js';
@@ -8,6 +11,7 @@ import type { Regcache } from './harness/regcache.js';
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
+import { proxyExchange } from './support/raw-socket.js';
 import { certDirFor, pullThrough, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const DOCKER_ONLY = MediaTypes.dockerManifest;
@@ -168,5 +172,68 @@ describe('ENABLE_MANIFEST_CACHE (rpardini tiers)', () => {
     assert.equal(await get('feature'), 'HIT');
     await new Promise((resolve) => setTimeout(resolve, 2200)); // MANIFEST_CACHE_DEFAULT_TIME=2s
     assert.equal(await get('feature'), 'REVALIDATED');
+  });
+});
+
+describe('no cache state across schemes', () => {
+  const tmp = new TmpDirs();
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let client: ProxyClient;
+  let forger: http.Server;
+  const forgerSaw: string[] = [];
+  // What anyone on a plain-HTTP path can answer: a well-formed manifest whose digest header is right.
+  const forged = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_ONLY, config: { mediaType: 'application/vnd.docker.container.image.v1+json', size: 2, digest: 'sha256:' + '0'.repeat(64) }, layers: [] }));
+  const forgedDigest = 'sha256:' + crypto.createHash('sha256').update(forged).digest('hex');
+
+  before(async () => {
+    const root = await tmp.make('regcache-schemes');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['schemes-a']);
+    await pushImage(upstream.registry.url, 'lib/app', 'stable', upstream.image, { caFile: upstream.ca.certFile });
+    forger = http.createServer((req, res) => {
+      forgerSaw.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': DOCKER_ONLY, 'docker-content-digest': forgedDigest, 'content-length': forged.length }).end(req.method === 'HEAD' ? undefined : forged);
+    });
+    await new Promise<void>((resolve) => forger.listen(0, '127.0.0.1', resolve));
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: {
+        ADDITIONAL_REGISTRIES: 'registry.test registry.test:80', // the same registry over plain HTTP too
+        ENABLE_MANIFEST_CACHE: 'true', // tags served from the store without asking: what a poisoned pointer would feed
+        CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.registry.port} registry.test:80:127.0.0.1:${(forger.address() as net.AddressInfo).port}`,
+      },
+      routes: {},
+    });
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    forger?.close();
+    await tmp.cleanup();
+  });
+
+  const plainGet = (tag: string) => proxyExchange(proxy.port, `GET http://registry.test/v2/lib/app/manifests/${tag} HTTP/1.1\r\nHost: registry.test\r\nAccept: ${DOCKER_ONLY}\r\nConnection: close\r\n\r\n`);
+
+  it('never lets a plain-HTTP answer become what an HTTPS pull is served', async () => {
+    assert.match(await plainGet('stable'), /^HTTP\/1\.1 200/);
+    const line = (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1);
+    assert.equal(line?.cache, 'BYPASS');
+    assert.equal(line?.reason, 'plain HTTP is never cached');
+    const secure = await client.fetch('https://registry.test/v2/lib/app/manifests/stable', { headers: { accept: DOCKER_ONLY } });
+    assert.equal(secure.headers['docker-content-digest'], upstream.image.manifestDigest);
+    assert.ok(secure.body.equals(upstream.image.manifest), 'the real manifest, not the forged one');
+    assert.ok(!(await proxy.logs()).some((l) => l.digest === forgedDigest && (l.msg === 'fill committed' || l.cache === 'HIT')), 'the forged manifest was never stored');
+  });
+
+  it('never answers a plain-HTTP request from what HTTPS stored', async () => {
+    const before = forgerSaw.length;
+    const reply = await plainGet('stable');
+    assert.ok(reply.includes(forgedDigest), 'the plain-HTTP origin answered, not the store');
+    assert.equal(forgerSaw.length, before + 1);
+    const byDigest = await proxyExchange(proxy.port, `GET http://registry.test/v2/lib/app/manifests/${upstream.image.manifestDigest} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`);
+    assert.ok(byDigest.includes(forgedDigest) && forgerSaw.length === before + 2, 'by digest too');
   });
 });

@@ -29,6 +29,12 @@ export class RegistryHandler {
     const request = classify(req.method ?? 'GET', req.url ?? '/');
     record.kind = request.kind === 'passthrough' ? request.what : request.kind;
     try {
+      if (origin.protocol !== 'https:' && (request.kind === 'blob' || request.kind === 'manifest-by-digest' || request.kind === 'manifest-by-tag')) {
+        // Plain HTTP can be forged by anyone on the path: what it says must never become what an HTTPS pull
+        // is served (a tag pointer, a stored manifest), and it is not served from what HTTPS stored either.
+        record.reason = 'plain HTTP is never cached';
+        return await passThrough(upstream, origin, req, res, record); // redirects go to the client, as for any forward
+      }
       switch (request.kind) {
         case 'blob':
           if (req.method === 'HEAD' && this.deps.allowPush) {
