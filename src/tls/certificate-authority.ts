@@ -23,7 +23,11 @@ export class CaError extends Error {
 export async function loadOrCreateCa(dir: string): Promise<{ ca: CertificateAuthority; created: boolean }> {
   const certFile = path.join(dir, 'ca.crt');
   const keyFile = path.join(dir, 'ca.key');
-  const [certPem, keyPem] = await Promise.all([readIfExists(certFile), readIfExists(keyFile)]);
+  // Both read at once, but a failure is reported for the certificate first, whichever failed first.
+  const [cert, key] = await Promise.allSettled([readIfExists(certFile), readIfExists(keyFile)]);
+  if (cert.status === 'rejected') throw cert.reason;
+  if (key.status === 'rejected') throw key.reason;
+  const [certPem, keyPem] = [cert.value, key.value];
   if (certPem === null && keyPem === null) {
     try {
       return { ca: await createCa(dir, certFile, keyFile), created: true };
