@@ -4,7 +4,9 @@
 // TLS server as another origin, skopeo, the mirror and raw requests through the proxy.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import bcrypt from 'bcryptjs';
 import { after, before, describe, it } from 'node:test';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
@@ -13,7 +15,7 @@ import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
 import { ProxyClient } from './support/proxy-client.js';
-import { certDirFor, pullThrough, pushTo, startProxyFor, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
+import { certDirFor, pullThrough, pushTo, startProxyFor, startTokenAuthUpstream, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 describe('private images', () => {
   const tmp = new TmpDirs();
@@ -35,21 +37,8 @@ describe('private images', () => {
     await pushTo(upstream, 'alice/private', 'v1', seed('alice/private'));
     publicImage = await makeImage(path.join(root, 'public'), { layers: [{ size: 300_000, seed: 'public-a' }] });
     await pushImage(upstream.registry.url, 'library/public', 'v1', publicImage, { caFile: upstream.ca.certFile, token: seed('library/public') });
-    // Another origin that says yes to everything: another allowlisted host, and the same host on another port.
-    hostile = await listenHttps(await upstream.ca.issue(['evil.test', 'registry.test'], root, 'hostile'), (req, res) => {
-      hostileSaw.push(`${req.method} ${req.url}`);
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 8 }).end(req.method === 'HEAD' ? undefined : 'hostile\n');
-    });
-    proxy = await startProxyFor(upstream, {
-      dir: path.join(root, 'proxy'),
-      env: {
-        ADDITIONAL_REGISTRIES: 'registry.test auth.test evil.test registry.test:4443',
-        UPSTREAM_CA_FILE: hub.caBundle,
-        MIRROR_PORT: String(await freePort()),
-        CONNECT_TO: [`registry.test:443:127.0.0.1:${upstream.registry.port}`, `auth.test:443:127.0.0.1:${tokens.port}`, `evil.test:443:127.0.0.1:${hostile.port}`, `registry.test:4443:127.0.0.1:${hostile.port}`].join(' '),
-      },
-      routes: {},
-    });
+    hostile = await startHostileOrigin(upstream, root, hostileSaw);
+    proxy = await startProxyWithOtherOrigins(upstream, hostile, root, { 'auth.test': tokens.port }, { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: hub.caBundle });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
   });
@@ -107,34 +96,117 @@ describe('private images', () => {
     assert.equal(publicAgain.status, 200, 'public content needs no credentials on a HIT');
   });
 
+  originBindingTests(() => ({ proxy, client, upstream, hostileSaw, repo: 'alice/private' }));
+});
+
+describe('private images on a registry with htpasswd (Basic) auth', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+  let client: ProxyClient;
+  let hostile: RunningServer;
+  const hostileSaw: string[] = [];
+
+  before(async () => {
+    root = await tmp.make('regcache-private-basic');
+    const htpasswd = path.join(root, 'htpasswd');
+    await writeFile(htpasswd, `bob:${bcrypt.hashSync('b0b-pass', 4)}\n`);
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['basic-a'], { htpasswd });
+    await pushImage(upstream.registry.url, 'bob/private', 'v1', upstream.image, { caFile: upstream.ca.certFile, basic: 'bob:b0b-pass' });
+    hostile = await startHostileOrigin(upstream, root, hostileSaw);
+    proxy = await startProxyWithOtherOrigins(upstream, hostile, root, {}, {});
+    client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    const pulled = await pullThrough(proxy, 'registry.test/bob/private:v1', path.join(root, 'bob'), await certDirFor(proxy, path.join(root, 'certs.d')), path.join(root, 'skopeo'), 'bob:b0b-pass');
+    assert.equal(pulled.code, 0, pulled.stderr);
+    for (const d of upstream.blobs) {
+      await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === d && l.access === 'private', `${d} known as private`);
+    }
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await hostile?.close();
+    await tmp.cleanup();
+  });
+
+  it('serves the owner from the cache', async () => {
+    const digest = upstream.image.layers[0]!.digest;
+    const res = await client.fetch(`https://registry.test/v2/bob/private/blobs/${digest}`, { headers: { authorization: `Basic ${Buffer.from('bob:b0b-pass').toString('base64')}` } });
+    assert.equal(res.status, 200);
+    assert.equal((await proxy.requests()).filter((l) => l.digest === digest).at(-1)?.cache, 'HIT');
+  });
+
+  originBindingTests(() => ({ proxy, client, upstream, hostileSaw, repo: 'bob/private' }));
+});
+
+/** Another origin that says yes to everything: another allowlisted host, and the same host on another port. */
+function startHostileOrigin(upstream: Upstream, root: string, saw: string[]): Promise<RunningServer> {
+  return upstream.ca.issue(['evil.test', 'registry.test'], root, 'hostile').then((tls) =>
+    listenHttps(tls, (req, res) => {
+      saw.push(`${req.method} ${req.url}`);
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': 8 }).end(req.method === 'HEAD' ? undefined : 'hostile\n');
+    }),
+  );
+}
+
+/** regcache in front of the private registry (registry.test), with evil.test and registry.test:4443 allowlisted too. */
+async function startProxyWithOtherOrigins(upstream: Upstream, hostile: RunningServer, root: string, routes: Record<string, number>, env: Record<string, string>): Promise<Regcache> {
+  const connectTo = Object.entries({ 'registry.test': upstream.registry.port, ...routes }).map(([host, port]) => `${host}:443:127.0.0.1:${port}`);
+  return startProxyFor(upstream, {
+    dir: path.join(root, 'proxy'),
+    env: {
+      ...env,
+      ADDITIONAL_REGISTRIES: `registry.test evil.test registry.test:4443 ${env.ADDITIONAL_REGISTRIES ?? ''}`,
+      MIRROR_PORT: String(await freePort()),
+      CONNECT_TO: [...connectTo, `evil.test:443:127.0.0.1:${hostile.port}`, `registry.test:4443:127.0.0.1:${hostile.port}`].join(' '),
+    },
+    routes: {},
+  });
+}
+
+interface OriginContext {
+  proxy: Regcache;
+  client: ProxyClient;
+  upstream: Upstream;
+  hostileSaw: string[];
+  repo: string; // the private repository, already pulled by its owner through proxy
+}
+
+/** Cached private content and other origins: the same tests whatever auth the private registry uses. */
+function originBindingTests(ctx: () => OriginContext): void {
   const isLayer = (body: Buffer, digest: string) => 'sha256:' + crypto.createHash('sha256').update(body).digest('hex') === digest;
 
   it('never serves cached private bytes for another origin: another host, the same host on another port, or the mirror ns=', async () => {
+    const { proxy, client, upstream, hostileSaw, repo } = ctx();
     const [layer] = upstream.image.layers;
     const asked = [
-      `https://evil.test/v2/alice/private/blobs/${layer!.digest}`,
-      `https://registry.test:4443/v2/alice/private/blobs/${layer!.digest}`,
+      `https://evil.test/v2/${repo}/blobs/${layer!.digest}`,
+      `https://registry.test:4443/v2/${repo}/blobs/${layer!.digest}`,
     ];
     for (const url of asked) {
       const res = await client.fetch(url).catch((err: Error) => err);
       assert.ok(res instanceof Error || !isLayer(res.body, layer!.digest), `${url} gave the private layer`);
     }
-    const mirrored = await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/alice/private/blobs/${layer!.digest}?ns=evil.test`)
+    const mirrored = await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/${repo}/blobs/${layer!.digest}?ns=evil.test`)
       .then(async (r) => Buffer.from(await r.arrayBuffer()))
       .catch((err: Error) => err); // a cut connection: the fill found the hostile bytes wrong
     assert.ok(mirrored instanceof Error || !isLayer(mirrored, layer!.digest), 'the mirror gave the private layer');
     // Each went to the origin it named, as for content never seen: none was a HIT.
-    assert.equal(hostileSaw.filter((r) => r === `GET /v2/alice/private/blobs/${layer!.digest}`).length, 3);
+    assert.equal(hostileSaw.filter((r) => r === `GET /v2/${repo}/blobs/${layer!.digest}`).length, 3);
     const lines = (await proxy.requests()).filter((l) => l.digest === layer!.digest && (l.host === 'evil.test' || l.host === 'registry.test:4443'));
     assert.equal(lines.length, 3);
     assert.ok(lines.every((l) => l.cache === 'MISS'), JSON.stringify(lines));
   });
 
   it('answers a refused request for cached private content exactly as upstream answers for content it does not have', async () => {
+    const { client, upstream, repo } = ctx();
     const stored = upstream.image.layers[0]!.digest;
     const unknown = 'sha256:' + crypto.randomBytes(32).toString('hex');
     const ask = async (digest: string, method: 'GET' | 'HEAD') => {
-      const res = await client.fetch(`https://registry.test/v2/alice/private/blobs/${digest}`, { method });
+      const res = await client.fetch(`https://registry.test/v2/${repo}/blobs/${digest}`, { method });
       return { status: res.status, body: res.body.toString(), challenge: res.headers['www-authenticate'], type: res.headers['content-type'], length: res.headers['content-length'] };
     };
     for (const method of ['GET', 'HEAD'] as const) {
@@ -143,4 +215,4 @@ describe('private images', () => {
       assert.deepEqual(a, b, `${method}: a cached digest must not be told from an unknown one`);
     }
   });
-});
+}

@@ -8,6 +8,8 @@ export interface PushOptions {
   caFile: string;
   /** Bearer token (e.g. TokenServer.mintToken) for token-auth registries. */
   token?: string;
+  /** "user:password" for registries with htpasswd (Basic) auth. */
+  basic?: string;
 }
 
 /** One undici Agent per push, trusting only the test CA. */
@@ -21,6 +23,7 @@ async function openClient(registryBaseUrl: string, opts: PushOptions): Promise<C
   const ca = await readFile(opts.caFile, 'utf8');
   const headers: Record<string, string> = {};
   if (opts.token !== undefined) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.basic !== undefined) headers.authorization = `Basic ${Buffer.from(opts.basic).toString('base64')}`;
   return { base: registryBaseUrl.replace(/\/+$/, ''), dispatcher: new Agent({ connect: { ca } }), headers };
 }
 

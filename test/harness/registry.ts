@@ -11,6 +11,8 @@ export interface RegistryOptions {
   tls: { certFile: string; keyFile: string };
   /** Token auth (distribution's `auth: token:`); rootCertBundle holds the JWT signer's certificate. */
   auth?: { realm: string; service: string; issuer: string; rootCertBundle: string };
+  /** Basic auth from an htpasswd file of bcrypt entries (distribution's `auth: htpasswd:`). */
+  htpasswd?: string;
   /**
    * Enables the storage `redirect` middleware: blob GETs *and HEADs* get a 307
    * to <scheme>://<host> of this URL + the storage path
@@ -145,6 +147,9 @@ function renderConfig(opts: RegistryOptions, port: number, storageDir: string): 
       `    issuer: ${q(opts.auth.issuer)}`,
       `    rootcertbundle: ${q(opts.auth.rootCertBundle)}`,
     );
+  }
+  if (opts.htpasswd !== undefined) {
+    lines.push('auth:', '  htpasswd:', `    realm: ${q('regcache-test')}`, `    path: ${q(opts.htpasswd)}`);
   }
   if (opts.proxy !== undefined) {
     lines.push('proxy:', `  remoteurl: ${q(opts.proxy.remoteUrl)}`);
