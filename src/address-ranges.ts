@@ -42,3 +42,18 @@ export class AddressRanges {
 export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }
+
+/**
+ * The IPv4 address inet_aton reads in a name such as "2130706433", "127.1" or "0x7f.0.0.1", which
+ * resolvers (getaddrinfo, an upstream proxy's) take as an address, not a name; null for a real name.
+ */
+export function numericIpv4(name: string): string | null {
+  const parts = name.split('.');
+  if (parts.length > 4 || !parts.every((p) => /^(0x[0-9a-f]+|0[0-7]*|[1-9]\d*)$/i.test(p))) return null;
+  const values = parts.map((p) => (/^0x/i.test(p) ? parseInt(p, 16) : /^0\d/.test(p) ? parseInt(p, 8) : Number(p)));
+  const last = values.pop()!;
+  if (values.some((v) => v > 255) || last >= 256 ** (4 - values.length)) return null;
+  let n = last;
+  values.forEach((v, i) => (n += v * 256 ** (3 - i)));
+  return [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+}

@@ -57,6 +57,10 @@ describe('destination policy', () => {
     assert.match(p.refusalOfName('localhost', 443)!, /loopback/);
     assert.match(p.refusalOfName('x.localhost', 443)!, /loopback/);
     assert.match(p.refusalOfName('169.254.169.254', 80)!, /link-local/);
+    for (const spelling of ['2130706433', '127.1', '0x7f.0.0.1', '0177.0.0.1', '0x7f000001']) assert.match(p.refusalOfName(spelling, 443)!, /loopback/, spelling);
+    assert.match(p.refusalOfName('2852039166', 80)!, /link-local/, '169.254.169.254 as one number');
+    assert.equal(p.refusalOfName('1password.com', 443), null);
+    assert.equal(p.refusalOfName('123.example', 443), null);
     assert.match(p.refusalOfName('a.corp.example', 443)!, /DENY_DESTINATIONS/);
     assert.equal(p.refusalOfName('registry.example', 443), null);
   });

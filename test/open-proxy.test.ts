@@ -74,7 +74,8 @@ describe('destination policy, default settings', () => {
   });
 
   it('refuses tunnels into the host: another loopback address, IPv6 loopback, 0.0.0.0', async () => {
-    for (const authority of [`127.0.0.2:${internal.port}`, `[::1]:${internal.port}`, `0.0.0.0:${internal.port}`, `[::ffff:127.0.0.2]:${internal.port}`]) {
+    // Also as names the resolver reads as numbers: 2130706434 and 127.2 are 127.0.0.2.
+    for (const authority of [`127.0.0.2:${internal.port}`, `[::1]:${internal.port}`, `0.0.0.0:${internal.port}`, `[::ffff:127.0.0.2]:${internal.port}`, `2130706434:${internal.port}`, `127.2:${internal.port}`]) {
       const reply = await proxyExchange(proxy.port, CONNECT(authority));
       assert.equal(status(reply), 403, `${authority}: ${reply}`);
       assert.match(reply, /loopback|unspecified/);

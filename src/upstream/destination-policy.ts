@@ -8,7 +8,7 @@
 // own routes and are not checked here (the Dialer knows which connections those are).
 import os from 'node:os';
 import net from 'node:net';
-import { AddressRanges, plainAddress } from '../address-ranges.js';
+import { AddressRanges, numericIpv4, plainAddress } from '../address-ranges.js';
 import type { DestinationRule } from '../config.js';
 
 export class DestinationRefusedError extends Error {
@@ -67,11 +67,14 @@ export class DestinationPolicy {
   }
 
   /**
-   * Before resolution, for connections through UPSTREAM_PROXY (which resolves names itself): IP literals
-   * are judged as addresses, and "localhost" names (RFC 6761) as loopback.
+   * Before resolution, for connections through UPSTREAM_PROXY (which resolves names itself): IP literals,
+   * and names a resolver reads as one ("2130706433", "127.1"), are judged as addresses, and "localhost"
+   * names (RFC 6761) as loopback.
    */
   refusalOfName(host: string, port: number): string | null {
     if (net.isIP(host)) return this.refusal(host, host, port);
+    const numeric = numericIpv4(host);
+    if (numeric) return this.refusal(host, numeric, port);
     if (host === 'localhost' || host.endsWith('.localhost')) return this.refusal(host, '127.0.0.1', port);
     if (this.deny.some((rule) => rule(host, '', port))) return 'listed in DENY_DESTINATIONS';
     return null;
