@@ -100,6 +100,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     index: store.index,
     metrics,
     ready: () => ready,
+    diskFull: () => evictor.diskFull(),
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
   };
