@@ -79,7 +79,8 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const content = new ContentResponder(store, evictor, upstream, access, log);
+  const contentOptions = { verifyOnRead: config.verifyOnRead };
+  const content = new ContentResponder(store, evictor, upstream, access, log, contentOptions);
   const registry = new RegistryHandler({
     log,
     store,
@@ -134,7 +135,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
-    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log);
+    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log, contentOptions);
     const mirrorDeps = {
       log,
       allowlist,

@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { integrityOf } from '../src/cache/content-store.js';
+import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createTestCA, type TestCA } from './harness/pki.js';
 import { run, sleep, waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache, type RegcacheOptions } from './harness/regcache.js';
@@ -71,6 +72,107 @@ async function fetchKeepingCuts(client: ProxyClient, url: string, headers: Recor
   return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error, ms: Date.now() - started };
 }
 
+/** Runs the reader to its end; what it delivered, and the error it ended with (if any). */
+async function drain(reader: VerifiedFileReader): Promise<{ data: Buffer; error: Error | null }> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      callback();
+    },
+  });
+  const error = await pipeline(reader, sink).then(
+    () => null,
+    (err: Error) => err,
+  );
+  return { data: Buffer.concat(chunks), error };
+}
+
+describe('VerifiedFileReader (in-process, temp files)', () => {
+  const tmp = new TmpDirs();
+  let dir: string;
+  // Not a multiple of the 256 KiB read chunk, so the last chunk is short.
+  const data = makeBlob(3 * MiB + 12_345, 'verified-reader').data;
+  const digest = sha256(data);
+  const size = data.length;
+
+  before(async () => {
+    dir = await tmp.make('regcache-verified-reader');
+  });
+  after(() => tmp.cleanup());
+
+  const fileWith = async (name: string, bytes: Buffer): Promise<string> => {
+    const file = path.join(dir, name);
+    await writeFile(file, bytes);
+    return file;
+  };
+  const readerOver = async (file: string, start: number, end: number, claimedSize = size) => {
+    const handle = await open(file, 'r');
+    return { handle, reader: new VerifiedFileReader(handle, { size: claimedSize, digest, start, end }) };
+  };
+
+  it('delivers the whole file when it hashes to its digest, and closes the file', async () => {
+    const { handle, reader } = await readerOver(await fileWith('good', data), 0, size - 1);
+    const r = await drain(reader);
+    assert.equal(r.error, null);
+    assert.ok(r.data.equals(data));
+    assert.equal(handle.fd, -1, 'the reader closed its file');
+  });
+
+  it('delivers exactly a range from the middle, a range at the start, and the last byte alone', async () => {
+    const file = await fileWith('good-ranges', data);
+    for (const [start, end] of [
+      [300_000, 1_000_000],
+      [0, 99],
+      [size - 1, size - 1],
+      [262_144, 524_287], // exactly one read chunk
+    ] as const) {
+      const r = await drain((await readerOver(file, start, end)).reader);
+      assert.equal(r.error, null, `${start}-${end}`);
+      assert.ok(r.data.equals(data.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    }
+  });
+
+  it('holds back the last byte of a range until the whole file has hashed, and errors on a mismatch', async () => {
+    const bad = Buffer.from(data);
+    bad[size - 10]! ^= 0x01; // far beyond the range: only hashing the whole file can notice
+    const { handle, reader } = await readerOver(await fileWith('bad-tail', bad), 0, 99);
+    const r = await drain(reader);
+    assert.ok(r.error instanceof CorruptContentError, `got ${String(r.error)}`);
+    assert.match(r.error.message, /hash to sha256:[0-9a-f]{64}, not sha256:/);
+    assert.ok(r.data.equals(data.subarray(0, 99)), 'every byte but the last of the range, never the last');
+    assert.equal(handle.fd, -1, 'the reader closed its file');
+  });
+
+  it('never completes a whole-file read of a changed file: at most all but the last byte', async () => {
+    const bad = Buffer.from(data);
+    bad[1000]! ^= 0xff;
+    const r = await drain((await readerOver(await fileWith('bad-head', bad), 0, size - 1)).reader);
+    assert.ok(r.error instanceof CorruptContentError);
+    assert.equal(r.data.length, size - 1);
+  });
+
+  it('errors on a file shorter than the size it was opened for', async () => {
+    const r = await drain((await readerOver(await fileWith('short', data.subarray(0, 1_000_000)), 0, size - 1)).reader);
+    assert.ok(r.error instanceof CorruptContentError);
+    assert.match(r.error.message, /ends after 1000000 of \d+ bytes/);
+    assert.ok(r.data.equals(data.subarray(0, 1_000_000)), 'what the file has, then the error: never the announced length');
+  });
+
+  it('reads only while its consumer wants data', async () => {
+    const { reader } = await readerOver(await fileWith('stalled', data), 0, size - 1);
+    let delivered = 0;
+    reader.on('data', (chunk: Buffer) => {
+      delivered += chunk.length;
+      reader.pause(); // a consumer that takes one chunk and stalls
+    });
+    await sleep(200);
+    assert.ok(delivered > 0, 'the first chunk arrived');
+    assert.ok(delivered + reader.readableLength <= 3 * 256 * 1024, `${delivered + reader.readableLength} bytes read for a stalled consumer`);
+    reader.destroy();
+  });
+});
+
 /** A fake upstream with its own CA, and a regcache routed to it. */
 class Fixture {
   readonly upstream = new FakeRegistry();
@@ -88,6 +190,131 @@ class Fixture {
     return { proxy, client: new ProxyClient(proxy.proxyUrl, proxy.caFile) };
   }
 }
+
+describe('stored bytes are checked on the way out', () => {
+  const tmp = new TmpDirs();
+  const fx = new Fixture();
+  let dir: string;
+  let proxy: Regcache;
+  let client: ProxyClient;
+
+  before(async () => {
+    dir = await tmp.make('regcache-integrity');
+    await fx.start(dir);
+    ({ proxy, client } = await fx.regcache({ dir: path.join(dir, 'verifying') }));
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await fx.upstream.close();
+    await tmp.cleanup();
+  });
+
+  /** GET once (MISS) and wait until the content is committed. */
+  const stored = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<string> => {
+    assert.ok((await c.fetch(blobUrl(blob))).body.equals(blob.data));
+    await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+    return storedFile(rc.cacheDir, blob.digest);
+  };
+  const lastLine = async (rc: Regcache, digest: string) => (await rc.requests()).filter((l) => l.digest === digest).at(-1);
+
+  it('cuts a HIT whose stored file has a flipped byte, logs CORRUPT, drops the entry; the next GET refetches', async () => {
+    const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-hit'));
+    await flipByte(await stored(proxy, client, blob), 5000);
+
+    const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
+    assert.equal(head.status, 200, 'a HEAD only checks the size');
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT');
+
+    const cut = await fetchKeepingCuts(client, blobUrl(blob));
+    assert.equal(cut.status, 200);
+    assert.equal(cut.headers['content-length'], String(blob.data.length));
+    assert.ok(cut.error, 'the body was cut');
+    assert.ok(cut.body.length < blob.data.length, `${cut.body.length} of ${blob.data.length} bytes: never a complete bad body`);
+    const line = await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
+    assert.equal(line.level, 'warn');
+    assert.match(String(line.error), /CorruptContentError: the stored bytes hash to sha256:[0-9a-f]{64}, not /);
+    assert.ok((await proxy.logs()).some((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest && l.level === 'warn'));
+    assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest), 'the entry is dropped');
+
+    const again = await client.fetch(blobUrl(blob));
+    assert.ok(again.body.equals(blob.data), 'the refetch is correct');
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal(fx.upstream.count('GET', blob.digest), 2);
+    await waitFor(async () => (await proxy.logs()).filter((l) => l.msg === 'fill committed' && l.digest === blob.digest).length === 2, { timeoutMs: 10_000, what: 'the recommit' });
+    assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT', 'the refetched content is stored again');
+  });
+
+  it('treats a truncated stored file as missing: refetched, correct, promptly, and logged', async () => {
+    const blob = fx.upstream.add(makeBlob(3 * MiB, 'truncated'));
+    await truncate(await stored(proxy, client, blob), 1 * MiB);
+
+    const headsBefore = fx.upstream.count('HEAD', blob.digest); // regcache's own access check HEADs too
+    const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS', 'a HEAD of a short file goes upstream');
+    assert.equal(fx.upstream.count('HEAD', blob.digest), headsBefore + 1);
+
+    const got = await fetchKeepingCuts(client, blobUrl(blob));
+    assert.equal(got.error, null);
+    assert.ok(got.body.equals(blob.data));
+    assert.ok(got.ms < 5000, `took ${got.ms} ms`);
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal(fx.upstream.count('GET', blob.digest), 2);
+    const warning = (await proxy.logs()).find((l) => l.msg === 'stored content has the wrong size; dropped' && l.digest === blob.digest);
+    assert.equal(warning?.level, 'warn');
+    assert.deepEqual([warning?.size, warning?.actualSize], [3 * MiB, 1 * MiB]);
+  });
+
+  it('cuts a Range request on a stored file with a flipped byte outside the range', async () => {
+    const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-range'));
+    await flipByte(await stored(proxy, client, blob), 2 * MiB - 1);
+
+    const cut = await fetchKeepingCuts(client, blobUrl(blob), { range: 'bytes=0-99' });
+    assert.equal(cut.status, 206);
+    assert.ok(cut.error, 'the ranged body was cut');
+    assert.ok(cut.body.length < 100);
+    await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
+    assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest));
+  });
+
+  it('with VERIFY_ON_READ=false serves the flipped file as it is (the check is what catches it)', async () => {
+    const { proxy: plain, client: plainClient } = await fx.regcache({ dir: path.join(dir, 'not-verifying'), env: { VERIFY_ON_READ: 'false' } });
+    try {
+      const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-unverified'));
+      await flipByte(await stored(plain, plainClient, blob), 5000);
+      const got = await fetchKeepingCuts(plainClient, blobUrl(blob));
+      assert.equal(got.error, null);
+      assert.equal(got.body.length, blob.data.length);
+      assert.notEqual(sha256(got.body), blob.digest, 'the changed bytes went out whole');
+      assert.equal((await lastLine(plain, blob.digest))?.cache, 'HIT');
+
+      // The size check stays on without verification.
+      const short = fx.upstream.add(makeBlob(1 * MiB, 'truncated-unverified'));
+      await truncate(await stored(plain, plainClient, short), 1000);
+      const refetched = await fetchKeepingCuts(plainClient, blobUrl(short));
+      assert.ok(refetched.body.equals(short.data));
+      assert.equal((await lastLine(plain, short.digest))?.cache, 'MISS');
+    } finally {
+      await plainClient.close();
+      await plain.stop();
+    }
+  });
+
+  it('cache verify exits 1 when it finds corruption, 0 once the cache is clean', async () => {
+    const blob = fx.upstream.add(makeBlob(300_000, 'verify-exit'));
+    await flipByte(await stored(proxy, client, blob), 10);
+    const found = await cli(proxy.cacheDir, 'verify');
+    assert.equal(found.code, 1, found.stdout + found.stderr);
+    assert.match(found.stdout, new RegExp(`corrupt \\(removed\\): ${blob.digest}`));
+    assert.match(found.stderr, /^regcache: verify found 1 corrupt and 0 missing entries/);
+    const clean = await cli(proxy.cacheDir, 'verify');
+    assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+    assert.match(clean.stdout, /0 corrupt, 0 missing/);
+  });
+});
 
 describe('a full disk (small tmpfs as CACHE_DIR)', () => {
   const tmp = new TmpDirs();

@@ -111,13 +111,17 @@ export class ContentStore extends EventEmitter {
     return write;
   }
 
-  /** Removes an entry, and its content file unless another entry holds the same bytes. */
+  /**
+   * Removes an entry, and its content file unless another entry holds the same bytes. The unlink is
+   * issued in the same tick as the in-memory deletion, not after the journal sync: a request arriving
+   * meanwhile misses and refills, and its commit must not be unlinked by this removal.
+   */
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
-    const entry = await this.index.delete(kind, digest);
-    if (entry && !this.index.sharesContent(kind, digest)) {
-      // Readers that have the file open keep reading: unlinking only takes the name away.
-      await fs.rm(this.contentPath(digest), { force: true });
-    }
+    if (!this.index.get(kind, digest)) return undefined;
+    const deleted = this.index.delete(kind, digest); // gone from memory now; the journal line follows
+    // Readers that have the file open keep reading: unlinking only takes the name away.
+    const unlinked = this.index.sharesContent(kind, digest) ? null : fs.rm(this.contentPath(digest), { force: true });
+    const [entry] = await Promise.all([deleted, unlinked]);
     return entry;
   }
 
