@@ -395,3 +395,63 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
     assert.equal((await readyz()).status, 200);
   });
 });
+
+describe('modes regardless of umask', () => {
+  const tmp = new TmpDirs();
+  const fx = new Fixture();
+  let dir: string;
+
+  before(async () => {
+    dir = await tmp.make('regcache-umask');
+    await fx.start(dir);
+  });
+  after(() => fx.upstream.close().then(() => tmp.cleanup()));
+
+  /** Every directory and file below root with its permission bits, e.g. ['content-v2/sha256', 0o700]. */
+  async function modesBelow(root: string): Promise<[string, number, 'dir' | 'file' | 'other'][]> {
+    const entries = await readdir(root, { recursive: true, withFileTypes: true });
+    const rows: [string, number, 'dir' | 'file' | 'other'][] = [];
+    for (const e of entries) {
+      const full = path.join(e.parentPath, e.name);
+      rows.push([path.relative(root, full), (await stat(full)).mode & 0o777, e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other']);
+    }
+    return rows;
+  }
+
+  it('creates every directory 0700 and every file 0600 under umask 000 (CA_DIR and CACHE_DIR)', async () => {
+    const cacheDir = path.join(dir, 'cache');
+    await mkdir(cacheDir);
+    await chmod(cacheDir, 0o777); // a CACHE_DIR that exists already, wide open: it is narrowed
+    const caDir = path.join(dir, 'ca', 'nested'); // created by regcache, parents included
+    const { proxy, client } = await fx.regcache({ dir, cacheDir, caDir, umask: '000' });
+    try {
+      const blob = fx.upstream.add(makeBlob(100_000, 'umask-blob'));
+      const manifest = makeBlob(0, 'unused');
+      const doc = Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [{ digest: blob.digest }] }));
+      const m = { ...manifest, data: doc, digest: sha256(doc), mediaType: 'application/vnd.oci.image.manifest.v1+json' };
+      fx.upstream.tags.set('lib/app:v1', m); // stored through putBuffer, not a fill
+      fx.upstream.add(m);
+      assert.equal((await client.fetch(`${REG}/v2/lib/app/manifests/v1`)).status, 200);
+      assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
+      await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+      assert.deepEqual((await storedDigests(cacheDir)).sort(), [blob.digest, m.digest].sort());
+
+      assert.equal((await stat(cacheDir)).mode & 0o777, 0o700, 'CACHE_DIR');
+      assert.equal((await stat(caDir)).mode & 0o777, 0o700, 'CA_DIR');
+      assert.equal((await stat(path.join(dir, 'ca'))).mode & 0o777, 0o700, "CA_DIR's parent, created too");
+      assert.equal((await stat(path.join(caDir, 'ca.key'))).mode & 0o777, 0o600, 'the CA key');
+      const rows = await modesBelow(cacheDir);
+      const files = rows.filter(([, , type]) => type === 'file').map(([name]) => name);
+      assert.ok(files.includes('index.jsonl'), 'the journal is there');
+      assert.ok(files.includes(path.relative(cacheDir, storedFile(cacheDir, blob.digest))), 'the blob is there');
+      assert.ok(files.includes(path.relative(cacheDir, storedFile(cacheDir, m.digest))), 'the manifest is there');
+      assert.ok(rows.some(([name]) => name === 'spool'));
+      const wrong = rows.filter(([, mode, type]) => (type === 'dir' ? mode !== 0o700 : mode !== 0o600)).map(([name, mode]) => `${name} ${mode.toString(8)}`);
+      assert.deepEqual(wrong, [], 'directories 0700, files (and the control socket) 0600');
+      assert.ok(rows.filter(([, , type]) => type === 'dir').length >= 5, 'content-v2 and its nested directories were checked');
+    } finally {
+      await client.close();
+      await proxy.stop();
+    }
+  });
+});
