@@ -258,7 +258,13 @@ export class ContentResponder {
       return false;
     }
     // Checked even without VERIFY_ON_READ: a short file would answer the full Content-Length and then stall.
-    const actualSize = (await file.stat()).size;
+    const actualSize = await file.stat().then(
+      (st) => st.size,
+      async (err: Error) => {
+        await file.close();
+        throw err;
+      },
+    );
     if (actualSize !== stored.size) {
       await file.close();
       this.log.warn({ digest, kind, path: stored.path, size: stored.size, actualSize }, 'stored content has the wrong size; dropped');
