@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run bench`: the pull benchmark (direct vs regcache cold vs warm, RSS, first-request latency), then
-# the store benchmark (HIT throughput of a big blob vs reading its content file, concurrent HIT readers'
-# RSS, startup with 100k index entries), then the peer benchmark (regcache vs squid with ssl-bump vs a
+# the store benchmark (HIT throughput of a big blob vs reading its content file, regcache's CPU per byte
+# with VERIFY_ON_READ on and off, concurrent HIT readers' RSS, startup with 100k index entries), then the
+# peer benchmark (regcache vs squid with ssl-bump vs a
 # docker-registry pull-through mirror vs direct: cold, warm, 20 concurrent pulls, RSS).
 # Pull bench options: --runs N, --mb N (or BENCH_RUNS, BENCH_MB).
 # Store bench options (environment): BENCH_STORE_MB (1024), BENCH_STORE_RUNS (5), BENCH_STORE_READERS (20),
@@ -13,7 +14,7 @@
 # path with a node generator) beside docker-registry, and 500 concurrent connections mixing HITs, MISSes
 # and tunnels. Options (environment): BENCH_LOAD_SECONDS (30), BENCH_LOAD_CONNECTIONS (500),
 # BENCH_LOAD_HIT_SECONDS (10), BENCH_LOAD_HIT_CONNECTIONS (50), BENCH_LOAD_RSS_MB (300); see bench/load-bench.ts.
-# Results: stdout, bench/results/<time>.json, store-, peer- and load-<time>.json, and the peer and load
+# Results: stdout, bench/results/<time>.json, store-, peer- and load-<time>.json, and the store, peer and load
 # sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the load bench
 # saw any error.
 set -euo pipefail

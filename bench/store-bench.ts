@@ -3,6 +3,9 @@
 //   1. HIT throughput: one big blob (BENCH_STORE_MB, default 1024 MB) read through regcache (HTTPS via
 //      CONNECT, a HIT) vs the same content file read straight from disk; the upstream registry
 //      fetched directly with the same client for context. Medians of BENCH_STORE_RUNS (default 5).
+//      regcache's CPU per byte served (ns/B, from /proc/<pid>/stat) with VERIFY_ON_READ on (the
+//      default: every HIT hashed) and off, side by side: two processes, runs interleaved, over the
+//      same content files (hard links).
 //   2. BENCH_STORE_READERS (default 20) concurrent HIT readers of that blob, each hashing what it gets:
 //      regcache's peak RSS (target < 200 MB) and the wall time, vs the same number of concurrent
 //      direct reads of the content file (hashed too).
@@ -11,7 +14,8 @@
 // Everything is read from the page cache (the machine has the RAM): this measures regcache, not the disk.
 // PASS/FAIL is printed; the exit code is non-zero only when something broke (wrong bytes, no HIT, a
 // process died). Run with `npm run bench` (after the pull bench) or, once built, on its own:
-// `node --import tsx bench/store-bench.ts`. Results: stdout and bench/results/store-<time>.json.
+// `node --import tsx bench/store-bench.ts`. Results: stdout, bench/results/store-<time>.json and the
+// store-bench section of docs/benchmarks.md.
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -25,7 +29,7 @@ import { createTestCA } from '../test/harness/pki.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
-import { cpuSeconds, cpuTimes, envInt, median, memoryMb, runBench, stopRegcache } from './measure.js';
+import { cpuSeconds, cpuTimes, describeMachine, envInt, median, memoryMb, runBench, stopRegcache, writeDocsSection } from './measure.js';
 
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
@@ -39,15 +43,25 @@ const FETCH_TIMEOUT_MS = 600_000;
 // Two clients for the HTTPS fetches: undici in this process (streaming, counting) and curl (native,
 // its own process), each straight to the registry and through regcache, since on two cores the
 // client's own TLS and copying weigh in the ratios.
-const HIT_MODES = ['file', 'cat', 'upstream', 'hit', 'curlUpstream', 'curlHit'] as const;
+// "unverified": a second regcache with VERIFY_ON_READ=false over the same content files.
+const HIT_MODES = ['file', 'cat', 'upstream', 'hit', 'hitUnverified', 'curlUpstream', 'curlHit', 'curlHitUnverified'] as const;
 type HitMode = (typeof HIT_MODES)[number];
 const MODE_LABEL: Record<HitMode, string> = {
   file: 'content file, node fs (baseline)',
   cat: 'content file, cat > /dev/null',
   upstream: 'upstream direct, undici',
   hit: 'regcache HIT, undici',
+  hitUnverified: 'regcache HIT unverified, undici',
   curlUpstream: 'upstream direct, curl',
   curlHit: 'regcache HIT, curl',
+  curlHitUnverified: 'regcache HIT unverified, curl',
+};
+// The modes served by regcache, and by which of the two processes.
+const THROUGH_REGCACHE: Partial<Record<HitMode, { verified: boolean; client: 'undici' | 'curl' }>> = {
+  hit: { verified: true, client: 'undici' },
+  hitUnverified: { verified: false, client: 'undici' },
+  curlHit: { verified: true, client: 'curl' },
+  curlHitUnverified: { verified: false, client: 'curl' },
 };
 
 interface Options {
@@ -65,6 +79,7 @@ interface Setup {
   testCaPem: string;
   regcacheCaDir: string;
   cacheDir: string;
+  unverifiedCacheDir: string; // the same content files (hard links) for the VERIFY_ON_READ=false process
   env: Record<string, string>;
 }
 
@@ -114,6 +129,7 @@ async function setUp(root: string, opts: Options): Promise<Setup> {
     testCaPem: ca.certPem,
     regcacheCaDir: path.join(root, 'regcache-ca'),
     cacheDir: path.join(root, 'cache'),
+    unverifiedCacheDir: path.join(root, 'cache-unverified'),
     env: {
       ADDITIONAL_REGISTRIES: HOST,
       UPSTREAM_CA_FILE: ca.certFile,
@@ -234,21 +250,39 @@ async function prime(s: Setup): Promise<Prime> {
   const st = await stat(contentFile).catch(() => null);
   if (st?.size !== s.blob.size) throw new Error(`content file ${contentFile}: ${st ? `${st.size} bytes` : 'missing'}, expected ${s.blob.size} bytes`);
   await run('sync', []); // the fill's dirty pages must not be written back during the timed reads
+  await linkUnverifiedCopy(s);
   return { missMs: miss.ms, missCpuSeconds: cpu1 - cpu0, peakRssMb, contentFile };
+}
+
+/**
+ * A second cache directory for the VERIFY_ON_READ=false process (one process per directory): its own
+ * journal, the same content files as hard links, so both serve the very same bytes from the page cache.
+ */
+async function linkUnverifiedCopy(s: Setup): Promise<void> {
+  await mkdir(s.unverifiedCacheDir, { recursive: true });
+  const linked = await run('cp', ['-al', path.join(s.cacheDir, 'content-v2'), path.join(s.unverifiedCacheDir, 'content-v2')]);
+  if (linked.code !== 0) throw new Error(`cp -al content-v2: ${linked.stderr.trim()}`);
+  await copyFile(path.join(s.cacheDir, 'index.jsonl'), path.join(s.unverifiedCacheDir, 'index.jsonl'));
+}
+
+interface CpuTimes {
+  user: number;
+  system: number;
 }
 
 interface HitResult {
   ms: Record<HitMode, number[]>;
-  regcacheCpuSeconds: { user: number; system: number }[]; // per HIT fetch (undici and curl)
+  regcacheCpu: Partial<Record<HitMode, CpuTimes[]>>; // per HIT fetch, of the process that served it
   idleRssMb: number;
-  peakRssMb: number; // one HIT reader at a time
+  peakRssMb: number; // one HIT reader at a time (the verifying process)
 }
 
 async function benchHits(s: Setup, opts: Options, contentFile: string): Promise<HitResult> {
   const { rc } = await startProxy(s, 'hits', s.cacheDir);
+  const { rc: rcUnverified } = await startProxy(s, 'hits-unverified', s.unverifiedCacheDir, { VERIFY_ON_READ: 'false' });
   const idleRssMb = (await memoryMb(rc.daemon.pid))?.now ?? NaN;
-  const ms: Record<HitMode, number[]> = { file: [], cat: [], upstream: [], hit: [], curlUpstream: [], curlHit: [] };
-  const cpu: { user: number; system: number }[] = [];
+  const ms: Record<HitMode, number[]> = { file: [], cat: [], upstream: [], hit: [], hitUnverified: [], curlUpstream: [], curlHit: [], curlHitUnverified: [] };
+  const cpu: Partial<Record<HitMode, CpuTimes[]>> = {};
   const modes = HIT_MODES.filter((m) => opts.curl || !m.startsWith('curl'));
   const testCaFile = path.join(s.root, 'test-ca', 'ca.crt');
   // Untimed: loads undici's client code and the TLS paths in this process once.
@@ -264,12 +298,14 @@ async function benchHits(s: Setup, opts: Options, contentFile: string): Promise<
       else if (mode === 'upstream') f = await fetchUpstream(s);
       else if (mode === 'curlUpstream') f = await fetchCurl(`${s.registry.url}/v2/${REPO}/blobs/${s.blob.digest}`, testCaFile, null);
       else {
-        const since = await logCount(rc);
-        const cpu0 = await cpuTimes(rc.daemon.pid);
-        f = mode === 'hit' ? await fetchThrough(s, rc, false) : await fetchCurl(proxiedUrl(s), rc.caFile, rc.proxyUrl);
-        const cpu1 = await cpuTimes(rc.daemon.pid);
-        cpu.push({ user: (cpu1?.user ?? NaN) - (cpu0?.user ?? NaN), system: (cpu1?.system ?? NaN) - (cpu0?.system ?? NaN) });
-        await expectRequests(rc, since, s, 'HIT', 1, `${mode} run ${i + 1}`);
+        const through = THROUGH_REGCACHE[mode]!;
+        const target = through.verified ? rc : rcUnverified;
+        const since = await logCount(target);
+        const cpu0 = await cpuTimes(target.daemon.pid);
+        f = through.client === 'undici' ? await fetchThrough(s, target, false) : await fetchCurl(proxiedUrl(s), target.caFile, target.proxyUrl);
+        const cpu1 = await cpuTimes(target.daemon.pid);
+        (cpu[mode] ??= []).push({ user: (cpu1?.user ?? NaN) - (cpu0?.user ?? NaN), system: (cpu1?.system ?? NaN) - (cpu0?.system ?? NaN) });
+        await expectRequests(target, since, s, 'HIT', 1, `${mode} run ${i + 1}`);
       }
       check(f, s, `${mode} run ${i + 1}`);
       ms[mode].push(f.ms);
@@ -277,7 +313,8 @@ async function benchHits(s: Setup, opts: Options, contentFile: string): Promise<
     log(`round ${i + 1}/${opts.runs}: ${order.map((m) => `${m} ${mbps(s.blob.size, ms[m].at(-1)!).toFixed(0)} MB/s`).join(', ')}`);
   }
   const peakRssMb = await stopProxy(rc, 'hits');
-  return { ms, regcacheCpuSeconds: cpu, idleRssMb, peakRssMb };
+  await stopProxy(rcUnverified, 'hits-unverified');
+  return { ms, regcacheCpu: cpu, idleRssMb, peakRssMb };
 }
 
 interface ConcurrentResult {
@@ -444,7 +481,9 @@ interface Summary {
     timeRatioToFile: Partial<Record<HitMode, number>>;
     // regcache HIT vs the upstream registry with the same client
     timeRatioToUpstream: { undici: number; curl: number | null };
-    medianRegcacheCpuSeconds: { user: number; system: number };
+    medianRegcacheCpuSeconds: CpuTimes; // per verified HIT (VERIFY_ON_READ on), undici and curl
+    // regcache's CPU (user + system) per byte served, medians, with VERIFY_ON_READ on and off
+    cpuNsPerByte: { client: 'undici' | 'curl'; verified: number; unverified: number; ratio: number }[];
   };
   concurrent: ConcurrentResult & { ratioToBaseline: number; aggregateMbPerSecond: number; baselineAggregateMbPerSecond: number };
   startup: StartupResult & { median: { empty: StartupMedians; full: StartupMedians } };
@@ -470,6 +509,8 @@ function summarize(s: Setup, opts: Options, p: Prime, hit: HitResult, conc: Conc
     rssMb: median(runs.map((r) => r.rssMb)),
   });
   const full = startupMedian(startup.full);
+  const verifiedCpu = [...(hit.regcacheCpu.hit ?? []), ...(hit.regcacheCpu.curlHit ?? [])];
+  const nsPerByte = (mode: HitMode): number => median((hit.regcacheCpu[mode] ?? []).map((c) => ((c.user + c.system) * 1e9) / size));
   const verdict = (ok: boolean): Verdict => (ok ? 'PASS' : 'FAIL');
   return {
     blob: { digest: s.blob.digest, bytes: size },
@@ -485,7 +526,14 @@ function summarize(s: Setup, opts: Options, p: Prime, hit: HitResult, conc: Conc
         undici: median(hit.ms.hit) / median(hit.ms.upstream),
         curl: opts.curl ? median(hit.ms.curlHit) / median(hit.ms.curlUpstream) : null,
       },
-      medianRegcacheCpuSeconds: { user: median(hit.regcacheCpuSeconds.map((c) => c.user)), system: median(hit.regcacheCpuSeconds.map((c) => c.system)) },
+      medianRegcacheCpuSeconds: { user: median(verifiedCpu.map((c) => c.user)), system: median(verifiedCpu.map((c) => c.system)) },
+      cpuNsPerByte: (['undici', 'curl'] as const)
+        .filter((client) => client === 'undici' || opts.curl)
+        .map((client) => {
+          const verified = nsPerByte(client === 'undici' ? 'hit' : 'curlHit');
+          const unverified = nsPerByte(client === 'undici' ? 'hitUnverified' : 'curlHitUnverified');
+          return { client, verified, unverified, ratio: verified / unverified };
+        }),
     },
     concurrent: {
       ...conc,
@@ -524,6 +572,10 @@ function report(r: Summary, env: Record<string, string>): string {
       `HIT vs upstream direct, same client: ${vsUpstream}`,
     `  regcache per HIT: CPU user ${h.medianRegcacheCpuSeconds.user.toFixed(2)} s + system ${h.medianRegcacheCpuSeconds.system.toFixed(2)} s; ` +
       `peak RSS ${h.peakRssMb.toFixed(1)} MB (idle ${h.idleRssMb.toFixed(1)} MB)`,
+    `  regcache CPU per byte served (user + system, /proc ticks of 10 ms, median of ${r.runs}): VERIFY_ON_READ=true (hashed, the default) vs false ("unverified")`,
+    ...h.cpuNsPerByte.map(
+      (c) => `    ${c.client.padEnd(7)} ${c.verified.toFixed(2)} ns/B vs ${c.unverified.toFixed(2)} ns/B: verifying costs ${c.ratio.toFixed(2)}x the CPU (+${(c.verified - c.unverified).toFixed(2)} ns/B)`,
+    ),
     '',
     `2. ${r.concurrent.readers} concurrent readers of the blob, each hashing its body (all matched the digest)`,
     `  direct file reads (baseline)  ${(r.concurrent.baselineWallMs / 1000).toFixed(1)} s wall, ${r.concurrent.baselineAggregateMbPerSecond.toFixed(0)} MB/s aggregate`,
@@ -574,11 +626,32 @@ async function bench(root: string, opts: Options): Promise<Summary> {
   }
 }
 
+function docsSection(text: string, date: string, env: Record<string, string>, o: Options): string {
+  const m = describeMachine();
+  return [
+    '## Store: HIT throughput, CPU per byte with and without VERIFY_ON_READ, concurrent readers, startup (bench/store-bench.ts)',
+    '',
+    `- Date: ${date}`,
+    `- Machine: ${m.cpus} CPUs (${m.cpuModel}), ${m.ramGb} GiB RAM, ${m.kernel}`,
+    `- Versions: node ${env.node}, ${env.curl}, regcache ${env.git}`,
+    '',
+    '```text',
+    text.trim(),
+    '```',
+    '',
+    `Reproduce: \`npm run bench\`, or after \`npm run build\`,`,
+    `\`BENCH_STORE_MB=${o.mb} BENCH_STORE_RUNS=${o.runs} BENCH_STORE_READERS=${o.readers} BENCH_STORE_ENTRIES=${o.entries} node --import tsx bench/store-bench.ts\`.`,
+  ].join('\n');
+}
+
 process.exitCode = await runBench('store-bench', 'store-', async (root) => {
   const opts = parseOptions();
   opts.curl = (await run('sh', ['-c', 'command -v curl'])).code === 0;
   if (!opts.curl) log('curl not found: its rows are skipped');
   const env = await describeEnvironment();
+  const date = new Date().toISOString();
   const result = await bench(root, opts);
-  return { text: report(result, env), json: { environment: env, options: opts, ...result } };
+  const text = report(result, env);
+  const doc = await writeDocsSection('store-bench', docsSection(text, date, env, opts));
+  return { text: `${text}docs: ${path.relative(process.cwd(), doc)} (store-bench section)\n`, json: { environment: env, options: opts, ...result } };
 });

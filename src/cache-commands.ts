@@ -45,18 +45,17 @@ export function addCacheCommands(program: Command): void {
       };
       return execute(o, { cmd: 'prune', args }, printRemoval);
     });
-  command('verify', 're-hash all content; remove corrupt entries and files no entry refers to')
+  command('verify', 're-hash all content; remove corrupt entries and files no entry refers to (exit 1 if any entry was corrupt or missing)')
     .addHelpText('after', examples('regcache cache verify', 'regcache cache verify --json'))
-    .action((o: CommonOptions) =>
-    execute(o, { cmd: 'verify', args: {} }, printVerify),
-  );
+    .action((o: CommonOptions) => execute(o, { cmd: 'verify', args: {} }, printVerify, verifyFailure));
 }
 
 function examples(...lines: string[]): string {
   return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
 }
 
-async function execute<T>(options: CommonOptions, request: ControlRequest, print: (result: T) => string): Promise<void> {
+/** Runs one command and prints its result; `failure` names a result that must still exit 1. */
+async function execute<T>(options: CommonOptions, request: ControlRequest, print: (result: T) => string, failure?: (result: T) => string | null): Promise<void> {
   const config = parse(() => loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}));
   let result: unknown;
   const remote = await askControl(config.cacheDir, request);
@@ -77,6 +76,8 @@ async function execute<T>(options: CommonOptions, request: ControlRequest, print
     }
   }
   process.stdout.write(options.json ? JSON.stringify(result, null, 2) + '\n' : print(result as T));
+  const failed = failure?.(result as T);
+  if (failed) fail(failed, 1);
 }
 
 function printList(rows: ListedEntry[]): string {
@@ -104,6 +105,12 @@ function printVerify(r: VerifyReport): string {
   for (const d of r.corrupt) lines.push(`  corrupt (removed): ${d}`);
   for (const d of r.missing) lines.push(`  missing (entry dropped): ${d}`);
   return lines.join('\n') + '\n';
+}
+
+/** Scripts and monitoring must notice when the disk lost or changed bytes it had confirmed as written. */
+function verifyFailure(r: VerifyReport): string | null {
+  if (r.corrupt.length + r.missing.length === 0) return null;
+  return `verify found ${r.corrupt.length} corrupt and ${r.missing.length} missing entries (dropped from the cache)`;
 }
 
 function formatBytes(n: number): string {

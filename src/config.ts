@@ -41,6 +41,7 @@ export interface Config {
   cacheDir: string;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
+  verifyOnRead: boolean; // VERIFY_ON_READ: a HIT is hashed while served and cut if it does not match its digest
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
   allowPush: boolean;
   serveStale: boolean; // SERVE_STALE: the last known manifest of a tag when upstream fails
@@ -133,6 +134,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
     cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),
+    verifyOnRead: parseBool('VERIFY_ON_READ', get('VERIFY_ON_READ') ?? 'true'),
     registries: [
       ...ALWAYS_INTERCEPTED,
       ...parseHostList('REGISTRIES', get('REGISTRIES') ?? DEFAULT_REGISTRIES),

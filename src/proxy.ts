@@ -85,7 +85,8 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const content = new ContentResponder(store, evictor, upstream, access, log);
+  const contentOptions = { verifyOnRead: config.verifyOnRead };
+  const content = new ContentResponder(store, evictor, upstream, access, log, contentOptions);
   const registry = new RegistryHandler({
     log,
     store,
@@ -106,6 +107,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     index: store.index,
     metrics,
     ready: () => ready,
+    diskFull: () => evictor.diskFull(),
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
   };
@@ -142,7 +144,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
-    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log);
+    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log, contentOptions);
     const mirrorDeps = {
       log,
       allowlist,

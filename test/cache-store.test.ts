@@ -205,7 +205,10 @@ describe('crash safety, verify and the cache CLI', () => {
     await file.write(Buffer.from([blob.data[1000]! ^ 0xff]), 0, 1, 1000);
     await file.close();
 
-    const report = await cliJson<{ checked: number; corrupt: string[] }>(proxy.cacheDir, 'verify'); // through the running server
+    const verify = await cli(proxy.cacheDir, 'verify', '--json'); // through the running server
+    assert.equal(verify.code, 1, 'corruption found: a non-zero exit');
+    assert.match(verify.stderr, /verify found 1 corrupt and 0 missing entries/);
+    const report = JSON.parse(verify.stdout) as { checked: number; corrupt: string[] };
     assert.deepEqual(report.corrupt, [blob.digest]);
     assert.ok(report.checked >= 3);
     const after = await client.fetch(url);

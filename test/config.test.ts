@@ -13,6 +13,9 @@ describe('loadConfig', () => {
     assert.deepEqual(c.registries, ['registry-1.docker.io', 'auth.docker.io', 'registry.k8s.io', 'gcr.io', 'quay.io', 'ghcr.io']);
     assert.equal(c.allowPush, false);
     assert.equal(c.verifySsl, true);
+    assert.equal(c.verifyOnRead, true);
+    assert.equal(loadConfig({ VERIFY_ON_READ: 'false' }).verifyOnRead, false);
+    assert.throws(() => loadConfig({ VERIFY_ON_READ: 'maybe' }), /VERIFY_ON_READ="maybe" is not valid/);
     assert.equal(c.upstreamProxy, null);
     assert.equal(c.clientHeadersTimeoutMs, 30_000);
     assert.equal(loadConfig({ CLIENT_HEADERS_TIMEOUT: '1500ms' }).clientHeadersTimeoutMs, 1500);

@@ -16,6 +16,7 @@ export interface AdminDeps {
   index: EntryIndex;
   metrics: Metrics;
   ready: () => boolean; // false while starting or shutting down
+  diskFull: () => Promise<boolean>; // free space on CACHE_DIR's filesystem is below the evictor's reserve
   mirrorPort: () => number | null; // the registry-mirror listener, when on
   registries: string[]; // the allowlist, for /setup/containerd
 }
@@ -70,9 +71,13 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       json(Object.values(checks).every(Boolean) ? 200 : 503, { ok: Object.values(checks).every(Boolean), checks });
       return;
     }
-    case '/readyz':
-      json(deps.ready() ? 200 : 503, { ready: deps.ready() });
+    case '/readyz': {
+      // A full disk cannot store anything (every fill is a BYPASS): a balancer should prefer another replica.
+      const checks = { listening: deps.ready(), diskSpace: !(await deps.diskFull().catch(() => true)) };
+      const ready = checks.listening && checks.diskSpace;
+      json(ready ? 200 : 503, { ready, checks });
       return;
+    }
     case '/metrics':
       send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
       return;

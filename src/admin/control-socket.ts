@@ -28,7 +28,7 @@ export function controlSocketPath(cacheDir: string): string {
 /** Listens on the control socket; fails with CacheDirInUseError if another process answers there. */
 export async function listenControl(cacheDir: string, handler: ControlHandler): Promise<net.Server> {
   const socketPath = controlSocketPath(cacheDir);
-  await fs.mkdir(cacheDir, { recursive: true });
+  await fs.mkdir(cacheDir, { recursive: true, mode: 0o700 }); // owner only, as ContentStore.open keeps it
   if (await answers(socketPath)) {
     throw new CacheDirInUseError(`${cacheDir} is in use by another regcache (${socketPath} answers); give each process its own CACHE_DIR`);
   }

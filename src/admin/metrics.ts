@@ -11,7 +11,7 @@ export interface MetricsSources {
   tunnelsOpen: () => number;
 }
 
-const FROM_CACHE = new Set(['HIT', 'REVALIDATED', 'STALE']);
+const FROM_CACHE = new Set(['HIT', 'REVALIDATED', 'STALE', 'CORRUPT']); // CORRUPT: the stored bytes sent before the cut
 
 export class Metrics {
   readonly registry = new Registry();

@@ -15,6 +15,10 @@ const cacachePath = require('cacache/lib/content/path.js') as (cache: string, in
 
 export type ContentKind = EntryKind;
 
+// Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
+// images are no business of other local users.
+const PRIVATE_DIR = 0o700;
+
 export interface StoredContent {
   path: string;
   size: number;
@@ -41,12 +45,17 @@ export class ContentStore extends EventEmitter {
     this.spoolDir = path.join(dir, 'spool');
   }
 
-  /** Creates the directories, removes spool files left by a crash (never committed), loads the index. */
+  /**
+   * Creates the directories (owner only, whatever the umask), removes spool files left by a crash (never
+   * committed), loads the index.
+   */
   static async open(dir: string): Promise<ContentStore> {
-    await fs.mkdir(dir, { recursive: true });
+    await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
+    await restrictToOwner(dir);
     const spoolDir = path.join(dir, 'spool');
     await fs.rm(spoolDir, { recursive: true, force: true });
-    await fs.mkdir(spoolDir, { recursive: true });
+    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
+    await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
     return new ContentStore(dir, await EntryIndex.open(dir));
   }
 
@@ -75,7 +84,7 @@ export class ContentStore extends EventEmitter {
   /** Moves a verified, synced spool file into place and records the entry. */
   async commitFile(spoolFile: string, kind: ContentKind, digest: string, size: number, mediaType: string, from: Provenance): Promise<void> {
     const target = this.contentPath(digest);
-    await fs.mkdir(path.dirname(target), { recursive: true });
+    await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
     await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
     if (this.index.get(kind, digest)) {
       await this.noteAnotherSource(kind, digest, from); // a second fill of the same bytes (another origin)
@@ -124,18 +133,34 @@ export class ContentStore extends EventEmitter {
     return write;
   }
 
-  /** Removes an entry, and its content file unless another entry holds the same bytes. */
+  /**
+   * Removes an entry, and its content file unless another entry holds the same bytes. The unlink is
+   * issued in the same tick as the in-memory deletion, not after the journal sync: a request arriving
+   * meanwhile misses and refills, and its commit must not be unlinked by this removal.
+   */
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
-    const entry = await this.index.delete(kind, digest);
-    if (entry && !this.index.sharesContent(kind, digest)) {
-      // Readers that have the file open keep reading: unlinking only takes the name away.
-      await fs.rm(this.contentPath(digest), { force: true });
-    }
+    if (!this.index.get(kind, digest)) return undefined;
+    const deleted = this.index.delete(kind, digest); // gone from memory now; the journal line follows
+    // Readers that have the file open keep reading: unlinking only takes the name away.
+    const unlinked = this.index.sharesContent(kind, digest) ? null : fs.rm(this.contentPath(digest), { force: true });
+    const [entry] = await Promise.all([deleted, unlinked]);
     return entry;
   }
 
   close(): Promise<void> {
     return this.index.close();
+  }
+}
+
+/**
+ * CACHE_DIR ends up 0700 even if it existed with a wider mode (e.g. created 0777 under umask 000 by an
+ * earlier version). A directory owned by another user keeps the mode its owner chose (chmod: EPERM).
+ */
+async function restrictToOwner(dir: string): Promise<void> {
+  try {
+    await fs.chmod(dir, PRIVATE_DIR);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
   }
 }
 

@@ -73,29 +73,45 @@ export class Evictor {
 
   /**
    * Before a fill of `bytes`: if the disk itself is short (it may hold more than the cache, or the bound
-   * may be larger than the disk), evict until there is room. False when there still is not.
+   * may be larger than the disk), evict until there is room. False when there still is not; when even
+   * evicting everything the index holds could not make room, nothing is evicted at all.
    */
   async makeRoom(bytes: number): Promise<boolean> {
-    const stats = await fs.statfs(this.store.dir);
-    const free = async (): Promise<number> => {
-      const s = await fs.statfs(this.store.dir);
-      return s.bavail * s.bsize;
-    };
-    const needed = bytes + Math.min(DISK_RESERVE_BYTES, Math.floor(stats.blocks * stats.bsize * DISK_RESERVE_SHARE));
-    if ((await free()) >= needed) return true;
+    const space = await this.diskSpace();
+    const needed = bytes + space.reserve;
+    if (space.free >= needed) return true;
+    let enough = false;
     await this.serialised(async () => {
-      let available = await free();
       const index = this.store.index;
+      let available = (await this.diskSpace()).free; // again: an eviction queued before this one may have run
+      // The index's total is the most eviction can free (less where a blob and a manifest share a file).
+      if (available + index.totalBytes < needed) {
+        this.log.info({ bytes, freeBytes: available, storedBytes: index.totalBytes, reserveBytes: needed - bytes }, 'no room on disk even after evicting everything; nothing evicted');
+        return;
+      }
       await this.evictWhile(
         () => available < needed && index.size > 0,
         () => true,
         'disk',
         async () => {
-          available = await free();
+          available = (await this.diskSpace()).free;
         },
       );
+      enough = available >= needed;
     });
-    return (await free()) >= needed;
+    return enough;
+  }
+
+  /** For /readyz: the disk has less free space than the reserve kept for the index and the OS. */
+  async diskFull(): Promise<boolean> {
+    const { free, reserve } = await this.diskSpace();
+    return free < reserve;
+  }
+
+  /** One statfs: bytes available to regcache, and the reserve (64 MiB, or 2% of a small filesystem). */
+  private async diskSpace(): Promise<{ free: number; reserve: number }> {
+    const s = await fs.statfs(this.store.dir);
+    return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
   }
 
   private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: Reason, after?: () => Promise<void>): Promise<void> {

@@ -1,7 +1,9 @@
-// Serves content addressed by digest (blobs, manifests by digest): from the store on a HIT; on a MISS
-// from one shared upstream fill that every concurrent request for the digest streams from.
+// Serves content addressed by digest (blobs, manifests by digest): from the store on a HIT (hashed on the
+// way out unless VERIFY_ON_READ=false); on a MISS from one shared upstream fill that every concurrent
+// request for the digest streams from.
 import fs from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
@@ -11,6 +13,7 @@ import type { ContentAccess } from './content-access.js';
 import { sendRegistryError } from './registry-errors.js';
 import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
+import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-reader.js';
 import type { Logger } from '../log.js';
 import type { CacheStatus, RequestRecord } from '../server/access-log.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
@@ -19,6 +22,10 @@ import { parseRange } from './byte-range.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 
 const READ_CHUNK = 256 * 1024;
+
+export interface ContentResponderOptions {
+  verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served
+}
 
 export class ContentResponder {
   private readonly inflight = new Map<string, Promise<Fill | null>>();
@@ -29,6 +36,7 @@ export class ContentResponder {
     private readonly upstream: Upstream,
     private readonly access: ContentAccess,
     private readonly log: Logger,
+    private readonly options: ContentResponderOptions,
   ) {}
 
   get fillsInFlight(): number {
@@ -261,44 +269,72 @@ export class ContentResponder {
       }
       return false;
     }
+    // Checked even without VERIFY_ON_READ: a short file would answer the full Content-Length and then stall.
+    const actualSize = await file.stat().then(
+      (st) => st.size,
+      async (err: Error) => {
+        await file.close();
+        throw err;
+      },
+    );
+    if (actualSize !== stored.size) {
+      await file.close();
+      this.log.warn({ digest, kind, path: stored.path, size: stored.size, actualSize }, 'stored content has the wrong size; dropped');
+      await this.store.remove(kind, digest).catch(() => undefined);
+      return false;
+    }
     this.store.use(kind, digest, from);
     record.cache = label;
     record.digest = digest;
-    await sendStored(stored, file, req, res, record);
+    await this.sendStored(kind, stored, file, req, res, record);
     return true;
   }
-}
 
-async function sendStored(stored: StoredContent, file: fs.FileHandle, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
-  const headers = contentHeaders(stored.digest, stored.mediaType);
-  headers['accept-ranges'] = 'bytes';
-  const range = parseRange(headerValue(req.headers.range), stored.size);
-  let start = 0;
-  let end = stored.size - 1;
-  let status = 200;
-  if (range.kind === 'unsatisfiable') {
-    await file.close();
-    res.writeHead(416, { 'content-range': `bytes */${stored.size}` }).end();
-    return;
+  private async sendStored(kind: ContentKind, stored: StoredContent, file: fs.FileHandle, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+    const headers = contentHeaders(stored.digest, stored.mediaType);
+    headers['accept-ranges'] = 'bytes';
+    const range = parseRange(headerValue(req.headers.range), stored.size);
+    let start = 0;
+    let end = stored.size - 1;
+    let status = 200;
+    if (range.kind === 'unsatisfiable') {
+      await file.close();
+      res.writeHead(416, { 'content-range': `bytes */${stored.size}` }).end();
+      return;
+    }
+    if (range.kind === 'range') {
+      ({ start, end } = range);
+      status = 206;
+      headers['content-range'] = `bytes ${start}-${end}/${stored.size}`;
+    }
+    headers['content-length'] = end - start + 1;
+    res.writeHead(status, headers);
+    if (req.method === 'HEAD' || stored.size === 0) {
+      await file.close();
+      res.end();
+      return;
+    }
+    const body: Readable = this.options.verifyOnRead
+      ? new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start, end })
+      : file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+    record.count(body);
+    // Registered before pipeline's own listeners: the log line must say CORRUPT before the response closes.
+    body.once('error', (err: Error) => {
+      if (err instanceof CorruptContentError) this.dropCorrupt(kind, stored, record, err);
+    });
+    try {
+      await pipeline(body, res); // an error destroys the response: the client sees a cut, never a complete bad body
+    } catch (err) {
+      if (!(err instanceof CorruptContentError)) noteStreamError(record, err);
+    }
   }
-  if (range.kind === 'range') {
-    ({ start, end } = range);
-    status = 206;
-    headers['content-range'] = `bytes ${start}-${end}/${stored.size}`;
-  }
-  headers['content-length'] = end - start + 1;
-  res.writeHead(status, headers);
-  if (req.method === 'HEAD' || stored.size === 0) {
-    await file.close();
-    res.end();
-    return;
-  }
-  const body = file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
-  record.count(body);
-  try {
-    await pipeline(body, res);
-  } catch (err) {
-    noteStreamError(record, err);
+
+  /** A HIT whose bytes no longer match their digest: the entry goes, so the next request refetches. */
+  private dropCorrupt(kind: ContentKind, stored: StoredContent, record: RequestRecord, err: CorruptContentError): void {
+    record.cache = 'CORRUPT';
+    record.error = `${err.name}: ${err.message}`;
+    this.log.warn({ digest: stored.digest, kind, path: stored.path, error: err.message }, 'stored content does not match its digest; dropped');
+    void this.store.remove(kind, stored.digest).catch((e: Error) => this.log.warn({ digest: stored.digest, error: e.message }, 'dropping corrupt content failed'));
   }
 }
 

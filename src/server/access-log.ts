@@ -5,7 +5,7 @@ import type { Readable } from 'node:stream';
 import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
 
-export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN';
+export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'CORRUPT' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN';
 
 export class RequestRecord {
   cache: CacheStatus = 'BYPASS';

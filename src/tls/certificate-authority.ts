@@ -74,7 +74,9 @@ function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: str
 }
 
 async function createCa(dir: string, certFile: string, keyFile: string): Promise<CertificateAuthority> {
-  await fs.mkdir(dir, { recursive: true, mode: 0o700 });
+  // A CA_DIR we create is 0700 whatever the umask; one that existed keeps its mode (it may be a volume or
+  // a directory shared with other files); the key itself is 0600 either way.
+  if ((await fs.mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined) await fs.chmod(dir, 0o700);
   const { publicKey, privateKey } = await generateRsa(2048);
   const now = new Date();
   const notAfter = new Date(now);

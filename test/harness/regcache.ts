@@ -42,6 +42,7 @@ export interface RegcacheOptions {
   env?: Record<string, string>;
   caDir?: string; // share a CA between runs (default DIR/certs)
   cacheDir?: string;
+  umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
 }
 
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
@@ -58,7 +59,9 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     LOG_LEVEL: 'debug',
     ...opts.env,
   };
-  const daemon = spawnDaemon(process.execPath, [CLI, 'serve'], { env, stdoutFile: logFile, cwd: opts.dir });
+  const [command, args]: [string, string[]] =
+    opts.umask === undefined ? [process.execPath, [CLI, 'serve']] : ['/bin/sh', ['-c', `umask ${opts.umask}; exec "$0" "$@"`, process.execPath, CLI, 'serve']];
+  const daemon = spawnDaemon(command, args, { env, stdoutFile: logFile, cwd: opts.dir });
 
   const logs = async (): Promise<LogLine[]> => {
     return parseLines(await readFile(logFile, 'utf8').catch(() => ''));

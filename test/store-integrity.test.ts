@@ -1,0 +1,457 @@
+// Store integrity (issue 12, items 7-9) with real parts: the verifying reader in-process against temp
+// files; the real regcache process with a fake upstream for stored files that changed or shrank on disk,
+// a small tmpfs as a full disk, and a process started under umask 000.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { chmod, mkdir, open, readdir, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import { integrityOf } from '../src/cache/content-store.js';
+import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
+import { createTestCA, type TestCA } from './harness/pki.js';
+import { run, sleep, waitFor } from './harness/proc.js';
+import { startRegcache, type Regcache, type RegcacheOptions } from './harness/regcache.js';
+import { TmpDirs } from './harness/tmp.js';
+import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { ProxyClient } from './support/proxy-client.js';
+
+const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
+const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
+const MiB = 1024 * 1024;
+const REG = 'https://registry.test';
+
+const sha256 = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+const storedFile = (cacheDir: string, digest: string): string => contentPath(cacheDir, integrityOf(digest));
+const blobUrl = (b: FakeBlob): string => `${REG}/v2/lib/app/blobs/${b.digest}`;
+
+async function flipByte(file: string, offset: number): Promise<void> {
+  const handle = await open(file, 'r+');
+  try {
+    const one = Buffer.alloc(1);
+    await handle.read(one, 0, 1, offset);
+    one[0]! ^= 0xff;
+    await handle.write(one, 0, 1, offset);
+  } finally {
+    await handle.close();
+  }
+}
+
+function cli(cacheDir: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return run(process.execPath, [CLI, 'cache', ...args, '--cache-dir', cacheDir], { env: { PATH: process.env.PATH ?? '' } });
+}
+
+async function storedDigests(cacheDir: string): Promise<string[]> {
+  const r = await cli(cacheDir, 'ls', '--json');
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as { digest: string }[]).map((e) => e.digest);
+}
+
+interface Received {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer; // what arrived before the end or the cut
+  error: Error | null; // the cut, if the body did not complete
+  ms: number;
+}
+
+/** A GET through regcache that keeps what arrived when the body is cut, and gives up after 10 s. */
+async function fetchKeepingCuts(client: ProxyClient, url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET'): Promise<Received> {
+  const started = Date.now();
+  const res = await request(url, { dispatcher: client.agent, method, headers, signal: AbortSignal.timeout(10_000) });
+  const chunks: Buffer[] = [];
+  let error: Error | null = null;
+  try {
+    for await (const chunk of res.body) chunks.push(chunk as Buffer);
+  } catch (err) {
+    error = err as Error;
+  }
+  return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error, ms: Date.now() - started };
+}
+
+/** Runs the reader to its end; what it delivered, and the error it ended with (if any). */
+async function drain(reader: VerifiedFileReader): Promise<{ data: Buffer; error: Error | null }> {
+  const chunks: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, callback) {
+      chunks.push(chunk);
+      callback();
+    },
+  });
+  const error = await pipeline(reader, sink).then(
+    () => null,
+    (err: Error) => err,
+  );
+  return { data: Buffer.concat(chunks), error };
+}
+
+describe('VerifiedFileReader (in-process, temp files)', () => {
+  const tmp = new TmpDirs();
+  let dir: string;
+  // Not a multiple of the 256 KiB read chunk, so the last chunk is short.
+  const data = makeBlob(3 * MiB + 12_345, 'verified-reader').data;
+  const digest = sha256(data);
+  const size = data.length;
+
+  before(async () => {
+    dir = await tmp.make('regcache-verified-reader');
+  });
+  after(() => tmp.cleanup());
+
+  const fileWith = async (name: string, bytes: Buffer): Promise<string> => {
+    const file = path.join(dir, name);
+    await writeFile(file, bytes);
+    return file;
+  };
+  const readerOver = async (file: string, start: number, end: number, claimedSize = size) => {
+    const handle = await open(file, 'r');
+    return { handle, reader: new VerifiedFileReader(handle, { size: claimedSize, digest, start, end }) };
+  };
+
+  it('delivers the whole file when it hashes to its digest, and closes the file', async () => {
+    const { handle, reader } = await readerOver(await fileWith('good', data), 0, size - 1);
+    const r = await drain(reader);
+    assert.equal(r.error, null);
+    assert.ok(r.data.equals(data));
+    assert.equal(handle.fd, -1, 'the reader closed its file');
+  });
+
+  it('delivers exactly a range from the middle, a range at the start, and the last byte alone', async () => {
+    const file = await fileWith('good-ranges', data);
+    for (const [start, end] of [
+      [300_000, 1_000_000],
+      [0, 99],
+      [size - 1, size - 1],
+      [262_144, 524_287], // exactly one read chunk
+    ] as const) {
+      const r = await drain((await readerOver(file, start, end)).reader);
+      assert.equal(r.error, null, `${start}-${end}`);
+      assert.ok(r.data.equals(data.subarray(start, end + 1)), `bytes ${start}-${end}`);
+    }
+  });
+
+  it('holds back the last byte of a range until the whole file has hashed, and errors on a mismatch', async () => {
+    const bad = Buffer.from(data);
+    bad[size - 10]! ^= 0x01; // far beyond the range: only hashing the whole file can notice
+    const { handle, reader } = await readerOver(await fileWith('bad-tail', bad), 0, 99);
+    const r = await drain(reader);
+    assert.ok(r.error instanceof CorruptContentError, `got ${String(r.error)}`);
+    assert.match(r.error.message, /hash to sha256:[0-9a-f]{64}, not sha256:/);
+    assert.ok(r.data.equals(data.subarray(0, 99)), 'every byte but the last of the range, never the last');
+    assert.equal(handle.fd, -1, 'the reader closed its file');
+  });
+
+  it('never completes a whole-file read of a changed file: at most all but the last byte', async () => {
+    const bad = Buffer.from(data);
+    bad[1000]! ^= 0xff;
+    const r = await drain((await readerOver(await fileWith('bad-head', bad), 0, size - 1)).reader);
+    assert.ok(r.error instanceof CorruptContentError);
+    assert.equal(r.data.length, size - 1);
+  });
+
+  it('errors on a file shorter than the size it was opened for', async () => {
+    const r = await drain((await readerOver(await fileWith('short', data.subarray(0, 1_000_000)), 0, size - 1)).reader);
+    assert.ok(r.error instanceof CorruptContentError);
+    assert.match(r.error.message, /ends after 1000000 of \d+ bytes/);
+    assert.ok(r.data.equals(data.subarray(0, 1_000_000)), 'what the file has, then the error: never the announced length');
+  });
+
+  it('reads only while its consumer wants data', async () => {
+    const { reader } = await readerOver(await fileWith('stalled', data), 0, size - 1);
+    let delivered = 0;
+    reader.on('data', (chunk: Buffer) => {
+      delivered += chunk.length;
+      reader.pause(); // a consumer that takes one chunk and stalls
+    });
+    await sleep(200);
+    assert.ok(delivered > 0, 'the first chunk arrived');
+    assert.ok(delivered + reader.readableLength <= 3 * 256 * 1024, `${delivered + reader.readableLength} bytes read for a stalled consumer`);
+    reader.destroy();
+  });
+});
+
+/** A fake upstream with its own CA, and a regcache routed to it. */
+class Fixture {
+  readonly upstream = new FakeRegistry();
+  ca!: TestCA;
+  env!: Record<string, string>;
+
+  async start(dir: string): Promise<void> {
+    this.ca = await createTestCA(dir, 'store integrity CA');
+    await this.upstream.start(await this.ca.issue(['registry.test'], dir, 'upstream'));
+    this.env = { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: this.ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${this.upstream.port}` };
+  }
+
+  async regcache(opts: RegcacheOptions): Promise<{ proxy: Regcache; client: ProxyClient }> {
+    const proxy = await startRegcache({ ...opts, env: { ...this.env, ...opts.env } });
+    return { proxy, client: new ProxyClient(proxy.proxyUrl, proxy.caFile) };
+  }
+}
+
+describe('stored bytes are checked on the way out', () => {
+  const tmp = new TmpDirs();
+  const fx = new Fixture();
+  let dir: string;
+  let proxy: Regcache;
+  let client: ProxyClient;
+
+  before(async () => {
+    dir = await tmp.make('regcache-integrity');
+    await fx.start(dir);
+    ({ proxy, client } = await fx.regcache({ dir: path.join(dir, 'verifying') }));
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await fx.upstream.close();
+    await tmp.cleanup();
+  });
+
+  /** GET once (MISS) and wait until the content is committed. */
+  const stored = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<string> => {
+    assert.ok((await c.fetch(blobUrl(blob))).body.equals(blob.data));
+    await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+    return storedFile(rc.cacheDir, blob.digest);
+  };
+  const lastLine = async (rc: Regcache, digest: string) => (await rc.requests()).filter((l) => l.digest === digest).at(-1);
+
+  it('cuts a HIT whose stored file has a flipped byte, logs CORRUPT, drops the entry; the next GET refetches', async () => {
+    const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-hit'));
+    await flipByte(await stored(proxy, client, blob), 5000);
+
+    const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
+    assert.equal(head.status, 200, 'a HEAD only checks the size');
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT');
+
+    const cut = await fetchKeepingCuts(client, blobUrl(blob));
+    assert.equal(cut.status, 200);
+    assert.equal(cut.headers['content-length'], String(blob.data.length));
+    assert.ok(cut.error, 'the body was cut');
+    assert.ok(cut.body.length < blob.data.length, `${cut.body.length} of ${blob.data.length} bytes: never a complete bad body`);
+    const line = await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
+    assert.equal(line.level, 'warn');
+    assert.match(String(line.error), /CorruptContentError: the stored bytes hash to sha256:[0-9a-f]{64}, not /);
+    assert.ok((await proxy.logs()).some((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest && l.level === 'warn'));
+    assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest), 'the entry is dropped');
+
+    const again = await client.fetch(blobUrl(blob));
+    assert.ok(again.body.equals(blob.data), 'the refetch is correct');
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal(fx.upstream.count('GET', blob.digest), 2);
+    await waitFor(async () => (await proxy.logs()).filter((l) => l.msg === 'fill committed' && l.digest === blob.digest).length === 2, { timeoutMs: 10_000, what: 'the recommit' });
+    assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT', 'the refetched content is stored again');
+  });
+
+  it('treats a truncated stored file as missing: refetched, correct, promptly, and logged', async () => {
+    const blob = fx.upstream.add(makeBlob(3 * MiB, 'truncated'));
+    await truncate(await stored(proxy, client, blob), 1 * MiB);
+
+    const headsBefore = fx.upstream.count('HEAD', blob.digest); // regcache's own access check HEADs too
+    const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
+    assert.equal(head.status, 200);
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS', 'a HEAD of a short file goes upstream');
+    assert.equal(fx.upstream.count('HEAD', blob.digest), headsBefore + 1);
+
+    const got = await fetchKeepingCuts(client, blobUrl(blob));
+    assert.equal(got.error, null);
+    assert.ok(got.body.equals(blob.data));
+    assert.ok(got.ms < 5000, `took ${got.ms} ms`);
+    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal(fx.upstream.count('GET', blob.digest), 2);
+    const warning = (await proxy.logs()).find((l) => l.msg === 'stored content has the wrong size; dropped' && l.digest === blob.digest);
+    assert.equal(warning?.level, 'warn');
+    assert.deepEqual([warning?.size, warning?.actualSize], [3 * MiB, 1 * MiB]);
+  });
+
+  it('cuts a Range request on a stored file with a flipped byte outside the range', async () => {
+    const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-range'));
+    await flipByte(await stored(proxy, client, blob), 2 * MiB - 1);
+
+    const cut = await fetchKeepingCuts(client, blobUrl(blob), { range: 'bytes=0-99' });
+    assert.equal(cut.status, 206);
+    assert.ok(cut.error, 'the ranged body was cut');
+    assert.ok(cut.body.length < 100);
+    await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
+    assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest));
+  });
+
+  it('with VERIFY_ON_READ=false serves the flipped file as it is (the check is what catches it)', async () => {
+    const { proxy: plain, client: plainClient } = await fx.regcache({ dir: path.join(dir, 'not-verifying'), env: { VERIFY_ON_READ: 'false' } });
+    try {
+      const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-unverified'));
+      await flipByte(await stored(plain, plainClient, blob), 5000);
+      const got = await fetchKeepingCuts(plainClient, blobUrl(blob));
+      assert.equal(got.error, null);
+      assert.equal(got.body.length, blob.data.length);
+      assert.notEqual(sha256(got.body), blob.digest, 'the changed bytes went out whole');
+      assert.equal((await lastLine(plain, blob.digest))?.cache, 'HIT');
+
+      // The size check stays on without verification.
+      const short = fx.upstream.add(makeBlob(1 * MiB, 'truncated-unverified'));
+      await truncate(await stored(plain, plainClient, short), 1000);
+      const refetched = await fetchKeepingCuts(plainClient, blobUrl(short));
+      assert.ok(refetched.body.equals(short.data));
+      assert.equal((await lastLine(plain, short.digest))?.cache, 'MISS');
+    } finally {
+      await plainClient.close();
+      await plain.stop();
+    }
+  });
+
+  it('cache verify exits 1 when it finds corruption, 0 once the cache is clean', async () => {
+    const blob = fx.upstream.add(makeBlob(300_000, 'verify-exit'));
+    await flipByte(await stored(proxy, client, blob), 10);
+    const found = await cli(proxy.cacheDir, 'verify');
+    assert.equal(found.code, 1, found.stdout + found.stderr);
+    assert.match(found.stdout, new RegExp(`corrupt \\(removed\\): ${blob.digest}`));
+    assert.match(found.stderr, /^regcache: verify found 1 corrupt and 0 missing entries/);
+    const clean = await cli(proxy.cacheDir, 'verify');
+    assert.equal(clean.code, 0, clean.stdout + clean.stderr);
+    assert.match(clean.stdout, /0 corrupt, 0 missing/);
+  });
+});
+
+describe('a full disk (small tmpfs as CACHE_DIR)', () => {
+  const tmp = new TmpDirs();
+  const fx = new Fixture();
+  let dir: string;
+  let cacheDir: string;
+  let mounted = false;
+  let proxy: Regcache | undefined;
+  let client: ProxyClient | undefined;
+  const early: FakeBlob[] = [];
+
+  before(async () => {
+    dir = await tmp.make('regcache-full-disk');
+    await fx.start(dir);
+    cacheDir = path.join(dir, 'cache');
+    await mkdir(cacheDir);
+    // 8 MiB of its own (root only); the reserve is then 2% of it. CACHE_MAX_SIZE (32g) never binds.
+    mounted = (await run('mount', ['-t', 'tmpfs', '-o', 'size=8m', 'tmpfs', cacheDir])).code === 0;
+    if (!mounted) return;
+    ({ proxy, client } = await fx.regcache({ dir, cacheDir }));
+    for (const name of ['a', 'b', 'c']) {
+      const blob = fx.upstream.add(makeBlob(1536 * 1024, `full-disk-${name}`));
+      assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
+      await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+      early.push(blob);
+    }
+  });
+
+  after(async () => {
+    await client?.close();
+    await proxy?.stop();
+    if (mounted) await run('umount', [cacheDir]);
+    await fx.upstream.close();
+    await tmp.cleanup();
+  });
+
+  const readyz = async () => {
+    const res = await request(`${proxy!.proxyUrl}/readyz`);
+    return { status: res.statusCode, body: (await res.body.json()) as unknown };
+  };
+
+  it('streams a blob that eviction could not make room for through, evicting nothing', async (t) => {
+    if (!mounted) return t.skip('mounting a tmpfs needs root');
+    const big = fx.upstream.add(makeBlob(9 * MiB, 'full-disk-big')); // more than the whole filesystem
+    const got = await client!.fetch(blobUrl(big));
+    assert.ok(got.body.equals(big.data), 'the client got every byte');
+    const line = (await proxy!.requests()).find((l) => l.digest === big.digest);
+    assert.equal(line?.cache, 'BYPASS');
+    assert.equal(line?.reason, 'not enough free disk space');
+    const logs = await proxy!.logs();
+    assert.ok(!logs.some((l) => l.msg === 'evicted'), 'nothing was evicted');
+    assert.ok(logs.some((l) => l.msg === 'no room on disk even after evicting everything; nothing evicted' && l.bytes === big.data.length));
+    assert.deepEqual((await storedDigests(cacheDir)).sort(), early.map((b) => b.digest).sort(), 'the cache is intact');
+    assert.deepEqual(await readdir(path.join(cacheDir, 'spool')), []);
+  });
+
+  it('still evicts least recently used content when that makes room', async (t) => {
+    if (!mounted) return t.skip('mounting a tmpfs needs root');
+    const mid = fx.upstream.add(makeBlob(5 * MiB, 'full-disk-mid')); // fits once two of the three are gone
+    assert.ok((await client!.fetch(blobUrl(mid))).body.equals(mid.data));
+    await proxy!.waitForLog((l) => l.msg === 'fill committed' && l.digest === mid.digest, 'the commit');
+    const evicted = await proxy!.waitForLog((l) => l.msg === 'evicted' && l.reason === 'disk' && l.level === 'info', 'the eviction summary');
+    assert.equal(evicted.entries, 2);
+    assert.deepEqual((await storedDigests(cacheDir)).sort(), [early[2]!.digest, mid.digest].sort(), 'the two oldest went');
+  });
+
+  it('/readyz answers 503 with the reason while the disk is full, 200 once there is room', async (t) => {
+    if (!mounted) return t.skip('mounting a tmpfs needs root');
+    assert.deepEqual(await readyz(), { status: 200, body: { ready: true, checks: { listening: true, diskSpace: true } } });
+    const fs = await statfs(cacheDir);
+    const filler = path.join(cacheDir, 'filler');
+    await writeFile(filler, Buffer.alloc(fs.bavail * fs.bsize - 32 * 1024)); // 32 KiB left, below the reserve
+    try {
+      assert.deepEqual(await readyz(), { status: 503, body: { ready: false, checks: { listening: true, diskSpace: false } } });
+    } finally {
+      await rm(filler);
+    }
+    assert.equal((await readyz()).status, 200);
+  });
+});
+
+describe('modes regardless of umask', () => {
+  const tmp = new TmpDirs();
+  const fx = new Fixture();
+  let dir: string;
+
+  before(async () => {
+    dir = await tmp.make('regcache-umask');
+    await fx.start(dir);
+  });
+  after(() => fx.upstream.close().then(() => tmp.cleanup()));
+
+  /** Every directory and file below root with its permission bits, e.g. ['content-v2/sha256', 0o700]. */
+  async function modesBelow(root: string): Promise<[string, number, 'dir' | 'file' | 'other'][]> {
+    const entries = await readdir(root, { recursive: true, withFileTypes: true });
+    const rows: [string, number, 'dir' | 'file' | 'other'][] = [];
+    for (const e of entries) {
+      const full = path.join(e.parentPath, e.name);
+      rows.push([path.relative(root, full), (await stat(full)).mode & 0o777, e.isDirectory() ? 'dir' : e.isFile() ? 'file' : 'other']);
+    }
+    return rows;
+  }
+
+  it('creates every directory 0700 and every file 0600 under umask 000 (CA_DIR and CACHE_DIR)', async () => {
+    const cacheDir = path.join(dir, 'cache');
+    await mkdir(cacheDir);
+    await chmod(cacheDir, 0o777); // a CACHE_DIR that exists already, wide open: it is narrowed
+    const caDir = path.join(dir, 'ca', 'nested'); // created by regcache, parents included
+    const { proxy, client } = await fx.regcache({ dir, cacheDir, caDir, umask: '000' });
+    try {
+      const blob = fx.upstream.add(makeBlob(100_000, 'umask-blob'));
+      const manifest = makeBlob(0, 'unused');
+      const doc = Buffer.from(JSON.stringify({ schemaVersion: 2, layers: [{ digest: blob.digest }] }));
+      const m = { ...manifest, data: doc, digest: sha256(doc), mediaType: 'application/vnd.oci.image.manifest.v1+json' };
+      fx.upstream.tags.set('lib/app:v1', m); // stored through putBuffer, not a fill
+      fx.upstream.add(m);
+      assert.equal((await client.fetch(`${REG}/v2/lib/app/manifests/v1`)).status, 200);
+      assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
+      await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+      assert.deepEqual((await storedDigests(cacheDir)).sort(), [blob.digest, m.digest].sort());
+
+      assert.equal((await stat(cacheDir)).mode & 0o777, 0o700, 'CACHE_DIR');
+      assert.equal((await stat(caDir)).mode & 0o777, 0o700, 'CA_DIR');
+      assert.equal((await stat(path.join(dir, 'ca'))).mode & 0o777, 0o700, "CA_DIR's parent, created too");
+      assert.equal((await stat(path.join(caDir, 'ca.key'))).mode & 0o777, 0o600, 'the CA key');
+      const rows = await modesBelow(cacheDir);
+      const files = rows.filter(([, , type]) => type === 'file').map(([name]) => name);
+      assert.ok(files.includes('index.jsonl'), 'the journal is there');
+      assert.ok(files.includes(path.relative(cacheDir, storedFile(cacheDir, blob.digest))), 'the blob is there');
+      assert.ok(files.includes(path.relative(cacheDir, storedFile(cacheDir, m.digest))), 'the manifest is there');
+      assert.ok(rows.some(([name]) => name === 'spool'));
+      const wrong = rows.filter(([, mode, type]) => (type === 'dir' ? mode !== 0o700 : mode !== 0o600)).map(([name, mode]) => `${name} ${mode.toString(8)}`);
+      assert.deepEqual(wrong, [], 'directories 0700, files (and the control socket) 0600');
+      assert.ok(rows.filter(([, , type]) => type === 'dir').length >= 5, 'content-v2 and its nested directories were checked');
+    } finally {
+      await client.close();
+      await proxy.stop();
+    }
+  });
+});
