@@ -24,6 +24,27 @@ describe('EntryIndex', () => {
   const tmp = new TmpDirs();
   after(() => tmp.cleanup());
 
+  it('tags a manifest stored after its tag was resolved (HEAD, then GET by digest), also after a restart', async () => {
+    const dir = await tmp.make('regcache-index-pointer');
+    const index = await EntryIndex.open(dir);
+    const tag = 'registry.test/lib/app:v1';
+    await index.setPointer(`${tag}|application/vnd.oci.image.index.v1+json`, digest(7)); // the HEAD: not stored yet
+    assert.equal(index.taggedManifest(tag), undefined);
+    await index.put({ ...entry(7), kind: 'manifest', tags: [] }); // the GET by digest carries no tag
+    assert.equal(index.taggedManifest(tag)?.digest, digest(7));
+    assert.deepEqual(index.pointersOf(tag).map((p) => p.digest), [digest(7)]);
+    await index.setPointer(`${tag}|application/vnd.oci.image.index.v1+json`, digest(8)); // the tag moved
+    await index.put({ ...entry(7), digest: digest(9), kind: 'manifest', tags: [] }); // unrelated manifest
+    assert.equal(index.taggedManifest(tag)?.digest, digest(7), 'the last stored manifest keeps the tag until the new one is stored');
+    await index.put({ ...entry(8), kind: 'manifest', tags: [] });
+    assert.equal(index.taggedManifest(tag)?.digest, digest(8));
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.taggedManifest(tag)?.digest, digest(8));
+    assert.deepEqual(reopened.get('manifest', digest(7))?.tags, []);
+    await reopened.close();
+  });
+
   it('keeps entries, sizes and LRU order across a restart', async () => {
     const dir = await tmp.make('regcache-index');
     const index = await EntryIndex.open(dir);

@@ -99,6 +99,11 @@ describe('manifests by tag', () => {
     for (const digest of [second.config.digest, ...second.layers.map((l) => l.digest)]) {
       await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === 'public', `${digest} known to be public`);
     }
+    // The tag moves upstream and a client only HEADs it: the new manifest is never fetched before upstream goes.
+    const third = await makeImage(path.join(root, 'third'), { layers: [{ size: 50_000, seed: 'tags-c' }] });
+    await pushImage(upstream.registry.url, 'lib/app', 'latest', third, { caFile: upstream.ca.certFile });
+    const head = await client.fetch('https://registry.test/v2/lib/app/manifests/latest', { method: 'HEAD', headers: { accept: WITH_LISTS } });
+    assert.equal(head.headers['docker-content-digest'], third.manifestDigest);
     await upstream.registry.stop();
 
     const stale = await getTag('lib/app', 'latest', WITH_LISTS);

@@ -55,10 +55,18 @@ export function entryKey(kind: EntryKind, digest: string): string {
   return `${kind}/${digest}`;
 }
 
+/** "registry/repository:tag|<Accept set>" -> "registry/repository:tag" */
+function tagOfPointer(key: string): string {
+  return key.slice(0, key.indexOf('|'));
+}
+
 export class EntryIndex {
   private readonly entries = new Map<string, Entry>(); // iteration order: least recently used first
   private readonly tagOwners = new Map<string, string>(); // tag -> entry key
   private readonly pointers = new Map<string, TagPointer>();
+  // manifest digest -> keys of the pointers that name it: a manifest stored after its tag was resolved
+  // (dockerd and containerd HEAD the tag, then GET the manifest by digest) learns its tags from them.
+  private readonly pointedAt = new Map<string, Set<string>>();
   private readonly pendingTouches = new Map<string, number>();
   private bytes = 0;
   private journalLines = 0;
@@ -195,6 +203,12 @@ export class EntryIndex {
     return this.pointers.get(key);
   }
 
+  /** Every pointer of a tag ("registry/repository:tag"), whatever the Accept set it was resolved for. */
+  pointersOf(tag: string): TagPointer[] {
+    const prefix = `${tag}|`;
+    return [...this.pointers].filter(([key]) => key.startsWith(prefix)).map(([, pointer]) => pointer);
+  }
+
   async setPointer(key: string, digest: string, checkedAt = Date.now()): Promise<void> {
     this.apply({ op: 'ptr', p: key, d: digest, t: checkedAt });
     await this.append([{ op: 'ptr', p: key, d: digest, t: checkedAt }], false);
@@ -225,6 +239,7 @@ export class EntryIndex {
         this.entries.set(key, { ...op.e, refs: [...op.e.refs], tags: [] });
         this.bytes += op.e.size;
         for (const tag of op.e.tags) this.assignTag(key, tag);
+        if (op.e.kind === 'manifest') for (const p of this.pointedAt.get(op.e.digest) ?? []) this.assignTag(key, tagOfPointer(p));
         return;
       }
       case 'touch': {
@@ -245,9 +260,16 @@ export class EntryIndex {
         if (entry) entry.access = op.a;
         return;
       }
-      case 'ptr':
+      case 'ptr': {
+        const previous = this.pointers.get(op.p);
+        if (previous && previous.digest !== op.d) this.pointedAt.get(previous.digest)?.delete(op.p);
         this.pointers.set(op.p, { digest: op.d, checkedAt: op.t });
+        const keys = this.pointedAt.get(op.d) ?? new Set<string>();
+        this.pointedAt.set(op.d, keys.add(op.p));
+        const stored = this.entries.get(entryKey('manifest', op.d));
+        if (stored) this.assignTag(entryKey('manifest', op.d), tagOfPointer(op.p));
         return;
+      }
       case 'del': {
         const entry = this.entries.get(op.k);
         if (!entry) return;
@@ -284,6 +306,7 @@ export class EntryIndex {
     for (const [p, ptr] of this.pointers) {
       if (!this.entries.has(entryKey('manifest', ptr.digest))) {
         this.pointers.delete(p); // its manifest is gone: nothing to serve from it
+        this.pointedAt.get(ptr.digest)?.delete(p);
         continue;
       }
       lines.push(JSON.stringify({ op: 'ptr', p, d: ptr.digest, t: ptr.checkedAt } satisfies Op));

@@ -17,6 +17,7 @@ import { answerUpstreamFailure, passThrough, relayResponse } from './pass-throug
 
 // distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 
 export interface TagPolicy {
   serveStale: boolean;
@@ -52,10 +53,11 @@ export async function serveTagManifest(
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
-    if (!policy.serveStale || !known) return false;
+    const digest = known?.digest ?? (policy.serveStale ? acceptedStoredManifest(store, from.tag!, req.headers.accept) : undefined);
+    if (!policy.serveStale || !digest) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStored(origin, 'manifest', known.digest, from, req, res, record, 'STALE');
+    return content.serveStored(origin, 'manifest', digest, from, req, res, record, 'STALE');
   };
 
   let head: UpstreamResponse;
@@ -71,9 +73,12 @@ export async function serveTagManifest(
   if (head.statusCode >= 500 || head.statusCode === 429) {
     if (await serveStale(`status ${head.statusCode}`)) return;
   }
-  const digest = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
+  const claimed = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
+  const digest = claimed && SHA256_DIGEST.test(claimed) ? claimed : undefined;
+  // Remembered even before the manifest is stored: dockerd and containerd resolve a tag with this HEAD and
+  // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
+  if (digest) void store.index.setPointer(pointerKey, digest).catch(() => undefined);
   if (digest && store.index.get('manifest', digest)) {
-    void store.index.setPointer(pointerKey, digest).catch(() => undefined);
     if (await content.serveStored(origin, 'manifest', digest, from, req, res, record, 'REVALIDATED')) return;
   }
   record.cache = 'MISS';
@@ -109,6 +114,21 @@ function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: Re
       .then(() => deps.store.index.setPointer(pointerKey, digest))
       .catch((err: Error) => deps.log.warn({ digest, error: err.message }, 'storing manifest failed'));
   });
+}
+
+/**
+ * With upstream down and nothing stored for this client's Accept set: the most recently confirmed stored
+ * manifest of the tag, resolved for any client, whose media type this client accepts; else the stored
+ * manifest the tag was last on (its pointers may already name a newer one that never arrived).
+ */
+function acceptedStoredManifest(store: ContentStore, tag: string, accept: string | string[] | undefined): string | undefined {
+  const accepted = normaliseAccept(accept).split(',').filter(Boolean);
+  const acceptable = (digest: string) => {
+    const mediaType = store.index.get('manifest', digest)?.mediaType;
+    return mediaType !== undefined && (accepted.length === 0 || accepted.includes('*/*') || accepted.includes(mediaType.split(';', 1)[0]!.trim().toLowerCase()));
+  };
+  const confirmed = store.index.pointersOf(tag).sort((a, b) => b.checkedAt - a.checkedAt).map((p) => p.digest);
+  return [...confirmed, store.index.taggedManifest(tag)?.digest].find((digest) => digest !== undefined && acceptable(digest));
 }
 
 /** The Accept set as a key: media types without parameters, lower-case, sorted, deduplicated. */
