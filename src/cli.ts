@@ -8,6 +8,8 @@ import { addPrefetchCommand } from './prefetch-command.js';
 import { ConfigError, loadConfig } from './config.js';
 import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
+import { CacheDirInUseError } from './admin/control-socket.js';
+import { StartupError } from './startup-checks.js';
 import { CaError, loadOrCreateCa } from './tls/certificate-authority.js';
 import { VERSION } from './version.js';
 import { fail } from './cli-exit.js';
@@ -59,6 +61,8 @@ Examples:
     } catch (err) {
       if (err instanceof ConfigError) fail(err.message);
       if (err instanceof CaError) log.fatal({ error: err.message }, 'cannot load the CA');
+      else if (err instanceof StartupError) log.fatal({ variable: err.variable, error: err.message }, 'startup failed');
+      else if (err instanceof CacheDirInUseError) log.fatal({ variable: 'CACHE_DIR', error: err.message }, 'startup failed');
       else log.fatal({ error: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'startup failed');
       process.exit(1);
     }

@@ -13,6 +13,7 @@ import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { Evictor } from './cache/eviction.js';
 import { describeConfig, type Config } from './config.js';
+import { checkStartup, listenError } from './startup-checks.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
 import { ContentAccess } from './registry/content-access.js';
@@ -44,6 +45,7 @@ const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   const proxyAuth = config.proxyAuth ? ProxyAuth.load(config.proxyAuth) : null;
+  await checkStartup(config); // before a CA is created, the spool wiped or a port bound
   const { ca, created } = await loadOrCreateCa(config.caDir);
   log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
   if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
@@ -157,7 +159,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     };
     mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
     mirror.on('connection', track);
-    await listen(mirror, config.mirrorPort, config.disableIpv6);
+    await listen(mirror, 'MIRROR_PORT', config.mirrorPort, config.disableIpv6);
     destinations.listeningPorts.add((mirror.address() as AddressInfo).port);
     mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
   }
@@ -170,11 +172,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       else res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${CLIENT_REFUSED}\n`);
     });
     admin.on('connection', track);
-    await listen(admin, config.adminPort, config.disableIpv6);
+    await listen(admin, 'ADMIN_PORT', config.adminPort, config.disableIpv6);
     destinations.listeningPorts.add((admin.address() as AddressInfo).port);
   }
 
-  await listen(server, config.port, config.disableIpv6);
+  await listen(server, 'PORT', config.port, config.disableIpv6);
   // After listen, an accept failure (EMFILE) must be logged, not crash the process.
   server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
   const port = (server.address() as AddressInfo).port;
@@ -223,8 +225,16 @@ function warnAboutRefusedRegistries(config: Config, destinations: DestinationPol
   }
 }
 
-/** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0. */
-function listen(server: Server, port: number, disableIpv6: boolean): Promise<void> {
+/** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0; a failure names its variable. */
+async function listen(server: Server, variable: string, port: number, disableIpv6: boolean): Promise<void> {
+  try {
+    await bind(server, port, disableIpv6);
+  } catch (err) {
+    throw listenError(variable, port, err as NodeJS.ErrnoException);
+  }
+}
+
+function bind(server: Server, port: number, disableIpv6: boolean): Promise<void> {
   const attempt = (host: string) =>
     new Promise<void>((resolve, reject) => {
       server.once('error', reject);

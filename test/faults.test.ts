@@ -179,15 +179,17 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
     await (key === null ? copyFile(good.key, path.join(caDir, 'ca.key')) : writeFile(path.join(caDir, 'ca.key'), key));
     return caDir;
   };
-  const cases: { name: string; prepare: (caseDir: string) => Promise<string>; file: string; problem: RegExp }[] = [
+  // `startup: true`: found by the startup checks, before the CA is touched (a line naming CA_DIR).
+  const cases: { name: string; prepare: (caseDir: string) => Promise<string>; file: string; problem: RegExp; startup?: true }[] = [
     {
       name: 'CA_DIR under a regular file',
       prepare: async (caseDir) => {
         await writeFile(path.join(caseDir, 'file'), 'not a directory');
         return path.join(caseDir, 'file', 'certs');
       },
-      file: 'ca.crt',
-      problem: /^cannot read .*: ENOTDIR/,
+      file: '',
+      problem: /^CA_DIR=.*\/file\/certs: .*\/file is not a directory/,
+      startup: true,
     },
     {
       name: 'CA_DIR a regular file',
@@ -195,8 +197,9 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
         await writeFile(path.join(caseDir, 'certs'), 'not a directory');
         return path.join(caseDir, 'certs');
       },
-      file: 'ca.crt',
-      problem: /^cannot read .*: ENOTDIR/,
+      file: '',
+      problem: /^CA_DIR=.*\/certs: .*\/certs is not a directory/,
+      startup: true,
     },
     {
       name: 'CA_DIR a dangling link (cannot be created)',
@@ -253,7 +256,8 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
       const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
       const fatal = lines.filter((l) => l.level === 'fatal');
       assert.equal(fatal.length, 1, r.stdout);
-      assert.equal(fatal[0]?.msg, 'cannot load the CA');
+      assert.equal(fatal[0]?.msg, c.startup ? 'startup failed' : 'cannot load the CA');
+      if (c.startup) assert.equal(fatal[0]?.variable, 'CA_DIR');
       const error = String(fatal[0]?.error);
       assert.ok(error.includes(path.join(caDir, c.file)), `names ${path.join(caDir, c.file)}: ${error}`);
       assert.match(error, c.problem);
