@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { classify } from '../src/registry/request-classifier.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
-import { waitFor } from './harness/proc.js';
+import { run, waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
@@ -92,6 +92,16 @@ describe('bad input', () => {
     const reply = await exchange(socket, 'GET / HTTP/1.1\r\nHost: registry.test\r\n\r\n');
     assert.doesNotMatch(reply, /HTTP\/1\.1 200/);
     await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && l.host === 'registry.test:443', 'a log line about the failed handshake');
+    await stillUp();
+  });
+
+  it("logs a client that rejects regcache's certificate with its address and the hint to install /ca.crt", async () => {
+    // curl (OpenSSL) answers an unknown CA with a TLS alert, as dockerd and containerd do.
+    const r = await run('curl', ['-sS', '--max-time', '5', '-x', proxy.proxyUrl, 'https://registry.test/v2/'], { env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } });
+    assert.notEqual(r.code, 0, 'curl must not trust regcache without its CA');
+    const line = await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /unknown ca/.test(String(l.error)), 'the refusal logged');
+    assert.match(String(line.client), /127\.0\.0\.1$/);
+    assert.match(String(line.hint), /install GET \/ca\.crt/);
     await stillUp();
   });
 

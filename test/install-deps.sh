@@ -11,6 +11,8 @@ declare -A needs=(
   [dockerd]=docker.io
   [containerd]=containerd
   [ctr]=containerd
+  [curl]=curl # an OpenSSL client that answers an unknown CA with a TLS alert, as dockerd does
+  [setpriv]=util-linux # startup errors as the image's uid 1000
 )
 what=tests
 if [ "${1:-}" = --bench ]; then

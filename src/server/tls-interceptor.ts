@@ -1,6 +1,7 @@
 // Allowlisted CONNECT targets: answer 200, terminate TLS with a leaf certificate for the host, and hand
 // the decrypted socket to an HTTP/1.1 server whose requests know which host they were meant for.
 import http from 'node:http';
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { Logger } from '../log.js';
@@ -9,6 +10,8 @@ import { formatAuthority, type ConnectTarget } from './connect-target.js';
 import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
 
 const targets = new WeakMap<object, ConnectTarget>();
+// The alerts a TLS client sends when it does not accept the certificate it was shown (OpenSSL's wording).
+const REJECTED_OUR_CERTIFICATE = /alert (unknown ca|bad certificate|certificate unknown|certificate required)/i;
 
 /** The CONNECT target a decrypted request arrived through. */
 export function interceptedTarget(req: http.IncomingMessage): ConnectTarget | undefined {
@@ -45,9 +48,12 @@ export class TlsInterceptor {
     const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), this.handshakeTimeoutMs);
     socket.once('secure', () => clearTimeout(handshake));
     socket.once('close', () => clearTimeout(handshake));
+    const clientAddress = (client as Partial<net.Socket>).remoteAddress;
     socket.once('error', (err) => {
       // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
-      this.log.warn({ host: formatAuthority(target.host, target.port), error: err.message }, 'TLS interception failed');
+      const line: Record<string, unknown> = { host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message };
+      if (REJECTED_OUR_CERTIFICATE.test(err.message)) line.hint = "the client does not trust regcache's CA: install GET /ca.crt in its trust store and restart it";
+      this.log.warn(line, 'TLS interception failed');
       socket.destroy();
     });
     this.server.emit('connection', socket);
