@@ -86,7 +86,7 @@ describe('admin endpoints', () => {
   it('serves a valid set-up script naming the address it was reached at, and refuses a crafted Host', async () => {
     const script = await get('/setup/systemd');
     assert.equal(script.status, 200);
-    assert.match(script.text, new RegExp(`PROXY="http://127\\.0\\.0\\.1:${proxy.port}"`));
+    assert.match(script.text, new RegExp(`PROXY='http://127\\.0\\.0\\.1:${proxy.port}'`));
     const file = path.join(root, 'setup.sh');
     await writeFile(file, script.text);
     const syntax = await run('bash', ['-n', file]);

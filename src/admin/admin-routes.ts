@@ -54,7 +54,7 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
         return;
       }
       if (record.path === '/setup/systemd') {
-        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript(`http://${host}`));
+        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript({ origin: `http://${host}`, credentials: null }));
         return;
       }
       const mirrorPort = deps.mirrorPort();
