@@ -3,9 +3,10 @@
 // platform of a multi-platform image unless --platform narrows it.
 import type { Command } from 'commander';
 import { request } from 'undici';
-import { parseImageReference } from './cache/cache-admin.js';
 import { ConfigError, loadConfig } from './config.js';
 import { fail } from './cli-exit.js';
+import { parseImageReference } from './registry/image-reference.js';
+import { registryDisplayName } from './registry/registry-name.js';
 
 const ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -65,7 +66,7 @@ export function addPrefetchCommand(program: Command): void {
 }
 
 async function prefetch(mirror: string, ref: ReturnType<typeof parseImageReference> & { image: string }, platform: string | undefined): Promise<void> {
-  const ns = ref.registry === 'registry-1.docker.io' ? 'docker.io' : ref.registry;
+  const ns = registryDisplayName(ref.registry);
   const url = (kind: 'manifests' | 'blobs', id: string) => `${mirror}/v2/${ref.repository}/${kind}/${id}?ns=${encodeURIComponent(ns)}`;
   const root = await getJson(url('manifests', ref.digest ?? ref.tag));
   const manifests: ManifestDoc[] = [];

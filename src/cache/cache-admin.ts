@@ -4,6 +4,8 @@ import crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { parseImageReference } from '../registry/image-reference.js';
+import { displayReference, registryDisplayName } from '../registry/registry-name.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry, EntryKind } from './entry-index.js';
 
@@ -14,7 +16,7 @@ export interface ListedEntry {
   mediaType: string;
   lastAccess: string;
   created: string;
-  repositories: string[];
+  repositories: string[]; // as shown: Docker Hub as docker.io
   tags: string[];
 }
 
@@ -22,7 +24,7 @@ export interface Usage {
   totalBytes: number;
   entries: number;
   maxBytes: number;
-  registries: Record<string, { bytes: number; entries: number }>;
+  registries: Record<string, { bytes: number; entries: number }>; // an entry counts once in each registry that requested it
 }
 
 export interface RemovalReport {
@@ -69,10 +71,10 @@ export class CacheAdmin {
   }
 
   ls(registry?: string): ListedEntry[] {
-    const wanted = registry?.toLowerCase();
+    const wanted = registry === undefined ? undefined : registryDisplayName(registry);
     const rows: ListedEntry[] = [];
     for (const e of this.store.index.oldestFirst()) {
-      if (wanted && !e.refs.some((r) => registryOf(r) === wanted)) continue;
+      if (wanted && !e.refs.some((r) => registryDisplayName(registryOf(r)) === wanted)) continue;
       rows.push({
         kind: e.kind,
         digest: e.digest,
@@ -80,8 +82,8 @@ export class CacheAdmin {
         mediaType: e.mediaType,
         lastAccess: new Date(e.lastAccess).toISOString(),
         created: new Date(e.created).toISOString(),
-        repositories: [...e.refs].sort(),
-        tags: [...e.tags].sort(),
+        repositories: [...new Set(e.refs.map(displayReference))].sort(),
+        tags: e.tags.map(displayReference).sort(),
       });
     }
     return rows.reverse(); // most recently used first
@@ -90,7 +92,7 @@ export class CacheAdmin {
   du(): Usage {
     const registries: Usage['registries'] = {};
     for (const e of this.store.index.oldestFirst()) {
-      for (const reg of new Set(e.refs.map(registryOf))) {
+      for (const reg of new Set(e.refs.map((r) => registryDisplayName(registryOf(r))))) {
         const r = (registries[reg] ??= { bytes: 0, entries: 0 });
         r.bytes += e.size;
         r.entries++;
@@ -203,18 +205,6 @@ export class CacheAdmin {
 
 function registryOf(ref: string): string {
   return ref.slice(0, ref.indexOf('/'));
-}
-
-/** docker's reference rules: "alpine" is registry-1.docker.io/library/alpine:latest. */
-export function parseImageReference(text: string): { registry: string; repository: string; tag: string; digest: string | null } {
-  const m = /^(?:([^/]+)\/)?([a-z0-9._/-]+?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/.exec(text);
-  if (!m) throw new CacheAdminError(`${JSON.stringify(text)} is not an image reference or a sha256 digest (e.g. alpine:3.20, ghcr.io/org/app@sha256:...)`);
-  let [, first, rest = '', tag = 'latest', digest = null] = m;
-  let registry = 'registry-1.docker.io';
-  if (first !== undefined && (first.includes('.') || first.includes(':') || first === 'localhost')) registry = first === 'docker.io' ? registry : first;
-  else if (first !== undefined) rest = `${first}/${rest}`;
-  if (registry === 'registry-1.docker.io' && !rest.includes('/')) rest = `library/${rest}`;
-  return { registry: registry.toLowerCase(), repository: rest, tag, digest };
 }
 
 async function sha256File(file: string): Promise<string> {
