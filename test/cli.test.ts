@@ -25,6 +25,18 @@ describe('regcache CLI', () => {
     });
   }
 
+  for (const [command, flag] of [
+    [['cache', 'ls'], '--images'],
+    [['cache', 'ls'], '--registry'],
+    [['cache', 'rm'], '--dry-run'],
+    [['cache', 'prune'], '--dry-run'],
+  ] as const) {
+    it(`regcache ${command.join(' ')} --help has an example of ${flag}`, async () => {
+      const r = await regcache([...command, '--help']);
+      assert.match(r.stdout.slice(r.stdout.indexOf('Examples:')), new RegExp(`\\$ regcache ${command.join(' ')} .*${flag}`));
+    });
+  }
+
   it('logs human-readable lines on a terminal and JSON otherwise', async () => {
     const dir = await tmp.make('regcache-cli-tty');
     const serve = `PORT=0 MIRROR_PORT=0 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 3 ${process.execPath} ${CLI} serve`;
