@@ -212,6 +212,16 @@ describe('stored images: cache rm, --dry-run and ls --images', () => {
     await f.close();
   });
 
+  it('says which blobs a pull from a registry would get from the store (prefetch skips them)', async () => {
+    const f = await Fixture.open(await tmp.make('regcache-images-present'));
+    const hub = await f.blob('h', 10, `${HUB}/library/alpine`);
+    const privateElsewhere = await f.blob('p', 10, 'ghcr.io/org/secret');
+    const publicElsewhere = await f.blob('q', 10, 'quay.io/org/app');
+    await f.store.index.setAccess('blob', publicElsewhere, 'public');
+    assert.deepEqual(f.admin.present([hub, privateElsewhere, publicElsewhere, unstored('x')], 'docker.io'), [hub, publicElsewhere]);
+    await f.close();
+  });
+
   it('refuses a malformed digest and names what is not in the cache', async () => {
     const f = await Fixture.open(await tmp.make('regcache-images-bad'));
     await assert.rejects(f.admin.rm('sha256:deadbeef'), /malformed digest/);

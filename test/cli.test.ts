@@ -30,6 +30,8 @@ describe('regcache CLI', () => {
     [['cache', 'ls'], '--registry'],
     [['cache', 'rm'], '--dry-run'],
     [['cache', 'prune'], '--dry-run'],
+    [['prefetch'], '--cache-dir'],
+    [['prefetch'], '--mirror'],
   ] as const) {
     it(`regcache ${command.join(' ')} --help has an example of ${flag}`, async () => {
       const r = await regcache([...command, '--help']);

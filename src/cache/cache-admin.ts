@@ -1,5 +1,6 @@
-// The `regcache cache` operations (ls, du, rm, prune, verify) on an open store. The same code runs in the
-// server (asked over the control socket) and in the CLI (when no server holds the cache directory).
+// The `regcache cache` operations (ls, du, rm, prune, verify) on an open store, and what prefetch asks
+// (which blobs are present). The same code runs in the server (asked over the control socket) and in
+// the CLI (when no server holds the cache directory).
 import crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
@@ -88,6 +89,10 @@ export class CacheAdmin {
         return this.prune(num('olderThanMs'), num('toBytes'), dryRun);
       case 'verify':
         return this.verify();
+      case 'present': {
+        const digests = Array.isArray(args.digests) ? args.digests.filter((d): d is string => typeof d === 'string') : [];
+        return Promise.resolve(this.present(digests, text('registry') ?? ''));
+      }
       default:
         return Promise.reject(new CacheAdminError(`unknown cache command ${JSON.stringify(cmd)}`));
     }
@@ -207,6 +212,18 @@ export class CacheAdmin {
       total -= e.size;
     }
     return this.removeAll(doomed, dryRun);
+  }
+
+  /**
+   * Which of these blobs a pull from `registry` would get from the store: stored, and either public or
+   * requested from that registry before (private content is served only at its own origin).
+   */
+  present(digests: string[], registry: string): string[] {
+    const wanted = registryDisplayName(registry);
+    return digests.filter((d) => {
+      const e = this.store.index.get('blob', d);
+      return e !== undefined && (e.access === 'public' || e.refs.some((r) => registryDisplayName(registryOf(r)) === wanted));
+    });
   }
 
   /** Re-hashes every content file; removes corrupt or missing entries and files no entry refers to. */
