@@ -156,12 +156,19 @@ async function prefetch(mirror: Mirror, ref: Image, platform: string | undefined
   return `${ref.image}: fetched ${count(toFetch.length, 'blob')} (${formatBytes(fetched)}), already cached ${cached.size} (${formatBytes(cachedBytes)}); ${manifestCount}\n`;
 }
 
+// A control request is at most 64 KiB: about 850 digests. Asked in batches well below that.
+const DIGESTS_PER_REQUEST = 500;
+
 /** The blobs the server would serve from its store for this registry. */
 async function present(cacheDir: string, digests: string[], registry: string): Promise<Set<string>> {
-  const answer = await askControl(cacheDir, { cmd: 'present', args: { digests, registry } });
-  if (answer === null) throw new Error(`the regcache server for CACHE_DIR=${cacheDir} stopped`);
-  if (!answer.ok) throw new Error(answer.error);
-  return new Set(answer.result as string[]);
+  const found = new Set<string>();
+  for (let i = 0; i < digests.length; i += DIGESTS_PER_REQUEST) {
+    const answer = await askControl(cacheDir, { cmd: 'present', args: { digests: digests.slice(i, i + DIGESTS_PER_REQUEST), registry } });
+    if (answer === null) throw new Error(`the regcache server for CACHE_DIR=${cacheDir} stopped`);
+    if (!answer.ok) throw new Error(answer.error);
+    for (const d of answer.result as string[]) found.add(d);
+  }
+  return found;
 }
 
 async function getManifest(mirror: Mirror, url: string): Promise<ManifestDoc> {
