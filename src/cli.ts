@@ -1,7 +1,5 @@
 #!/usr/bin/env node
 // The regcache command line.
-import fs from 'node:fs';
-import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addCacheCommands } from './cache-commands.js';
 import { addPrefetchCommand } from './prefetch-command.js';
@@ -10,7 +8,7 @@ import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
 import { CacheDirInUseError } from './admin/control-socket.js';
 import { StartupError } from './startup-checks.js';
-import { CaError, loadOrCreateCa } from './tls/certificate-authority.js';
+import { CaError, readCaCertificate } from './tls/certificate-authority.js';
 import { VERSION } from './version.js';
 import { fail } from './cli-exit.js';
 
@@ -83,26 +81,29 @@ const ca = program
   .description("regcache's CA certificate, which clients must trust.")
   .addHelpText('after', '\nExamples:\n  $ regcache ca path\n  $ regcache ca export > regcache-ca.crt');
 ca.command('path')
-  .description('print where ca.crt is (CA_DIR/ca.crt)')
+  .description('print where ca.crt is (CA_DIR/ca.crt); never creates a CA (exit 1 when there is none)')
   .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
   .addHelpText('after', '\nExamples:\n  $ regcache ca path\n  $ sudo cp "$(regcache ca path)" /usr/local/share/ca-certificates/regcache.crt')
-  .action((options: { caDir?: string }) => {
-    const file = path.join(configOrFail(options).caDir, 'ca.crt');
-    if (!fs.existsSync(file)) fail(`${file} does not exist yet: start regcache once, or run regcache ca export`, 1);
-    process.stdout.write(file + '\n');
+  .action(async (options: { caDir?: string }) => {
+    process.stdout.write((await caCertificateOrFail(options)).certFile + '\n');
   });
 ca.command('export')
-  .description('print the CA certificate (PEM), creating the CA first if there is none')
+  .description('print the CA certificate (PEM); never creates a CA (exit 1 when there is none)')
   .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
   .addHelpText('after', '\nExamples:\n  $ regcache ca export > regcache-ca.crt\n  $ regcache ca export | ssh node1 "sudo tee /usr/local/share/ca-certificates/regcache.crt"')
   .action(async (options: { caDir?: string }) => {
-    try {
-      process.stdout.write((await loadOrCreateCa(configOrFail(options).caDir)).ca.certPem);
-    } catch (err) {
-      if (err instanceof CaError) fail(err.message, 1);
-      throw err;
-    }
+    process.stdout.write((await caCertificateOrFail(options)).certPem);
   });
+
+/** The CA the server created (a client must trust that one, not a new one made here). */
+async function caCertificateOrFail(options: { caDir?: string }): Promise<{ certFile: string; certPem: string }> {
+  try {
+    return await readCaCertificate(configOrFail(options).caDir);
+  } catch (err) {
+    if (err instanceof CaError) fail(err.message, 1);
+    throw err;
+  }
+}
 
 addCacheCommands(program);
 addPrefetchCommand(program);

@@ -9,6 +9,7 @@ import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
 import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
+import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { Evictor } from './cache/eviction.js';
@@ -54,7 +55,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   if (!config.verifySsl) log.warn('VERIFY_SSL=false: upstream certificates are NOT verified');
   // The control socket claims CACHE_DIR before the store touches it (opening wipes the spool).
   let cacheAdmin: CacheAdmin | null = null;
+  let ports: ServerPorts | null = null; // once every listener listens
   const control = await listenControl(config.cacheDir, (request) => {
+    if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
     if (!cacheAdmin) throw new Error('the store is still opening');
     return cacheAdmin.run(request.cmd, request.args);
   });
@@ -184,6 +187,8 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   await warmUp(port, log);
   ready = true;
   const adminPort = admin ? (admin.address() as AddressInfo).port : null;
+  const mirrorPort = adminDeps.mirrorPort();
+  ports = { proxy: port, mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null }, admin: adminPort };
   log.info({ port, mirrorPort: adminDeps.mirrorPort(), adminPort, version: VERSION, config: describeConfig(config) }, 'listening');
   return {
     port,

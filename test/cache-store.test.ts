@@ -260,7 +260,7 @@ describe('crash safety, verify and the cache CLI', () => {
     const cases: [string[], RegExp, number][] = [
       [['prune', '--older-than', '3 days'], /--older-than="3 days".*e\.g\./, 2],
       [['prune'], /needs --older-than/, 2],
-      [['rm', 'Not A Ref'], /not an image reference/, 1],
+      [['rm', 'Not A Ref'], /not an image reference/, 2],
       [['rm', 'registry.test/lib/none:v1'], /not in the cache/, 1],
       [['frobnicate'], /unknown command/, 1],
     ];

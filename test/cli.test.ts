@@ -1,9 +1,12 @@
-// The command line as users meet it: every command's --help (with examples), `ca path|export`, and a
-// clear message for a bad value of every variable.
+// The command line as users meet it: every command's --help (with examples), `ca path|export` (which
+// never create a CA), and a clear message for a bad value of every variable.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { run } from './harness/proc.js';
+import { startRegcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
@@ -22,6 +25,20 @@ describe('regcache CLI', () => {
     });
   }
 
+  for (const [command, flag] of [
+    [['cache', 'ls'], '--images'],
+    [['cache', 'ls'], '--registry'],
+    [['cache', 'rm'], '--dry-run'],
+    [['cache', 'prune'], '--dry-run'],
+    [['prefetch'], '--cache-dir'],
+    [['prefetch'], '--mirror'],
+  ] as const) {
+    it(`regcache ${command.join(' ')} --help has an example of ${flag}`, async () => {
+      const r = await regcache([...command, '--help']);
+      assert.match(r.stdout.slice(r.stdout.indexOf('Examples:')), new RegExp(`\\$ regcache ${command.join(' ')} .*${flag}`));
+    });
+  }
+
   it('logs human-readable lines on a terminal and JSON otherwise', async () => {
     const dir = await tmp.make('regcache-cli-tty');
     const serve = `PORT=0 MIRROR_PORT=0 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 3 ${process.execPath} ${CLI} serve`;
@@ -37,14 +54,22 @@ describe('regcache CLI', () => {
     assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);
   });
 
-  it('exports the CA (creating it) and says where it is', async () => {
-    const dir = path.join(await tmp.make('regcache-cli-ca'), 'certs');
-    const missing = await regcache(['ca', 'path', '--ca-dir', dir]);
-    assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /does not exist yet/);
+  it('ca path and ca export never create a CA: without one they name the file they looked for', async () => {
+    const root = await tmp.make('regcache-cli-ca');
+    const dir = path.join(root, 'certs');
+    for (const command of ['path', 'export']) {
+      const r = await regcache(['ca', command, '--ca-dir', dir]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, new RegExp(`^regcache: there is no CA certificate at ${path.join(dir, 'ca.crt')} \\(CA_DIR=${dir}, or --ca-dir\\): regcache serve creates`));
+    }
+    assert.equal(existsSync(dir), false, 'nothing was created');
+
+    const server = await startRegcache({ dir: root, caDir: dir }); // the server creates the CA
+    await server.stop();
     const exported = await regcache(['ca', 'export', '--ca-dir', dir]);
     assert.equal(exported.code, 0, exported.stderr);
-    assert.match(exported.stdout, /^-----BEGIN CERTIFICATE-----/);
+    assert.equal(exported.stdout, await readFile(path.join(dir, 'ca.crt'), 'utf8'), "the server's CA, unchanged");
     const where = await regcache(['ca', 'path'], { CA_DIR: dir });
     assert.equal(where.stdout.trim(), path.join(dir, 'ca.crt'));
   });

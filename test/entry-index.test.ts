@@ -45,6 +45,21 @@ describe('EntryIndex', () => {
     await reopened.close();
   });
 
+  it('keeps a removed tag removed when its manifest is stored again (cache rm, then a pull by digest)', async () => {
+    const dir = await tmp.make('regcache-index-untag');
+    const index = await EntryIndex.open(dir);
+    const tag = 'registry.test/lib/app:v1';
+    await index.setPointer(`${tag}|application/vnd.oci.image.manifest.v1+json`, digest(11));
+    await index.put({ ...entry(11), kind: 'manifest', tags: [] });
+    assert.equal(index.taggedManifest(tag)?.digest, digest(11));
+    await index.untag(tag);
+    await index.delete('manifest', digest(11));
+    await index.put({ ...entry(11), kind: 'manifest', tags: [] });
+    assert.equal(index.taggedManifest(tag), undefined);
+    assert.deepEqual(index.pointersOf(tag), []);
+    await index.close();
+  });
+
   it('keeps entries, sizes and LRU order across a restart', async () => {
     const dir = await tmp.make('regcache-index');
     const index = await EntryIndex.open(dir);

@@ -38,6 +38,9 @@ function mirrorGet(port: number, pathAndQuery: string, headers: Record<string, s
   });
 }
 
+const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
+const prefetch = (args: string[], env: Record<string, string>) => run(process.execPath, [CLI, 'prefetch', ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+
 describe('registry-mirror mode', () => {
   const tmp = new TmpDirs();
   let root: string;
@@ -174,18 +177,55 @@ describe('registry-mirror mode', () => {
     assert.match(push.body, /UNSUPPORTED/);
   });
 
-  it('prefetches an image through the mirror (regcache prefetch)', async () => {
+  it('prefetches through the running server, found over its control socket: fetched, then already cached', async () => {
     const image = await makeImage(path.join(root, 'prefetch-image'), { layers: [{ size: 250_000, seed: 'prefetch-a' }] });
     await pushImage(upstream.registry.url, 'lib/prefetched', 'v2', image, { caFile: upstream.ca.certFile });
-    const cli = path.resolve(import.meta.dirname, '../dist/cli.js');
-    const r = await run(process.execPath, [cli, 'prefetch', 'registry.test/lib/prefetched:v2'], { env: { PATH: process.env.PATH ?? '', MIRROR_PORT: String(mirrorPort) } });
+    // No MIRROR_PORT here: the server says where its mirror listens (a free port, not the default 5000).
+    const r = await prefetch(['registry.test/lib/prefetched:v2'], { CACHE_DIR: proxy.cacheDir });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /1 manifest\(s\), 2 blob\(s\) cached/);
+    const bytes = image.config.size + image.layers[0]!.size;
+    assert.match(r.stdout, /^registry\.test\/lib\/prefetched:v2: fetched 2 blobs \((\d+\.\d) KiB\), already cached 0 \(0 B\); 1 manifest\n$/);
+    assert.equal(r.stdout.match(/fetched 2 blobs \((\S+) KiB/)?.[1], (bytes / 1024).toFixed(1));
+    assert.equal(r.stderr, '', 'no progress when stderr is not a terminal');
     const misses = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.cache === 'MISS' && l.host === 'registry.test');
     for (const digest of [image.config.digest, image.layers[0]!.digest]) assert.ok(misses.some((l) => l.digest === digest), `${digest} was fetched into the cache`);
-    const bad = await run(process.execPath, [cli, 'prefetch', 'registry.test/lib/none:v1'], { env: { PATH: process.env.PATH ?? '', MIRROR_PORT: String(mirrorPort) } });
+
+    const mark = (await proxy.logs()).length;
+    const again = await prefetch(['registry.test/lib/prefetched:v2'], { CACHE_DIR: proxy.cacheDir });
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stdout, /fetched 0 blobs \(0 B\), already cached 2 \(\d+\.\d KiB\)/);
+    assert.deepEqual((await proxy.requests(mark)).filter((l) => l.kind === 'blob'), [], 'what is stored is not downloaded again');
+
+    const bad = await prefetch(['registry.test/lib/none:v1'], { CACHE_DIR: proxy.cacheDir });
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /registry\.test\/lib\/none:v1: .*404/);
+  });
+
+  it('shows one updating progress line on a terminal: bytes, total, rate', async () => {
+    const image = await makeImage(path.join(root, 'prefetch-tty'), { layers: [{ size: 2_000_000, seed: 'prefetch-tty' }] });
+    await pushImage(upstream.registry.url, 'lib/tty', 'v1', image, { caFile: upstream.ca.certFile });
+    const command = `CACHE_DIR=${proxy.cacheDir} ${process.execPath} ${CLI} prefetch registry.test/lib/tty:v1`;
+    const tty = await run('script', ['-qec', command, '/dev/null'], { env: { PATH: process.env.PATH ?? '' } }); // a pseudo-terminal
+    assert.equal(tty.code, 0, tty.stdout);
+    const total = ((image.config.size + image.layers[0]!.size) / 1048576).toFixed(1);
+    const line = tty.stdout.split('\r\x1b[K').find((l) => l.includes('blob 2/2'));
+    assert.match(line ?? tty.stdout, /^registry\.test\/lib\/tty:v1 {2}\d+(\.\d)? (B|KiB|MiB) \/ (\d+\.\d) MiB {2}\d+(\.\d)? (B|KiB|MiB)\/s {2}blob 2\/2$/);
+    assert.equal(line?.match(/\/ (\S+) MiB/)?.[1], total, 'the total is the size of the blobs to fetch');
+    assert.match(tty.stdout, /\r\x1b\[Kregistry\.test\/lib\/tty:v1: fetched 2 blobs/, 'the line is cleared before the summary');
+  });
+
+  it('says no server is running for the cache, or that its mirror is off, and how to fix it', async () => {
+    const empty = await prefetch(['alpine:3.20'], { CACHE_DIR: path.join(root, 'no-server') });
+    assert.equal(empty.code, 1);
+    assert.match(empty.stderr, /no regcache server is running for CACHE_DIR=.*no-server .*regcache serve.*MIRROR_PORT/);
+    const off = await startProxyFor(upstream, { dir: path.join(root, 'mirror-off'), routes: {} }); // MIRROR_PORT=0
+    try {
+      const r = await prefetch(['alpine:3.20'], { CACHE_DIR: off.cacheDir });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /runs with the mirror off \(MIRROR_PORT=0\).*restart it with MIRROR_PORT set/);
+    } finally {
+      await off.stop();
+    }
   });
 
   it('asks for credentials with MIRROR_AUTH', async () => {
@@ -249,6 +289,7 @@ describe('mirror over HTTPS, and ADMIN_PORT', () => {
   before(async () => {
     root = await tmp.make('regcache-mirror-tls');
     upstream = await startUpstream(path.join(root, 'upstream'), ['registry-1.docker.io'], ['mirror-tls-a']);
+    await pushTo(upstream, 'library/hello', 'v1');
   });
   after(async () => {
     await upstream?.registry.stop();
@@ -275,6 +316,9 @@ describe('mirror over HTTPS, and ADMIN_PORT', () => {
     try {
       const ca = await readFile(proxy.caFile, 'utf8');
       assert.deepEqual(await httpsPing(proxy.mirrorPort!, ca, 'mirror.local'), { status: 200, san: 'DNS:mirror.local' });
+      const prefetched = await prefetch(['hello:v1'], { CACHE_DIR: proxy.cacheDir }); // the server says its mirror speaks TLS
+      assert.equal(prefetched.code, 0, prefetched.stderr);
+      assert.match(prefetched.stdout, /^hello:v1: fetched 2 blobs/);
       const adminPort = Number((await proxy.logs()).find((l) => l.msg === 'listening')?.adminPort);
       const metrics = await fetch(`http://127.0.0.1:${adminPort}/metrics`);
       assert.equal(metrics.status, 200);

@@ -4,6 +4,7 @@ import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
+import { registryApiHost, registryDisplayName } from '../registry/registry-name.js';
 import { RequestRecord } from '../server/access-log.js';
 import type { Metrics } from './metrics.js';
 import { containerdHostsToml, systemdSetupScript } from './setup-script.js';
@@ -111,7 +112,7 @@ export function cacheListing(index: EntryIndex): Listing {
     for (const tagged of entry.tags) {
       const slash = tagged.indexOf('/');
       const colon = tagged.lastIndexOf(':');
-      const registry = tagged.slice(0, slash);
+      const registry = registryDisplayName(tagged.slice(0, slash)); // Docker Hub's names are one: docker.io
       const repository = tagged.slice(slash + 1, colon);
       const byRepo = repos.get(registry) ?? new Map<string, Set<string>>();
       repos.set(registry, byRepo);
@@ -125,7 +126,7 @@ export function cacheListing(index: EntryIndex): Listing {
   for (const [registry, byRepo] of [...repos].sort(([a], [b]) => a.localeCompare(b))) {
     const repositories = [...byRepo].sort(([a], [b]) => a.localeCompare(b)).map(([name, tags]) => ({ name, tags: [...tags].sort() }));
     const images = repositories.reduce((n, r) => n + r.tags.length, 0);
-    listing.registries[registry] = { url: `https://${registry}`, images, repositories };
+    listing.registries[registry] = { url: `https://${registryApiHost(registry)}`, images, repositories };
     listing.summary[registry] = images;
     total += images;
   }

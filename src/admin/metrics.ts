@@ -21,7 +21,8 @@ export class Metrics {
   private readonly coalesced = new Counter({ name: 'regcache_coalesced_waiters_total', help: 'Requests that joined a fill already running', registers: [this.registry] });
   private readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Entries evicted, by reason', labelNames: ['reason'], registers: [this.registry] });
   private readonly upstreamErrors = new Counter({ name: 'regcache_upstream_errors_total', help: 'Upstream failures, by cause', labelNames: ['cause'], registers: [this.registry] });
-  private readonly rateLimit = new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry] });
+  // Created at the first report: a gauge without labels reads 0 until set, and 0 means "no pulls left".
+  private rateLimit: Gauge | null = null;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' });
@@ -69,7 +70,9 @@ export class Metrics {
   /** "99;w=21600" -> 99 */
   rateLimitRemaining(value: string): void {
     const n = Number.parseInt(value, 10);
-    if (Number.isFinite(n)) this.rateLimit.set(n);
+    if (!Number.isFinite(n)) return;
+    this.rateLimit ??= new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry] });
+    this.rateLimit.set(n);
   }
 }
 

@@ -4,6 +4,7 @@
 // docker. GET /setup/containerd: hosts.toml blocks that send containerd's pulls to the mirror, and
 // /setup/containerd.sh the same as a script that writes them. Addresses are validated by the caller;
 // credentials (the caller's own, when they are the proxy's) go in as given, shell-quoted.
+import { registryDisplayName } from '../registry/registry-name.js';
 
 /** The parts of a set-up: where the proxy is, and the credentials to use it with (PROXY_AUTH), if any. */
 export interface SetupTarget {
@@ -72,7 +73,7 @@ export function containerdHostsToml(mirrorUrl: string, registries: string[], cre
   const wildcards = registries.filter((r) => r.startsWith('*.'));
   const header = credentials ? [`[host."${mirrorUrl}".header]`, `  Authorization = "Basic ${Buffer.from(`${credentials.user}:${credentials.password}`).toString('base64')}"`, ''] : [];
   const blocks = named.map((registry) => {
-    const name = containerdName(registry);
+    const name = registryDisplayName(registry); // containerd's directory for Docker Hub is docker.io
     return [`# --- ${name}`, `# /etc/containerd/certs.d/${name}/hosts.toml`, `server = "https://${registry}"`, '', `[host."${mirrorUrl}"]`, '  capabilities = ["pull", "resolve"]', '', ...header].join('\n');
   });
   const notes = wildcards.map(
@@ -103,10 +104,6 @@ umask 077 # a hosts.toml may hold the mirror's credentials
 ${writes.join('\n')}
 echo 'containerd reads these with config_path = "/etc/containerd/certs.d" (no restart needed once that is set)'
 `;
-}
-
-function containerdName(registry: string): string {
-  return registry === 'registry-1.docker.io' ? 'docker.io' : registry;
 }
 
 function proxyUrl(target: SetupTarget): string {

@@ -1,11 +1,15 @@
-// The `regcache cache` operations (ls, du, rm, prune, verify) on an open store. The same code runs in the
-// server (asked over the control socket) and in the CLI (when no server holds the cache directory).
+// The `regcache cache` operations (ls, du, rm, prune, verify) on an open store, and what prefetch asks
+// (which blobs are present). The same code runs in the server (asked over the control socket) and in
+// the CLI (when no server holds the cache directory).
 import crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { isDigestArgument, parseImageReference } from '../registry/image-reference.js';
+import { displayReference, registryDisplayName } from '../registry/registry-name.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry, EntryKind } from './entry-index.js';
+import { ImageGraph, type Platforms } from './image-graph.js';
 
 export interface ListedEntry {
   kind: EntryKind;
@@ -14,20 +18,41 @@ export interface ListedEntry {
   mediaType: string;
   lastAccess: string;
   created: string;
-  repositories: string[];
+  repositories: string[]; // as shown: Docker Hub as docker.io
   tags: string[];
+}
+
+/** One stored image (`cache ls --images`). */
+export interface ListedImage {
+  image: string; // "docker.io/library/alpine:3.20", or "registry/repository@sha256:..." without a tag
+  digest: string; // its manifest (an index, for a multi-platform image)
+  size: number; // its manifests, configs and layers that are stored, each once
+  complete: boolean; // every config and layer of every stored platform is stored
+  missing: string[]; // configs and layers named by a stored manifest but not stored
+  platforms: Platforms | null; // for an index: the platforms stored, of how many
+  lastAccess: string; // the most recent use of any of its entries
 }
 
 export interface Usage {
   totalBytes: number;
   entries: number;
   maxBytes: number;
-  registries: Record<string, { bytes: number; entries: number }>;
+  registries: Record<string, { bytes: number; entries: number }>; // an entry counts once in each registry that requested it
+}
+
+export interface RemovedEntry {
+  kind: EntryKind;
+  digest: string;
+  size: number;
 }
 
 export interface RemovalReport {
+  dryRun: boolean; // nothing was removed: this is what would have been
   removed: number;
   bytes: number;
+  entries: RemovedEntry[];
+  untagged: string[]; // image references no longer listed (rm of an image)
+  kept: (RemovedEntry & { usedBy: string[] })[]; // entries of the image that other images or repositories use
 }
 
 export interface VerifyReport {
@@ -52,27 +77,32 @@ export class CacheAdmin {
   run(cmd: string, args: Record<string, unknown>): Promise<unknown> {
     const text = (name: string): string | undefined => (typeof args[name] === 'string' ? (args[name] as string) : undefined);
     const num = (name: string): number | null => (typeof args[name] === 'number' ? (args[name] as number) : null);
+    const dryRun = args.dryRun === true;
     switch (cmd) {
       case 'ls':
-        return Promise.resolve(this.ls(text('registry')));
+        return args.images === true ? this.images(text('registry')) : Promise.resolve(this.ls(text('registry')));
       case 'du':
         return Promise.resolve(this.du());
       case 'rm':
-        return this.rm(text('target') ?? '');
+        return this.rm(text('target') ?? '', dryRun);
       case 'prune':
-        return this.prune(num('olderThanMs'), num('toBytes'));
+        return this.prune(num('olderThanMs'), num('toBytes'), dryRun);
       case 'verify':
         return this.verify();
+      case 'present': {
+        const digests = Array.isArray(args.digests) ? args.digests.filter((d): d is string => typeof d === 'string') : [];
+        return Promise.resolve(this.present(digests, text('registry') ?? ''));
+      }
       default:
         return Promise.reject(new CacheAdminError(`unknown cache command ${JSON.stringify(cmd)}`));
     }
   }
 
   ls(registry?: string): ListedEntry[] {
-    const wanted = registry?.toLowerCase();
+    const wanted = registry === undefined ? undefined : registryDisplayName(registry);
     const rows: ListedEntry[] = [];
     for (const e of this.store.index.oldestFirst()) {
-      if (wanted && !e.refs.some((r) => registryOf(r) === wanted)) continue;
+      if (wanted && !e.refs.some((r) => registryDisplayName(registryOf(r)) === wanted)) continue;
       rows.push({
         kind: e.kind,
         digest: e.digest,
@@ -80,17 +110,39 @@ export class CacheAdmin {
         mediaType: e.mediaType,
         lastAccess: new Date(e.lastAccess).toISOString(),
         created: new Date(e.created).toISOString(),
-        repositories: [...e.refs].sort(),
-        tags: [...e.tags].sort(),
+        repositories: [...new Set(e.refs.map(displayReference))].sort(),
+        tags: e.tags.map(displayReference).sort(),
       });
     }
     return rows.reverse(); // most recently used first
   }
 
+  /** One row per stored image (see image-graph.ts), sorted by reference. */
+  async images(registry?: string): Promise<ListedImage[]> {
+    const wanted = registry === undefined ? undefined : registryDisplayName(registry);
+    const graph = await ImageGraph.load(this.store);
+    const rows: ListedImage[] = [];
+    for (const image of graph.images()) {
+      if (wanted && !image.repository.startsWith(`${wanted}/`)) continue;
+      const reach = graph.reach([image.manifest]);
+      const entries = [...reach.entries.values()];
+      rows.push({
+        image: image.reference,
+        digest: image.manifest.digest,
+        size: entries.reduce((n, e) => n + e.size, 0),
+        complete: reach.missing.length === 0 && reach.unreadable.length === 0 && reach.imageManifests > 0,
+        missing: reach.missing,
+        platforms: graph.platforms(image.manifest),
+        lastAccess: new Date(Math.max(...entries.map((e) => e.lastAccess))).toISOString(),
+      });
+    }
+    return rows;
+  }
+
   du(): Usage {
     const registries: Usage['registries'] = {};
     for (const e of this.store.index.oldestFirst()) {
-      for (const reg of new Set(e.refs.map(registryOf))) {
+      for (const reg of new Set(e.refs.map((r) => registryDisplayName(registryOf(r))))) {
         const r = (registries[reg] ??= { bytes: 0, entries: 0 });
         r.bytes += e.size;
         r.entries++;
@@ -100,30 +152,54 @@ export class CacheAdmin {
   }
 
   /**
-   * `sha256:...`: that content, whatever refers to it. An image reference: its manifest(s), and each blob
-   * that no other repository uses.
+   * `sha256:...`: that content, whatever refers to it. An image reference: the image's tag (or, by
+   * digest, its names in that repository) is forgotten, and of the entries it reaches (image-graph.ts)
+   * those are removed that no other stored image reaches and that no other repository requested.
    */
-  async rm(target: string): Promise<RemovalReport> {
-    if (/^sha256:[a-f0-9]{64}$/.test(target)) {
-      return this.removeAll([this.store.index.get('blob', target), this.store.index.get('manifest', target)]);
+  async rm(target: string, dryRun = false): Promise<RemovalReport> {
+    const index = this.store.index;
+    if (isDigestArgument(target)) {
+      const entries = [index.get('blob', target), index.get('manifest', target)].filter((e): e is Entry => e !== undefined);
+      if (entries.length === 0) throw new CacheAdminError(`${target} is not in the cache`);
+      return this.removeAll(entries, dryRun);
     }
     const ref = parseImageReference(target);
-    const repo = `${ref.registry}/${ref.repository}`;
-    const root = ref.digest ? this.store.index.get('manifest', ref.digest) : this.store.index.taggedManifest(`${repo}:${ref.tag}`);
-    if (!root) throw new CacheAdminError(`${target} is not in the cache (as ${repo}${ref.digest ? '@' + ref.digest : ':' + ref.tag})`);
-    const manifests = [root, ...(await this.childManifests(root))];
-    const doomed: Entry[] = [...manifests];
-    for (const m of manifests) {
-      for (const digest of await this.blobsOf(m)) {
-        const blob = this.store.index.get('blob', digest);
-        if (blob && blob.refs.every((r) => r === repo)) doomed.push(blob);
+    const repository = displayReference(`${ref.registry}/${ref.repository}`);
+    const graph = await ImageGraph.load(this.store);
+    const images = graph.images();
+    const named = images.filter((i) => i.repository === repository && (ref.digest ? i.manifest.digest === ref.digest : i.tag === ref.tag));
+    const roots = named.map((i) => i.manifest);
+    // By digest, a manifest of the repository that an index lists is no image of its own, but it is named.
+    const listed = ref.digest ? index.get('manifest', ref.digest) : undefined;
+    if (roots.length === 0 && listed?.refs.some((r) => displayReference(r) === repository)) roots.push(listed);
+    if (roots.length === 0) throw new CacheAdminError(`${target} is not in the cache (as ${repository}${ref.digest ? '@' + ref.digest : ':' + ref.tag})`);
+
+    const candidates = graph.reach(roots).entries;
+    const usedBy = new Map<string, Set<string>>();
+    const use = (key: string, by: string) => (usedBy.get(key) ?? usedBy.set(key, new Set()).get(key)!).add(by);
+    for (const other of images) {
+      if (named.includes(other)) continue;
+      for (const key of graph.reach([other.manifest]).entries.keys()) if (candidates.has(key)) use(key, other.reference);
+    }
+    // Requested under another repository: an image there may need it even if its manifest is not stored
+    // (named only when no stored image of that repository already is).
+    for (const [key, e] of candidates) {
+      for (const other of new Set(e.refs.map(displayReference))) {
+        const imageThere = [...(usedBy.get(key) ?? [])].some((u) => u.startsWith(`${other}:`) || u.startsWith(`${other}@`));
+        if (other !== repository && !imageThere) use(key, other);
       }
     }
-    return this.removeAll(doomed);
+
+    const doomed = [...candidates].filter(([key]) => !usedBy.has(key)).map(([, e]) => e);
+    const kept = [...candidates].filter(([key]) => usedBy.has(key)).map(([key, e]) => ({ ...describe(e), usedBy: [...usedBy.get(key)!].sort() }));
+    const untagged = named.filter((i) => i.tag !== null);
+    if (!dryRun) for (const i of untagged) await index.untag(i.storedTag!);
+    const report = await this.removeAll(doomed, dryRun);
+    return { ...report, untagged: untagged.map((i) => i.reference), kept };
   }
 
   /** Entries unused for olderThanMs, then least recently used ones until the total is at most toBytes. */
-  async prune(olderThanMs: number | null, toBytes: number | null): Promise<RemovalReport> {
+  async prune(olderThanMs: number | null, toBytes: number | null, dryRun = false): Promise<RemovalReport> {
     const index = this.store.index;
     const cutoff = olderThanMs === null ? null : Date.now() - olderThanMs;
     const doomed: Entry[] = [];
@@ -135,7 +211,19 @@ export class CacheAdmin {
       doomed.push(e);
       total -= e.size;
     }
-    return this.removeAll(doomed);
+    return this.removeAll(doomed, dryRun);
+  }
+
+  /**
+   * Which of these blobs a pull from `registry` would get from the store: stored, and either public or
+   * requested from that registry before (private content is served only at its own origin).
+   */
+  present(digests: string[], registry: string): string[] {
+    const wanted = registryDisplayName(registry);
+    return digests.filter((d) => {
+      const e = this.store.index.get('blob', d);
+      return e !== undefined && (e.access === 'public' || e.refs.some((r) => registryDisplayName(registryOf(r)) === wanted));
+    });
   }
 
   /** Re-hashes every content file; removes corrupt or missing entries and files no entry refers to. */
@@ -170,51 +258,24 @@ export class CacheAdmin {
     return report;
   }
 
-  private async removeAll(entries: (Entry | undefined)[]): Promise<RemovalReport> {
-    const report: RemovalReport = { removed: 0, bytes: 0 };
+  private async removeAll(entries: Entry[], dryRun: boolean): Promise<RemovalReport> {
+    const report: RemovalReport = { dryRun, removed: 0, bytes: 0, entries: [], untagged: [], kept: [] };
     for (const e of entries) {
-      if (!e || !(await this.store.remove(e.kind, e.digest))) continue;
+      if (!dryRun && !(await this.store.remove(e.kind, e.digest))) continue; // gone meanwhile
       report.removed++;
       report.bytes += e.size;
+      report.entries.push(describe(e));
     }
     return report;
   }
+}
 
-  private async readManifest(e: Entry): Promise<Record<string, unknown> | null> {
-    try {
-      return JSON.parse(await fs.readFile(this.store.contentPath(e.digest), 'utf8')) as Record<string, unknown>;
-    } catch {
-      return null;
-    }
-  }
-
-  private async childManifests(e: Entry): Promise<Entry[]> {
-    const doc = await this.readManifest(e);
-    const children = Array.isArray(doc?.manifests) ? (doc.manifests as { digest?: unknown }[]) : [];
-    return children.map((c) => (typeof c.digest === 'string' ? this.store.index.get('manifest', c.digest) : undefined)).filter((c): c is Entry => c !== undefined);
-  }
-
-  private async blobsOf(e: Entry): Promise<string[]> {
-    const doc = await this.readManifest(e);
-    const descriptors = [doc?.config, ...(Array.isArray(doc?.layers) ? doc.layers : [])] as { digest?: unknown }[];
-    return descriptors.map((d) => d?.digest).filter((d): d is string => typeof d === 'string');
-  }
+function describe(e: Entry): RemovedEntry {
+  return { kind: e.kind, digest: e.digest, size: e.size };
 }
 
 function registryOf(ref: string): string {
   return ref.slice(0, ref.indexOf('/'));
-}
-
-/** docker's reference rules: "alpine" is registry-1.docker.io/library/alpine:latest. */
-export function parseImageReference(text: string): { registry: string; repository: string; tag: string; digest: string | null } {
-  const m = /^(?:([^/]+)\/)?([a-z0-9._/-]+?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/.exec(text);
-  if (!m) throw new CacheAdminError(`${JSON.stringify(text)} is not an image reference or a sha256 digest (e.g. alpine:3.20, ghcr.io/org/app@sha256:...)`);
-  let [, first, rest = '', tag = 'latest', digest = null] = m;
-  let registry = 'registry-1.docker.io';
-  if (first !== undefined && (first.includes('.') || first.includes(':') || first === 'localhost')) registry = first === 'docker.io' ? registry : first;
-  else if (first !== undefined) rest = `${first}/${rest}`;
-  if (registry === 'registry-1.docker.io' && !rest.includes('/')) rest = `library/${rest}`;
-  return { registry: registry.toLowerCase(), repository: rest, tag, digest };
 }
 
 async function sha256File(file: string): Promise<string> {

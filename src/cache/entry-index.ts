@@ -28,6 +28,7 @@ type Op =
   | { op: 'touch'; k: string; t: number }
   | { op: 'ref'; k: string; r: string }
   | { op: 'tag'; k: string; tag: string }
+  | { op: 'untag'; tag: string } // the tag and its pointers forgotten (regcache cache rm)
   | { op: 'del'; k: string }
   | { op: 'acc'; k: string; a: Access }
   | { op: 'ptr'; p: string; d: string; t: number }; // tag pointer: "host/repo:tag|accept" -> manifest digest, checked at t
@@ -190,6 +191,16 @@ export class EntryIndex {
     return key === undefined ? undefined : this.entries.get(key);
   }
 
+  /**
+   * Forgets a tag: no manifest carries it and what it pointed at (per Accept set) is dropped, so it is
+   * neither listed nor served STALE. The manifest itself stays (another image may use it).
+   */
+  async untag(tag: string): Promise<void> {
+    if (!this.tagOwners.has(tag) && !this.hasPointers(tag)) return;
+    this.apply({ op: 'untag', tag });
+    await this.append([{ op: 'untag', tag }], true);
+  }
+
   /** Records whether upstream serves the entry to anyone (public) or only to some (private). */
   async setAccess(kind: EntryKind, digest: string, access: Access): Promise<void> {
     const key = entryKey(kind, digest);
@@ -255,6 +266,17 @@ export class EntryIndex {
       case 'tag':
         if (this.entries.has(op.k)) this.assignTag(op.k, op.tag);
         return;
+      case 'untag': {
+        const owner = this.entries.get(this.tagOwners.get(op.tag) ?? '');
+        if (owner) owner.tags = owner.tags.filter((t) => t !== op.tag);
+        this.tagOwners.delete(op.tag);
+        for (const [p, pointer] of [...this.pointers]) {
+          if (!p.startsWith(`${op.tag}|`)) continue;
+          this.pointers.delete(p);
+          this.pointedAt.get(pointer.digest)?.delete(p); // or the manifest, stored again, would take the tag back
+        }
+        return;
+      }
       case 'acc': {
         const entry = this.entries.get(op.k);
         if (entry) entry.access = op.a;
@@ -279,6 +301,11 @@ export class EntryIndex {
         return;
       }
     }
+  }
+
+  private hasPointers(tag: string): boolean {
+    for (const p of this.pointers.keys()) if (p.startsWith(`${tag}|`)) return true;
+    return false;
   }
 
   /** A tag points at one manifest: moving it removes it from the previous one. */

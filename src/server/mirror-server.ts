@@ -9,6 +9,7 @@ import type { EntryIndex } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { sendRegistryError } from '../registry/registry-errors.js';
+import { DOCKER_HUB_HOST, registryApiHost } from '../registry/registry-name.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
@@ -27,20 +28,18 @@ export interface MirrorDeps {
   clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
 }
 
-const DOCKER_HUB = 'registry-1.docker.io';
 const API_VERSION = { 'docker-distribution-api-version': 'registry/2.0' };
 
 /** Which upstream a mirror request is for; null when the client named one that cannot be parsed. */
 export function mirrorTarget(ns: string | null, host: string | undefined, registryDomain: string | null): string | null {
   const normalise = (name: string): string | null => {
-    const n = name.toLowerCase();
-    if (n === 'docker.io' || n === 'index.docker.io') return DOCKER_HUB;
+    const n = registryApiHost(name); // docker.io and index.docker.io are Docker Hub's API host
     return /^[a-z0-9.-]+(:\d{1,5})?$/.test(n) ? n : null;
   };
   if (ns !== null) return normalise(ns);
   const hostname = (host ?? '').toLowerCase().replace(/:\d+$/, '');
   if (registryDomain && hostname.endsWith(`.${registryDomain}`)) return normalise(hostname.slice(0, -registryDomain.length - 1));
-  return DOCKER_HUB;
+  return DOCKER_HUB_HOST;
 }
 
 /** Plain HTTP, or HTTPS when given a certificate (and optionally an SNI callback that renews it). */

@@ -42,6 +42,31 @@ export async function loadOrCreateCa(dir: string): Promise<{ ca: CertificateAuth
   return { ca: parseCa(certPem, keyPem, certFile, keyFile), created: false };
 }
 
+/**
+ * The CA certificate clients must trust, as `regcache ca path|export` show it: never creates a CA (only
+ * the server does), and needs no access to the key. CaError naming the file when there is none.
+ */
+export async function readCaCertificate(dir: string): Promise<{ certFile: string; certPem: string }> {
+  const certFile = path.join(dir, 'ca.crt');
+  const certPem = await readIfExists(certFile);
+  if (certPem === null) {
+    throw new CaError(`there is no CA certificate at ${certFile} (CA_DIR=${dir}, or --ca-dir): regcache serve creates ca.crt and ca.key there when it first starts; or point CA_DIR at the directory that holds them`);
+  }
+  parseCaCertificate(certPem, certFile);
+  return { certFile, certPem };
+}
+
+function parseCaCertificate(certPem: string, certFile: string): crypto.X509Certificate {
+  let x509: crypto.X509Certificate;
+  try {
+    x509 = new crypto.X509Certificate(certPem);
+  } catch (err) {
+    throw new CaError(`${certFile} is not a PEM certificate: ${(err as Error).message}`);
+  }
+  if (!x509.ca) throw new CaError(`${certFile} is not a CA certificate (basicConstraints CA:FALSE)`);
+  return x509;
+}
+
 async function readIfExists(file: string): Promise<string | null> {
   try {
     return await fs.readFile(file, 'utf8');
@@ -52,13 +77,8 @@ async function readIfExists(file: string): Promise<string | null> {
 }
 
 function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: string): CertificateAuthority {
-  let x509: crypto.X509Certificate;
+  const x509 = parseCaCertificate(certPem, certFile);
   let key: crypto.KeyObject;
-  try {
-    x509 = new crypto.X509Certificate(certPem);
-  } catch (err) {
-    throw new CaError(`${certFile} is not a PEM certificate: ${(err as Error).message}`);
-  }
   try {
     key = crypto.createPrivateKey(keyPem);
   } catch (err) {
@@ -66,7 +86,6 @@ function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: str
   }
   if (key.asymmetricKeyType !== 'rsa') throw new CaError(`${keyFile} must be an RSA key`);
   if (!x509.checkPrivateKey(key)) throw new CaError(`${keyFile} does not belong to ${certFile}`);
-  if (!x509.ca) throw new CaError(`${certFile} is not a CA certificate (basicConstraints CA:FALSE)`);
   if (Date.parse(x509.validTo) <= Date.now()) {
     throw new CaError(`${certFile} expired on ${x509.validTo}; remove ca.crt and ca.key to create a new CA (clients must then trust the new one)`);
   }
