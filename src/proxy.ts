@@ -9,6 +9,8 @@ import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
 import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
+import { loadDoors } from './auth/doors.js';
+import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { Evictor } from './cache/eviction.js';
@@ -19,7 +21,6 @@ import { ContentAccess } from './registry/content-access.js';
 import { ContentResponder } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
 import { createMirrorServer } from './server/mirror-server.js';
-import { ProxyAuth } from './server/proxy-auth.js';
 import { createProxyServers } from './server/proxy-server.js';
 import { TlsInterceptor } from './server/tls-interceptor.js';
 import { Tunnels } from './server/tunnel.js';
@@ -41,7 +42,10 @@ const SHUTDOWN_GRACE_MS = 8_000;
 const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
-  const proxyAuth = config.proxyAuth ? ProxyAuth.load(config.proxyAuth) : null;
+  // Every door's credential checks share one guard: one bcrypt worker, one throttle per client address.
+  const guard = new PasswordGuard({ log });
+  const { doors, warnings } = loadDoors(config, guard);
+  for (const warning of warnings) log.warn(warning);
   const { ca, created } = await loadOrCreateCa(config.caDir);
   log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
   if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
@@ -102,6 +106,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     ready: () => ready,
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
+    auth: doors.admin,
   };
   metrics.watch({
     fillsInFlight: () => content.fillsInFlight,
@@ -118,7 +123,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     tunnels,
     interceptor: (s) => new TlsInterceptor(leaves, s, log, config.clientHeadersTimeoutMs),
     admin: (req, res) => void handleAdmin(adminDeps, req, res),
-    proxyAuth,
+    proxyAuth: doors.proxy,
     headersTimeoutMs: config.clientHeadersTimeoutMs,
   });
 
@@ -140,7 +145,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
-      auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
+      auth: doors.mirror,
+      adminAuth: doors.admin,
+      guard,
       headersTimeoutMs: config.clientHeadersTimeoutMs,
     };
     mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
@@ -186,6 +193,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       await new Promise((resolve) => control.close(resolve));
       await evictor.stop();
       await store.close();
+      await guard.close();
     },
   };
 }

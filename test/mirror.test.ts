@@ -165,6 +165,8 @@ describe('registry-mirror mode', () => {
     const ping = await mirrorGet(mirrorPort, '/v2/');
     assert.equal(ping.status, 200);
     assert.equal(ping.headers['docker-distribution-api-version'], 'registry/2.0');
+    // An open mirror with no admin users lists what upstream serves to anyone, once that is known.
+    await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public', 'the manifest known as public');
     const catalog = JSON.parse((await mirrorGet(mirrorPort, '/v2/_catalog')).body) as { repositories: string[] };
     assert.deepEqual(catalog.repositories, ['library/hello']);
     const tags = JSON.parse((await mirrorGet(mirrorPort, '/v2/lib/app/tags/list?ns=registry.test')).body) as { tags: string[] };

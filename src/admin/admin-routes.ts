@@ -1,8 +1,14 @@
-// Requests addressed to the proxy itself (origin-form URLs on the proxy port): status, the CA certificate,
-// a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the cache API.
+// Requests addressed to the proxy itself (origin-form URLs on the proxy port, and ADMIN_PORT): status, the
+// CA certificate, a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the
+// cache API. With admin users configured (ADMIN_AUTH, else PROXY_AUTH's), everything but the status
+// page, the CA certificate and the health checks needs their Basic credentials: the rest names what has
+// been pulled, from where, and how to join the proxy.
 import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { clientAddress } from '../auth/client-address.js';
+import type { UserSet } from '../auth/user-set.js';
 import type { EntryIndex } from '../cache/entry-index.js';
+import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
 import { RequestRecord } from '../server/access-log.js';
 import type { Metrics } from './metrics.js';
@@ -18,7 +24,11 @@ export interface AdminDeps {
   ready: () => boolean; // false while starting or shutting down
   mirrorPort: () => number | null; // the registry-mirror listener, when on
   registries: string[]; // the allowlist, for /setup/containerd
+  auth: UserSet | null; // the admin door: ADMIN_AUTH, else PROXY_AUTH; null: open
 }
+
+// What a client needs before it can authenticate anything (the CA), and what probes read.
+const OPEN_PATHS = new Set(['/', '/ca.crt', '/healthz', '/readyz']);
 
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
@@ -36,6 +46,19 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(405, TEXT, 'method not allowed\n', { allow: 'GET, HEAD' });
     return;
+  }
+  // Unknown paths too: whether a path exists is not told before the credentials are.
+  let viewer: ListingViewer = 'anyone';
+  if (deps.auth && !OPEN_PATHS.has(record.path)) {
+    const result = await deps.auth.check(req.headers.authorization, clientAddress(req.socket));
+    if (!('users' in result)) {
+      record.cache = 'REJECTED';
+      record.kind = 'admin-auth';
+      record.error = `admin authentication required (credentials: ${result.refused})`; // never the header
+      send(401, TEXT, `regcache: ${record.path} needs admin credentials (${deps.auth.variable} users), e.g. curl -u user:password\n`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+      return;
+    }
+    viewer = 'admin';
   }
   switch (record.path) {
     case '/':
@@ -77,10 +100,10 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
       return;
     case '/api/v1/cache':
-      json(200, cacheListing(deps.index));
+      json(200, cacheListing(deps.index, viewer));
       return;
     case '/api/v1/cache/summary':
-      json(200, cacheListing(deps.index).summary);
+      json(200, cacheListing(deps.index, viewer).summary);
       return;
     default:
       send(404, TEXT, 'not found\n');
@@ -99,25 +122,11 @@ interface Listing {
   summary: Record<string, number>;
 }
 
-/** What has been pulled, by registry and repository, from the tags the index knows. */
-export function cacheListing(index: EntryIndex): Listing {
-  const repos = new Map<string, Map<string, Set<string>>>(); // registry -> repository -> tags
-  for (const entry of index.oldestFirst()) {
-    for (const tagged of entry.tags) {
-      const slash = tagged.indexOf('/');
-      const colon = tagged.lastIndexOf(':');
-      const registry = tagged.slice(0, slash);
-      const repository = tagged.slice(slash + 1, colon);
-      const byRepo = repos.get(registry) ?? new Map<string, Set<string>>();
-      repos.set(registry, byRepo);
-      const tags = byRepo.get(repository) ?? new Set<string>();
-      byRepo.set(repository, tags);
-      tags.add(tagged.slice(colon + 1));
-    }
-  }
+/** What has been pulled, by registry and repository, as far as `viewer` may see it (cache/tag-listing.ts). */
+export function cacheListing(index: EntryIndex, viewer: ListingViewer): Listing {
   const listing: Listing = { registries: {}, summary: {} };
   let total = 0;
-  for (const [registry, byRepo] of [...repos].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [registry, byRepo] of [...taggedRepositories(index, viewer)].sort(([a], [b]) => a.localeCompare(b))) {
     const repositories = [...byRepo].sort(([a], [b]) => a.localeCompare(b)).map(([name, tags]) => ({ name, tags: [...tags].sort() }));
     const images = repositories.reduce((n, r) => n + r.tags.length, 0);
     listing.registries[registry] = { url: `https://${registry}`, images, repositories };

@@ -3,6 +3,9 @@
 // (never listening) that receives the decrypted connections.
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { clientAddress } from '../auth/client-address.js';
+import type { AuthResult } from '../auth/password-guard.js';
+import type { UserSet } from '../auth/user-set.js';
 import type { Logger } from '../log.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { Allowlist } from '../registry/allowlist.js';
@@ -11,7 +14,6 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import { RequestRecord } from './access-log.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
-import type { ProxyAuth } from './proxy-auth.js';
 import type { Tunnels } from './tunnel.js';
 
 export interface ProxyServerDeps {
@@ -22,7 +24,7 @@ export interface ProxyServerDeps {
   tunnels: Tunnels;
   interceptor: (server: http.Server) => TlsInterceptor;
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
-  proxyAuth: ProxyAuth | null; // PROXY_AUTH: CONNECT and forward requests need credentials
+  proxyAuth: UserSet | null; // PROXY_AUTH: CONNECT and forward requests need credentials
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
 }
 
@@ -64,10 +66,12 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
       return;
     }
     void (async () => {
-      if (!(await authorized(deps, req))) {
+      const auth = await authenticate(deps, req);
+      if (!('users' in auth)) {
         const record = new RequestRecord(log, req, res, '-');
         record.cache = 'REJECTED';
         record.kind = 'proxy-auth';
+        record.error = `proxy authentication required (credentials: ${auth.refused})`; // never the header
         res.writeHead(407, { 'proxy-authenticate': 'Basic realm="regcache"', 'content-length': 0, connection: 'close' }).end();
         return;
       }
@@ -86,9 +90,10 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
 
 async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket: Duplex, head: Buffer, interceptor: TlsInterceptor): Promise<void> {
   const { log } = deps;
-  if (!(await authorized(deps, req))) {
+  const auth = await authenticate(deps, req);
+  if (!('users' in auth)) {
     // The target is logged, never the header.
-    log.warn({ connect: String(req.url).slice(0, 300), credentials: req.headers['proxy-authorization'] ? 'wrong' : 'none' }, 'proxy authentication required');
+    log.warn({ connect: String(req.url).slice(0, 300), credentials: auth.refused }, 'proxy authentication required');
     socket.end(PROXY_AUTH_REQUIRED);
     return;
   }
@@ -109,8 +114,9 @@ async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket:
   else await deps.tunnels.open(socket, head, target);
 }
 
-function authorized(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<boolean> {
-  return deps.proxyAuth ? deps.proxyAuth.check(req.headers['proxy-authorization']) : Promise.resolve(true);
+/** The proxy's door: PROXY_AUTH's users, or open ({ users: null }). */
+function authenticate(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<AuthResult | { users: null }> {
+  return deps.proxyAuth ? deps.proxyAuth.check(req.headers['proxy-authorization'], clientAddress(req.socket)) : Promise.resolve({ users: null });
 }
 
 /** Absolute-URI (plain HTTP) proxy requests: allowlisted registries go through the cache. */
