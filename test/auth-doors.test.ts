@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,26 +17,12 @@ import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
 import { basic } from './support/credentials.js';
+import { request, type Reply } from './support/plain-http.js';
 import { certDirFor, pullThrough, pushTo, startProxyFor, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
-/** One GET on a new connection (optionally from a given local address), so that every request is checked. */
+/** A GET on a new connection (optionally from another local address), so that every request is checked. */
 function get(port: number, pathAndQuery: string, headers: Record<string, string> = {}, localAddress?: string): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, headers, agent: false, ...(localAddress ? { localAddress } : {}) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.once('error', reject);
-    req.end();
-  });
+  return request(port, pathAndQuery, { headers, ...(localAddress ? { localAddress } : {}) });
 }
 
 /** The status line of a CONNECT answer. */

@@ -3,7 +3,6 @@
 // catalog and tags from the cache, writes refused, MIRROR_AUTH.
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import https from 'node:https';
 import type tls from 'node:tls';
 import path from 'node:path';
@@ -17,25 +16,11 @@ import { run } from './harness/proc.js';
 import { assertSkopeoDir, runSkopeo } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
+import { request, type Reply } from './support/plain-http.js';
 import { pushTo, startProxyFor, startUpstream, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
 function mirrorGet(port: number, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method, headers }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.once('error', reject);
-    req.end();
-  });
+  return request(port, pathAndQuery, { headers, method });
 }
 
 describe('registry-mirror mode', () => {
