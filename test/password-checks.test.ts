@@ -2,7 +2,7 @@
 // identical attempt compares nothing), unknown users checked like known ones, per-address throttling
 // on a fake clock, the bcrypt worker off the event loop, client addresses, and the listing rule.
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
@@ -179,9 +179,10 @@ describe('password checks', () => {
     assert.deepEqual(clock.slept, [250]);
   });
 
-  it('checks one address one header at a time, and refuses unchecked what queues beyond 16', async () => {
-    const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+  it('checks one address one header at a time, and holds and refuses unchecked what queues beyond 16', async () => {
+    const { clock, counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
     const results = await Promise.all(Array.from({ length: 40 }, (_, i) => users.check(basic('alice', `guess-${i}`), '10.0.0.7')));
+    assert.deepEqual(clock.slept.slice(0, 24), Array<number>(24).fill(250), 'the ones beyond the queue are held before they are refused');
     assert.equal(counting.maxRunning, 1, 'one comparison at a time for one address');
     assert.equal(counting.runs, 16);
     assert.equal(results.filter((r) => refusal(r) === 'unchecked').length, 24);
@@ -200,7 +201,7 @@ describe('password checks', () => {
 });
 
 describe('the bcrypt worker', () => {
-  it('runs comparisons off the event loop', async () => {
+  it('runs comparisons off the event loop, at the lowest CPU priority', async () => {
     const worker = new BcryptWorker();
     try {
       const hash = bcrypt.hashSync('right', 10);
@@ -219,6 +220,13 @@ describe('the bcrypt worker', () => {
       assert.equal(worker.runs, 8);
       // On the event loop the ticker would stop for the whole run; generous bound against a busy machine.
       assert.ok(maxGap < took / 2, `the event loop stalled ${maxGap.toFixed(0)} ms of ${took.toFixed(0)} ms`);
+      if (process.platform === 'linux') {
+        // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value: the worker yields CPU.
+        const nice = async (tid: string) => Number((await readFile(`/proc/self/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
+        const values = await Promise.all((await readdir('/proc/self/task')).map(nice));
+        assert.ok(values.includes(19), `thread nice values ${values.join(' ')}`);
+        assert.equal(await nice(String(process.pid)), 0, 'the event loop keeps its priority');
+      }
     } finally {
       await worker.close();
     }

@@ -8,9 +8,18 @@ import { Worker } from 'node:worker_threads';
 
 // Evaluated source, so that it runs the same from src/ (tests, through tsx) and from dist/ (the server);
 // bcryptjs is found from this module and loaded by its CommonJS entry.
+// On Linux the nice value belongs to the thread: the worker gives way to the event loop (and to
+// anything else on the machine) whenever CPU is short. Elsewhere it would lower the whole process.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const bcrypt = require(workerData.bcryptPath);
+if (process.platform === 'linux') {
+  try {
+    require('node:os').setPriority(19);
+  } catch {
+    // not allowed here (seccomp, containers without the capability to change it): run at normal priority
+  }
+}
 parentPort.on('message', ({ id, password, hash }) => {
   let match = false;
   try {

@@ -3,8 +3,9 @@
 // guesses queue here). An address gets a few failed checks for free; after that each further check waits
 // before it runs (250 ms, doubling, at most 10 s), so one address gets at most one guess per delay. A
 // success from the address (a user behind it who knows a password) starts it over; failures older than
-// the window are forgotten. Attempts beyond those already queued are held for the delay and refused
-// without a check: that costs the server a timer, the guesser its time, and nobody a bcrypt run.
+// the window are forgotten. Attempts beyond those already queued are held for the delay (at least the
+// first one) and refused without a check: that costs the server a timer, the guesser its time, and
+// nobody a bcrypt run.
 import type { Clock } from './clock.js';
 
 const FREE_FAILURES = 5;
@@ -41,8 +42,8 @@ export class FailureThrottle {
   async attempt(address: string, check: () => Promise<Verdict>): Promise<Verdict> {
     const state = this.stateOf(address);
     if (state.queued >= MAX_QUEUED) {
-      const wait = delayAfter(state.failures);
-      if (wait > 0) await this.clock.sleep(wait);
+      // This many attempts at once is guessing even before the failures say so: held at least the first delay.
+      await this.clock.sleep(Math.max(FIRST_DELAY_MS, delayAfter(state.failures)));
       return 'unchecked';
     }
     state.queued++;
