@@ -5,11 +5,12 @@
 // costs a bcrypt per identical attempt, and one address that keeps guessing is slowed down.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
+import { startContainerd, type Containerd } from './harness/containerd.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { freePort } from './harness/ports.js';
 import { run } from './harness/proc.js';
@@ -164,6 +165,7 @@ describe('listings and private images', () => {
   let publicImage: Image;
   let caBundle: string;
   let proxy: Regcache | undefined;
+  let containerd: Containerd | undefined;
   const ADMIN = basic('root', 't0p');
   const OPS = basic('ops', 'ops-pw');
 
@@ -204,6 +206,7 @@ describe('listings and private images', () => {
   });
 
   after(async () => {
+    await containerd?.stop();
     await proxy?.stop();
     await upstream?.registry.stop();
     await tokens?.stop();
@@ -232,6 +235,22 @@ describe('listings and private images', () => {
     assert.deepEqual(await json(mirror, '/v2/alice/private/tags/list?ns=registry.test', { authorization: ADMIN }), { name: 'alice/private', tags: ['v1'] });
     assert.deepEqual(await json(mirror, '/v2/alice/private/tags/list?ns=registry.test', { authorization: OPS }), { name: 'alice/private', tags: [] }, 'a mirror user is not an admin');
     assert.equal((await get(mirror, '/v2/alice/private/tags/list?ns=registry.test')).status, 401);
+  });
+
+  it('serves containerd that sends its credentials in a hosts.toml header table', async () => {
+    containerd = await startContainerd({ dir: path.join(root, 'containerd') });
+    const hostsDir = path.join(root, 'hosts');
+    await mkdir(path.join(hostsDir, 'registry.test'), { recursive: true });
+    const mirror = `http://127.0.0.1:${proxy!.mirrorPort}`;
+    // As the README shows it.
+    const toml = ['server = "https://registry.test"', '', `[host."${mirror}"]`, '  capabilities = ["pull", "resolve"]', `  [host."${mirror}".header]`, `    authorization = "${OPS}"`, ''];
+    await writeFile(path.join(hostsDir, 'registry.test', 'hosts.toml'), toml.join('\n'));
+    const mark = (await proxy!.logs()).length;
+    const pulled = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, 'registry.test/library/public:v1']);
+    assert.equal(pulled.code, 0, pulled.stderr);
+    const lines = await proxy!.requests(mark);
+    assert.ok(lines.some((l) => l.kind === 'blob' && l.status === 200), 'pulled through the mirror');
+    assert.ok(lines.every((l) => l.status !== 401), 'never asked again');
   });
 
   it('prefetches through a mirror that asks for credentials when the --mirror URL carries them', async () => {
