@@ -192,6 +192,16 @@ describe('password checks', () => {
     assert.equal(counting.maxRunning, 4, 'different addresses are checked side by side');
   });
 
+  it('holds for a second, then refuses unchecked, what comes while the bcrypt worker is overloaded', async () => {
+    const clock = new FakeClock();
+    const guard = new PasswordGuard({ clock, bcrypt: () => Promise.reject(new BcryptBusyError()) });
+    const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 4)}\n`), 'PROXY_AUTH', guard);
+    assert.equal(refusal(await users.check(basic('alice', 'right'), '10.0.0.1')), 'unchecked');
+    assert.deepEqual(clock.slept, [1000]);
+    for (let i = 0; i < 6; i++) await users.check(basic('alice', `x${i}`), '10.0.0.1');
+    assert.deepEqual(clock.slept, Array<number>(7).fill(1000), 'not counted as failures of the address');
+  });
+
   it('refuses without a comparison when no credentials or no Basic credentials come', async () => {
     const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
     assert.equal(refusal(await users.check(undefined, '10.0.0.1')), 'none');

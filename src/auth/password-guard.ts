@@ -14,6 +14,9 @@ import { UserSet, type BcryptCompare } from './user-set.js';
 export type AuthResult = { users: UserSet } | { refused: 'none' | 'wrong' | 'unchecked' };
 
 const MAX_CHECKS_IN_FLIGHT = 10_000; // distinct headers being checked at once; beyond, refused unchecked
+// An attempt refused unchecked because checks are overloaded is answered after this long: answered at
+// once, a flood would spin on new connections and take the CPU the checks were refused to save.
+const OVERLOAD_HOLD_MS = 1_000;
 
 export interface PasswordGuardOptions {
   log?: Logger;
@@ -61,6 +64,7 @@ export class PasswordGuard {
     if (joined) return joined;
     if (this.inFlight.size >= MAX_CHECKS_IN_FLIGHT) {
       metrics.authCheck('unchecked');
+      await this.clock.sleep(OVERLOAD_HOLD_MS);
       return { refused: 'unchecked' };
     }
     const check = this.checkThrottled(header, key, address, open).finally(() => this.inFlight.delete(flightKey));
@@ -99,7 +103,8 @@ export class PasswordGuard {
       metrics.authCheck(result);
       return result;
     } catch (err) {
-      if (!(err instanceof BcryptBusyError)) this.log?.error({ error: (err as Error).message, users: set.variable }, 'password check failed');
+      if (err instanceof BcryptBusyError) await this.clock.sleep(OVERLOAD_HOLD_MS);
+      else this.log?.error({ error: (err as Error).message, users: set.variable }, 'password check failed');
       return 'unchecked';
     }
   }
