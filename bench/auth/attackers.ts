@@ -2,7 +2,8 @@
 // not the measuring client's): `clients` loops, each sending a wrong password after the other, a new
 // connection per attempt, distinct random passwords (no attempt can be answered from a cache), every
 // other one for a known user. They come from one address, one address per client, or a new address
-// per attempt (127.0.0.0/8 is all loopback), until told to stop; then they report what they got.
+// per attempt (127.0.0.0/8 is all loopback), until told to stop; then they drop the attempts still
+// waiting (a throttled address's can wait minutes) and report what they got.
 import crypto from 'node:crypto';
 import net from 'node:net';
 
@@ -12,7 +13,7 @@ export interface AttackPlan {
   connectTarget: string; // host:port the CONNECTs name
   clients: number;
   addresses: AttackAddresses;
-  addressBlock: number; // 0, 1, ...: each door's attackers come from addresses of their own
+  addressBlock: number; // 0 to 11: each run of attackers comes from addresses of its own
   knownUser: string;
 }
 
@@ -31,17 +32,21 @@ function sourceAddress(plan: AttackPlan, client: number, n: number): string {
   const block = plan.addressBlock;
   if (plan.addresses === 'one') return `127.0.0.${2 + block}`;
   if (plan.addresses === 'per-client') return `127.0.${2 + block}.${client + 1}`;
-  return `127.${100 + 50 * block + ((n >> 16) % 50)}.${(n >> 8) & 255}.${1 + ((n & 255) % 254)}`;
+  return `127.${64 + 16 * block + ((n >> 16) % 16)}.${(n >> 8) & 255}.${1 + ((n & 255) % 254)}`;
 }
+
+const open = new Set<net.Socket>(); // attempts waiting for their answer
 
 function attempt(plan: AttackPlan, localAddress: string, authorization: string): Promise<string> {
   return new Promise((resolve) => {
     let settled = false;
     let head = '';
     const socket = net.connect({ port: plan.port, host: '127.0.0.1', localAddress });
+    open.add(socket);
     const done = (status: string): void => {
       if (settled) return;
       settled = true;
+      open.delete(socket);
       socket.destroy();
       resolve(status);
     };
@@ -73,6 +78,7 @@ async function attack(plan: AttackPlan, stopped: () => boolean): Promise<AttackR
         const user = attempts % 2 === 0 ? plan.knownUser : `nobody-${crypto.randomBytes(4).toString('hex')}`;
         const authorization = 'Basic ' + Buffer.from(`${user}:${crypto.randomBytes(12).toString('base64')}`).toString('base64');
         const status = await attempt(plan, sourceAddress(plan, client, attempts), authorization);
+        if (stopped()) break; // cut short by the stop, not answered
         attempts++;
         byStatus[status] = (byStatus[status] ?? 0) + 1;
       }
@@ -88,6 +94,7 @@ if (process.send) {
   process.on('message', (message: AttackPlan | 'stop') => {
     if (message === 'stop') {
       stop = true;
+      for (const socket of open) socket.destroy();
       void running?.then((result) => process.send!(result, () => process.exit(0)));
     } else {
       running = attack(message, () => stop);

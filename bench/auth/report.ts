@@ -15,7 +15,6 @@ export interface PhaseRow {
   attackers: { attempts: number; perSecond: number; byStatus: Record<string, number> } | null;
   bcryptRuns: number; // regcache_auth_checks_total valid + invalid during the phase
   unchecked: number; // refused without a comparison
-  cachedInvalid: number;
   regcacheCpuSeconds: number;
 }
 
@@ -23,7 +22,7 @@ export interface AuthBenchResult {
   date: string;
   machine: Machine;
   loadAverage: { before: number; after: number };
-  options: { seconds: number; clients: number; cost: number; rampSeconds: number; warmupSeconds: number };
+  options: { seconds: number; rounds: number; clients: number; cost: number; rampSeconds: number; warmupSeconds: number };
   rows: PhaseRow[];
   failures: string[];
 }
@@ -68,10 +67,10 @@ function table(r: AuthBenchResult): string[][] {
 function notes(r: AuthBenchResult): string[] {
   const o = r.options;
   return [
-    `PROXY_AUTH: an htpasswd of 3 bcrypt users, cost ${o.cost}; the mirror asks for the same users. The measured client is one of them; it fetches a cached manifest by digest, one request after another, each on a new connection (so that every request is authenticated: on a keep-alive connection only the first would be), for ${o.seconds} s per row: proxy = TCP + CONNECT with Proxy-Authorization + TLS handshake + GET; mirror = TCP + GET with Authorization. Its header is verified once and then answered from the cache of verified credentials, so its latency shows what the attack does to everything else regcache runs.`,
-    `Attackers: ${o.clients} loops in a process of their own, each sending a distinct random password after the other (every other one for a known user), a new connection each, to the same door, starting ${o.rampSeconds} s before the client is measured. "from one address": all from 127.0.0.2, the issue's case (the per-address throttle holds it to one check per delay); "one address per attacker": 127.0.2.x (each address throttled after 5 failures); "a new address per attempt": no throttle applies, what is left is the bcrypt worker thread with its bounded queue (attempts beyond it are answered "unchecked", without a bcrypt run).`,
+    `PROXY_AUTH: an htpasswd of 3 bcrypt users, cost ${o.cost}; the mirror asks for the same users. The measured client is one of them; it fetches a cached manifest by digest, one request after another, each on a new connection (so that every request is authenticated: on a keep-alive connection only the first would be), for ${o.seconds} s per row, in ${o.rounds} turns of ${f1(o.seconds / o.rounds)} s taken in the order of the rows (so that whatever else runs on the machine falls on all rows alike): proxy = TCP + CONNECT with Proxy-Authorization + TLS handshake + GET; mirror = TCP + GET with Authorization. Its header is verified once and then answered from the cache of verified credentials, so its latency shows what the attack does to everything else regcache runs.`,
+    `Attackers: ${o.clients} loops in a process of their own, each sending a distinct random password after the other (every other one for a known user), a new connection each, to the same door, starting ${o.rampSeconds} s before the client is measured, from fresh addresses each turn. "from one address": all from one (127.0.0.x), the issue's case (the per-address throttle holds it to one check per delay); "one address per attacker" (each address throttled after its 5 free failures); "a new address per attempt": no throttle applies, what is left is the bcrypt worker thread with its bounded queue (attempts beyond it are answered "unchecked", without a bcrypt run).`,
     'bcrypt runs and unchecked: regcache_auth_checks_total during the phase (valid + invalid; unchecked). Before these changes bcrypt ran on the event loop: the issue measured an authenticated HIT at 4 s p99 under 50 such clients, against 15 ms without.',
-    `regcache, the measured client and the attackers share the same ${r.machine.cpus} cores; regcache CPU is its user + system time during the phase (the attackers' ${o.rampSeconds} s ramp-up included).`,
+    `regcache, the measured client and the attackers share the same ${r.machine.cpus} cores; regcache CPU is its user + system time during the row's turns (the attackers' ${o.rampSeconds} s ramp-ups included). Attempts still waiting when a turn ends are dropped, not counted.`,
   ];
 }
 
