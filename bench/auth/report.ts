@@ -1,6 +1,6 @@
 // The auth bench's report: a fixed-width table for stdout and a Markdown section for docs/benchmarks.md,
 // from the same rows.
-import { machineLine, markdownTable, textTable } from '../load/report.js';
+import { markdownTable, textTable } from '../load/report.js';
 import type { Machine } from '../load/machine.js';
 import type { AttackAddresses } from './attackers.js';
 
@@ -74,8 +74,12 @@ function notes(r: AuthBenchResult): string[] {
   ];
 }
 
+function machineLine(m: Machine): string {
+  return `${m.cpus} CPUs (${m.cpuModel}), ${m.ramGiB.toFixed(1)} GiB RAM, ${m.kernel}; node ${m.node}, regcache ${m.regcache}`;
+}
+
 function loadLine(r: AuthBenchResult): string {
-  return `Load average (1 min) ${f1(r.loadAverage.before)} before the run, ${f1(r.loadAverage.after)} after.`;
+  return `Load average (1 min) ${f1(r.loadAverage.before)} before the run, ${f1(r.loadAverage.after)} after: anything above what the bench itself adds is other processes competing for the same cores.`;
 }
 
 export function textReport(r: AuthBenchResult): string {

@@ -19,7 +19,7 @@ const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '-');
 const int = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 const x = (n: number): string => (Number.isFinite(n) ? `${n.toFixed(2)}x` : '-');
 
-export function machineLine(m: Machine): string {
+function machineLine(m: Machine): string {
   return `${m.cpus} CPUs (${m.cpuModel}), ${m.ramGiB.toFixed(1)} GiB RAM, ${m.kernel}; node ${m.node}, wrk ${m.wrk}, ${m.registry}, regcache ${m.regcache}`;
 }
 
