@@ -33,10 +33,11 @@ export interface Config {
   port: number;
   mirrorPort: number; // MIRROR_PORT: the registry-mirror listener; 0 turns it off
   registryDomain: string | null; // REGISTRY_DOMAIN: "<registry>.<domain>" Host headers pick the upstream
-  mirrorAuth: string | null; // MIRROR_AUTH: htpasswd path or inline users, as PROXY_AUTH
+  mirrorAuth: string | null; // MIRROR_AUTH: htpasswd path or inline users, as PROXY_AUTH; NO_AUTH: open; null: PROXY_AUTH's users
   mirrorTls: { certFile: string; keyFile: string } | null; // MIRROR_TLS_CERT/KEY: serve the mirror over HTTPS
   mirrorHostname: string | null; // MIRROR_HOSTNAME: or over HTTPS with a certificate from regcache's CA
   adminPort: number; // ADMIN_PORT: admin endpoints on a port of their own too; 0: only on PORT
+  adminAuth: string | null; // ADMIN_AUTH: who may read /api/v1/*, /metrics, /setup/*, the mirror's catalog; as MIRROR_AUTH
   caDir: string;
   cacheDir: string;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
@@ -46,7 +47,7 @@ export interface Config {
   allowPush: boolean;
   serveStale: boolean; // SERVE_STALE: the last known manifest of a tag when upstream fails
   manifestCache: ManifestCacheTier[] | null; // ENABLE_MANIFEST_CACHE: tags served without asking upstream for a while
-  proxyAuth: string | null; // PROXY_AUTH as given: an htpasswd path or inline users (loaded by server/proxy-auth.ts)
+  proxyAuth: string | null; // PROXY_AUTH as given: an htpasswd path or inline users (loaded by auth/user-set.ts)
   verifySsl: boolean;
   authRegistries: RegistryCredentials[]; // AUTH_REGISTRIES: Basic credentials injected per upstream host
   timeouts: { connectMs: number; headersMs: number; idleMs: number }; // UPSTREAM_*_TIMEOUT
@@ -82,6 +83,9 @@ export class ConfigError extends Error {
     this.name = 'ConfigError';
   }
 }
+
+/** MIRROR_AUTH / ADMIN_AUTH value that leaves the door open even when PROXY_AUTH is set. */
+export const NO_AUTH = 'none';
 
 // Docker Hub is always intercepted: its registry and its token service.
 const ALWAYS_INTERCEPTED = ['registry-1.docker.io', 'auth.docker.io'];
@@ -126,10 +130,11 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     port: parsePort('PORT', overrides.port ?? get('PORT') ?? '3128', true), // 0: any free port
     mirrorPort: parsePort('MIRROR_PORT', get('MIRROR_PORT') ?? '5000', true),
     registryDomain: get('REGISTRY_DOMAIN')?.toLowerCase().replace(/^\./, '') ?? null,
-    mirrorAuth: get('MIRROR_AUTH') ?? null,
+    mirrorAuth: parseDoorAuth(get('MIRROR_AUTH')),
     mirrorTls: parseMirrorTls(get('MIRROR_TLS_CERT'), get('MIRROR_TLS_KEY')),
     mirrorHostname: parseOptionalHost('MIRROR_HOSTNAME', get('MIRROR_HOSTNAME')),
     adminPort: parsePort('ADMIN_PORT', get('ADMIN_PORT') ?? '0', true),
+    adminAuth: parseDoorAuth(get('ADMIN_AUTH')),
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
@@ -195,6 +200,12 @@ export function parseDuration(variable: string, value: string): number {
     throw new ConfigError(variable, value, `a duration such as 60d, 12h, 30m or 1h30m, e.g. ${variable}=60d`);
   }
   return ms;
+}
+
+/** MIRROR_AUTH, ADMIN_AUTH: users as PROXY_AUTH (loaded by auth/user-set.ts), or "none" (any case). */
+function parseDoorAuth(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  return value.toLowerCase() === NO_AUTH ? NO_AUTH : value;
 }
 
 function parseMirrorTls(cert: string | undefined, key: string | undefined): { certFile: string; keyFile: string } | null {
@@ -399,8 +410,9 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
-    proxyAuth: config.proxyAuth === null ? null : config.proxyAuth.includes(':') ? '(inline users)' : config.proxyAuth,
-    mirrorAuth: config.mirrorAuth === null ? null : config.mirrorAuth.includes(':') ? '(inline users)' : config.mirrorAuth,
+    proxyAuth: describeUsers(config.proxyAuth),
+    mirrorAuth: describeUsers(config.mirrorAuth),
+    adminAuth: describeUsers(config.adminAuth),
     authRegistries: config.authRegistries.map((c) => `${c.host} (${c.user})`),
     manifestCache: config.manifestCache?.map((t) => `${t.pattern.source} ${t.ttlMs / 1000}s`) ?? null,
     allowedClients: config.allowedClients === 'any' ? 'any' : config.allowedClients.map((r) => `${r.address}/${r.prefix}`),
@@ -419,4 +431,9 @@ export function formatDestination(rule: DestinationRule): string {
   const target = rule.host ?? `${rule.range!.address}/${rule.range!.prefix}`;
   if (rule.port === null) return target;
   return rule.range?.family === 'ipv6' ? `[${target}]:${rule.port}` : `${target}:${rule.port}`;
+}
+
+/** An *_AUTH value as the startup line shows it: the file, "none", or only that users were listed inline. */
+function describeUsers(value: string | null): string | null {
+  return value !== null && value.includes(':') ? '(inline users)' : value;
 }

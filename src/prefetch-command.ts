@@ -2,7 +2,8 @@
 // listener, so the bytes take exactly the path a client's pull takes (fill, verify, store). The server
 // is found over CACHE_DIR's control socket, which also says where the mirror listens and which blobs
 // are already stored (those are not downloaded again). Every platform of a multi-platform image unless
-// --platform narrows it.
+// --platform narrows it. A mirror that asks for credentials (MIRROR_AUTH, or PROXY_AUTH's users) gets
+// those of --user, or of the --mirror URL.
 import type { Command } from 'commander';
 import { Agent, request, type Dispatcher } from 'undici';
 import { askControl, controlSocketPath } from './admin/control-socket.js';
@@ -34,7 +35,8 @@ interface ManifestDoc {
 }
 
 interface Mirror {
-  base: string; // scheme://host:port
+  base: string; // scheme://host:port, no credentials
+  headers: Record<string, string>; // Authorization, when credentials were given
   dispatcher: Dispatcher | undefined;
   cacheDir: string | null; // the server's cache, asked what it holds; null: a mirror given by URL
 }
@@ -48,7 +50,8 @@ export function addPrefetchCommand(program: Command): void {
     .argument('<image...>', 'e.g. alpine:3.20, ghcr.io/org/app:v1')
     .option('--platform <os/arch[/variant]>', 'only this platform of multi-platform images, e.g. linux/amd64')
     .option('--cache-dir <dir>', "the running server's content store (CACHE_DIR, default ./data/cache)")
-    .option('--mirror <url>', "pull through this mirror instead of the local server's (what it already holds is then unknown here)")
+    .option('--mirror <url>', "pull through this mirror instead of the local server's (what it already holds is then unknown here); user:password@ for one that asks for credentials")
+    .option('--user <user:password>', 'credentials for a mirror that asks for them (MIRROR_AUTH, else PROXY_AUTH users)')
     .addHelpText(
       'after',
       [
@@ -58,9 +61,10 @@ export function addPrefetchCommand(program: Command): void {
         '  $ regcache prefetch --platform linux/arm64 node:22',
         '  $ regcache prefetch --cache-dir /docker_mirror_cache alpine:3.20',
         '  $ regcache prefetch --mirror http://regcache.internal:5000 alpine:3.20',
+        '  $ regcache prefetch --user ci:secret alpine:3.20',
       ].join('\n'),
     )
-    .action(async (images: string[], options: { platform?: string; cacheDir?: string; mirror?: string }) => {
+    .action(async (images: string[], options: { platform?: string; cacheDir?: string; mirror?: string; user?: string }) => {
       let cacheDir: string;
       try {
         cacheDir = loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}).cacheDir;
@@ -75,7 +79,8 @@ export function addPrefetchCommand(program: Command): void {
           fail((err as Error).message, 2);
         }
       });
-      const mirror = options.mirror ? { base: options.mirror.replace(/\/+$/, ''), dispatcher: undefined, cacheDir: null } : await localMirror(cacheDir);
+      const mirror = options.mirror ? givenMirror(options.mirror) : await localMirror(cacheDir);
+      if (options.user !== undefined) mirror.headers = basicAuthorization(options.user);
       for (const ref of refs) {
         try {
           process.stdout.write(await prefetch(mirror, ref, options.platform));
@@ -85,6 +90,22 @@ export function addPrefetchCommand(program: Command): void {
       }
       await mirror.dispatcher?.close();
     });
+}
+
+/** --mirror URL: its credentials, if any, become the Authorization header, never part of a logged URL. */
+function givenMirror(text: string): Mirror {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    fail(`--mirror ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))} is not a URL, e.g. http://127.0.0.1:5000`, 2);
+  }
+  const credentials = url.username || url.password ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : null;
+  return { base: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`, headers: credentials ? basicAuthorization(credentials) : {}, dispatcher: undefined, cacheDir: null };
+}
+
+function basicAuthorization(credentials: string): Record<string, string> {
+  return { authorization: 'Basic ' + Buffer.from(credentials).toString('base64') };
 }
 
 /** The mirror of the server that holds cacheDir, or an exit that says how to get one. */
@@ -110,7 +131,7 @@ async function localMirror(cacheDir: string): Promise<Mirror> {
   // A TLS mirror's certificate names MIRROR_HOSTNAME (or the operator's host), not 127.0.0.1. This is the
   // server that told us its port over its own 0600 socket, and the fill verifies every byte by digest.
   const dispatcher = tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
-  return { base: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, dispatcher, cacheDir };
+  return { base: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, headers: {}, dispatcher, cacheDir };
 }
 
 /** Pulls one image through the mirror; returns its summary line. */
@@ -136,7 +157,7 @@ async function prefetch(mirror: Mirror, ref: Image, platform: string | undefined
   let fetched = 0;
   try {
     for (const [digest] of toFetch) {
-      const res = await request(url('blobs', digest), { dispatcher: mirror.dispatcher });
+      const res = await request(url('blobs', digest), { headers: mirror.headers, dispatcher: mirror.dispatcher });
       if (res.statusCode !== 200) {
         await res.body.dump();
         throw new Error(`blob ${digest}: the mirror answered ${res.statusCode}`);
@@ -172,8 +193,9 @@ async function present(cacheDir: string, digests: string[], registry: string): P
 }
 
 async function getManifest(mirror: Mirror, url: string): Promise<ManifestDoc> {
-  const res = await request(url, { headers: { accept: ACCEPT }, dispatcher: mirror.dispatcher });
+  const res = await request(url, { headers: { accept: ACCEPT, ...mirror.headers }, dispatcher: mirror.dispatcher });
   const text = await res.body.text();
+  if (res.statusCode === 401) throw new Error('the mirror asks for credentials (MIRROR_AUTH, else PROXY_AUTH users): pass them with --user user:password');
   if (res.statusCode !== 200) throw new Error(`${new URL(url).pathname}: the mirror answered ${res.statusCode} ${text.slice(0, 200)}`);
   return JSON.parse(text) as ManifestDoc;
 }

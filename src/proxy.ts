@@ -10,6 +10,8 @@ import { handleAdmin } from './admin/admin-routes.js';
 import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
 import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
+import { loadDoors } from './auth/doors.js';
+import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { Evictor } from './cache/eviction.js';
@@ -22,7 +24,6 @@ import { ContentResponder } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
 import { AllowedClients, CLIENT_REFUSED } from './server/allowed-clients.js';
 import { createMirrorServer } from './server/mirror-server.js';
-import { ProxyAuth } from './server/proxy-auth.js';
 import { createProxyServers } from './server/proxy-server.js';
 import { TlsInterceptor } from './server/tls-interceptor.js';
 import { Tunnels } from './server/tunnel.js';
@@ -45,7 +46,10 @@ const SHUTDOWN_GRACE_MS = 8_000;
 const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
-  const proxyAuth = config.proxyAuth ? ProxyAuth.load(config.proxyAuth) : null;
+  // Every door's credential checks share one guard: one bcrypt worker, one throttle per client address.
+  const guard = new PasswordGuard({ log });
+  const { doors, warnings } = loadDoors(config, guard);
+  for (const warning of warnings) log.warn(warning);
   await checkStartup(config); // before a CA is created, the spool wiped or a port bound
   const { ca, created } = await loadOrCreateCa(config.caDir);
   log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
@@ -115,6 +119,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     diskFull: () => evictor.diskFull(),
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
+    auth: doors.admin,
+    proxyAuth: doors.proxy,
+    mirrorAuth: doors.mirror,
   };
   metrics.watch({
     fillsInFlight: () => content.fillsInFlight,
@@ -131,7 +138,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     tunnels,
     interceptor: (s) => new TlsInterceptor(leaves, s, log, config.clientHeadersTimeoutMs),
     admin: (req, res) => void handleAdmin(adminDeps, req, res),
-    proxyAuth,
+    proxyAuth: doors.proxy,
     headersTimeoutMs: config.clientHeadersTimeoutMs,
     clients,
     tunnelPorts: config.tunnelPorts,
@@ -156,7 +163,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
-      auth: config.mirrorAuth ? ProxyAuth.load(config.mirrorAuth, 'MIRROR_AUTH') : null,
+      auth: doors.mirror,
+      adminAuth: doors.admin,
+      guard,
       headersTimeoutMs: config.clientHeadersTimeoutMs,
       clients,
     };
@@ -211,6 +220,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       await new Promise((resolve) => control.close(resolve));
       await evictor.stop();
       await store.close();
+      await guard.close();
     },
   };
 }

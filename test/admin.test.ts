@@ -77,6 +77,8 @@ describe('admin endpoints', () => {
     assert.equal(samples(warm, 'regcache_upstream_fetches_total').get(''), blobs, 'no new fetches');
     assert.equal(samples(warm, 'regcache_store_entries').get(''), blobs + 1, 'blobs and the manifest');
 
+    // Without admin users configured, the listing names only what upstream serves to anyone, once known.
+    await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public', 'the manifest known as public');
     const listing = JSON.parse((await get('/api/v1/cache')).text) as { registries: Record<string, { url: string; images: number; repositories: unknown[] }>; summary: Record<string, number> };
     assert.deepEqual(listing.registries['registry.test'], { url: 'https://registry.test', images: 1, repositories: [{ name: 'lib/app', tags: ['v1'] }] });
     assert.deepEqual(listing.summary, { 'registry.test': 1, total: 1 });

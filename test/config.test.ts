@@ -44,6 +44,15 @@ describe('loadConfig', () => {
     assert.match(shown, /bob:\*\*\*@proxy\.corp:8080/);
   });
 
+  it('reads MIRROR_AUTH and ADMIN_AUTH as users, "none" (any case), or unset; shows no inline password', () => {
+    assert.deepEqual([loadConfig({}).mirrorAuth, loadConfig({}).adminAuth], [null, null]);
+    const c = loadConfig({ PROXY_AUTH: 'ops:s3cret', MIRROR_AUTH: 'None', ADMIN_AUTH: 'root:t0p' });
+    assert.deepEqual([c.mirrorAuth, c.adminAuth], ['none', 'root:t0p']);
+    const shown = describeConfig(c);
+    assert.deepEqual([shown.proxyAuth, shown.mirrorAuth, shown.adminAuth], ['(inline users)', 'none', '(inline users)']);
+    assert.doesNotMatch(JSON.stringify(shown), /s3cret|t0p/);
+  });
+
   for (const [variable, value, mention] of [
     ['PORT', '70000', /PORT="70000".*e\.g\. PORT=3128/],
     ['ALLOW_PUSH', 'maybe', /ALLOW_PUSH="maybe"/],
@@ -89,6 +98,7 @@ describe('a good value for every variable', () => {
       MANIFEST_CACHE_SECONDARY_TIME: '2d',
       MANIFEST_CACHE_DEFAULT_TIME: '30m',
       PROXY_AUTH: '/etc/htpasswd',
+      ADMIN_AUTH: '/etc/admin-htpasswd',
       VERIFY_SSL: 'false',
       AUTH_REGISTRIES: 'quay.io:u:p',
       UPSTREAM_CONNECT_TIMEOUT: '5s',
@@ -117,6 +127,7 @@ describe('a good value for every variable', () => {
     assert.equal(c.serveStale, false);
     assert.deepEqual(c.manifestCache?.map((t) => [t.pattern.source, t.ttlMs]), [['^prod$', 86_400_000], ['^v', 2 * 86_400_000], ['.*', 30 * 60_000]]);
     assert.equal(c.proxyAuth, '/etc/htpasswd');
+    assert.equal(c.adminAuth, '/etc/admin-htpasswd');
     assert.equal(c.verifySsl, false);
     assert.deepEqual(c.authRegistries, [{ host: 'quay.io', user: 'u', password: 'p' }]);
     assert.deepEqual(c.timeouts, { connectMs: 5000, headersMs: 120_000, idleMs: 90_000 });

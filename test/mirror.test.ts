@@ -3,7 +3,6 @@
 // catalog and tags from the cache, writes refused, MIRROR_AUTH.
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import http from 'node:http';
 import https from 'node:https';
 import type tls from 'node:tls';
 import path from 'node:path';
@@ -17,25 +16,11 @@ import { run } from './harness/proc.js';
 import { assertSkopeoDir, runSkopeo } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
+import { request, type Reply } from './support/plain-http.js';
 import { pushTo, startProxyFor, startUpstream, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
-interface Reply {
-  status: number;
-  headers: http.IncomingHttpHeaders;
-  body: string;
-}
-
 function mirrorGet(port: number, pathAndQuery: string, headers: Record<string, string> = {}, method = 'GET'): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method, headers }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
-    req.once('error', reject);
-    req.end();
-  });
+  return request(port, pathAndQuery, { headers, method });
 }
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
@@ -168,6 +153,8 @@ describe('registry-mirror mode', () => {
     const ping = await mirrorGet(mirrorPort, '/v2/');
     assert.equal(ping.status, 200);
     assert.equal(ping.headers['docker-distribution-api-version'], 'registry/2.0');
+    // An open mirror with no admin users lists what upstream serves to anyone, once that is known.
+    await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public', 'the manifest known as public');
     const catalog = JSON.parse((await mirrorGet(mirrorPort, '/v2/_catalog')).body) as { repositories: string[] };
     assert.deepEqual(catalog.repositories, ['library/hello']);
     const tags = JSON.parse((await mirrorGet(mirrorPort, '/v2/lib/app/tags/list?ns=registry.test')).body) as { tags: string[] };

@@ -1,52 +1,58 @@
 // PROXY_AUTH: htpasswd (bcrypt, SHA) or inline users; real skopeo and dockerd with credentials in
 // HTTPS_PROXY; 407 without them; the proxy's own endpoints stay open.
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { ConfigError } from '../src/config.js';
-import { ProxyAuth } from '../src/server/proxy-auth.js';
+import { PasswordGuard } from '../src/auth/password-guard.js';
+import { UserSet } from '../src/auth/user-set.js';
 import { startDockerd, type Dockerd } from './harness/dockerd.js';
 import type { Regcache } from './harness/regcache.js';
 import { assertSkopeoDir, skopeoCopyToDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
+import { basic, sha } from './support/credentials.js';
 import { certDirFor, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
-const basic = (user: string, pass: string): string => 'Basic ' + Buffer.from(`${user}:${pass}`).toString('base64');
-const sha = (pass: string): string => '{SHA}' + crypto.createHash('sha1').update(pass).digest('base64');
-
-describe('ProxyAuth', () => {
+describe('PROXY_AUTH users', () => {
   const tmp = new TmpDirs();
-  after(() => tmp.cleanup());
+  const guard = new PasswordGuard();
+  after(async () => {
+    await guard.close();
+    await tmp.cleanup();
+  });
+  const load = (value: string) => UserSet.load(value, 'PROXY_AUTH', guard);
+  // Each check from its own address: this is about what passes, not about throttling.
+  let client = 0;
+  const passes = async (auth: UserSet, header: string | undefined) => 'users' in (await auth.check(header, `10.9.0.${client++}`));
 
   it('accepts bcrypt and SHA htpasswd entries and refuses everything else', async () => {
     const file = path.join(await tmp.make('regcache-htpasswd'), 'htpasswd');
     await writeFile(file, `# team\nalice:${bcrypt.hashSync('wonder land', 4).replace('$2b$', '$2y$')}\nbob:${sha('b0b')}\n`);
-    const auth = ProxyAuth.load(file);
-    assert.equal(await auth.check(basic('alice', 'wonder land')), true);
-    assert.equal(await auth.check(basic('alice', 'wonder land')), true, 'remembered');
-    assert.equal(await auth.check(basic('bob', 'b0b')), true);
+    const auth = load(file);
+    assert.equal(await passes(auth, basic('alice', 'wonder land')), true);
+    assert.equal(await passes(auth, basic('alice', 'wonder land')), true, 'remembered');
+    assert.equal(await passes(auth, basic('bob', 'b0b')), true);
     for (const bad of [basic('alice', 'wrong'), basic('bob', 'B0B'), basic('carol', 'x'), 'Bearer abc', 'Basic !!!', undefined]) {
-      assert.equal(await auth.check(bad), false, String(bad));
+      assert.equal(await passes(auth, bad), false, String(bad));
     }
   });
 
   it('takes an inline list', async () => {
-    const auth = ProxyAuth.load('ci:t0ken ops:s3cret');
-    assert.equal(await auth.check(basic('ops', 's3cret')), true);
-    assert.equal(await auth.check(basic('ops', 't0ken')), false);
+    const auth = load('ci:t0ken ops:s3cret');
+    assert.equal(await passes(auth, basic('ops', 's3cret')), true);
+    assert.equal(await passes(auth, basic('ops', 't0ken')), false);
   });
 
   it('names PROXY_AUTH on a bad file, never a password', async () => {
     const dir = await tmp.make('regcache-htpasswd-bad');
     const apr1 = path.join(dir, 'apr1');
     await writeFile(apr1, 'carol:$apr1$xyz$abcdefghijklmnopqrstuv\n');
-    assert.throws(() => ProxyAuth.load(apr1), (e: Error) => e instanceof ConfigError && /PROXY_AUTH=.*bcrypt \(htpasswd -B\) or SHA/.test(e.message));
-    assert.throws(() => ProxyAuth.load(path.join(dir, 'missing')), (e: Error) => e instanceof ConfigError && /ENOENT/.test(e.message));
-    assert.throws(() => ProxyAuth.load('alice:pw bob'), (e: Error) => e instanceof ConfigError && !/pw/.test(e.message));
+    assert.throws(() => load(apr1), (e: Error) => e instanceof ConfigError && /PROXY_AUTH=.*bcrypt \(htpasswd -B\) or SHA/.test(e.message));
+    assert.throws(() => load(path.join(dir, 'missing')), (e: Error) => e instanceof ConfigError && /ENOENT/.test(e.message));
+    assert.throws(() => load('alice:pw bob'), (e: Error) => e instanceof ConfigError && !/pw/.test(e.message));
   });
 });
 

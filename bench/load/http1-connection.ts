@@ -10,6 +10,7 @@ import tls from 'node:tls';
 export interface Endpoint {
   port: number; // on 127.0.0.1: the proxy's port when `connect` is set, else the TLS server's
   connect?: string; // CONNECT this host:port through the proxy first
+  proxyAuthorization?: string; // sent with the CONNECT (PROXY_AUTH)
   servername: string; // TLS server name, certificate name and Host header
   ca: string; // PEM the server certificate must chain to
 }
@@ -77,7 +78,7 @@ export class Http1Connection {
       await once(raw, 'connect', { signal }).catch((err: Error) => {
         throw new RequestFailure(signal.aborted ? 'timeout' : 'connect', `connect: ${(err as NodeJS.ErrnoException).code ?? err.message}`);
       });
-      if (endpoint.connect !== undefined) await proxyConnect(raw, endpoint.connect, signal);
+      if (endpoint.connect !== undefined) await proxyConnect(raw, endpoint.connect, endpoint.proxyAuthorization, signal);
       const secure = tls.connect({ socket: raw, servername: endpoint.servername, secureContext: contextFor(endpoint.ca), ...(session ? { session } : {}) });
       // Listening from here on: a TLS 1.3 session ticket can arrive with the end of the handshake.
       const connection = new Http1Connection(secure, endpoint.servername);
@@ -200,8 +201,8 @@ export class Http1Connection {
 }
 
 /** Sends CONNECT and reads the proxy's answer head, which must be 200. */
-async function proxyConnect(raw: net.Socket, authority: string, signal: AbortSignal): Promise<void> {
-  raw.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`);
+async function proxyConnect(raw: net.Socket, authority: string, proxyAuthorization: string | undefined, signal: AbortSignal): Promise<void> {
+  raw.write(`CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n${proxyAuthorization ? `Proxy-Authorization: ${proxyAuthorization}\r\n` : ''}\r\n`);
   const head = await new Promise<string>((resolve, reject) => {
     let bytes = Buffer.alloc(0);
     const done = (err: RequestFailure | null, text = ''): void => {

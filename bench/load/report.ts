@@ -89,12 +89,12 @@ function quarters(xs: number[]): number[] {
   return [0.25, 0.5, 0.75, 1].map((q) => xs[Math.max(0, Math.ceil(q * xs.length) - 1)]!);
 }
 
-function textTable(rows: string[][]): string {
+export function textTable(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ')).join('\n');
 }
 
-function markdownTable(rows: string[][]): string {
+export function markdownTable(rows: string[][]): string {
   const [head, ...body] = rows;
   const line = (r: string[]): string => `| ${r.join(' | ')} |`;
   return [line(head!), line(head!.map((_, i) => (i < 2 ? '---' : '---:'))), ...body.map(line)].join('\n');

@@ -1,13 +1,19 @@
-// Requests addressed to the proxy itself (origin-form URLs on the proxy port): status, the CA certificate,
-// a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the cache API.
+// Requests addressed to the proxy itself (origin-form URLs on the proxy port, and ADMIN_PORT): status, the
+// CA certificate, a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the
+// cache API. With admin users configured (ADMIN_AUTH, else PROXY_AUTH's), everything but the status
+// page, the CA certificate and the health checks needs their Basic credentials: the rest names what has
+// been pulled, from where, and how to join the proxy.
 import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { clientAddress } from '../auth/client-address.js';
+import type { UserSet } from '../auth/user-set.js';
 import type { EntryIndex } from '../cache/entry-index.js';
+import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
-import { registryApiHost, registryDisplayName } from '../registry/registry-name.js';
+import { registryApiHost } from '../registry/registry-name.js';
 import { RequestRecord } from '../server/access-log.js';
 import type { Metrics } from './metrics.js';
-import { containerdHostsToml, systemdSetupScript } from './setup-script.js';
+import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
 
 export interface AdminDeps {
   log: Logger;
@@ -20,7 +26,13 @@ export interface AdminDeps {
   diskFull: () => Promise<boolean>; // free space on CACHE_DIR's filesystem is below the evictor's reserve
   mirrorPort: () => number | null; // the registry-mirror listener, when on
   registries: string[]; // the allowlist, for /setup/containerd
+  auth: UserSet | null; // the admin door: ADMIN_AUTH, else PROXY_AUTH; null: open
+  proxyAuth: UserSet | null; // the proxy's door: a set-up script carries the caller's credentials if they open it
+  mirrorAuth: UserSet | null; // the mirror's door: likewise for containerd's hosts.toml
 }
+
+// What a client needs before it can authenticate anything (the CA), and what probes read.
+const OPEN_PATHS = new Set(['/', '/ca.crt', '/healthz', '/readyz']);
 
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
@@ -39,6 +51,19 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     send(405, TEXT, 'method not allowed\n', { allow: 'GET, HEAD' });
     return;
   }
+  // Unknown paths too: whether a path exists is not told before the credentials are.
+  let viewer: ListingViewer = 'anyone';
+  if (deps.auth && !OPEN_PATHS.has(record.path)) {
+    const result = await deps.auth.check(req.headers.authorization, clientAddress(req.socket));
+    if (!('users' in result)) {
+      record.cache = 'REJECTED';
+      record.kind = 'admin-auth';
+      record.error = `admin authentication required (credentials: ${result.refused})`; // never the header
+      send(401, TEXT, `regcache: ${record.path} needs admin credentials (${deps.auth.variable} users), e.g. curl -u user:password\n`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+      return;
+    }
+    viewer = 'admin';
+  }
   switch (record.path) {
     case '/':
       send(200, TEXT, `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\nSet-up script for a dockerd host: GET /setup/systemd\n`);
@@ -47,7 +72,8 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       send(200, 'application/x-pem-file', deps.caCertPem, { 'content-disposition': 'attachment; filename="regcache-ca.crt"' });
       return;
     case '/setup/systemd':
-    case '/setup/containerd': {
+    case '/setup/containerd':
+    case '/setup/containerd.sh': {
       // The address the client used to reach us is the one its daemon should use.
       const host = req.headers.host ?? '';
       if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(host)) {
@@ -55,7 +81,8 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
         return;
       }
       if (record.path === '/setup/systemd') {
-        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript({ origin: `http://${host}`, credentials: null }));
+        const credentials = await credentialsFor(deps.proxyAuth, req);
+        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript({ origin: `http://${host}`, credentials, credentialsRequired: deps.proxyAuth !== null }));
         return;
       }
       const mirrorPort = deps.mirrorPort();
@@ -63,8 +90,10 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
         send(404, TEXT, 'regcache: the registry mirror is off (MIRROR_PORT=0)\n');
         return;
       }
-      const registries = deps.registries.filter((r) => r !== 'auth.docker.io' && !r.startsWith('*.'));
-      send(200, 'application/toml; charset=utf-8', containerdHostsToml(`http://${host.replace(/:\d+$/, '')}:${mirrorPort}`, registries));
+      const registries = deps.registries.filter((r) => r !== 'auth.docker.io'); // Docker Hub's token service is no registry
+      const toml = containerdHostsToml(`http://${host.replace(/:\d+$/, '')}:${mirrorPort}`, registries, await credentialsFor(deps.mirrorAuth, req));
+      if (record.path === '/setup/containerd.sh') send(200, 'text/x-shellscript; charset=utf-8', containerdSetupScript(toml));
+      else send(200, 'application/toml; charset=utf-8', toml);
       return;
     }
     case '/healthz': {
@@ -83,14 +112,27 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
       return;
     case '/api/v1/cache':
-      json(200, cacheListing(deps.index));
+      json(200, cacheListing(deps.index, viewer));
       return;
     case '/api/v1/cache/summary':
-      json(200, cacheListing(deps.index).summary);
+      json(200, cacheListing(deps.index, viewer).summary);
       return;
     default:
       send(404, TEXT, 'not found\n');
   }
+}
+
+/**
+ * The caller's own Basic credentials, when they open `door` (PROXY_AUTH for the systemd script, the
+ * mirror's users for hosts.toml): a set-up fetched with them works behind that door. Null otherwise.
+ */
+async function credentialsFor(door: UserSet | null, req: IncomingMessage): Promise<SetupTarget['credentials']> {
+  const header = req.headers.authorization;
+  const m = door && header ? /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header) : null;
+  if (!door || !m || !('users' in (await door.check(header, clientAddress(req.socket))))) return null;
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
 async function writable(dir: string): Promise<boolean> {
@@ -105,25 +147,11 @@ interface Listing {
   summary: Record<string, number>;
 }
 
-/** What has been pulled, by registry and repository, from the tags the index knows. */
-export function cacheListing(index: EntryIndex): Listing {
-  const repos = new Map<string, Map<string, Set<string>>>(); // registry -> repository -> tags
-  for (const entry of index.oldestFirst()) {
-    for (const tagged of entry.tags) {
-      const slash = tagged.indexOf('/');
-      const colon = tagged.lastIndexOf(':');
-      const registry = registryDisplayName(tagged.slice(0, slash)); // Docker Hub's names are one: docker.io
-      const repository = tagged.slice(slash + 1, colon);
-      const byRepo = repos.get(registry) ?? new Map<string, Set<string>>();
-      repos.set(registry, byRepo);
-      const tags = byRepo.get(repository) ?? new Set<string>();
-      byRepo.set(repository, tags);
-      tags.add(tagged.slice(colon + 1));
-    }
-  }
+/** What has been pulled, by registry and repository, as far as `viewer` may see it (cache/tag-listing.ts). */
+export function cacheListing(index: EntryIndex, viewer: ListingViewer): Listing {
   const listing: Listing = { registries: {}, summary: {} };
   let total = 0;
-  for (const [registry, byRepo] of [...repos].sort(([a], [b]) => a.localeCompare(b))) {
+  for (const [registry, byRepo] of [...taggedRepositories(index, viewer)].sort(([a], [b]) => a.localeCompare(b))) {
     const repositories = [...byRepo].sort(([a], [b]) => a.localeCompare(b)).map(([name, tags]) => ({ name, tags: [...tags].sort() }));
     const images = repositories.reduce((n, r) => n + r.tags.length, 0);
     listing.registries[registry] = { url: `https://${registryApiHost(registry)}`, images, repositories };

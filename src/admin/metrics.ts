@@ -21,6 +21,12 @@ export class Metrics {
   private readonly coalesced = new Counter({ name: 'regcache_coalesced_waiters_total', help: 'Requests that joined a fill already running', registers: [this.registry] });
   private readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Entries evicted, by reason', labelNames: ['reason'], registers: [this.registry] });
   private readonly upstreamErrors = new Counter({ name: 'regcache_upstream_errors_total', help: 'Upstream failures, by cause', labelNames: ['cause'], registers: [this.registry] });
+  private readonly authChecks = new Counter({
+    name: 'regcache_auth_checks_total',
+    help: 'Credential checks by result: valid and invalid compared a password (for bcrypt entries, one bcrypt run each); malformed were not Basic credentials; cached_valid and cached_invalid were answered from recent verdicts; unchecked were refused without a comparison (checks overloaded, or a throttled address with too many attempts queued)',
+    labelNames: ['result'],
+    registers: [this.registry],
+  });
   // Created at the first report: a gauge without labels reads 0 until set, and 0 means "no pulls left".
   private rateLimit: Gauge | null = null;
 
@@ -65,6 +71,10 @@ export class Metrics {
 
   upstreamError(cause: string): void {
     this.upstreamErrors.inc({ cause });
+  }
+
+  authCheck(result: 'valid' | 'invalid' | 'malformed' | 'cached_valid' | 'cached_invalid' | 'unchecked'): void {
+    this.authChecks.inc({ result });
   }
 
   /** "99;w=21600" -> 99 */

@@ -10,7 +10,12 @@ import { registryDisplayName } from '../registry/registry-name.js';
 export interface SetupTarget {
   origin: string; // http://host:port as the caller reached it
   credentials: { user: string; password: string } | null;
+  credentialsRequired?: boolean; // PROXY_AUTH is set: a script without credentials says how to get them in
 }
+
+const NO_CREDENTIALS_NOTE = `# PROXY_AUTH is set and this script carries no credentials: fetch it with curl -u user:password (a
+# PROXY_AUTH user) to have them in, or write them into PROXY as http://user:password@host:port.
+`;
 
 export function systemdSetupScript(target: SetupTarget): string {
   return `#!/usr/bin/env bash
@@ -18,7 +23,7 @@ export function systemdSetupScript(target: SetupTarget): string {
 # Writes its own systemd drop-in (docker.service.d/regcache-proxy.conf: an http-proxy.conf of yours is left
 # as it is, but for the variables both set, this one, read later, wins), installs the CA, restarts docker.
 set -euo pipefail
-PROXY=${shellQuote(proxyUrl(target))}
+${target.credentialsRequired && !target.credentials ? NO_CREDENTIALS_NOTE : ''}PROXY=${shellQuote(proxyUrl(target))}
 CA_URL=${shellQuote(`${target.origin}/ca.crt`)}
 ROOT="\${REGCACHE_ROOT:-}" # a directory standing in for / (for a dry run); empty: this system
 

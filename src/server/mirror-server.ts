@@ -2,19 +2,24 @@
 // hosts.toml, dockerd's registry-mirrors, k3s/kind. It speaks the distribution API itself, picks the
 // upstream per request (containerd's ?ns=, a "<registry>.<REGISTRY_DOMAIN>" Host, else Docker Hub) and
 // hands the request to the same cache and policies as the proxy, going upstream as regcache itself.
+// Its clients authenticate with Basic credentials (MIRROR_AUTH, else PROXY_AUTH's users); /v2/_catalog
+// needs the admin users when they are configured, and listings name private images only to admins.
 import http from 'node:http';
 import https from 'node:https';
 import type tls from 'node:tls';
+import { clientAddress } from '../auth/client-address.js';
+import type { PasswordGuard } from '../auth/password-guard.js';
+import type { UserSet } from '../auth/user-set.js';
 import type { EntryIndex } from '../cache/entry-index.js';
+import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { sendRegistryError } from '../registry/registry-errors.js';
-import { DOCKER_HUB_HOST, registryApiHost } from '../registry/registry-name.js';
+import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../registry/registry-name.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
-import type { ProxyAuth } from './proxy-auth.js';
 import { clientServerOptions } from './proxy-server.js';
 
 export interface MirrorDeps {
@@ -23,7 +28,9 @@ export interface MirrorDeps {
   registry: RegistryHandler; // built over the mirror's upstream (regcache's own tokens)
   index: EntryIndex;
   registryDomain: string | null;
-  auth: ProxyAuth | null; // MIRROR_AUTH, checked against the client's Authorization
+  auth: UserSet | null; // the mirror's door (MIRROR_AUTH, else PROXY_AUTH), checked against the client's Authorization
+  adminAuth: UserSet | null; // the admin door (ADMIN_AUTH, else PROXY_AUTH): /v2/_catalog, and full listings
+  guard: PasswordGuard; // checks a header against one or more of these
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
   clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
 }
@@ -60,10 +67,9 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     refuse(deps, req, res, 403, 'DENIED', CLIENT_REFUSED);
     return;
   }
-  if (deps.auth && !(await deps.auth.check(req.headers.authorization))) {
-    refuse(deps, req, res, 401, 'UNAUTHORIZED', 'this mirror needs credentials (MIRROR_AUTH)', { 'www-authenticate': 'Basic realm="regcache mirror"' });
-    return;
-  }
+  const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(pathname);
+  const viewer = await admit(deps, req, res, listing ? (listing[1] ? 'tags' : 'catalog') : null);
+  if (viewer === null) return;
   const target = mirrorTarget(params.get('ns'), req.headers.host, deps.registryDomain);
   if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
     refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(target ?? params.get('ns'))} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`);
@@ -79,16 +85,41 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
     return;
   }
-  const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(pathname);
   if (listing && (req.method === 'GET' || req.method === 'HEAD') && classify(req.method, pathname).kind !== 'invalid') {
     const record = new RequestRecord(deps.log, req, res, target);
     record.kind = listing[1] ? 'tags' : 'catalog';
     record.cache = 'HIT';
-    const body = JSON.stringify(listing[1] ? { name: listing[1], tags: tagsOf(deps.index, target, listing[1]) } : { repositories: repositoriesOf(deps.index, target) });
+    const repositories = taggedRepositories(deps.index, viewer).get(registryDisplayName(target)) ?? new Map<string, Set<string>>();
+    const body = JSON.stringify(listing[1] ? { name: listing[1], tags: [...(repositories.get(listing[1]) ?? [])].sort() } : { repositories: [...repositories.keys()].sort() });
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
     return;
   }
   await deps.registry.handle(new URL(`https://${target}`), req, res);
+}
+
+/**
+ * Checks the door for this request and says who is asking (for listings), or answers 401 and returns
+ * null. The catalog names every repository and needs the admin users when there are any. A tags list
+ * shows private tags to admins only, so there admin credentials are tried before the mirror's: one
+ * header, one answer, and a wrong one counts once against the client's address.
+ */
+async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, listing: 'catalog' | 'tags' | null): Promise<ListingViewer | null> {
+  const { auth, adminAuth } = deps;
+  const header = req.headers.authorization;
+  const address = clientAddress(req.socket);
+  if (listing === 'catalog' && adminAuth) {
+    const result = await deps.guard.authenticate(header, address, [adminAuth]);
+    if ('users' in result) return 'admin';
+    refuse(deps, req, res, 401, 'UNAUTHORIZED', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+    return null;
+  }
+  const sets = [...(listing && adminAuth && adminAuth !== auth ? [adminAuth] : []), ...(auth ? [auth] : [])];
+  if (sets.length === 0) return 'anyone';
+  const result = await deps.guard.authenticate(header, address, sets);
+  if ('users' in result) return result.users === adminAuth ? 'admin' : 'anyone';
+  if (!auth) return 'anyone'; // an open mirror: without admin credentials, a tags list of what anyone may see
+  refuse(deps, req, res, 401, 'UNAUTHORIZED', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
+  return null;
 }
 
 function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}): void {
@@ -97,20 +128,4 @@ function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerRes
   record.kind = 'mirror';
   record.error = message;
   sendRegistryError(res, status, code, message, { ...API_VERSION, ...extra });
-}
-
-/** Repositories of a registry that have been pulled by tag, from the index. */
-function repositoriesOf(index: EntryIndex, registry: string): string[] {
-  const repos = new Set<string>();
-  for (const entry of index.oldestFirst()) {
-    for (const tag of entry.tags) if (tag.startsWith(`${registry}/`)) repos.add(tag.slice(registry.length + 1, tag.lastIndexOf(':')));
-  }
-  return [...repos].sort();
-}
-
-function tagsOf(index: EntryIndex, registry: string, repository: string): string[] {
-  const prefix = `${registry}/${repository}:`;
-  const tags = new Set<string>();
-  for (const entry of index.oldestFirst()) for (const tag of entry.tags) if (tag.startsWith(prefix)) tags.add(tag.slice(prefix.length));
-  return [...tags].sort();
 }

@@ -4,6 +4,9 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { portAllowed, type PortRange } from '../config.js';
+import { clientAddress } from '../auth/client-address.js';
+import type { AuthResult } from '../auth/password-guard.js';
+import type { UserSet } from '../auth/user-set.js';
 import type { Logger } from '../log.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { Allowlist } from '../registry/allowlist.js';
@@ -13,7 +16,6 @@ import { RequestRecord } from './access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
-import type { ProxyAuth } from './proxy-auth.js';
 import { refuseSocket } from './socket-refusal.js';
 import type { Tunnels } from './tunnel.js';
 
@@ -25,7 +27,7 @@ export interface ProxyServerDeps {
   tunnels: Tunnels;
   interceptor: (server: http.Server) => TlsInterceptor;
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
-  proxyAuth: ProxyAuth | null; // PROXY_AUTH: CONNECT and forward requests need credentials
+  proxyAuth: UserSet | null; // PROXY_AUTH: CONNECT and forward requests need credentials
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
   clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
   tunnelPorts: PortRange[]; // TUNNEL_PORTS: where tunnels to hosts off the allowlist may go
@@ -74,10 +76,12 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
       return;
     }
     void (async () => {
-      if (!(await authorized(deps, req))) {
+      const auth = await authenticate(deps, req);
+      if (!('users' in auth)) {
         const record = new RequestRecord(log, req, res, '-');
         record.cache = 'REJECTED';
         record.kind = 'proxy-auth';
+        record.error = `proxy authentication required (credentials: ${auth.refused})`; // never the header
         res.writeHead(407, { 'proxy-authenticate': 'Basic realm="regcache"', 'content-length': 0, connection: 'close' }).end();
         return;
       }
@@ -100,9 +104,10 @@ async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket:
     refuseSocket(socket, 403, CLIENT_REFUSED);
     return;
   }
-  if (!(await authorized(deps, req))) {
+  const auth = await authenticate(deps, req);
+  if (!('users' in auth)) {
     // The target is logged, never the header.
-    log.warn({ connect: String(req.url).slice(0, 300), credentials: req.headers['proxy-authorization'] ? 'wrong' : 'none' }, 'proxy authentication required');
+    log.warn({ connect: String(req.url).slice(0, 300), client: req.socket.remoteAddress, credentials: auth.refused }, 'proxy authentication required');
     refuseSocket(socket, 407, '', PROXY_AUTHENTICATE);
     return;
   }
@@ -133,8 +138,9 @@ async function connect(deps: ProxyServerDeps, req: http.IncomingMessage, socket:
   await deps.tunnels.open(socket, head, target);
 }
 
-function authorized(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<boolean> {
-  return deps.proxyAuth ? deps.proxyAuth.check(req.headers['proxy-authorization']) : Promise.resolve(true);
+/** The proxy's door: PROXY_AUTH's users, or open ({ users: null }). */
+function authenticate(deps: ProxyServerDeps, req: http.IncomingMessage): Promise<AuthResult | { users: null }> {
+  return deps.proxyAuth ? deps.proxyAuth.check(req.headers['proxy-authorization'], clientAddress(req.socket)) : Promise.resolve({ users: null });
 }
 
 /** Absolute-URI (plain HTTP) proxy requests: allowlisted registries go through the cache. */

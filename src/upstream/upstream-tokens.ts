@@ -92,8 +92,9 @@ async function readJson(res: UpstreamResponse): Promise<{ token?: string; access
 
 /**
  * The mirror's upstream: requests go out as regcache itself. A mirror client's Authorization is for the
- * mirror (MIRROR_AUTH), never for upstream, so it is dropped; upstream's Bearer challenges are answered
- * with regcache's own tokens (anonymous, or AUTH_REGISTRIES credentials for the realm).
+ * mirror's door (MIRROR_AUTH or PROXY_AUTH), never for upstream, so it is dropped; upstream's Bearer
+ * challenges are answered with regcache's own tokens (anonymous, or AUTH_REGISTRIES credentials for the
+ * realm).
  */
 export class TokenUpstream implements Upstream {
   constructor(private readonly tokens: UpstreamTokens) {}

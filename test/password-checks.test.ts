@@ -1,0 +1,288 @@
+// The password checks behind every door, in-process: verdict caches and de-duplication (the 2nd..Nth
+// identical attempt compares nothing), unknown users checked like known ones, per-address throttling
+// on a fake clock, the bcrypt worker off the event loop, client addresses, and the listing rule.
+import assert from 'node:assert/strict';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import bcrypt from 'bcryptjs';
+import { BcryptBusyError, BcryptWorker } from '../src/auth/bcrypt-worker.js';
+import { clientAddress } from '../src/auth/client-address.js';
+import type { Clock } from '../src/auth/clock.js';
+import { ExpiringSet } from '../src/auth/expiring-set.js';
+import { delayAfter } from '../src/auth/failure-throttle.js';
+import { PasswordGuard, type AuthResult } from '../src/auth/password-guard.js';
+import { UserSet } from '../src/auth/user-set.js';
+import type { Entry } from '../src/cache/entry-index.js';
+import { mayList } from '../src/cache/tag-listing.js';
+import { TmpDirs } from './harness/tmp.js';
+import { basic, sha } from './support/credentials.js';
+
+/** Time that moves only when told, or when something sleeps (which then returns at once). */
+class FakeClock implements Clock {
+  t = 1_800_000_000_000;
+  readonly slept: number[] = [];
+  now(): number {
+    return this.t;
+  }
+  async sleep(ms: number): Promise<void> {
+    this.slept.push(ms);
+    this.t += ms;
+  }
+}
+
+/** bcryptjs on the calling thread, counted, with the hashes it was asked about. */
+class CountingBcrypt {
+  readonly hashes: string[] = [];
+  running = 0;
+  maxRunning = 0;
+  readonly compare = async (password: string, hash: string): Promise<boolean> => {
+    this.hashes.push(hash);
+    this.running++;
+    this.maxRunning = Math.max(this.maxRunning, this.running);
+    await new Promise((resolve) => setImmediate(resolve)); // let other checks start if they can
+    this.running--;
+    return bcrypt.compareSync(password, hash);
+  };
+  get runs(): number {
+    return this.hashes.length;
+  }
+}
+
+const ok = (r: AuthResult): boolean => 'users' in r;
+const refusal = (r: AuthResult): string => ('users' in r ? 'accepted' : r.refused);
+
+describe('password checks', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  const htpasswd = async (lines: string): Promise<string> => {
+    const file = path.join(await tmp.make('regcache-htpasswd'), 'htpasswd');
+    await writeFile(file, lines);
+    return file;
+  };
+  const setUp = async (lines: string, clock = new FakeClock()) => {
+    const counting = new CountingBcrypt();
+    const guard = new PasswordGuard({ clock, bcrypt: counting.compare });
+    const users = UserSet.load(await htpasswd(lines), 'PROXY_AUTH', guard);
+    return { clock, counting, guard, users };
+  };
+
+  it('compares an identical wrong header once, however often and however concurrently it comes', async () => {
+    const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    const wrong = basic('alice', 'wrong');
+    const concurrent = await Promise.all(Array.from({ length: 20 }, () => users.check(wrong, '10.0.0.1')));
+    assert.ok(concurrent.every((r) => refusal(r) === 'wrong'));
+    for (let i = 0; i < 20; i++) assert.equal(refusal(await users.check(wrong, '10.0.0.1')), 'wrong');
+    assert.equal(counting.runs, 1, 'one bcrypt for 40 identical attempts');
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.1')));
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.2')));
+    assert.equal(counting.runs, 2, 'the good header is compared once too');
+  });
+
+  it('forgets a verified header after two minutes, a refused one after ten', async () => {
+    const { clock, counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    await users.check(basic('alice', 'right'), '10.0.0.1');
+    await users.check(basic('alice', 'wrong'), '10.0.0.1');
+    clock.t += 119_000;
+    await users.check(basic('alice', 'right'), '10.0.0.1');
+    assert.equal(counting.runs, 2);
+    clock.t += 2_000;
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.1')));
+    assert.equal(counting.runs, 3, 'verified again after 2 minutes');
+    await users.check(basic('alice', 'wrong'), '10.0.0.1');
+    assert.equal(counting.runs, 3, 'still refused from the cache');
+    clock.t += 10 * 60_000;
+    await users.check(basic('alice', 'wrong'), '10.0.0.1');
+    assert.equal(counting.runs, 4, 'compared again after 10 minutes');
+  });
+
+  it('checks an unknown user against a stand-in of the same bcrypt cost as the file', async () => {
+    const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 5)}\nbob:${bcrypt.hashSync('b0b', 5)}\ncarl:${bcrypt.hashSync('c', 4)}\n`);
+    assert.equal(refusal(await users.check(basic('alice', 'wrong'), '10.0.0.1')), 'wrong');
+    assert.equal(refusal(await users.check(basic('mallory', 'wrong'), '10.0.0.2')), 'wrong');
+    assert.equal(counting.runs, 2, 'one bcrypt each');
+    assert.match(counting.hashes[1]!, /^\$2[aby]\$05\$.{53}$/, 'the most common cost of the file, a full-length hash');
+    assert.notEqual(counting.hashes[1], counting.hashes[0]);
+  });
+
+  it('gives every check of a mixed file one bcrypt, and a SHA-only file none', async () => {
+    const mixed = await setUp(`alice:${bcrypt.hashSync('right', 4)}\nbob:${sha('b0b')}\n`);
+    assert.ok(ok(await mixed.users.check(basic('bob', 'b0b'), '10.0.0.1')));
+    assert.equal(refusal(await mixed.users.check(basic('bob', 'wrong'), '10.0.0.1')), 'wrong');
+    assert.equal(refusal(await mixed.users.check(basic('nobody', 'x'), '10.0.0.1')), 'wrong');
+    assert.equal(mixed.counting.runs, 3, 'a SHA user costs a bcrypt too, so that timing does not tell kinds apart');
+    const shaOnly = await setUp(`bob:${sha('b0b')}\n`);
+    assert.ok(ok(await shaOnly.users.check(basic('bob', 'b0b'), '10.0.0.1')));
+    assert.equal(refusal(await shaOnly.users.check(basic('nobody', 'b0b'), '10.0.0.1')), 'wrong');
+    assert.equal(shaOnly.counting.runs, 0);
+  });
+
+  it('takes about as long for an unknown user as for a known user with a wrong password (real worker, cost 10)', async () => {
+    const guard = new PasswordGuard(); // the real worker thread
+    try {
+      const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 10)}\n`), 'PROXY_AUTH', guard);
+      const timed = async (user: string, i: number): Promise<number> => {
+        const started = performance.now();
+        assert.equal(refusal(await users.check(basic(user, `guess-${i}`), `10.1.${user.length}.${i}`)), 'wrong');
+        return performance.now() - started;
+      };
+      const known: number[] = [];
+      const unknown: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        known.push(await timed('alice', i));
+        unknown.push(await timed('mallory', i));
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[2]!;
+      const ratio = median(unknown) / median(known);
+      assert.ok(median(known) > 10, `a cost-10 bcrypt ran (${median(known).toFixed(1)} ms)`);
+      assert.ok(ratio > 0.5 && ratio < 2, `unknown ${median(unknown).toFixed(1)} ms vs known ${median(known).toFixed(1)} ms`);
+    } finally {
+      await guard.close();
+    }
+  });
+
+  it('slows an address down after five failures: 250 ms doubling to 10 s; a success starts it over', async () => {
+    const { clock, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    for (let i = 0; i < 5; i++) await users.check(basic('alice', `guess-${i}`), '10.0.0.9');
+    assert.deepEqual(clock.slept, [], 'five free failures');
+    for (let i = 5; i < 13; i++) await users.check(basic('alice', `guess-${i}`), '10.0.0.9');
+    assert.deepEqual(clock.slept, [250, 500, 1000, 2000, 4000, 8000, 10_000, 10_000]);
+    assert.deepEqual([4, 5, 10, 11, 50].map(delayAfter), [0, 250, 8000, 10_000, 10_000]);
+
+    clock.slept.length = 0;
+    await users.check(basic('alice', 'guess-x'), '10.0.0.10');
+    assert.deepEqual(clock.slept, [], 'another address is not slowed down');
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.10'))); // now cached as verified
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.9')));
+    assert.deepEqual(clock.slept, [], 'a verified header is never delayed');
+    assert.equal(refusal(await users.check(basic('alice', 'guess-0'), '10.0.0.9')), 'wrong');
+    assert.deepEqual(clock.slept, [], 'a header refused before is answered from the cache, without delay');
+
+    await users.check(basic('alice', 'guess-y'), '10.0.0.9');
+    assert.deepEqual(clock.slept, [10_000]);
+    const fresh = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    for (let i = 0; i < 6; i++) await fresh.users.check(basic('alice', `g${i}`), '10.0.0.9');
+    assert.deepEqual(fresh.clock.slept, [250]);
+    assert.ok(ok(await fresh.users.check(basic('alice', 'right'), '10.0.0.9')));
+    assert.deepEqual(fresh.clock.slept, [250, 500], 'a good password from a slowed-down address waits its turn too');
+    for (let i = 0; i < 5; i++) await fresh.users.check(basic('alice', `after-${i}`), '10.0.0.9');
+    assert.deepEqual(fresh.clock.slept, [250, 500], 'and then the address started over');
+  });
+
+  it('forgets failures after 15 minutes', async () => {
+    const { clock, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    for (let i = 0; i < 6; i++) await users.check(basic('alice', `guess-${i}`), '10.0.0.9');
+    assert.deepEqual(clock.slept, [250]);
+    clock.t += 15 * 60_000 + 1;
+    await users.check(basic('alice', 'later'), '10.0.0.9');
+    assert.deepEqual(clock.slept, [250]);
+  });
+
+  it('checks one address one header at a time, and holds and refuses unchecked what queues beyond 16', async () => {
+    const { clock, counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => users.check(basic('alice', `guess-${i}`), '10.0.0.7')));
+    assert.deepEqual(clock.slept.slice(0, 24), Array<number>(24).fill(250), 'the ones beyond the queue are held before they are refused');
+    assert.equal(counting.maxRunning, 1, 'one comparison at a time for one address');
+    assert.equal(counting.runs, 16);
+    assert.equal(results.filter((r) => refusal(r) === 'unchecked').length, 24);
+    assert.equal(results.filter((r) => refusal(r) === 'wrong').length, 16);
+    const elsewhere = await Promise.all(Array.from({ length: 4 }, (_, i) => users.check(basic('alice', `other-${i}`), `10.0.1.${i}`)));
+    assert.ok(elsewhere.every((r) => refusal(r) === 'wrong'));
+    assert.equal(counting.maxRunning, 4, 'different addresses are checked side by side');
+  });
+
+  it('holds for a second, then refuses unchecked, what comes while the bcrypt worker is overloaded', async () => {
+    const clock = new FakeClock();
+    const guard = new PasswordGuard({ clock, bcrypt: () => Promise.reject(new BcryptBusyError()) });
+    const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 4)}\n`), 'PROXY_AUTH', guard);
+    assert.equal(refusal(await users.check(basic('alice', 'right'), '10.0.0.1')), 'unchecked');
+    assert.deepEqual(clock.slept, [1000]);
+    for (let i = 0; i < 6; i++) await users.check(basic('alice', `x${i}`), '10.0.0.1');
+    assert.deepEqual(clock.slept, Array<number>(7).fill(1000), 'not counted as failures of the address');
+  });
+
+  it('refuses without a comparison when no credentials or no Basic credentials come', async () => {
+    const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    assert.equal(refusal(await users.check(undefined, '10.0.0.1')), 'none');
+    for (const bad of ['Bearer abc', 'Basic !!!', `Basic ${Buffer.from('no-colon').toString('base64')}`]) assert.equal(refusal(await users.check(bad, '10.0.0.1')), 'wrong', bad);
+    assert.equal(counting.runs, 0);
+  });
+});
+
+describe('the bcrypt worker', () => {
+  it('runs comparisons off the event loop, at the lowest CPU priority', async () => {
+    const worker = new BcryptWorker();
+    try {
+      const hash = bcrypt.hashSync('right', 10);
+      let maxGap = 0;
+      let last = performance.now();
+      const ticker = setInterval(() => {
+        const now = performance.now();
+        maxGap = Math.max(maxGap, now - last);
+        last = now;
+      }, 5);
+      const started = performance.now();
+      const results = await Promise.all(Array.from({ length: 8 }, (_, i) => worker.compare(i === 3 ? 'right' : `wrong-${i}`, hash)));
+      const took = performance.now() - started;
+      clearInterval(ticker);
+      assert.deepEqual(results.map((r, i) => (r ? i : -1)).filter((i) => i >= 0), [3]);
+      assert.equal(worker.runs, 8);
+      // On the event loop the ticker would stop for the whole run; generous bound against a busy machine.
+      assert.ok(maxGap < took / 2, `the event loop stalled ${maxGap.toFixed(0)} ms of ${took.toFixed(0)} ms`);
+      if (process.platform === 'linux') {
+        // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value: the worker yields CPU.
+        const nice = async (tid: string) => Number((await readFile(`/proc/self/task/${tid}/stat`, 'utf8')).split(') ')[1]!.split(' ')[16]);
+        const values = await Promise.all((await readdir('/proc/self/task')).map(nice));
+        assert.ok(values.includes(19), `thread nice values ${values.join(' ')}`);
+        assert.equal(await nice(String(process.pid)), 0, 'the event loop keeps its priority');
+      }
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('refuses at once past its queue', async () => {
+    const worker = new BcryptWorker(2);
+    try {
+      const hash = bcrypt.hashSync('x', 8);
+      const first = [worker.compare('a', hash), worker.compare('b', hash)];
+      await assert.rejects(worker.compare('c', hash), BcryptBusyError);
+      assert.deepEqual(await Promise.all(first), [false, false]);
+      assert.equal(await worker.compare('x', hash), true, 'room again');
+    } finally {
+      await worker.close();
+    }
+  });
+});
+
+describe('client addresses, bounded sets, listings', () => {
+  it('counts IPv4-mapped addresses as IPv4 and IPv6 by /64', () => {
+    assert.equal(clientAddress({ remoteAddress: '::ffff:192.0.2.7' }), '192.0.2.7');
+    assert.equal(clientAddress({ remoteAddress: '192.0.2.7' }), '192.0.2.7');
+    assert.equal(clientAddress({ remoteAddress: '2001:db8:0:1:aaaa::5' }), '2001:db8:0:1::/64');
+    assert.equal(clientAddress({ remoteAddress: '2001:0db8:0000:0001:ffff:1:2:3' }), '2001:db8:0:1::/64');
+    assert.equal(clientAddress({ remoteAddress: '::1' }), '0:0:0:0::/64');
+    assert.equal(clientAddress({ remoteAddress: undefined }), 'unknown');
+  });
+
+  it('keeps at most its bound of keys, oldest out first, each until it expires', () => {
+    const set = new ExpiringSet(1000, 3);
+    for (const k of ['a', 'b', 'c', 'd']) set.add(k, 0);
+    assert.equal(set.size, 3);
+    assert.deepEqual(['a', 'b', 'c', 'd'].map((k) => set.has(k, 500)), [false, true, true, true]);
+    assert.equal(set.has('d', 1000), false, 'expired');
+  });
+
+  it('names an entry to anyone only when upstream serves it to anyone', () => {
+    const entry = (access: Entry['access']): Entry => ({ kind: 'manifest', digest: 'sha256:x', size: 1, mediaType: 'm', created: 0, lastAccess: 0, refs: [], tags: [], ...(access ? { access } : {}) });
+    assert.deepEqual(
+      (['public', 'private', undefined] as const).map((a) => [mayList(entry(a), 'anyone'), mayList(entry(a), 'admin')]),
+      [
+        [true, true],
+        [false, true],
+        [false, true], // not known yet counts as private
+      ],
+    );
+  });
+});
