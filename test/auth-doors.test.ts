@@ -83,6 +83,7 @@ describe('doors under PROXY_AUTH', () => {
     assert.notEqual((await run('curl', ['-fsS', `http://127.0.0.1:${proxy.port}/setup/systemd`])).code, 0);
     const script = await run('curl', ['-fsS', '-u', 'ops:ops-pw', `http://127.0.0.1:${proxy.port}/setup/systemd`]);
     assert.match(script.stdout, /^#!\/usr\/bin\/env bash/);
+    assert.match(script.stdout, new RegExp(`^PROXY='http://ops:ops-pw@127\\.0\\.0\\.1:${proxy.port}'$`, 'm'), 'a PROXY_AUTH user gets a drop-in that works behind PROXY_AUTH');
 
     const refused = (await proxy.requests()).filter((l) => l.kind === 'admin-auth');
     assert.ok(refused.every((l) => l.status === 401 && l.cache === 'REJECTED'));
@@ -104,7 +105,7 @@ describe('doors under PROXY_AUTH', () => {
   });
 
   it('asks CONNECT for the same users', async () => {
-    const target = `127.0.0.1:${proxy.port}`; // off the allowlist: a plain tunnel once admitted
+    const target = 'registry-1.docker.io:443'; // intercepted: answered 200 without a connection out
     assert.match(await connect(proxy.port, target), /^HTTP\/1\.1 407/);
     assert.match(await connect(proxy.port, target, OPS), /^HTTP\/1\.1 200/);
   });
@@ -134,8 +135,11 @@ describe('ADMIN_AUTH and MIRROR_AUTH beside PROXY_AUTH', () => {
       assert.equal((await get(rc.mirrorPort!, '/v2/_catalog')).status, 401);
       assert.equal((await get(rc.mirrorPort!, '/v2/_catalog', { authorization: OPS })).status, 401);
       assert.equal((await get(rc.mirrorPort!, '/v2/_catalog', { authorization: ROOT })).status, 200);
-      assert.match(await connect(rc.port, `127.0.0.1:${rc.port}`, ROOT), /^HTTP\/1\.1 407/, 'admins are not proxy users');
-      assert.match(await connect(rc.port, `127.0.0.1:${rc.port}`, OPS), /^HTTP\/1\.1 200/);
+      assert.match(await connect(rc.port, 'registry-1.docker.io:443', ROOT), /^HTTP\/1\.1 407/, 'admins are not proxy users');
+      assert.match(await connect(rc.port, 'registry-1.docker.io:443', OPS), /^HTTP\/1\.1 200/);
+      const script = (await get(rc.port, '/setup/systemd', { authorization: ROOT })).body;
+      assert.match(script, new RegExp(`^PROXY='http://127\\.0\\.0\\.1:${rc.port}'$`, 'm'), 'an admin who is no proxy user: no credentials in the script');
+      assert.match(script, /PROXY_AUTH is set and this script carries no credentials/);
       assert.ok((await rc.logs()).some((l) => l.level === 'warn' && /^MIRROR_AUTH=none: the registry mirror serves anyone/.test(l.msg)));
     } finally {
       await rc.stop();
@@ -258,10 +262,18 @@ describe('listings and private images', () => {
     const env = { PATH: process.env.PATH ?? '' };
     const without = await run(process.execPath, [cli, 'prefetch', '--mirror', `http://127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'], { env });
     assert.equal(without.code, 1);
-    assert.match(without.stderr, /asks for credentials: --mirror http:\/\/user:password@host:port/);
+    assert.match(without.stderr, /asks for credentials \(MIRROR_AUTH, else PROXY_AUTH users\): pass them with --user user:password/);
     const withCreds = await run(process.execPath, [cli, 'prefetch', '--mirror', `http://ops:ops-pw@127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'], { env });
     assert.equal(withCreds.code, 0, withCreds.stderr);
-    assert.match(withCreds.stdout, /1 manifest\(s\), 2 blob\(s\) cached/);
+    assert.match(withCreds.stdout, /2 blobs \([^)]+\) pulled through http:\/\/127\.0\.0\.1:\d+, 1 manifest\n/);
+    assert.doesNotMatch(withCreds.stdout + withCreds.stderr, /ops-pw/, 'the password is not echoed');
+    // The server found over CACHE_DIR's control socket, the credentials given with --user.
+    const local = await run(process.execPath, [cli, 'prefetch', '--cache-dir', proxy!.cacheDir, '--user', 'ops:ops-pw', 'registry.test/library/public:v1'], { env });
+    assert.equal(local.code, 0, local.stderr);
+    assert.match(local.stdout, /fetched 0 blobs \(0 B\), already cached 2 /);
+    const refused = await run(process.execPath, [cli, 'prefetch', '--cache-dir', proxy!.cacheDir, 'registry.test/library/public:v1'], { env });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /pass them with --user user:password/);
   });
 });
 
@@ -298,7 +310,7 @@ describe('a flood of wrong bcrypt passwords', () => {
     const concurrent = await Promise.all(Array.from({ length: 20 }, () => get(proxy.mirrorPort!, '/v2/', { authorization: wrong }, '127.0.0.21')));
     assert.ok(concurrent.every((r) => r.status === 401));
     for (let i = 0; i < 10; i++) assert.equal((await get(proxy.mirrorPort!, '/v2/', { authorization: wrong }, '127.0.0.21')).status, 401);
-    for (let i = 0; i < 5; i++) assert.match(await connect(proxy.port, `127.0.0.1:${proxy.port}`, wrong), /^HTTP\/1\.1 407/);
+    for (let i = 0; i < 5; i++) assert.match(await connect(proxy.port, 'registry-1.docker.io:443', wrong), /^HTTP\/1\.1 407/);
     const afterwards = await checks();
     assert.equal(delta(before, afterwards, 'invalid'), 1, 'one bcrypt for 35 identical wrong attempts on two doors');
     assert.equal(delta(before, afterwards, 'valid'), 0);
