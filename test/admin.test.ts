@@ -55,6 +55,11 @@ describe('admin endpoints', () => {
     assert.equal(health.status, 200);
     assert.deepEqual(JSON.parse(health.text), { ok: true, checks: { process: true, caLoaded: true, cacheDirWritable: true } });
     assert.equal((await get('/readyz')).status, 200);
+    // Probes come every few seconds: their lines are debug, so that an info log is not all probes.
+    const lines = await proxy.requests();
+    const probes = lines.filter((l) => l.path === '/healthz' || l.path === '/readyz');
+    assert.ok(probes.length >= 2 && probes.every((l) => l.level === 'debug'), JSON.stringify(probes));
+    assert.ok(lines.filter((l) => l.path === '/ca.crt' || l.kind !== 'admin').every((l) => l.level !== 'debug'));
   });
 
   it('moves the cache API and the metrics with pulls', async () => {

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import https from 'node:https';
 import type tls from 'node:tls';
+import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startContainerd, type Containerd } from './harness/containerd.js';
@@ -112,6 +113,8 @@ describe('registry-mirror mode', () => {
     const refused = await mirrorGet(mirrorPort, '/v2/x/manifests/v1?ns=evil.example');
     assert.equal(refused.status, 403);
     assert.match(refused.body, /"code":"DENIED"/);
+    const line = (await proxy.requests()).filter((l) => l.cache === 'REJECTED').at(-1);
+    assert.equal(line?.host, 'evil.example', 'the refused registry is named');
   });
 
   it('serves skopeo addressing it by a virtual-host name (DNS set-up, from a network namespace)', async (t) => {
@@ -162,6 +165,13 @@ describe('registry-mirror mode', () => {
     const push = await mirrorGet(mirrorPort, '/v2/library/hello/blobs/uploads/', {}, 'POST');
     assert.equal(push.status, 405);
     assert.match(push.body, /UNSUPPORTED/);
+    // The log: the ping is no cache HIT (nothing came from the cache), listings say how much they sent.
+    const lines = await proxy.requests();
+    assert.equal(lines.filter((l) => l.kind === 'ping').at(-1)?.cache, 'LOCAL');
+    const tagsLine = lines.filter((l) => l.kind === 'tags').at(-1);
+    assert.equal(tagsLine?.bytes, Buffer.byteLength(JSON.stringify(tags)));
+    assert.ok((lines.filter((l) => l.kind === 'catalog').at(-1)?.bytes ?? 0) > 0);
+    assert.ok(lines.every((l) => net.isIP(String(l.client)) !== 0), 'every request line names its client');
   });
 
   it('prefetches through the running server, found over its control socket: fetched, then already cached', async () => {

@@ -64,6 +64,7 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     }
     viewer = 'admin';
   }
+  record.quiet = record.path === '/healthz' || record.path === '/readyz'; // probes come every few seconds
   switch (record.path) {
     case '/':
       send(200, TEXT, `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\nSet-up script for a dockerd host: GET /setup/systemd\n`);

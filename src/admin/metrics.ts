@@ -12,6 +12,7 @@ export interface MetricsSources {
 }
 
 const FROM_CACHE = new Set(['HIT', 'REVALIDATED', 'STALE', 'CORRUPT']); // CORRUPT: the stored bytes sent before the cut
+const OWN_ANSWERS = new Set(['ADMIN', 'LOCAL', 'REJECTED']); // regcache's own bodies: neither from the cache nor upstream
 
 export class Metrics {
   readonly registry = new Registry();
@@ -54,7 +55,7 @@ export class Metrics {
 
   request(cache: string, kind: string, bytes: number): void {
     this.requests.inc({ cache, kind });
-    if (bytes > 0 && cache !== 'ADMIN') this.bytes.inc({ source: FROM_CACHE.has(cache) ? 'cache' : 'upstream' }, bytes);
+    if (bytes > 0 && !OWN_ANSWERS.has(cache)) this.bytes.inc({ source: FROM_CACHE.has(cache) ? 'cache' : 'upstream' }, bytes);
   }
 
   fillStarted(): void {

@@ -5,7 +5,8 @@ import type { Readable } from 'node:stream';
 import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
 
-export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'CORRUPT' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN';
+// LOCAL: answered by regcache itself, from neither the cache nor upstream (the mirror's /v2/ ping).
+export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'CORRUPT' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN' | 'LOCAL';
 
 export class RequestRecord {
   cache: CacheStatus = 'BYPASS';
@@ -16,6 +17,7 @@ export class RequestRecord {
   ratelimitRemaining: string | undefined; // Docker Hub's pull allowance, when upstream tells it
   error: string | undefined;
   bytes = 0;
+  quiet = false; // a health probe: logged at debug, every few seconds of it would drown the rest
   private readonly started = process.hrtime.bigint();
 
   constructor(
@@ -59,6 +61,7 @@ export class RequestRecord {
       status: this.res.statusCode,
       bytes: this.bytes,
       ms: Math.round(ms * 10) / 10,
+      client: this.req.socket.remoteAddress,
     };
     if (this.digest) line.digest = this.digest;
     if (this.coalesced) line.coalesced = true;
@@ -66,7 +69,7 @@ export class RequestRecord {
     if (this.ratelimitRemaining) line.ratelimitRemaining = this.ratelimitRemaining;
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
-    this.log[this.error ? 'warn' : 'info'](line, 'request');
+    this.log[this.error ? 'warn' : this.quiet ? 'debug' : 'info'](line, 'request');
     metrics.request(this.cache, this.kind, this.bytes);
   }
 }

@@ -72,7 +72,8 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   if (viewer === null) return;
   const target = mirrorTarget(params.get('ns'), req.headers.host, deps.registryDomain);
   if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
-    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(target ?? params.get('ns'))} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`);
+    const named = (target ?? params.get('ns') ?? '-').slice(0, 255);
+    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(named)} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`, {}, named);
     return;
   }
   params.delete('ns');
@@ -81,7 +82,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
     const record = new RequestRecord(deps.log, req, res, target);
     record.kind = 'ping';
-    record.cache = 'HIT';
+    record.cache = 'LOCAL'; // no content: not a cache hit
     res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
     return;
   }
@@ -91,6 +92,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     record.cache = 'HIT';
     const repositories = taggedRepositories(deps.index, viewer).get(registryDisplayName(target)) ?? new Map<string, Set<string>>();
     const body = JSON.stringify(listing[1] ? { name: listing[1], tags: [...(repositories.get(listing[1]) ?? [])].sort() } : { repositories: [...repositories.keys()].sort() });
+    record.bytes = req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
     return;
   }
@@ -122,8 +124,9 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   return null;
 }
 
-function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}): void {
-  const record = new RequestRecord(deps.log, req, res, '-');
+/** A refusal; `registry` names the registry the client asked for, when it named one. */
+function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}, registry = '-'): void {
+  const record = new RequestRecord(deps.log, req, res, registry);
   record.cache = 'REJECTED';
   record.kind = 'mirror';
   record.error = message;
