@@ -19,6 +19,7 @@ export class RequestRecord {
   bytes = 0;
   quiet = false; // a health probe: logged at debug, every few seconds of it would drown the rest
   private readonly started = process.hrtime.bigint();
+  private readonly client: string | undefined; // read now: the socket is gone by the time the line is written
 
   constructor(
     private readonly log: Logger,
@@ -26,7 +27,15 @@ export class RequestRecord {
     private readonly res: ServerResponse,
     private readonly host: string,
   ) {
-    res.once('close', () => this.write());
+    this.client = req.socket.remoteAddress;
+    res.once('close', () => {
+      try {
+        this.write();
+      } catch (err) {
+        // A bug in a log line costs that line, not the process and every transfer in it.
+        log.error({ error: (err as Error).message }, 'writing a request line failed');
+      }
+    });
   }
 
   /** Keeps what operators want to see from an upstream answer (Docker Hub's `ratelimit-remaining`). */
@@ -61,7 +70,7 @@ export class RequestRecord {
       status: this.res.statusCode,
       bytes: this.bytes,
       ms: Math.round(ms * 10) / 10,
-      client: this.req.socket.remoteAddress,
+      client: this.client,
     };
     if (this.digest) line.digest = this.digest;
     if (this.coalesced) line.coalesced = true;
