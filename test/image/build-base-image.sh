@@ -19,7 +19,7 @@ node_version="${NODE_VERSION:-22.23.5}"
 npm_version="${NPM_VERSION:-10.9.9}"
 
 for cmd in mmdebstrap docker npm; do
-  command -v "$cmd" >/dev/null || { echo "build-base-image: $cmd is missing (bash test/install-deps.sh --image)" >&2; exit 1; }
+  command -v "$cmd" >/dev/null || { echo "build-base-image: $cmd is missing (as root: bash test/install-deps.sh)" >&2; exit 1; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "build-base-image: run as root (mmdebstrap builds the root file system as root)" >&2; exit 1; }
 
