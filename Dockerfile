@@ -1,8 +1,11 @@
 # Build stage: compile TypeScript with the dev dependencies (the same `npm ci` and build CI runs).
 FROM node:22-bookworm-slim AS build
 WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+# build-ca.pem (optional, never in git): more CAs npm trusts on top of Node's own, for a network that
+# re-signs TLS. The glob lets the build go on without it; only this stage sees it.
+COPY package.json package-lock.json build-ca.pe[m] ./
+RUN if [ -f build-ca.pem ]; then export NODE_EXTRA_CA_CERTS="$PWD/build-ca.pem"; fi \
+ && npm ci --no-audit --no-fund --no-update-notifier
 COPY tsconfig.json ./
 COPY src ./src
 RUN npm run build && npm prune --omit=dev

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // The regcache command line.
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addCacheCommands } from './cache-commands.js';
 import { addPrefetchCommand } from './prefetch-command.js';
 import { ConfigError, loadConfig } from './config.js';
+import { applyEnvFile, EnvFileError } from './env-file.js';
 import { createLogger } from './log.js';
 import { startProxy } from './proxy.js';
 import { CacheDirInUseError } from './admin/control-socket.js';
@@ -18,6 +20,17 @@ program
   .description('A caching, TLS-intercepting forward proxy for container registries.')
   .version(VERSION)
   .addHelpText('after', '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is');
+
+// Before any command reads its configuration (never for --help or --version): the working directory's
+// .env fills what the environment leaves unset, so every command sees the same settings as `serve`.
+program.hook('preAction', () => {
+  try {
+    applyEnvFile(process.env, path.resolve('.env'));
+  } catch (err) {
+    if (err instanceof EnvFileError) fail(err.message);
+    throw err;
+  }
+});
 
 program
   .command('serve', { isDefault: true })

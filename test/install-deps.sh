@@ -6,6 +6,8 @@ set -euo pipefail
 
 # command -> Debian package
 declare -A needs=(
+  [docker-compose]=docker-compose # the compose test (Compose v1)
+  [mmdebstrap]=mmdebstrap # the image test: a stand-in for the FROM image
   [docker-registry]=docker-registry
   [skopeo]=skopeo
   [dockerd]=docker.io

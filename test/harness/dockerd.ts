@@ -20,8 +20,8 @@ export interface Dockerd {
   socket: string;
   logFile: string;
   containerd: Containerd;
-  /** Run the docker CLI against this daemon (isolated DOCKER_CONFIG). */
-  docker(args: string[], opts?: { timeoutMs?: number }): Promise<RunResult>;
+  /** Run the docker CLI against this daemon (isolated DOCKER_CONFIG); env adds e.g. DOCKER_BUILDKIT. */
+  docker(args: string[], opts?: { timeoutMs?: number; env?: Record<string, string> }): Promise<RunResult>;
   stop(): Promise<void>;
 }
 
@@ -95,8 +95,8 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   );
 
   const cliEnv = { PATH: BASE_PATH, HOME: dir, DOCKER_CONFIG: path.join(dir, 'cli'), DOCKER_HOST: `unix://${socket}` };
-  const docker = (args: string[], o: { timeoutMs?: number } = {}): Promise<RunResult> =>
-    run(dockerBin, args, { env: cliEnv, timeoutMs: o.timeoutMs ?? 300_000 });
+  const docker = (args: string[], o: { timeoutMs?: number; env?: Record<string, string> } = {}): Promise<RunResult> =>
+    run(dockerBin, args, { env: { ...cliEnv, ...o.env }, timeoutMs: o.timeoutMs ?? 300_000 });
 
   let stopped = false;
   const stop = async (): Promise<void> => {

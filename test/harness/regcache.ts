@@ -64,7 +64,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const daemon = spawnDaemon(command, args, { env, stdoutFile: logFile, cwd: opts.dir });
 
   const logs = async (): Promise<LogLine[]> => {
-    return parseLines(await readFile(logFile, 'utf8').catch(() => ''));
+    return parseLogLines(await readFile(logFile, 'utf8').catch(() => ''));
   };
   const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
     let found: LogLine | undefined;
@@ -92,13 +92,14 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     logs,
     // A request line is written when the server sees the response close, which can come just after the
     // client has its last byte: wait until the log stops growing before reading.
-    requests: async (since = 0) => parseLines(await settledRead(logFile)).slice(since).filter((l) => l.msg === 'request'),
+    requests: async (since = 0) => parseLogLines(await settledRead(logFile)).slice(since).filter((l) => l.msg === 'request'),
     waitForLog,
     stop: () => daemon.stop(5000),
   };
 }
 
-function parseLines(text: string): LogLine[] {
+/** regcache's JSON log lines in `text` (a log file, `docker logs`), other lines skipped. */
+export function parseLogLines(text: string): LogLine[] {
   return text
     .split('\n')
     .filter((l) => l.startsWith('{'))
