@@ -9,8 +9,8 @@ import { ContentStore } from './cache/content-store.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from './config.js';
 import { fail } from './cli-exit.js';
 import { formatBytes } from './format-bytes.js';
-import { ImageReferenceError, isDigestArgument, parseImageReference } from './registry/image-reference.js';
-import { registryDisplayName } from './registry/registry-name.js';
+import { ImageReferenceError, isDigestArgument, parseImageReference } from './reference/image-reference.js';
+import { registryDisplayName } from './reference/registry-name.js';
 
 interface CommonOptions {
   cacheDir?: string;

@@ -10,7 +10,7 @@ import type { UserSet } from '../auth/user-set.js';
 import type { EntryIndex } from '../cache/entry-index.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
-import { registryApiHost } from '../registry/registry-name.js';
+import { registryApiHost } from '../reference/registry-name.js';
 import { RequestRecord } from '../server/access-log.js';
 import type { Metrics } from './metrics.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';

@@ -5,8 +5,9 @@ import crypto from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { isDigestArgument, parseImageReference } from '../registry/image-reference.js';
-import { displayReference, registryDisplayName } from '../registry/registry-name.js';
+import { isDigestArgument, parseImageReference } from '../reference/image-reference.js';
+import { displayReference, registryDisplayName } from '../reference/registry-name.js';
+import { formatRepository, parseRepository } from '../reference/repository-reference.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry, EntryKind } from './entry-index.js';
 import { ImageGraph, type Platforms } from './image-graph.js';
@@ -164,7 +165,7 @@ export class CacheAdmin {
       return this.removeAll(entries, dryRun);
     }
     const ref = parseImageReference(target);
-    const repository = displayReference(`${ref.registry}/${ref.repository}`);
+    const repository = displayReference(formatRepository(ref));
     const graph = await ImageGraph.load(this.store);
     const images = graph.images();
     const named = images.filter((i) => i.repository === repository && (ref.digest ? i.manifest.digest === ref.digest : i.tag === ref.tag));
@@ -275,7 +276,7 @@ function describe(e: Entry): RemovedEntry {
 }
 
 function registryOf(ref: string): string {
-  return ref.slice(0, ref.indexOf('/'));
+  return parseRepository(ref).registry;
 }
 
 async function sha256File(file: string): Promise<string> {

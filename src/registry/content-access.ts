@@ -11,6 +11,7 @@ import type { IncomingMessage } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
+import { parseRepository } from '../reference/repository-reference.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { UpstreamTokens } from '../upstream/upstream-tokens.js';
 
@@ -49,7 +50,7 @@ export class ContentAccess {
     if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
     this.classifying.add(entry.digest);
     try {
-      const res = await this.tokens.request(contentUrl(ref, entry.kind, entry.digest), 'HEAD', entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {});
+      const res = await this.tokens.request({ url: contentUrl(ref, entry.kind, entry.digest), method: 'HEAD', headers: entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {} });
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
       // Public at any origin makes it public; private at one origin does not undo that.
@@ -89,7 +90,7 @@ export class ContentAccess {
     if (credential) headers.authorization = credential;
     let status: number;
     try {
-      const res = await this.upstream.request(contentUrl(ref, kind, digest), 'HEAD', headers, null, true);
+      const res = await this.upstream.request({ url: contentUrl(ref, kind, digest), method: 'HEAD', headers });
       res.body.resume();
       status = res.statusCode;
     } catch (err) {
@@ -106,10 +107,10 @@ export class ContentAccess {
 
 /** "host[:port]/repository" -> "host[:port]": the origin a reference belongs to (HTTPS: only it is cached). */
 function registryOf(ref: string): string {
-  return ref.slice(0, ref.indexOf('/'));
+  return parseRepository(ref).registry;
 }
 
 function contentUrl(ref: string, kind: EntryKind, digest: string): URL {
-  const slash = ref.indexOf('/');
-  return new URL(`https://${ref.slice(0, slash)}/v2/${ref.slice(slash + 1)}/${kind === 'blob' ? 'blobs' : 'manifests'}/${digest}`);
+  const { registry, repository } = parseRepository(ref);
+  return new URL(`https://${registry}/v2/${repository}/${kind === 'blob' ? 'blobs' : 'manifests'}/${digest}`);
 }

@@ -10,11 +10,11 @@ import type { Entry } from '../cache/entry-index.js';
 import { metrics } from '../admin/metrics.js';
 import type { Evictor } from '../cache/eviction.js';
 import type { ContentAccess } from './content-access.js';
-import { sendRegistryError } from './registry-errors.js';
 import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-reader.js';
 import type { Logger } from '../log.js';
+import { formatRepository } from '../reference/repository-reference.js';
 import type { CacheStatus, RequestRecord } from '../server/access-log.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream } from '../upstream/upstream-client.js';
@@ -45,7 +45,7 @@ export class ContentResponder {
 
   async serve(origin: URL, kind: ContentKind, digest: string, name: string, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     record.digest = digest;
-    const from: Provenance = { ref: `${origin.host}/${name}`, tag: null };
+    const from: Provenance = { ref: formatRepository({ registry: origin.host, repository: name }), tag: null };
     if (await this.serveStored(origin, kind, digest, from, req, res, record)) return;
     record.cache = 'MISS';
     if (req.method === 'HEAD') {
@@ -93,7 +93,7 @@ export class ContentResponder {
     let fill: Fill | null = null;
     try {
       const started = Date.now();
-      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', contentRequestHeaders(req.headers));
+      const response = await this.upstream.request({ url: new URL(req.url ?? '/', origin), method: 'GET', headers: contentRequestHeaders(req.headers) });
       record.noteUpstream(response.headers);
       if (response.statusCode !== 200) {
         record.reason = `upstream answered ${response.statusCode}; not cached`; // a MISS line would otherwise read as stored
@@ -227,7 +227,7 @@ export class ContentResponder {
   private async continueFromUpstream(origin: URL, req: IncomingMessage, res: ServerResponse, record: RequestRecord, offset: number, last: number): Promise<void> {
     try {
       const headers = { ...contentRequestHeaders(req.headers), range: `bytes=${offset}-${last}` };
-      const response = await this.upstream.request(new URL(req.url ?? '/', origin), 'GET', headers);
+      const response = await this.upstream.request({ url: new URL(req.url ?? '/', origin), method: 'GET', headers });
       if (response.statusCode !== 206) {
         response.body.destroy();
         throw new Error(`upstream answered the continuation with ${response.statusCode}, not 206`);

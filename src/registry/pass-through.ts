@@ -4,9 +4,9 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import { metrics } from '../admin/metrics.js';
 import type { RequestRecord } from '../server/access-log.js';
-import { DestinationRefusedError } from '../upstream/destination-policy.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
+import { upstreamFailure } from '../upstream/upstream-failure.js';
 import { sendRegistryError } from './registry-errors.js';
 
 export interface PassThroughOptions {
@@ -29,13 +29,13 @@ export async function passThrough(
   const hasBody = method !== 'GET' && method !== 'HEAD';
   let response: UpstreamResponse;
   try {
-    response = await upstream.request(
-      new URL(req.url ?? '/', origin),
+    response = await upstream.request({
+      url: new URL(req.url ?? '/', origin),
       method,
-      upstreamRequestHeaders(req.headers),
-      hasBody ? req : null,
-      options.followRedirects ?? false,
-    );
+      headers: upstreamRequestHeaders(req.headers),
+      body: hasBody ? req : null,
+      followRedirects: options.followRedirects ?? false,
+    });
   } catch (err) {
     if (!options.fallback?.(err)) answerUpstreamFailure(res, record, err);
     return;
@@ -73,15 +73,15 @@ export function noteStreamError(record: RequestRecord, err: unknown): void {
  * ("connection refused", an address) would make regcache a port scanner of its network.
  */
 export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
-  if (err instanceof DestinationRefusedError) {
+  const failure = upstreamFailure(err);
+  if (failure.failure === 'refused') {
     record.cache = 'REJECTED';
-    record.error = err.message;
-    sendRegistryError(res, 403, 'DENIED', `${err.message} (ALLOW_DESTINATIONS)`);
+    record.error = failure.message;
+    sendRegistryError(res, 'denied', `${failure.message} (ALLOW_DESTINATIONS)`);
     return;
   }
-  const e = err as Error & { code?: string };
-  const timeout = /TIMEOUT/i.test(e.code ?? '') || /timed out/i.test(e.message);
-  metrics.upstreamError(timeout ? 'timeout' : /certificate|ssl|tls/i.test(e.message + (e.code ?? '')) ? 'tls' : 'connect');
-  record.error = `upstream: ${e.code ? e.code + ' ' : ''}${e.message}`;
-  sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', timeout ? 'the upstream did not answer in time' : 'regcache could not reach the upstream');
+  metrics.upstreamError(failure.failure);
+  record.error = `upstream: ${failure.code ? failure.code + ' ' : ''}${failure.message}`;
+  if (failure.failure === 'timeout') sendRegistryError(res, 'upstream-timeout', 'the upstream did not answer in time');
+  else sendRegistryError(res, 'upstream-unreachable', 'regcache could not reach the upstream');
 }

@@ -57,22 +57,18 @@ export class RegistryHandler {
         case 'write':
           if (this.deps.allowPush) return await passThrough(upstream, origin, req, res, record);
           record.cache = 'REJECTED';
-          return sendRegistryError(
-            res,
-            405,
-            'UNSUPPORTED',
-            'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.',
-            { allow: 'GET, HEAD' },
-          );
+          return sendRegistryError(res, 'write-refused', 'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.', {
+            allow: 'GET, HEAD',
+          });
         case 'invalid':
           record.cache = 'REJECTED';
           record.error = request.message;
-          return sendRegistryError(res, request.status, request.code, request.message);
+          return sendRegistryError(res, request.error, request.message);
       }
     } catch (err) {
       // Anything unforeseen: answer 500 if we still can, never take the process down.
       record.error = `internal: ${(err as Error).message}`;
-      sendRegistryError(res, 500, 'UNKNOWN', 'regcache internal error');
+      sendRegistryError(res, 'internal', 'regcache internal error');
     }
   }
 }

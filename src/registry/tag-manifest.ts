@@ -9,6 +9,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContentStore, Provenance } from '../cache/content-store.js';
 import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
+import { isSha256Digest } from '../reference/digest.js';
+import { formatRepository, formatTag } from '../reference/repository-reference.js';
 import type { RequestRecord } from '../server/access-log.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
@@ -17,7 +19,6 @@ import { answerUpstreamFailure, passThrough, relayResponse } from './pass-throug
 
 // distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 
 export interface TagPolicy {
   serveStale: boolean;
@@ -42,7 +43,7 @@ export async function serveTagManifest(
   record: RequestRecord,
 ): Promise<void> {
   const { store, content, policy } = deps;
-  const from: Provenance = { ref: `${origin.host}/${name}`, tag: `${origin.host}/${name}:${tag}` };
+  const from: Provenance = { ref: formatRepository({ registry: origin.host, repository: name }), tag: formatTag({ registry: origin.host, repository: name, tag }) };
   const pointerKey = `${from.tag}|${normaliseAccept(req.headers.accept)}`;
   const pointer = store.index.pointer(pointerKey);
   const known = pointer && store.index.get('manifest', pointer.digest) ? pointer : undefined;
@@ -62,7 +63,7 @@ export async function serveTagManifest(
 
   let head: UpstreamResponse;
   try {
-    head = await deps.upstream.request(new URL(req.url ?? '/', origin), 'HEAD', contentRequestHeaders(req.headers), null, true);
+    head = await deps.upstream.request({ url: new URL(req.url ?? '/', origin), method: 'HEAD', headers: contentRequestHeaders(req.headers) });
   } catch (err) {
     if (await serveStale((err as Error).message)) return;
     answerUpstreamFailure(res, record, err);
@@ -74,7 +75,7 @@ export async function serveTagManifest(
     if (await serveStale(`status ${head.statusCode}`)) return;
   }
   const claimed = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
-  const digest = claimed && SHA256_DIGEST.test(claimed) ? claimed : undefined;
+  const digest = claimed && isSha256Digest(claimed) ? claimed : undefined;
   // Remembered even before the manifest is stored: dockerd and containerd resolve a tag with this HEAD and
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
   if (digest) void store.index.setPointer(pointerKey, digest).catch(() => undefined);

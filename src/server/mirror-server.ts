@@ -14,8 +14,8 @@ import type { EntryIndex } from '../cache/entry-index.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
-import { sendRegistryError } from '../registry/registry-errors.js';
-import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../registry/registry-name.js';
+import { sendRegistryError, type RegistryErrorKind } from '../registry/registry-errors.js';
+import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../reference/registry-name.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
 import { RequestRecord } from './access-log.js';
@@ -64,7 +64,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   const pathname = q < 0 ? sent : sent.slice(0, q);
   const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
   if (!deps.clients.admits(req, deps.log, 'mirror')) {
-    refuse(deps, req, res, 403, 'DENIED', CLIENT_REFUSED);
+    refuse(deps, req, res, 'denied', CLIENT_REFUSED);
     return;
   }
   const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(pathname);
@@ -73,7 +73,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   const target = mirrorTarget(params.get('ns'), req.headers.host, deps.registryDomain);
   if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
     const named = (target ?? params.get('ns') ?? '-').slice(0, 255);
-    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(named)} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`, {}, named);
+    refuse(deps, req, res, 'denied', `registry ${JSON.stringify(named)} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`, {}, named);
     return;
   }
   params.delete('ns');
@@ -112,7 +112,7 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   if (listing === 'catalog' && adminAuth) {
     const result = await deps.guard.authenticate(header, address, [adminAuth]);
     if ('users' in result) return 'admin';
-    refuse(deps, req, res, 401, 'UNAUTHORIZED', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+    refuse(deps, req, res, 'unauthorized', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
     return null;
   }
   const sets = [...(listing && adminAuth && adminAuth !== auth ? [adminAuth] : []), ...(auth ? [auth] : [])];
@@ -120,15 +120,15 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   const result = await deps.guard.authenticate(header, address, sets);
   if ('users' in result) return result.users === adminAuth ? 'admin' : 'anyone';
   if (!auth) return 'anyone'; // an open mirror: without admin credentials, a tags list of what anyone may see
-  refuse(deps, req, res, 401, 'UNAUTHORIZED', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
+  refuse(deps, req, res, 'unauthorized', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
   return null;
 }
 
 /** A refusal; `registry` names the registry the client asked for, when it named one. */
-function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}, registry = '-'): void {
+function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, error: RegistryErrorKind, message: string, extra: Record<string, string> = {}, registry = '-'): void {
   const record = new RequestRecord(deps.log, req, res, registry);
   record.cache = 'REJECTED';
   record.kind = 'mirror';
   record.error = message;
-  sendRegistryError(res, status, code, message, { ...API_VERSION, ...extra });
+  sendRegistryError(res, error, message, { ...API_VERSION, ...extra });
 }
