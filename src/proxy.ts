@@ -7,7 +7,6 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
-import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
 import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
 import { loadDoors } from './auth/doors.js';
@@ -15,7 +14,9 @@ import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { ContentStore } from './cache/content-store.js';
 import { Evictor } from './cache/eviction.js';
+import { AccessLog } from './access-log.js';
 import { describeConfig, type Config } from './config.js';
+import { Metrics } from './metrics.js';
 import { checkStartup, listenError } from './startup-checks.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
@@ -46,8 +47,11 @@ const SHUTDOWN_GRACE_MS = 8_000;
 const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
+  // This proxy's own counters: another proxy in the same process (tests) counts apart.
+  const metrics = new Metrics();
+  const accessLog = new AccessLog(log, metrics);
   // Every door's credential checks share one guard: one bcrypt worker, one throttle per client address.
-  const guard = new PasswordGuard({ log });
+  const guard = new PasswordGuard({ log, metrics });
   const { doors, warnings } = loadDoors(config, guard);
   for (const warning of warnings) log.warn(warning);
   await checkStartup(config); // before a CA is created, the spool wiped or a port bound
@@ -69,6 +73,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   leaves.warmUp();
   cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
   const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
+  evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
   evictor.start();
   log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
@@ -94,10 +99,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const contentOptions = { verifyOnRead: config.verifyOnRead };
+  const contentOptions = { verifyOnRead: config.verifyOnRead, metrics };
   const content = new ContentResponder(store, evictor, upstream, access, log, contentOptions);
   const registry = new RegistryHandler({
     log,
+    accessLog,
     store,
     upstream,
     content,
@@ -110,6 +116,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   let mirror: Server | null = null;
   const adminDeps = {
     log,
+    accessLog,
     caCertPem: ca.certPem,
     version: VERSION,
     cacheDir: config.cacheDir,
@@ -132,6 +139,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   });
   const { server, intercepted } = createProxyServers({
     log,
+    accessLog,
     allowlist,
     registry,
     upstream,
@@ -159,8 +167,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log, contentOptions);
     const mirrorDeps = {
       log,
+      accessLog,
       allowlist,
-      registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
+      registry: new RegistryHandler({ log, accessLog, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
       auth: doors.mirror,

@@ -3,8 +3,8 @@
 // unused for CACHE_INACTIVE; before a fill, room is made on the disk itself when it is short.
 // Content being filled is not in the index yet, so it is never evicted; a read in progress keeps its
 // open file after the name is gone.
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
-import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry } from './entry-index.js';
@@ -20,9 +20,10 @@ const MAX_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
 const DISK_RESERVE_SHARE = 0.02;
 
-type Reason = 'size' | 'inactive' | 'disk';
+export type EvictionReason = 'size' | 'inactive' | 'disk';
 
-export class Evictor {
+/** Emits 'evicted' (reason, entries, bytes) after each run that removed something. */
+export class Evictor extends EventEmitter {
   private running: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
 
@@ -30,7 +31,9 @@ export class Evictor {
     private readonly store: ContentStore,
     private readonly budget: CacheBudget,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Whether a blob of this size can be cached at all. */
   fits(size: number): boolean {
@@ -114,7 +117,7 @@ export class Evictor {
     return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
   }
 
-  private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: Reason, after?: () => Promise<void>): Promise<void> {
+  private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: EvictionReason, after?: () => Promise<void>): Promise<void> {
     let count = 0;
     let bytes = 0;
     // Snapshot: removing while iterating the live Map would skip entries.
@@ -136,7 +139,7 @@ export class Evictor {
       await after?.();
     }
     if (count > 0) {
-      metrics.evicted(reason, count);
+      this.emit('evicted', reason, count, bytes);
       this.log.info({ reason, entries: count, bytes, totalBytes: this.store.index.totalBytes, maxBytes: this.budget.maxBytes }, 'evicted');
     }
   }

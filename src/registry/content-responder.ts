@@ -7,15 +7,15 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
-import { metrics } from '../admin/metrics.js';
 import type { Evictor } from '../cache/eviction.js';
 import type { ContentAccess } from './content-access.js';
 import { Fill, FillError } from '../cache/fill.js';
 import { FillReader } from '../cache/fill-reader.js';
 import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-reader.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { formatRepository } from '../reference/repository-reference.js';
-import type { CacheStatus, RequestRecord } from '../server/access-log.js';
+import type { CacheStatus, RequestRecord } from '../access-log.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import { parseRange } from './byte-range.js';
@@ -25,6 +25,7 @@ const READ_CHUNK = 256 * 1024;
 
 export interface ContentResponderOptions {
   verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served
+  metrics: Pick<Metrics, 'fillStarted' | 'joined' | 'upstreamError'>;
 }
 
 export class ContentResponder {
@@ -75,7 +76,7 @@ export class ContentResponder {
       if (fill && (await this.mayServe(origin, kind, digest, undefined, from, req, res, record)) !== 'yes') return;
       if (fill?.acquire()) {
         record.coalesced = true;
-        metrics.joined();
+        this.options.metrics.joined();
         if (fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
         await this.serveFill(fill, origin, req, res, record);
         return;
@@ -120,7 +121,7 @@ export class ContentResponder {
         await relayResponse(response, res, record);
         return;
       }
-      metrics.fillStarted();
+      this.options.metrics.fillStarted();
       fill.acquire(); // this client's reference, taken before any waiter can see the fill settle
       const host = origin.host;
       const current = fill;
@@ -129,7 +130,7 @@ export class ContentResponder {
         const line = { digest, host, bytes: current.written, ms: Date.now() - started };
         if (current.state === 'committed') this.log.info(line, 'fill committed');
         else this.log.warn({ ...line, reason: current.error?.reason, error: current.error?.message }, 'fill failed; nothing stored');
-        if (current.error && current.error.reason !== 'store') metrics.upstreamError(current.error.reason);
+        if (current.error && current.error.reason !== 'store') this.options.metrics.upstreamError(current.error.reason);
         if (current.error?.reason === 'store') void this.evictor.makeRoom(current.written); // e.g. ENOSPC: free space for the next one
       });
     } catch (err) {

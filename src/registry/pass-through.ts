@@ -2,8 +2,7 @@
 // referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { metrics } from '../admin/metrics.js';
-import type { RequestRecord } from '../server/access-log.js';
+import type { RequestRecord } from '../access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { upstreamFailure } from '../upstream/upstream-failure.js';
@@ -80,7 +79,7 @@ export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord
     sendRegistryError(res, 'denied', `${failure.message} (ALLOW_DESTINATIONS)`);
     return;
   }
-  metrics.upstreamError(failure.failure);
+  record.countUpstreamFailure(failure.failure);
   record.error = `upstream: ${failure.code ? failure.code + ' ' : ''}${failure.message}`;
   if (failure.failure === 'timeout') sendRegistryError(res, 'upstream-timeout', 'the upstream did not answer in time');
   else sendRegistryError(res, 'upstream-unreachable', 'regcache could not reach the upstream');

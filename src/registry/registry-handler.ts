@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Logger } from '../log.js';
-import { RequestRecord } from '../server/access-log.js';
+import type { AccessLog, RequestRecord } from '../access-log.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
@@ -13,6 +13,7 @@ import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 
 export interface RegistryHandlerDeps {
   log: Logger;
+  accessLog: AccessLog;
   store: ContentStore;
   upstream: Upstream;
   content: ContentResponder;
@@ -25,7 +26,7 @@ export class RegistryHandler {
 
   async handle(origin: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const { log, store, upstream, content } = this.deps;
-    const record = new RequestRecord(log, req, res, origin.host);
+    const record = this.deps.accessLog.record(req, res, origin.host);
     const request = classify(req.method ?? 'GET', req.url ?? '/');
     record.kind = request.kind === 'passthrough' ? request.what : request.kind;
     try {

@@ -11,7 +11,7 @@ import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
 import { isSha256Digest } from '../reference/digest.js';
 import { formatRepository, formatTag } from '../reference/repository-reference.js';
-import type { RequestRecord } from '../server/access-log.js';
+import type { RequestRecord } from '../access-log.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';

@@ -18,12 +18,13 @@ import { sendRegistryError, type RegistryErrorKind } from '../registry/registry-
 import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../reference/registry-name.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
-import { RequestRecord } from './access-log.js';
+import type { AccessLog } from '../access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { clientServerOptions } from './proxy-server.js';
 
 export interface MirrorDeps {
   log: Logger;
+  accessLog: AccessLog;
   allowlist: Allowlist;
   registry: RegistryHandler; // built over the mirror's upstream (regcache's own tokens)
   index: EntryIndex;
@@ -80,14 +81,14 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   req.url = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
   if (pathname === '/v2/' || pathname === '/v2') {
     // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
-    const record = new RequestRecord(deps.log, req, res, target);
+    const record = deps.accessLog.record(req, res, target);
     record.kind = 'ping';
     record.cache = 'LOCAL'; // no content: not a cache hit
     res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
     return;
   }
   if (listing && (req.method === 'GET' || req.method === 'HEAD') && classify(req.method, pathname).kind !== 'invalid') {
-    const record = new RequestRecord(deps.log, req, res, target);
+    const record = deps.accessLog.record(req, res, target);
     record.kind = listing[1] ? 'tags' : 'catalog';
     record.cache = 'HIT';
     const repositories = taggedRepositories(deps.index, viewer).get(registryDisplayName(target)) ?? new Map<string, Set<string>>();
@@ -126,7 +127,7 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
 
 /** A refusal; `registry` names the registry the client asked for, when it named one. */
 function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, error: RegistryErrorKind, message: string, extra: Record<string, string> = {}, registry = '-'): void {
-  const record = new RequestRecord(deps.log, req, res, registry);
+  const record = deps.accessLog.record(req, res, registry);
   record.cache = 'REJECTED';
   record.kind = 'mirror';
   record.error = message;

@@ -12,7 +12,7 @@ import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { passThrough } from '../registry/pass-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
-import { RequestRecord } from './access-log.js';
+import type { AccessLog } from '../access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
@@ -21,6 +21,7 @@ import type { Tunnels } from './tunnel.js';
 
 export interface ProxyServerDeps {
   log: Logger;
+  accessLog: AccessLog;
   allowlist: Allowlist;
   registry: RegistryHandler;
   upstream: UpstreamClient;
@@ -78,7 +79,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
     void (async () => {
       const auth = await authenticate(deps, req);
       if (!('users' in auth)) {
-        const record = new RequestRecord(log, req, res, '-');
+        const record = deps.accessLog.record(req, res, '-');
         record.cache = 'REJECTED';
         record.kind = 'proxy-auth';
         record.error = `proxy authentication required (credentials: ${auth.refused})`; // never the header
@@ -152,7 +153,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     url = new URL('invalid:');
   }
   if (url.protocol !== 'http:' || !url.hostname) {
-    const record = new RequestRecord(deps.log, req, res, url.host || '-');
+    const record = deps.accessLog.record(req, res, url.host || '-');
     record.cache = 'REJECTED';
     record.error = 'not an http:// absolute URI (use CONNECT for https)';
     res.writeHead(400, { 'content-type': 'text/plain' }).end('regcache: expected an absolute http:// URI or CONNECT\n');
@@ -169,7 +170,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     return;
   }
   req.url = url.pathname + url.search; // origin-form from here on
-  const record = new RequestRecord(deps.log, req, res, url.host);
+  const record = deps.accessLog.record(req, res, url.host);
   record.kind = 'forward';
   if (!portAllowed(deps.forwardPorts, port)) {
     record.cache = 'REJECTED';
