@@ -12,7 +12,7 @@ import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
 import { loadDoors } from './auth/doors.js';
 import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
-import { ContentStore } from './cache/content-store.js';
+import { LocalStore } from './cache/local-store.js';
 import { Evictor } from './cache/eviction.js';
 import { AccessLog } from './access-log.js';
 import { describeConfig, type Config } from './config.js';
@@ -69,7 +69,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     if (!cacheAdmin) throw new Error('the store is still opening');
     return cacheAdmin.run(request.cmd, request.args);
   });
-  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), ContentStore.open(config.cacheDir)]);
+  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), LocalStore.open(config.cacheDir)]);
   leaves.warmUp();
   cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
   const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);

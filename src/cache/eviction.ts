@@ -4,7 +4,6 @@
 // Content being filled is not in the index yet, so it is never evicted; a read in progress keeps its
 // open file after the name is gone.
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs/promises';
 import type { Logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry } from './entry-index.js';
@@ -16,9 +15,6 @@ export interface CacheBudget {
 
 const LOW_WATER = 0.9;
 const MAX_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
-// The index and the OS need some room too: 64 MiB, or 2% of a small filesystem.
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
-const DISK_RESERVE_SHARE = 0.02;
 
 export type EvictionReason = 'size' | 'inactive' | 'disk';
 
@@ -80,13 +76,13 @@ export class Evictor extends EventEmitter {
    * evicting everything the index holds could not make room, nothing is evicted at all.
    */
   async makeRoom(bytes: number): Promise<boolean> {
-    const space = await this.diskSpace();
+    const space = await this.store.space();
     const needed = bytes + space.reserve;
     if (space.free >= needed) return true;
     let enough = false;
     await this.serialised(async () => {
       const index = this.store.index;
-      let available = (await this.diskSpace()).free; // again: an eviction queued before this one may have run
+      let available = (await this.store.space()).free; // again: an eviction queued before this one may have run
       // The index's total is the most eviction can free (less where a blob and a manifest share a file).
       if (available + index.totalBytes < needed) {
         this.log.info({ bytes, freeBytes: available, storedBytes: index.totalBytes, reserveBytes: needed - bytes }, 'no room on disk even after evicting everything; nothing evicted');
@@ -97,7 +93,7 @@ export class Evictor extends EventEmitter {
         () => true,
         'disk',
         async () => {
-          available = (await this.diskSpace()).free;
+          available = (await this.store.space()).free;
         },
       );
       enough = available >= needed;
@@ -107,14 +103,8 @@ export class Evictor extends EventEmitter {
 
   /** For /readyz: the disk has less free space than the reserve kept for the index and the OS. */
   async diskFull(): Promise<boolean> {
-    const { free, reserve } = await this.diskSpace();
+    const { free, reserve } = await this.store.space();
     return free < reserve;
-  }
-
-  /** One statfs: bytes available to regcache, and the reserve (64 MiB, or 2% of a small filesystem). */
-  private async diskSpace(): Promise<{ free: number; reserve: number }> {
-    const s = await fs.statfs(this.store.dir);
-    return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
   }
 
   private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: EvictionReason, after?: () => Promise<void>): Promise<void> {

@@ -10,12 +10,11 @@
 // From an image's manifest, an index reaches the child manifests it lists that are stored, and an image
 // manifest its config and layers (and an artifact's blobs). Content-addressed files never change, so
 // each manifest is read once per graph.
-import fs from 'node:fs/promises';
 import { isSha256Digest } from '../reference/digest.js';
 import { displayReference } from '../reference/registry-name.js';
 import { formatRepository, parseTag } from '../reference/repository-reference.js';
-import type { ContentStore } from './content-store.js';
-import { entryKey, type Entry, type EntryIndex } from './entry-index.js';
+import type { ContentIndex, ContentStore } from './content-store.js';
+import { entryKey, type Entry } from './entry-index.js';
 
 export interface StoredImage {
   reference: string; // as shown: "docker.io/library/alpine:3.20" or ".../alpine@sha256:..."
@@ -51,7 +50,7 @@ interface ManifestLinks {
 
 export class ImageGraph {
   private constructor(
-    private readonly index: EntryIndex,
+    private readonly index: ContentIndex,
     private readonly links: Map<string, ManifestLinks | null>, // manifest digest -> links (null: unreadable)
   ) {}
 
@@ -60,8 +59,8 @@ export class ImageGraph {
     const links = new Map<string, ManifestLinks | null>();
     for (const e of [...store.index.oldestFirst()]) {
       if (e.kind !== 'manifest') continue;
-      const text = await fs.readFile(store.contentPath(e.digest), 'utf8').catch(() => null);
-      links.set(e.digest, text === null ? null : parseLinks(text));
+      const body = await store.readAll(e);
+      links.set(e.digest, body === null ? null : parseLinks(body.toString('utf8')));
     }
     return new ImageGraph(store.index, links);
   }

@@ -1,11 +1,10 @@
 // Serves content addressed by digest (blobs, manifests by digest): from the store on a HIT (hashed on the
 // way out unless VERIFY_ON_READ=false); on a MISS from one shared upstream fill that every concurrent
 // request for the digest streams from.
-import fs from 'node:fs/promises';
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
+import type { ContentFile, ContentKind, ContentStore, Provenance, StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
 import type { Evictor } from '../cache/eviction.js';
 import type { ContentAccess } from './content-access.js';
@@ -259,28 +258,25 @@ export class ContentResponder {
       const may = await this.mayServe(origin, kind, digest, this.store.index.get(kind, digest), from, req, res, record);
       if (may !== 'yes') return may === 'answered';
     }
-    let file: fs.FileHandle;
+    let file: ContentFile | null;
     try {
-      file = await fs.open(stored.path, 'r');
-    } catch (err) {
+      file = await this.store.open(stored);
+    } catch {
+      return false;
+    }
+    if (!file) {
       // Evicted a moment ago (the index no longer has it), or removed behind our back (drop the entry).
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && this.store.index.get(kind, digest)) {
-        this.log.warn({ digest, path: stored.path }, 'content file missing; entry dropped');
+      if (this.store.index.get(kind, digest)) {
+        this.log.warn({ digest, path: this.store.where(digest) }, 'content file missing; entry dropped');
         await this.store.remove(kind, digest).catch(() => undefined);
       }
       return false;
     }
     // Checked even without VERIFY_ON_READ: a short file would answer the full Content-Length and then stall.
-    const actualSize = await file.stat().then(
-      (st) => st.size,
-      async (err: Error) => {
-        await file.close();
-        throw err;
-      },
-    );
+    const actualSize = file.size;
     if (actualSize !== stored.size) {
       await file.close();
-      this.log.warn({ digest, kind, path: stored.path, size: stored.size, actualSize }, 'stored content has the wrong size; dropped');
+      this.log.warn({ digest, kind, path: this.store.where(digest), size: stored.size, actualSize }, 'stored content has the wrong size; dropped');
       await this.store.remove(kind, digest).catch(() => undefined);
       return false;
     }
@@ -291,7 +287,7 @@ export class ContentResponder {
     return true;
   }
 
-  private async sendStored(kind: ContentKind, stored: StoredContent, file: fs.FileHandle, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
+  private async sendStored(kind: ContentKind, stored: StoredContent, file: ContentFile, req: IncomingMessage, res: ServerResponse, record: RequestRecord): Promise<void> {
     const headers = contentHeaders(stored.digest, stored.mediaType);
     headers['accept-ranges'] = 'bytes';
     const range = parseRange(headerValue(req.headers.range), stored.size);
@@ -317,7 +313,7 @@ export class ContentResponder {
     }
     const body: Readable = this.options.verifyOnRead
       ? new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start, end })
-      : file.createReadStream({ start, end, highWaterMark: READ_CHUNK });
+      : file.stream(start, end, READ_CHUNK);
     record.count(body);
     // Registered before pipeline's own listeners: the log line must say CORRUPT before the response closes.
     body.once('error', (err: Error) => {
@@ -334,7 +330,7 @@ export class ContentResponder {
   private dropCorrupt(kind: ContentKind, stored: StoredContent, record: RequestRecord, err: CorruptContentError): void {
     record.cache = 'CORRUPT';
     record.error = `${err.name}: ${err.message}`;
-    this.log.warn({ digest: stored.digest, kind, path: stored.path, error: err.message }, 'stored content does not match its digest; dropped');
+    this.log.warn({ digest: stored.digest, kind, path: this.store.where(stored.digest), error: err.message }, 'stored content does not match its digest; dropped');
     void this.store.remove(kind, stored.digest).catch((e: Error) => this.log.warn({ digest: stored.digest, error: e.message }, 'dropping corrupt content failed'));
   }
 }

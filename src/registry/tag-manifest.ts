@@ -111,7 +111,7 @@ function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: Re
     record.digest = digest;
     const mediaType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
     deps.store
-      .putBuffer('manifest', digest, body, mediaType, from)
+      .putVerified({ kind: 'manifest', digest, size: body.length, mediaType }, body, from)
       .then(() => deps.store.index.setPointer(pointerKey, digest))
       .catch((err: Error) => deps.log.warn({ digest, error: err.message }, 'storing manifest failed'));
   });
