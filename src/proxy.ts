@@ -14,6 +14,8 @@ import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { LocalStore } from './cache/local-store.js';
 import { Evictor } from './cache/eviction.js';
+import { FillCoordinator } from './cache/fill-coordinator.js';
+import type { Fill } from './cache/fill.js';
 import { AccessLog } from './access-log.js';
 import { describeConfig, type Config } from './config.js';
 import { Metrics } from './metrics.js';
@@ -75,6 +77,13 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
   evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
   evictor.start();
+  // One coordinator for the store, shared by the proxy and the mirror: one upstream fill per origin and digest.
+  const coordinator = new FillCoordinator(store, evictor, log);
+  coordinator.on('fill-started', () => metrics.fillStarted());
+  coordinator.on('fill-joined', () => metrics.joined());
+  coordinator.on('fill-settled', (fill: Fill) => {
+    if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
+  });
   log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
   const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
@@ -99,12 +108,12 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const contentOptions = { verifyOnRead: config.verifyOnRead, metrics };
-  const content = new ContentResponder(store, evictor, upstream, access, log, contentOptions);
+  const contentOptions = { verifyOnRead: config.verifyOnRead };
+  const content = new ContentResponder(coordinator, upstream, access, contentOptions);
   const registry = new RegistryHandler({
     log,
     accessLog,
-    store,
+    coordinator,
     upstream,
     content,
     allowPush: config.allowPush,
@@ -131,7 +140,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     mirrorAuth: doors.mirror,
   };
   metrics.watch({
-    fillsInFlight: () => content.fillsInFlight,
+    fillsInFlight: () => coordinator.fillsInFlight,
     storeBytes: () => store.index.totalBytes,
     storeEntries: () => store.index.size,
     leavesMinted: () => leaves.minted,
@@ -164,12 +173,12 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
-    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log, contentOptions);
+    const mirrorContent = new ContentResponder(coordinator, asRegcache, new ContentAccess(store, asRegcache, tokens, log), contentOptions);
     const mirrorDeps = {
       log,
       accessLog,
       allowlist,
-      registry: new RegistryHandler({ log, accessLog, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
+      registry: new RegistryHandler({ log, accessLog, coordinator, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
       auth: doors.mirror,

@@ -36,20 +36,22 @@ export class Evictor extends EventEmitter {
     return size <= this.budget.maxBytes;
   }
 
-  /** Evicts after every commit that pushed the store past the bound; sweeps on a timer. */
+  /** Sweeps on a timer (and enforces the bound once: CACHE_MAX_SIZE may have shrunk since the last run). */
   start(): void {
-    this.store.on('committed', () => {
-      if (this.store.index.totalBytes > this.budget.maxBytes) void this.enforce();
-    });
     const every = Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(1000, Math.floor(this.budget.inactiveMs / 10)));
     this.timer = setInterval(() => void this.sweep(), every).unref();
-    void this.enforce(); // CACHE_MAX_SIZE may have shrunk since the last run
+    void this.enforce();
     void this.sweep();
   }
 
   stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     return this.running;
+  }
+
+  /** After a commit (the fill coordinator calls it): evicts when the store has passed the bound. */
+  afterCommit(): void {
+    if (this.store.index.totalBytes > this.budget.maxBytes) void this.enforce();
   }
 
   /** Least recently used first, down to the low-water mark, once the total passes the bound. */

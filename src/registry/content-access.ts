@@ -7,7 +7,6 @@
 // credentials to be good there for the repository it names: a HEAD with the client's Authorization,
 // remembered per credential, repository and digest for a minute.
 import crypto from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
@@ -66,14 +65,15 @@ export class ContentAccess {
   }
 
   /**
-   * May this request have this content under the repository it names ("registry/repository")? `entry` is
-   * the stored entry, or undefined for the bytes of a fill from the request's own origin.
+   * May a client with these credentials (its Authorization, if any) have this content under the
+   * repository it names ("registry/repository")? `entry` is the stored entry, or undefined for the bytes
+   * of a fill from the request's own origin.
    */
-  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
+  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, credentials: string | undefined): Promise<AccessDecision> {
     if (entry?.access === 'public') return { allowed: true };
     if (entry && !entry.refs.some((r) => registryOf(r) === registryOf(ref))) return { allowed: false, elsewhere: true };
     if (entry && entry.access === undefined) void this.classify(entry); // the first try failed (upstream down?): ask again
-    const credential = req.headers.authorization ?? '';
+    const credential = credentials ?? '';
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
     const expiry = this.grants.get(key);
     if (expiry !== undefined && expiry > Date.now()) return { allowed: true };

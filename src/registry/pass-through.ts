@@ -1,12 +1,13 @@
 // Streams a request to the upstream and its response back, uncached: pings, token requests, tags/list,
 // referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { RequestRecord } from '../access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { upstreamFailure } from '../upstream/upstream-failure.js';
 import { sendRegistryError } from './registry-errors.js';
+import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 
 export interface PassThroughOptions {
   followRedirects?: boolean;
@@ -16,30 +17,25 @@ export interface PassThroughOptions {
   fallback?: (err: unknown) => boolean;
 }
 
-export async function passThrough(
-  upstream: Upstream,
-  origin: URL,
-  req: IncomingMessage,
-  res: ServerResponse,
-  record: RequestRecord,
-  options: PassThroughOptions = {},
-): Promise<void> {
-  const method = req.method ?? 'GET';
-  const hasBody = method !== 'GET' && method !== 'HEAD';
+/** What a pass-through needs of a request (a forward to a host off the allowlist has no route). */
+export type PassThroughRequest = Pick<RegistryRequest, 'origin' | 'method' | 'target' | 'headers' | 'body' | 'res' | 'record'>;
+
+export async function passThrough(upstream: Upstream, request: PassThroughRequest, options: PassThroughOptions = {}): Promise<void> {
+  const hasBody = request.method !== 'GET' && request.method !== 'HEAD';
   let response: UpstreamResponse;
   try {
     response = await upstream.request({
-      url: new URL(req.url ?? '/', origin),
-      method,
-      headers: upstreamRequestHeaders(req.headers),
-      body: hasBody ? req : null,
+      url: upstreamUrl(request),
+      method: request.method,
+      headers: upstreamRequestHeaders(request.headers),
+      body: hasBody ? request.body : null,
       followRedirects: options.followRedirects ?? false,
     });
   } catch (err) {
-    if (!options.fallback?.(err)) answerUpstreamFailure(res, record, err);
+    if (!options.fallback?.(err)) answerUpstreamFailure(request.res, request.record, err);
     return;
   }
-  await relayResponse(response, res, record, options.observe);
+  await relayResponse(response, request.res, request.record, options.observe);
 }
 
 /** Sends an upstream response to the client as it is. */

@@ -78,7 +78,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     return;
   }
   params.delete('ns');
-  req.url = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
+  const upstreamTarget = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
   if (pathname === '/v2/' || pathname === '/v2') {
     // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
     const record = deps.accessLog.record(req, res, target);
@@ -97,7 +97,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
     return;
   }
-  await deps.registry.handle(new URL(`https://${target}`), req, res);
+  await deps.registry.handle({ origin: new URL(`https://${target}`), target: upstreamTarget, req, res });
 }
 
 /**

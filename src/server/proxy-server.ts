@@ -60,7 +60,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
       return;
     }
     const origin = new URL(`https://${formatAuthority(target.host, target.port)}`); // URL drops :443 itself
-    void deps.registry.handle(origin, req, res);
+    void deps.registry.handle({ origin, target: req.url ?? '/', req, res });
   });
   intercepted.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'intercepted'));
   // Node starts connection tracking (headersTimeout checks, closeIdleConnections) on 'listening'; this
@@ -165,12 +165,11 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     // The path as the client sent it (URL would resolve "..", "%2e%2e" and "\\" and hide them from the
     // classifier), in origin-form as inside a tunnel.
     const sent = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/is.exec(req.url ?? '')?.[1] ?? '';
-    req.url = sent.startsWith('/') ? sent : `/${sent}`;
-    await deps.registry.handle(origin, req, res);
+    await deps.registry.handle({ origin, target: sent.startsWith('/') ? sent : `/${sent}`, req, res });
     return;
   }
-  req.url = url.pathname + url.search; // origin-form from here on
-  const record = deps.accessLog.record(req, res, url.host);
+  const target = url.pathname + url.search; // origin-form
+  const record = deps.accessLog.record(req, res, url.host, target);
   record.kind = 'forward';
   if (!portAllowed(deps.forwardPorts, port)) {
     record.cache = 'REJECTED';
@@ -178,7 +177,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${record.error}\n`);
     return;
   }
-  await passThrough(deps.upstream, origin, req, res, record);
+  await passThrough(deps.upstream, { origin, method: req.method ?? 'GET', target, headers: req.headers, body: req, res, record });
 }
 
 function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {
