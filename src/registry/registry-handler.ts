@@ -1,6 +1,6 @@
 // Requests inside an intercepted connection, plain-HTTP requests to an allowlisted registry, and the
 // mirror's: classify, then serve from the cache, pass through, or refuse.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import type { AccessLog, RequestRecord } from '../access-log.js';
 import type { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Logger } from '../log.js';
@@ -8,7 +8,7 @@ import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
-import { registryRequest } from './registry-request.js';
+import { registryRequest, type DoorRequest } from './registry-request.js';
 import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 
 export interface RegistryHandlerDeps {
@@ -21,21 +21,14 @@ export interface RegistryHandlerDeps {
   tagPolicy: TagPolicy;
 }
 
-/** A request as a door received it: the origin it is for and its path as meant for upstream. */
-export interface RegistryCall {
-  origin: URL;
-  target: string; // path and query, origin-form
-  req: IncomingMessage;
-  res: ServerResponse;
-}
-
 export class RegistryHandler {
   constructor(private readonly deps: RegistryHandlerDeps) {}
 
-  async handle({ origin, target, req, res }: RegistryCall): Promise<void> {
+  async handle(door: DoorRequest): Promise<void> {
     const { log, coordinator, upstream, content } = this.deps;
-    const record = this.deps.accessLog.record(req, res, origin.host, target);
-    const request = registryRequest({ origin, target, req, res, record });
+    const { origin, res } = door;
+    const record = this.deps.accessLog.record(door.req, res, origin.host, door.target);
+    const request = registryRequest(door, record);
     const { route } = request;
     record.kind = route.kind === 'passthrough' ? route.what : route.kind;
     try {

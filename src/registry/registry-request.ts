@@ -29,16 +29,15 @@ export interface RegistryRequest {
   readonly record: RequestRecord;
 }
 
-/** What a door hands the registry handler. */
+/** What a door hands the registry handler: the origin the request is for and its path as meant for upstream. */
 export interface DoorRequest {
   origin: URL;
-  target: string; // path and query as meant for upstream
+  target: string; // path and query, origin-form
   req: IncomingMessage;
   res: ServerResponse;
-  record: RequestRecord;
 }
 
-export function registryRequest({ origin, target, req, res, record }: DoorRequest): RegistryRequest {
+export function registryRequest({ origin, target, req, res }: DoorRequest, record: RequestRecord): RegistryRequest {
   const method = req.method ?? 'GET';
   const route = classify(method, target);
   const name = 'name' in route ? route.name : null;
