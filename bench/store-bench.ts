@@ -23,7 +23,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
-import { integrityOf } from '../src/cache/content-store.js';
+import { integrityOf } from '../src/cache/local-store.js';
 import { makeImage, pushImage, MediaTypes, type LayerFile } from '../test/harness/images.js';
 import { createTestCA } from '../test/harness/pki.js';
 import { run } from '../test/harness/proc.js';

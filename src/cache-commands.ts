@@ -5,12 +5,12 @@ import fs from 'node:fs';
 import { Option, type Command } from 'commander';
 import { askControl, listenControl, type ControlRequest } from './admin/control-socket.js';
 import { CacheAdmin, type ListedEntry, type ListedImage, type RemovalReport, type Usage, type VerifyReport } from './cache/cache-admin.js';
-import { ContentStore } from './cache/content-store.js';
+import { LocalStore } from './cache/local-store.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from './config.js';
 import { fail } from './cli-exit.js';
 import { formatBytes } from './format-bytes.js';
-import { ImageReferenceError, isDigestArgument, parseImageReference } from './registry/image-reference.js';
-import { registryDisplayName } from './registry/registry-name.js';
+import { ImageReferenceError, isDigestArgument, parseImageReference } from './reference/image-reference.js';
+import { registryDisplayName } from './reference/registry-name.js';
 
 interface CommonOptions {
   cacheDir?: string;
@@ -79,7 +79,7 @@ async function execute<T>(options: CommonOptions, request: ControlRequest, print
   } else {
     if (!fs.existsSync(config.cacheDir)) fail(`there is no cache at ${config.cacheDir} (set CACHE_DIR or --cache-dir)`, 1);
     const lock = await listenControl(config.cacheDir, () => Promise.reject(new Error('busy with a regcache cache command')));
-    const store = await ContentStore.open(config.cacheDir);
+    const store = await LocalStore.open(config.cacheDir);
     try {
       result = await new CacheAdmin(store, config.cacheMaxSize).run(request.cmd, request.args);
     } catch (err) {

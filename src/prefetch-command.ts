@@ -11,8 +11,8 @@ import { askServerPorts } from './admin/server-ports.js';
 import { fail } from './cli-exit.js';
 import { ConfigError, loadConfig } from './config.js';
 import { formatBytes } from './format-bytes.js';
-import { parseImageReference, type ImageReference } from './registry/image-reference.js';
-import { registryDisplayName } from './registry/registry-name.js';
+import { parseImageReference, type ImageReference } from './reference/image-reference.js';
+import { registryDisplayName } from './reference/registry-name.js';
 import { TransferProgress } from './transfer-progress.js';
 
 const ACCEPT = [

@@ -7,15 +7,18 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
 import { handleAdmin } from './admin/admin-routes.js';
-import { metrics } from './admin/metrics.js';
 import { listenControl } from './admin/control-socket.js';
 import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
 import { loadDoors } from './auth/doors.js';
 import { PasswordGuard } from './auth/password-guard.js';
 import { CacheAdmin } from './cache/cache-admin.js';
-import { ContentStore } from './cache/content-store.js';
+import { LocalStore } from './cache/local-store.js';
 import { Evictor } from './cache/eviction.js';
+import { FillCoordinator } from './cache/fill-coordinator.js';
+import type { Fill } from './cache/fill.js';
+import { AccessLog } from './access-log.js';
 import { describeConfig, type Config } from './config.js';
+import { Metrics } from './metrics.js';
 import { checkStartup, listenError } from './startup-checks.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
@@ -46,8 +49,11 @@ const SHUTDOWN_GRACE_MS = 8_000;
 const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
 
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
+  // This proxy's own counters: another proxy in the same process (tests) counts apart.
+  const metrics = new Metrics();
+  const accessLog = new AccessLog(log, metrics);
   // Every door's credential checks share one guard: one bcrypt worker, one throttle per client address.
-  const guard = new PasswordGuard({ log });
+  const guard = new PasswordGuard({ log, metrics });
   const { doors, warnings } = loadDoors(config, guard);
   for (const warning of warnings) log.warn(warning);
   await checkStartup(config); // before a CA is created, the spool wiped or a port bound
@@ -65,11 +71,19 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     if (!cacheAdmin) throw new Error('the store is still opening');
     return cacheAdmin.run(request.cmd, request.args);
   });
-  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), ContentStore.open(config.cacheDir)]);
+  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), LocalStore.open(config.cacheDir)]);
   leaves.warmUp();
   cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
   const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
+  evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
   evictor.start();
+  // One coordinator for the store, shared by the proxy and the mirror: one upstream fill per origin and digest.
+  const coordinator = new FillCoordinator(store, evictor, log);
+  coordinator.on('fill-started', () => metrics.fillStarted());
+  coordinator.on('fill-joined', () => metrics.joined());
+  coordinator.on('fill-settled', (fill: Fill) => {
+    if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
+  });
   log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
   const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
@@ -95,10 +109,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
   const contentOptions = { verifyOnRead: config.verifyOnRead };
-  const content = new ContentResponder(store, evictor, upstream, access, log, contentOptions);
+  const content = new ContentResponder(coordinator, upstream, access, contentOptions);
   const registry = new RegistryHandler({
     log,
-    store,
+    accessLog,
+    coordinator,
     upstream,
     content,
     allowPush: config.allowPush,
@@ -110,6 +125,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   let mirror: Server | null = null;
   const adminDeps = {
     log,
+    accessLog,
     caCertPem: ca.certPem,
     version: VERSION,
     cacheDir: config.cacheDir,
@@ -124,7 +140,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     mirrorAuth: doors.mirror,
   };
   metrics.watch({
-    fillsInFlight: () => content.fillsInFlight,
+    fillsInFlight: () => coordinator.fillsInFlight,
     storeBytes: () => store.index.totalBytes,
     storeEntries: () => store.index.size,
     leavesMinted: () => leaves.minted,
@@ -132,6 +148,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   });
   const { server, intercepted } = createProxyServers({
     log,
+    accessLog,
     allowlist,
     registry,
     upstream,
@@ -156,11 +173,12 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
-    const mirrorContent = new ContentResponder(store, evictor, asRegcache, new ContentAccess(store, asRegcache, tokens, log), log, contentOptions);
+    const mirrorContent = new ContentResponder(coordinator, asRegcache, new ContentAccess(store, asRegcache, tokens, log), contentOptions);
     const mirrorDeps = {
       log,
+      accessLog,
       allowlist,
-      registry: new RegistryHandler({ log, store, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
+      registry: new RegistryHandler({ log, accessLog, coordinator, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
       index: store.index,
       registryDomain: config.registryDomain,
       auth: doors.mirror,

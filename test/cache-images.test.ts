@@ -1,4 +1,4 @@
-// What belongs to a stored image, in-process against a real ContentStore in a temp dir: `cache rm` removes
+// What belongs to a stored image, in-process against a real LocalStore in a temp dir: `cache rm` removes
 // only what no other stored image (another tag, another repository, an index listing the manifest) or
 // repository uses, --dry-run reports exactly that, `ls --images` agrees, and Docker Hub is docker.io.
 import assert from 'node:assert/strict';
@@ -6,7 +6,8 @@ import crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import { CacheAdmin, type ListedImage, type RemovalReport } from '../src/cache/cache-admin.js';
-import { ContentStore, type Provenance } from '../src/cache/content-store.js';
+import type { Provenance } from '../src/cache/content-store.js';
+import { LocalStore } from '../src/cache/local-store.js';
 import type { EntryKind } from '../src/cache/entry-index.js';
 import { TmpDirs } from './harness/tmp.js';
 
@@ -17,19 +18,19 @@ const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 /** A store with helpers that put content the way fills do (verified digest, provenance). */
 class Fixture {
   private constructor(
-    readonly store: ContentStore,
+    readonly store: LocalStore,
     readonly admin: CacheAdmin,
   ) {}
 
   static async open(dir: string): Promise<Fixture> {
-    const store = await ContentStore.open(dir);
+    const store = await LocalStore.open(dir);
     return new Fixture(store, new CacheAdmin(store, 1024 ** 3));
   }
 
   async put(kind: EntryKind, data: Buffer, repo: string, tag: string | null = null, mediaType = 'application/octet-stream'): Promise<string> {
     const digest = 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
     const from: Provenance = { ref: repo, tag: tag === null ? null : `${repo}:${tag}` };
-    await this.store.putBuffer(kind, digest, data, mediaType, from);
+    await this.store.putVerified({ kind, digest, size: data.length, mediaType }, data, from);
     return digest;
   }
 

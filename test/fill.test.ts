@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { ContentStore } from '../src/cache/content-store.js';
+import { LocalStore } from '../src/cache/local-store.js';
 import { Fill } from '../src/cache/fill.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -22,10 +22,10 @@ async function drain(reader: FillReader): Promise<Buffer> {
 
 describe('fill readers', () => {
   const tmp = new TmpDirs();
-  let store: ContentStore;
+  let store: LocalStore;
 
   before(async () => {
-    store = await ContentStore.open(await tmp.make('regcache-fill'));
+    store = await LocalStore.open(await tmp.make('regcache-fill'));
   });
   after(async () => {
     await store.close();

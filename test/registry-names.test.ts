@@ -2,8 +2,8 @@
 // type them; the mirror routes every Docker Hub name to its API host. In-process.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { isDigestArgument, parseImageReference } from '../src/registry/image-reference.js';
-import { displayReference, registryApiHost, registryDisplayName } from '../src/registry/registry-name.js';
+import { isDigestArgument, parseImageReference } from '../src/reference/image-reference.js';
+import { displayReference, registryApiHost, registryDisplayName } from '../src/reference/registry-name.js';
 import { mirrorTarget } from '../src/server/mirror-server.js';
 
 describe('registry names', () => {

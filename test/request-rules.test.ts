@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Allowlist } from '../src/registry/allowlist.js';
 import { parseRange } from '../src/registry/byte-range.js';
+import { REGISTRY_ERRORS } from '../src/registry/registry-errors.js';
 import { classify } from '../src/registry/request-classifier.js';
 import { parseConnectTarget } from '../src/server/connect-target.js';
 import { DestinationPolicy } from '../src/upstream/destination-policy.js';
@@ -58,7 +59,7 @@ describe('classify', () => {
     for (const p of ['/v2/a/%2e%2e/b/blobs/' + D, '/v2/a/../b/blobs/' + D, '/v2/a%2Fb/blobs/' + D, '/v2/a\\b/blobs/' + D, '/v2/A/blobs/' + D, '/v2/a/blobs/sha256:xyz', '/v2/a/manifests/-bad']) {
       const r = classify('GET', p);
       assert.equal(r.kind, 'invalid', p);
-      assert.equal(r.kind === 'invalid' && r.status, 400, p);
+      assert.equal(r.kind === 'invalid' && REGISTRY_ERRORS[r.error].status, 400, p);
     }
   });
 });

@@ -8,6 +8,7 @@ export PATH="$PATH:/usr/sbin:/sbin"
 bash test/install-deps.sh
 npm run --silent build
 npm run --silent typecheck
+npm run --silent check:imports # imports point downward only (.dependency-cruiser.cjs)
 
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)

@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { integrityOf } from '../src/cache/content-store.js';
+import { integrityOf } from '../src/cache/local-store.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createTestCA, type TestCA } from './harness/pki.js';
 import { run, sleep, waitFor } from './harness/proc.js';
@@ -108,7 +108,13 @@ describe('VerifiedFileReader (in-process, temp files)', () => {
   };
   const readerOver = async (file: string, start: number, end: number, claimedSize = size) => {
     const handle = await open(file, 'r');
-    return { handle, reader: new VerifiedFileReader(handle, { size: claimedSize, digest, start, end }) };
+    const content = {
+      size: (await handle.stat()).size,
+      read: (buffer: Buffer, length: number, position: number) => handle.read(buffer, 0, length, position).then((r) => r.bytesRead),
+      stream: () => handle.createReadStream(),
+      close: () => handle.close(),
+    };
+    return { handle, reader: new VerifiedFileReader(content, { size: claimedSize, digest, start, end }) };
   };
 
   it('delivers the whole file when it hashes to its digest, and closes the file', async () => {

@@ -10,13 +10,14 @@ import type { UserSet } from '../auth/user-set.js';
 import type { EntryIndex } from '../cache/entry-index.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
-import { registryApiHost } from '../registry/registry-name.js';
-import { RequestRecord } from '../server/access-log.js';
-import type { Metrics } from './metrics.js';
+import { registryApiHost } from '../reference/registry-name.js';
+import type { AccessLog } from '../access-log.js';
+import type { Metrics } from '../metrics.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
 
 export interface AdminDeps {
   log: Logger;
+  accessLog: AccessLog;
   caCertPem: string;
   version: string;
   cacheDir: string;
@@ -38,7 +39,7 @@ const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
 
 export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const record = new RequestRecord(deps.log, req, res, 'regcache');
+  const record = deps.accessLog.record(req, res, 'regcache');
   record.cache = 'ADMIN';
   record.kind = 'admin';
   const send = (status: number, type: string, body: string, extra: Record<string, string> = {}) => {

@@ -4,7 +4,7 @@
 // docker. GET /setup/containerd: hosts.toml blocks that send containerd's pulls to the mirror, and
 // /setup/containerd.sh the same as a script that writes them. Addresses are validated by the caller;
 // credentials (the caller's own, when they are the proxy's) go in as given, shell-quoted.
-import { registryDisplayName } from '../registry/registry-name.js';
+import { registryDisplayName } from '../reference/registry-name.js';
 
 /** The parts of a set-up: where the proxy is, and the credentials to use it with (PROXY_AUTH), if any. */
 export interface SetupTarget {

@@ -3,15 +3,14 @@
 // concurrent checks of one header share a single comparison, and what is left is throttled per client
 // address (FailureThrottle) and compared off the event loop (BcryptWorker). Cheap for the server, costly
 // for guessers: see docs/decisions.md.
-import { metrics } from '../admin/metrics.js';
 import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
 import { BcryptBusyError, BcryptWorker } from './bcrypt-worker.js';
 import { systemClock, type Clock } from './clock.js';
 import { FailureThrottle, type Verdict } from './failure-throttle.js';
-import { UserSet, type BcryptCompare } from './user-set.js';
+import { UserSet, type AuthResult, type BcryptCompare, type CredentialChecks } from './user-set.js';
 
-/** Whose credentials a request carried, or why none were accepted (for the refusal's log line). */
-export type AuthResult = { users: UserSet } | { refused: 'none' | 'wrong' | 'unchecked' };
+export type { AuthResult };
 
 const MAX_CHECKS_IN_FLIGHT = 10_000; // distinct headers being checked at once; beyond, refused unchecked
 // An attempt refused unchecked because checks are overloaded is answered after this long: answered at
@@ -22,18 +21,21 @@ export interface PasswordGuardOptions {
   log?: Logger;
   clock?: Clock;
   bcrypt?: BcryptCompare; // default: the worker thread
+  metrics?: Pick<Metrics, 'authCheck'>; // regcache_auth_checks_total
 }
 
-export class PasswordGuard {
+export class PasswordGuard implements CredentialChecks {
   private readonly worker = new BcryptWorker();
   private readonly bcrypt: BcryptCompare;
   private readonly clock: Clock;
   private readonly log: Logger | undefined;
+  private readonly metrics: Pick<Metrics, 'authCheck'> | undefined;
   private readonly throttle: FailureThrottle;
   private readonly inFlight = new Map<string, Promise<AuthResult>>(); // header key + sets -> the check
 
   constructor(options: PasswordGuardOptions = {}) {
     this.log = options.log;
+    this.metrics = options.metrics;
     this.clock = options.clock ?? systemClock;
     this.bcrypt = options.bcrypt ?? ((password, hash) => this.worker.compare(password, hash));
     this.throttle = new FailureThrottle(this.clock, (address, failures) =>
@@ -51,19 +53,19 @@ export class PasswordGuard {
     const now = this.clock.now();
     const verified = sets.find((set) => set.verified.has(key, now));
     if (verified) {
-      metrics.authCheck('cached_valid');
+      this.metrics?.authCheck('cached_valid');
       return { users: verified };
     }
     const open = sets.filter((set) => !set.refused.has(key, now));
     if (open.length === 0) {
-      metrics.authCheck('cached_invalid');
+      this.metrics?.authCheck('cached_invalid');
       return { refused: 'wrong' };
     }
     const flightKey = `${key} ${open.map((set) => set.variable).join(' ')}`;
     const joined = this.inFlight.get(flightKey);
     if (joined) return joined;
     if (this.inFlight.size >= MAX_CHECKS_IN_FLIGHT) {
-      metrics.authCheck('unchecked');
+      this.metrics?.authCheck('unchecked');
       await this.clock.sleep(OVERLOAD_HOLD_MS);
       return { refused: 'unchecked' };
     }
@@ -93,14 +95,14 @@ export class PasswordGuard {
       }
       return 'bad';
     });
-    if (verdict === 'unchecked') metrics.authCheck('unchecked');
+    if (verdict === 'unchecked') this.metrics?.authCheck('unchecked');
     return accepted ? { users: accepted } : { refused: verdict === 'unchecked' ? 'unchecked' : 'wrong' };
   }
 
   private async compare(set: UserSet, header: string): Promise<'valid' | 'invalid' | 'malformed' | 'unchecked'> {
     try {
       const result = await set.compare(header, this.bcrypt);
-      metrics.authCheck(result);
+      this.metrics?.authCheck(result);
       return result;
     } catch (err) {
       if (err instanceof BcryptBusyError) await this.clock.sleep(OVERLOAD_HOLD_MS);

@@ -11,12 +11,19 @@
 import crypto from 'node:crypto';
 import { ExpiringSet } from './expiring-set.js';
 import { loadUsers, sha256, type Secret, type Users } from './htpasswd.js';
-import type { AuthResult, PasswordGuard } from './password-guard.js';
 
 const VERIFIED_TTL_MS = 2 * 60_000;
 const VERIFIED_MAX = 1_000;
 const REFUSED_TTL_MS = 10 * 60_000;
 const REFUSED_MAX = 10_000;
+
+/** Whose credentials a request carried, or why none were accepted (for the refusal's log line). */
+export type AuthResult = { users: UserSet } | { refused: 'none' | 'wrong' | 'unchecked' };
+
+/** Where a set's checks go: the process's one PasswordGuard (password-guard.ts). */
+export interface CredentialChecks {
+  authenticate(header: string | undefined, address: string, sets: UserSet[]): Promise<AuthResult>;
+}
 
 export type BcryptCompare = (password: string, hash: string) => Promise<boolean>;
 
@@ -30,11 +37,11 @@ export class UserSet {
   private constructor(
     readonly variable: string, // PROXY_AUTH, MIRROR_AUTH or ADMIN_AUTH: names the set in logs and errors
     private readonly users: Users,
-    private readonly guard: PasswordGuard,
+    private readonly guard: CredentialChecks,
   ) {}
 
   /** From the variable's value (an htpasswd path or inline users); checks go through `guard`. */
-  static load(value: string, variable: string, guard: PasswordGuard): UserSet {
+  static load(value: string, variable: string, guard: CredentialChecks): UserSet {
     return new UserSet(variable, loadUsers(value, variable), guard);
   }
 

@@ -2,12 +2,10 @@
 // (which blobs are present). The same code runs in the server (asked over the control socket) and in
 // the CLI (when no server holds the cache directory).
 import crypto from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import fs from 'node:fs/promises';
-import path from 'node:path';
-import { isDigestArgument, parseImageReference } from '../registry/image-reference.js';
-import { displayReference, registryDisplayName } from '../registry/registry-name.js';
-import type { ContentStore } from './content-store.js';
+import { isDigestArgument, parseImageReference } from '../reference/image-reference.js';
+import { displayReference, registryDisplayName } from '../reference/registry-name.js';
+import { formatRepository, parseRepository } from '../reference/repository-reference.js';
+import type { ContentFile, ContentStore } from './content-store.js';
 import type { Entry, EntryKind } from './entry-index.js';
 import { ImageGraph, type Platforms } from './image-graph.js';
 
@@ -164,7 +162,7 @@ export class CacheAdmin {
       return this.removeAll(entries, dryRun);
     }
     const ref = parseImageReference(target);
-    const repository = displayReference(`${ref.registry}/${ref.repository}`);
+    const repository = displayReference(formatRepository(ref));
     const graph = await ImageGraph.load(this.store);
     const images = graph.images();
     const named = images.filter((i) => i.repository === repository && (ref.digest ? i.manifest.digest === ref.digest : i.tag === ref.tag));
@@ -231,30 +229,22 @@ export class CacheAdmin {
     const report: VerifyReport = { checked: 0, corrupt: [], missing: [], orphans: 0, bytesFreed: 0 };
     for (const e of [...this.store.index.oldestFirst()]) {
       report.checked++;
-      const file = this.store.contentPath(e.digest);
-      let actual: string;
-      try {
-        actual = await sha256File(file);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      const file = await this.store.open(e);
+      if (!file) {
         report.missing.push(e.digest);
         await this.store.index.delete(e.kind, e.digest);
         continue;
       }
+      const actual = await sha256Of(file);
       if (actual !== e.digest) {
         report.corrupt.push(e.digest);
         report.bytesFreed += e.size;
         await this.store.remove(e.kind, e.digest);
       }
     }
-    const known = new Set<string>();
-    for (const e of this.store.index.oldestFirst()) known.add(this.store.contentPath(e.digest));
-    for (const file of await listFiles(path.join(this.store.dir, 'content-v2'))) {
-      if (known.has(file)) continue;
-      report.orphans++;
-      report.bytesFreed += (await fs.stat(file).catch(() => null))?.size ?? 0;
-      await fs.rm(file, { force: true });
-    }
+    const unreferenced = await this.store.removeUnreferenced();
+    report.orphans = unreferenced.files;
+    report.bytesFreed += unreferenced.bytes;
     return report;
   }
 
@@ -275,16 +265,24 @@ function describe(e: Entry): RemovedEntry {
 }
 
 function registryOf(ref: string): string {
-  return ref.slice(0, ref.indexOf('/'));
+  return parseRepository(ref).registry;
 }
 
-async function sha256File(file: string): Promise<string> {
+const HASH_CHUNK = 1024 * 1024;
+
+/** Hashes the whole content, however long the file really is, and closes it. */
+async function sha256Of(file: ContentFile): Promise<string> {
   const hash = crypto.createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  const buffer = Buffer.allocUnsafe(HASH_CHUNK);
+  try {
+    for (let position = 0; ; ) {
+      const n = await file.read(buffer, HASH_CHUNK, position);
+      if (n === 0) break;
+      hash.update(buffer.subarray(0, n));
+      position += n;
+    }
+  } finally {
+    await file.close();
+  }
   return 'sha256:' + hash.digest('hex');
-}
-
-async function listFiles(dir: string): Promise<string[]> {
-  const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
-  return entries.filter((d) => d.isFile()).map((d) => path.join(d.parentPath ?? (d as unknown as { path: string }).path, d.name));
 }

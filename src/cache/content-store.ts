@@ -1,171 +1,98 @@
-// The content-addressed store: content files in cacache's layout under CACHE_DIR (one file per digest,
-// whatever the repository or registry), described by regcache's own EntryIndex. Fills are spooled to
-// CACHE_DIR/spool and moved into place once their digest is verified (docs/decisions.md: one disk write
-// per byte, and cacache's index cannot keep LRU order or sizes).
-import crypto from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import fs from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { EntryIndex, entryKey, type Entry, type EntryKind } from './entry-index.js';
-
-const require = createRequire(import.meta.url);
-// cacache's own content-path function, so that content lands exactly where cacache's tools look.
-const cacachePath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
+// What regcache needs of a place that keeps content, and nothing more: the fill coordinator and the cache
+// commands use only this. LocalStore (local-store.ts: a directory in cacache's layout, described by an
+// EntryIndex journal) is the first implementation; several processes on one directory, or a bucket, are
+// others, with no change to registry/ or server/. Content is addressed by kind and sha256 digest, written
+// once through a spool (readable while it fills, committed when its digest is verified), and read by
+// position.
+import type { EventEmitter } from 'node:events';
+import type { Readable } from 'node:stream';
+import type { Entry, EntryIndex, EntryKind } from './entry-index.js';
 
 export type ContentKind = EntryKind;
 
-// Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
-// images are no business of other local users.
-const PRIVATE_DIR = 0o700;
-
-export interface StoredContent {
-  path: string;
-  size: number;
-  mediaType: string;
-  digest: string;
-}
-
 /** Where a request for the content came from: kept in the index for `regcache cache ls/rm`. */
 export interface Provenance {
-  ref: string | null; // "registry/repository"
+  ref: string | null; // "registry/repository" (reference/repository-reference.ts)
   tag: string | null; // "registry/repository:tag"
 }
 
-export class ContentStore extends EventEmitter {
-  readonly spoolDir: string;
-  // Small writes not yet on disk: a lookup for the same entry waits for them instead of missing.
-  private readonly pending = new Map<string, Promise<void>>();
+/** Content the store holds, as its index describes it. */
+export interface StoredContent {
+  kind: ContentKind;
+  digest: string;
+  size: number;
+  mediaType: string;
+}
 
-  private constructor(
-    readonly dir: string,
-    readonly index: EntryIndex,
-  ) {
-    super();
-    this.spoolDir = path.join(dir, 'spool');
-  }
+/** Stored content opened for reading. */
+export interface ContentFile {
+  /** The size found when it was opened (the caller compares it with the index's). */
+  readonly size: number;
+  /** Reads up to `length` bytes at `position` into the start of `buffer`; 0 at the end. */
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
+  /** Bytes [start, end] as a plain stream, in chunks of `chunk` bytes; it closes the file when done. */
+  stream(start: number, end: number, chunk: number): Readable;
+  close(): Promise<void>;
+}
 
-  /**
-   * Creates the directories (owner only, whatever the umask), removes spool files left by a crash (never
-   * committed), loads the index.
-   */
-  static async open(dir: string): Promise<ContentStore> {
-    await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
-    await restrictToOwner(dir);
-    const spoolDir = path.join(dir, 'spool');
-    await fs.rm(spoolDir, { recursive: true, force: true });
-    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
-    await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
-    return new ContentStore(dir, await EntryIndex.open(dir));
-  }
+/** Content being written by a fill: readable while it grows, committed or discarded at the end. */
+export interface Spool {
+  /** Writes the chunks at `position`; resolves to the bytes written (maybe fewer: write the rest). */
+  write(chunks: Buffer[], position: number): Promise<number>;
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
+  /** Makes what was written durable (before the commit: the index must never name lost bytes). */
+  sync(): Promise<void>;
+  /** Releases the spool once nobody reads it (after commit or discard). */
+  close(): Promise<void>;
+}
 
-  /** O(1): the index says where the content is; a file that vanished shows up when it is opened. */
-  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
-    const entry = this.index.get(kind, digest);
-    if (!entry) return null;
-    return { path: this.contentPath(digest), size: entry.size, mediaType: entry.mediaType, digest };
-  }
-
-  /** A HIT: most recently used now, and the repository/tag noted. */
-  use(kind: ContentKind, digest: string, from: Provenance): void {
-    this.index.touch(kind, digest);
-    void this.index.reference(kind, digest, from.ref, from.tag).catch(() => undefined);
-  }
-
-  contentPath(digest: string): string {
-    return cacachePath(this.dir, integrityOf(digest));
-  }
-
-  newSpoolFile(): string {
-    return path.join(this.spoolDir, `fill-${crypto.randomUUID()}`);
-  }
-
-  /** Moves a verified, synced spool file into place and records the entry. */
-  async commitFile(spoolFile: string, kind: ContentKind, digest: string, size: number, mediaType: string, from: Provenance): Promise<void> {
-    const target = this.contentPath(digest);
-    await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
-    await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
-    if (this.index.get(kind, digest)) {
-      await this.noteAnotherSource(kind, digest, from); // a second fill of the same bytes (another origin)
-      return;
-    }
-    const now = Date.now();
-    const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
-    await this.index.put(entry);
-    this.emit('committed', entry, from.ref);
-  }
-
-  /**
-   * The same content arrived again, from `from`: the entry keeps what it knows (its origins, tags and
-   * whether it is public) and learns the new origin, which is then asked about as a commit would be.
-   */
-  private async noteAnotherSource(kind: ContentKind, digest: string, from: Provenance): Promise<void> {
-    const entry = this.index.get(kind, digest)!;
-    const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
-    await this.index.reference(kind, digest, from.ref, from.tag);
-    if (newOrigin) this.emit('committed', entry, from.ref);
-  }
-
-  /** Stores a small body (a manifest) whose digest the caller has verified. */
-  putBuffer(kind: ContentKind, digest: string, data: Buffer, mediaType: string, from: Provenance): Promise<void> {
-    const key = entryKey(kind, digest);
-    if (this.index.get(kind, digest)) return this.noteAnotherSource(kind, digest, from); // already stored
-    const write = (async () => {
-      const spool = this.newSpoolFile();
-      const handle = await fs.open(spool, 'wx', 0o600);
-      try {
-        await handle.writeFile(data);
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
-      try {
-        await this.commitFile(spool, kind, digest, data.length, mediaType, from);
-      } catch (err) {
-        await fs.rm(spool, { force: true });
-        throw err;
-      }
-    })().finally(() => {
-      if (this.pending.get(key) === write) this.pending.delete(key);
-    });
-    this.pending.set(key, write);
-    return write;
-  }
-
-  /**
-   * Removes an entry, and its content file unless another entry holds the same bytes. The unlink is
-   * issued in the same tick as the in-memory deletion, not after the journal sync: a request arriving
-   * meanwhile misses and refills, and its commit must not be unlinked by this removal.
-   */
-  async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
-    if (!this.index.get(kind, digest)) return undefined;
-    const deleted = this.index.delete(kind, digest); // gone from memory now; the journal line follows
-    // Readers that have the file open keep reading: unlinking only takes the name away.
-    const unlinked = this.index.sharesContent(kind, digest) ? null : fs.rm(this.contentPath(digest), { force: true });
-    const [entry] = await Promise.all([deleted, unlinked]);
-    return entry;
-  }
-
-  close(): Promise<void> {
-    return this.index.close();
-  }
+/** Free space where content goes, and how much of it the store keeps for its index and the OS. */
+export interface DiskSpace {
+  free: number;
+  reserve: number;
 }
 
 /**
- * CACHE_DIR ends up 0700 even if it existed with a wider mode (e.g. created 0777 under umask 000 by an
- * earlier version). A directory owned by another user keeps the mode its owner chose (chmod: EPERM).
+ * The index a store keeps (entries, tags, tag pointers, whether content is public), as everything
+ * outside cache/ reads and writes it.
  */
-async function restrictToOwner(dir: string): Promise<void> {
-  try {
-    await fs.chmod(dir, PRIVATE_DIR);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-  }
-}
+export type ContentIndex = Pick<
+  EntryIndex,
+  'size' | 'totalBytes' | 'get' | 'oldestFirst' | 'taggedManifest' | 'untag' | 'setAccess' | 'pointer' | 'pointersOf' | 'setPointer' | 'delete'
+>;
 
-/** "sha256:<hex>" -> the SRI string cacache keys content by. Only sha256 digests are cached. */
-export function integrityOf(digest: string): string {
-  const hex = digest.slice('sha256:'.length);
-  return 'sha256-' + Buffer.from(hex, 'hex').toString('base64');
+/**
+ * Emits 'committed' (entry, ref) when content is stored, and when content already stored arrives from an
+ * origin its entry did not name (ref: that origin's "registry/repository").
+ */
+export interface ContentStore extends EventEmitter {
+  readonly index: ContentIndex;
+  /** The stored content of this kind and digest; waits for a small write of it in progress. */
+  lookup(kind: ContentKind, digest: string): Promise<StoredContent | null>;
+  /** Opens stored content; null when it is gone (removed meanwhile, or behind the store's back). */
+  open(content: StoredContent): Promise<ContentFile | null>;
+  /** The whole of small stored content (a manifest); null when it is gone. */
+  readAll(content: StoredContent): Promise<Buffer | null>;
+  /** Where the content lives, for log lines (a path, a URL). */
+  where(digest: string): string;
+  /** A new, empty spool for a fill. */
+  beginSpool(): Promise<Spool>;
+  /** Stores a verified, synced spool as `content` (the spool is the store's afterwards; close it). */
+  commit(spool: Spool, content: StoredContent, from: Provenance): Promise<void>;
+  /** Drops a spool whose content will never be stored. */
+  discard(spool: Spool): Promise<void>;
+  /** Stores a small body (a manifest) whose digest the caller has verified. */
+  putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void>;
+  /**
+   * Removes an entry and, unless another entry holds the same bytes, its content. Readers that opened
+   * the content before keep reading it to the end.
+   */
+  remove(kind: ContentKind, digest: string): Promise<Entry | undefined>;
+  /** A read: most recently used now, and the repository/tag noted. */
+  use(kind: ContentKind, digest: string, from: Provenance): void;
+  /** Free space where content is written (one statfs for a directory). */
+  space(): Promise<DiskSpace>;
+  /** Removes content no entry refers to (left by a crash, or put there by hand); what it freed. */
+  removeUnreferenced(): Promise<{ files: number; bytes: number }>;
+  close(): Promise<void>;
 }

@@ -3,8 +3,7 @@
 // unused for CACHE_INACTIVE; before a fill, room is made on the disk itself when it is short.
 // Content being filled is not in the index yet, so it is never evicted; a read in progress keeps its
 // open file after the name is gone.
-import fs from 'node:fs/promises';
-import { metrics } from '../admin/metrics.js';
+import { EventEmitter } from 'node:events';
 import type { Logger } from '../log.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry } from './entry-index.js';
@@ -16,13 +15,11 @@ export interface CacheBudget {
 
 const LOW_WATER = 0.9;
 const MAX_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
-// The index and the OS need some room too: 64 MiB, or 2% of a small filesystem.
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
-const DISK_RESERVE_SHARE = 0.02;
 
-type Reason = 'size' | 'inactive' | 'disk';
+export type EvictionReason = 'size' | 'inactive' | 'disk';
 
-export class Evictor {
+/** Emits 'evicted' (reason, entries, bytes) after each run that removed something. */
+export class Evictor extends EventEmitter {
   private running: Promise<void> = Promise.resolve();
   private timer: NodeJS.Timeout | null = null;
 
@@ -30,27 +27,31 @@ export class Evictor {
     private readonly store: ContentStore,
     private readonly budget: CacheBudget,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super();
+  }
 
   /** Whether a blob of this size can be cached at all. */
   fits(size: number): boolean {
     return size <= this.budget.maxBytes;
   }
 
-  /** Evicts after every commit that pushed the store past the bound; sweeps on a timer. */
+  /** Sweeps on a timer (and enforces the bound once: CACHE_MAX_SIZE may have shrunk since the last run). */
   start(): void {
-    this.store.on('committed', () => {
-      if (this.store.index.totalBytes > this.budget.maxBytes) void this.enforce();
-    });
     const every = Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(1000, Math.floor(this.budget.inactiveMs / 10)));
     this.timer = setInterval(() => void this.sweep(), every).unref();
-    void this.enforce(); // CACHE_MAX_SIZE may have shrunk since the last run
+    void this.enforce();
     void this.sweep();
   }
 
   stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     return this.running;
+  }
+
+  /** After a commit (the fill coordinator calls it): evicts when the store has passed the bound. */
+  afterCommit(): void {
+    if (this.store.index.totalBytes > this.budget.maxBytes) void this.enforce();
   }
 
   /** Least recently used first, down to the low-water mark, once the total passes the bound. */
@@ -77,13 +78,13 @@ export class Evictor {
    * evicting everything the index holds could not make room, nothing is evicted at all.
    */
   async makeRoom(bytes: number): Promise<boolean> {
-    const space = await this.diskSpace();
+    const space = await this.store.space();
     const needed = bytes + space.reserve;
     if (space.free >= needed) return true;
     let enough = false;
     await this.serialised(async () => {
       const index = this.store.index;
-      let available = (await this.diskSpace()).free; // again: an eviction queued before this one may have run
+      let available = (await this.store.space()).free; // again: an eviction queued before this one may have run
       // The index's total is the most eviction can free (less where a blob and a manifest share a file).
       if (available + index.totalBytes < needed) {
         this.log.info({ bytes, freeBytes: available, storedBytes: index.totalBytes, reserveBytes: needed - bytes }, 'no room on disk even after evicting everything; nothing evicted');
@@ -94,7 +95,7 @@ export class Evictor {
         () => true,
         'disk',
         async () => {
-          available = (await this.diskSpace()).free;
+          available = (await this.store.space()).free;
         },
       );
       enough = available >= needed;
@@ -104,17 +105,11 @@ export class Evictor {
 
   /** For /readyz: the disk has less free space than the reserve kept for the index and the OS. */
   async diskFull(): Promise<boolean> {
-    const { free, reserve } = await this.diskSpace();
+    const { free, reserve } = await this.store.space();
     return free < reserve;
   }
 
-  /** One statfs: bytes available to regcache, and the reserve (64 MiB, or 2% of a small filesystem). */
-  private async diskSpace(): Promise<{ free: number; reserve: number }> {
-    const s = await fs.statfs(this.store.dir);
-    return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
-  }
-
-  private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: Reason, after?: () => Promise<void>): Promise<void> {
+  private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: EvictionReason, after?: () => Promise<void>): Promise<void> {
     let count = 0;
     let bytes = 0;
     // Snapshot: removing while iterating the live Map would skip entries.
@@ -136,7 +131,7 @@ export class Evictor {
       await after?.();
     }
     if (count > 0) {
-      metrics.evicted(reason, count);
+      this.emit('evicted', reason, count, bytes);
       this.log.info({ reason, entries: count, bytes, totalBytes: this.store.index.totalBytes, maxBytes: this.budget.maxBytes }, 'evicted');
     }
   }

@@ -4,10 +4,9 @@
 // matches the digest, so no client ever sees a complete bad body; the fill then syncs and commits.
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import fs from 'node:fs/promises';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ContentKind, ContentStore, Provenance } from './content-store.js';
+import type { ContentKind, ContentStore, Provenance, Spool } from './content-store.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
@@ -39,15 +38,14 @@ export class Fill extends EventEmitter {
     readonly digest: string,
     readonly mediaType: string,
     readonly expectedSize: number | null,
-    private readonly spoolFile: string,
-    private readonly fd: fs.FileHandle,
+    private readonly spool: Spool,
     private readonly from: Provenance,
   ) {
     super();
     this.setMaxListeners(0); // one listener per waiting reader
   }
 
-  /** Opens the spool file and starts copying body into it; the returned Fill is readable at once. */
+  /** Begins a spool in the store and starts copying body into it; the returned Fill is readable at once. */
   static async start(
     store: ContentStore,
     kind: ContentKind,
@@ -57,9 +55,8 @@ export class Fill extends EventEmitter {
     body: Readable,
     from: Provenance,
   ): Promise<Fill> {
-    const spoolFile = store.newSpoolFile();
-    const fd = await fs.open(spoolFile, 'wx+', 0o600);
-    const fill = new Fill(kind, digest, mediaType, expectedSize, spoolFile, fd, from);
+    const spool = await store.beginSpool();
+    const fill = new Fill(kind, digest, mediaType, expectedSize, spool, from);
     void fill.run(store, body);
     return fill;
   }
@@ -81,7 +78,7 @@ export class Fill extends EventEmitter {
   }
 
   read(buffer: Buffer, position: number, length: number): Promise<number> {
-    return this.fd.read(buffer, 0, length, position).then((r) => r.bytesRead);
+    return this.spool.read(buffer, length, position);
   }
 
   private async run(store: ContentStore, body: Readable): Promise<void> {
@@ -103,8 +100,8 @@ export class Fill extends EventEmitter {
       this.verified = true;
       this.emit('progress'); // readers may finish now; the sync below is the cache's business, not theirs
       try {
-        await this.fd.datasync(); // the index must never point at bytes a power cut could lose
-        await store.commitFile(this.spoolFile, this.kind, this.digest, this.written, this.mediaType, this.from);
+        await this.spool.sync(); // the index must never point at bytes a power cut could lose
+        await store.commit(this.spool, { kind: this.kind, digest: this.digest, size: this.written, mediaType: this.mediaType }, this.from);
       } catch (err) {
         throw new FillError(`storing ${this.digest} failed: ${(err as Error).message}`, 'store');
       }
@@ -113,7 +110,7 @@ export class Fill extends EventEmitter {
       body.destroy();
       this.state = 'failed';
       this.error = err instanceof FillError ? err : new FillError(String(err), 'store');
-      await fs.rm(this.spoolFile, { force: true }).catch(() => undefined);
+      await store.discard(this.spool).catch(() => undefined);
     }
     this.emit('settled');
     this.closeIfIdle();
@@ -126,7 +123,7 @@ export class Fill extends EventEmitter {
       while (pending.length > 0) {
         let bytesWritten: number;
         try {
-          ({ bytesWritten } = await this.fd.writev(pending, this.written));
+          bytesWritten = await this.spool.write(pending, this.written);
         } catch (err) {
           const e = err as NodeJS.ErrnoException;
           throw new FillError(`writing the spool file failed after ${this.written} bytes: ${e.code ?? e.message}`, 'store');
@@ -146,7 +143,7 @@ export class Fill extends EventEmitter {
   private closeIfIdle(): void {
     if (this.settled && this.readers === 0 && !this.closed) {
       this.closed = true;
-      void this.fd.close().catch(() => undefined);
+      void this.spool.close().catch(() => undefined);
     }
   }
 }

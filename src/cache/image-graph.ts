@@ -10,10 +10,11 @@
 // From an image's manifest, an index reaches the child manifests it lists that are stored, and an image
 // manifest its config and layers (and an artifact's blobs). Content-addressed files never change, so
 // each manifest is read once per graph.
-import fs from 'node:fs/promises';
-import { displayReference } from '../registry/registry-name.js';
-import type { ContentStore } from './content-store.js';
-import { entryKey, type Entry, type EntryIndex } from './entry-index.js';
+import { isSha256Digest } from '../reference/digest.js';
+import { displayReference } from '../reference/registry-name.js';
+import { formatRepository, parseTag } from '../reference/repository-reference.js';
+import type { ContentIndex, ContentStore } from './content-store.js';
+import { entryKey, type Entry } from './entry-index.js';
 
 export interface StoredImage {
   reference: string; // as shown: "docker.io/library/alpine:3.20" or ".../alpine@sha256:..."
@@ -46,11 +47,10 @@ interface ManifestLinks {
   blobs: string[]; // an image manifest's config and layers
 }
 
-const SHA256 = /^sha256:[a-f0-9]{64}$/;
 
 export class ImageGraph {
   private constructor(
-    private readonly index: EntryIndex,
+    private readonly index: ContentIndex,
     private readonly links: Map<string, ManifestLinks | null>, // manifest digest -> links (null: unreadable)
   ) {}
 
@@ -59,8 +59,8 @@ export class ImageGraph {
     const links = new Map<string, ManifestLinks | null>();
     for (const e of [...store.index.oldestFirst()]) {
       if (e.kind !== 'manifest') continue;
-      const text = await fs.readFile(store.contentPath(e.digest), 'utf8').catch(() => null);
-      links.set(e.digest, text === null ? null : parseLinks(text));
+      const body = await store.readAll(e);
+      links.set(e.digest, body === null ? null : parseLinks(body.toString('utf8')));
     }
     return new ImageGraph(store.index, links);
   }
@@ -80,9 +80,10 @@ export class ImageGraph {
       const taggedIn = new Set<string>();
       for (const storedTag of e.tags) {
         const reference = displayReference(storedTag);
-        const colon = reference.lastIndexOf(':');
-        taggedIn.add(reference.slice(0, colon));
-        images.push({ reference, repository: reference.slice(0, colon), tag: reference.slice(colon + 1), storedTag, manifest: e });
+        const tagged = parseTag(reference);
+        const repository = formatRepository(tagged);
+        taggedIn.add(repository);
+        images.push({ reference, repository, tag: tagged.tag, storedTag, manifest: e });
       }
       for (const repository of new Set(e.refs.map(displayReference))) {
         if (taggedIn.has(repository) || listedIn.get(e.digest)?.has(repository)) continue;
@@ -149,7 +150,7 @@ function parseLinks(text: string): ManifestLinks | null {
   if (typeof doc !== 'object' || doc === null) return null;
   const d = doc as { manifests?: unknown; config?: unknown; layers?: unknown; blobs?: unknown };
   const descriptors = (value: unknown): Record<string, unknown>[] =>
-    (Array.isArray(value) ? value : [value]).filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && typeof x.digest === 'string' && SHA256.test(x.digest));
+    (Array.isArray(value) ? value : [value]).filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && typeof x.digest === 'string' && isSha256Digest(x.digest));
   const children = descriptors(d.manifests).map((c) => ({ digest: c.digest as string, platform: platformOf(c.platform) }));
   const blobs = [...descriptors(d.config), ...descriptors(d.layers), ...descriptors(d.blobs)].map((b) => b.digest as string);
   return { children, blobs };

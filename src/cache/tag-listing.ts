@@ -2,7 +2,8 @@
 // listing shown to anyone names only images upstream serves to anyone (the manifest's `access` is
 // 'public', learned by registry/content-access.ts after it was stored); not yet known counts as private.
 // An authenticated admin sees everything.
-import { registryDisplayName } from '../registry/registry-name.js';
+import { registryDisplayName } from '../reference/registry-name.js';
+import { parseTag } from '../reference/repository-reference.js';
 import type { Entry, EntryIndex } from './entry-index.js';
 
 /** Who reads a listing: an authenticated admin, or anyone (no admin credentials, or none configured). */
@@ -22,16 +23,13 @@ export function taggedRepositories(index: EntryIndex, viewer: ListingViewer): Ma
   for (const entry of index.oldestFirst()) {
     if (entry.tags.length === 0 || !mayList(entry, viewer)) continue;
     for (const tagged of entry.tags) {
-      // "registry[:port]/repository:tag"
-      const slash = tagged.indexOf('/');
-      const colon = tagged.lastIndexOf(':');
-      const registry = registryDisplayName(tagged.slice(0, slash));
-      const repository = tagged.slice(slash + 1, colon);
+      const { registry: host, repository, tag } = parseTag(tagged);
+      const registry = registryDisplayName(host);
       const repositories = registries.get(registry) ?? new Map<string, Set<string>>();
       registries.set(registry, repositories);
       const tags = repositories.get(repository) ?? new Set<string>();
       repositories.set(repository, tags);
-      tags.add(tagged.slice(colon + 1));
+      tags.add(tag);
     }
   }
   return registries;

@@ -4,8 +4,8 @@
 // completing a wrong body. A range therefore costs a read of the whole file. It reads only when its
 // consumer asks (_read), so a slow client costs nothing but an open file.
 import crypto from 'node:crypto';
-import type fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import type { ContentFile } from './content-store.js';
 
 const CHUNK = 256 * 1024;
 
@@ -30,7 +30,7 @@ export class VerifiedFileReader extends Readable {
 
   /** Takes ownership of file: it is closed when the reader ends or is destroyed. */
   constructor(
-    private readonly file: fs.FileHandle,
+    private readonly file: ContentFile,
     private readonly want: VerifiedRead,
   ) {
     super({ highWaterMark: CHUNK });
@@ -50,7 +50,7 @@ export class VerifiedFileReader extends Readable {
         const length = Math.min(CHUNK, size - from);
         const inRange = from <= end && from + length > start;
         const buffer = inRange ? Buffer.allocUnsafe(length) : this.scratch;
-        const { bytesRead } = await this.file.read(buffer, 0, length, from);
+        const bytesRead = await this.file.read(buffer, length, from);
         if (this.destroyed) return;
         if (bytesRead === 0) throw new CorruptContentError(`the stored file of ${this.want.digest} ends after ${from} of ${size} bytes`);
         const chunk = buffer.subarray(0, bytesRead);
@@ -74,7 +74,7 @@ export class VerifiedFileReader extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    // FileHandle.close waits for a read in flight.
+    // A local file's close waits for a read in flight.
     this.file.close().then(
       () => callback(err),
       () => callback(err),

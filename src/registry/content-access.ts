@@ -7,10 +7,10 @@
 // credentials to be good there for the repository it names: a HEAD with the client's Authorization,
 // remembered per credential, repository and digest for a minute.
 import crypto from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
 import type { Logger } from '../log.js';
+import { parseRepository } from '../reference/repository-reference.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { UpstreamTokens } from '../upstream/upstream-tokens.js';
 
@@ -49,7 +49,7 @@ export class ContentAccess {
     if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
     this.classifying.add(entry.digest);
     try {
-      const res = await this.tokens.request(contentUrl(ref, entry.kind, entry.digest), 'HEAD', entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {});
+      const res = await this.tokens.request({ url: contentUrl(ref, entry.kind, entry.digest), method: 'HEAD', headers: entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {} });
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
       // Public at any origin makes it public; private at one origin does not undo that.
@@ -65,14 +65,15 @@ export class ContentAccess {
   }
 
   /**
-   * May this request have this content under the repository it names ("registry/repository")? `entry` is
-   * the stored entry, or undefined for the bytes of a fill from the request's own origin.
+   * May a client with these credentials (its Authorization, if any) have this content under the
+   * repository it names ("registry/repository")? `entry` is the stored entry, or undefined for the bytes
+   * of a fill from the request's own origin.
    */
-  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, req: IncomingMessage): Promise<AccessDecision> {
+  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, credentials: string | undefined): Promise<AccessDecision> {
     if (entry?.access === 'public') return { allowed: true };
     if (entry && !entry.refs.some((r) => registryOf(r) === registryOf(ref))) return { allowed: false, elsewhere: true };
     if (entry && entry.access === undefined) void this.classify(entry); // the first try failed (upstream down?): ask again
-    const credential = req.headers.authorization ?? '';
+    const credential = credentials ?? '';
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
     const expiry = this.grants.get(key);
     if (expiry !== undefined && expiry > Date.now()) return { allowed: true };
@@ -89,7 +90,7 @@ export class ContentAccess {
     if (credential) headers.authorization = credential;
     let status: number;
     try {
-      const res = await this.upstream.request(contentUrl(ref, kind, digest), 'HEAD', headers, null, true);
+      const res = await this.upstream.request({ url: contentUrl(ref, kind, digest), method: 'HEAD', headers });
       res.body.resume();
       status = res.statusCode;
     } catch (err) {
@@ -106,10 +107,10 @@ export class ContentAccess {
 
 /** "host[:port]/repository" -> "host[:port]": the origin a reference belongs to (HTTPS: only it is cached). */
 function registryOf(ref: string): string {
-  return ref.slice(0, ref.indexOf('/'));
+  return parseRepository(ref).registry;
 }
 
 function contentUrl(ref: string, kind: EntryKind, digest: string): URL {
-  const slash = ref.indexOf('/');
-  return new URL(`https://${ref.slice(0, slash)}/v2/${ref.slice(slash + 1)}/${kind === 'blob' ? 'blobs' : 'manifests'}/${digest}`);
+  const { registry, repository } = parseRepository(ref);
+  return new URL(`https://${registry}/v2/${repository}/${kind === 'blob' ? 'blobs' : 'manifests'}/${digest}`);
 }

@@ -1,13 +1,13 @@
 // Streams a request to the upstream and its response back, uncached: pings, token requests, tags/list,
 // referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import { metrics } from '../admin/metrics.js';
-import type { RequestRecord } from '../server/access-log.js';
-import { DestinationRefusedError } from '../upstream/destination-policy.js';
+import type { RequestRecord } from '../access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
+import { upstreamFailure } from '../upstream/upstream-failure.js';
 import { sendRegistryError } from './registry-errors.js';
+import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 
 export interface PassThroughOptions {
   followRedirects?: boolean;
@@ -17,30 +17,25 @@ export interface PassThroughOptions {
   fallback?: (err: unknown) => boolean;
 }
 
-export async function passThrough(
-  upstream: Upstream,
-  origin: URL,
-  req: IncomingMessage,
-  res: ServerResponse,
-  record: RequestRecord,
-  options: PassThroughOptions = {},
-): Promise<void> {
-  const method = req.method ?? 'GET';
-  const hasBody = method !== 'GET' && method !== 'HEAD';
+/** What a pass-through needs of a request (a forward to a host off the allowlist has no route). */
+export type PassThroughRequest = Pick<RegistryRequest, 'origin' | 'method' | 'target' | 'headers' | 'body' | 'res' | 'record'>;
+
+export async function passThrough(upstream: Upstream, request: PassThroughRequest, options: PassThroughOptions = {}): Promise<void> {
+  const hasBody = request.method !== 'GET' && request.method !== 'HEAD';
   let response: UpstreamResponse;
   try {
-    response = await upstream.request(
-      new URL(req.url ?? '/', origin),
-      method,
-      upstreamRequestHeaders(req.headers),
-      hasBody ? req : null,
-      options.followRedirects ?? false,
-    );
+    response = await upstream.request({
+      url: upstreamUrl(request),
+      method: request.method,
+      headers: upstreamRequestHeaders(request.headers),
+      body: hasBody ? request.body : null,
+      followRedirects: options.followRedirects ?? false,
+    });
   } catch (err) {
-    if (!options.fallback?.(err)) answerUpstreamFailure(res, record, err);
+    if (!options.fallback?.(err)) answerUpstreamFailure(request.res, request.record, err);
     return;
   }
-  await relayResponse(response, res, record, options.observe);
+  await relayResponse(response, request.res, request.record, options.observe);
 }
 
 /** Sends an upstream response to the client as it is. */
@@ -73,15 +68,15 @@ export function noteStreamError(record: RequestRecord, err: unknown): void {
  * ("connection refused", an address) would make regcache a port scanner of its network.
  */
 export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
-  if (err instanceof DestinationRefusedError) {
+  const failure = upstreamFailure(err);
+  if (failure.failure === 'refused') {
     record.cache = 'REJECTED';
-    record.error = err.message;
-    sendRegistryError(res, 403, 'DENIED', `${err.message} (ALLOW_DESTINATIONS)`);
+    record.error = failure.message;
+    sendRegistryError(res, 'denied', `${failure.message} (ALLOW_DESTINATIONS)`);
     return;
   }
-  const e = err as Error & { code?: string };
-  const timeout = /TIMEOUT/i.test(e.code ?? '') || /timed out/i.test(e.message);
-  metrics.upstreamError(timeout ? 'timeout' : /certificate|ssl|tls/i.test(e.message + (e.code ?? '')) ? 'tls' : 'connect');
-  record.error = `upstream: ${e.code ? e.code + ' ' : ''}${e.message}`;
-  sendRegistryError(res, timeout ? 504 : 502, 'UNAVAILABLE', timeout ? 'the upstream did not answer in time' : 'regcache could not reach the upstream');
+  record.countUpstreamFailure(failure.failure);
+  record.error = `upstream: ${failure.code ? failure.code + ' ' : ''}${failure.message}`;
+  if (failure.failure === 'timeout') sendRegistryError(res, 'upstream-timeout', 'the upstream did not answer in time');
+  else sendRegistryError(res, 'upstream-unreachable', 'regcache could not reach the upstream');
 }

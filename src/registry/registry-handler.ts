@@ -1,19 +1,20 @@
-// Requests inside an intercepted connection (or plain-HTTP requests to an allowlisted registry):
-// classify, then serve from the cache, pass through, or refuse.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ContentStore } from '../cache/content-store.js';
+// Requests inside an intercepted connection, plain-HTTP requests to an allowlisted registry, and the
+// mirror's: classify, then serve from the cache, pass through, or refuse.
+import type { ServerResponse } from 'node:http';
+import type { AccessLog, RequestRecord } from '../access-log.js';
+import type { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Logger } from '../log.js';
-import { RequestRecord } from '../server/access-log.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
-import { classify } from './request-classifier.js';
 import { sendRegistryError } from './registry-errors.js';
+import { registryRequest, type DoorRequest } from './registry-request.js';
 import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 
 export interface RegistryHandlerDeps {
   log: Logger;
-  store: ContentStore;
+  accessLog: AccessLog;
+  coordinator: FillCoordinator;
   upstream: Upstream;
   content: ContentResponder;
   allowPush: boolean;
@@ -23,56 +24,54 @@ export interface RegistryHandlerDeps {
 export class RegistryHandler {
   constructor(private readonly deps: RegistryHandlerDeps) {}
 
-  async handle(origin: URL, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const { log, store, upstream, content } = this.deps;
-    const record = new RequestRecord(log, req, res, origin.host);
-    const request = classify(req.method ?? 'GET', req.url ?? '/');
-    record.kind = request.kind === 'passthrough' ? request.what : request.kind;
+  async handle(door: DoorRequest): Promise<void> {
+    const { log, coordinator, upstream, content } = this.deps;
+    const { origin, res } = door;
+    const record = this.deps.accessLog.record(door.req, res, origin.host, door.target);
+    const request = registryRequest(door, record);
+    const { route } = request;
+    record.kind = route.kind === 'passthrough' ? route.what : route.kind;
     try {
-      if (origin.protocol !== 'https:' && (request.kind === 'blob' || request.kind === 'manifest-by-digest' || request.kind === 'manifest-by-tag')) {
+      if (origin.protocol !== 'https:' && (route.kind === 'blob' || route.kind === 'manifest-by-digest' || route.kind === 'manifest-by-tag')) {
         // Plain HTTP can be forged by anyone on the path: what it says must never become what an HTTPS pull
         // is served (a tag pointer, a stored manifest), and it is not served from what HTTPS stored either.
         record.reason = 'plain HTTP is never cached';
-        return await passThrough(upstream, origin, req, res, record); // redirects go to the client, as for any forward
+        return await passThrough(upstream, request); // redirects go to the client, as for any forward
       }
-      switch (request.kind) {
+      switch (route.kind) {
         case 'blob':
-          if (req.method === 'HEAD' && this.deps.allowPush) {
+          if (request.method === 'HEAD' && this.deps.allowPush) {
             // A pusher asks whether *this repository* has the blob; our cache cannot answer for it.
-            record.digest = request.digest;
+            record.digest = route.digest;
             record.reason = 'HEAD of a blob with ALLOW_PUSH goes upstream';
-            return await passThrough(upstream, origin, req, res, record, { followRedirects: true });
+            return await passThrough(upstream, request, { followRedirects: true });
           }
-          return await content.serve(origin, 'blob', request.digest, request.name, req, res, record);
+          return await content.serve(request, 'blob', route.digest);
         case 'manifest-by-digest':
-          return await content.serve(origin, 'manifest', request.digest, request.name, req, res, record);
+          return await content.serve(request, 'manifest', route.digest);
         case 'manifest-by-tag':
-          return await serveTagManifest({ upstream, store, content, log, policy: this.deps.tagPolicy }, origin, request.name, request.tag, req, res, record);
+          return await serveTagManifest({ upstream, coordinator, content, log, policy: this.deps.tagPolicy }, request, { registry: origin.host, repository: route.name, tag: route.tag });
         case 'passthrough':
-          if (request.what === 'ping' && this.deps.tagPolicy.serveStale) {
+          if (route.what === 'ping' && this.deps.tagPolicy.serveStale) {
             // With upstream gone, clients must still get past their first request to pull what is cached.
-            return await passThrough(upstream, origin, req, res, record, { fallback: (err) => answerPingLocally(res, record, err) });
+            return await passThrough(upstream, request, { fallback: (err) => answerPingLocally(res, record, err) });
           }
-          return await passThrough(upstream, origin, req, res, record);
+          return await passThrough(upstream, request);
         case 'write':
-          if (this.deps.allowPush) return await passThrough(upstream, origin, req, res, record);
+          if (this.deps.allowPush) return await passThrough(upstream, request);
           record.cache = 'REJECTED';
-          return sendRegistryError(
-            res,
-            405,
-            'UNSUPPORTED',
-            'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.',
-            { allow: 'GET, HEAD' },
-          );
+          return sendRegistryError(res, 'write-refused', 'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.', {
+            allow: 'GET, HEAD',
+          });
         case 'invalid':
           record.cache = 'REJECTED';
-          record.error = request.message;
-          return sendRegistryError(res, request.status, request.code, request.message);
+          record.error = route.message;
+          return sendRegistryError(res, route.error, route.message);
       }
     } catch (err) {
       // Anything unforeseen: answer 500 if we still can, never take the process down.
       record.error = `internal: ${(err as Error).message}`;
-      sendRegistryError(res, 500, 'UNKNOWN', 'regcache internal error');
+      sendRegistryError(res, 'internal', 'regcache internal error');
     }
   }
 }

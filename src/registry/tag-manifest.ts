@@ -5,19 +5,21 @@
 // never gets a media type it did not ask for; with ENABLE_MANIFEST_CACHE a tag is trusted for its tier's
 // time without asking (HIT), and when upstream fails the last known manifest is served (STALE).
 import crypto from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { ContentStore, Provenance } from '../cache/content-store.js';
+import type { RequestRecord } from '../access-log.js';
+import type { ContentIndex, Provenance } from '../cache/content-store.js';
+import type { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { ManifestCacheTier } from '../config.js';
 import type { Logger } from '../log.js';
-import type { RequestRecord } from '../server/access-log.js';
+import { isSha256Digest } from '../reference/digest.js';
+import { formatRepository, formatTag, type TagReference } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, passThrough, relayResponse } from './pass-through.js';
+import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 
 // distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
-const SHA256_DIGEST = /^sha256:[a-f0-9]{64}$/;
 
 export interface TagPolicy {
   serveStale: boolean;
@@ -26,43 +28,38 @@ export interface TagPolicy {
 
 export interface TagManifestDeps {
   upstream: Upstream;
-  store: ContentStore;
+  coordinator: FillCoordinator;
   content: ContentResponder;
   log: Logger;
   policy: TagPolicy;
 }
 
-export async function serveTagManifest(
-  deps: TagManifestDeps,
-  origin: URL,
-  name: string,
-  tag: string,
-  req: IncomingMessage,
-  res: ServerResponse,
-  record: RequestRecord,
-): Promise<void> {
-  const { store, content, policy } = deps;
-  const from: Provenance = { ref: `${origin.host}/${name}`, tag: `${origin.host}/${name}:${tag}` };
-  const pointerKey = `${from.tag}|${normaliseAccept(req.headers.accept)}`;
-  const pointer = store.index.pointer(pointerKey);
-  const known = pointer && store.index.get('manifest', pointer.digest) ? pointer : undefined;
+export async function serveTagManifest(deps: TagManifestDeps, request: RegistryRequest, tagged: TagReference): Promise<void> {
+  const { content, policy } = deps;
+  const { res, record } = request;
+  const index = deps.coordinator.store.index;
+  const from: Provenance = { ref: formatRepository(tagged), tag: formatTag(tagged) };
+  const pointerKey = `${from.tag}|${normaliseAccept(request.headers.accept)}`;
+  const pointer = index.pointer(pointerKey);
+  const known = pointer && index.get('manifest', pointer.digest) ? pointer : undefined;
+  const manifest = (digest: string) => ({ kind: 'manifest' as const, digest, from });
 
-  const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tag))?.ttlMs;
+  const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
   if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
-    if (await content.serveStored(origin, 'manifest', known.digest, from, req, res, record, 'HIT')) return;
+    if (await content.serveStoredContent(request, manifest(known.digest), 'HIT')) return;
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
-    const digest = known?.digest ?? (policy.serveStale ? acceptedStoredManifest(store, from.tag!, req.headers.accept) : undefined);
+    const digest = known?.digest ?? (policy.serveStale ? acceptedStoredManifest(index, from.tag!, request.headers.accept) : undefined);
     if (!policy.serveStale || !digest) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStored(origin, 'manifest', digest, from, req, res, record, 'STALE');
+    return content.serveStoredContent(request, manifest(digest), 'STALE');
   };
 
   let head: UpstreamResponse;
   try {
-    head = await deps.upstream.request(new URL(req.url ?? '/', origin), 'HEAD', contentRequestHeaders(req.headers), null, true);
+    head = await deps.upstream.request({ url: upstreamUrl(request), method: 'HEAD', headers: contentRequestHeaders(request.headers) });
   } catch (err) {
     if (await serveStale((err as Error).message)) return;
     answerUpstreamFailure(res, record, err);
@@ -74,19 +71,19 @@ export async function serveTagManifest(
     if (await serveStale(`status ${head.statusCode}`)) return;
   }
   const claimed = head.statusCode === 200 ? headerValue(head.headers['docker-content-digest']) : undefined;
-  const digest = claimed && SHA256_DIGEST.test(claimed) ? claimed : undefined;
+  const digest = claimed && isSha256Digest(claimed) ? claimed : undefined;
   // Remembered even before the manifest is stored: dockerd and containerd resolve a tag with this HEAD and
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
-  if (digest) void store.index.setPointer(pointerKey, digest).catch(() => undefined);
-  if (digest && store.index.get('manifest', digest)) {
-    if (await content.serveStored(origin, 'manifest', digest, from, req, res, record, 'REVALIDATED')) return;
+  if (digest) void index.setPointer(pointerKey, digest).catch(() => undefined);
+  if (digest && index.get('manifest', digest)) {
+    if (await content.serveStoredContent(request, manifest(digest), 'REVALIDATED')) return;
   }
   record.cache = 'MISS';
-  if (req.method === 'HEAD') {
+  if (request.method === 'HEAD') {
     await relayResponse(head, res, record); // a HEAD stays a HEAD: upstream's answer is the answer
     return;
   }
-  await passThrough(deps.upstream, origin, req, res, record, { observe: (response) => storeBody(deps, response, record, from, pointerKey) });
+  await passThrough(deps.upstream, request, { observe: (response) => storeBody(deps, response, record, from, pointerKey) });
 }
 
 /** Collects the body of a 200 as it streams to the client, and stores it under its verified digest. */
@@ -109,9 +106,9 @@ function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: Re
     }
     record.digest = digest;
     const mediaType = headerValue(response.headers['content-type']) ?? 'application/octet-stream';
-    deps.store
-      .putBuffer('manifest', digest, body, mediaType, from)
-      .then(() => deps.store.index.setPointer(pointerKey, digest))
+    deps.coordinator
+      .storeVerified({ kind: 'manifest', digest, size: body.length, mediaType }, body, from)
+      .then(() => deps.coordinator.store.index.setPointer(pointerKey, digest))
       .catch((err: Error) => deps.log.warn({ digest, error: err.message }, 'storing manifest failed'));
   });
 }
@@ -121,14 +118,14 @@ function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: Re
  * manifest of the tag, resolved for any client, whose media type this client accepts; else the stored
  * manifest the tag was last on (its pointers may already name a newer one that never arrived).
  */
-function acceptedStoredManifest(store: ContentStore, tag: string, accept: string | string[] | undefined): string | undefined {
+function acceptedStoredManifest(index: ContentIndex, tag: string, accept: string | string[] | undefined): string | undefined {
   const accepted = normaliseAccept(accept).split(',').filter(Boolean);
   const acceptable = (digest: string) => {
-    const mediaType = store.index.get('manifest', digest)?.mediaType;
+    const mediaType = index.get('manifest', digest)?.mediaType;
     return mediaType !== undefined && (accepted.length === 0 || accepted.includes('*/*') || accepted.includes(mediaType.split(';', 1)[0]!.trim().toLowerCase()));
   };
-  const confirmed = store.index.pointersOf(tag).sort((a, b) => b.checkedAt - a.checkedAt).map((p) => p.digest);
-  return [...confirmed, store.index.taggedManifest(tag)?.digest].find((digest) => digest !== undefined && acceptable(digest));
+  const confirmed = index.pointersOf(tag).sort((a, b) => b.checkedAt - a.checkedAt).map((p) => p.digest);
+  return [...confirmed, index.taggedManifest(tag)?.digest].find((digest) => digest !== undefined && acceptable(digest));
 }
 
 /** The Accept set as a key: media types without parameters, lower-case, sorted, deduplicated. */

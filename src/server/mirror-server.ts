@@ -14,16 +14,17 @@ import type { EntryIndex } from '../cache/entry-index.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
 import type { Allowlist } from '../registry/allowlist.js';
-import { sendRegistryError } from '../registry/registry-errors.js';
-import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../registry/registry-name.js';
+import { sendRegistryError, type RegistryErrorKind } from '../registry/registry-errors.js';
+import { DOCKER_HUB_HOST, registryApiHost, registryDisplayName } from '../reference/registry-name.js';
 import { classify } from '../registry/request-classifier.js';
 import type { RegistryHandler } from '../registry/registry-handler.js';
-import { RequestRecord } from './access-log.js';
+import type { AccessLog } from '../access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { clientServerOptions } from './proxy-server.js';
 
 export interface MirrorDeps {
   log: Logger;
+  accessLog: AccessLog;
   allowlist: Allowlist;
   registry: RegistryHandler; // built over the mirror's upstream (regcache's own tokens)
   index: EntryIndex;
@@ -64,7 +65,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   const pathname = q < 0 ? sent : sent.slice(0, q);
   const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
   if (!deps.clients.admits(req, deps.log, 'mirror')) {
-    refuse(deps, req, res, 403, 'DENIED', CLIENT_REFUSED);
+    refuse(deps, req, res, 'denied', CLIENT_REFUSED);
     return;
   }
   const listing = /^\/v2\/(?:_catalog|(.+)\/tags\/list)$/.exec(pathname);
@@ -73,21 +74,21 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
   const target = mirrorTarget(params.get('ns'), req.headers.host, deps.registryDomain);
   if (!target || !deps.allowlist.matches(target.replace(/:\d+$/, ''), Number(/:(\d+)$/.exec(target)?.[1] ?? 443))) {
     const named = (target ?? params.get('ns') ?? '-').slice(0, 255);
-    refuse(deps, req, res, 403, 'DENIED', `registry ${JSON.stringify(named)} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`, {}, named);
+    refuse(deps, req, res, 'denied', `registry ${JSON.stringify(named)} is not one this mirror serves (REGISTRIES, ADDITIONAL_REGISTRIES)`, {}, named);
     return;
   }
   params.delete('ns');
-  req.url = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
+  const upstreamTarget = pathname + (params.size > 0 ? `?${params.toString()}` : ''); // what the upstream sees: its own path, no routing hints
   if (pathname === '/v2/' || pathname === '/v2') {
     // Answered here: the mirror is open (or MIRROR_AUTH passed); upstream auth is regcache's business.
-    const record = new RequestRecord(deps.log, req, res, target);
+    const record = deps.accessLog.record(req, res, target);
     record.kind = 'ping';
     record.cache = 'LOCAL'; // no content: not a cache hit
     res.writeHead(200, { 'content-type': 'application/json', ...API_VERSION }).end('{}');
     return;
   }
   if (listing && (req.method === 'GET' || req.method === 'HEAD') && classify(req.method, pathname).kind !== 'invalid') {
-    const record = new RequestRecord(deps.log, req, res, target);
+    const record = deps.accessLog.record(req, res, target);
     record.kind = listing[1] ? 'tags' : 'catalog';
     record.cache = 'HIT';
     const repositories = taggedRepositories(deps.index, viewer).get(registryDisplayName(target)) ?? new Map<string, Set<string>>();
@@ -96,7 +97,7 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
     return;
   }
-  await deps.registry.handle(new URL(`https://${target}`), req, res);
+  await deps.registry.handle({ origin: new URL(`https://${target}`), target: upstreamTarget, req, res });
 }
 
 /**
@@ -112,7 +113,7 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   if (listing === 'catalog' && adminAuth) {
     const result = await deps.guard.authenticate(header, address, [adminAuth]);
     if ('users' in result) return 'admin';
-    refuse(deps, req, res, 401, 'UNAUTHORIZED', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+    refuse(deps, req, res, 'unauthorized', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
     return null;
   }
   const sets = [...(listing && adminAuth && adminAuth !== auth ? [adminAuth] : []), ...(auth ? [auth] : [])];
@@ -120,15 +121,15 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   const result = await deps.guard.authenticate(header, address, sets);
   if ('users' in result) return result.users === adminAuth ? 'admin' : 'anyone';
   if (!auth) return 'anyone'; // an open mirror: without admin credentials, a tags list of what anyone may see
-  refuse(deps, req, res, 401, 'UNAUTHORIZED', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
+  refuse(deps, req, res, 'unauthorized', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
   return null;
 }
 
 /** A refusal; `registry` names the registry the client asked for, when it named one. */
-function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, status: number, code: string, message: string, extra: Record<string, string> = {}, registry = '-'): void {
-  const record = new RequestRecord(deps.log, req, res, registry);
+function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, error: RegistryErrorKind, message: string, extra: Record<string, string> = {}, registry = '-'): void {
+  const record = deps.accessLog.record(req, res, registry);
   record.cache = 'REJECTED';
   record.kind = 'mirror';
   record.error = message;
-  sendRegistryError(res, status, code, message, { ...API_VERSION, ...extra });
+  sendRegistryError(res, error, message, { ...API_VERSION, ...extra });
 }

@@ -12,7 +12,7 @@ import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { Allowlist } from '../registry/allowlist.js';
 import { passThrough } from '../registry/pass-through.js';
 import type { UpstreamClient } from '../upstream/upstream-client.js';
-import { RequestRecord } from './access-log.js';
+import type { AccessLog } from '../access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
 import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
@@ -21,6 +21,7 @@ import type { Tunnels } from './tunnel.js';
 
 export interface ProxyServerDeps {
   log: Logger;
+  accessLog: AccessLog;
   allowlist: Allowlist;
   registry: RegistryHandler;
   upstream: UpstreamClient;
@@ -59,7 +60,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
       return;
     }
     const origin = new URL(`https://${formatAuthority(target.host, target.port)}`); // URL drops :443 itself
-    void deps.registry.handle(origin, req, res);
+    void deps.registry.handle({ origin, target: req.url ?? '/', req, res });
   });
   intercepted.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'intercepted'));
   // Node starts connection tracking (headersTimeout checks, closeIdleConnections) on 'listening'; this
@@ -78,7 +79,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
     void (async () => {
       const auth = await authenticate(deps, req);
       if (!('users' in auth)) {
-        const record = new RequestRecord(log, req, res, '-');
+        const record = deps.accessLog.record(req, res, '-');
         record.cache = 'REJECTED';
         record.kind = 'proxy-auth';
         record.error = `proxy authentication required (credentials: ${auth.refused})`; // never the header
@@ -152,7 +153,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     url = new URL('invalid:');
   }
   if (url.protocol !== 'http:' || !url.hostname) {
-    const record = new RequestRecord(deps.log, req, res, url.host || '-');
+    const record = deps.accessLog.record(req, res, url.host || '-');
     record.cache = 'REJECTED';
     record.error = 'not an http:// absolute URI (use CONNECT for https)';
     res.writeHead(400, { 'content-type': 'text/plain' }).end('regcache: expected an absolute http:// URI or CONNECT\n');
@@ -164,12 +165,11 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     // The path as the client sent it (URL would resolve "..", "%2e%2e" and "\\" and hide them from the
     // classifier), in origin-form as inside a tunnel.
     const sent = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*(.*)$/is.exec(req.url ?? '')?.[1] ?? '';
-    req.url = sent.startsWith('/') ? sent : `/${sent}`;
-    await deps.registry.handle(origin, req, res);
+    await deps.registry.handle({ origin, target: sent.startsWith('/') ? sent : `/${sent}`, req, res });
     return;
   }
-  req.url = url.pathname + url.search; // origin-form from here on
-  const record = new RequestRecord(deps.log, req, res, url.host);
+  const target = url.pathname + url.search; // origin-form
+  const record = deps.accessLog.record(req, res, url.host, target);
   record.kind = 'forward';
   if (!portAllowed(deps.forwardPorts, port)) {
     record.cache = 'REJECTED';
@@ -177,7 +177,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${record.error}\n`);
     return;
   }
-  await passThrough(deps.upstream, origin, req, res, record);
+  await passThrough(deps.upstream, { origin, method: req.method ?? 'GET', target, headers: req.headers, body: req, res, record });
 }
 
 function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
 import type { RegistryCredentials } from '../config.js';
 import type { Dialer } from './dialer.js';
+import { UpstreamFailure, upstreamFailure } from './upstream-failure.js';
 
 export interface UpstreamClientOptions {
   dialer: Dialer;
@@ -30,9 +31,21 @@ const MAX_REDIRECTS = 5;
 const REDIRECT_STATUSES = new Set([301, 302, 303, 307, 308]);
 const SYSTEM_BUNDLES = ['/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'];
 
-/** What the registry handlers need from an upstream: UpstreamClient, or the mirror's TokenUpstream. */
+/** One request to an upstream. */
+export interface UpstreamRequest {
+  url: URL;
+  method: string;
+  headers?: Record<string, string>;
+  body?: Readable | null; // a client's request body (pushes), streamed
+  followRedirects?: boolean; // default true; a redirect that leaves the origin drops Authorization
+}
+
+/**
+ * What the registry handlers need from an upstream: UpstreamClient, or the mirror's TokenUpstream. A
+ * request that gets no answer rejects with an UpstreamFailure.
+ */
 export interface Upstream {
-  request(url: URL, method: string, headers: Record<string, string>, body?: Readable | null, followRedirects?: boolean): Promise<UpstreamResponse>;
+  request(request: UpstreamRequest): Promise<UpstreamResponse>;
 }
 
 export class UpstreamClient implements Upstream {
@@ -64,7 +77,7 @@ export class UpstreamClient implements Upstream {
             });
             const onError = (err: Error) => {
               secure.destroy();
-              callback(err, null);
+              callback(new UpstreamFailure('tls', err), null); // typed here, where it is known to be the handshake
             };
             secure.once('error', onError);
             secure.once('secureConnect', () => {
@@ -82,13 +95,15 @@ export class UpstreamClient implements Upstream {
    * One request, following redirects for GET/HEAD. The Authorization header is dropped as soon as a
    * redirect leaves the original origin (S3/CDN presigned URLs reject it, and it is not theirs to see).
    */
-  async request(
-    url: URL,
-    method: string,
-    headers: Record<string, string>,
-    body?: Readable | null,
-    followRedirects = true,
-  ): Promise<UpstreamResponse> {
+  async request({ url, method, headers = {}, body = null, followRedirects = true }: UpstreamRequest): Promise<UpstreamResponse> {
+    try {
+      return await this.follow(url, method, headers, body, followRedirects);
+    } catch (err) {
+      throw upstreamFailure(err);
+    }
+  }
+
+  private async follow(url: URL, method: string, headers: Record<string, string>, body: Readable | null, followRedirects: boolean): Promise<UpstreamResponse> {
     let current = url;
     // The client's own Authorization always wins; configured credentials go only to their own host.
     const injected = headers.authorization === undefined ? this.credentials.get(url.host) : undefined;
@@ -99,7 +114,7 @@ export class UpstreamClient implements Upstream {
         path: current.pathname + current.search,
         method: method as Dispatcher.HttpMethod,
         headers: currentHeaders,
-        body: body ?? null,
+        body,
       });
       const next = redirectTarget(res.statusCode, res.headers['location'], current);
       if (!followRedirects || next === null || hop >= MAX_REDIRECTS) {

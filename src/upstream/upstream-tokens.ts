@@ -2,8 +2,7 @@
 // `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge, fetch a token from the realm
 // (anonymously, or with AUTH_REGISTRIES credentials, which the upstream client injects for the realm's
 // host) and retry once. Tokens are cached until they expire.
-import type { Readable } from 'node:stream';
-import type { Upstream, UpstreamClient, UpstreamResponse } from './upstream-client.js';
+import type { Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse } from './upstream-client.js';
 
 interface CachedToken {
   token: string;
@@ -18,15 +17,15 @@ export class UpstreamTokens {
 
   constructor(private readonly upstream: UpstreamClient) {}
 
-  /** One request as regcache itself; the body of the answer is the caller's to consume. */
-  async request(url: URL, method: string, headers: Record<string, string> = {}): Promise<UpstreamResponse> {
-    const first = await this.upstream.request(url, method, headers, null, true);
+  /** One request as regcache itself (no body, redirects followed); the answer's body is the caller's to consume. */
+  async request({ url, method, headers = {} }: UpstreamRequest): Promise<UpstreamResponse> {
+    const first = await this.upstream.request({ url, method, headers });
     const challenge = first.statusCode === 401 ? parseBearerChallenge(first.headers['www-authenticate']) : null;
     if (!challenge) return first;
     first.body.resume();
     const token = await this.token(challenge);
     if (!token) return first;
-    return this.upstream.request(url, method, { ...headers, authorization: `Bearer ${token}` }, null, true);
+    return this.upstream.request({ url, method, headers: { ...headers, authorization: `Bearer ${token}` } });
   }
 
   private async token(challenge: BearerChallenge): Promise<string | null> {
@@ -41,7 +40,7 @@ export class UpstreamTokens {
     }
     if (challenge.service) realm.searchParams.set('service', challenge.service);
     if (challenge.scope) realm.searchParams.set('scope', challenge.scope);
-    const res = await this.upstream.request(realm, 'GET', {}, null, true);
+    const res = await this.upstream.request({ url: realm, method: 'GET' });
     if (res.statusCode !== 200) {
       res.body.resume();
       return null;
@@ -99,8 +98,8 @@ async function readJson(res: UpstreamResponse): Promise<{ token?: string; access
 export class TokenUpstream implements Upstream {
   constructor(private readonly tokens: UpstreamTokens) {}
 
-  request(url: URL, method: string, headers: Record<string, string>, _body?: Readable | null, _followRedirects?: boolean): Promise<UpstreamResponse> {
+  request({ url, method, headers = {} }: UpstreamRequest): Promise<UpstreamResponse> {
     const { authorization: _dropped, ...rest } = headers;
-    return this.tokens.request(url, method, rest);
+    return this.tokens.request({ url, method, headers: rest });
   }
 }

@@ -1,11 +1,11 @@
 // Image references as people type them (docker's rules: "alpine" is Docker Hub's library/alpine:latest),
 // and the sha256 digests regcache stores content by.
+import { SHA256_PATTERN, isSha256Digest } from './digest.js';
 import { DOCKER_HUB_HOST, isDockerHub } from './registry-name.js';
+import { TAG_PATTERN, type TagReference } from './repository-reference.js';
 
-export interface ImageReference {
-  registry: string; // the API host: registry-1.docker.io for Docker Hub
-  repository: string;
-  tag: string;
+/** registry: the API host (registry-1.docker.io for Docker Hub); tag "latest" when none was typed. */
+export interface ImageReference extends TagReference {
   digest: string | null;
 }
 
@@ -13,13 +13,8 @@ export class ImageReferenceError extends Error {
   override name = 'ImageReferenceError';
 }
 
-const DIGEST = /^sha256:[a-f0-9]{64}$/;
 // What is meant as a digest (an algorithm, a colon), well-formed or not: "sha256:deadbeef", "sha512:...".
 const DIGEST_LIKE = /^sha\d+:/i;
-
-export function isDigest(text: string): boolean {
-  return DIGEST.test(text);
-}
 
 /** Whether the text is meant as a digest; a malformed one throws, naming what a digest looks like. */
 export function isDigestArgument(text: string): boolean {
@@ -28,10 +23,14 @@ export function isDigestArgument(text: string): boolean {
   return true;
 }
 
+// [registry/]repository[:tag][@digest]; the repository is read loosely here (what is not in the store is
+// "not in the cache" later), the tag and digest by the grammar every other part of regcache uses.
+const IMAGE_REFERENCE = new RegExp(`^(?:([^/]+)\\/)?([a-z0-9._/-]+?)(?::(${TAG_PATTERN}))?(?:@(${SHA256_PATTERN}))?$`);
+
 export function parseImageReference(text: string): ImageReference {
   const at = text.indexOf('@');
   if (at >= 0) checkDigest(text.slice(at + 1));
-  const m = /^(?:([^/]+)\/)?([a-z0-9._/-]+?)(?::([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?(?:@(sha256:[a-f0-9]{64}))?$/.exec(text);
+  const m = IMAGE_REFERENCE.exec(text);
   if (!m) throw new ImageReferenceError(`${JSON.stringify(text)} is not an image reference or a sha256 digest (e.g. alpine:3.20, ghcr.io/org/app@sha256:...)`);
   let [, first, rest = '', tag = 'latest', digest = null] = m;
   let registry = DOCKER_HUB_HOST;
@@ -42,7 +41,7 @@ export function parseImageReference(text: string): ImageReference {
 }
 
 function checkDigest(text: string): void {
-  if (!DIGEST.test(text)) {
+  if (!isSha256Digest(text)) {
     throw new ImageReferenceError(`${JSON.stringify(text)} is a malformed digest: regcache stores sha256 digests, "sha256:" and 64 lower-case hex digits`);
   }
 }

@@ -1,9 +1,29 @@
 // One log line per request, written when the response closes: the fields operators grep for
-// (cache=HIT/MISS/...), and nothing that could carry a credential (no headers, no query strings).
+// (cache=HIT/MISS/...), and nothing that could carry a credential (no headers, no query strings). Each
+// line is also counted (the proxy's Metrics), so the data path makes no metric calls of its own.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { metrics } from '../admin/metrics.js';
-import type { Logger } from '../log.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+
+/** What a request's line is counted in. */
+export type RequestCounters = Pick<Metrics, 'request' | 'rateLimitRemaining' | 'upstreamError'>;
+
+/** The request lines of one proxy: its logger and its counters. */
+export class AccessLog {
+  constructor(
+    private readonly log: Logger,
+    private readonly counters: RequestCounters,
+  ) {}
+
+  /**
+   * Starts the line of a request, written when the response closes. `host` is the origin as logged;
+   * `path` the request's path as it is meant (default: the request target), its query string removed.
+   */
+  record(req: IncomingMessage, res: ServerResponse, host: string, path = req.url ?? ''): RequestRecord {
+    return new RequestRecord(this.log, this.counters, req, res, host, path.split('?', 1)[0] ?? '');
+  }
+}
 
 // LOCAL: answered by regcache itself, from neither the cache nor upstream (the mirror's /v2/ ping).
 export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'CORRUPT' | 'DENIED' | 'BYPASS' | 'REJECTED' | 'ADMIN' | 'LOCAL';
@@ -23,9 +43,12 @@ export class RequestRecord {
 
   constructor(
     private readonly log: Logger,
+    private readonly counters: RequestCounters,
     private readonly req: IncomingMessage,
     private readonly res: ServerResponse,
     private readonly host: string,
+    /** The request path without its query string (queries may carry signatures or tokens). */
+    readonly path: string,
   ) {
     this.client = req.socket.remoteAddress;
     res.once('close', () => {
@@ -43,8 +66,13 @@ export class RequestRecord {
     const remaining = headers['ratelimit-remaining'];
     if (typeof remaining === 'string') {
       this.ratelimitRemaining = remaining.slice(0, 64);
-      metrics.rateLimitRemaining(remaining);
+      this.counters.rateLimitRemaining(remaining);
     }
+  }
+
+  /** An upstream that could not be reached (or did not answer in time): counted by its cause. */
+  countUpstreamFailure(cause: string): void {
+    this.counters.upstreamError(cause);
   }
 
   /** Counts the body bytes of a stream that is being piped to the client. */
@@ -52,11 +80,6 @@ export class RequestRecord {
     body.on('data', (chunk: Buffer) => {
       this.bytes += chunk.length;
     });
-  }
-
-  /** The request path without its query string (queries may carry signatures or tokens). */
-  get path(): string {
-    return (this.req.url ?? '').split('?', 1)[0] ?? '';
   }
 
   private write(): void {
@@ -79,6 +102,6 @@ export class RequestRecord {
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : this.quiet ? 'debug' : 'info'](line, 'request');
-    metrics.request(this.cache, this.kind, this.bytes);
+    this.counters.request(this.cache, this.kind, this.bytes);
   }
 }

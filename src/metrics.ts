@@ -1,6 +1,8 @@
-// Prometheus metrics (prom-client), on GET /metrics. Counters are incremented where things happen;
-// gauges that mirror state owned elsewhere (fills in flight, store size, leaves minted, tunnels open)
-// are read from their owners at scrape time, so nothing has to be kept in sync.
+// Prometheus metrics (prom-client), on GET /metrics. One Metrics per running proxy, on a registry of its
+// own (two proxies in one process count apart), created by proxy.ts and handed to what counts: the
+// access log, the password guard, and proxy.ts's listeners on the fill and eviction events. Gauges that
+// mirror state owned elsewhere (fills in flight, store size, leaves minted, tunnels open) are read from
+// their owners at scrape time, so nothing has to be kept in sync.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface MetricsSources {
@@ -86,6 +88,3 @@ export class Metrics {
     this.rateLimit.set(n);
   }
 }
-
-/** One per process: the places that count import it. */
-export const metrics = new Metrics();

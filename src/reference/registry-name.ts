@@ -3,6 +3,7 @@
 // the one stored in the index). They are one registry wherever regcache names or filters by registry
 // (the CLI, /api/v1/cache, the mirror's routing), shown as `docker.io`. Every other registry is its
 // host[:port], lower-cased.
+import { formatRepository, parseRepository } from './repository-reference.js';
 
 /** How Docker Hub is shown. */
 export const DOCKER_HUB_NAME = 'docker.io';
@@ -27,6 +28,7 @@ export function registryApiHost(registry: string): string {
 
 /** "registry-1.docker.io/library/alpine[:tag|@digest]" -> "docker.io/library/alpine[:tag|@digest]". */
 export function displayReference(reference: string): string {
-  const slash = reference.indexOf('/');
-  return slash < 0 ? reference : registryDisplayName(reference.slice(0, slash)) + reference.slice(slash);
+  if (!reference.includes('/')) return reference;
+  const { registry, repository } = parseRepository(reference);
+  return formatRepository({ registry: registryDisplayName(registry), repository });
 }

@@ -1,0 +1,190 @@
+// The cache's one way in and out, one per store and shared by every door (the proxy's requests and the
+// mirror's): what the store holds (get, open), the fills running now (fill), and what goes with them:
+// room on disk before a fill, eviction after a commit, the fill log lines and events. The HTTP side
+// (registry/content-responder.ts) turns these into responses and decides who may read what.
+//
+// Fills are per origin: bytes fetched from one registry are never handed to a request that named another
+// (another host, port or mirror ns=), so a request joins only a fill of its own origin; the proxy and
+// the mirror asking the same origin for one digest at once share one upstream GET. Stored content is one
+// copy per digest, whichever origin delivered it.
+import { EventEmitter } from 'node:events';
+import type { Readable } from 'node:stream';
+import type { Logger } from '../log.js';
+import type { ContentFile, ContentKind, ContentStore, Provenance, StoredContent } from './content-store.js';
+import type { Entry } from './entry-index.js';
+import type { Evictor } from './eviction.js';
+import { Fill } from './fill.js';
+
+/** A fill's identity: the content, and the origin ("host[:port]") it is fetched from. */
+export interface FillKey {
+  origin: string;
+  kind: ContentKind;
+  digest: string;
+}
+
+/** What a fetch for a fill got: a body to fill from (a 200), or only an answer for its own client. */
+export interface Fetched<T> {
+  answer: T; // the caller's (an upstream response): relayed when nothing is filled from it
+  body: { stream: Readable; mediaType: string; size: number | null } | null;
+}
+
+export type FillOutcome<T> =
+  | { kind: 'started'; fill: Fill; answer: T } // this request's fetch fills; acquired for it
+  | { kind: 'joined'; fill: Fill } // a fill of this origin was running; acquired for this request
+  | { kind: 'refused' } // admit() turned this request away from the running fill (and answered it)
+  | { kind: 'ended' } // the running fill ended without content, or before it could be joined: look in the store, then fill alone
+  | { kind: 'declined'; answer: T } // the fetch gave nothing to fill (not a 200)
+  | { kind: 'bypassed'; answer: T; reason: string; storeError?: string }; // a body the store cannot take: relay it uncached
+
+/** Stored content (found whatever its origin: access is the caller's to decide), or a running fill. */
+export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
+
+/**
+ * Events: 'fill-started' (key), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
+ */
+export class FillCoordinator extends EventEmitter {
+  private readonly inflight = new Map<string, Promise<Fill | null>>();
+
+  constructor(
+    readonly store: ContentStore,
+    private readonly evictor: Evictor,
+    private readonly log: Logger,
+  ) {
+    super();
+  }
+
+  get fillsInFlight(): number {
+    return this.inflight.size;
+  }
+
+  /** Stored content of this kind and digest, else this origin's running fill once it has started; null when neither. */
+  async get(key: FillKey): Promise<Found | null> {
+    const found = await this.stored(key.kind, key.digest);
+    if (found) return found;
+    const fill = await this.running(key);
+    return fill ? { fill } : null;
+  }
+
+  /** Stored content of this kind and digest, and its entry (its origins, whether it is public). */
+  async stored(kind: ContentKind, digest: string): Promise<{ stored: StoredContent; entry: Entry } | null> {
+    const stored = await this.store.lookup(kind, digest);
+    const entry = stored && this.store.index.get(kind, digest);
+    return stored && entry ? { stored, entry } : null;
+  }
+
+  /** This origin's running fill of the content once it has started (null: none, or it gave nothing to fill). */
+  async running(key: FillKey): Promise<Fill | null> {
+    return (await this.inflight.get(keyOf(key))) ?? null;
+  }
+
+  /**
+   * Starts a fill from what `fetch` gets, or, when this origin's fill of the content is running and
+   * `admit` is given, joins it once `admit` (the caller's access check) agrees. Without `admit` a running
+   * fill is not joined and this request fetches on its own, uncounted in the running fills. A fetch that
+   * throws rejects the same way (the caller answers it); requests waiting on it then see 'ended'.
+   */
+  async fill<T>(key: FillKey, from: Provenance, fetch: () => Promise<Fetched<T>>, admit: ((fill: Fill) => Promise<boolean>) | null): Promise<FillOutcome<T>> {
+    const id = keyOf(key);
+    const pending = this.inflight.get(id);
+    if (pending && admit) {
+      const fill = await pending;
+      // The leader's bytes are this origin's; whether this request may have them is the caller's to say.
+      if (fill && !(await admit(fill))) return { kind: 'refused' };
+      if (!fill?.acquire()) return { kind: 'ended' }; // finished meanwhile (then it is stored), or its leader got no 200
+      this.emit('fill-joined', key);
+      return { kind: 'joined', fill };
+    }
+
+    let settle: (fill: Fill | null) => void = () => undefined;
+    const promise = new Promise<Fill | null>((resolve) => (settle = resolve));
+    if (!pending) this.inflight.set(id, promise);
+    let fill: Fill | null = null;
+    try {
+      const started = Date.now();
+      const { answer, body } = await fetch();
+      if (!body) return { kind: 'declined', answer };
+      const refusal = body.size === null ? null : !this.evictor.fits(body.size) ? 'larger than CACHE_MAX_SIZE' : (await this.evictor.makeRoom(body.size)) ? null : 'not enough free disk space';
+      if (refusal) return { kind: 'bypassed', answer, reason: refusal };
+      try {
+        fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from);
+      } catch (err) {
+        // The store cannot take it (disk full, permissions): the client is still served, uncached.
+        this.log.error({ digest: key.digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
+        return { kind: 'bypassed', answer, reason: 'cache store unavailable', storeError: (err as Error).message };
+      }
+      this.emit('fill-started', key);
+      fill.acquire(); // this request's reference, taken before any waiter can see the fill settle
+      const current = fill;
+      current.once('settled', () => {
+        if (this.inflight.get(id) === promise) this.inflight.delete(id);
+        this.settled(current, key, Date.now() - started);
+      });
+      return { kind: 'started', fill, answer };
+    } finally {
+      if (!fill && this.inflight.get(id) === promise) this.inflight.delete(id);
+      settle(fill);
+    }
+  }
+
+  /**
+   * Opens stored content for a read, checked against its entry's size (a short file would answer the full
+   * Content-Length and then stall); null when it cannot be read, and then an entry whose content is gone
+   * or has the wrong size is dropped, so the next request refetches.
+   */
+  async open(stored: StoredContent): Promise<ContentFile | null> {
+    const { kind, digest } = stored;
+    let file: ContentFile | null;
+    try {
+      file = await this.store.open(stored);
+    } catch {
+      return null; // cannot be opened now (EMFILE, EACCES): a MISS, the entry stays
+    }
+    if (!file) {
+      // Evicted a moment ago (the index no longer has it), or removed behind our back (drop the entry).
+      if (this.store.index.get(kind, digest)) {
+        this.log.warn({ digest, path: this.store.where(digest) }, 'content file missing; entry dropped');
+        await this.store.remove(kind, digest).catch(() => undefined);
+      }
+      return null;
+    }
+    if (file.size !== stored.size) {
+      await file.close();
+      this.log.warn({ digest, kind, path: this.store.where(digest), size: stored.size, actualSize: file.size }, 'stored content has the wrong size; dropped');
+      await this.store.remove(kind, digest).catch(() => undefined);
+      return null;
+    }
+    return file;
+  }
+
+  /** A read of stored content: most recently used now, and the repository (or tag) it was read under. */
+  use(stored: StoredContent, from: Provenance): void {
+    this.store.use(stored.kind, stored.digest, from);
+  }
+
+  /** Stored bytes that do not hash to their digest: the entry goes, so the next request refetches. */
+  dropCorrupt(stored: StoredContent, err: Error): void {
+    const { kind, digest } = stored;
+    this.log.warn({ digest, kind, path: this.store.where(digest), error: err.message }, 'stored content does not match its digest; dropped');
+    void this.store.remove(kind, digest).catch((e: Error) => this.log.warn({ digest, error: e.message }, 'dropping corrupt content failed'));
+  }
+
+  /** Stores a small body (a manifest) whose digest the caller verified; eviction follows as after a fill. */
+  async storeVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
+    await this.store.putVerified(content, data, from);
+    this.evictor.afterCommit();
+  }
+
+  private settled(fill: Fill, key: FillKey, ms: number): void {
+    const line = { digest: key.digest, host: key.origin, bytes: fill.written, ms };
+    if (fill.state === 'committed') this.log.info(line, 'fill committed');
+    else this.log.warn({ ...line, reason: fill.error?.reason, error: fill.error?.message }, 'fill failed; nothing stored');
+    this.emit('fill-settled', fill, key);
+    if (fill.state === 'committed') this.evictor.afterCommit();
+    if (fill.error?.reason === 'store') void this.evictor.makeRoom(fill.written); // e.g. ENOSPC: free space for the next one
+  }
+}
+
+/** Fills are per origin: bytes from one registry are never handed to a request that named another. */
+function keyOf(key: FillKey): string {
+  return `${key.origin}|${key.kind}/${key.digest}`;
+}

@@ -1,0 +1,277 @@
+// The cache core in process, as distribution's proxyblobstore_test.go tests its proxy blob store: a real
+// LocalStore in a temp dir, the FillCoordinator shared by every door, a fake upstream fetch that counts
+// its calls. Coalescing (one fetch for concurrent requests of one origin, none shared across origins), a
+// failed fill letting its waiters retry, eviction sparing content being filled or read, and the access
+// decisions (public, elsewhere, refused) made against a fake upstream.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
+import { after, before, describe, it } from 'node:test';
+import type { StoredContent } from '../src/cache/content-store.js';
+import type { Entry } from '../src/cache/entry-index.js';
+import { Evictor } from '../src/cache/eviction.js';
+import { FillCoordinator, type Fetched, type FillKey } from '../src/cache/fill-coordinator.js';
+import { FillReader } from '../src/cache/fill-reader.js';
+import type { Fill } from '../src/cache/fill.js';
+import { LocalStore } from '../src/cache/local-store.js';
+import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
+import { createLogger } from '../src/log.js';
+import { ContentAccess } from '../src/registry/content-access.js';
+import type { Upstream, UpstreamRequest, UpstreamResponse } from '../src/upstream/upstream-client.js';
+import type { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
+import { TmpDirs } from './harness/tmp.js';
+
+const log = createLogger('silent', false);
+const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+const FROM = { ref: 'registry.test/lib/app', tag: null };
+const admitAll = () => Promise.resolve(true);
+
+/** An upstream standing in for a registry's blob GETs: counts fetches, feeds bodies when told. */
+class FakeFetches {
+  calls = 0;
+  readonly bodies: PassThrough[] = [];
+
+  /** A 200 whose body the test writes (this.bodies), of `size` bytes. */
+  ok(size: number): () => Promise<Fetched<string>> {
+    return async () => {
+      this.calls++;
+      const stream = new PassThrough();
+      this.bodies.push(stream);
+      await new Promise((resolve) => setImmediate(resolve)); // an upstream answers a moment later
+      return { answer: '200', body: { stream, mediaType: 'application/octet-stream', size } };
+    };
+  }
+
+  /** An answer with nothing to fill (a 404). */
+  declined(): () => Promise<Fetched<string>> {
+    return async () => {
+      this.calls++;
+      await new Promise((resolve) => setImmediate(resolve));
+      return { answer: '404', body: null };
+    };
+  }
+}
+
+async function drain(fill: Fill): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of new FillReader(fill, 0, null)) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolve() : once(fill, 'settled'));
+
+describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
+  const tmp = new TmpDirs();
+  let store: LocalStore;
+  let evictor: Evictor;
+  let coordinator: FillCoordinator;
+
+  before(async () => {
+    store = await LocalStore.open(await tmp.make('regcache-coordinator'));
+    evictor = new Evictor(store, { maxBytes: 1024 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
+    coordinator = new FillCoordinator(store, evictor, log);
+  });
+  after(async () => {
+    await evictor.stop();
+    await store.close();
+    await tmp.cleanup();
+  });
+
+  it('makes one upstream fetch for concurrent requests of one origin, and every request gets the bytes', async () => {
+    const data = crypto.randomBytes(3 * 1024 * 1024 + 17);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const events: string[] = [];
+    coordinator.on('fill-started', () => events.push('started')).on('fill-joined', () => events.push('joined'));
+    const outcomes = await Promise.all(Array.from({ length: 5 }, () => coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)));
+    assert.equal(upstream.calls, 1, 'one upstream GET');
+    assert.deepEqual(outcomes.map((o) => o.kind).sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
+    assert.deepEqual(events.sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
+    const fills = outcomes.map((o) => (o.kind === 'started' || o.kind === 'joined' ? o.fill : null));
+    assert.ok(fills.every((f) => f === fills[0]), 'one fill shared');
+    const reads = fills.map((f) => drain(f!));
+    upstream.bodies[0]!.end(data);
+    for (const got of await Promise.all(reads)) assert.ok(got.equals(data));
+    await settled(fills[0]!);
+    assert.equal(fills[0]!.state, 'committed');
+    const found = await coordinator.get(key);
+    assert.ok(found && 'stored' in found && found.stored.size === data.length, 'stored afterwards');
+    assert.equal(coordinator.fillsInFlight, 0);
+  });
+
+  it('never lets a request join a fill of another origin', async () => {
+    const data = crypto.randomBytes(64 * 1024);
+    const digest = digestOf(data);
+    const upstream = new FakeFetches();
+    const [a, b] = await Promise.all([
+      coordinator.fill({ origin: 'registry.test', kind: 'blob', digest }, FROM, upstream.ok(data.length), admitAll),
+      coordinator.fill({ origin: 'registry.test:8443', kind: 'blob', digest }, { ref: 'registry.test:8443/lib/app', tag: null }, upstream.ok(data.length), admitAll),
+    ]);
+    assert.equal(upstream.calls, 2, 'each origin fetches its own bytes');
+    assert.equal(a.kind, 'started');
+    assert.equal(b.kind, 'started');
+    for (const body of upstream.bodies) body.end(data);
+    await Promise.all([a, b].map((o) => (o.kind === 'started' ? Promise.all([drain(o.fill), settled(o.fill)]) : null)));
+    const entry = store.index.get('blob', digest)!;
+    assert.deepEqual([...entry.refs].sort(), ['registry.test/lib/app', 'registry.test:8443/lib/app'], 'one entry that learned both origins');
+  });
+
+  it('turns a request away from a running fill when admit says no, without a fetch of its own', async () => {
+    const data = crypto.randomBytes(32 * 1024);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const [leader, refused] = await Promise.all([coordinator.fill(key, FROM, upstream.ok(data.length), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), () => Promise.resolve(false))]);
+    assert.equal(leader.kind, 'started');
+    assert.equal(refused.kind, 'refused');
+    assert.equal(upstream.calls, 1);
+    upstream.bodies[0]!.end(data);
+    if (leader.kind === 'started') await Promise.all([drain(leader.fill), settled(leader.fill)]);
+  });
+
+  it('lets waiters retry on their own when the leader gets nothing to fill, or its fetch fails', async () => {
+    const data = crypto.randomBytes(16 * 1024);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const [declined, waiter] = await Promise.all([coordinator.fill(key, FROM, upstream.declined(), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    assert.equal(declined.kind, 'declined');
+    assert.equal(waiter.kind, 'ended', 'the waiter is told the fill ended without content');
+    assert.equal(upstream.calls, 1);
+
+    // A fetch that throws (upstream unreachable) rejects its own request; the waiter is told 'ended' too.
+    const failing = async (): Promise<Fetched<string>> => {
+      upstream.calls++;
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new Error('connect ECONNREFUSED');
+    };
+    const [thrown, waiter2] = await Promise.allSettled([coordinator.fill(key, FROM, failing, admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    assert.equal(thrown.status, 'rejected');
+    assert.equal(waiter2.status === 'fulfilled' && waiter2.value.kind, 'ended');
+    // The retry (not joining) fetches again and fills.
+    const retry = await coordinator.fill(key, FROM, upstream.ok(data.length), null);
+    assert.equal(retry.kind, 'started');
+    assert.equal(upstream.calls, 3);
+    upstream.bodies.at(-1)!.end(data);
+    if (retry.kind === 'started') assert.ok((await drain(retry.fill)).equals(data));
+  });
+
+  it('cuts the readers of a fill whose bytes do not match, and lets no one join it afterwards', async () => {
+    const data = crypto.randomBytes(200 * 1024);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const [leader, joined] = await Promise.all([coordinator.fill(key, FROM, upstream.ok(data.length), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    assert.equal(joined.kind, 'joined');
+    const bad = Buffer.from(data);
+    bad[1000] = bad[1000]! ^ 0xff;
+    const reads = [leader, joined].map((o) => (o.kind === 'started' || o.kind === 'joined' ? drain(o.fill) : Promise.reject(new Error(o.kind))));
+    upstream.bodies[0]!.end(bad);
+    for (const read of reads) await assert.rejects(read, /hash to/);
+    assert.equal(await store.lookup('blob', key.digest), null, 'nothing stored');
+    // The failed fill cannot be joined; the request looks in the store and then fetches on its own.
+    assert.equal((await coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)).kind, 'ended');
+    const again = await coordinator.fill(key, FROM, upstream.ok(data.length), null);
+    assert.equal(again.kind, 'started', 'a new fill, not the failed one');
+    upstream.bodies.at(-1)!.end(data);
+    if (again.kind === 'started') assert.ok((await drain(again.fill)).equals(data));
+  });
+
+  it('never evicts content being filled, and a read in progress outlives the eviction of its entry', async () => {
+    // Room for the 1 MiB fill, not for the 2 MiB stored beside it: enforcing the bound evicts every entry.
+    const tight = new Evictor(store, { maxBytes: 1.5 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
+    const tightCoordinator = new FillCoordinator(store, tight, log);
+    // Stored content, opened for a read before it is evicted.
+    const storedData = crypto.randomBytes(2 * 1024 * 1024);
+    const storedDigest = digestOf(storedData);
+    await store.putVerified({ kind: 'blob', digest: storedDigest, size: storedData.length, mediaType: 'application/octet-stream' }, storedData, FROM);
+    const found = await tightCoordinator.stored('blob', storedDigest);
+    assert.ok(found);
+    const file = await tightCoordinator.open(found.stored);
+    assert.ok(file);
+    const reader = new VerifiedFileReader(file, { size: storedData.length, digest: storedDigest, start: 0, end: storedData.length - 1 });
+    const read = (async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of reader) chunks.push(chunk as Buffer);
+      return Buffer.concat(chunks);
+    })();
+    // A fill running meanwhile: not in the index, so no eviction can take it.
+    const data = crypto.randomBytes(1024 * 1024);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const outcome = await tightCoordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(outcome.kind, 'started');
+    upstream.bodies[0]!.write(data.subarray(0, 512 * 1024));
+    await tight.enforce(); // evicts everything the index holds: the stored blob, not the fill
+    assert.equal(store.index.get('blob', storedDigest), undefined, 'the stored blob was evicted');
+    assert.ok((await read).equals(storedData), 'the read that had it open got every byte, verified');
+    upstream.bodies[0]!.end(data.subarray(512 * 1024));
+    if (outcome.kind === 'started') {
+      assert.ok((await drain(outcome.fill)).equals(data));
+      await settled(outcome.fill);
+      assert.equal(outcome.fill.state, 'committed', 'the fill committed whatever the eviction did');
+    }
+    await tight.stop();
+  });
+});
+
+/** An upstream that answers HEADs with a fixed status per Authorization, and records them. */
+class FakeUpstream implements Upstream {
+  readonly seen: UpstreamRequest[] = [];
+  constructor(private readonly status: (authorization: string | undefined) => number) {}
+
+  request(request: UpstreamRequest): Promise<UpstreamResponse> {
+    this.seen.push(request);
+    return Promise.resolve({ statusCode: this.status(request.headers?.authorization), headers: {}, body: Readable.from([]), url: request.url });
+  }
+}
+
+describe('access decisions (in-process, fake upstream)', () => {
+  const tmp = new TmpDirs();
+  let store: LocalStore;
+
+  before(async () => {
+    store = await LocalStore.open(await tmp.make('regcache-access'));
+  });
+  after(async () => {
+    await store.close();
+    await tmp.cleanup();
+  });
+
+  const stored = async (seed: string, ref: string, access?: 'public' | 'private'): Promise<Entry> => {
+    const data = Buffer.from(seed);
+    const content: StoredContent = { kind: 'blob', digest: digestOf(data), size: data.length, mediaType: 'application/octet-stream' };
+    await store.putVerified(content, data, { ref, tag: null });
+    if (access) await store.index.setAccess('blob', content.digest, access);
+    return store.index.get('blob', content.digest)!;
+  };
+  const accessWith = (upstream: FakeUpstream) => new ContentAccess(store, upstream, {} as UpstreamTokens, log);
+
+  it('serves public content to anyone, at any origin, without asking upstream', async () => {
+    const entry = await stored('public', 'registry.test/lib/app', 'public');
+    const upstream = new FakeUpstream(() => 401);
+    assert.deepEqual(await accessWith(upstream).check('blob', entry.digest, entry, 'elsewhere.test/other/repo', undefined), { allowed: true });
+    assert.equal(upstream.seen.length, 0);
+  });
+
+  it('sends a request for private content at another origin elsewhere (upstream, as a MISS), without asking', async () => {
+    const entry = await stored('private elsewhere', 'registry.test/lib/app', 'private');
+    const upstream = new FakeUpstream(() => 200);
+    const decision = await accessWith(upstream).check('blob', entry.digest, entry, 'registry.test:8443/lib/app', 'Bearer x');
+    assert.deepEqual(decision, { allowed: false, elsewhere: true });
+    assert.equal(upstream.seen.length, 0);
+  });
+
+  it('asks the origin with the client credentials for private content: refused, or allowed and remembered', async () => {
+    const entry = await stored('private here', 'registry.test/lib/app', 'private');
+    const upstream = new FakeUpstream((authorization) => (authorization === 'Bearer alice' ? 200 : 401));
+    const access = accessWith(upstream);
+    const refused = await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer mallory');
+    assert.equal(refused.allowed, false);
+    assert.match(refused.allowed === false && !refused.elsewhere ? refused.reason : '', /upstream answered 401/);
+    assert.deepEqual(await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer alice'), { allowed: true });
+    assert.deepEqual(await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer alice'), { allowed: true });
+    assert.equal(upstream.seen.length, 2, 'the grant is remembered: one HEAD per credential');
+    const head = upstream.seen[1]!;
+    assert.equal(head.method, 'HEAD');
+    assert.equal(head.url.href, `https://registry.test/v2/lib/app/blobs/${entry.digest}`);
+  });
+});
