@@ -15,15 +15,15 @@
 // Exit code non-zero only when something broke (wrong size, no HIT/MISS).
 // Results: stdout, bench/results/cpu-<time>.json and the cpu-bench section of docs/benchmarks.md.
 // Run by `npm run bench`, or once built: `node --import tsx bench/cpu-bench.ts`.
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { makeImage, pushImage, type LayerFile } from '../test/harness/images.js';
-import { createTestCA } from '../test/harness/pki.js';
+import type { LayerFile } from '../test/harness/images.js';
 import { run, spawnDaemon, type Daemon } from '../test/harness/proc.js';
 import { startRegcache, type Regcache } from '../test/harness/regcache.js';
-import { startRegistry, type Registry } from '../test/harness/registry.js';
+import type { Registry } from '../test/harness/registry.js';
+import { startBlobRegistry } from './blob-registry.js';
 import { cpuSeconds, describeMachine, envInt, exitedChildrenCpuSeconds, median, runBench, writeDocsSection } from './measure.js';
 import { opensslNsPerByte, opensslVersion } from './cpu/openssl-speed.js';
 
@@ -93,28 +93,14 @@ function parseOptions(): Options {
 }
 
 async function setUp(root: string, opts: Options): Promise<Setup> {
-  const caDir = path.join(root, 'test-ca');
-  await mkdir(caDir);
-  const ca = await createTestCA(caDir, 'regcache cpu bench CA');
-  const tls = await ca.issue([HOST, '127.0.0.1'], caDir, 'registry');
-  const registry = await startRegistry({ dir: path.join(root, 'registry'), tls, caFile: ca.certFile });
-  // Incompressible data in stored gzip framing; only its blob is fetched.
-  const imageDir = path.join(root, 'image');
-  const image = await makeImage(imageDir, { layers: [{ size: opts.mb * 1_000_000, seed: `cpu-bench-${opts.mb}` }], gzipLevel: 0 });
-  await pushImage(registry.url, REPO, 'v1', image, { caFile: ca.certFile });
-  await rm(imageDir, { recursive: true, force: true });
+  const { registry, blob, ca, regcacheEnv } = await startBlobRegistry(root, { host: HOST, repo: REPO, mb: opts.mb, name: 'cpu-bench' });
   return {
     root,
     registry,
-    blob: image.layers[0]!,
+    blob,
     testCaFile: ca.certFile,
     regcacheCaDir: path.join(root, 'regcache-ca'),
-    env: {
-      ADDITIONAL_REGISTRIES: HOST,
-      UPSTREAM_CA_FILE: ca.certFile,
-      CONNECT_TO: `${HOST}:443:127.0.0.1:${registry.port}`,
-      LOG_LEVEL: 'info', // what operators run: one line per request
-    },
+    env: regcacheEnv,
   };
 }
 
