@@ -428,8 +428,18 @@ function docsSection(text: string, date: string, o: Options): string {
     text.trim(),
     '```',
     '',
+    "- `x floor`: a path's CPU per byte over its floor: the bare relay for the tunnel; AES + SHA for a warm byte (encrypted and",
+    '  hashed once), AES alone without VERIFY_ON_READ; 2 AES + SHA for a cold byte (decrypted, hashed, encrypted). The floors are',
+    "  AES-256-GCM, what curl and regcache agree on; docker-registry (Go) picks AES-128-GCM, a little cheaper, for what it serves.",
+    "- `curl ns/B`: the client's own CPU per byte, for the record; `x current`: another build's figure over this tree's, same path.",
+    '- Client, registry and regcache share the cores over loopback, where a sender also pays its receiver\'s TCP processing. What each',
+    '  path is made of (profiles), why the cold and unverified warm targets are out of reach in Node, and what the figures mean for a',
+    '  16-core box: docs/decisions.md #71-#73.',
+    '',
     'Reproduce: `npm run bench`, or after `npm run build`,',
-    `\`BENCH_CPU_MB=${o.mb} BENCH_CPU_RUNS=${o.runs} node --import tsx bench/cpu-bench.ts\` (add \`BENCH_CPU_COMPARE=<label>=<other tree>/dist/cli.js\` to measure another build beside this one).`,
+    o.compare.length > 0
+      ? `\`BENCH_CPU_MB=${o.mb} BENCH_CPU_RUNS=${o.runs} BENCH_CPU_COMPARE="${o.compare.map((c) => `${c.label}=<its build>/dist/cli.js`).join(',')}" node --import tsx bench/cpu-bench.ts\`.`
+      : `\`BENCH_CPU_MB=${o.mb} BENCH_CPU_RUNS=${o.runs} node --import tsx bench/cpu-bench.ts\` (add \`BENCH_CPU_COMPARE=<label>=<other tree>/dist/cli.js\` to measure another build beside this one).`,
   ].join('\n');
 }
 
