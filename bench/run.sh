@@ -7,6 +7,9 @@
 # Pull bench options: --runs N, --mb N (or BENCH_RUNS, BENCH_MB).
 # Store bench options (environment): BENCH_STORE_MB (1024), BENCH_STORE_RUNS (5), BENCH_STORE_READERS (20),
 # BENCH_STORE_ENTRIES (100000).
+# Then the CPU bench: regcache's CPU per byte of one blob on the tunnel, cold and warm paths (with and
+# without VERIFY_ON_READ) beside a bare Node relay and openssl speed's AES-256-GCM and SHA-256 floors.
+# Options (environment): BENCH_CPU_MB (512), BENCH_CPU_RUNS (5), BENCH_CPU_COMPARE (other builds).
 # Peer bench options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5),
 # BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20); BENCH_NETEM=1 adds a slow-upstream phase
 # (BENCH_PEER_NETEM_RUNS, 5); it also writes its section of docs/benchmarks.md.
@@ -17,8 +20,8 @@
 # After it, the auth bench: an authenticated client's p50/p99 with no attack and while 50 clients send
 # wrong passwords (bcrypt PROXY_AUTH), through the proxy and the mirror. Options (environment):
 # BENCH_AUTH_SECONDS (10), BENCH_AUTH_CLIENTS (50), BENCH_AUTH_COST (10); see bench/auth-bench.ts.
-# Results: stdout, bench/results/<time>.json, store-, peer-, load- and auth-<time>.json, and the store,
-# peer, load and auth sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
+# Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load- and auth-<time>.json, and the
+# store, cpu, peer, load and auth sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
 # load or auth bench saw any error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +32,7 @@ npm run --silent build
 status=0
 node --import tsx bench/pull-bench.ts "$@" || status=$?
 node --import tsx bench/store-bench.ts || status=$?
+node --import tsx bench/cpu-bench.ts || status=$?
 node --import tsx bench/peer-bench.ts || status=$?
 # The load bench's 500 connections need about 4 descriptors each between its generator and regcache.
 # Node raises its own soft limit to the hard one, so the hard limit is what counts: raise it (as root)

@@ -24,11 +24,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
 import { integrityOf } from '../src/cache/local-store.js';
-import { makeImage, pushImage, MediaTypes, type LayerFile } from '../test/harness/images.js';
-import { createTestCA } from '../test/harness/pki.js';
+import { MediaTypes, type LayerFile } from '../test/harness/images.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
-import { startRegistry, type Registry } from '../test/harness/registry.js';
+import type { Registry } from '../test/harness/registry.js';
+import { startBlobRegistry } from './blob-registry.js';
 import { cpuSeconds, cpuTimes, describeMachine, envInt, median, memoryMb, runBench, stopRegcache, writeDocsSection } from './measure.js';
 
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
@@ -112,30 +112,16 @@ async function startProxy(s: Pick<Setup, 'root' | 'env' | 'regcacheCaDir'>, name
 const stopProxy = (rc: Regcache, what: string): Promise<number> => stopRegcache(rc, what, running);
 
 async function setUp(root: string, opts: Options): Promise<Setup> {
-  const caDir = path.join(root, 'test-ca');
-  await mkdir(caDir);
-  const ca = await createTestCA(caDir, 'regcache store bench CA');
-  const tls = await ca.issue([HOST, '127.0.0.1'], caDir, 'registry');
-  const registry = await startRegistry({ dir: path.join(root, 'registry'), tls, caFile: ca.certFile });
-  // One layer of incompressible data in stored gzip framing; only its blob is fetched.
-  const imageDir = path.join(root, 'image');
-  const image = await makeImage(imageDir, { layers: [{ size: opts.mb * 1_000_000, seed: `store-bench-${opts.mb}` }], gzipLevel: 0 });
-  await pushImage(registry.url, REPO, 'v1', image, { caFile: ca.certFile });
-  await rm(imageDir, { recursive: true, force: true }); // the registry has its own copy: a GB less on disk
+  const { registry, blob, ca, regcacheEnv } = await startBlobRegistry(root, { host: HOST, repo: REPO, mb: opts.mb, name: 'store-bench' });
   return {
     root,
     registry,
-    blob: image.layers[0]!,
+    blob,
     testCaPem: ca.certPem,
     regcacheCaDir: path.join(root, 'regcache-ca'),
     cacheDir: path.join(root, 'cache'),
     unverifiedCacheDir: path.join(root, 'cache-unverified'),
-    env: {
-      ADDITIONAL_REGISTRIES: HOST,
-      UPSTREAM_CA_FILE: ca.certFile,
-      CONNECT_TO: `${HOST}:443:127.0.0.1:${registry.port}`,
-      LOG_LEVEL: 'info', // what operators run; request lines are info
-    },
+    env: regcacheEnv,
   };
 }
 

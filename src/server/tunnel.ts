@@ -4,6 +4,7 @@ import type { Logger } from '../log.js';
 import { DestinationRefusedError } from '../upstream/destination-policy.js';
 import type { Dialer } from '../upstream/dialer.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
+import { ReusedBufferCopy } from './reused-buffer-copy.js';
 import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
 
 export class Tunnels {
@@ -17,9 +18,12 @@ export class Tunnels {
   async open(client: Duplex, head: Buffer, target: ConnectTarget): Promise<void> {
     const started = Date.now();
     const authority = formatAuthority(target.host, target.port);
+    // Downloads (upstream to client) are the bulk of a tunnel: copied through one reused buffer where the
+    // dialer can read into it (a direct connection), else piped.
+    const down = this.dialer.usesProxyFor(target.host, target.port) ? null : new ReusedBufferCopy(client);
     let upstream;
     try {
-      upstream = await this.dialer.connect(target.host, target.port);
+      upstream = await this.dialer.connect(target.host, target.port, down?.onread);
     } catch (err) {
       if (err instanceof DestinationRefusedError) {
         this.log.warn({ tunnel: authority, reason: err.reason }, 'tunnel refused');
@@ -38,22 +42,25 @@ export class Tunnels {
     }
     this.active++;
     let up = 0;
-    let down = 0;
+    let piped = 0; // bytes down when piped
     client.write(CONNECT_ESTABLISHED);
     if (head.length > 0) {
       up += head.length;
       upstream.write(head);
     }
     client.on('data', (chunk: Buffer) => (up += chunk.length));
-    upstream.on('data', (chunk: Buffer) => (down += chunk.length));
     client.pipe(upstream);
-    upstream.pipe(client);
+    if (down) down.start(upstream);
+    else {
+      upstream.on('data', (chunk: Buffer) => (piped += chunk.length));
+      upstream.pipe(client);
+    }
     let closed = 0;
     let error: string | undefined;
     const onClose = () => {
       if (++closed !== 2) return;
       this.active--;
-      this.log.info({ tunnel: authority, bytesUp: up, bytesDown: down, ms: Date.now() - started, ...(error ? { error } : {}) }, 'tunnel closed');
+      this.log.info({ tunnel: authority, bytesUp: up, bytesDown: down ? down.bytes : piped, ms: Date.now() - started, ...(error ? { error } : {}) }, 'tunnel closed');
     };
     // Either side closing ends the other; errors are noted, never thrown.
     client.on('error', (err) => {

@@ -47,13 +47,17 @@ export class Dialer {
     return this.opts.upstreamProxy !== null && !matchesNoProxy(this.opts.noProxy, host, port);
   }
 
-  /** A connected TCP socket to host:port (after routing), possibly tunnelled through the upstream proxy. */
-  async connect(host: string, port: number): Promise<net.Socket> {
+  /**
+   * A connected TCP socket to host:port (after routing), possibly tunnelled through the upstream proxy.
+   * `onread` (net's: every read into one buffer) applies to direct connections only, never through
+   * UPSTREAM_PROXY, whose CONNECT answer is read from the socket as a stream (see usesProxyFor).
+   */
+  async connect(host: string, port: number, onread?: net.OnReadOpts): Promise<net.Socket> {
     const routed = this.connectToRule(host, port) !== undefined; // the operator's own route: not checked
     const target = this.route(host, port);
     const proxy = this.opts.upstreamProxy;
     if (!proxy || matchesNoProxy(this.opts.noProxy, host, port)) {
-      return routed ? this.tcp(target.host, target.port) : this.checkedTcp(host, port);
+      return routed ? this.tcp(target.host, target.port, onread) : this.checkedTcp(host, port, onread);
     }
     const refusal = routed ? null : this.opts.policy.refusalOfName(host.toLowerCase(), port);
     if (refusal) throw new DestinationRefusedError(authority(host, port), refusal);
@@ -68,7 +72,7 @@ export class Dialer {
   }
 
   /** Resolves host, refuses it if no address may be connected to, else connects to an allowed address. */
-  private async checkedTcp(host: string, port: number): Promise<net.Socket> {
+  private async checkedTcp(host: string, port: number, onread?: net.OnReadOpts): Promise<net.Socket> {
     let addresses: string[];
     try {
       addresses = net.isIP(host) ? [host] : await (this.opts.resolve ?? resolveAll)(host);
@@ -84,7 +88,7 @@ export class Dialer {
     let failure: unknown;
     for (const address of allowed) {
       try {
-        return await this.tcp(address, port);
+        return await this.tcp(address, port, onread);
       } catch (err) {
         failure = err; // the next address may answer (a name with A and AAAA records, one unreachable)
       }
@@ -92,9 +96,9 @@ export class Dialer {
     throw failure;
   }
 
-  private tcp(host: string, port: number): Promise<net.Socket> {
+  private tcp(host: string, port: number, onread?: net.OnReadOpts): Promise<net.Socket> {
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host, port });
+      const socket = net.connect(onread ? { host, port, onread } : { host, port });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new DialError(`connect to ${host}:${port} timed out`, 'timeout'));

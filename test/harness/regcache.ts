@@ -43,6 +43,7 @@ export interface RegcacheOptions {
   caDir?: string; // share a CA between runs (default DIR/certs)
   cacheDir?: string;
   umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
+  cli?: string; // another build's dist/cli.js (a bench comparing builds); default this tree's
 }
 
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
@@ -59,8 +60,9 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     LOG_LEVEL: 'debug',
     ...opts.env,
   };
+  const cli = opts.cli ?? CLI;
   const [command, args]: [string, string[]] =
-    opts.umask === undefined ? [process.execPath, [CLI, 'serve']] : ['/bin/sh', ['-c', `umask ${opts.umask}; exec "$0" "$@"`, process.execPath, CLI, 'serve']];
+    opts.umask === undefined ? [process.execPath, [cli, 'serve']] : ['/bin/sh', ['-c', `umask ${opts.umask}; exec "$0" "$@"`, process.execPath, cli, 'serve']];
   const daemon = spawnDaemon(command, args, { env, stdoutFile: logFile, cwd: opts.dir });
 
   const logs = async (): Promise<LogLine[]> => {
