@@ -9,10 +9,9 @@ import crypto from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { Evictor } from '../src/cache/eviction.js';
-import { FillCoordinator, type Fetched, type FillKey } from '../src/cache/fill-coordinator.js';
+import { FillCoordinator, type FillKey } from '../src/cache/fill-coordinator.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import type { Fill } from '../src/cache/fill.js';
 import { LocalStore } from '../src/cache/local-store.js';
@@ -22,6 +21,7 @@ import { WorkerStore } from '../src/cache/worker-store.js';
 import { createLogger } from '../src/log.js';
 import { ProcessChannel, type MessagePort } from '../src/process-channel.js';
 import { TmpDirs } from './harness/tmp.js';
+import { FakeFetches } from './support/fake-fetches.js';
 
 const log = createLogger('silent', false);
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
@@ -59,21 +59,6 @@ interface FakeWorker {
   gone: () => Promise<void>; // the process dies: its channel closes, the primary sees it exit
 }
 
-/** A fetch whose body the test writes; counts the calls across workers. */
-class Upstream {
-  calls = 0;
-  readonly bodies: PassThrough[] = [];
-  ok(size: number): () => Promise<Fetched<string>> {
-    return async () => {
-      this.calls++;
-      const stream = new PassThrough();
-      this.bodies.push(stream);
-      await new Promise((resolve) => setImmediate(resolve));
-      return { answer: '200', body: { stream, mediaType: 'application/octet-stream', size } };
-    };
-  }
-}
-
 /** Reads a fill, noting how many bytes had arrived when the fill was still unverified. */
 async function drain(fill: Fill): Promise<{ data: Buffer; beforeVerified: number }> {
   const chunks: Buffer[] = [];
@@ -83,6 +68,17 @@ async function drain(fill: Fill): Promise<{ data: Buffer; beforeVerified: number
     if (!fill.verified) beforeVerified += (chunk as Buffer).length;
   }
   return { data: Buffer.concat(chunks), beforeVerified };
+}
+
+/** A fill of `data` led by `coordinator`, read to the end and settled. */
+async function fillAndSettle(coordinator: FillCoordinator, key: FillKey, data: Buffer, upstream: FakeFetches): Promise<Fill> {
+  const outcome = await coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+  assert.equal(outcome.kind, 'started');
+  const fill = (outcome as { fill: Fill }).fill;
+  upstream.bodies.at(-1)!.end(data);
+  await drain(fill);
+  if (!fill.settled) await once(fill, 'settled');
+  return fill;
 }
 
 const waitUntil = async (probe: () => boolean, what: string): Promise<void> => {
@@ -133,7 +129,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
   it('makes one fetch for a content both workers ask for; the follower streams it before the commit', async () => {
     const data = crypto.randomBytes(300_000);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
-    const upstream = new Upstream();
+    const upstream = new FakeFetches();
     const first = await a.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
     assert.equal(first.kind, 'started');
     upstream.bodies[0]!.write(data.subarray(0, 100_000));
@@ -153,13 +149,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
   it('answers a HIT in one worker right after the other committed', async () => {
     const data = crypto.randomBytes(10_000);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
-    const upstream = new Upstream();
-    const outcome = await a.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
-    assert.equal(outcome.kind, 'started');
-    const fill = (outcome as { fill: Fill }).fill;
-    upstream.bodies[0]!.end(data);
-    await drain(fill);
-    await once(fill, 'settled');
+    const fill = await fillAndSettle(a.coordinator, key, data, new FakeFetches());
     assert.equal(fill.state, 'committed');
     const found = await b.coordinator.get(key);
     assert.ok(found && 'stored' in found, 'worker 2 finds it stored');
@@ -172,7 +162,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
     const c = await worker(3);
     const data = crypto.randomBytes(200_000);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
-    const upstream = new Upstream();
+    const upstream = new FakeFetches();
     const led = await c.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
     assert.equal(led.kind, 'started');
     upstream.bodies[0]!.write(data.subarray(0, 150_000));
@@ -200,19 +190,13 @@ describe('one store for several worker processes (in-process, fake channels)', (
   });
 
   it('evicts once, in the primary, within CACHE_MAX_SIZE, and both replicas see it', async () => {
-    const upstream = new Upstream();
+    const upstream = new FakeFetches();
     const digests: string[] = [];
     for (let i = 0; i < 8; i++) {
       const data = crypto.randomBytes(200_000);
       const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
       digests.push(key.digest);
-      const coordinator = (i % 2 === 0 ? a : b).coordinator;
-      const outcome = await coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
-      assert.equal(outcome.kind, 'started');
-      upstream.bodies.at(-1)!.end(data);
-      const fill = (outcome as { fill: Fill }).fill;
-      await drain(fill);
-      await once(fill, 'settled');
+      await fillAndSettle((i % 2 === 0 ? a : b).coordinator, key, data, upstream);
     }
     await evictor.enforce();
     assert.ok(store.index.totalBytes <= MAX_BYTES, `${store.index.totalBytes} <= ${MAX_BYTES}`);

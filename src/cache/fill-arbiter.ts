@@ -6,21 +6,7 @@
 import type { ProcessChannel } from '../process-channel.js';
 import type { ContentKind } from './content-store.js';
 import { fillKeyId } from './fill-table.js';
-import {
-  FILL_CLAIM,
-  FILL_ENDED,
-  FILL_PROGRESS,
-  FILL_RUNNING,
-  FILL_SETTLED,
-  FILL_STARTED,
-  FILL_WATCH,
-  type ClaimAnswer,
-  type ClaimRequest,
-  type FillProgress,
-  type FillSettled,
-  type FillStarted,
-  type FollowInfo,
-} from './store-protocol.js';
+import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillSettled, type FillStarted, type FollowInfo } from './store-protocol.js';
 import type { FillKey } from './fill-table.js';
 
 interface Arbitrated {
@@ -48,12 +34,12 @@ export class FillArbiter {
 
   attach(worker: number, channel: ProcessChannel): void {
     this.workers.set(worker, channel);
-    channel.handle<ClaimRequest>(FILL_CLAIM, ({ key, join }) => this.claim(worker, key, join));
-    channel.handle<{ key: FillKey }>(FILL_RUNNING, ({ key }) => this.running(worker, key));
-    channel.on<FillStarted>(FILL_STARTED, (p) => this.started(worker, p));
-    channel.on<{ fill: number }>(FILL_ENDED, ({ fill }) => this.led(worker, fill) && this.end(this.byId.get(fill)!));
-    channel.on<FillProgress>(FILL_PROGRESS, (p) => this.progressed(worker, p));
-    channel.on<FillSettled>(FILL_SETTLED, (p) => this.led(worker, p.fill) && this.settle(this.byId.get(p.fill)!, p));
+    channel.handle<ClaimRequest>(FILL.claim, ({ key, join }) => this.claim(worker, key, join));
+    channel.handle<{ key: FillKey }>(FILL.running, ({ key }) => this.running(worker, key));
+    channel.on<FillStarted>(FILL.started, (p) => this.started(worker, p));
+    channel.on<{ fill: number }>(FILL.ended, ({ fill }) => this.led(worker, fill) && this.end(this.byId.get(fill)!));
+    channel.on<FillProgress>(FILL.progress, (p) => this.progressed(worker, p));
+    channel.on<FillSettled>(FILL.settled, (p) => this.led(worker, p.fill) && this.settle(this.byId.get(p.fill)!, p));
   }
 
   /** A worker exited: the fills it led fail, and it follows nothing any more. */
@@ -104,7 +90,7 @@ export class FillArbiter {
   private addFollower(fill: Arbitrated, worker: number): void {
     const watchedBefore = fill.followers.size > 0;
     fill.followers.add(worker);
-    if (!watchedBefore) this.workers.get(fill.leader)?.notify(FILL_WATCH, { fill: fill.id });
+    if (!watchedBefore) this.workers.get(fill.leader)?.notify(FILL.watch, { fill: fill.id });
   }
 
   private led(worker: number, id: number): boolean {
@@ -127,7 +113,7 @@ export class FillArbiter {
     if (!fill?.info || fill.leader !== worker) return;
     fill.info.written = p.written;
     fill.info.verified ||= p.verified;
-    for (const follower of fill.followers) this.workers.get(follower)?.notify(FILL_PROGRESS, p);
+    for (const follower of fill.followers) this.workers.get(follower)?.notify(FILL.progress, p);
   }
 
   /** The leader's fetch gave nothing to fill: waiting followers look in the store, then go on their own. */
@@ -138,7 +124,7 @@ export class FillArbiter {
 
   private settle(fill: Arbitrated, p: FillSettled): void {
     this.forget(fill);
-    for (const follower of fill.followers) this.workers.get(follower)?.notify(FILL_SETTLED, p);
+    for (const follower of fill.followers) this.workers.get(follower)?.notify(FILL.settled, p);
     for (const { answer } of fill.waiting) answer(null);
   }
 

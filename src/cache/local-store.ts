@@ -5,9 +5,10 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { contentPath, createSpool, diskSpace, newSpoolName, openContent, PRIVATE_DIR, SpoolFile, spoolDirOf, spoolPath, writeSpool } from './content-files.js';
+import { contentPath, createSpool, diskSpace, newSpoolName, openContent, PRIVATE_DIR, SpoolFile, spoolDirOf, spoolPath } from './content-files.js';
 import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from './content-store.js';
-import { EntryIndex, entryKey, type Entry } from './entry-index.js';
+import { EntryIndex, type Entry } from './entry-index.js';
+import { SmallWrites } from './small-writes.js';
 
 export { integrityOf } from './content-files.js';
 
@@ -19,8 +20,7 @@ export interface Committed {
 
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
-  // Small writes not yet on disk: a lookup for the same entry waits for them instead of missing.
-  private readonly pending = new Map<string, Promise<void>>();
+  private readonly smallWrites = new SmallWrites();
 
   private constructor(
     readonly dir: string,
@@ -46,7 +46,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   /** O(1): the index says what is there; a file that vanished shows up when it is opened. */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
+    await this.smallWrites.settled(kind, digest);
     const entry = this.index.get(kind, digest);
     if (!entry) return null;
     return { kind, digest, size: entry.size, mediaType: entry.mediaType };
@@ -130,21 +130,8 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const { kind, digest } = content;
-    const key = entryKey(kind, digest);
     if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from).then(() => undefined); // already stored
-    const write = (async () => {
-      const spool = await writeSpool(this.dir, newSpoolName(), data);
-      try {
-        await this.commitFile(spool, { ...content, size: data.length }, from);
-      } catch (err) {
-        await fs.rm(spool, { force: true });
-        throw err;
-      }
-    })().finally(() => {
-      if (this.pending.get(key) === write) this.pending.delete(key);
-    });
-    this.pending.set(key, write);
-    return write;
+    return this.smallWrites.write(this.dir, newSpoolName(), kind, digest, data, (file) => this.commitFile(file, { ...content, size: data.length }, from));
   }
 
   /**

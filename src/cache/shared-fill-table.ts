@@ -2,26 +2,13 @@
 // own requests share a map as in one process; the first request for a content asks the primary
 // (fill-arbiter.ts), which answers lead (fetch, and report how the fill goes), follow (another worker's
 // fill runs: read its spool file as it grows, moved on by the reports the primary relays), or look in the
-// store. A leader reports its progress only while another worker follows (FILL_WATCH), and always once
+// store. A leader reports its progress only while another worker follows (FILL.watch), and always once
 // verified and once settled.
 import type { ProcessChannel } from '../process-channel.js';
 import type { Fill, FillBytes } from './fill.js';
 import { fillKeyId, type FillClaim, type FillKey, type FillLead, type FillTable } from './fill-table.js';
 import { FollowedFill, reportedError } from './followed-fill.js';
-import {
-  FILL_CLAIM,
-  FILL_ENDED,
-  FILL_PROGRESS,
-  FILL_RUNNING,
-  FILL_SETTLED,
-  FILL_STARTED,
-  FILL_WATCH,
-  type ClaimAnswer,
-  type ClaimRequest,
-  type FillProgress,
-  type FillSettled,
-  type FollowInfo,
-} from './store-protocol.js';
+import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillSettled, type FollowInfo } from './store-protocol.js';
 
 /** A fill another worker writes, from the moment the primary named it until it settles. */
 interface Followed {
@@ -50,9 +37,9 @@ export class SharedFillTable implements FillTable {
     /** Opens another worker's spool file by name; null when it is gone. */
     private readonly openSpool: (name: string) => Promise<FillBytes | null>,
   ) {
-    channel.on<FillProgress>(FILL_PROGRESS, (p) => this.progressed(p));
-    channel.on<FillSettled>(FILL_SETTLED, (p) => this.settledElsewhere(p));
-    channel.on<{ fill: number }>(FILL_WATCH, ({ fill }) => this.led.get(fill)?.watch());
+    channel.on<FillProgress>(FILL.progress, (p) => this.progressed(p));
+    channel.on<FillSettled>(FILL.settled, (p) => this.settledElsewhere(p));
+    channel.on<{ fill: number }>(FILL.watch, ({ fill }) => this.led.get(fill)?.watch());
   }
 
   get size(): number {
@@ -64,7 +51,7 @@ export class SharedFillTable implements FillTable {
     const local = this.local.get(id);
     if (local) return local;
     const pending = this.register(id);
-    this.channel.call<FollowInfo | null>(FILL_RUNNING, { key }, (err, info) => {
+    this.channel.call<FollowInfo | null>(FILL.running, { key }, (err, info) => {
       if (err || !info) pending.done(null);
       else void this.follow(info).then(pending.done);
     });
@@ -79,7 +66,7 @@ export class SharedFillTable implements FillTable {
     // This worker's other requests for it wait on this entry while the primary is asked.
     const pending = this.register(id);
     return new Promise<FillClaim>((resolve) => {
-      this.channel.call<ClaimAnswer>(FILL_CLAIM, { key, join } satisfies ClaimRequest, (err, answer) => {
+      this.channel.call<ClaimAnswer>(FILL.claim, { key, join } satisfies ClaimRequest, (err, answer) => {
         if (err || !answer) {
           // No primary (it is gone, and this worker with it): serve the request on its own.
           pending.done(null);
@@ -129,11 +116,11 @@ export class SharedFillTable implements FillTable {
         const reporter = new LeadReporter(this.channel, fillId, fill);
         this.led.set(fillId, reporter);
         fill.once('settled', () => this.led.delete(fillId));
-        this.channel.notify(FILL_STARTED, { fill: fillId, spool: fill.spoolName, mediaType: fill.mediaType, expectedSize: fill.expectedSize });
+        this.channel.notify(FILL.started, { fill: fillId, spool: fill.spoolName, mediaType: fill.mediaType, expectedSize: fill.expectedSize });
       },
       ended: () => {
         pending.done(null);
-        this.channel.notify(FILL_ENDED, { fill: fillId });
+        this.channel.notify(FILL.ended, { fill: fillId });
       },
     };
   }
@@ -213,7 +200,7 @@ class LeadReporter {
     fill.once('settled', () => {
       fill.off('progress', this.progressed);
       const error = fill.error ? { reason: fill.error.reason, message: fill.error.message } : null;
-      channel.notify(FILL_SETTLED, { fill: id, written: fill.written, error } satisfies FillSettled);
+      channel.notify(FILL.settled, { fill: id, written: fill.written, error } satisfies FillSettled);
     });
   }
 
@@ -235,6 +222,6 @@ class LeadReporter {
 
   private report(): void {
     this.verifiedSent ||= this.fill.verified;
-    this.channel.notify(FILL_PROGRESS, { fill: this.id, written: this.fill.written, verified: this.fill.verified } satisfies FillProgress);
+    this.channel.notify(FILL.progress, { fill: this.id, written: this.fill.written, verified: this.fill.verified } satisfies FillProgress);
   }
 }

@@ -11,20 +11,7 @@ import { entryKey, type Access, type Entry } from './entry-index.js';
 import type { Evictor } from './eviction.js';
 import { FillArbiter } from './fill-arbiter.js';
 import type { LocalStore } from './local-store.js';
-import {
-  INDEX_OPS,
-  STORE_COMMIT,
-  STORE_INDEX,
-  STORE_LOOKUP,
-  STORE_MAKE_ROOM,
-  STORE_REMOVE,
-  STORE_REMOVE_UNREFERENCED,
-  STORE_SNAPSHOT,
-  STORE_USE,
-  type CommitRequest,
-  type IndexCall,
-  type Use,
-} from './store-protocol.js';
+import { STORE, type CommitRequest, type IndexCall, type Use } from './store-protocol.js';
 
 /** What a worker's spool files are named with (content-files.ts: fill-<prefix><uuid>). */
 export function spoolPrefixOf(worker: number): string {
@@ -43,7 +30,7 @@ export class StoreHost {
   ) {
     this.fills = new FillArbiter((kind, digest) => store.index.get(kind, digest) !== undefined);
     store.index.observe((ops) => {
-      for (const channel of this.subscribed.values()) channel.notify(INDEX_OPS, ops);
+      for (const channel of this.subscribed.values()) channel.notify(STORE.ops, ops);
     });
   }
 
@@ -51,17 +38,17 @@ export class StoreHost {
   attach(worker: number, channel: ProcessChannel): void {
     const { store } = this;
     // Answered in the same tick as it is taken: every later change reaches the worker after it.
-    channel.handle(STORE_SNAPSHOT, () => {
+    channel.handle(STORE.snapshot, () => {
       this.subscribed.set(worker, channel);
       return store.index.snapshot();
     });
-    channel.handle<{ kind: ContentKind; digest: string }>(STORE_LOOKUP, ({ kind, digest }) => this.lookup(kind, digest));
-    channel.handle<CommitRequest>(STORE_COMMIT, (request) => this.commit(request));
-    channel.handle<{ kind: ContentKind; digest: string }>(STORE_REMOVE, async ({ kind, digest }) => (await store.remove(kind, digest)) ?? null);
-    channel.handle<IndexCall>(STORE_INDEX, (call) => this.callIndex(call));
-    channel.handle<{ bytes: number }>(STORE_MAKE_ROOM, ({ bytes }) => this.evictor.makeRoom(bytes));
-    channel.handle(STORE_REMOVE_UNREFERENCED, () => store.removeUnreferenced());
-    channel.on<Use[]>(STORE_USE, (uses) => {
+    channel.handle<{ kind: ContentKind; digest: string }>(STORE.lookup, ({ kind, digest }) => this.lookup(kind, digest));
+    channel.handle<CommitRequest>(STORE.commit, (request) => this.commit(request));
+    channel.handle<{ kind: ContentKind; digest: string }>(STORE.remove, async ({ kind, digest }) => (await store.remove(kind, digest)) ?? null);
+    channel.handle<IndexCall>(STORE.index, (call) => this.callIndex(call));
+    channel.handle<{ bytes: number }>(STORE.makeRoom, ({ bytes }) => this.evictor.makeRoom(bytes));
+    channel.handle(STORE.removeUnreferenced, () => store.removeUnreferenced());
+    channel.on<Use[]>(STORE.use, (uses) => {
       for (const use of uses) store.use(use.kind, use.digest, use.from, use.at);
     });
     this.fills.attach(worker, channel);

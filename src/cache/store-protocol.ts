@@ -8,28 +8,36 @@ import type { Entry, IndexOp } from './entry-index.js';
 import type { FillError } from './fill.js';
 import type { FillKey } from './fill-table.js';
 
-/** Requests, worker -> primary. */
-export const STORE_SNAPSHOT = 'store.snapshot'; // null -> IndexOp[]; the worker then gets INDEX_OPS notes
-export const STORE_LOOKUP = 'store.lookup'; // { kind, digest } -> StoredContent | null (after a commit of it in progress)
-export const STORE_COMMIT = 'store.commit'; // CommitRequest -> Committed | null
-export const STORE_REMOVE = 'store.remove'; // { kind, digest } -> Entry | null
-export const STORE_INDEX = 'store.index'; // IndexCall -> the method's result
-export const STORE_MAKE_ROOM = 'store.makeRoom'; // { bytes } -> boolean
-export const STORE_REMOVE_UNREFERENCED = 'store.removeUnreferenced'; // null -> { files, bytes }
-export const FILL_CLAIM = 'fill.claim'; // { key, join } -> ClaimAnswer (once the running fill's fetch has answered)
-export const FILL_RUNNING = 'fill.running'; // { key } -> FollowInfo | null (likewise)
+/** The store's messages. */
+export const STORE = {
+  // Requests, worker -> primary.
+  snapshot: 'store.snapshot', // null -> IndexOp[]; the worker then gets `ops` notes
+  lookup: 'store.lookup', // { kind, digest } -> StoredContent | null (after a commit of it in progress)
+  commit: 'store.commit', // CommitRequest -> Committed | null
+  remove: 'store.remove', // { kind, digest } -> Entry | null
+  index: 'store.index', // IndexCall -> the method's result
+  makeRoom: 'store.makeRoom', // { bytes } -> boolean
+  removeUnreferenced: 'store.removeUnreferenced', // null -> { files, bytes }
+  // Notes, worker -> primary.
+  use: 'store.use', // Use[]: reads of stored content (access times, repositories, tags)
+  // Notes, primary -> worker.
+  ops: 'store.ops', // IndexOp[]: changes to the index, in order
+} as const;
 
-/** Notes, worker -> primary. */
-export const STORE_USE = 'store.use'; // Use[]: reads of stored content (access times, repositories, tags)
-export const FILL_STARTED = 'fill.started'; // FillStarted: the leader's fetch gave a body, its spool is named
-export const FILL_ENDED = 'fill.ended'; // { fill }: the leader's fetch gave nothing to fill
-export const FILL_PROGRESS = 'fill.progress'; // FillProgress: the leader's bytes (sent while watched, and once verified)
-export const FILL_SETTLED = 'fill.settled'; // FillSettled: committed, or failed
-
-/** Notes, primary -> worker. */
-export const INDEX_OPS = 'index.ops'; // IndexOp[]: changes to the index, in order
-export const FILL_WATCH = 'fill.watch'; // { fill }: to the leader: readers in other workers follow it, report progress
-// FILL_PROGRESS and FILL_SETTLED, relayed to the workers that follow the fill
+/** The fills' messages. */
+export const FILL = {
+  // Requests, worker -> primary.
+  claim: 'fill.claim', // ClaimRequest -> ClaimAnswer (once the running fill's fetch has answered)
+  running: 'fill.running', // { key } -> FollowInfo | null (likewise)
+  // Notes, worker -> primary.
+  started: 'fill.started', // FillStarted: the leader's fetch gave a body, its spool is named
+  ended: 'fill.ended', // { fill }: the leader's fetch gave nothing to fill
+  // Notes both ways: the leader's, and relayed by the primary to the workers that follow the fill.
+  progress: 'fill.progress', // FillProgress: the leader's bytes (sent while watched, and once verified)
+  settled: 'fill.settled', // FillSettled: committed, or failed
+  // Notes, primary -> worker.
+  watch: 'fill.watch', // { fill }: to the leader: readers in other workers follow it, report progress
+} as const;
 
 export interface CommitRequest {
   spool: string; // the spool file's name (verified and synced)
@@ -65,7 +73,7 @@ export interface FollowInfo {
 }
 
 export type ClaimAnswer =
-  | { kind: 'lead'; fill: number } // fetch, and report on FILL_STARTED/ENDED/PROGRESS/SETTLED
+  | { kind: 'lead'; fill: number } // fetch, and report on FILL.started/ended/progress/settled
   | { kind: 'alone' } // a fill runs that this request may not join: fetch, unknown to the primary
   | { kind: 'follow'; info: FollowInfo } // a fill runs: follow it
   | { kind: 'ended' } // the running fill gave nothing to fill, or is this worker's own, gone: look in the store, then go alone

@@ -6,26 +6,13 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import type { ProcessChannel } from '../process-channel.js';
-import { contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath, writeSpool } from './content-files.js';
+import { contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath } from './content-files.js';
 import type { ContentFile, ContentIndex, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from './content-store.js';
 import { EntryIndex, entryKey, type Access, type Entry, type TagPointer } from './entry-index.js';
 import type { Room } from './eviction.js';
 import type { FillBytes } from './fill.js';
-import {
-  INDEX_OPS,
-  STORE_COMMIT,
-  STORE_INDEX,
-  STORE_LOOKUP,
-  STORE_MAKE_ROOM,
-  STORE_REMOVE,
-  STORE_REMOVE_UNREFERENCED,
-  STORE_SNAPSHOT,
-  STORE_USE,
-  type CommitRequest,
-  type IndexCall,
-  type IndexOp,
-  type Use,
-} from './store-protocol.js';
+import { SmallWrites } from './small-writes.js';
+import { STORE, type CommitRequest, type IndexCall, type IndexOp, type Use } from './store-protocol.js';
 
 // Access times matter only to eviction, in the primary: a second late is fine, a message per HIT is not.
 const USE_FLUSH_MS = 1000;
@@ -40,8 +27,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   readonly index: ContentIndex;
   /** Asks the primary's evictor: one bound for every worker. */
   readonly room: Room;
-  // Small writes not yet committed: a lookup for the same entry waits for them instead of missing.
-  private readonly pending = new Map<string, Promise<void>>();
+  private readonly smallWrites = new SmallWrites();
   private readonly uses = new Map<string, Use>();
   private flushTimer: NodeJS.Timeout | null = null;
 
@@ -55,7 +41,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     this.index = new WorkerIndex(replica, channel);
     this.room = {
       fits: (size) => size <= options.maxBytes,
-      makeRoom: (bytes) => channel.request<boolean>(STORE_MAKE_ROOM, { bytes }),
+      makeRoom: (bytes) => channel.request<boolean>(STORE.makeRoom, { bytes }),
       afterCommit: () => undefined, // the primary enforces the bound after every commit it makes
     };
   }
@@ -64,9 +50,9 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   static connect(channel: ProcessChannel, options: WorkerStoreOptions): Promise<WorkerStore> {
     let store: WorkerStore | null = null;
     // Registered first: changes reported right after the snapshot must not be missed.
-    channel.on<IndexOp[]>(INDEX_OPS, (ops) => store?.replica.applyOps(ops));
+    channel.on<IndexOp[]>(STORE.ops, (ops) => store?.replica.applyOps(ops));
     return new Promise((resolve, reject) => {
-      channel.call<IndexOp[]>(STORE_SNAPSHOT, null, (err, ops) => {
+      channel.call<IndexOp[]>(STORE.snapshot, null, (err, ops) => {
         if (err || !ops) return reject(err ?? new Error('no index snapshot'));
         store = new WorkerStore(channel, EntryIndex.replica(ops), options);
         resolve(store);
@@ -76,10 +62,10 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 
   /** The replica first; else the primary, which waits for a commit of it in progress (another worker's fill). */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
+    await this.smallWrites.settled(kind, digest);
     const entry = this.replica.get(kind, digest);
     if (entry) return { kind, digest, size: entry.size, mediaType: entry.mediaType };
-    return this.channel.request<StoredContent | null>(STORE_LOOKUP, { kind, digest });
+    return this.channel.request<StoredContent | null>(STORE.lookup, { kind, digest });
   }
 
   open(content: StoredContent): Promise<ContentFile | null> {
@@ -113,25 +99,12 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
-    const key = entryKey(content.kind, content.digest);
-    const write = (async () => {
-      const name = newSpoolName(this.options.spoolPrefix);
-      const file = await writeSpool(this.options.dir, name, data);
-      try {
-        await this.commitSpooled(name, { ...content, size: data.length }, from);
-      } catch (err) {
-        await fs.rm(file, { force: true });
-        throw err;
-      }
-    })().finally(() => {
-      if (this.pending.get(key) === write) this.pending.delete(key);
-    });
-    this.pending.set(key, write);
-    return write;
+    const name = newSpoolName(this.options.spoolPrefix);
+    return this.smallWrites.write(this.options.dir, name, content.kind, content.digest, data, () => this.commitSpooled(name, { ...content, size: data.length }, from));
   }
 
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
-    return (await this.channel.request<Entry | null>(STORE_REMOVE, { kind, digest })) ?? undefined;
+    return (await this.channel.request<Entry | null>(STORE.remove, { kind, digest })) ?? undefined;
   }
 
   /** Sent in batches; at once when it names a repository or tag the entry does not list yet. */
@@ -148,7 +121,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   removeUnreferenced(): Promise<{ files: number; bytes: number }> {
-    return this.channel.request(STORE_REMOVE_UNREFERENCED);
+    return this.channel.request(STORE.removeUnreferenced);
   }
 
   async close(): Promise<void> {
@@ -156,7 +129,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   private async commitSpooled(spool: string, content: StoredContent, from: Provenance): Promise<void> {
-    const committed = await this.channel.request<{ entry: Entry; ref: string | null } | null>(STORE_COMMIT, { spool, content, from } satisfies CommitRequest);
+    const committed = await this.channel.request<{ entry: Entry; ref: string | null } | null>(STORE.commit, { spool, content, from } satisfies CommitRequest);
     if (committed) this.emit('committed', committed.entry, committed.ref);
   }
 
@@ -164,7 +137,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.flushTimer = null;
     if (this.uses.size === 0) return;
-    this.channel.notify(STORE_USE, [...this.uses.values()]);
+    this.channel.notify(STORE.use, [...this.uses.values()]);
     this.uses.clear();
   }
 }
@@ -221,6 +194,6 @@ class WorkerIndex implements ContentIndex {
   }
 
   private call(call: IndexCall): Promise<unknown> {
-    return this.channel.request(STORE_INDEX, call);
+    return this.channel.request(STORE.index, call);
   }
 }
