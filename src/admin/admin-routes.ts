@@ -120,14 +120,23 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       return;
     }
     case '/metrics':
-      send(200, deps.metrics.contentType, await deps.metrics.metrics());
-      return;
     case '/api/v1/cache':
-      json(200, await deps.listing(viewer));
+    case '/api/v1/cache/summary': {
+      // With WORKERS > 1 these are the primary's answers, which may not come (it is gone, or stuck).
+      let answer: { type: string; body: string };
+      try {
+        answer =
+          record.path === '/metrics'
+            ? { type: deps.metrics.contentType, body: await deps.metrics.metrics() }
+            : { type: JSON_TYPE, body: JSON.stringify(record.path === '/api/v1/cache' ? await deps.listing(viewer) : (await deps.listing(viewer)).summary, null, 2) + '\n' };
+      } catch (err) {
+        record.error = (err as Error).message;
+        send(503, TEXT, `regcache: ${record.path} is not available now\n`);
+        return;
+      }
+      send(200, answer.type, answer.body);
       return;
-    case '/api/v1/cache/summary':
-      json(200, (await deps.listing(viewer)).summary);
-      return;
+    }
     default:
       send(404, TEXT, 'not found\n');
   }

@@ -35,7 +35,6 @@ export class FillArbiter {
   attach(worker: number, channel: ProcessChannel): void {
     this.workers.set(worker, channel);
     channel.handle<ClaimRequest>(FILL.claim, ({ key, join }) => this.claim(worker, key, join));
-    channel.handle<{ key: FillKey }>(FILL.running, ({ key }) => this.running(worker, key));
     channel.on<FillStarted>(FILL.started, (p) => this.started(worker, p));
     channel.on<{ fill: number }>(FILL.ended, ({ fill }) => this.led(worker, fill) && this.end(this.byId.get(fill)!));
     channel.on<FillProgress>(FILL.progress, (p) => this.progressed(worker, p));
@@ -70,12 +69,6 @@ export class FillArbiter {
     this.byKey.set(fillKeyId(key), created);
     this.byId.set(id, created);
     return { kind: 'lead', fill: id };
-  }
-
-  private running(worker: number, key: FillKey): FollowInfo | null | Promise<FollowInfo | null> {
-    const fill = this.byKey.get(fillKeyId(key));
-    if (!fill || fill.leader === worker) return null;
-    return this.follow(fill, worker);
   }
 
   /** The fill's state for a new follower, once its fetch has answered (null: it gave nothing to fill). */

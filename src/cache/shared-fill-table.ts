@@ -46,16 +46,13 @@ export class SharedFillTable implements FillTable {
     return this.local.size;
   }
 
-  running(key: FillKey): Promise<Fill | null> {
-    const id = fillKeyId(key);
-    const local = this.local.get(id);
-    if (local) return local;
-    const pending = this.register(id);
-    this.channel.call<FollowInfo | null>(FILL.running, { key }, (err, info) => {
-      if (err || !info) pending.done(null);
-      else void this.follow(info).then(pending.done);
-    });
-    return pending.promise;
+  /**
+   * This worker's fills only (its own, and those it follows): another worker's is found by `claim`, which a
+   * GET that misses makes anyway, so the primary is asked once per miss, not twice. (A HEAD then goes
+   * upstream instead of being answered from another worker's verified, not yet committed fill.)
+   */
+  async running(key: FillKey): Promise<Fill | null> {
+    return (await this.local.get(fillKeyId(key))) ?? null;
   }
 
   claim(key: FillKey, join: boolean): Promise<FillClaim> {

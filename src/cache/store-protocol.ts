@@ -28,7 +28,6 @@ export const STORE = {
 export const FILL = {
   // Requests, worker -> primary.
   claim: 'fill.claim', // ClaimRequest -> ClaimAnswer (once the running fill's fetch has answered)
-  running: 'fill.running', // { key } -> FollowInfo | null (likewise)
   // Notes, worker -> primary.
   started: 'fill.started', // FillStarted: the leader's fetch gave a body, its spool is named
   ended: 'fill.ended', // { fill }: the leader's fetch gave nothing to fill

@@ -41,7 +41,12 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     this.index = new WorkerIndex(replica, channel);
     this.room = {
       fits: (size) => size <= options.maxBytes,
-      makeRoom: (bytes) => channel.request<boolean>(STORE.makeRoom, { bytes }),
+      // Enough free space is the usual answer, and a statfs here finds it; only eviction is the primary's.
+      makeRoom: async (bytes) => {
+        const { free, reserve } = await this.space();
+        if (free >= bytes + reserve) return true;
+        return channel.request<boolean>(STORE.makeRoom, { bytes }).catch(() => false); // no primary: no room
+      },
       afterCommit: () => undefined, // the primary enforces the bound after every commit it makes
     };
   }
