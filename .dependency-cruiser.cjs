@@ -8,9 +8,9 @@
 //   leaves     reference/ and the single files at the root of src/ (log, config, metrics, access log, ...)
 // A module may import its own directory and any layer below it; the doors and the services do not import
 // each other sideways.
-const LEAVES = '^src/(reference/|(log|config|metrics|access-log|address-ranges|version|format-bytes|cli-exit|transfer-progress)\\.ts$)';
+const LEAVES = '^src/(reference/|(log|config|metrics|access-log|address-ranges|version|format-bytes|cli-exit|transfer-progress|process-channel|restart-backoff)\\.ts$)';
 const COMMANDS = '^src/(cli|cache-commands|prefetch-command)\\.ts$';
-const ASSEMBLY = '^src/(proxy|startup-checks)\\.ts$';
+const ASSEMBLY = '^src/(proxy|startup-checks|startup|cache-owner|primary|worker|process-tree)\\.ts$';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {

@@ -27,7 +27,8 @@ VOLUME ["/ca", "/docker_mirror_cache"]
 EXPOSE 3128 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 3128) + '/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-# node is PID 1 and handles SIGTERM/SIGINT itself (graceful shutdown); it starts no children to reap.
+# node is PID 1 and handles SIGTERM/SIGINT itself (graceful shutdown). With WORKERS > 1 (the default on a
+# machine with several CPUs) it is the primary: it forks the workers, drains them on SIGTERM and reaps them.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["node", "dist/cli.js"]
 CMD ["serve"]

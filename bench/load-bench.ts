@@ -18,45 +18,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { runBench, writeDocsSection } from './measure.js';
 import { setUpBench } from './load/bench-setup.js';
-import { benchHitThroughput, type HitOptions } from './load/hit-throughput.js';
+import { benchHitThroughput } from './load/hit-throughput.js';
 import { describeMachine } from './load/machine.js';
-import { benchMixedLoad, type MixedOptions } from './load/mixed-load.js';
+import { benchMixedLoad } from './load/mixed-load.js';
+import { loadOptions } from './load/options.js';
 import { markdownSection, textReport, type LoadBenchResult } from './load/report.js';
 
 const DOC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../docs/benchmarks.md');
 const COMMANDS = ['npm run bench', 'npm run --silent build && node --import tsx bench/load-bench.ts'];
-
-function positiveInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  const n = Number(raw === undefined || raw.trim() === '' ? fallback : raw);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
-  return n;
-}
-
-function options(): { hit: HitOptions; mixed: MixedOptions } {
-  return {
-    hit: {
-      seconds: positiveInt('BENCH_LOAD_HIT_SECONDS', 10),
-      warmupSeconds: positiveInt('BENCH_LOAD_WARMUP_SECONDS', 2),
-      connections: positiveInt('BENCH_LOAD_HIT_CONNECTIONS', 50),
-      wrkThreads: 2,
-    },
-    mixed: {
-      seconds: positiveInt('BENCH_LOAD_SECONDS', 30),
-      connections: positiveInt('BENCH_LOAD_CONNECTIONS', 500),
-      // Tunnels are the class that opens new connections during the load, and each new connection waits
-      // in the accept queue while the others keep regcache busy (see the report): a few tunnel loops
-      // measure that wait; many would only lengthen the queue.
-      shares: { hit: 75, miss: 20, tunnel: 5 },
-      maxRequests: positiveInt('BENCH_LOAD_MAX_REQUESTS', 300_000),
-      missBlobs: positiveInt('BENCH_LOAD_MISS_BLOBS', 20_000),
-      rssBoundMb: positiveInt('BENCH_LOAD_RSS_MB', 300),
-      // Saturated on purpose (every connection sends its next request at once), so waits are long; a
-      // request not answered within 30 s counts as an error, i.e. a stall.
-      timeoutMs: 30_000,
-    },
-  };
-}
 
 /** What breaks the zero-error requirement. */
 function failuresOf(r: Omit<LoadBenchResult, 'failures'>): string[] {
@@ -70,7 +39,7 @@ function failuresOf(r: Omit<LoadBenchResult, 'failures'>): string[] {
 
 let failed = false;
 const status = await runBench('load-bench', 'load-', async (root) => {
-  const opts = options();
+  const opts = loadOptions();
   const machine = await describeMachine();
   const loadBefore = os.loadavg()[0]!;
   process.stderr.write('setting up: registry, image, push...\n');

@@ -90,6 +90,38 @@ export async function cpuSeconds(pid: number): Promise<number | null> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/**
+ * CPU seconds of a live process and its live children (regcache with WORKERS > 1: the primary and its
+ * workers); null once the process itself has exited. A child that exited in between takes its CPU along.
+ */
+export async function treeCpuSeconds(pid: number): Promise<number | null> {
+  const main = await cpuSeconds(pid);
+  if (main === null) return null;
+  let sum = main;
+  for (const child of await childPids(pid)) sum += (await cpuSeconds(child)) ?? 0;
+  return sum;
+}
+
+/** memoryMb summed over a live process and its live children (each peak counted: an upper bound); null once it has exited. */
+export async function treeMemoryMb(pid: number): Promise<{ peak: number; now: number } | null> {
+  const main = await memoryMb(pid);
+  if (main === null) return null;
+  const sum = { ...main };
+  for (const child of await childPids(pid)) {
+    const mem = await memoryMb(child);
+    sum.peak += mem?.peak ?? 0;
+    sum.now += mem?.now ?? 0;
+  }
+  return sum;
+}
+
+/** Open descriptors of a process and its children. */
+export async function treeOpenFds(pid: number): Promise<number> {
+  let n = 0;
+  for (const p of [pid, ...(await childPids(pid))]) n += (await readdir(`/proc/${p}/fd`).catch(() => [])).length;
+  return n;
+}
+
 /** User and system CPU time a live process has used so far, in seconds; null once it has exited. */
 export async function cpuTimes(pid: number): Promise<{ user: number; system: number } | null> {
   const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
@@ -173,7 +205,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.resolve(BENCH_DIR, 'results');
 const BENCHMARKS_DOC = path.resolve(BENCH_DIR, '../docs/benchmarks.md');
 // The sections benches write into docs/benchmarks.md, in the order a new file lists them.
-const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'load-bench', 'auth-bench'];
+const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'load-bench', 'workers-bench', 'auth-bench'];
 
 /**
  * Puts body between `<!-- name:start -->` and `<!-- name:end -->` in docs/benchmarks.md, leaving the

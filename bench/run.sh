@@ -17,11 +17,15 @@
 # path with a node generator) beside docker-registry, and 500 concurrent connections mixing HITs, MISSes
 # and tunnels. Options (environment): BENCH_LOAD_SECONDS (30), BENCH_LOAD_CONNECTIONS (500),
 # BENCH_LOAD_HIT_SECONDS (10), BENCH_LOAD_HIT_CONNECTIONS (50), BENCH_LOAD_RSS_MB (300); see bench/load-bench.ts.
+# Then the workers bench: warm aggregate MB/s and HIT requests/s with WORKERS=1 and WORKERS=2 (and the
+# machine's CPU count when it has more) side by side, and the load bench's 500-connection load with each,
+# for the set-up latency of new tunnels. Options (environment): BENCH_WORKERS ("1 2"), BENCH_WORKERS_BLOB_MB
+# (256), BENCH_WORKERS_CLIENTS (4), BENCH_WORKERS_WARM_SECONDS (15) and BENCH_LOAD_*; see bench/workers-bench.ts.
 # After it, the auth bench: an authenticated client's p50/p99 with no attack and while 50 clients send
 # wrong passwords (bcrypt PROXY_AUTH), through the proxy and the mirror. Options (environment):
 # BENCH_AUTH_SECONDS (10), BENCH_AUTH_CLIENTS (50), BENCH_AUTH_COST (10); see bench/auth-bench.ts.
-# Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load- and auth-<time>.json, and the
-# store, cpu, peer, load and auth sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
+# Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load-, workers- and auth-<time>.json, and the
+# store, cpu, peer, load, workers and auth sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
 # load or auth bench saw any error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,5 +47,6 @@ if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_files" ]; th
   ulimit -n "$want_files" || echo "load bench: could not raise the open files limit (not root?)" >&2
 fi
 node --import tsx bench/load-bench.ts || status=$?
+node --import tsx bench/workers-bench.ts || status=$?
 node --import tsx bench/auth-bench.ts || status=$?
 exit "$status"

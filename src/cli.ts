@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The regcache command line.
+import cluster from 'node:cluster';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { addCacheCommands } from './cache-commands.js';
@@ -7,7 +8,9 @@ import { addPrefetchCommand } from './prefetch-command.js';
 import { ConfigError, loadConfig } from './config.js';
 import { applyEnvFile, EnvFileError } from './env-file.js';
 import { createLogger } from './log.js';
+import { startPrimary } from './primary.js';
 import { startProxy } from './proxy.js';
+import { startWorker } from './worker.js';
 import { CacheDirInUseError } from './admin/control-socket.js';
 import { StartupError } from './startup-checks.js';
 import { CaError, readCaCertificate } from './tls/certificate-authority.js';
@@ -60,15 +63,33 @@ Examples:
       if (err instanceof ConfigError) fail(err.message);
       throw err;
     }
-    const log = createLogger(config.logLevel);
+    // WORKERS > 1: this process is the primary, or (forked by it, running this same command) a worker.
+    const role = config.workers === 1 ? 'single' : cluster.isPrimary ? 'primary' : 'worker';
+    const workerId = role === 'single' ? undefined : role === 'primary' ? 0 : cluster.worker!.id;
+    const log = createLogger(config.logLevel, undefined, workerId);
+    let stopping = false;
+    const stopWith = (close: (graceMs?: number) => Promise<void>) => (signal: string, graceMs?: number) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down');
+      void close(graceMs).then(() => process.exit(0));
+    };
     try {
-      const proxy = await startProxy(config, log);
-      const stop = (signal: string) => {
-        log.info({ signal }, 'shutting down');
-        void proxy.close().then(() => process.exit(0));
-      };
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+      if (role === 'primary') {
+        const tree = await startPrimary(config, log);
+        const stop = stopWith(tree.close);
+        // A second signal ends every process at once.
+        const onSignal = (signal: string) => (stopping ? (tree.kill(), process.exit(1)) : stop(signal));
+        process.on('SIGTERM', () => onSignal('SIGTERM'));
+        process.on('SIGINT', () => onSignal('SIGINT'));
+        return;
+      }
+      let stop: ((signal: string, graceMs?: number) => void) | null = null;
+      // The primary's order to drain (its SIGTERM) arrives as a message; a signal of the worker's own too.
+      const proxy = role === 'worker' ? await startWorker(config, log, workerId!, (graceMs) => stop?.('primary', graceMs)) : await startProxy(config, log);
+      stop = stopWith(proxy.close);
+      process.once('SIGTERM', () => stop!('SIGTERM'));
+      process.once('SIGINT', () => stop!('SIGINT'));
     } catch (err) {
       if (err instanceof ConfigError) fail(err.message);
       if (err instanceof CaError) log.fatal({ error: err.message }, 'cannot load the CA');

@@ -1,5 +1,6 @@
 // Reads the environment (and CLI overrides) once, validates every value, and fails with a message that
 // names the variable, the bad value and an example. Nothing else in src/ reads process.env.
+import os from 'node:os';
 import path from 'node:path';
 import { parseAddressRange, type AddressRange } from './address-ranges.js';
 
@@ -58,6 +59,7 @@ export interface Config {
   connectTo: ConnectToRule[];
   disableIpv6: boolean;
   logLevel: string;
+  workers: number; // WORKERS: worker processes serving the same ports and store; 1 keeps one process
   allowedClients: AddressRange[] | 'any'; // ALLOWED_CLIENTS: who may use any listener
   tunnelPorts: PortRange[]; // TUNNEL_PORTS: ports a tunnel to a host off the allowlist may reach
   forwardPorts: PortRange[]; // FORWARD_PORTS: ports a plain-HTTP forward to a host off the allowlist may reach
@@ -163,6 +165,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     connectTo: connectToRaw.map((r) => parseConnectTo(r)),
     disableIpv6: parseBool('DISABLE_IPV6', get('DISABLE_IPV6') ?? 'false'),
     logLevel: parseEnum('LOG_LEVEL', overrides.logLevel ?? get('LOG_LEVEL') ?? 'info', LOG_LEVELS),
+    workers: parseWorkers(get('WORKERS') ?? String(os.availableParallelism())),
     allowedClients: parseAllowedClients(get('ALLOWED_CLIENTS') ?? DEFAULT_ALLOWED_CLIENTS),
     tunnelPorts: parsePortRanges('TUNNEL_PORTS', get('TUNNEL_PORTS') ?? '443'),
     forwardPorts: parsePortRanges('FORWARD_PORTS', get('FORWARD_PORTS') ?? DEFAULT_FORWARD_PORTS),
@@ -249,6 +252,17 @@ function parsePort(variable: string, value: string, allowZero: boolean): number 
   const n = /^\d{1,5}$/.test(value) ? Number(value) : NaN;
   if (!(n >= (allowZero ? 0 : 1) && n <= 65535)) {
     throw new ConfigError(variable, value, `a TCP port 1-65535, e.g. ${variable}=3128`);
+  }
+  return n;
+}
+
+// More processes than this buys nothing on any machine regcache runs on, and each costs ~60 MB.
+const MAX_WORKERS = 256;
+
+function parseWorkers(value: string): number {
+  const n = /^\d{1,3}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= 1 && n <= MAX_WORKERS)) {
+    throw new ConfigError('WORKERS', value, `a number of processes 1-${MAX_WORKERS} (1: one process, no workers), e.g. WORKERS=4`);
   }
   return n;
 }

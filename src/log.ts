@@ -1,16 +1,28 @@
 // One pino logger for the process: JSON lines on stdout. Credentials are redacted by path as a second
-// line of defence; the first is that request logs only carry the fields listed in the access log.
+// line of defence; the first is that request logs only carry the fields listed in the access log. With
+// WORKERS > 1 every line carries `worker` (0: the primary), and the processes share stdout: each write is
+// whole lines of at most PIPE_BUF bytes, which a pipe (docker logs) never interleaves with another's.
 import { pino, type Logger, type LoggerOptions } from 'pino';
 import pretty from 'pino-pretty';
 
 export type { Logger };
 
-/** JSON lines; on a terminal, the same records made readable (pino-pretty, synchronous). */
-export function createLogger(level: string, humanReadable = process.stdout.isTTY === true): Logger {
-  const destination = humanReadable ? pretty({ colorize: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' }) : undefined;
+// Linux's PIPE_BUF: writes up to this size to a pipe are atomic.
+const ATOMIC_PIPE_WRITE = 4096;
+
+/**
+ * JSON lines; on a terminal, the same records made readable (pino-pretty, synchronous). `worker`: this
+ * process's place in a tree of processes (0 for the primary), added to every line.
+ */
+export function createLogger(level: string, humanReadable = process.stdout.isTTY === true, worker?: number): Logger {
+  const destination = humanReadable
+    ? pretty({ colorize: true, singleLine: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname' })
+    : worker !== undefined
+      ? pino.destination({ dest: 1, maxWrite: ATOMIC_PIPE_WRITE })
+      : undefined;
   const options: LoggerOptions = {
     level,
-    base: undefined, // no pid/hostname noise: one container, one process
+    base: worker === undefined ? undefined : { worker }, // no pid/hostname noise
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
     redact: {

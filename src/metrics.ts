@@ -2,7 +2,9 @@
 // own (two proxies in one process count apart), created by proxy.ts and handed to what counts: the
 // access log, the password guard, and proxy.ts's listeners on the fill and eviction events. Gauges that
 // mirror state owned elsewhere (fills in flight, store size, leaves minted, tunnels open) are read from
-// their owners at scrape time, so nothing has to be kept in sync.
+// their owners at scrape time, so nothing has to be kept in sync. With WORKERS > 1 every process has its
+// own Metrics, each watching only what it owns (the primary: the store and the fills; a worker: its leaves
+// and tunnels), and /metrics is their sum (prom-client's AggregatorRegistry.aggregate, in primary.ts).
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 
 export interface MetricsSources {
@@ -11,6 +13,12 @@ export interface MetricsSources {
   storeEntries: () => number;
   leavesMinted: () => number;
   tunnelsOpen: () => number;
+}
+
+/** What /metrics serves: one process's registry, or with WORKERS > 1 the whole tree's, aggregated. */
+export interface MetricsExposition {
+  readonly contentType: string;
+  metrics(): Promise<string>;
 }
 
 const FROM_CACHE = new Set(['HIT', 'REVALIDATED', 'STALE', 'CORRUPT']); // CORRUPT: the stored bytes sent before the cut
@@ -37,9 +45,10 @@ export class Metrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'regcache_' });
   }
 
-  /** Gauges read from their owners at scrape time. */
-  watch(sources: MetricsSources): void {
-    const gauge = (name: string, help: string, read: () => number) =>
+  /** Gauges read from their owners at scrape time: those whose owner lives in this process. */
+  watch(sources: Partial<MetricsSources>): void {
+    const gauge = (name: string, help: string, read: (() => number) | undefined) =>
+      read &&
       new Gauge({
         name,
         help,
@@ -84,7 +93,9 @@ export class Metrics {
   rateLimitRemaining(value: string): void {
     const n = Number.parseInt(value, 10);
     if (!Number.isFinite(n)) return;
-    this.rateLimit ??= new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry] });
+    // Across workers the lowest report counts: each worker keeps the last one it saw, and the allowance only
+    // shrinks within Docker Hub's window.
+    this.rateLimit ??= new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry], aggregator: 'min' });
     this.rateLimit.set(n);
   }
 }

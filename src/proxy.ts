@@ -1,4 +1,6 @@
-// Assembles a running proxy from a Config: CA, store, upstream client, handlers, listener.
+// Assembles a running proxy from a Config: CA, store, upstream client, handlers, listeners. startProxy is
+// the one process (WORKERS=1); serveProxy is what every process that serves runs, that one or a worker
+// (worker.ts) over the primary's store.
 import { createServer, type Server } from 'node:http';
 import fs from 'node:fs/promises';
 import type net from 'node:net';
@@ -6,20 +8,20 @@ import type tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
-import { handleAdmin } from './admin/admin-routes.js';
-import { listenControl } from './admin/control-socket.js';
-import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
-import { loadDoors } from './auth/doors.js';
+import { cacheListing, handleAdmin, localHealth, type HealthReport, type Listing } from './admin/admin-routes.js';
+import type { ServerPorts } from './admin/server-ports.js';
+import { loadDoors, type Doors } from './auth/doors.js';
 import { PasswordGuard } from './auth/password-guard.js';
-import { CacheAdmin } from './cache/cache-admin.js';
-import { LocalStore } from './cache/local-store.js';
-import { Evictor } from './cache/eviction.js';
+import type { EntryIndex } from './cache/entry-index.js';
 import { FillCoordinator } from './cache/fill-coordinator.js';
 import type { Fill } from './cache/fill.js';
+import type { ListingViewer } from './cache/tag-listing.js';
 import { AccessLog } from './access-log.js';
+import { ownCacheDir } from './cache-owner.js';
 import { describeConfig, type Config } from './config.js';
-import { Metrics } from './metrics.js';
-import { checkStartup, listenError } from './startup-checks.js';
+import { Metrics, type MetricsExposition, type MetricsSources } from './metrics.js';
+import { listenError } from './startup-checks.js';
+import { prepareStartup } from './startup.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
 import { ContentAccess } from './registry/content-access.js';
@@ -30,7 +32,7 @@ import { createMirrorServer } from './server/mirror-server.js';
 import { createProxyServers } from './server/proxy-server.js';
 import { TlsInterceptor } from './server/tls-interceptor.js';
 import { Tunnels } from './server/tunnel.js';
-import { loadOrCreateCa } from './tls/certificate-authority.js';
+import type { CertificateAuthority } from './tls/certificate-authority.js';
 import { LeafCertificates } from './tls/leaf-certificates.js';
 import { DestinationPolicy } from './upstream/destination-policy.js';
 import { Dialer } from './upstream/dialer.js';
@@ -40,54 +42,80 @@ import { VERSION } from './version.js';
 
 export interface RunningProxy {
   port: number;
+  ports: ServerPorts;
   /** Stops accepting, lets requests in progress finish for up to graceMs, then ends every connection. */
   close(graceMs?: number): Promise<void>;
 }
 
 // Under Docker's default 10 s stop timeout, with room to exit cleanly.
-const SHUTDOWN_GRACE_MS = 8_000;
-const CA_EXPIRY_WARNING_MS = 30 * 86_400_000;
+export const SHUTDOWN_GRACE_MS = 8_000;
 
+/** The one process (WORKERS=1): it owns CACHE_DIR and serves. */
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   // This proxy's own counters: another proxy in the same process (tests) counts apart.
   const metrics = new Metrics();
-  const accessLog = new AccessLog(log, metrics);
-  // Every door's credential checks share one guard: one bcrypt worker, one throttle per client address.
-  const guard = new PasswordGuard({ log, metrics });
-  const { doors, warnings } = loadDoors(config, guard);
-  for (const warning of warnings) log.warn(warning);
-  await checkStartup(config); // before a CA is created, the spool wiped or a port bound
-  const { ca, created } = await loadOrCreateCa(config.caDir);
-  log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
-  if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
-    log.warn({ caCert: ca.certFile, notAfter: ca.notAfter.toISOString() }, 'the CA expires soon: replace it and have clients trust the new one');
-  }
-  if (!config.verifySsl) log.warn('VERIFY_SSL=false: upstream certificates are NOT verified');
-  // The control socket claims CACHE_DIR before the store touches it (opening wipes the spool).
-  let cacheAdmin: CacheAdmin | null = null;
-  let ports: ServerPorts | null = null; // once every listener listens
-  const control = await listenControl(config.cacheDir, (request) => {
-    if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
-    if (!cacheAdmin) throw new Error('the store is still opening');
-    return cacheAdmin.run(request.cmd, request.args);
-  });
-  const [leaves, store] = await Promise.all([LeafCertificates.create(ca), LocalStore.open(config.cacheDir)]);
-  leaves.warmUp();
-  cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
-  const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
-  evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
-  evictor.start();
+  const { guard, doors, warnings } = openDoors(config, log, metrics);
+  const ca = await prepareStartup(config, log, warnings);
+  const [leaves, owner] = await Promise.all([LeafCertificates.create(ca), ownCacheDir(config, log, metrics)]);
+  const { store, evictor } = owner;
   // One coordinator for the store, shared by the proxy and the mirror: one upstream fill per origin and digest.
   const coordinator = new FillCoordinator(store, evictor, log);
+  const proxy = await serveProxy(config, log, {
+    metrics,
+    guard,
+    doors,
+    ca,
+    leaves,
+    coordinator,
+    index: store.index,
+    diskFull: () => evictor.diskFull(),
+    gauges: { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => store.index.totalBytes, storeEntries: () => store.index.size },
+    views: {
+      health: () => localHealth(ca.certPem, config.cacheDir),
+      listing: (viewer) => Promise.resolve(cacheListing(store.index, viewer)),
+      metrics: metrics.registry,
+    },
+    closeStore: () => owner.close(),
+  });
+  owner.setPorts(proxy.ports);
+  log.info({ port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) }, 'listening');
+  return proxy;
+}
+
+/** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
+export function openDoors(config: Config, log: Logger, metrics: Metrics): { guard: PasswordGuard; doors: Doors; warnings: string[] } {
+  const guard = new PasswordGuard({ log, metrics });
+  return { guard, ...loadDoors(config, guard) };
+}
+
+/** What a serving process is given: its counters and doors, the CA, and the store as it sees it. */
+export interface ServeParts {
+  metrics: Metrics;
+  guard: PasswordGuard;
+  doors: Doors;
+  ca: CertificateAuthority;
+  leaves: LeafCertificates;
+  coordinator: FillCoordinator;
+  index: EntryIndex; // for the mirror's listings (a worker's replica of the primary's)
+  diskFull: () => Promise<boolean>; // /readyz
+  gauges: Partial<MetricsSources>; // the store's gauges, where the store is this process's
+  views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
+  closeStore: () => Promise<void>;
+}
+
+/** Wires the upstream client, the handlers and the listeners over the store, and listens. */
+export async function serveProxy(config: Config, log: Logger, parts: ServeParts): Promise<RunningProxy> {
+  const { metrics, guard, doors, ca, leaves, coordinator } = parts;
+  const store = coordinator.store;
+  const accessLog = new AccessLog(log, metrics);
+  leaves.warmUp();
   coordinator.on('fill-started', () => metrics.fillStarted());
   coordinator.on('fill-joined', () => metrics.joined());
   coordinator.on('fill-settled', (fill: Fill) => {
     if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
   });
-  log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
 
   const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
-  warnAboutRefusedRegistries(config, destinations, log);
   const clients = new AllowedClients(config.allowedClients);
   const dialer = new Dialer({
     connectTo: config.connectTo,
@@ -128,11 +156,9 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     accessLog,
     caCertPem: ca.certPem,
     version: VERSION,
-    cacheDir: config.cacheDir,
-    index: store.index,
-    metrics,
+    ...parts.views,
     ready: () => ready,
-    diskFull: () => evictor.diskFull(),
+    diskFull: parts.diskFull,
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
     auth: doors.admin,
@@ -140,12 +166,11 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     mirrorAuth: doors.mirror,
   };
   metrics.watch({
-    fillsInFlight: () => coordinator.fillsInFlight,
-    storeBytes: () => store.index.totalBytes,
-    storeEntries: () => store.index.size,
+    ...parts.gauges,
     leavesMinted: () => leaves.minted,
     tunnelsOpen: () => tunnels.active,
   });
+
   const { server, intercepted } = createProxyServers({
     log,
     accessLog,
@@ -179,7 +204,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       accessLog,
       allowlist,
       registry: new RegistryHandler({ log, accessLog, coordinator, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
-      index: store.index,
+      index: parts.index,
       registryDomain: config.registryDomain,
       auth: doors.mirror,
       adminAuth: doors.admin,
@@ -215,10 +240,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   ready = true;
   const adminPort = admin ? (admin.address() as AddressInfo).port : null;
   const mirrorPort = adminDeps.mirrorPort();
-  ports = { proxy: port, mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null }, admin: adminPort };
-  log.info({ port, mirrorPort: adminDeps.mirrorPort(), adminPort, version: VERSION, config: describeConfig(config) }, 'listening');
+  const ports: ServerPorts = { proxy: port, mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null }, admin: adminPort };
   return {
     port,
+    ports,
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       ready = false;
       server.close(); // no new connections
@@ -235,27 +260,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       }
       for (const socket of connections) socket.destroy();
       await upstream.close();
-      await new Promise((resolve) => control.close(resolve));
-      await evictor.stop();
-      await store.close();
+      await parts.closeStore();
       await guard.close();
     },
   };
-}
-
-/**
- * An allowlisted registry that is itself a refused destination (REGISTRIES=localhost:5000) would fail on
- * every fill with a 403: say so at startup, naming the fix, unless CONNECT_TO routes it.
- */
-function warnAboutRefusedRegistries(config: Config, destinations: DestinationPolicy, log: Logger): void {
-  for (const entry of config.registries) {
-    const m = /^([^*:][^:]*)(?::(\d+))?$/.exec(entry);
-    if (!m) continue;
-    const [, host = '', port = '443'] = m;
-    if (config.connectTo.some((rule) => (rule.host === '' || rule.host === host) && (rule.port === null || rule.port === Number(port)))) continue;
-    const reason = destinations.refusalOfName(host, Number(port));
-    if (reason) log.warn({ registry: entry, reason }, 'an allowlisted registry is a refused destination: list it in ALLOW_DESTINATIONS to reach it');
-  }
 }
 
 /** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0; a failure names its variable. */

@@ -1,5 +1,6 @@
 // Configuration parsing: defaults, the rpardini variable names, and errors that name the variable.
 import assert from 'node:assert/strict';
+import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, describeConfig, loadConfig } from '../src/config.js';
@@ -19,6 +20,7 @@ describe('loadConfig', () => {
     assert.equal(c.upstreamProxy, null);
     assert.equal(c.clientHeadersTimeoutMs, 30_000);
     assert.equal(loadConfig({ CLIENT_HEADERS_TIMEOUT: '1500ms' }).clientHeadersTimeoutMs, 1500);
+    assert.equal(c.workers, os.availableParallelism());
   });
 
   it('keeps Docker Hub when REGISTRIES is replaced, and adds ADDITIONAL_REGISTRIES', () => {
@@ -60,6 +62,9 @@ describe('loadConfig', () => {
     ['CONNECT_TO', 'a:b:c', /CONNECT_TO="a:b:c"/],
     ['UPSTREAM_PROXY', 'https://u:secret@p:1', /UPSTREAM_PROXY=.*http:\/\//],
     ['LOG_LEVEL', 'loud', /LOG_LEVEL="loud"/],
+    ['WORKERS', '0', /WORKERS="0".*e\.g\. WORKERS=4/],
+    ['WORKERS', 'many', /WORKERS="many"/],
+    ['WORKERS', '257', /WORKERS="257"/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (err: Error) => {
@@ -110,6 +115,7 @@ describe('a good value for every variable', () => {
       CONNECT_TO: 'quay.io:443:10.0.0.9:8443',
       DISABLE_IPV6: 'yes',
       LOG_LEVEL: 'warn',
+      WORKERS: '16',
     });
     assert.equal(c.port, 8080);
     assert.equal(c.mirrorPort, 0);
@@ -137,5 +143,6 @@ describe('a good value for every variable', () => {
     assert.deepEqual(c.connectTo, [{ host: 'quay.io', port: 443, toHost: '10.0.0.9', toPort: 8443 }]);
     assert.equal(c.disableIpv6, true);
     assert.equal(c.logLevel, 'warn');
+    assert.equal(c.workers, 16);
   });
 });

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { once } from 'node:events';
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { StoredContent } from '../src/cache/content-store.js';
 import type { Entry } from '../src/cache/entry-index.js';
@@ -21,37 +21,12 @@ import { ContentAccess } from '../src/registry/content-access.js';
 import type { Upstream, UpstreamRequest, UpstreamResponse } from '../src/upstream/upstream-client.js';
 import type { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
 import { TmpDirs } from './harness/tmp.js';
+import { FakeFetches } from './support/fake-fetches.js';
 
 const log = createLogger('silent', false);
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
 const FROM = { ref: 'registry.test/lib/app', tag: null };
 const admitAll = () => Promise.resolve(true);
-
-/** An upstream standing in for a registry's blob GETs: counts fetches, feeds bodies when told. */
-class FakeFetches {
-  calls = 0;
-  readonly bodies: PassThrough[] = [];
-
-  /** A 200 whose body the test writes (this.bodies), of `size` bytes. */
-  ok(size: number): () => Promise<Fetched<string>> {
-    return async () => {
-      this.calls++;
-      const stream = new PassThrough();
-      this.bodies.push(stream);
-      await new Promise((resolve) => setImmediate(resolve)); // an upstream answers a moment later
-      return { answer: '200', body: { stream, mediaType: 'application/octet-stream', size } };
-    };
-  }
-
-  /** An answer with nothing to fill (a 404). */
-  declined(): () => Promise<Fetched<string>> {
-    return async () => {
-      this.calls++;
-      await new Promise((resolve) => setImmediate(resolve));
-      return { answer: '404', body: null };
-    };
-  }
-}
 
 async function drain(fill: Fill): Promise<Buffer> {
   const chunks: Buffer[] = [];

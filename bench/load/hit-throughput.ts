@@ -13,9 +13,10 @@ import { Agent } from 'undici';
 import { freePort } from '../../test/harness/ports.js';
 import { startRegcache, type Regcache } from '../../test/harness/regcache.js';
 import { ProxyClient } from '../../test/support/proxy-client.js';
-import { cpuSeconds } from '../measure.js';
+import { cpuSeconds, exitedChildrenCpuSeconds } from '../measure.js';
 import { REGISTRY_HOST, REPO, type BenchSetup } from './bench-setup.js';
 import { expectDigest } from './digest-check.js';
+import type { Endpoint } from './http1-connection.js';
 import { runLoad } from './load-plan.js';
 import { startRegistryServer, type RegistryServer } from './registry-server.js';
 import { runWrk } from './wrk.js';
@@ -70,13 +71,61 @@ export interface HitResult {
   regcacheLog: Record<string, number>; // "<cache> <status>" of every manifest request regcache logged
 }
 
-type Measured = Omit<HitRow, 'id' | 'ratioToBaseline' | 'p99RatioToBaseline' | 'regcache'>;
+/** A row's figures, before it is set beside its baseline. */
+export type Measured = Omit<HitRow, 'id' | 'ratioToBaseline' | 'p99RatioToBaseline' | 'regcache'>;
 
-/** CPU of this process's children that have been waited for (wrk runs), from /proc/self/stat. */
-async function reapedChildrenCpuSeconds(): Promise<number> {
-  const stat = await readFile('/proc/self/stat', 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / 100; // cutime, cstime in USER_HZ
+/** What a row fetches over and over. */
+export interface HitTarget {
+  path: string;
+  digest: string;
+  headers: Record<string, string>;
+}
+
+/** wrk on one URL: a warm-up, then the timed run; `serverCpu` reads the server's CPU seconds (null: exited). */
+export async function wrkRow(id: string, url: string, headers: Record<string, string>, opts: HitOptions, serverCpu: () => Promise<number | null>): Promise<Measured> {
+  const wrk = { url, headers, threads: opts.wrkThreads, connections: opts.connections };
+  await runWrk({ ...wrk, seconds: opts.warmupSeconds });
+  const [server0, client0] = [await serverCpu(), await exitedChildrenCpuSeconds()];
+  const r = await runWrk({ ...wrk, seconds: opts.seconds });
+  const [server1, client1] = [await serverCpu(), await exitedChildrenCpuSeconds()];
+  if (server1 === null || server0 === null) throw new Error(`${id}: the server exited during the run`);
+  const detail = r.errors > 0 ? `socket errors ${JSON.stringify(r.socketErrors)}, non-2xx/3xx ${r.non2xx3xx}` : null;
+  return {
+    client: `wrk -t${opts.wrkThreads} -c${opts.connections}`,
+    requests: r.requests,
+    requestsPerSecond: r.requestsPerSecond,
+    latencyMs: { p50: r.latencyMs.p50, p99: r.latencyMs.p99 },
+    errors: r.errors,
+    errorDetail: detail,
+    serverCpuSeconds: server1 - server0,
+    clientCpuSeconds: client1 - client0,
+  };
+}
+
+/** The bench's node generator (TLS, through CONNECT when the endpoint says so), keep-alive connections. */
+export async function nodeRow(id: string, endpoint: Endpoint, target: HitTarget, opts: HitOptions, serverCpu: () => Promise<number | null>): Promise<Measured> {
+  const plan = (seconds: number) => ({
+    classes: [{ name: id, connections: opts.connections, endpoint, keepAlive: true, headers: target.headers, requests: [{ path: target.path, digest: target.digest }], once: false }],
+    durationMs: seconds * 1000,
+    maxRequests: Number.MAX_SAFE_INTEGER,
+    timeoutMs: 10_000,
+  });
+  await runLoad(plan(opts.warmupSeconds));
+  const server0 = await serverCpu();
+  const r = await runLoad(plan(opts.seconds));
+  const server1 = await serverCpu();
+  if (server1 === null || server0 === null) throw new Error(`${id}: the server exited during the run`);
+  const c = r.classes[0]!;
+  return {
+    client: `node, ${opts.connections} keep-alive conns`,
+    requests: c.requests,
+    requestsPerSecond: c.requests / (r.wallMs / 1000),
+    latencyMs: { p50: c.latencyMs.p50, p99: c.latencyMs.p99 },
+    errors: c.errors,
+    errorDetail: c.errors > 0 ? `${JSON.stringify(c.errorsByKind)}: ${c.errorSamples.join('; ')}` : null,
+    serverCpuSeconds: server1 - server0,
+    clientCpuSeconds: r.cpuSeconds,
+  };
 }
 
 /** Starts the servers of part 1, measures every row, and stops them again whatever happens. */
@@ -134,63 +183,19 @@ async function measureRows(s: BenchSetup, opts: HitOptions, track: (stop: () => 
     await proxied.close();
   }
 
-  const wrkRow = async (id: HitRowId, url: string, pid: number): Promise<Measured> => {
-    const wrk = { url, headers, threads: opts.wrkThreads, connections: opts.connections };
-    await runWrk({ ...wrk, seconds: opts.warmupSeconds });
-    const [server0, client0] = [await cpuSeconds(pid), await reapedChildrenCpuSeconds()];
-    const r = await runWrk({ ...wrk, seconds: opts.seconds });
-    const [server1, client1] = [await cpuSeconds(pid), await reapedChildrenCpuSeconds()];
-    if (server1 === null || server0 === null) throw new Error(`${id}: the server exited during the run`);
-    const detail = r.errors > 0 ? `socket errors ${JSON.stringify(r.socketErrors)}, non-2xx/3xx ${r.non2xx3xx}` : null;
-    return {
-      client: `wrk -t${opts.wrkThreads} -c${opts.connections}`,
-      requests: r.requests,
-      requestsPerSecond: r.requestsPerSecond,
-      latencyMs: { p50: r.latencyMs.p50, p99: r.latencyMs.p99 },
-      errors: r.errors,
-      errorDetail: detail,
-      serverCpuSeconds: server1 - server0,
-      clientCpuSeconds: client1 - client0,
-    };
-  };
-
-  const nodeRow = async (id: HitRowId, port: number, viaProxy: boolean, ca: string, pid: number): Promise<Measured> => {
-    const endpoint = viaProxy ? { port, connect: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca } : { port, servername: REGISTRY_HOST, ca };
-    const plan = (seconds: number) => ({
-      classes: [{ name: id, connections: opts.connections, endpoint, keepAlive: true, headers, requests: [{ path: manifestPath, digest }], once: false }],
-      durationMs: seconds * 1000,
-      maxRequests: Number.MAX_SAFE_INTEGER,
-      timeoutMs: 10_000,
-    });
-    await runLoad(plan(opts.warmupSeconds));
-    const server0 = await cpuSeconds(pid);
-    const r = await runLoad(plan(opts.seconds));
-    const server1 = await cpuSeconds(pid);
-    if (server1 === null || server0 === null) throw new Error(`${id}: the server exited during the run`);
-    const c = r.classes[0]!;
-    return {
-      client: `node, ${opts.connections} keep-alive conns`,
-      requests: c.requests,
-      requestsPerSecond: c.requests / (r.wallMs / 1000),
-      latencyMs: { p50: c.latencyMs.p50, p99: c.latencyMs.p99 },
-      errors: c.errors,
-      errorDetail: c.errors > 0 ? `${JSON.stringify(c.errorsByKind)}: ${c.errorSamples.join('; ')}` : null,
-      serverCpuSeconds: server1 - server0,
-      clientCpuSeconds: r.cpuSeconds,
-    };
-  };
-
   const registryPort = Number(new URL(servers['registry-tls'].url).port);
   const regcacheCa = await readFile(rc.caFile, 'utf8');
   const measured: Partial<Record<HitRowId, Measured>> = {};
   for (const id of HIT_ROWS) {
     if (skipped[id]) continue;
     process.stderr.write(`HIT throughput: ${id}...\n`);
-    if (id === 'registry-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, servers[id]!.daemon.pid);
-    else if (id === 'pull-through-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, servers[id]!.daemon.pid);
-    else if (id === 'mirror-http') measured[id] = await wrkRow(id, mirrorUrl, rc.daemon.pid);
-    else if (id === 'registry-tls') measured[id] = await nodeRow(id, registryPort, false, s.ca.certPem, servers[id]!.daemon.pid);
-    else measured[id] = await nodeRow(id, rc.port, true, regcacheCa, rc.daemon.pid);
+    const cpuOf = (pid: number) => () => cpuSeconds(pid);
+    const manifest = { path: manifestPath, digest, headers };
+    if (id === 'registry-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, headers, opts, cpuOf(servers[id]!.daemon.pid));
+    else if (id === 'pull-through-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, headers, opts, cpuOf(servers[id]!.daemon.pid));
+    else if (id === 'mirror-http') measured[id] = await wrkRow(id, mirrorUrl, headers, opts, cpuOf(rc.daemon.pid));
+    else if (id === 'registry-tls') measured[id] = await nodeRow(id, { port: registryPort, servername: REGISTRY_HOST, ca: s.ca.certPem }, manifest, opts, cpuOf(servers[id]!.daemon.pid));
+    else measured[id] = await nodeRow(id, { port: rc.port, connect: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca: regcacheCa }, manifest, opts, cpuOf(rc.daemon.pid));
   }
 
   const regcacheLog: Record<string, number> = {};

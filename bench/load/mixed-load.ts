@@ -5,12 +5,12 @@
 //   tunnel  CONNECT to a host off the allowlist (tunnelled byte for byte), TLS, one GET, close; per request
 // Every body is hashed against its digest; any non-200, reset, wrong byte or timeout is an error. Then
 // regcache's peak RSS, CPU, open descriptors, health and log are read.
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startRegcache, type Regcache } from '../../test/harness/regcache.js';
 import { sleep } from '../../test/harness/proc.js';
 import { ProxyClient } from '../../test/support/proxy-client.js';
-import { cpuSeconds, memoryMb } from '../measure.js';
+import { treeCpuSeconds, treeMemoryMb, treeOpenFds } from '../measure.js';
 import { REGISTRY_HOST, REPO, type BenchSetup } from './bench-setup.js';
 import { expectDigest } from './digest-check.js';
 import { runLoad, type ClassPlan, type ClassResult, type PlannedRequest } from './load-plan.js';
@@ -153,20 +153,21 @@ async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests:
     },
   ];
 
-  const idleRssMb = (await memoryMb(pid))?.now ?? NaN;
+  // regcache's whole process tree: with WORKERS > 1 the primary and its workers.
+  const idleRssMb = (await treeMemoryMb(pid))?.now ?? NaN;
   const upstreamBefore = upstreamCounts();
   let sampling = true;
   const samples: Sample[] = []; // each second: whether RSS levels off, and how many descriptors are open
   const t0 = Date.now();
   const sampler = (async () => {
     while (sampling) {
-      const fds = (await readdir(`/proc/${pid}/fd`).catch(() => [])).length;
-      samples.push({ s: Math.round((Date.now() - t0) / 1000), rssMb: Math.round(((await memoryMb(pid))?.now ?? NaN) * 10) / 10, fds });
+      const fds = await treeOpenFds(pid);
+      samples.push({ s: Math.round((Date.now() - t0) / 1000), rssMb: Math.round(((await treeMemoryMb(pid))?.now ?? NaN) * 10) / 10, fds });
       await sleep(1000);
     }
   })();
   process.stderr.write(`mixed load: ${opts.connections} connections (HIT ${split.hit}, MISS ${split.miss}, tunnel ${split.tunnel}) for ${opts.seconds} s...\n`);
-  const cpu0 = (await cpuSeconds(pid)) ?? NaN;
+  const cpu0 = (await treeCpuSeconds(pid)) ?? NaN;
   let load;
   try {
     load = await runLoad({ classes, durationMs: opts.seconds * 1000, maxRequests: opts.maxRequests, timeoutMs: opts.timeoutMs });
@@ -174,8 +175,8 @@ async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests:
     sampling = false;
     await sampler;
   }
-  const cpu1 = (await cpuSeconds(pid)) ?? NaN;
-  const mem = await memoryMb(pid);
+  const cpu1 = (await treeCpuSeconds(pid)) ?? NaN;
+  const mem = await treeMemoryMb(pid);
   const health = await checkHealth(rc);
   const upstreamAfter = upstreamCounts();
   const upstream = { missGets: upstreamAfter.missGets - upstreamBefore.missGets, tunnelGets: upstreamAfter.tunnelGets - upstreamBefore.tunnelGets };

@@ -7,22 +7,29 @@ import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { clientAddress } from '../auth/client-address.js';
 import type { UserSet } from '../auth/user-set.js';
-import type { EntryIndex } from '../cache/entry-index.js';
+import type { ContentIndex } from '../cache/content-store.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../log.js';
 import { registryApiHost } from '../reference/registry-name.js';
 import type { AccessLog } from '../access-log.js';
-import type { Metrics } from '../metrics.js';
+import type { MetricsExposition } from '../metrics.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
+
+/** /healthz: the checks (all must hold), and with WORKERS > 1 how many workers serve. */
+export interface HealthReport {
+  checks: Record<string, boolean>;
+  workers?: { expected: number; running: number };
+}
 
 export interface AdminDeps {
   log: Logger;
   accessLog: AccessLog;
   caCertPem: string;
   version: string;
-  cacheDir: string;
-  index: EntryIndex;
-  metrics: Metrics;
+  // With WORKERS > 1 the next three are the primary's answers, for the whole process tree.
+  health: () => Promise<HealthReport>;
+  listing: (viewer: ListingViewer) => Promise<Listing>; // what has been pulled (cacheListing)
+  metrics: MetricsExposition; // /metrics
   ready: () => boolean; // false while starting or shutting down
   diskFull: () => Promise<boolean>; // free space on CACHE_DIR's filesystem is below the evictor's reserve
   mirrorPort: () => number | null; // the registry-mirror listener, when on
@@ -99,8 +106,10 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       return;
     }
     case '/healthz': {
-      const checks = { process: true, caLoaded: deps.caCertPem.length > 0, cacheDirWritable: await writable(deps.cacheDir) };
-      json(Object.values(checks).every(Boolean) ? 200 : 503, { ok: Object.values(checks).every(Boolean), checks });
+      // No answer from the primary (WORKERS > 1) is a failed check of its own.
+      const report = await deps.health().catch((): HealthReport => ({ checks: { process: true, primary: false } }));
+      const ok = Object.values(report.checks).every(Boolean);
+      json(ok ? 200 : 503, { ok, ...report });
       return;
     }
     case '/readyz': {
@@ -111,14 +120,23 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       return;
     }
     case '/metrics':
-      send(200, deps.metrics.registry.contentType, await deps.metrics.registry.metrics());
-      return;
     case '/api/v1/cache':
-      json(200, cacheListing(deps.index, viewer));
+    case '/api/v1/cache/summary': {
+      // With WORKERS > 1 these are the primary's answers, which may not come (it is gone, or stuck).
+      let answer: { type: string; body: string };
+      try {
+        answer =
+          record.path === '/metrics'
+            ? { type: deps.metrics.contentType, body: await deps.metrics.metrics() }
+            : { type: JSON_TYPE, body: JSON.stringify(record.path === '/api/v1/cache' ? await deps.listing(viewer) : (await deps.listing(viewer)).summary, null, 2) + '\n' };
+      } catch (err) {
+        record.error = (err as Error).message;
+        send(503, TEXT, `regcache: ${record.path} is not available now\n`);
+        return;
+      }
+      send(200, answer.type, answer.body);
       return;
-    case '/api/v1/cache/summary':
-      json(200, cacheListing(deps.index, viewer).summary);
-      return;
+    }
     default:
       send(404, TEXT, 'not found\n');
   }
@@ -137,6 +155,11 @@ async function credentialsFor(door: UserSet | null, req: IncomingMessage): Promi
   return { user: decoded.slice(0, colon), password: decoded.slice(colon + 1) };
 }
 
+/** One process's health: the CA it serves is loaded, the cache directory is writable. */
+export async function localHealth(caCertPem: string, cacheDir: string): Promise<HealthReport> {
+  return { checks: { process: true, caLoaded: caCertPem.length > 0, cacheDirWritable: await writable(cacheDir) } };
+}
+
 async function writable(dir: string): Promise<boolean> {
   return fs.access(dir, fs.constants.W_OK).then(
     () => true,
@@ -144,13 +167,13 @@ async function writable(dir: string): Promise<boolean> {
   );
 }
 
-interface Listing {
+export interface Listing {
   registries: Record<string, { url: string; images: number; repositories: { name: string; tags: string[] }[] }>;
   summary: Record<string, number>;
 }
 
 /** What has been pulled, by registry and repository, as far as `viewer` may see it (cache/tag-listing.ts). */
-export function cacheListing(index: EntryIndex, viewer: ListingViewer): Listing {
+export function cacheListing(index: Pick<ContentIndex, 'oldestFirst'>, viewer: ListingViewer): Listing {
   const listing: Listing = { registries: {}, summary: {} };
   let total = 0;
   for (const [registry, byRepo] of [...taggedRepositories(index, viewer)].sort(([a], [b]) => a.localeCompare(b))) {

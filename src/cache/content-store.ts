@@ -37,6 +37,8 @@ export interface ContentFile {
 
 /** Content being written by a fill: readable while it grows, committed or discarded at the end. */
 export interface Spool {
+  /** How another process working on the same store finds it (to follow the fill while it grows). */
+  readonly name: string;
   /** Writes the chunks at `position`; resolves to the bytes written (maybe fewer: write the rest). */
   write(chunks: Buffer[], position: number): Promise<number>;
   read(buffer: Buffer, length: number, position: number): Promise<number>;

@@ -23,7 +23,8 @@ export interface Entry {
 
 export type Access = 'public' | 'private';
 
-type Op =
+/** A journal line: what changed in the index. Workers' replicas of the index apply the same lines. */
+export type IndexOp =
   | { op: 'put'; e: Entry }
   | { op: 'touch'; k: string; t: number }
   | { op: 'ref'; k: string; r: string }
@@ -74,6 +75,7 @@ export class EntryIndex {
   private timer: NodeJS.Timeout | null = null;
   private appending: Promise<void> = Promise.resolve();
   private openBatch: Batch | null = null; // journal lines waiting for the write in flight to finish
+  private observer: ((ops: IndexOp[]) => void) | null = null;
 
   private constructor(
     private readonly file: string,
@@ -102,9 +104,9 @@ export class EntryIndex {
     for (const line of text.split('\n')) {
       if (line === '') continue;
       lines++;
-      let op: Op;
+      let op: IndexOp;
       try {
-        op = JSON.parse(line) as Op;
+        op = JSON.parse(line) as IndexOp;
       } catch {
         clean = false;
         continue; // a line torn by a crash mid-append: everything before it stands
@@ -120,6 +122,36 @@ export class EntryIndex {
     if (!clean || !ordered || lines !== index.entries.size + index.pointers.size) index.appending = index.compact().catch(() => undefined);
     index.timer = setInterval(() => void index.flushTouches(), TOUCH_FLUSH_MS).unref();
     return index;
+  }
+
+  /**
+   * An index in memory only, built from another index's snapshot and kept up to date by applying the ops
+   * it reports (a worker's view of the primary's index). Nothing is journalled.
+   */
+  static replica(snapshot: IndexOp[]): EntryIndex {
+    const index = new EntryIndex('', null, COMPACT_SLACK_LINES);
+    index.applyOps(snapshot);
+    return index;
+  }
+
+  /** Applies ops another index reported (a replica following its primary). */
+  applyOps(ops: IndexOp[]): void {
+    for (const op of ops) this.apply(op);
+  }
+
+  /** Everything the index holds, as ops that rebuild it: one put per entry in LRU order, then the tag pointers. */
+  snapshot(): IndexOp[] {
+    const ops: IndexOp[] = [...this.entries.values()].map((e) => ({ op: 'put', e }));
+    for (const [p, ptr] of this.pointers) ops.push({ op: 'ptr', p, d: ptr.digest, t: ptr.checkedAt });
+    return ops;
+  }
+
+  /**
+   * Tells `observer` every change made through this index's methods, synchronously as it is made
+   * (before it is on disk), except access times: what replicas need to answer as this index would.
+   */
+  observe(observer: (ops: IndexOp[]) => void): void {
+    this.observer = observer;
   }
 
   get size(): number {
@@ -153,8 +185,7 @@ export class EntryIndex {
 
   /** Records a committed entry; resolves once the journal line is on disk. */
   async put(entry: Entry): Promise<void> {
-    this.apply({ op: 'put', e: entry });
-    await this.append([{ op: 'put', e: entry }], true);
+    await this.record([{ op: 'put', e: entry }], true);
   }
 
   /** Notes that a repository (and optionally a tag) uses the entry; journals only what is new. */
@@ -162,21 +193,19 @@ export class EntryIndex {
     const key = entryKey(kind, digest);
     const entry = this.entries.get(key);
     if (!entry) return;
-    const ops: Op[] = [];
+    const ops: IndexOp[] = [];
     if (ref !== null && !entry.refs.includes(ref)) ops.push({ op: 'ref', k: key, r: ref });
     if (tag !== null && this.tagOwners.get(tag) !== key) ops.push({ op: 'tag', k: key, tag });
     if (ops.length === 0) return;
-    for (const op of ops) this.apply(op);
-    await this.append(ops, false);
+    await this.record(ops, false);
   }
 
   async delete(kind: EntryKind, digest: string): Promise<Entry | undefined> {
     const key = entryKey(kind, digest);
     const entry = this.entries.get(key);
     if (!entry) return undefined;
-    this.apply({ op: 'del', k: key });
     this.pendingTouches.delete(key);
-    await this.append([{ op: 'del', k: key }], true);
+    await this.record([{ op: 'del', k: key }], true);
     return entry;
   }
 
@@ -197,16 +226,14 @@ export class EntryIndex {
    */
   async untag(tag: string): Promise<void> {
     if (!this.tagOwners.has(tag) && !this.hasPointers(tag)) return;
-    this.apply({ op: 'untag', tag });
-    await this.append([{ op: 'untag', tag }], true);
+    await this.record([{ op: 'untag', tag }], true);
   }
 
   /** Records whether upstream serves the entry to anyone (public) or only to some (private). */
   async setAccess(kind: EntryKind, digest: string, access: Access): Promise<void> {
     const key = entryKey(kind, digest);
     if (!this.entries.has(key)) return;
-    this.apply({ op: 'acc', k: key, a: access });
-    await this.append([{ op: 'acc', k: key, a: access }], false);
+    await this.record([{ op: 'acc', k: key, a: access }], false);
   }
 
   /** What a tag (for one Accept set) pointed at when upstream last said so. */
@@ -221,13 +248,12 @@ export class EntryIndex {
   }
 
   async setPointer(key: string, digest: string, checkedAt = Date.now()): Promise<void> {
-    this.apply({ op: 'ptr', p: key, d: digest, t: checkedAt });
-    await this.append([{ op: 'ptr', p: key, d: digest, t: checkedAt }], false);
+    await this.record([{ op: 'ptr', p: key, d: digest, t: checkedAt }], false);
   }
 
   async flushTouches(): Promise<void> {
     if (this.pendingTouches.size === 0) return;
-    const ops: Op[] = [...this.pendingTouches].map(([k, t]) => ({ op: 'touch', k, t }));
+    const ops: IndexOp[] = [...this.pendingTouches].map(([k, t]) => ({ op: 'touch', k, t }));
     this.pendingTouches.clear();
     await this.append(ops, false);
   }
@@ -240,7 +266,14 @@ export class EntryIndex {
     this.handle = null;
   }
 
-  private apply(op: Op): void {
+  /** A change: applied in memory now (and reported to the observer), journalled (durable: synced) after. */
+  private record(ops: IndexOp[], durable: boolean): Promise<void> {
+    for (const op of ops) this.apply(op);
+    this.observer?.(ops);
+    return this.append(ops, durable);
+  }
+
+  private apply(op: IndexOp): void {
     switch (op.op) {
       case 'put': {
         const key = entryKey(op.e.kind, op.e.digest);
@@ -329,14 +362,14 @@ export class EntryIndex {
   /** Rewrites the journal as one put per live entry, in LRU order, then renames it into place. */
   private async compact(): Promise<void> {
     const tmp = `${this.file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
-    const lines = [...this.entries.values()].map((e) => JSON.stringify({ op: 'put', e } satisfies Op));
+    const lines = [...this.entries.values()].map((e) => JSON.stringify({ op: 'put', e } satisfies IndexOp));
     for (const [p, ptr] of this.pointers) {
       if (!this.entries.has(entryKey('manifest', ptr.digest))) {
         this.pointers.delete(p); // its manifest is gone: nothing to serve from it
         this.pointedAt.get(ptr.digest)?.delete(p);
         continue;
       }
-      lines.push(JSON.stringify({ op: 'ptr', p, d: ptr.digest, t: ptr.checkedAt } satisfies Op));
+      lines.push(JSON.stringify({ op: 'ptr', p, d: ptr.digest, t: ptr.checkedAt } satisfies IndexOp));
     }
     const out = await fs.open(tmp, 'w', 0o600);
     try {
@@ -351,7 +384,7 @@ export class EntryIndex {
     this.journalLines = lines.length;
   }
 
-  private append(ops: Op[], durable: boolean): Promise<void> {
+  private append(ops: IndexOp[], durable: boolean): Promise<void> {
     const text = ops.map((op) => JSON.stringify(op)).join('\n') + '\n';
     // Group commit: lines that arrive while an earlier write is in flight join one batch, written with
     // one appendFile and (if any of them must be durable) one datasync. Without it every commit waited

@@ -18,6 +18,9 @@ const MAX_SWEEP_INTERVAL_MS = 60 * 60 * 1000;
 
 export type EvictionReason = 'size' | 'inactive' | 'disk';
 
+/** What a fill coordinator needs of eviction: the bound, room on disk before a fill, the bound enforced after a commit. */
+export type Room = Pick<Evictor, 'fits' | 'makeRoom' | 'afterCommit'>;
+
 /** Emits 'evicted' (reason, entries, bytes) after each run that removed something. */
 export class Evictor extends EventEmitter {
   private running: Promise<void> = Promise.resolve();
@@ -104,9 +107,8 @@ export class Evictor extends EventEmitter {
   }
 
   /** For /readyz: the disk has less free space than the reserve kept for the index and the OS. */
-  async diskFull(): Promise<boolean> {
-    const { free, reserve } = await this.store.space();
-    return free < reserve;
+  diskFull(): Promise<boolean> {
+    return diskFull(this.store);
   }
 
   private async evictWhile(more: () => boolean, eligible: (e: Entry) => boolean, reason: EvictionReason, after?: () => Promise<void>): Promise<void> {
@@ -141,4 +143,10 @@ export class Evictor extends EventEmitter {
     this.running = run.catch((err: Error) => this.log.warn({ error: err.message }, 'eviction failed'));
     return this.running;
   }
+}
+
+/** The disk has less free space than the reserve the store keeps for its index and the OS. */
+export async function diskFull(store: Pick<ContentStore, 'space'>): Promise<boolean> {
+  const { free, reserve } = await store.space();
+  return free < reserve;
 }

@@ -6,21 +6,18 @@
 // Fills are per origin: bytes fetched from one registry are never handed to a request that named another
 // (another host, port or mirror ns=), so a request joins only a fill of its own origin; the proxy and
 // the mirror asking the same origin for one digest at once share one upstream GET. Stored content is one
-// copy per digest, whichever origin delivered it.
+// copy per digest, whichever origin delivered it. Which fills run is the FillTable's (fill-table.ts): this
+// process's, or, in a worker, the whole process tree's.
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
 import type { ContentFile, ContentKind, ContentStore, Provenance, StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
-import type { Evictor } from './eviction.js';
+import type { Room } from './eviction.js';
 import { Fill } from './fill.js';
+import { LocalFillTable, type FillKey, type FillTable } from './fill-table.js';
 
-/** A fill's identity: the content, and the origin ("host[:port]") it is fetched from. */
-export interface FillKey {
-  origin: string;
-  kind: ContentKind;
-  digest: string;
-}
+export type { FillKey } from './fill-table.js';
 
 /** What a fetch for a fill got: a body to fill from (a 200), or only an answer for its own client. */
 export interface Fetched<T> {
@@ -43,18 +40,17 @@ export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
  * Events: 'fill-started' (key), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
  */
 export class FillCoordinator extends EventEmitter {
-  private readonly inflight = new Map<string, Promise<Fill | null>>();
-
   constructor(
     readonly store: ContentStore,
-    private readonly evictor: Evictor,
+    private readonly room: Room,
     private readonly log: Logger,
+    private readonly fills: FillTable = new LocalFillTable(),
   ) {
     super();
   }
 
   get fillsInFlight(): number {
-    return this.inflight.size;
+    return this.fills.size;
   }
 
   /** Stored content of this kind and digest, else this origin's running fill once it has started; null when neither. */
@@ -73,8 +69,8 @@ export class FillCoordinator extends EventEmitter {
   }
 
   /** This origin's running fill of the content once it has started (null: none, or it gave nothing to fill). */
-  async running(key: FillKey): Promise<Fill | null> {
-    return (await this.inflight.get(keyOf(key))) ?? null;
+  running(key: FillKey): Promise<Fill | null> {
+    return this.fills.running(key);
   }
 
   /**
@@ -84,26 +80,23 @@ export class FillCoordinator extends EventEmitter {
    * throws rejects the same way (the caller answers it); requests waiting on it then see 'ended'.
    */
   async fill<T>(key: FillKey, from: Provenance, fetch: () => Promise<Fetched<T>>, admit: ((fill: Fill) => Promise<boolean>) | null): Promise<FillOutcome<T>> {
-    const id = keyOf(key);
-    const pending = this.inflight.get(id);
-    if (pending && admit) {
-      const fill = await pending;
+    const claim = await this.fills.claim(key, admit !== null);
+    if ('stored' in claim) return { kind: 'ended' };
+    if ('join' in claim) {
+      const fill = await claim.join;
       // The leader's bytes are this origin's; whether this request may have them is the caller's to say.
-      if (fill && !(await admit(fill))) return { kind: 'refused' };
+      if (fill && !(await admit!(fill))) return { kind: 'refused' };
       if (!fill?.acquire()) return { kind: 'ended' }; // finished meanwhile (then it is stored), or its leader got no 200
       this.emit('fill-joined', key);
       return { kind: 'joined', fill };
     }
 
-    let settle: (fill: Fill | null) => void = () => undefined;
-    const promise = new Promise<Fill | null>((resolve) => (settle = resolve));
-    if (!pending) this.inflight.set(id, promise);
     let fill: Fill | null = null;
     try {
       const started = Date.now();
       const { answer, body } = await fetch();
       if (!body) return { kind: 'declined', answer };
-      const refusal = body.size === null ? null : !this.evictor.fits(body.size) ? 'larger than CACHE_MAX_SIZE' : (await this.evictor.makeRoom(body.size)) ? null : 'not enough free disk space';
+      const refusal = body.size === null ? null : !this.room.fits(body.size) ? 'larger than CACHE_MAX_SIZE' : (await this.room.makeRoom(body.size)) ? null : 'not enough free disk space';
       if (refusal) return { kind: 'bypassed', answer, reason: refusal };
       try {
         fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from);
@@ -115,14 +108,11 @@ export class FillCoordinator extends EventEmitter {
       this.emit('fill-started', key);
       fill.acquire(); // this request's reference, taken before any waiter can see the fill settle
       const current = fill;
-      current.once('settled', () => {
-        if (this.inflight.get(id) === promise) this.inflight.delete(id);
-        this.settled(current, key, Date.now() - started);
-      });
+      current.once('settled', () => this.settled(current, key, Date.now() - started));
+      claim.lead.started(fill);
       return { kind: 'started', fill, answer };
     } finally {
-      if (!fill && this.inflight.get(id) === promise) this.inflight.delete(id);
-      settle(fill);
+      if (!fill) claim.lead.ended();
     }
   }
 
@@ -171,7 +161,7 @@ export class FillCoordinator extends EventEmitter {
   /** Stores a small body (a manifest) whose digest the caller verified; eviction follows as after a fill. */
   async storeVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     await this.store.putVerified(content, data, from);
-    this.evictor.afterCommit();
+    this.room.afterCommit();
   }
 
   private settled(fill: Fill, key: FillKey, ms: number): void {
@@ -179,12 +169,7 @@ export class FillCoordinator extends EventEmitter {
     if (fill.state === 'committed') this.log.info(line, 'fill committed');
     else this.log.warn({ ...line, reason: fill.error?.reason, error: fill.error?.message }, 'fill failed; nothing stored');
     this.emit('fill-settled', fill, key);
-    if (fill.state === 'committed') this.evictor.afterCommit();
-    if (fill.error?.reason === 'store') void this.evictor.makeRoom(fill.written); // e.g. ENOSPC: free space for the next one
+    if (fill.state === 'committed') this.room.afterCommit();
+    if (fill.error?.reason === 'store') void this.room.makeRoom(fill.written); // e.g. ENOSPC: free space for the next one
   }
-}
-
-/** Fills are per origin: bytes from one registry are never handed to a request that named another. */
-function keyOf(key: FillKey): string {
-  return `${key.origin}|${key.kind}/${key.digest}`;
 }

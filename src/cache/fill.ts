@@ -2,6 +2,7 @@
 // number of readers follow the file at their own pace (a slow client never slows the fill or the others,
 // and memory stays bounded: the disk is the buffer). Readers are held back by one byte until the sha256
 // matches the digest, so no client ever sees a complete bad body; the fill then syncs and commits.
+// Readers in other processes of the same store follow the spool file by its name (followed-fill.ts).
 import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Writable, type Readable } from 'node:stream';
@@ -13,17 +14,27 @@ export type FillState = 'filling' | 'committed' | 'failed';
 export class FillError extends Error {
   constructor(
     message: string,
-    readonly reason: 'digest-mismatch' | 'truncated' | 'upstream' | 'store',
+    // abandoned: the process writing it (a worker) died; its readers elsewhere are cut, as for any failure
+    readonly reason: 'digest-mismatch' | 'truncated' | 'upstream' | 'store' | 'abandoned',
   ) {
     super(message);
     this.name = 'FillError';
   }
 }
 
+/** The part of a spool a fill's readers use: reads by position, and its name in the store. */
+export type FillBytes = Pick<Spool, 'name' | 'read' | 'close'>;
+
 // Chunks queue up while a write is in flight and go to disk together (writev): upstream reads and disk
 // writes overlap, and one syscall covers many of the ~16 KiB pieces TLS delivers.
 const SPOOL_BUFFER = 1024 * 1024;
 
+/**
+ * A fill as its readers see it: how many bytes are in the spool, whether they are verified, how it
+ * ended. Fill.start makes one that downloads into a spool of this process; another process's fill,
+ * followed from its reports, is a FollowedFill (followed-fill.ts). Events: 'progress' (more bytes, or
+ * verified), 'settled'.
+ */
 export class Fill extends EventEmitter {
   written = 0;
   state: FillState = 'filling';
@@ -33,13 +44,12 @@ export class Fill extends EventEmitter {
   private readers = 0;
   private closed = false;
 
-  private constructor(
+  protected constructor(
     readonly kind: ContentKind,
     readonly digest: string,
     readonly mediaType: string,
     readonly expectedSize: number | null,
-    private readonly spool: Spool,
-    private readonly from: Provenance,
+    protected readonly spool: FillBytes,
   ) {
     super();
     this.setMaxListeners(0); // one listener per waiting reader
@@ -56,13 +66,18 @@ export class Fill extends EventEmitter {
     from: Provenance,
   ): Promise<Fill> {
     const spool = await store.beginSpool();
-    const fill = new Fill(kind, digest, mediaType, expectedSize, spool, from);
-    void fill.run(store, body);
+    const fill = new SpoolingFill(kind, digest, mediaType, expectedSize, spool);
+    void fill.run(store, spool, body, from);
     return fill;
   }
 
   get settled(): boolean {
     return this.state !== 'filling';
+  }
+
+  /** The spool's name in the store: how another process opens it to follow this fill. */
+  get spoolName(): string {
+    return this.spool.name;
   }
 
   /** Registers a reader; false when the fill failed or is over and closed (look in the store instead). */
@@ -81,11 +96,21 @@ export class Fill extends EventEmitter {
     return this.spool.read(buffer, length, position);
   }
 
-  private async run(store: ContentStore, body: Readable): Promise<void> {
+  protected closeIfIdle(): void {
+    if (this.settled && this.readers === 0 && !this.closed) {
+      this.closed = true;
+      void this.spool.close().catch(() => undefined);
+    }
+  }
+}
+
+/** A fill this process downloads: upstream body -> hash and spool file -> verify -> sync -> commit. */
+class SpoolingFill extends Fill {
+  async run(store: ContentStore, spool: Spool, body: Readable, from: Provenance): Promise<void> {
     const hash = crypto.createHash('sha256');
     try {
       try {
-        await pipeline(body, this.spoolWriter(hash));
+        await pipeline(body, this.spoolWriter(spool, hash));
       } catch (err) {
         if (err instanceof FillError) throw err;
         throw new FillError(`upstream body failed after ${this.written} bytes: ${(err as Error).message}`, 'upstream');
@@ -100,8 +125,8 @@ export class Fill extends EventEmitter {
       this.verified = true;
       this.emit('progress'); // readers may finish now; the sync below is the cache's business, not theirs
       try {
-        await this.spool.sync(); // the index must never point at bytes a power cut could lose
-        await store.commit(this.spool, { kind: this.kind, digest: this.digest, size: this.written, mediaType: this.mediaType }, this.from);
+        await spool.sync(); // the index must never point at bytes a power cut could lose
+        await store.commit(spool, { kind: this.kind, digest: this.digest, size: this.written, mediaType: this.mediaType }, from);
       } catch (err) {
         throw new FillError(`storing ${this.digest} failed: ${(err as Error).message}`, 'store');
       }
@@ -110,20 +135,20 @@ export class Fill extends EventEmitter {
       body.destroy();
       this.state = 'failed';
       this.error = err instanceof FillError ? err : new FillError(String(err), 'store');
-      await store.discard(this.spool).catch(() => undefined);
+      await store.discard(spool).catch(() => undefined);
     }
     this.emit('settled');
     this.closeIfIdle();
   }
 
-  private spoolWriter(hash: crypto.Hash): Writable {
+  private spoolWriter(spool: Spool, hash: crypto.Hash): Writable {
     const write = async (chunks: Buffer[]): Promise<void> => {
       for (const chunk of chunks) hash.update(chunk);
       let pending = chunks;
       while (pending.length > 0) {
         let bytesWritten: number;
         try {
-          bytesWritten = await this.spool.write(pending, this.written);
+          bytesWritten = await spool.write(pending, this.written);
         } catch (err) {
           const e = err as NodeJS.ErrnoException;
           throw new FillError(`writing the spool file failed after ${this.written} bytes: ${e.code ?? e.message}`, 'store');
@@ -138,13 +163,6 @@ export class Fill extends EventEmitter {
       write: (chunk: Buffer, _encoding, callback) => write([chunk]).then(() => callback(), callback),
       writev: (chunks, callback) => write(chunks.map((c) => c.chunk as Buffer)).then(() => callback(), callback),
     });
-  }
-
-  private closeIfIdle(): void {
-    if (this.settled && this.readers === 0 && !this.closed) {
-      this.closed = true;
-      void this.spool.close().catch(() => undefined);
-    }
   }
 }
 

@@ -2,37 +2,32 @@
 // digest, whatever the repository or registry), described by regcache's own EntryIndex. Fills are spooled
 // to CACHE_DIR/spool and renamed into place once their digest is verified (docs/decisions.md: one disk
 // write per byte, and cacache's index cannot keep LRU order or sizes).
-import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { contentPath, createSpool, diskSpace, newSpoolName, openContent, PRIVATE_DIR, SpoolFile, spoolDirOf, spoolPath } from './content-files.js';
 import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from './content-store.js';
-import { EntryIndex, entryKey, type Entry } from './entry-index.js';
+import { EntryIndex, type Entry } from './entry-index.js';
+import { SmallWrites } from './small-writes.js';
 
-const require = createRequire(import.meta.url);
-// cacache's own content-path function, so that content lands exactly where cacache's tools look.
-const cacachePath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
+export { integrityOf } from './content-files.js';
 
-// Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
-// images are no business of other local users.
-const PRIVATE_DIR = 0o700;
-// The index and the OS need some room too: 64 MiB, or 2% of a small filesystem.
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
-const DISK_RESERVE_SHARE = 0.02;
+/** What a 'committed' event carries: the entry, and the origin ("registry/repository") that delivered it. */
+export interface Committed {
+  entry: Entry;
+  ref: string | null;
+}
 
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
-  // Small writes not yet on disk: a lookup for the same entry waits for them instead of missing.
-  private readonly pending = new Map<string, Promise<void>>();
+  private readonly smallWrites = new SmallWrites();
 
   private constructor(
     readonly dir: string,
     readonly index: EntryIndex,
   ) {
     super();
-    this.spoolDir = path.join(dir, 'spool');
+    this.spoolDir = spoolDirOf(dir);
   }
 
   /**
@@ -42,7 +37,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
   static async open(dir: string): Promise<LocalStore> {
     await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
     await restrictToOwner(dir);
-    const spoolDir = path.join(dir, 'spool');
+    const spoolDir = spoolDirOf(dir);
     await fs.rm(spoolDir, { recursive: true, force: true });
     await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
     await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
@@ -51,26 +46,14 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   /** O(1): the index says what is there; a file that vanished shows up when it is opened. */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
+    await this.smallWrites.settled(kind, digest);
     const entry = this.index.get(kind, digest);
     if (!entry) return null;
     return { kind, digest, size: entry.size, mediaType: entry.mediaType };
   }
 
-  async open(content: StoredContent): Promise<ContentFile | null> {
-    let handle: fs.FileHandle;
-    try {
-      handle = await fs.open(this.contentPath(content.digest), 'r');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-      throw err;
-    }
-    try {
-      return new LocalFile(handle, (await handle.stat()).size);
-    } catch (err) {
-      await handle.close();
-      throw err;
-    }
+  open(content: StoredContent): Promise<ContentFile | null> {
+    return openContent(this.dir, content.digest);
   }
 
   async readAll(content: StoredContent): Promise<Buffer | null> {
@@ -82,18 +65,17 @@ export class LocalStore extends EventEmitter implements ContentStore {
   }
 
   /** A HIT: most recently used now, and the repository/tag noted. */
-  use(kind: ContentKind, digest: string, from: Provenance): void {
-    this.index.touch(kind, digest);
+  use(kind: ContentKind, digest: string, from: Provenance, now = Date.now()): void {
+    this.index.touch(kind, digest, now);
     void this.index.reference(kind, digest, from.ref, from.tag).catch(() => undefined);
   }
 
   contentPath(digest: string): string {
-    return cacachePath(this.dir, integrityOf(digest));
+    return contentPath(this.dir, digest);
   }
 
-  async beginSpool(): Promise<Spool> {
-    const file = path.join(this.spoolDir, `fill-${crypto.randomUUID()}`);
-    return new SpoolFile(file, await fs.open(file, 'wx+', 0o600));
+  beginSpool(): Promise<Spool> {
+    return createSpool(this.dir, newSpoolName());
   }
 
   /** Moves a verified, synced spool file into place and records the entry. */
@@ -101,60 +83,55 @@ export class LocalStore extends EventEmitter implements ContentStore {
     await this.commitFile(spoolFileOf(spool).file, content, from);
   }
 
+  /**
+   * Commits a verified, synced spool file that another process (a worker) wrote in the spool directory,
+   * by its name; what was committed (also emitted as 'committed'), or null when nothing new was learned.
+   */
+  commitSpooled(name: string, content: StoredContent, from: Provenance): Promise<Committed | null> {
+    return this.commitFile(spoolPath(this.dir, name), content, from);
+  }
+
   async discard(spool: Spool): Promise<void> {
     await fs.rm(spoolFileOf(spool).file, { force: true });
   }
 
-  private async commitFile(spoolFile: string, content: StoredContent, from: Provenance): Promise<void> {
+  /** Removes the spool files whose names start with `fill-<prefix>` (a worker's, after it died). */
+  async discardSpooled(prefix: string): Promise<void> {
+    const names = await fs.readdir(this.spoolDir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith(`fill-${prefix}`)).map((n) => fs.rm(spoolPath(this.dir, n), { force: true })));
+  }
+
+  private async commitFile(spoolFile: string, content: StoredContent, from: Provenance): Promise<Committed | null> {
     const { kind, digest, size, mediaType } = content;
     const target = this.contentPath(digest);
     await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
     await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
-    if (this.index.get(kind, digest)) {
-      await this.noteAnotherSource(kind, digest, from); // a second fill of the same bytes (another origin)
-      return;
-    }
+    if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from); // a second fill of the same bytes (another origin)
     const now = Date.now();
     const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
     await this.index.put(entry);
     this.emit('committed', entry, from.ref);
+    return { entry, ref: from.ref };
   }
 
   /**
-   * The same content arrived again, from `from`: the entry keeps what it knows (its origins, tags and
-   * whether it is public) and learns the new origin, which is then asked about as a commit would be.
+   * Content already stored arrived again, from `from`: the entry keeps what it knows (its origins, tags
+   * and whether it is public) and learns the new origin, which is then asked about as a commit would be.
    */
-  private async noteAnotherSource(kind: ContentKind, digest: string, from: Provenance): Promise<void> {
-    const entry = this.index.get(kind, digest)!;
+  async noteSource(kind: ContentKind, digest: string, from: Provenance): Promise<Committed | null> {
+    const entry = this.index.get(kind, digest);
+    if (!entry) return null;
     const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
     await this.index.reference(kind, digest, from.ref, from.tag);
-    if (newOrigin) this.emit('committed', entry, from.ref);
+    if (!newOrigin) return null;
+    this.emit('committed', entry, from.ref);
+    return { entry, ref: from.ref };
   }
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const { kind, digest } = content;
-    const key = entryKey(kind, digest);
-    if (this.index.get(kind, digest)) return this.noteAnotherSource(kind, digest, from); // already stored
-    const write = (async () => {
-      const spool = path.join(this.spoolDir, `fill-${crypto.randomUUID()}`);
-      const handle = await fs.open(spool, 'wx', 0o600);
-      try {
-        await handle.writeFile(data);
-        await handle.datasync();
-      } finally {
-        await handle.close();
-      }
-      try {
-        await this.commitFile(spool, { ...content, size: data.length }, from);
-      } catch (err) {
-        await fs.rm(spool, { force: true });
-        throw err;
-      }
-    })().finally(() => {
-      if (this.pending.get(key) === write) this.pending.delete(key);
-    });
-    this.pending.set(key, write);
-    return write;
+    if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from).then(() => undefined); // already stored
+    return this.smallWrites.write(this.dir, newSpoolName(), kind, digest, data, (file) => this.commitFile(file, { ...content, size: data.length }, from));
   }
 
   /**
@@ -171,10 +148,8 @@ export class LocalStore extends EventEmitter implements ContentStore {
     return entry;
   }
 
-  /** One statfs: bytes available to regcache, and the reserve (64 MiB, or 2% of a small filesystem). */
-  async space(): Promise<DiskSpace> {
-    const s = await fs.statfs(this.dir);
-    return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
+  space(): Promise<DiskSpace> {
+    return diskSpace(this.dir);
   }
 
   /** Deletes files under content-v2/ that no entry refers to. */
@@ -194,50 +169,6 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   close(): Promise<void> {
     return this.index.close();
-  }
-}
-
-/** A content file opened for reading. */
-class LocalFile implements ContentFile {
-  constructor(
-    private readonly handle: fs.FileHandle,
-    readonly size: number,
-  ) {}
-
-  read(buffer: Buffer, length: number, position: number): Promise<number> {
-    return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);
-  }
-
-  stream(start: number, end: number, chunk: number): Readable {
-    return this.handle.createReadStream({ start, end, highWaterMark: chunk });
-  }
-
-  close(): Promise<void> {
-    return this.handle.close();
-  }
-}
-
-/** A fill's spool file: written and read by position through one descriptor. */
-class SpoolFile implements Spool {
-  constructor(
-    readonly file: string,
-    private readonly handle: fs.FileHandle,
-  ) {}
-
-  write(chunks: Buffer[], position: number): Promise<number> {
-    return this.handle.writev(chunks, position).then((r) => r.bytesWritten);
-  }
-
-  read(buffer: Buffer, length: number, position: number): Promise<number> {
-    return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);
-  }
-
-  sync(): Promise<void> {
-    return this.handle.datasync();
-  }
-
-  close(): Promise<void> {
-    return this.handle.close();
   }
 }
 
@@ -261,10 +192,4 @@ async function restrictToOwner(dir: string): Promise<void> {
 async function listFiles(dir: string): Promise<string[]> {
   const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
   return entries.filter((d) => d.isFile()).map((d) => path.join(d.parentPath ?? (d as unknown as { path: string }).path, d.name));
-}
-
-/** "sha256:<hex>" -> the SRI string cacache keys content by. Only sha256 digests are cached. */
-export function integrityOf(digest: string): string {
-  const hex = digest.slice('sha256:'.length);
-  return 'sha256-' + Buffer.from(hex, 'hex').toString('base64');
 }

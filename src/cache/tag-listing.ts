@@ -18,7 +18,7 @@ export function mayList(entry: Entry, viewer: ListingViewer): boolean {
  * registry (as shown: Docker Hub's names are one, docker.io) -> repository -> tags, from the tags the
  * index knows, of the manifests `viewer` may see.
  */
-export function taggedRepositories(index: EntryIndex, viewer: ListingViewer): Map<string, Map<string, Set<string>>> {
+export function taggedRepositories(index: Pick<EntryIndex, 'oldestFirst'>, viewer: ListingViewer): Map<string, Map<string, Set<string>>> {
   const registries = new Map<string, Map<string, Set<string>>>();
   for (const entry of index.oldestFirst()) {
     if (entry.tags.length === 0 || !mayList(entry, viewer)) continue;

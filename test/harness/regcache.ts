@@ -58,6 +58,9 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     CA_DIR: caDir,
     CACHE_DIR: cacheDir,
     LOG_LEVEL: 'debug',
+    // One process unless a test asks for workers (test/workers.test.ts): faster to start, and a test's
+    // requests all meet the same process, whatever connection they come on.
+    WORKERS: '1',
     ...opts.env,
   };
   const cli = opts.cli ?? CLI;
@@ -81,6 +84,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     return found!;
   };
 
+  // With WORKERS > 1 the primary says 'listening' once every worker does.
   const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen');
   const port = Number(listening.port);
   return {

@@ -1,0 +1,47 @@
+// CACHE_DIR, owned by this process (the one process, or the primary with WORKERS > 1): the control socket
+// that claims the directory and answers `regcache cache ...` and `ports`, the LocalStore (index, journal,
+// spool), the cache commands, and the Evictor with its sweep.
+import { listenControl } from './admin/control-socket.js';
+import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
+import { CacheAdmin } from './cache/cache-admin.js';
+import { Evictor } from './cache/eviction.js';
+import { LocalStore } from './cache/local-store.js';
+import type { Config } from './config.js';
+import type { Logger } from './log.js';
+import type { Metrics } from './metrics.js';
+
+export interface CacheOwner {
+  store: LocalStore;
+  evictor: Evictor;
+  /** Where the listeners listen, once every one does: the control socket's `ports` answer (prefetch). */
+  setPorts(ports: ServerPorts): void;
+  /** Stops the sweep, releases the control socket, closes the index. */
+  close(): Promise<void>;
+}
+
+export async function ownCacheDir(config: Config, log: Logger, metrics: Metrics): Promise<CacheOwner> {
+  // The control socket claims CACHE_DIR before the store touches it (opening wipes the spool).
+  let cacheAdmin: CacheAdmin | null = null;
+  let ports: ServerPorts | null = null;
+  const control = await listenControl(config.cacheDir, (request) => {
+    if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
+    if (!cacheAdmin) throw new Error('the store is still opening');
+    return cacheAdmin.run(request.cmd, request.args);
+  });
+  const store = await LocalStore.open(config.cacheDir);
+  cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
+  const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
+  evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
+  evictor.start();
+  log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
+  return {
+    store,
+    evictor,
+    setPorts: (listening) => (ports = listening),
+    async close() {
+      await new Promise((resolve) => control.close(resolve));
+      await evictor.stop();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,146 @@
+// The files of a store directory as any process working on it opens them: content files where cacache's
+// own lib/content/path.js puts them (one per digest), spool files named in CACHE_DIR/spool (another
+// process follows a fill by the name), the modes regcache creates them with, and the free space. Used by
+// LocalStore (the process that owns the directory) and WorkerStore (a worker process beside it).
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import type { ContentFile, DiskSpace, Spool } from './content-store.js';
+
+const require = createRequire(import.meta.url);
+// cacache's own content-path function, so that content lands exactly where cacache's tools look.
+const cacachePath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
+
+// Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
+// images are no business of other local users.
+export const PRIVATE_DIR = 0o700;
+// The index and the OS need some room too: 64 MiB, or 2% of a small filesystem.
+const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+const DISK_RESERVE_SHARE = 0.02;
+// What a spool name looks like: fill-<prefix><uuid>, the prefix naming the worker that wrote it (if any).
+const SPOOL_NAME = /^fill-[a-z0-9-]+$/;
+
+/** "sha256:<hex>" -> the SRI string cacache keys content by. Only sha256 digests are cached. */
+export function integrityOf(digest: string): string {
+  const hex = digest.slice('sha256:'.length);
+  return 'sha256-' + Buffer.from(hex, 'hex').toString('base64');
+}
+
+export function contentPath(dir: string, digest: string): string {
+  return cacachePath(dir, integrityOf(digest));
+}
+
+export function spoolDirOf(dir: string): string {
+  return path.join(dir, 'spool');
+}
+
+/** A new spool name; `prefix` marks the process that writes it (a worker's files are removed when it dies). */
+export function newSpoolName(prefix = ''): string {
+  return `fill-${prefix}${crypto.randomUUID()}`;
+}
+
+/** The path of a spool file by its name; throws for anything that is not a spool name (no path may sneak in). */
+export function spoolPath(dir: string, name: string): string {
+  if (!SPOOL_NAME.test(name)) throw new Error(`not a spool file name: ${JSON.stringify(name)}`);
+  return path.join(spoolDirOf(dir), name);
+}
+
+/** Creates a spool file for a fill (0600, must not exist yet). */
+export async function createSpool(dir: string, name: string): Promise<SpoolFile> {
+  const file = spoolPath(dir, name);
+  return new SpoolFile(name, file, await fs.open(file, 'wx+', 0o600));
+}
+
+/** Opens another process's spool file to read it while it grows; null when it is gone (committed or dropped). */
+export async function followSpool(dir: string, name: string): Promise<SpoolFile | null> {
+  const file = spoolPath(dir, name);
+  try {
+    return new SpoolFile(name, file, await fs.open(file, 'r'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+/** Writes a small body to a new spool file and syncs it (a verified manifest, committed next). */
+export async function writeSpool(dir: string, name: string, data: Buffer): Promise<string> {
+  const file = spoolPath(dir, name);
+  const handle = await fs.open(file, 'wx', 0o600);
+  try {
+    await handle.writeFile(data);
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+  return file;
+}
+
+/** Opens stored content for reading; null when its file is gone. */
+export async function openContent(dir: string, digest: string): Promise<ContentFile | null> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(contentPath(dir, digest), 'r');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+  try {
+    return new LocalFile(handle, (await handle.stat()).size);
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+}
+
+/** One statfs: bytes available to regcache, and the reserve (64 MiB, or 2% of a small filesystem). */
+export async function diskSpace(dir: string): Promise<DiskSpace> {
+  const s = await fs.statfs(dir);
+  return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
+}
+
+/** A content file opened for reading. */
+class LocalFile implements ContentFile {
+  constructor(
+    private readonly handle: fs.FileHandle,
+    readonly size: number,
+  ) {}
+
+  read(buffer: Buffer, length: number, position: number): Promise<number> {
+    return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);
+  }
+
+  stream(start: number, end: number, chunk: number): Readable {
+    return this.handle.createReadStream({ start, end, highWaterMark: chunk });
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}
+
+/** A fill's spool file: written and read by position through one descriptor. */
+export class SpoolFile implements Spool {
+  constructor(
+    readonly name: string,
+    readonly file: string,
+    private readonly handle: fs.FileHandle,
+  ) {}
+
+  write(chunks: Buffer[], position: number): Promise<number> {
+    return this.handle.writev(chunks, position).then((r) => r.bytesWritten);
+  }
+
+  read(buffer: Buffer, length: number, position: number): Promise<number> {
+    return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);
+  }
+
+  sync(): Promise<void> {
+    return this.handle.datasync();
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}

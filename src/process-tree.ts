@@ -1,0 +1,20 @@
+// What the primary and its workers say to each other besides the store's business (cache/store-protocol.ts):
+// a worker is listening, the tree's answers for /healthz, /metrics and /api/v1/cache (asked by whichever
+// worker got the request), a worker's own metrics, and the order to drain.
+
+/** Notes, worker -> primary. */
+export const TREE_LISTENING = 'tree.listening'; // ServerPorts: this worker serves
+
+/** Requests, worker -> primary: the tree's answers. */
+export const TREE_HEALTH = 'tree.health'; // null -> HealthReport (admin-routes.ts)
+export const TREE_METRICS = 'tree.metrics'; // null -> Prometheus text, every process's metrics aggregated
+export const TREE_LISTING = 'tree.listing'; // { viewer } -> Listing (admin-routes.ts)
+
+/** Requests, primary -> worker. */
+export const WORKER_METRICS = 'worker.metrics'; // null -> this worker's registry as JSON (prom-client getMetricsAsJSON)
+
+/** Notes, primary -> worker. */
+export const TREE_DRAIN = 'tree.drain'; // { graceMs }: stop accepting, finish within graceMs, exit
+
+// A question to another process of the tree that is not answered by then is answered without it.
+export const ASK_TIMEOUT_MS = 5_000;

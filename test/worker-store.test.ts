@@ -1,0 +1,215 @@
+// The store shared by worker processes (WORKERS > 1), in one process: the primary's LocalStore, Evictor
+// and StoreHost, and two "workers" (a WorkerStore, a SharedFillTable and a FillCoordinator each) talking
+// to it over fake channels that carry JSON copies of the messages a moment later, as Node's IPC does.
+// One fetch for a content claimed by both workers, the follower streaming before the commit; a HIT in one
+// worker right after the other committed; a leader gone mid-fill cutting its follower before the last
+// byte and leaving nothing stored; eviction done once, seen by both replicas; index writes shared.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { EventEmitter, once } from 'node:events';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Evictor } from '../src/cache/eviction.js';
+import { FillCoordinator, type FillKey } from '../src/cache/fill-coordinator.js';
+import { FillReader } from '../src/cache/fill-reader.js';
+import type { Fill } from '../src/cache/fill.js';
+import { LocalStore } from '../src/cache/local-store.js';
+import { SharedFillTable } from '../src/cache/shared-fill-table.js';
+import { spoolPrefixOf, StoreHost } from '../src/cache/store-host.js';
+import { WorkerStore } from '../src/cache/worker-store.js';
+import { createLogger } from '../src/log.js';
+import { ProcessChannel, type MessagePort } from '../src/process-channel.js';
+import { TmpDirs } from './harness/tmp.js';
+import { FakeFetches } from './support/fake-fetches.js';
+
+const log = createLogger('silent', false);
+const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+const FROM = { ref: 'registry.test/lib/app', tag: null };
+const admitAll = () => Promise.resolve(true);
+const MAX_BYTES = 1024 * 1024;
+
+/** Two ends of an IPC channel: JSON copies, delivered in order on a later turn of the event loop. */
+function channelPair(): [ProcessChannel, ProcessChannel, () => void] {
+  const ends = [new EventEmitter(), new EventEmitter()];
+  let open = true;
+  const port = (self: EventEmitter, other: EventEmitter): MessagePort => ({
+    send(message, callback) {
+      if (!open) return callback(new Error('channel closed'));
+      const copy: unknown = JSON.parse(JSON.stringify(message));
+      setImmediate(() => open && other.emit('message', copy));
+      callback(null);
+    },
+    on: (event, listener) => self.on(event, listener),
+  });
+  const a = new ProcessChannel(port(ends[0]!, ends[1]!));
+  const b = new ProcessChannel(port(ends[1]!, ends[0]!));
+  const cut = () => {
+    open = false;
+    a.close();
+    b.close();
+  };
+  return [a, b, cut];
+}
+
+interface FakeWorker {
+  id: number;
+  store: WorkerStore;
+  coordinator: FillCoordinator;
+  gone: () => Promise<void>; // the process dies: its channel closes, the primary sees it exit
+}
+
+/** Reads a fill, noting how many bytes had arrived when the fill was still unverified. */
+async function drain(fill: Fill): Promise<{ data: Buffer; beforeVerified: number }> {
+  const chunks: Buffer[] = [];
+  let beforeVerified = 0;
+  for await (const chunk of new FillReader(fill, 0, null)) {
+    chunks.push(chunk as Buffer);
+    if (!fill.verified) beforeVerified += (chunk as Buffer).length;
+  }
+  return { data: Buffer.concat(chunks), beforeVerified };
+}
+
+/** A fill of `data` led by `coordinator`, read to the end and settled. */
+async function fillAndSettle(coordinator: FillCoordinator, key: FillKey, data: Buffer, upstream: FakeFetches): Promise<Fill> {
+  const outcome = await coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+  assert.equal(outcome.kind, 'started');
+  const fill = (outcome as { fill: Fill }).fill;
+  upstream.bodies.at(-1)!.end(data);
+  await drain(fill);
+  if (!fill.settled) await once(fill, 'settled');
+  return fill;
+}
+
+const waitUntil = async (probe: () => boolean, what: string): Promise<void> => {
+  for (let i = 0; i < 400 && !probe(); i++) await new Promise((resolve) => setTimeout(resolve, 5));
+  assert.ok(probe(), what);
+};
+
+describe('one store for several worker processes (in-process, fake channels)', () => {
+  const tmp = new TmpDirs();
+  let dir: string;
+  let store: LocalStore;
+  let evictor: Evictor;
+  let host: StoreHost;
+  let a: FakeWorker;
+  let b: FakeWorker;
+
+  async function worker(id: number): Promise<FakeWorker> {
+    const [primaryEnd, workerEnd, cut] = channelPair();
+    host.attach(id, primaryEnd);
+    const workerStore = await WorkerStore.connect(workerEnd, { dir, spoolPrefix: spoolPrefixOf(id), maxBytes: MAX_BYTES });
+    const fills = new SharedFillTable(workerEnd, (name) => workerStore.followSpool(name));
+    const coordinator = new FillCoordinator(workerStore, workerStore.room, log, fills);
+    return {
+      id,
+      store: workerStore,
+      coordinator,
+      gone: () => {
+        cut();
+        return host.detach(id);
+      },
+    };
+  }
+
+  before(async () => {
+    dir = await tmp.make('regcache-worker-store');
+    store = await LocalStore.open(dir);
+    evictor = new Evictor(store, { maxBytes: MAX_BYTES, inactiveMs: 86_400_000 }, log);
+    host = new StoreHost(store, evictor, log);
+    a = await worker(1);
+    b = await worker(2);
+  });
+  after(async () => {
+    await evictor.stop();
+    await store.close();
+    await tmp.cleanup();
+  });
+
+  it('makes one fetch for a content both workers ask for; the follower streams it before the commit', async () => {
+    const data = crypto.randomBytes(300_000);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const first = await a.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(first.kind, 'started');
+    upstream.bodies[0]!.write(data.subarray(0, 100_000));
+    const second = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(second.kind, 'joined', 'worker 2 joined worker 1\'s fill');
+    assert.equal(upstream.calls, 1, 'one fetch');
+    const reading = [drain((first as { fill: Fill }).fill), drain((second as { fill: Fill }).fill)];
+    setTimeout(() => upstream.bodies[0]!.end(data.subarray(100_000)), 50);
+    const [leader, follower] = await Promise.all(reading);
+    assert.ok(leader!.data.equals(data));
+    assert.ok(follower!.data.equals(data), 'the follower got every byte');
+    assert.ok(follower!.beforeVerified > 0, 'the follower streamed bytes before the fill was verified');
+    await waitUntil(() => b.store.index.get('blob', key.digest) !== undefined, 'the commit reached worker 2');
+    assert.equal(store.index.get('blob', key.digest)?.size, data.length, 'stored once, in the primary\'s index');
+  });
+
+  it('answers a HIT in one worker right after the other committed', async () => {
+    const data = crypto.randomBytes(10_000);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const fill = await fillAndSettle(a.coordinator, key, data, new FakeFetches());
+    assert.equal(fill.state, 'committed');
+    const found = await b.coordinator.get(key);
+    assert.ok(found && 'stored' in found, 'worker 2 finds it stored');
+    const file = await b.coordinator.open(found.stored);
+    assert.equal(file?.size, data.length);
+    await file?.close();
+  });
+
+  it('cuts the follower before the last byte when the leading worker dies; nothing is stored, its spool is removed', async () => {
+    const c = await worker(3);
+    const data = crypto.randomBytes(200_000);
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+    const upstream = new FakeFetches();
+    const led = await c.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(led.kind, 'started');
+    upstream.bodies[0]!.write(data.subarray(0, 150_000));
+    const joined = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(joined.kind, 'joined');
+    const reader = new FillReader((joined as { fill: Fill }).fill, 0, null);
+    let received = 0;
+    reader.on('data', (chunk: Buffer) => (received += chunk.length));
+    const failed = once(reader, 'error');
+    await waitUntil(() => received > 0, 'the follower read some bytes');
+    await c.gone();
+    upstream.bodies[0]!.destroy(); // what was left of the dead process
+    (led as { fill: Fill }).fill.release();
+    const [error] = (await failed) as [Error & { reason?: string }];
+    assert.equal(error.reason, 'abandoned');
+    assert.ok(received < data.length, `cut before the end (${received} of ${data.length})`);
+    assert.equal(store.index.get('blob', key.digest), undefined, 'nothing stored');
+    const spools = await readdir(path.join(dir, 'spool'));
+    assert.deepEqual(spools.filter((n) => n.startsWith(`fill-${spoolPrefixOf(3)}`)), [], 'the dead worker\'s spool is gone');
+    // The next request leads a new fill.
+    const retry = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
+    assert.equal(retry.kind, 'started');
+    upstream.bodies[1]!.end(data);
+    assert.ok((await drain((retry as { fill: Fill }).fill)).data.equals(data));
+  });
+
+  it('evicts once, in the primary, within CACHE_MAX_SIZE, and both replicas see it', async () => {
+    const upstream = new FakeFetches();
+    const digests: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const data = crypto.randomBytes(200_000);
+      const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
+      digests.push(key.digest);
+      await fillAndSettle((i % 2 === 0 ? a : b).coordinator, key, data, upstream);
+    }
+    await evictor.enforce();
+    assert.ok(store.index.totalBytes <= MAX_BYTES, `${store.index.totalBytes} <= ${MAX_BYTES}`);
+    await waitUntil(() => a.store.index.totalBytes === store.index.totalBytes && b.store.index.totalBytes === store.index.totalBytes, 'the replicas follow');
+    assert.equal(a.store.index.get('blob', digests[0]!), undefined, 'the oldest went, for every worker');
+  });
+
+  it('shares index writes: a tag pointer set in one worker is read in the other', async () => {
+    const digest = digestOf(Buffer.from('a manifest'));
+    await a.store.putVerified({ kind: 'manifest', digest, size: 10, mediaType: 'application/vnd.oci.image.manifest.v1+json' }, Buffer.from('a manifest'), { ref: 'registry.test/lib/app', tag: 'registry.test/lib/app:v1' });
+    await a.store.index.setPointer('registry.test/lib/app:v1|', digest);
+    await waitUntil(() => b.store.index.pointer('registry.test/lib/app:v1|')?.digest === digest, 'the pointer reached worker 2');
+    assert.equal(b.store.index.taggedManifest('registry.test/lib/app:v1')?.digest, digest);
+    assert.ok(await b.store.lookup('manifest', digest));
+  });
+});
