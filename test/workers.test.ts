@@ -254,6 +254,19 @@ describe('WORKERS=2: two worker processes on one store', () => {
     assert.ok(again.complete && sha256(again.body) === blob.digest, 'a new request fetches it whole');
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 2);
   });
+
+  it('replaces a worker that keeps dying after a growing delay (backoff), logged with the delay', async () => {
+    const pids = await workerPids(proxy);
+    const [id, pid] = [...pids.entries()].at(-1)!; // the newest worker: the replacement of the one killed above
+    process.kill(pid, 'SIGKILL');
+    const first = await proxy.waitForLog((l) => l.msg === 'worker exited; starting another' && l.workerId === id, 'the primary to see it die');
+    const next = await proxy.waitForLog((l) => l.msg === 'worker listening' && !pids.has(workerOf(l)), 'its replacement');
+    process.kill(Number(next.pid), 'SIGKILL');
+    const second = await proxy.waitForLog((l) => l.msg === 'worker exited; starting another' && l.workerId === workerOf(next), 'the primary to see the replacement die');
+    assert.equal(Number(second.restartInMs), 2 * Number(first.restartInMs), `the second exit in a row waits twice as long (${first.restartInMs} ms, then ${second.restartInMs} ms)`);
+    await proxy.waitForLog((l) => l.msg === 'worker listening' && !pids.has(workerOf(l)) && workerOf(l) !== workerOf(next), 'a third worker in that slot');
+    await waitFor(async () => (JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as { workers: { running: number } }).workers.running === 2, { timeoutMs: 10_000, what: 'two workers running again' });
+  });
 });
 
 describe('WORKERS=2 with a small CACHE_MAX_SIZE, then SIGTERM', () => {
