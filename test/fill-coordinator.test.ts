@@ -140,7 +140,8 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     bad[1000] = bad[1000]! ^ 0xff;
     const reads = [leader, joined].map((o) => (o.kind === 'started' || o.kind === 'joined' ? drain(o.fill) : Promise.reject(new Error(o.kind))));
     upstream.bodies[0]!.end(bad);
-    for (const read of reads) await assert.rejects(read, /hash to/);
+    // Both at once: awaiting one while the other rejects would leave that rejection unhandled for a while.
+    await Promise.all(reads.map((read) => assert.rejects(read, /hash to/)));
     assert.equal(await store.lookup('blob', key.digest), null, 'nothing stored');
     // The failed fill cannot be joined; the request looks in the store and then fetches on its own.
     assert.equal((await coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)).kind, 'ended');
