@@ -30,9 +30,9 @@ const FROM = { ref: 'registry.test/lib/app', tag: null };
 const admitAll = () => Promise.resolve(true);
 
 async function drain(fill: Fill): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of new FillReader(fill, 0, null)) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+  const sink = new Sink();
+  await new FillReader(fill, 0, null).sendTo(sink, () => undefined);
+  return sink.data;
 }
 
 const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolve() : once(fill, 'settled'));

@@ -178,22 +178,14 @@ export class ContentResponder {
       fill.release();
       return;
     }
-    const reader = new FillReader(fill, range.start, range.end);
-    record.count(reader);
     let sent = 0;
-    reader.on('data', (chunk: Buffer) => (sent += chunk.length)); // each chunk is written to res at once by pipe
-    const failure = await new Promise<Error | null>((resolve) => {
-      reader.once('end', () => resolve(null));
-      reader.once('error', (err) => {
-        reader.unpipe(res);
-        resolve(err);
-      });
-      res.once('close', () => {
-        reader.destroy(); // the client left; the fill goes on for the others
-        resolve(null);
-      });
-      reader.pipe(res);
-    });
+    const failure = await new FillReader(fill, range.start, range.end).sendTo(res, (n) => {
+      sent += n;
+      record.bytes += n;
+    }).then(
+      () => null,
+      (err: Error) => err,
+    );
     if (!failure || res.destroyed) return;
     if (failure instanceof FillError && failure.reason === 'store' && total !== null) {
       // Our disk failed (full), not the upstream: the client still gets the rest, from upstream, uncached.
