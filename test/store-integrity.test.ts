@@ -11,11 +11,11 @@ import { request } from 'undici';
 import { integrityOf } from '../src/cache/local-store.js';
 import { RING_BUFFERS } from '../src/cache/ring-writer.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
-import { createTestCA, type TestCA } from './harness/pki.js';
 import { run, sleep, waitFor } from './harness/proc.js';
-import { startRegcache, type Regcache, type RegcacheOptions } from './harness/regcache.js';
+import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
-import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { FakeUpstream } from './support/fake-upstream.js';
 import { ProxyClient } from './support/proxy-client.js';
 import { Sink } from './support/sink.js';
 
@@ -197,34 +197,16 @@ describe('VerifiedFileReader (in-process, temp files)', () => {
   });
 });
 
-/** A fake upstream with its own CA, and a regcache routed to it. */
-class Fixture {
-  readonly upstream = new FakeRegistry();
-  ca!: TestCA;
-  env!: Record<string, string>;
-
-  async start(dir: string): Promise<void> {
-    this.ca = await createTestCA(dir, 'store integrity CA');
-    await this.upstream.start(await this.ca.issue(['registry.test'], dir, 'upstream'));
-    this.env = { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: this.ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${this.upstream.port}` };
-  }
-
-  async regcache(opts: RegcacheOptions): Promise<{ proxy: Regcache; client: ProxyClient }> {
-    const proxy = await startRegcache({ ...opts, env: { ...this.env, ...opts.env } });
-    return { proxy, client: new ProxyClient(proxy.proxyUrl, proxy.caFile) };
-  }
-}
-
 describe('stored bytes are checked on the way out', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
   let proxy: Regcache;
   let client: ProxyClient;
 
   before(async () => {
     dir = await tmp.make('regcache-integrity');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
     ({ proxy, client } = await fx.regcache({ dir: path.join(dir, 'verifying') }));
   });
 
@@ -342,7 +324,7 @@ describe('stored bytes are checked on the way out', () => {
 
 describe('a full disk (small tmpfs as CACHE_DIR)', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
   let cacheDir: string;
   let mounted = false;
@@ -352,7 +334,7 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
 
   before(async () => {
     dir = await tmp.make('regcache-full-disk');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
     cacheDir = path.join(dir, 'cache');
     await mkdir(cacheDir);
     // 8 MiB of its own (root only); the reserve is then 2% of it. CACHE_MAX_SIZE (32g) never binds.
@@ -422,12 +404,12 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
 
 describe('modes regardless of umask', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
 
   before(async () => {
     dir = await tmp.make('regcache-umask');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
   });
   after(() => fx.upstream.close().then(() => tmp.cleanup()));
 
