@@ -34,11 +34,17 @@ describe('fill readers', () => {
     await tmp.cleanup();
   });
 
+  /** A fill of `data` (under `digest`) whose upstream body the test writes, acquired for one reader. */
+  const startFill = async (data: Buffer, digest = digestOf(data)): Promise<{ body: PassThrough; fill: Fill }> => {
+    const body = new PassThrough();
+    const fill = await Fill.start(store, 'blob', digest, 'application/octet-stream', data.length, body, NO_PROVENANCE);
+    assert.ok(fill.acquire());
+    return { body, fill };
+  };
+
   it('keeps a stalled reader to its ring of buffers, whatever the fill has written', async () => {
     const data = crypto.randomBytes(24 * 1024 * 1024);
-    const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
-    assert.ok(fill.acquire());
+    const { body, fill } = await startFill(data);
     const sink = new Sink({ stalled: true }); // a client that stopped reading
     let handed = 0;
     const sent = new FillReader(fill, 0, null).sendTo(sink, (n) => (handed += n));
@@ -58,9 +64,7 @@ describe('fill readers', () => {
 
   it('sends every byte intact to a consumer that calls back late, while the fill grows', async () => {
     const data = crypto.randomBytes(6 * 1024 * 1024 + 7);
-    const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
-    assert.ok(fill.acquire());
+    const { body, fill } = await startFill(data);
     const sink = new Sink({ delayMs: 1 });
     let counted = 0;
     const sent = new FillReader(fill, 1000, null).sendTo(sink, (n) => (counted += n));
@@ -76,9 +80,7 @@ describe('fill readers', () => {
 
   it('holds back the last byte of a range until the digest is verified', async () => {
     const data = crypto.randomBytes(4000);
-    const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
-    assert.ok(fill.acquire());
+    const { body, fill } = await startFill(data);
     const sink = new Sink();
     const sent = new FillReader(fill, 0, 99).sendTo(sink, () => undefined);
     body.write(data.subarray(0, 1000));
@@ -93,9 +95,7 @@ describe('fill readers', () => {
 
   it('stops reading when the client leaves, and releases the fill', async () => {
     const data = crypto.randomBytes(4000);
-    const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/octet-stream', data.length, body, NO_PROVENANCE);
-    assert.ok(fill.acquire());
+    const { body, fill } = await startFill(data);
     const sink = new Sink();
     const sent = new FillReader(fill, 0, null).sendTo(sink, () => undefined);
     body.write(data.subarray(0, 1000));
@@ -110,9 +110,7 @@ describe('fill readers', () => {
 
   it('cuts a ranged reader when the fill fails, and lets no one join the failed fill', async () => {
     const data = crypto.randomBytes(4000);
-    const body = new PassThrough();
-    const fill = await Fill.start(store, 'blob', digestOf(Buffer.from('something else')), 'application/octet-stream', data.length, body, NO_PROVENANCE);
-    assert.ok(fill.acquire());
+    const { body, fill } = await startFill(data, digestOf(Buffer.from('something else')));
     const reader = new FillReader(fill, 0, 99);
     const ended = drain(reader);
     body.end(data);
