@@ -433,8 +433,8 @@ function docsSection(text: string, date: string, o: Options): string {
     "  AES-256-GCM, what curl and regcache agree on; docker-registry (Go) picks AES-128-GCM, a little cheaper, for what it serves.",
     "- `curl ns/B`: the client's own CPU per byte, for the record; `x current`: another build's figure over this tree's, same path.",
     '- Client, registry and regcache share the cores over loopback, where a sender also pays its receiver\'s TCP processing. What each',
-    '  path is made of (profiles), why the cold and unverified warm targets are out of reach in Node, and what the figures mean for a',
-    '  16-core box: docs/decisions.md #71-#73.',
+    '  path is made of (profiles), why the cold target is out of reach in Node and the unverified warm one on the line, and what the',
+    '  figures mean for a 16-core box: docs/decisions.md #71-#73.',
     '',
     'Reproduce: `npm run bench`, or after `npm run build`,',
     o.compare.length > 0

@@ -22,6 +22,7 @@ import type { Upstream, UpstreamRequest, UpstreamResponse } from '../src/upstrea
 import type { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeFetches } from './support/fake-fetches.js';
+import { Sink } from './support/sink.js';
 
 const log = createLogger('silent', false);
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
@@ -29,9 +30,9 @@ const FROM = { ref: 'registry.test/lib/app', tag: null };
 const admitAll = () => Promise.resolve(true);
 
 async function drain(fill: Fill): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of new FillReader(fill, 0, null)) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
+  const sink = new Sink();
+  await new FillReader(fill, 0, null).sendTo(sink, () => undefined);
+  return sink.data;
 }
 
 const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolve() : once(fill, 'settled'));
@@ -164,11 +165,8 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const file = await tightCoordinator.open(found.stored);
     assert.ok(file);
     const reader = new VerifiedFileReader(file, { size: storedData.length, digest: storedDigest, start: 0, end: storedData.length - 1 });
-    const read = (async () => {
-      const chunks: Buffer[] = [];
-      for await (const chunk of reader) chunks.push(chunk as Buffer);
-      return Buffer.concat(chunks);
-    })();
+    const sink = new Sink();
+    const read = reader.sendTo(sink, { verify: true, onBytes: () => undefined }).then(() => sink.data);
     // A fill running meanwhile: not in the index, so no eviction can take it.
     const data = crypto.randomBytes(1024 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };

@@ -6,18 +6,18 @@ import crypto from 'node:crypto';
 import { chmod, mkdir, open, readdir, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { integrityOf } from '../src/cache/local-store.js';
+import { RING_BUFFERS } from '../src/cache/ring-writer.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
-import { createTestCA, type TestCA } from './harness/pki.js';
 import { run, sleep, waitFor } from './harness/proc.js';
-import { startRegcache, type Regcache, type RegcacheOptions } from './harness/regcache.js';
+import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
-import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { FakeUpstream } from './support/fake-upstream.js';
 import { ProxyClient } from './support/proxy-client.js';
+import { Sink } from './support/sink.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
@@ -72,20 +72,16 @@ async function fetchKeepingCuts(client: ProxyClient, url: string, headers: Recor
   return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error, ms: Date.now() - started };
 }
 
-/** Runs the reader to its end; what it delivered, and the error it ended with (if any). */
-async function drain(reader: VerifiedFileReader): Promise<{ data: Buffer; error: Error | null }> {
-  const chunks: Buffer[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      chunks.push(chunk);
-      callback();
-    },
-  });
-  const error = await pipeline(reader, sink).then(
+/** Sends through the reader to a sink; what it delivered (every byte counted), and the error it ended with (if any). */
+async function drain(reader: VerifiedFileReader, sink = new Sink()): Promise<{ data: Buffer; error: Error | null }> {
+  let counted = 0;
+  const error = await reader.sendTo(sink, { verify: true, onBytes: (n) => (counted += n) }).then(
     () => null,
     (err: Error) => err,
   );
-  return { data: Buffer.concat(chunks), error };
+  await new Promise((resolve) => setImmediate(resolve)); // writes in flight call back
+  assert.equal(counted, sink.data.length, 'every byte sent was counted');
+  return { data: sink.data, error };
 }
 
 describe('VerifiedFileReader (in-process, temp files)', () => {
@@ -111,7 +107,6 @@ describe('VerifiedFileReader (in-process, temp files)', () => {
     const content = {
       size: (await handle.stat()).size,
       read: (buffer: Buffer, length: number, position: number) => handle.read(buffer, 0, length, position).then((r) => r.bytesRead),
-      stream: () => handle.createReadStream(),
       close: () => handle.close(),
     };
     return { handle, reader: new VerifiedFileReader(content, { size: claimedSize, digest, start, end }) };
@@ -165,48 +160,53 @@ describe('VerifiedFileReader (in-process, temp files)', () => {
     assert.ok(r.data.equals(data.subarray(0, 1_000_000)), 'what the file has, then the error: never the announced length');
   });
 
-  it('reads only while its consumer wants data', async () => {
-    const { reader } = await readerOver(await fileWith('stalled', data), 0, size - 1);
-    let delivered = 0;
-    reader.on('data', (chunk: Buffer) => {
-      delivered += chunk.length;
-      reader.pause(); // a consumer that takes one chunk and stalls
-    });
+  it('reads only while its consumer takes data: a stalled one holds the ring, no more; its leaving closes the file', async () => {
+    const { handle, reader } = await readerOver(await fileWith('stalled', data), 0, size - 1);
+    const sink = new Sink({ stalled: true });
+    let handed = 0;
+    const sent = reader.sendTo(sink, { verify: true, onBytes: (n) => (handed += n) });
     await sleep(200);
-    assert.ok(delivered > 0, 'the first chunk arrived');
-    assert.ok(delivered + reader.readableLength <= 3 * 256 * 1024, `${delivered + reader.readableLength} bytes read for a stalled consumer`);
-    reader.destroy();
+    assert.ok(handed > 0, 'the first chunks were written');
+    assert.ok(handed <= RING_BUFFERS * 256 * 1024, `${handed} bytes read for a stalled consumer`);
+    sink.destroy(); // the client leaves
+    await sent;
+    assert.equal(handle.fd, -1, 'the reader closed its file');
+  });
+
+  it('sends intact to a consumer that calls back late (no buffer reused before its write called back)', async () => {
+    const r = await drain((await readerOver(await fileWith('late', data), 0, size - 1)).reader, new Sink({ delayMs: 2 }));
+    assert.equal(r.error, null);
+    assert.ok(r.data.equals(data));
+  });
+
+  it('unverified, sends exactly the range, reading only the range', async () => {
+    const file = await fileWith('unverified', data);
+    for (const [start, end] of [
+      [0, size - 1],
+      [300_000, 1_000_000],
+      [size - 1, size - 1],
+    ] as const) {
+      const { handle, reader } = await readerOver(file, start, end);
+      const sink = new Sink({ delayMs: 1 });
+      let counted = 0;
+      await reader.sendTo(sink, { verify: false, onBytes: (n) => (counted += n) });
+      assert.ok(sink.data.equals(data.subarray(start, end + 1)), `bytes ${start}-${end}`);
+      assert.equal(counted, end + 1 - start);
+      assert.equal(handle.fd, -1, 'the reader closed its file');
+    }
   });
 });
 
-/** A fake upstream with its own CA, and a regcache routed to it. */
-class Fixture {
-  readonly upstream = new FakeRegistry();
-  ca!: TestCA;
-  env!: Record<string, string>;
-
-  async start(dir: string): Promise<void> {
-    this.ca = await createTestCA(dir, 'store integrity CA');
-    await this.upstream.start(await this.ca.issue(['registry.test'], dir, 'upstream'));
-    this.env = { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: this.ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${this.upstream.port}` };
-  }
-
-  async regcache(opts: RegcacheOptions): Promise<{ proxy: Regcache; client: ProxyClient }> {
-    const proxy = await startRegcache({ ...opts, env: { ...this.env, ...opts.env } });
-    return { proxy, client: new ProxyClient(proxy.proxyUrl, proxy.caFile) };
-  }
-}
-
 describe('stored bytes are checked on the way out', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
   let proxy: Regcache;
   let client: ProxyClient;
 
   before(async () => {
     dir = await tmp.make('regcache-integrity');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
     ({ proxy, client } = await fx.regcache({ dir: path.join(dir, 'verifying') }));
   });
 
@@ -324,7 +324,7 @@ describe('stored bytes are checked on the way out', () => {
 
 describe('a full disk (small tmpfs as CACHE_DIR)', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
   let cacheDir: string;
   let mounted = false;
@@ -334,7 +334,7 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
 
   before(async () => {
     dir = await tmp.make('regcache-full-disk');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
     cacheDir = path.join(dir, 'cache');
     await mkdir(cacheDir);
     // 8 MiB of its own (root only); the reserve is then 2% of it. CACHE_MAX_SIZE (32g) never binds.
@@ -404,12 +404,12 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
 
 describe('modes regardless of umask', () => {
   const tmp = new TmpDirs();
-  const fx = new Fixture();
+  const fx = new FakeUpstream();
   let dir: string;
 
   before(async () => {
     dir = await tmp.make('regcache-umask');
-    await fx.start(dir);
+    await fx.start(dir, 'store integrity CA');
   });
   after(() => fx.upstream.close().then(() => tmp.cleanup()));
 

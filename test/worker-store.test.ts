@@ -22,6 +22,7 @@ import { createLogger } from '../src/log.js';
 import { ProcessChannel, type MessagePort } from '../src/process-channel.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeFetches } from './support/fake-fetches.js';
+import { Sink } from './support/sink.js';
 
 const log = createLogger('silent', false);
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
@@ -61,13 +62,12 @@ interface FakeWorker {
 
 /** Reads a fill, noting how many bytes had arrived when the fill was still unverified. */
 async function drain(fill: Fill): Promise<{ data: Buffer; beforeVerified: number }> {
-  const chunks: Buffer[] = [];
+  const sink = new Sink();
   let beforeVerified = 0;
-  for await (const chunk of new FillReader(fill, 0, null)) {
-    chunks.push(chunk as Buffer);
-    if (!fill.verified) beforeVerified += (chunk as Buffer).length;
-  }
-  return { data: Buffer.concat(chunks), beforeVerified };
+  await new FillReader(fill, 0, null).sendTo(sink, (n) => {
+    if (!fill.verified) beforeVerified += n;
+  });
+  return { data: sink.data, beforeVerified };
 }
 
 /** A fill of `data` led by `coordinator`, read to the end and settled. */
@@ -168,10 +168,11 @@ describe('one store for several worker processes (in-process, fake channels)', (
     upstream.bodies[0]!.write(data.subarray(0, 150_000));
     const joined = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
     assert.equal(joined.kind, 'joined');
-    const reader = new FillReader((joined as { fill: Fill }).fill, 0, null);
     let received = 0;
-    reader.on('data', (chunk: Buffer) => (received += chunk.length));
-    const failed = once(reader, 'error');
+    const failed = new FillReader((joined as { fill: Fill }).fill, 0, null).sendTo(new Sink(), (n) => (received += n)).then(
+      () => [new Error('completed')],
+      (err: Error) => [err],
+    );
     await waitUntil(() => received > 0, 'the follower read some bytes');
     await c.gone();
     upstream.bodies[0]!.destroy(); // what was left of the dead process

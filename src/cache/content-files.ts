@@ -6,7 +6,6 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import type { ContentFile, DiskSpace, Spool } from './content-store.js';
 
 const require = createRequire(import.meta.url);
@@ -109,10 +108,6 @@ class LocalFile implements ContentFile {
 
   read(buffer: Buffer, length: number, position: number): Promise<number> {
     return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);
-  }
-
-  stream(start: number, end: number, chunk: number): Readable {
-    return this.handle.createReadStream({ start, end, highWaterMark: chunk });
   }
 
   close(): Promise<void> {

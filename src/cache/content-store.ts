@@ -5,7 +5,6 @@
 // once through a spool (readable while it fills, committed when its digest is verified), and read by
 // position.
 import type { EventEmitter } from 'node:events';
-import type { Readable } from 'node:stream';
 import type { Entry, EntryIndex, EntryKind } from './entry-index.js';
 
 export type ContentKind = EntryKind;
@@ -30,8 +29,6 @@ export interface ContentFile {
   readonly size: number;
   /** Reads up to `length` bytes at `position` into the start of `buffer`; 0 at the end. */
   read(buffer: Buffer, length: number, position: number): Promise<number>;
-  /** Bytes [start, end] as a plain stream, in chunks of `chunk` bytes; it closes the file when done. */
-  stream(start: number, end: number, chunk: number): Readable;
   close(): Promise<void>;
 }
 

@@ -1,78 +1,71 @@
-// A Readable over a Fill's bytes [start, end], following the spool file as it grows. It reads only when
-// its consumer asks (_read), so a slow client costs disk, never memory. The last byte it delivers is held
-// back until the fill is verified: no client, ranged or not, ever receives a complete unverified body.
-import { Readable } from 'node:stream';
+// Sends a Fill's bytes [start, end] to a response, following the spool file as it grows. Chunks are read
+// into a ring of reused buffers (ring-writer.ts) and written straight to the response; it reads only
+// while a buffer is free, so a slow client costs disk, never memory. The last byte it sends is held back
+// until the fill is verified: no client, ranged or not, ever receives a complete unverified body.
+import type { Writable } from 'node:stream';
 import type { Fill } from './fill.js';
+import { RingWriter } from './ring-writer.js';
 
 const CHUNK = 256 * 1024;
 
-export class FillReader extends Readable {
-  private position: number;
-  private reading = false;
-  private wanted = false; // the consumer asked for more and we have not pushed since
-  private ended = false;
-
-  /** The caller must have called fill.acquire() successfully; the reader releases it when done. */
+export class FillReader {
+  /** The caller must have called fill.acquire() successfully; sendTo releases it. */
   constructor(
     private readonly fill: Fill,
-    start: number,
+    private readonly start: number,
     private readonly endInclusive: number | null,
-  ) {
-    super({ highWaterMark: CHUNK });
-    this.position = start;
-    this.onChange = this.onChange.bind(this);
-    fill.on('progress', this.onChange);
-    fill.on('settled', this.onChange);
-  }
+  ) {}
 
-  override _read(): void {
-    this.wanted = true;
-    void this.pump();
-  }
-
-  private onChange(): void {
-    if (this.destroyed || this.reading) return;
-    if (this.wanted || (this.fill.state === 'failed' && !this.fill.verified)) void this.pump(); // a bad fill cuts the client at once
-  }
-
-  private async pump(): Promise<void> {
-    if (this.reading) return;
-    this.reading = true;
+  /**
+   * Sends the range and ends the destination; resolves once it finished, or as soon as the destination
+   * closed early (the client left; the fill goes on for the others). Rejects with the fill's error when it
+   * fails before it is verified (at once, even while writes are in flight), or with a read's error: the
+   * destination is then left to the caller, which may continue it elsewhere or cut it. onBytes counts
+   * what was handed to the destination.
+   */
+  async sendTo(destination: Writable, onBytes: (n: number) => void): Promise<void> {
+    const { fill } = this;
+    const want = this.endInclusive === null ? null : this.endInclusive - this.start + 1;
+    const size = fill.expectedSize === null ? CHUNK : (want ?? fill.expectedSize - this.start);
+    const ring = new RingWriter(destination, Math.max(1, Math.min(CHUNK, size)));
+    const changed = (): void => ring.wakeUp();
+    fill.on('progress', changed);
+    fill.on('settled', changed);
+    let complete = false;
     try {
-      while (!this.ended) {
-        if (this.fill.state === 'failed' && !this.fill.verified) {
-          this.destroy(this.fill.error ?? new Error('fill failed')); // stop at once: no more unverified bytes
-          return;
-        }
-        const verified = this.fill.verified;
-        const stop = Math.min(this.endInclusive === null ? Infinity : this.endInclusive + 1, this.fill.written);
-        const limit = verified ? stop : stop - 1;
-        if (this.position < limit) {
-          const buffer = Buffer.allocUnsafe(Math.min(CHUNK, limit - this.position));
-          const n = await this.fill.read(buffer, this.position, buffer.length);
-          if (this.destroyed) return;
-          this.position += n;
-          this.wanted = this.push(n === buffer.length ? buffer : buffer.subarray(0, n));
-          if (!this.wanted) return; // resume on the next _read
+      complete = await this.send(ring, onBytes);
+    } finally {
+      fill.off('progress', changed);
+      fill.off('settled', changed);
+      fill.release();
+    }
+    if (complete) await ring.end();
+  }
+
+  private async send(ring: RingWriter, onBytes: (n: number) => void): Promise<boolean> {
+    const { fill } = this;
+    let position = this.start;
+    for (;;) {
+      if (ring.stopped) return false;
+      if (fill.state === 'failed' && !fill.verified) throw fill.error ?? new Error('fill failed'); // no more unverified bytes
+      const verified = fill.verified;
+      const stop = Math.min(this.endInclusive === null ? Infinity : this.endInclusive + 1, fill.written);
+      const limit = verified ? stop : stop - 1;
+      if (position < limit) {
+        const buffer = ring.take();
+        if (buffer) {
+          const n = await fill.read(buffer, position, Math.min(buffer.length, limit - position));
+          if (ring.stopped) return false;
+          if (n === 0) throw new Error(`the spool file of ${fill.digest} ends after ${position} of ${fill.written} bytes written`);
+          position += n;
+          onBytes(n);
+          ring.write(buffer, 0, n);
           continue;
         }
-        if (verified) {
-          this.ended = true;
-          this.push(null);
-        }
-        return; // otherwise wait for the next 'progress' or 'settled'
+      } else if (verified) {
+        return true;
       }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.reading = false;
+      await ring.wait(); // a write called back, the fill grew or settled, or the client left
     }
-  }
-
-  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    this.fill.off('progress', this.onChange);
-    this.fill.off('settled', this.onChange);
-    this.fill.release();
-    callback(err);
   }
 }

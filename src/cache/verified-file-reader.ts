@@ -1,11 +1,13 @@
-// A Readable over a stored content file that serves bytes [start, end] of it while hashing the whole
-// file, and holds back the last byte it delivers until the file has hashed to its digest (as FillReader
-// does for fills): a file that changed on disk after it was stored cuts the client instead of
-// completing a wrong body. A range therefore costs a read of the whole file. It reads only when its
-// consumer asks (_read), so a slow client costs nothing but an open file.
+// Sends bytes [start, end] of a stored content file to a response. Verified, it hashes the whole file on
+// the way and holds back the last byte it sends until the file has hashed to its digest (as FillReader
+// does for fills): a file that changed on disk after it was stored cuts the client instead of completing
+// a wrong body, and a range costs a read of the whole file. Unverified (VERIFY_ON_READ=false), it reads
+// the range only. Chunks are read into a ring of reused buffers (ring-writer.ts) and written straight to
+// the response; it reads only while a buffer is free, so a slow client costs nothing but an open file.
 import crypto from 'node:crypto';
-import { Readable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import type { ContentFile } from './content-store.js';
+import { RingWriter } from './ring-writer.js';
 
 const CHUNK = 256 * 1024;
 
@@ -21,63 +23,89 @@ export interface VerifiedRead {
   end: number; // last byte to deliver (inclusive), held back until the digest matched
 }
 
-export class VerifiedFileReader extends Readable {
-  private readonly hash = crypto.createHash('sha256');
-  private readonly scratch = Buffer.allocUnsafe(CHUNK); // for chunks outside the range: hashed, never pushed
-  private position = 0; // next byte of the file to read
-  private held: Buffer | null = null;
-  private reading = false;
+export interface SendOptions {
+  verify: boolean; // hash the whole file (VERIFY_ON_READ); false: read the range only, as it is
+  onBytes: (n: number) => void; // bytes handed to the destination (the request's log line and metrics)
+}
 
-  /** Takes ownership of file: it is closed when the reader ends or is destroyed. */
+export class VerifiedFileReader {
+  /** Takes ownership of file: sendTo closes it. */
   constructor(
     private readonly file: ContentFile,
     private readonly want: VerifiedRead,
-  ) {
-    super({ highWaterMark: CHUNK });
-  }
+  ) {}
 
-  override _read(): void {
-    void this.pump();
-  }
-
-  private async pump(): Promise<void> {
-    if (this.reading) return;
-    this.reading = true;
+  /**
+   * Sends the range and ends the destination; resolves once it finished, or as soon as the destination
+   * closed early (the client left). Rejects with CorruptContentError when the file is not its content, or
+   * with a read's error, leaving the destination to the caller (cut it: its body is short). The file is
+   * closed before it settles.
+   */
+  async sendTo(destination: Writable, options: SendOptions): Promise<void> {
+    const { start, end } = this.want;
+    const ring = new RingWriter(destination, Math.min(CHUNK, options.verify ? this.want.size : end - start + 1));
+    let complete: boolean;
     try {
-      const { size, start, end } = this.want;
-      while (this.position < size) {
-        const from = this.position;
-        const length = Math.min(CHUNK, size - from);
-        const inRange = from <= end && from + length > start;
-        const buffer = inRange ? Buffer.allocUnsafe(length) : this.scratch;
-        const bytesRead = await this.file.read(buffer, length, from);
-        if (this.destroyed) return;
-        if (bytesRead === 0) throw new CorruptContentError(`the stored file of ${this.want.digest} ends after ${from} of ${size} bytes`);
-        const chunk = buffer.subarray(0, bytesRead);
-        this.hash.update(chunk);
-        this.position += bytesRead;
-        if (!inRange) continue;
-        if (end < this.position) this.held = Buffer.from(chunk.subarray(end - from, end - from + 1)); // a copy: the rest is not kept
-        const first = Math.max(start, from) - from;
-        const stop = Math.min(end, this.position) - from; // exclusive: the byte at `end` is held
-        if (stop > first && !this.push(chunk.subarray(first, stop))) return; // resume on the next _read
-      }
-      const actual = 'sha256:' + this.hash.digest('hex');
-      if (actual !== this.want.digest) throw new CorruptContentError(`the stored bytes hash to ${actual}, not ${this.want.digest}`);
-      if (this.held) this.push(this.held);
-      this.push(null);
-    } catch (err) {
-      this.destroy(err as Error);
+      complete = options.verify ? await this.sendVerified(ring, options.onBytes) : await this.sendRange(ring, options.onBytes);
     } finally {
-      this.reading = false;
+      await this.file.close().catch(() => undefined); // a local file's close waits for a read in flight
     }
+    if (complete) await ring.end();
   }
 
-  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
-    // A local file's close waits for a read in flight.
-    this.file.close().then(
-      () => callback(err),
-      () => callback(err),
-    );
+  /** Hashes the whole file, sends the range but its last byte, then that byte once the digest matched. */
+  private async sendVerified(ring: RingWriter, onBytes: (n: number) => void): Promise<boolean> {
+    const { size, start, end, digest } = this.want;
+    const hash = crypto.createHash('sha256');
+    let scratch: Buffer | null = null; // for chunks outside the range: hashed, never sent
+    let held = -1; // the byte at `end`
+    let position = 0;
+    while (position < size) {
+      const from = position;
+      const length = Math.min(CHUNK, size - from);
+      const inRange = from <= end && from + length > start;
+      const buffer = inRange ? await ring.next() : (scratch ??= Buffer.allocUnsafe(CHUNK));
+      if (!buffer) return false;
+      const bytesRead = await this.read(buffer, length, from);
+      if (ring.stopped) return false;
+      hash.update(buffer.subarray(0, bytesRead));
+      position += bytesRead;
+      if (!inRange) continue;
+      if (end < position) held = buffer[end - from]!;
+      const first = Math.max(start, from) - from;
+      const stop = Math.min(end, position) - from; // exclusive: the byte at `end` is held
+      if (stop > first) onBytes(stop - first);
+      ring.write(buffer, first, stop);
+    }
+    const actual = 'sha256:' + hash.digest('hex');
+    if (actual !== digest) throw new CorruptContentError(`the stored bytes hash to ${actual}, not ${digest}`);
+    const last = await ring.next();
+    if (!last) return false;
+    last[0] = held;
+    onBytes(1);
+    ring.write(last, 0, 1);
+    return true;
+  }
+
+  /** Sends bytes [start, end] as the file has them. */
+  private async sendRange(ring: RingWriter, onBytes: (n: number) => void): Promise<boolean> {
+    const { start, end } = this.want;
+    let position = start;
+    while (position <= end) {
+      const buffer = await ring.next();
+      if (!buffer) return false;
+      const bytesRead = await this.read(buffer, Math.min(buffer.length, end + 1 - position), position);
+      if (ring.stopped) return false;
+      position += bytesRead;
+      onBytes(bytesRead);
+      ring.write(buffer, 0, bytesRead);
+    }
+    return true;
+  }
+
+  private async read(buffer: Buffer, length: number, position: number): Promise<number> {
+    const bytesRead = await this.file.read(buffer, length, position);
+    if (bytesRead === 0) throw new CorruptContentError(`the stored file of ${this.want.digest} ends after ${position} of ${this.want.size} bytes`);
+    return bytesRead;
   }
 }

@@ -19,8 +19,6 @@ import { writeContentHead, type BodyRange } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 
-const READ_CHUNK = 256 * 1024;
-
 /** The content a request asks for, and where it was asked for (kept in the index when it is read or stored). */
 export interface ContentTarget {
   kind: ContentKind;
@@ -90,21 +88,19 @@ export class ContentResponder {
       return;
     }
     const end = range.end ?? stored.size - 1;
-    const body: Readable = this.options.verifyOnRead
-      ? new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start: range.start, end })
-      : file.stream(range.start, end, READ_CHUNK);
-    record.count(body);
-    // Registered before pipeline's own listeners: the log line must say CORRUPT before the response closes.
-    body.once('error', (err: Error) => {
-      if (!(err instanceof CorruptContentError)) return;
-      record.cache = 'CORRUPT';
-      record.error = `${err.name}: ${err.message}`;
-      this.coordinator.dropCorrupt(stored, err);
-    });
+    const reader = new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start: range.start, end });
     try {
-      await pipeline(body, res); // an error destroys the response: the client sees a cut, never a complete bad body
+      await reader.sendTo(res, { verify: this.options.verifyOnRead, onBytes: (n) => (record.bytes += n) });
     } catch (err) {
-      if (!(err instanceof CorruptContentError)) noteStreamError(record, err);
+      // Noted before the cut: the log line is written when the response closes.
+      if (err instanceof CorruptContentError) {
+        record.cache = 'CORRUPT';
+        record.error = `${err.name}: ${err.message}`;
+        this.coordinator.dropCorrupt(stored, err);
+      } else {
+        noteStreamError(record, err);
+      }
+      res.destroy(err as Error); // the client sees a cut, never a complete bad body
     }
   }
 
@@ -182,22 +178,14 @@ export class ContentResponder {
       fill.release();
       return;
     }
-    const reader = new FillReader(fill, range.start, range.end);
-    record.count(reader);
     let sent = 0;
-    reader.on('data', (chunk: Buffer) => (sent += chunk.length)); // each chunk is written to res at once by pipe
-    const failure = await new Promise<Error | null>((resolve) => {
-      reader.once('end', () => resolve(null));
-      reader.once('error', (err) => {
-        reader.unpipe(res);
-        resolve(err);
-      });
-      res.once('close', () => {
-        reader.destroy(); // the client left; the fill goes on for the others
-        resolve(null);
-      });
-      reader.pipe(res);
-    });
+    const failure = await new FillReader(fill, range.start, range.end).sendTo(res, (n) => {
+      sent += n;
+      record.bytes += n;
+    }).then(
+      () => null,
+      (err: Error) => err,
+    );
     if (!failure || res.destroyed) return;
     if (failure instanceof FillError && failure.reason === 'store' && total !== null) {
       // Our disk failed (full), not the upstream: the client still gets the rest, from upstream, uncached.
