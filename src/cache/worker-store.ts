@@ -85,7 +85,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     return contentPath(this.options.dir, digest);
   }
 
-  beginSpool(): Promise<Spool> {
+  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
     return createSpool(this.options.dir, newSpoolName(this.options.spoolPrefix));
   }
 

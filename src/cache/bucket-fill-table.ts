@@ -1,0 +1,108 @@
+// The FillTable of a replica in a fleet on one bucket: one upstream fetch per origin and content across
+// every replica. This replica's own requests share a map as in one process (fill-table.ts); the first
+// one asks the bucket for the fill's lock (fill-lock.ts). Holding it, it leads: the lease is renewed while
+// the fill runs and released once it settled (after the commit). Another replica holding it: the request
+// waits, polling the bucket, until the content is stored (then it is a HIT) or the lock is released or
+// lapses, and then claims it again: the first to create the next generation leads, the others go on
+// waiting. Followers in other replicas wait for the commit rather than stream the leader's bytes: the
+// bucket shows nothing of an upload before it is completed (docs/scale-out.md: what that costs).
+import type { Fill } from './fill.js';
+import { fillKeyId, type FillClaim, type FillKey, type FillLead, type FillTable } from './fill-table.js';
+import type { FillLocks, Lease } from './fill-lock.js';
+
+export interface BucketFillTableOptions {
+  /** Whether the content is stored now (asks the bucket when this replica does not know it). */
+  stored: (key: FillKey) => Promise<boolean>;
+  /** How often a waiting request looks at the bucket again. */
+  pollMs: number;
+}
+
+/** A request's entry in this replica's map: resolved with the fill it may read, or null. */
+interface Pending {
+  promise: Promise<Fill | null>;
+  done(fill: Fill | null): void;
+}
+
+export class BucketFillTable implements FillTable {
+  private readonly local = new Map<string, Promise<Fill | null>>();
+
+  constructor(
+    private readonly locks: FillLocks,
+    private readonly options: BucketFillTableOptions,
+  ) {}
+
+  get size(): number {
+    return this.local.size;
+  }
+
+  /** This replica's fills only: another replica's bytes are not readable before its commit. */
+  async running(key: FillKey): Promise<Fill | null> {
+    return (await this.local.get(fillKeyId(key))) ?? null;
+  }
+
+  async claim(key: FillKey, join: boolean): Promise<FillClaim> {
+    const id = fillKeyId(key);
+    const local = this.local.get(id);
+    if (local && join) return { join: local };
+    if (local) return { lead: { started: () => undefined, ended: () => undefined } }; // alone, known to nobody
+    // This replica's other requests for it wait on this entry while the bucket is asked.
+    const pending = this.register(id);
+    try {
+      for (;;) {
+        const claimed = await this.locks.acquire(key);
+        if ('lease' in claimed) return { lead: this.lead(pending, claimed.lease) };
+        // Not joining (its caller may not have the running fill's bytes): fetch alone, as in one process.
+        if (!join) return { lead: { started: (fill) => pending.done(fill), ended: () => pending.done(null) } };
+        if (await this.waitForOtherReplica(key)) {
+          pending.done(null);
+          return { stored: true };
+        }
+      }
+    } catch (err) {
+      pending.done(null); // the bucket failed: this replica's joiners look again, as does the caller
+      throw err;
+    }
+  }
+
+  /** Until the content is stored (true) or the other replica's lock is released or lapsed (false). */
+  private async waitForOtherReplica(key: FillKey): Promise<boolean> {
+    for (;;) {
+      await new Promise((resolve) => setTimeout(resolve, this.options.pollMs));
+      if (await this.options.stored(key)) return true;
+      if ((await this.locks.holder(key)) === null) return this.options.stored(key); // released after its commit, or lapsed
+    }
+  }
+
+  private register(id: string): Pending {
+    let resolve: (fill: Fill | null) => void = () => undefined;
+    const promise = new Promise<Fill | null>((r) => (resolve = r));
+    this.local.set(id, promise);
+    const forget = () => {
+      if (this.local.get(id) === promise) this.local.delete(id);
+    };
+    return {
+      promise,
+      done: (fill) => {
+        if (!fill || fill.settled) forget();
+        else fill.once('settled', forget);
+        resolve(fill);
+      },
+    };
+  }
+
+  /** Leads with the lease: renewed while the fill runs, released once it settled (committed or failed). */
+  private lead(pending: Pending, lease: Lease): FillLead {
+    const release = () => void lease.release().catch(() => undefined); // unreleased, it lapses: the others wait a lease longer
+    return {
+      started: (fill) => {
+        pending.done(fill);
+        if (fill.settled) release();
+        else fill.once('settled', release);
+      },
+      ended: () => {
+        pending.done(null);
+        release();
+      },
+    };
+  }
+}
