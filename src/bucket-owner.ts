@@ -4,10 +4,10 @@
 // ...` and claims the directory for its spool files. No Evictor yet: the fleet-wide bound is to come
 // (docs/scale-out.md).
 import os from 'node:os';
-import { listenControl } from './admin/control-socket.js';
-import { PORTS_COMMAND, type ServerPorts } from './admin/server-ports.js';
+import type { ServerPorts } from './admin/server-ports.js';
 import { BucketFillTable } from './cache/bucket-fill-table.js';
 import { CacheAdmin } from './cache/cache-admin.js';
+import { claimCacheDir } from './cache-owner.js';
 import { StoreUnavailableError } from './cache/content-store.js';
 import type { Room } from './cache/eviction.js';
 import type { FillTable } from './cache/fill-table.js';
@@ -32,24 +32,18 @@ const MIN_POLL_MS = 100;
 const MAX_POLL_MS = 1000;
 
 export async function ownBucket(config: Config, cacheStore: CacheStore, log: Logger): Promise<BucketOwner> {
-  let cacheAdmin: CacheAdmin | null = null;
-  let ports: ServerPorts | null = null;
-  const control = await listenControl(config.cacheDir, (request) => {
-    if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
-    if (!cacheAdmin) throw new Error('the store is still opening');
-    return cacheAdmin.run(request.cmd, request.args);
-  });
+  const control = await claimCacheDir(config.cacheDir);
   let opened: { store: S3Store; created: boolean; bucket: S3Bucket };
   try {
     const bucket = await S3Bucket.create({ bucket: cacheStore.bucket, endpoint: config.s3.endpoint, forcePathStyle: config.s3.forcePathStyle, display: cacheStore.display });
     opened = { ...(await S3Store.open({ bucket, prefix: cacheStore.prefix, dir: config.cacheDir, log })), bucket };
   } catch (err) {
-    await new Promise((resolve) => control.close(resolve));
+    await control.close();
     if (!(err instanceof StoreUnavailableError)) throw err;
     throw new StartupError('CACHE_STORE', `CACHE_STORE=${cacheStore.display} cannot be used: ${err.message}. Check S3_ENDPOINT${config.s3.endpoint ? `=${config.s3.endpoint}` : ''}, the bucket's name, and that the credentials (AWS_ACCESS_KEY_ID or the instance's role) may read, write and, for a missing bucket, create it`);
   }
   const { store, created, bucket } = opened;
-  cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
+  control.serve(new CacheAdmin(store, config.cacheMaxSize));
   const locks = new FillLocks(bucket, store.layout, { owner: `${os.hostname()}/${process.pid}`, leaseMs: config.s3.fillLeaseMs });
   const fills = new BucketFillTable(locks, {
     stored: async (key) => (await store.lookup(key.kind, key.digest)) !== null,
@@ -60,9 +54,9 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
     store,
     room: store.room(config.cacheMaxSize),
     fills,
-    setPorts: (listening) => (ports = listening),
+    setPorts: control.setPorts,
     async close() {
-      await new Promise((resolve) => control.close(resolve));
+      await control.close();
       await store.close();
     },
   };

@@ -7,7 +7,7 @@
 // waiting. Followers in other replicas wait for the commit rather than stream the leader's bytes: the
 // bucket shows nothing of an upload before it is completed (docs/scale-out.md: what that costs).
 import type { Fill } from './fill.js';
-import { fillKeyId, type FillClaim, type FillKey, type FillLead, type FillTable } from './fill-table.js';
+import { fillKeyId, registerPending, type FillClaim, type FillKey, type FillLead, type FillTable, type PendingFill } from './fill-table.js';
 import type { FillLocks, Lease } from './fill-lock.js';
 
 export interface BucketFillTableOptions {
@@ -15,12 +15,6 @@ export interface BucketFillTableOptions {
   stored: (key: FillKey) => Promise<boolean>;
   /** How often a waiting request looks at the bucket again. */
   pollMs: number;
-}
-
-/** A request's entry in this replica's map: resolved with the fill it may read, or null. */
-interface Pending {
-  promise: Promise<Fill | null>;
-  done(fill: Fill | null): void;
 }
 
 export class BucketFillTable implements FillTable {
@@ -46,7 +40,7 @@ export class BucketFillTable implements FillTable {
     if (local && join) return { join: local };
     if (local) return { lead: { started: () => undefined, ended: () => undefined } }; // alone, known to nobody
     // This replica's other requests for it wait on this entry while the bucket is asked.
-    const pending = this.register(id);
+    const pending = registerPending(this.local, id);
     try {
       for (;;) {
         const claimed = await this.locks.acquire(key);
@@ -73,25 +67,8 @@ export class BucketFillTable implements FillTable {
     }
   }
 
-  private register(id: string): Pending {
-    let resolve: (fill: Fill | null) => void = () => undefined;
-    const promise = new Promise<Fill | null>((r) => (resolve = r));
-    this.local.set(id, promise);
-    const forget = () => {
-      if (this.local.get(id) === promise) this.local.delete(id);
-    };
-    return {
-      promise,
-      done: (fill) => {
-        if (!fill || fill.settled) forget();
-        else fill.once('settled', forget);
-        resolve(fill);
-      },
-    };
-  }
-
   /** Leads with the lease: renewed while the fill runs, released once it settled (committed or failed). */
-  private lead(pending: Pending, lease: Lease): FillLead {
+  private lead(pending: PendingFill, lease: Lease): FillLead {
     const release = () => void lease.release().catch(() => undefined); // unreleased, it lapses: the others wait a lease longer
     return {
       started: (fill) => {

@@ -6,8 +6,9 @@
 // replica does not know (fetchEntry).
 import type { Bucket, ObjectInfo } from './bucket.js';
 import type { BucketLayout } from './bucket-layout.js';
-import type { ContentIndex, ContentKind } from './content-store.js';
-import { EntryIndex, entryKey, type Access, type Entry, type IndexOp, type TagPointer } from './entry-index.js';
+import type { ContentKind } from './content-store.js';
+import { EntryIndex, entryKey, type Access, type Entry, type IndexOp } from './entry-index.js';
+import { ReplicaIndex } from './replica-index.js';
 
 /** What a replica keeps of an entries/ object: the facts that never change once written. */
 export interface EntryFacts {
@@ -21,8 +22,7 @@ export interface EntryFacts {
 // Entry objects fetched at once during a refresh (a replica that starts on a full bucket).
 const FETCH_CONCURRENCY = 16;
 
-export class BucketIndex implements ContentIndex {
-  readonly replica = EntryIndex.replica([]);
+export class BucketIndex extends ReplicaIndex {
   // Entries this replica learned since (ms): a refresh whose LIST began before must not drop them.
   private readonly learnedAt = new Map<string, number>();
   // ETags of the tag and pointer objects last read: a refresh GETs only those that changed.
@@ -32,34 +32,8 @@ export class BucketIndex implements ContentIndex {
   constructor(
     private readonly bucket: Bucket,
     private readonly layout: BucketLayout,
-  ) {}
-
-  get size(): number {
-    return this.replica.size;
-  }
-
-  get totalBytes(): number {
-    return this.replica.totalBytes;
-  }
-
-  get(kind: ContentKind, digest: string): Entry | undefined {
-    return this.replica.get(kind, digest);
-  }
-
-  oldestFirst(): IterableIterator<Entry> {
-    return this.replica.oldestFirst();
-  }
-
-  taggedManifest(tag: string): Entry | undefined {
-    return this.replica.taggedManifest(tag);
-  }
-
-  pointer(key: string): TagPointer | undefined {
-    return this.replica.pointer(key);
-  }
-
-  pointersOf(tag: string): TagPointer[] {
-    return this.replica.pointersOf(tag);
+  ) {
+    super(EntryIndex.replica([]));
   }
 
   async untag(tag: string): Promise<void> {
