@@ -15,6 +15,13 @@ declare -A needs=(
   [ctr]=containerd
   [curl]=curl # an OpenSSL client that answers an unknown CA with a TLS alert, as dockerd does
   [setpriv]=util-linux # startup errors as the image's uid 1000
+  # the S3 store's tests: a single-node Ceph (one mon, one OSD) and its RADOS Gateway (test/harness/s3-server.ts)
+  [ceph-mon]=ceph-mon
+  [ceph-osd]=ceph-osd
+  [radosgw]=radosgw
+  [radosgw-admin]=radosgw
+  [ceph]=ceph-common
+  [monmaptool]=ceph-base
 )
 what=tests
 if [ "${1:-}" = --bench ]; then
