@@ -113,6 +113,19 @@ describe('S3 store over an in-memory bucket', () => {
     await file.close();
   });
 
+  it("writes the origin's marker before the entry: a replica that finds the entry also finds where it came from", async () => {
+    const bucket = new FakeBucket();
+    const store = await replica(bucket);
+    const written: string[] = [];
+    const put = bucket.put.bind(bucket);
+    bucket.put = (key, body, options) => (written.push(key), put(key, body, options));
+    const data = Buffer.from('{"schemaVersion":2}');
+    const digest = digestOf(data);
+    await store.putVerified({ kind: 'manifest', digest, size: data.length, mediaType: 'application/x-test' }, data, { ref: 'registry.test/lib/app', tag: 'registry.test/lib/app:v1' });
+    const order = [store.layout.ref('manifest', digest, 'registry.test/lib/app'), store.layout.entry('manifest', digest), store.layout.tag('registry.test/lib/app:v1')].map((k) => written.indexOf(k));
+    assert.ok(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1]!)), `marker, entry, tag in that order: ${written.join(' ')}`);
+  });
+
   it('aborts the upload of a fill that fails: no object, no entry, no upload left', async () => {
     const bucket = new FakeBucket();
     const store = await replica(bucket);
@@ -159,6 +172,25 @@ describe('S3 store over an in-memory bucket', () => {
     assert.equal(second.kind, 'ended', 'the other replica was told to look in the store');
     assert.ok(await b.lookup('blob', key.digest), 'and it is there');
     if (first.kind === 'started') first.fill.release();
+  });
+
+  it('does not fetch again what an earlier leader stored after the caller looked (a claim of a later generation)', async () => {
+    const bucket = new FakeBucket();
+    const [a, b] = [await replica(bucket), await replica(bucket)];
+    const data = crypto.randomBytes(1000);
+    const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
+    const lockA = locks(bucket, 'a');
+    const coordinator = new FillCoordinator(a, a.room(1e12), log, new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }));
+    const fetched = () => Promise.resolve({ answer: 'ok', body: { stream: Readable.from([data]), mediaType: 'application/x-test', size: data.length } });
+    const led = await coordinator.fill(key, NO_PROVENANCE, fetched, null);
+    assert.equal(led.kind, 'started');
+    if (led.kind === 'started') {
+      await settled(led.fill);
+      led.fill.release();
+    }
+    for (let i = 0; i < 100 && (await lockA.holder(key)) !== null; i++) await sleep(10); // released after the commit
+    const claim = await new BucketFillTable(locks(bucket, 'b'), { stored: async (k) => (await b.lookup(k.kind, k.digest)) !== null, pollMs: 20 }).claim(key, true);
+    assert.deepEqual(claim, { stored: true });
   });
 
   it("takes over a fill whose leader's lease lapsed", async () => {

@@ -3,8 +3,8 @@
 // one asks the bucket for the fill's lock (fill-lock.ts). Holding it, it leads: the lease is renewed while
 // the fill runs and released once it settled (after the commit). Another replica holding it: the request
 // waits, polling the bucket, until the content is stored (then it is a HIT) or the lock is released or
-// lapses, and then claims it again: the first to create the next generation leads, the others go on
-// waiting. Followers in other replicas wait for the commit rather than stream the leader's bytes: the
+// lapses, and then claims it again: the first to create the next generation leads (unless the content
+// was stored meanwhile), the others go on waiting. Followers in other replicas wait for the commit rather than stream the leader's bytes: the
 // bucket shows nothing of an upload before it is completed (docs/scale-out.md: what that costs).
 import type { Fill } from './fill.js';
 import { fillKeyId, registerPending, type FillClaim, type FillKey, type FillLead, type FillTable, type PendingFill } from './fill-table.js';
@@ -44,7 +44,16 @@ export class BucketFillTable implements FillTable {
     try {
       for (;;) {
         const claimed = await this.locks.acquire(key);
-        if ('lease' in claimed) return { lead: this.lead(pending, claimed.lease) };
+        if ('lease' in claimed) {
+          // A generation after the first: an earlier fill may have committed since the caller looked in
+          // the store (a request that waited here on this replica's own wait for another replica).
+          if (claimed.lease.generation > 0 && (await this.options.stored(key))) {
+            await claimed.lease.release().catch(() => undefined);
+            pending.done(null);
+            return { stored: true };
+          }
+          return { lead: this.lead(pending, claimed.lease) };
+        }
         // Not joining (its caller may not have the running fill's bytes): fetch alone, as in one process.
         if (!join) return { lead: { started: (fill) => pending.done(fill), ended: () => pending.done(null) } };
         if (await this.waitForOtherReplica(key)) {

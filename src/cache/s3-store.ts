@@ -186,10 +186,15 @@ export class S3Store extends EventEmitter implements ContentStore {
     for (const timer of this.timers) clearInterval(timer);
   }
 
-  /** The entries/ object (written once: if it exists, another fill of the same bytes was first), then the markers. */
+  /**
+   * The origin's marker, then the entries/ object (written once: if it exists, another fill of the same
+   * bytes was first), then the tag. The marker goes first: a replica that finds the entry must find where
+   * it came from too, or the content looks private to other origins and that replica fetches it again.
+   */
   private async record(content: StoredContent, from: Provenance): Promise<void> {
     const { kind, digest, size, mediaType } = content;
     const facts: EntryFacts = { kind, digest, size, mediaType, created: Date.now() };
+    if (from.ref !== null) await this.watched(() => this.bucket.put(this.layout.ref(kind, digest, from.ref!), Buffer.alloc(0)));
     const first = await this.watched(() => this.bucket.put(this.layout.entry(kind, digest), Buffer.from(JSON.stringify(facts)), { ifNoneMatch: true }));
     if (!first) {
       const known = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
@@ -199,7 +204,7 @@ export class S3Store extends EventEmitter implements ContentStore {
       return;
     }
     const entry: Entry = { ...facts, lastAccess: facts.created, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
-    await this.watched(() => Promise.all([from.ref && this.bucket.put(this.layout.ref(kind, digest, from.ref), Buffer.alloc(0)), from.tag && this.bucket.put(this.layout.tag(from.tag), Buffer.from(digest))]));
+    if (from.tag !== null) await this.watched(() => this.bucket.put(this.layout.tag(from.tag!), Buffer.from(digest)));
     this.index.learn(entry);
     this.emit('committed', this.index.get(kind, digest) ?? entry, from.ref);
   }
