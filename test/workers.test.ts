@@ -9,7 +9,6 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeImage, pushImage, type Image } from './harness/images.js';
@@ -20,48 +19,11 @@ import { startRegcache, type LogLine, type Regcache } from './harness/regcache.j
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
+import { get } from './support/plain-http.js';
 import { certDirFor, pullThrough, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 const sha256 = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
-
-interface Got {
-  status: number;
-  body: Buffer;
-  length: number | null; // Content-Length
-  complete: boolean; // the whole announced body arrived
-  firstByteAt: number | null;
-  doneAt: number;
-}
-
-/**
- * A GET on a connection of its own (so that the cluster picks a worker for it), reading the body as it
- * comes; `progress` sees the bytes so far. Never rejects: a cut body is `complete: false`.
- */
-function get(port: number, target: string, progress?: (received: number) => void): Promise<Got> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    let firstByteAt: number | null = null;
-    let status = 0;
-    let length: number | null = null;
-    const finish = (complete: boolean) => resolve({ status, body: Buffer.concat(chunks), length, complete, firstByteAt, doneAt: Date.now() });
-    const req = http.get({ host: '127.0.0.1', port, path: target, agent: false }, (res) => {
-      status = res.statusCode ?? 0;
-      length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
-      res.on('data', (chunk: Buffer) => {
-        firstByteAt ??= Date.now();
-        chunks.push(chunk);
-        received += chunk.length;
-        progress?.(received);
-      });
-      res.once('end', () => finish(res.complete && (length === null || received === length)));
-      res.once('error', () => finish(false));
-      res.once('aborted', () => finish(false));
-    });
-    req.once('error', () => finish(false));
-  });
-}
 
 const workerOf = (line: LogLine): number => Number(line.worker);
 const blobPath = (repo: string, blob: FakeBlob, ns: string) => `/v2/${repo}/blobs/${blob.digest}?ns=${ns}`;

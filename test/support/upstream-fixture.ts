@@ -77,7 +77,7 @@ export async function certDirFor(proxy: Regcache, dir: string): Promise<string> 
   return dir;
 }
 
-export async function pullThrough(proxy: Regcache, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
+export async function pullThrough(proxy: Pick<Regcache, 'proxyUrl'>, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
   return skopeoCopyToDir(ref, out, {
     dir: scratch,
     certDir,
