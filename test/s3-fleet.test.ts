@@ -8,7 +8,7 @@
 // visible in the bucket.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
@@ -22,7 +22,7 @@ import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
 import { get } from './support/plain-http.js';
-import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { assertConcurrentPullsFetchOnce, certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const BUCKET = 'regcache-fleet';
 const PREFIX = 'cache/';
@@ -168,17 +168,7 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     const certDir = await certDirFor(a, path.join(root, 'certs.d'));
     const marks = [(await a.logs()).length, (await b.logs()).length];
     const clients = [a, b, a, b];
-    const outs = clients.map((_, i) => path.join(root, `pull-${i}`));
-    const results = await Promise.all(clients.map((r, i) => pullThrough(r, 'registry.test/lib/app:v1', outs[i]!, certDir, path.join(root, `skopeo-${i}`))));
-    results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));
-    for (const out of outs) await assertSkopeoDir(out, image);
-    for (const name of await readdir(outs[0]!)) {
-      const first = await readFile(path.join(outs[0]!, name));
-      for (const out of outs.slice(1)) assert.ok(first.equals(await readFile(path.join(out, name))), `${name} in ${out}`);
-    }
-    const blobs = [image.config.digest, ...image.layers.map((l) => l.digest)];
-    await waitFor(async () => (await upstream.registry.countBlobGets(blobs[0]!)) >= 1, { timeoutMs: 5000, what: "the registry's access log" });
-    for (const digest of blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, `one upstream GET of ${digest}`);
+    const blobs = await assertConcurrentPullsFetchOnce(upstream.registry, image, clients, 'registry.test/lib/app:v1', root, certDir);
     const lines = [...(await a.requests(marks[0])), ...(await b.requests(marks[1]))].filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.equal(lines.length, clients.length * blobs.length);
     assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
