@@ -46,15 +46,23 @@ function chunked(data: Buffer, failAfter?: number): Readable {
   );
 }
 
-/** The S3 error a rejected call carries (fails the test if the call succeeded). */
-async function s3Error(promise: Promise<unknown>): Promise<S3ServiceException> {
-  const err = await promise.then(
+/** What a call rejected with; null if it succeeded. */
+const rejection = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
     () => null,
     (e: unknown) => e,
   );
+
+/** The S3 error a rejected call carries (fails the test if the call succeeded). */
+async function s3Error(promise: Promise<unknown>): Promise<S3ServiceException> {
+  const err = await rejection(promise);
   assert.ok(err instanceof S3ServiceException, `an S3 error, got ${String(err)}`);
   return err;
 }
+
+/** A client that gives up at once: one attempt, 1 s to connect, `socketTimeoutMs` of silence. */
+const impatientClient = (server: S3Server, socketTimeoutMs = 0): S3Client =>
+  new S3Client({ ...s3ClientConfig(server), maxAttempts: 1, requestHandler: { connectionTimeout: 1000, socketTimeout: socketTimeoutMs } });
 
 /** Processes whose command line names `dir` (the instance's ceph.conf is in every daemon's argv). */
 async function processesUsing(dir: string): Promise<string[]> {
@@ -237,17 +245,14 @@ describe('S3 test server (Ceph RGW)', () => {
 
   it('fails fast while the gateway is stopped, and works again once it is started on the same port', async (t) => {
     await s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'survives', Body: 'still here' }));
-    const impatient = new S3Client({ ...s3ClientConfig(server), maxAttempts: 1, requestHandler: { connectionTimeout: 1000, requestTimeout: 2000 } });
+    const impatient = impatientClient(server);
     t.after(() => impatient.destroy());
 
     let t0 = performance.now();
     await server.stopGateway();
     const stopMs = Math.round(performance.now() - t0);
     t0 = performance.now();
-    const down = await impatient.send(new HeadBucketCommand({ Bucket: BUCKET })).then(
-      () => null,
-      (e: unknown) => e as NodeJS.ErrnoException,
-    );
+    const down = (await rejection(impatient.send(new HeadBucketCommand({ Bucket: BUCKET })))) as NodeJS.ErrnoException | null;
     const failMs = Math.round(performance.now() - t0);
     assert.ok(down !== null, 'a request to a stopped gateway fails');
     assert.equal(down.code, 'ECONNREFUSED', String(down));
@@ -265,16 +270,13 @@ describe('S3 test server (Ceph RGW)', () => {
   it('hangs, rather than refuses, while the gateway is paused (an idle-socket timeout ends the wait)', async (t) => {
     // socketTimeout is the SDK's idle timeout; its requestTimeout only logs a warning unless
     // throwOnRequestTimeout is set, and then bounds the whole request, a long download included.
-    const impatient = new S3Client({ ...s3ClientConfig(server), maxAttempts: 1, requestHandler: { connectionTimeout: 1000, socketTimeout: 1500 } });
+    const impatient = impatientClient(server, 1500);
     t.after(() => impatient.destroy());
     server.pauseGateway();
     const guard = setTimeout(() => server.resumeGateway(), 8000); // a client that never gives up fails below, not hangs
     t.after(() => clearTimeout(guard));
     const t0 = performance.now();
-    const hung = await impatient.send(new HeadBucketCommand({ Bucket: BUCKET })).then(
-      () => null,
-      (e: unknown) => e as Error,
-    );
+    const hung = (await rejection(impatient.send(new HeadBucketCommand({ Bucket: BUCKET })))) as Error | null;
     const ms = Math.round(performance.now() - t0);
     server.resumeGateway();
     assert.ok(hung !== null, `a request to a paused gateway fails (it succeeded after ${ms} ms)`);

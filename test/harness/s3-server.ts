@@ -3,6 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import type { S3ClientConfig } from '@aws-sdk/client-s3';
 import { BASE_PATH } from './containerd.js';
@@ -184,8 +185,25 @@ async function gatewayAnswers(endpoint: string): Promise<boolean> {
 const liveDirs = new Set<string>();
 process.once('exit', () => {
   if (process.env.REGCACHE_KEEP_TMP === '1') return;
-  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+  for (const dir of liveDirs) {
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // a daemon not yet gone wrote into it: the dir stays, the daemons do not
+    }
+  }
 });
+// A signal would end the process without 'exit' and orphan the daemons (a killed test run, a CI timeout
+// signalling node only): while an instance runs, SIGTERM, SIGINT and SIGHUP exit through the hooks above.
+const EXIT_SIGNALS = ['SIGTERM', 'SIGINT', 'SIGHUP'] as const;
+const exitOnSignal = (signal: NodeJS.Signals): void => process.exit(128 + (os.constants.signals[signal] ?? 15));
+function track(dir: string, live: boolean): void {
+  const before = liveDirs.size;
+  if (live) liveDirs.add(dir);
+  else liveDirs.delete(dir);
+  if (before === 0 && liveDirs.size === 1) for (const s of EXIT_SIGNALS) process.on(s, exitOnSignal);
+  if (before === 1 && liveDirs.size === 0) for (const s of EXIT_SIGNALS) process.off(s, exitOnSignal);
+}
 
 /**
  * Start a single-node Ceph and radosgw on a free 127.0.0.1 port, create an S3 user with fixed keys, and
@@ -198,7 +216,7 @@ process.once('exit', () => {
 export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Server> {
   const t0 = performance.now();
   const dir = await makeTmpDir('regcache-s3');
-  liveDirs.add(dir);
+  track(dir, true);
   const objectStore = opts.objectStore ?? 'bluestore';
   const accessKeyId = opts.accessKeyId ?? FIXED_ACCESS_KEY_ID;
   const secretAccessKey = opts.secretAccessKey ?? FIXED_SECRET_ACCESS_KEY;
@@ -258,7 +276,7 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
     await stopGateway();
     await daemons.osd?.stop(STOP_GRACE_MS);
     await daemons.mon?.stop(STOP_GRACE_MS);
-    liveDirs.delete(dir);
+    track(dir, false);
     if (process.env.REGCACHE_KEEP_TMP === '1') process.stderr.write(`keeping ${dir}\n`);
     else await removeTmpDir(dir);
   };
