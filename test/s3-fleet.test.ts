@@ -237,6 +237,28 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     }
   });
 
+  it('the gateway hung (SIGSTOP): a request needing it is answered 503 rather than held, /readyz false; resumed: served again', async () => {
+    const stored = slow.add(makeBlob(200_000, 'fleet-hung-stored'));
+    assert.ok((await get(a.mirrorPort!, blobPath('lib/hung', stored))).complete);
+    await a.waitForLog((l) => l.msg === 'fill committed' && l.digest === stored.digest, 'the fill to commit');
+    const mark = (await b.logs()).length;
+    s3.pauseGateway();
+    try {
+      const got = await get(b.mirrorPort!, blobPath('lib/hung', stored));
+      assert.equal(got.status, 503, got.body.toString());
+      const unreachable = async () => (await b.logs()).slice(mark).find((l) => l.msg.startsWith('cache store unreachable'));
+      await waitFor(async () => (await unreachable()) !== undefined, { timeoutMs: 5000, what: 'the unreachable line' });
+      const line = (await unreachable())!;
+      assert.match(String(line.error), /TimeoutError|AbortError|timed out/, JSON.stringify(line));
+      await waitFor(async () => (await readyz(a)).status === 503, { timeoutMs: 30_000, what: "/readyz 503 on the replica that only probes" });
+    } finally {
+      s3.resumeGateway();
+    }
+    for (const r of [a, b]) await waitFor(async () => (await readyz(r)).status === 200, { timeoutMs: 30_000, what: '/readyz 200' });
+    const hit = await get(b.mirrorPort!, blobPath('lib/hung', stored));
+    assert.ok(hit.complete && hit.body.equals(stored.data));
+  });
+
   it('kill -9 of the leading replica mid-fill: the other takes over after the lease; nothing partial is ever visible', async () => {
     const blob = slow.add(makeBlob(12 * MIB, 'fleet-kill'), { kind: 'slow', chunk: 128 * 1024, delayMs: 40 });
     const target = blobPath('lib/kill', blob);

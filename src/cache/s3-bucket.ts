@@ -30,10 +30,15 @@ export interface S3BucketOptions {
 }
 
 // A bucket that does not answer is reported unreachable within seconds, not after the SDK's default
-// retries (requests waiting on it hold a client's pull meanwhile).
+// retries (requests waiting on it hold a client's pull meanwhile). The idle timeout is the socket's (no
+// byte either way for that long ends the request): the SDK's `requestTimeout` only logs a warning, and a
+// hung server (RGW stopped with SIGSTOP) then held every request and the probe forever. It also cuts a
+// HIT whose client stopped reading for that long (the GET's body is paused meanwhile).
 const CONNECT_TIMEOUT_MS = 3_000;
-const IDLE_TIMEOUT_MS = 30_000;
+const IDLE_TIMEOUT_MS = 10_000;
 const MAX_ATTEMPTS = 2;
+// The reachability probe gives up sooner: /readyz turns false within a probe period or two.
+const PROBE_TIMEOUT_MS = 4_000;
 // Each HIT being served holds a socket for its GET; the SDK's default of 50 would queue the 51st client.
 const MAX_SOCKETS = 512;
 // Without a region anywhere in the default chain (usual with S3_ENDPOINT), the one every S3-compatible
@@ -60,7 +65,7 @@ export class S3Bucket implements Bucket {
       requestChecksumCalculation: 'WHEN_REQUIRED' as const,
       responseChecksumValidation: 'WHEN_REQUIRED' as const,
       maxAttempts: MAX_ATTEMPTS,
-      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, requestTimeout: IDLE_TIMEOUT_MS, httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS }, httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS } },
+      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: IDLE_TIMEOUT_MS, httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS }, httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS } },
     };
     const probe = new S3Client(shared);
     const region = await probe.config.region().catch(() => FALLBACK_REGION);
@@ -85,7 +90,7 @@ export class S3Bucket implements Bucket {
   }
 
   async probe(): Promise<void> {
-    await this.call('HeadBucket', () => this.client.send(new HeadBucketCommand({ Bucket: this.name })));
+    await this.call('HeadBucket', () => this.client.send(new HeadBucketCommand({ Bucket: this.name }), { abortSignal: AbortSignal.timeout(PROBE_TIMEOUT_MS) }));
   }
 
   async head(key: string): Promise<ObjectInfo | null> {
