@@ -1,7 +1,7 @@
 // Imports point downward only (docs/architecture.md, "Layers"): checked by `npx depcruise src` in
 // test/run.sh before the tests. From the top:
 //   commands   cli.ts, cache-commands.ts, prefetch-command.ts
-//   assembly   proxy.ts, startup-checks.ts
+//   assembly   proxy.ts, startup-checks.ts, the stores' owners (cache-owner.ts, bucket-owner.ts)
 //   doors      server/ (listeners, CONNECT, TLS interception, mirror), admin/ (admin routes, control socket)
 //   registry   registry/ (HTTP <-> registry semantics)
 //   services   cache/, upstream/, auth/, tls/
@@ -10,7 +10,7 @@
 // each other sideways.
 const LEAVES = '^src/(reference/|(log|config|metrics|access-log|address-ranges|version|format-bytes|cli-exit|transfer-progress|process-channel|restart-backoff)\\.ts$)';
 const COMMANDS = '^src/(cli|cache-commands|prefetch-command)\\.ts$';
-const ASSEMBLY = '^src/(proxy|startup-checks|startup|cache-owner|primary|worker|process-tree)\\.ts$';
+const ASSEMBLY = '^src/(proxy|startup-checks|startup|cache-owner|bucket-owner|primary|worker|process-tree)\\.ts$';
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {

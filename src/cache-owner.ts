@@ -19,17 +19,36 @@ export interface CacheOwner {
   close(): Promise<void>;
 }
 
-export async function ownCacheDir(config: Config, log: Logger, metrics: Metrics): Promise<CacheOwner> {
-  // The control socket claims CACHE_DIR before the store touches it (opening wipes the spool).
+/** The control socket on CACHE_DIR: it answers once the store is given (`serve`) and the ports are known. */
+export interface CacheControl {
+  serve(admin: CacheAdmin): void;
+  setPorts(ports: ServerPorts): void;
+  close(): Promise<void>;
+}
+
+/**
+ * Claims CACHE_DIR with its control socket before any store touches it (opening wipes the spool): a live
+ * socket there is another server's. Used by both owners (this file, and bucket-owner.ts).
+ */
+export async function claimCacheDir(cacheDir: string): Promise<CacheControl> {
   let cacheAdmin: CacheAdmin | null = null;
   let ports: ServerPorts | null = null;
-  const control = await listenControl(config.cacheDir, (request) => {
+  const control = await listenControl(cacheDir, (request) => {
     if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
     if (!cacheAdmin) throw new Error('the store is still opening');
     return cacheAdmin.run(request.cmd, request.args);
   });
+  return {
+    serve: (admin) => (cacheAdmin = admin),
+    setPorts: (listening) => (ports = listening),
+    close: () => new Promise((resolve) => control.close(() => resolve())),
+  };
+}
+
+export async function ownCacheDir(config: Config, log: Logger, metrics: Metrics): Promise<CacheOwner> {
+  const control = await claimCacheDir(config.cacheDir);
   const store = await LocalStore.open(config.cacheDir);
-  cacheAdmin = new CacheAdmin(store, config.cacheMaxSize);
+  control.serve(new CacheAdmin(store, config.cacheMaxSize));
   const evictor = new Evictor(store, { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs }, log);
   evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
   evictor.start();
@@ -37,9 +56,9 @@ export async function ownCacheDir(config: Config, log: Logger, metrics: Metrics)
   return {
     store,
     evictor,
-    setPorts: (listening) => (ports = listening),
+    setPorts: control.setPorts,
     async close() {
-      await new Promise((resolve) => control.close(resolve));
+      await control.close();
       await evictor.stop();
       await store.close();
     },

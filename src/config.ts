@@ -40,7 +40,9 @@ export interface Config {
   adminPort: number; // ADMIN_PORT: admin endpoints on a port of their own too; 0: only on PORT
   adminAuth: string | null; // ADMIN_AUTH: who may read /api/v1/*, /metrics, /setup/*, the mirror's catalog; as MIRROR_AUTH
   caDir: string;
-  cacheDir: string;
+  cacheDir: string; // the local store; with CACHE_STORE, spool files and the control socket only
+  cacheStore: CacheStore | null; // CACHE_STORE=s3://bucket/prefix: the store is a bucket shared by replicas
+  s3: S3Settings;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   verifyOnRead: boolean; // VERIFY_ON_READ: a HIT is hashed while served and cut if it does not match its digest
@@ -65,6 +67,20 @@ export interface Config {
   forwardPorts: PortRange[]; // FORWARD_PORTS: ports a plain-HTTP forward to a host off the allowlist may reach
   allowDestinations: DestinationRule[]; // ALLOW_DESTINATIONS: reachable although loopback, link-local, ...
   denyDestinations: DestinationRule[]; // DENY_DESTINATIONS: never reachable (e.g. private ranges)
+}
+
+/** CACHE_STORE=s3://BUCKET[/PREFIX]. */
+export interface CacheStore {
+  bucket: string;
+  prefix: string; // '' or ending in '/'
+  display: string; // "s3://bucket/prefix/"
+}
+
+/** How the S3 store reaches its bucket; credentials and region are the AWS SDK's default chain's, never here. */
+export interface S3Settings {
+  endpoint: string | null; // S3_ENDPOINT: MinIO, Ceph RGW, R2, ... (null: AWS S3)
+  forcePathStyle: boolean; // S3_FORCE_PATH_STYLE
+  fillLeaseMs: number; // S3_FILL_LEASE: how long a replica that stopped renewing a fill's lock is waited for
 }
 
 /** rpardini's manifest cache tiers: a tag matching `pattern` is trusted for `ttlMs` (the last tier matches all). */
@@ -121,6 +137,8 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     ? overrides.connectTo
     : splitList(get('CONNECT_TO') ?? '');
 
+  const cacheStore = parseCacheStore(get('CACHE_STORE'));
+
   // Validated whether or not ENABLE_MANIFEST_CACHE is on: a typo should not wait until it is.
   const manifestTiers: ManifestCacheTier[] = [
     { pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'), ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d') },
@@ -139,6 +157,12 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     adminAuth: parseDoorAuth(get('ADMIN_AUTH')),
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
+    cacheStore,
+    s3: {
+      endpoint: parseEndpoint(get('S3_ENDPOINT')),
+      forcePathStyle: parseBool('S3_FORCE_PATH_STYLE', get('S3_FORCE_PATH_STYLE') ?? 'false'),
+      fillLeaseMs: parseDuration('S3_FILL_LEASE', get('S3_FILL_LEASE') ?? '30s'),
+    },
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
     cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),
     verifyOnRead: parseBool('VERIFY_ON_READ', get('VERIFY_ON_READ') ?? 'true'),
@@ -165,7 +189,8 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     connectTo: connectToRaw.map((r) => parseConnectTo(r)),
     disableIpv6: parseBool('DISABLE_IPV6', get('DISABLE_IPV6') ?? 'false'),
     logLevel: parseEnum('LOG_LEVEL', overrides.logLevel ?? get('LOG_LEVEL') ?? 'info', LOG_LEVELS),
-    workers: parseWorkers(get('WORKERS') ?? String(os.availableParallelism())),
+    // One process per replica with a bucket: the workers' shared store is a directory (decisions.md).
+    workers: parseWorkers(get('WORKERS') ?? (cacheStore ? '1' : String(os.availableParallelism())), cacheStore !== null),
     allowedClients: parseAllowedClients(get('ALLOWED_CLIENTS') ?? DEFAULT_ALLOWED_CLIENTS),
     tunnelPorts: parsePortRanges('TUNNEL_PORTS', get('TUNNEL_PORTS') ?? '443'),
     forwardPorts: parsePortRanges('FORWARD_PORTS', get('FORWARD_PORTS') ?? DEFAULT_FORWARD_PORTS),
@@ -259,12 +284,43 @@ function parsePort(variable: string, value: string, allowZero: boolean): number 
 // More processes than this buys nothing on any machine regcache runs on, and each costs ~60 MB.
 const MAX_WORKERS = 256;
 
-function parseWorkers(value: string): number {
+function parseWorkers(value: string, cacheStore: boolean): number {
   const n = /^\d{1,3}$/.test(value) ? Number(value) : NaN;
   if (!(n >= 1 && n <= MAX_WORKERS)) {
     throw new ConfigError('WORKERS', value, `a number of processes 1-${MAX_WORKERS} (1: one process, no workers), e.g. WORKERS=4`);
   }
+  if (cacheStore && n > 1) throw new ConfigError('WORKERS', value, '1 (or unset) with CACHE_STORE: each replica is one process; run more replicas instead');
   return n;
+}
+
+// S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit.
+const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** "s3://bucket", "s3://bucket/some/prefix" (slashes around the prefix do not matter). */
+function parseCacheStore(value: string | undefined): CacheStore | null {
+  if (value === undefined) return null;
+  const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(value);
+  const bucket = m?.[1] ?? '';
+  const prefix = (m?.[2] ?? '').replace(/^\/+|\/+$/g, '');
+  if (!m || !BUCKET_NAME.test(bucket) || /\/\/|[\x00-\x1f]/.test(prefix)) {
+    throw new ConfigError('CACHE_STORE', value, 's3://BUCKET or s3://BUCKET/PREFIX (an S3 bucket name: lower-case letters, digits, dots, hyphens), e.g. CACHE_STORE=s3://regcache/cache');
+  }
+  const keyPrefix = prefix === '' ? '' : `${prefix}/`;
+  return { bucket, prefix: keyPrefix, display: `s3://${bucket}/${keyPrefix}` };
+}
+
+function parseEndpoint(value: string | undefined): string | null {
+  if (value === undefined) return null;
+  let url: URL | null = null;
+  try {
+    url = new URL(value);
+  } catch {
+    // reported below
+  }
+  if (!url || !['http:', 'https:'].includes(url.protocol) || url.username || url.password) {
+    throw new ConfigError('S3_ENDPOINT', redactUrl(value), 'an http:// or https:// URL without credentials (those come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), e.g. S3_ENDPOINT=http://minio:9000');
+  }
+  return value.replace(/\/+$/, '');
 }
 
 const HOST_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -424,6 +480,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
+    cacheStore: config.cacheStore?.display ?? null,
     proxyAuth: describeUsers(config.proxyAuth),
     mirrorAuth: describeUsers(config.mirrorAuth),
     adminAuth: describeUsers(config.adminAuth),

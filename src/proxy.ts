@@ -17,7 +17,10 @@ import { FillCoordinator } from './cache/fill-coordinator.js';
 import type { Fill } from './cache/fill.js';
 import type { ListingViewer } from './cache/tag-listing.js';
 import { AccessLog } from './access-log.js';
+import { ownBucket } from './bucket-owner.js';
 import { ownCacheDir } from './cache-owner.js';
+import type { ContentStore } from './cache/content-store.js';
+import { diskFull } from './cache/eviction.js';
 import { describeConfig, type Config } from './config.js';
 import { Metrics, type MetricsExposition, type MetricsSources } from './metrics.js';
 import { listenError } from './startup-checks.js';
@@ -50,16 +53,14 @@ export interface RunningProxy {
 // Under Docker's default 10 s stop timeout, with room to exit cleanly.
 export const SHUTDOWN_GRACE_MS = 8_000;
 
-/** The one process (WORKERS=1): it owns CACHE_DIR and serves. */
+/** The one process (WORKERS=1): it owns CACHE_DIR (or, with CACHE_STORE, is a replica on the bucket) and serves. */
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   // This proxy's own counters: another proxy in the same process (tests) counts apart.
   const metrics = new Metrics();
   const { guard, doors, warnings } = openDoors(config, log, metrics);
   const ca = await prepareStartup(config, log, warnings);
-  const [leaves, owner] = await Promise.all([LeafCertificates.create(ca), ownCacheDir(config, log, metrics)]);
-  const { store, evictor } = owner;
-  // One coordinator for the store, shared by the proxy and the mirror: one upstream fill per origin and digest.
-  const coordinator = new FillCoordinator(store, evictor, log);
+  const [leaves, owned] = await Promise.all([LeafCertificates.create(ca), ownStore(config, log, metrics)]);
+  const { store, coordinator } = owned;
   const proxy = await serveProxy(config, log, {
     metrics,
     guard,
@@ -67,19 +68,43 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     ca,
     leaves,
     coordinator,
-    index: store.index,
-    diskFull: () => evictor.diskFull(),
+    index: owned.index,
+    diskFull: owned.diskFull,
+    storeReachable: owned.reachable,
     gauges: { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => store.index.totalBytes, storeEntries: () => store.index.size },
     views: {
       health: () => localHealth(ca.certPem, config.cacheDir),
       listing: (viewer) => Promise.resolve(cacheListing(store.index, viewer)),
       metrics: metrics.registry,
     },
-    closeStore: () => owner.close(),
+    closeStore: () => owned.close(),
   });
-  owner.setPorts(proxy.ports);
+  owned.setPorts(proxy.ports);
   log.info({ port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) }, 'listening');
   return proxy;
+}
+
+/** The store one process owns, and the one coordinator over it (shared by the proxy and the mirror: one fill per origin and digest). */
+interface OwnedStore {
+  store: ContentStore;
+  coordinator: FillCoordinator;
+  index: EntryIndex;
+  diskFull: () => Promise<boolean>;
+  reachable: (() => boolean) | null;
+  setPorts(ports: ServerPorts): void;
+  close(): Promise<void>;
+}
+
+/** CACHE_DIR's store, or with CACHE_STORE the fleet's bucket (one fetch per blob across replicas). */
+async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<OwnedStore> {
+  if (config.cacheStore) {
+    const owner = await ownBucket(config, config.cacheStore, log);
+    const { store } = owner;
+    return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, setPorts: owner.setPorts, close: owner.close };
+  }
+  const owner = await ownCacheDir(config, log, metrics);
+  const { store, evictor } = owner;
+  return { store, coordinator: new FillCoordinator(store, evictor, log), index: store.index, diskFull: () => evictor.diskFull(), reachable: null, setPorts: owner.setPorts, close: owner.close };
 }
 
 /** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
@@ -98,6 +123,7 @@ export interface ServeParts {
   coordinator: FillCoordinator;
   index: EntryIndex; // for the mirror's listings (a worker's replica of the primary's)
   diskFull: () => Promise<boolean>; // /readyz
+  storeReachable?: (() => boolean) | null; // /readyz, with CACHE_STORE: the bucket answers
   gauges: Partial<MetricsSources>; // the store's gauges, where the store is this process's
   views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
   closeStore: () => Promise<void>;
@@ -159,6 +185,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     ...parts.views,
     ready: () => ready,
     diskFull: parts.diskFull,
+    storeReachable: parts.storeReachable ?? null,
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
     auth: doors.admin,

@@ -46,6 +46,17 @@ describe('loadConfig', () => {
     assert.match(shown, /bob:\*\*\*@proxy\.corp:8080/);
   });
 
+  it('reads CACHE_STORE as a bucket and a prefix, one process per replica, and no S3 credentials anywhere', () => {
+    assert.equal(loadConfig({}).cacheStore, null);
+    const c = loadConfig({ CACHE_STORE: 's3://regcache/fleet/a/', S3_ENDPOINT: 'http://127.0.0.1:7480/', S3_FORCE_PATH_STYLE: 'true', S3_FILL_LEASE: '10s' });
+    assert.deepEqual(c.cacheStore, { bucket: 'regcache', prefix: 'fleet/a/', display: 's3://regcache/fleet/a/' });
+    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:7480', forcePathStyle: true, fillLeaseMs: 10_000 });
+    assert.equal(c.workers, 1, 'WORKERS defaults to 1 with CACHE_STORE');
+    assert.deepEqual(loadConfig({ CACHE_STORE: 's3://regcache' }).cacheStore, { bucket: 'regcache', prefix: '', display: 's3://regcache/' });
+    assert.equal(describeConfig(c).cacheStore, 's3://regcache/fleet/a/');
+    assert.throws(() => loadConfig({ CACHE_STORE: 's3://regcache', WORKERS: '4' }), /WORKERS="4".*with CACHE_STORE/);
+  });
+
   it('reads MIRROR_AUTH and ADMIN_AUTH as users, "none" (any case), or unset; shows no inline password', () => {
     assert.deepEqual([loadConfig({}).mirrorAuth, loadConfig({}).adminAuth], [null, null]);
     const c = loadConfig({ PROXY_AUTH: 'ops:s3cret', MIRROR_AUTH: 'None', ADMIN_AUTH: 'root:t0p' });
@@ -65,6 +76,10 @@ describe('loadConfig', () => {
     ['WORKERS', '0', /WORKERS="0".*e\.g\. WORKERS=4/],
     ['WORKERS', 'many', /WORKERS="many"/],
     ['WORKERS', '257', /WORKERS="257"/],
+    ['CACHE_STORE', 'minio://bucket', /CACHE_STORE="minio:\/\/bucket".*e\.g\. CACHE_STORE=s3:\/\//],
+    ['CACHE_STORE', 's3://Bad_Bucket', /CACHE_STORE="s3:\/\/Bad_Bucket"/],
+    ['S3_ENDPOINT', 'http://key:secret@minio:9000', /S3_ENDPOINT=.*without credentials/],
+    ['S3_FILL_LEASE', 'soon', /S3_FILL_LEASE="soon"/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
       assert.throws(() => loadConfig({ [variable]: value }), (err: Error) => {

@@ -22,6 +22,7 @@ declare -A needs=(
   [radosgw-admin]=radosgw
   [ceph]=ceph-common
   [monmaptool]=ceph-base
+  [haproxy]=haproxy # the S3 fleet test: a load balancer in front of two replicas
 )
 what=tests
 if [ "${1:-}" = --bench ]; then

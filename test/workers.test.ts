@@ -8,8 +8,7 @@
 // and a SIGTERM that lets a transfer finish.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
-import http from 'node:http';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { makeImage, pushImage, type Image } from './harness/images.js';
@@ -17,51 +16,13 @@ import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import { run, waitFor } from './harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from './harness/regcache.js';
-import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
-import { certDirFor, pullThrough, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
+import { get } from './support/plain-http.js';
+import { assertConcurrentPullsFetchOnce, certDirFor, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 const sha256 = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
-
-interface Got {
-  status: number;
-  body: Buffer;
-  length: number | null; // Content-Length
-  complete: boolean; // the whole announced body arrived
-  firstByteAt: number | null;
-  doneAt: number;
-}
-
-/**
- * A GET on a connection of its own (so that the cluster picks a worker for it), reading the body as it
- * comes; `progress` sees the bytes so far. Never rejects: a cut body is `complete: false`.
- */
-function get(port: number, target: string, progress?: (received: number) => void): Promise<Got> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let received = 0;
-    let firstByteAt: number | null = null;
-    let status = 0;
-    let length: number | null = null;
-    const finish = (complete: boolean) => resolve({ status, body: Buffer.concat(chunks), length, complete, firstByteAt, doneAt: Date.now() });
-    const req = http.get({ host: '127.0.0.1', port, path: target, agent: false }, (res) => {
-      status = res.statusCode ?? 0;
-      length = res.headers['content-length'] === undefined ? null : Number(res.headers['content-length']);
-      res.on('data', (chunk: Buffer) => {
-        firstByteAt ??= Date.now();
-        chunks.push(chunk);
-        received += chunk.length;
-        progress?.(received);
-      });
-      res.once('end', () => finish(res.complete && (length === null || received === length)));
-      res.once('error', () => finish(false));
-      res.once('aborted', () => finish(false));
-    });
-    req.once('error', () => finish(false));
-  });
-}
 
 const workerOf = (line: LogLine): number => Number(line.worker);
 const blobPath = (repo: string, blob: FakeBlob, ns: string) => `/v2/${repo}/blobs/${blob.digest}?ns=${ns}`;
@@ -119,19 +80,10 @@ describe('WORKERS=2: two worker processes on one store', () => {
   it('concurrent cold pulls through both workers: each blob fetched upstream once, every client the same bytes', async () => {
     const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
     const mark = (await proxy.logs()).length;
-    const outs = Array.from({ length: 4 }, (_, i) => path.join(root, `pull-${i}`));
-    const results = await Promise.all(outs.map((out, i) => pullThrough(proxy, 'registry.test/lib/app:v1', out, certDir, path.join(root, `skopeo-${i}`))));
-    results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));
-    for (const out of outs) await assertSkopeoDir(out, image);
-    for (const name of await readdir(outs[0]!)) {
-      const first = await readFile(path.join(outs[0]!, name));
-      for (const out of outs.slice(1)) assert.ok(first.equals(await readFile(path.join(out, name))), `${name} in ${out}`);
-    }
-    const blobs = [image.config.digest, ...image.layers.map((l) => l.digest)];
-    await waitFor(async () => (await upstream.registry.countBlobGets(blobs[0]!)) >= 1, { timeoutMs: 5000, what: "the registry's access log" });
-    for (const digest of blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, `one upstream GET of ${digest}`);
+    const clients = [proxy, proxy, proxy, proxy];
+    const blobs = await assertConcurrentPullsFetchOnce(upstream.registry, image, clients, 'registry.test/lib/app:v1', root, certDir);
     const lines = (await proxy.requests(mark)).filter((l) => l.kind === 'blob' && l.method === 'GET');
-    assert.equal(lines.length, outs.length * blobs.length);
+    assert.equal(lines.length, clients.length * blobs.length);
     assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
     assert.deepEqual(new Set(lines.map(workerOf)), new Set([1, 2]), 'both workers served blobs');
     for (const digest of blobs) {

@@ -32,6 +32,7 @@ export interface AdminDeps {
   metrics: MetricsExposition; // /metrics
   ready: () => boolean; // false while starting or shutting down
   diskFull: () => Promise<boolean>; // free space on CACHE_DIR's filesystem is below the evictor's reserve
+  storeReachable: (() => boolean) | null; // with CACHE_STORE: whether the bucket answered last time it was asked
   mirrorPort: () => number | null; // the registry-mirror listener, when on
   registries: string[]; // the allowlist, for /setup/containerd
   auth: UserSet | null; // the admin door: ADMIN_AUTH, else PROXY_AUTH; null: open
@@ -114,8 +115,9 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     }
     case '/readyz': {
       // A full disk cannot store anything (every fill is a BYPASS): a balancer should prefer another replica.
-      const checks = { listening: deps.ready(), diskSpace: !(await deps.diskFull().catch(() => true)) };
-      const ready = checks.listening && checks.diskSpace;
+      // With CACHE_STORE, a replica that cannot reach the bucket answers 503 to every pull: out of rotation.
+      const checks = { listening: deps.ready(), diskSpace: !(await deps.diskFull().catch(() => true)), ...(deps.storeReachable ? { store: deps.storeReachable() } : {}) };
+      const ready = Object.values(checks).every(Boolean);
       json(ready ? 200 : 503, { ready, checks });
       return;
     }

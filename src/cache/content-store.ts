@@ -45,6 +45,17 @@ export interface Spool {
   close(): Promise<void>;
 }
 
+/** What a spool is begun for: the content a fill writes (its size is known only at the end). */
+export type SpooledContent = Pick<StoredContent, 'kind' | 'digest'>;
+
+/**
+ * The place that holds the content cannot be reached, or refuses (a bucket that is down, gone, or denies
+ * regcache's credentials): requests that need it are answered 503 rather than served or stored half-way.
+ */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}
+
 /** Free space where content goes, and how much of it the store keeps for its index and the OS. */
 export interface DiskSpace {
   free: number;
@@ -74,8 +85,8 @@ export interface ContentStore extends EventEmitter {
   readAll(content: StoredContent): Promise<Buffer | null>;
   /** Where the content lives, for log lines (a path, a URL). */
   where(digest: string): string;
-  /** A new, empty spool for a fill. */
-  beginSpool(): Promise<Spool>;
+  /** A new, empty spool for a fill of `content` (a bucket starts its upload where the content will live). */
+  beginSpool(content: SpooledContent): Promise<Spool>;
   /** Stores a verified, synced spool as `content` (the spool is the store's afterwards; close it). */
   commit(spool: Spool, content: StoredContent, from: Provenance): Promise<void>;
   /** Drops a spool whose content will never be stored. */

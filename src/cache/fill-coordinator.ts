@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../log.js';
-import type { ContentFile, ContentKind, ContentStore, Provenance, StoredContent } from './content-store.js';
+import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type Provenance, type StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
 import type { Room } from './eviction.js';
 import { Fill } from './fill.js';
@@ -126,7 +126,8 @@ export class FillCoordinator extends EventEmitter {
     let file: ContentFile | null;
     try {
       file = await this.store.open(stored);
-    } catch {
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) throw err; // a MISS would fetch what the fleet cannot store
       return null; // cannot be opened now (EMFILE, EACCES): a MISS, the entry stays
     }
     if (!file) {

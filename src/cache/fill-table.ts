@@ -37,6 +37,33 @@ export interface FillTable {
   claim(key: FillKey, join: boolean): Promise<FillClaim>;
 }
 
+/** A request's entry in a table's map of this process's fills: resolved with the fill it may read, or null. */
+export interface PendingFill {
+  promise: Promise<Fill | null>;
+  done(fill: Fill | null): void;
+}
+
+/**
+ * Puts a pending fill under `id` in `map` (this process's other requests for it wait on it while another
+ * process or the bucket is asked); it leaves the map when done without a fill, or once its fill settles.
+ */
+export function registerPending(map: Map<string, Promise<Fill | null>>, id: string): PendingFill {
+  let resolve: (fill: Fill | null) => void = () => undefined;
+  const promise = new Promise<Fill | null>((r) => (resolve = r));
+  map.set(id, promise);
+  const forget = () => {
+    if (map.get(id) === promise) map.delete(id);
+  };
+  return {
+    promise,
+    done: (fill) => {
+      if (!fill || fill.settled) forget();
+      else fill.once('settled', forget);
+      resolve(fill);
+    },
+  };
+}
+
 /** Fills are per origin: bytes from one registry are never handed to a request that named another. */
 export function fillKeyId(key: FillKey): string {
   return `${key.origin}|${key.kind}/${key.digest}`;

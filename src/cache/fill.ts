@@ -65,7 +65,7 @@ export class Fill extends EventEmitter {
     body: Readable,
     from: Provenance,
   ): Promise<Fill> {
-    const spool = await store.beginSpool();
+    const spool = await store.beginSpool({ kind, digest });
     const fill = new SpoolingFill(kind, digest, mediaType, expectedSize, spool);
     void fill.run(store, spool, body, from);
     return fill;

@@ -74,7 +74,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
     return contentPath(this.dir, digest);
   }
 
-  beginSpool(): Promise<Spool> {
+  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
     return createSpool(this.dir, newSpoolName());
   }
 

@@ -6,7 +6,7 @@
 // verified and once settled.
 import type { ProcessChannel } from '../process-channel.js';
 import type { Fill, FillBytes } from './fill.js';
-import { fillKeyId, type FillClaim, type FillKey, type FillLead, type FillTable } from './fill-table.js';
+import { fillKeyId, registerPending, type FillClaim, type FillKey, type FillLead, type FillTable, type PendingFill } from './fill-table.js';
 import { FollowedFill, reportedError } from './followed-fill.js';
 import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillSettled, type FollowInfo } from './store-protocol.js';
 
@@ -16,12 +16,6 @@ interface Followed {
   settled: FillSettled | null;
   fill: FollowedFill | null;
   opened: Promise<Fill | null>;
-}
-
-/** A request's entry in this worker's map: resolved with the fill it may read, or null. */
-interface Pending {
-  promise: Promise<Fill | null>;
-  done(fill: Fill | null): void;
 }
 
 // A request that fetches without being known to anyone (it may not join the fill that runs).
@@ -61,7 +55,7 @@ export class SharedFillTable implements FillTable {
     if (local && join) return Promise.resolve({ join: local });
     if (local) return Promise.resolve({ lead: UNREGISTERED });
     // This worker's other requests for it wait on this entry while the primary is asked.
-    const pending = this.register(id);
+    const pending = registerPending(this.local, id);
     return new Promise<FillClaim>((resolve) => {
       this.channel.call<ClaimAnswer>(FILL.claim, { key, join } satisfies ClaimRequest, (err, answer) => {
         if (err || !answer) {
@@ -88,25 +82,8 @@ export class SharedFillTable implements FillTable {
     });
   }
 
-  private register(id: string): Pending {
-    let resolve: (fill: Fill | null) => void = () => undefined;
-    const promise = new Promise<Fill | null>((r) => (resolve = r));
-    this.local.set(id, promise);
-    const forget = () => {
-      if (this.local.get(id) === promise) this.local.delete(id);
-    };
-    return {
-      promise,
-      done: (fill) => {
-        if (!fill || fill.settled) forget();
-        else fill.once('settled', forget);
-        resolve(fill);
-      },
-    };
-  }
-
   /** Leads a fill the primary registered: reports it started (or not), its progress, how it settled. */
-  private lead(pending: Pending, fillId: number): FillLead {
+  private lead(pending: PendingFill, fillId: number): FillLead {
     return {
       started: (fill) => {
         pending.done(fill);
@@ -175,7 +152,7 @@ export class SharedFillTable implements FillTable {
 }
 
 /** A lead that only this worker's requests know of. */
-function localLead(pending: Pending): FillLead {
+function localLead(pending: PendingFill): FillLead {
   return { started: (fill) => pending.done(fill), ended: () => pending.done(null) };
 }
 

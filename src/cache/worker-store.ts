@@ -8,9 +8,10 @@ import fs from 'node:fs/promises';
 import type { ProcessChannel } from '../process-channel.js';
 import { contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath } from './content-files.js';
 import type { ContentFile, ContentIndex, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from './content-store.js';
-import { EntryIndex, entryKey, type Access, type Entry, type TagPointer } from './entry-index.js';
+import { EntryIndex, entryKey, type Access, type Entry } from './entry-index.js';
 import type { Room } from './eviction.js';
 import type { FillBytes } from './fill.js';
+import { ReplicaIndex } from './replica-index.js';
 import { SmallWrites } from './small-writes.js';
 import { STORE, type CommitRequest, type IndexCall, type IndexOp, type Use } from './store-protocol.js';
 
@@ -85,7 +86,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     return contentPath(this.options.dir, digest);
   }
 
-  beginSpool(): Promise<Spool> {
+  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
     return createSpool(this.options.dir, newSpoolName(this.options.spoolPrefix));
   }
 
@@ -148,38 +149,12 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 }
 
 /** The index as a worker sees it: reads from the replica, changes made by the primary (and reported back). */
-class WorkerIndex implements ContentIndex {
+class WorkerIndex extends ReplicaIndex {
   constructor(
-    private readonly replica: EntryIndex,
+    replica: EntryIndex,
     private readonly channel: ProcessChannel,
-  ) {}
-
-  get size(): number {
-    return this.replica.size;
-  }
-
-  get totalBytes(): number {
-    return this.replica.totalBytes;
-  }
-
-  get(kind: ContentKind, digest: string): Entry | undefined {
-    return this.replica.get(kind, digest);
-  }
-
-  oldestFirst(): IterableIterator<Entry> {
-    return this.replica.oldestFirst();
-  }
-
-  taggedManifest(tag: string): Entry | undefined {
-    return this.replica.taggedManifest(tag);
-  }
-
-  pointer(key: string): TagPointer | undefined {
-    return this.replica.pointer(key);
-  }
-
-  pointersOf(tag: string): TagPointer[] {
-    return this.replica.pointersOf(tag);
+  ) {
+    super(replica);
   }
 
   async untag(tag: string): Promise<void> {

@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CacheStatus } from '../access-log.js';
-import type { ContentFile, ContentKind, Provenance, StoredContent } from '../cache/content-store.js';
+import { StoreUnavailableError, type ContentFile, type ContentKind, type Provenance, type StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
 import type { FillCoordinator, FillKey } from '../cache/fill-coordinator.js';
 import { FillReader } from '../cache/fill-reader.js';
@@ -112,6 +112,7 @@ export class ContentResponder {
     try {
       outcome = await this.coordinator.fill(fillKey(request, content), content.from, () => this.fetch(request), mayJoin ? admit : null);
     } catch (err) {
+      if (err instanceof StoreUnavailableError) throw err; // 503, by the handler
       answerUpstreamFailure(res, record, err);
       return;
     }

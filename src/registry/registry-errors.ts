@@ -14,6 +14,7 @@ export const REGISTRY_ERRORS = {
   internal: { status: 500, code: 'UNKNOWN' },
   'upstream-unreachable': { status: 502, code: 'UNAVAILABLE' },
   'upstream-timeout': { status: 504, code: 'UNAVAILABLE' },
+  'store-unavailable': { status: 503, code: 'UNAVAILABLE' }, // CACHE_STORE's bucket cannot be reached or refuses
 } as const satisfies Record<string, { status: number; code: string }>;
 
 export type RegistryErrorKind = keyof typeof REGISTRY_ERRORS;

@@ -2,6 +2,7 @@
 // mirror's: classify, then serve from the cache, pass through, or refuse.
 import type { ServerResponse } from 'node:http';
 import type { AccessLog, RequestRecord } from '../access-log.js';
+import { StoreUnavailableError } from '../cache/content-store.js';
 import type { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Logger } from '../log.js';
 import type { Upstream } from '../upstream/upstream-client.js';
@@ -69,6 +70,11 @@ export class RegistryHandler {
           return sendRegistryError(res, route.error, route.message);
       }
     } catch (err) {
+      if (err instanceof StoreUnavailableError) {
+        // The bucket is down or refuses (the store logged it once, with the reason): the client may retry, or another replica serve it.
+        record.error = `store: ${err.message}`;
+        return sendRegistryError(res, 'store-unavailable', 'the cache store is unavailable');
+      }
       // Anything unforeseen: answer 500 if we still can, never take the process down.
       record.error = `internal: ${(err as Error).message}`;
       sendRegistryError(res, 'internal', 'regcache internal error');

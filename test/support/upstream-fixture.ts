@@ -1,14 +1,15 @@
 // A real docker-registry standing in for a public registry, under a CA made by the test, with an image
 // pushed into it, plus the helpers every end-to-end test needs to pull it through regcache.
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import assert from 'node:assert/strict';
+import { copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { makeImage, pushImage, type Image } from '../harness/images.js';
 import { createTestCA, type TestCA } from '../harness/pki.js';
 import { startRegcache, type Regcache, type RegcacheOptions } from '../harness/regcache.js';
 import { startRegistry, type Registry } from '../harness/registry.js';
-import { skopeoCopyToDir } from '../harness/skopeo.js';
+import { assertSkopeoDir, skopeoCopyToDir } from '../harness/skopeo.js';
 import { startTokenServer, type TokenServer, type TokenServerOptions } from '../harness/token-server.js';
-import type { RunResult } from '../harness/proc.js';
+import { waitFor, type RunResult } from '../harness/proc.js';
 
 export interface Upstream {
   ca: TestCA;
@@ -77,11 +78,30 @@ export async function certDirFor(proxy: Regcache, dir: string): Promise<string> 
   return dir;
 }
 
-export async function pullThrough(proxy: Regcache, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
+export async function pullThrough(proxy: Pick<Regcache, 'proxyUrl'>, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
   return skopeoCopyToDir(ref, out, {
     dir: scratch,
     certDir,
     env: { HTTPS_PROXY: proxy.proxyUrl, NO_PROXY: '' },
     ...(creds ? { creds } : {}),
   });
+}
+
+/**
+ * One skopeo pull of `ref` per proxy, all at once (into ROOT/pull-<i>): every client gets the image, every
+ * copy byte-identical, and the registry saw one GET per blob (config and layers, returned).
+ */
+export async function assertConcurrentPullsFetchOnce(registry: Registry, image: Image, proxies: Pick<Regcache, 'proxyUrl'>[], ref: string, root: string, certDir: string): Promise<string[]> {
+  const outs = proxies.map((_, i) => path.join(root, `pull-${i}`));
+  const results = await Promise.all(proxies.map((proxy, i) => pullThrough(proxy, ref, outs[i]!, certDir, path.join(root, `skopeo-${i}`))));
+  results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));
+  for (const out of outs) await assertSkopeoDir(out, image);
+  for (const name of await readdir(outs[0]!)) {
+    const first = await readFile(path.join(outs[0]!, name));
+    for (const out of outs.slice(1)) assert.ok(first.equals(await readFile(path.join(out, name))), `${name} in ${out}`);
+  }
+  const blobs = [image.config.digest, ...image.layers.map((l) => l.digest)];
+  await waitFor(async () => (await registry.countBlobGets(blobs[0]!)) >= 1, { timeoutMs: 5000, what: "the registry's access log" });
+  for (const digest of blobs) assert.equal(await registry.countBlobGets(digest), 1, `one upstream GET of ${digest}`);
+  return blobs;
 }

@@ -1,0 +1,227 @@
+// The S3 store and the fill locks in process, over an in-memory bucket (test/support/fake-bucket.ts):
+// exactly one winner among replicas racing for a fill's lock, a lapsed lease taken over by exactly one,
+// content invisible until verified (an upload aborted on failure leaves nothing), what one replica
+// stored found by another at once and read back by range, one upstream fetch across replicas, and a
+// bucket that goes down and comes back. End to end against a real S3 server: test/s3-fleet.test.ts.
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { once } from 'node:events';
+import { PassThrough, Readable } from 'node:stream';
+import { after, describe, it } from 'node:test';
+import { BucketFillTable } from '../src/cache/bucket-fill-table.js';
+import { BucketLayout } from '../src/cache/bucket-layout.js';
+import { PART_SIZE } from '../src/cache/bucket-spool.js';
+import { StoreUnavailableError } from '../src/cache/content-store.js';
+import { Fill } from '../src/cache/fill.js';
+import { FillCoordinator } from '../src/cache/fill-coordinator.js';
+import { FillLocks } from '../src/cache/fill-lock.js';
+import { S3Store } from '../src/cache/s3-store.js';
+import { createLogger } from '../src/log.js';
+import { TmpDirs } from './harness/tmp.js';
+import { FakeBucket } from './support/fake-bucket.js';
+
+const log = createLogger('silent', false);
+const NO_PROVENANCE = { ref: null, tag: null };
+const PREFIX = 'fleet/';
+const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolve() : once(fill, 'settled'));
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const KEY = { origin: 'registry.test', kind: 'blob' as const, digest: 'sha256:' + 'a'.repeat(64) };
+
+describe('S3 store over an in-memory bucket', () => {
+  const tmp = new TmpDirs();
+  const stores: S3Store[] = [];
+  after(async () => {
+    for (const s of stores) await s.close();
+    await tmp.cleanup();
+  });
+
+  const replica = async (bucket: FakeBucket): Promise<S3Store> => {
+    const { store } = await S3Store.open({ bucket, prefix: PREFIX, dir: await tmp.make('regcache-s3'), log, probeMs: 50, refreshMs: 60_000 });
+    stores.push(store);
+    return store;
+  };
+  const locks = (bucket: FakeBucket, owner: string, leaseMs = 10_000) => new FillLocks(bucket, new BucketLayout(PREFIX), { owner, leaseMs });
+
+  it('gives a fill lock to exactly one of the replicas racing for it', async () => {
+    const bucket = new FakeBucket();
+    bucket.latencyMs = 5;
+    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => locks(bucket, `r${i}`).acquire(KEY)));
+    const leases = claims.filter((c) => 'lease' in c);
+    assert.equal(leases.length, 1, 'one lease');
+    for (const c of claims) if ('heldBy' in c) assert.equal(c.heldBy.owner, JSON.parse(bucket.objects.get((leases[0] as { lease: { key: string } }).lease.key)!.body.toString()).owner);
+    for (const c of leases) c.lease.abandon();
+  });
+
+  it('lets exactly one replica take over a lease that lapsed, as the next generation', async () => {
+    const bucket = new FakeBucket();
+    const dead = await locks(bucket, 'dead', 200).acquire(KEY);
+    assert.ok('lease' in dead);
+    dead.lease.abandon(); // the replica died: nobody renews
+    const early = await locks(bucket, 'early').acquire(KEY);
+    assert.ok('heldBy' in early && early.heldBy.owner === 'dead', 'live until the lease lapses');
+    await sleep(250);
+    bucket.latencyMs = 5;
+    const claims = await Promise.all(Array.from({ length: 6 }, (_, i) => locks(bucket, `r${i}`).acquire(KEY)));
+    const leases = claims.flatMap((c) => ('lease' in c ? [c.lease] : []));
+    assert.equal(leases.length, 1, 'one winner');
+    assert.equal(leases[0]!.generation, 1);
+    leases[0]!.abandon();
+  });
+
+  it('renews a lease while it is held, and a released lock is claimed again as the next generation', async () => {
+    const bucket = new FakeBucket();
+    const held = await locks(bucket, 'holder', 150).acquire(KEY);
+    assert.ok('lease' in held);
+    await sleep(400); // longer than the lease: renewals keep it live
+    assert.ok('heldBy' in (await locks(bucket, 'other').acquire(KEY)));
+    await held.lease.release();
+    const next = await locks(bucket, 'other').acquire(KEY);
+    assert.ok('lease' in next && next.lease.generation === 1);
+    next.lease.abandon();
+  });
+
+  it('uploads a fill in parts while it runs, invisible until verified; another replica then finds it and reads ranges', async () => {
+    const bucket = new FakeBucket();
+    const [a, b] = [await replica(bucket), await replica(bucket)];
+    const data = crypto.randomBytes(2 * PART_SIZE + 12345);
+    const digest = digestOf(data);
+    const body = new PassThrough();
+    const fill = await Fill.start(a, 'blob', digest, 'application/x-test', data.length, body, { ref: 'registry.test/lib/app', tag: null });
+    body.write(data.subarray(0, 2 * PART_SIZE + 100));
+    for (let i = 0; i < 100 && bucket.count('uploadPart') < 2; i++) await sleep(10);
+    assert.equal(bucket.count('uploadPart'), 2, 'whole parts uploaded while the fill runs');
+    assert.equal(bucket.objects.has(a.layout.content(digest)), false, 'nothing readable before the digest is verified');
+    assert.equal(await b.lookup('blob', digest), null);
+    body.end(data.subarray(2 * PART_SIZE + 100));
+    await settled(fill);
+    assert.equal(fill.state, 'committed', fill.error?.message);
+    assert.equal(bucket.uploads.size, 0);
+    const found = await b.lookup('blob', digest);
+    assert.deepEqual(found, { kind: 'blob', digest, size: data.length, mediaType: 'application/x-test' });
+    assert.deepEqual(b.index.get('blob', digest)?.refs, ['registry.test/lib/app']);
+    const file = (await b.open(found!))!;
+    assert.equal(file.size, data.length);
+    const buffer = Buffer.alloc(300_000);
+    for (const at of [0, 300_000, PART_SIZE - 10, 5]) {
+      const n = await file.read(buffer, buffer.length, at);
+      assert.ok(buffer.subarray(0, n).equals(data.subarray(at, at + n)), `bytes at ${at}`);
+    }
+    // Sequential reads, as a HIT makes them, across a part boundary: one ranged GET serves them all.
+    const gets = bucket.count('read');
+    const chunk = Buffer.alloc(256 * 1024);
+    for (let at = 1000; at <= 2 * PART_SIZE; ) {
+      const n = await file.read(chunk, Math.min(chunk.length, 2 * PART_SIZE + 1 - at), at);
+      assert.ok(n > 0 && chunk.subarray(0, n).equals(data.subarray(at, at + n)), `bytes at ${at}`);
+      at += n;
+    }
+    assert.equal(bucket.count('read') - gets, 1, 'one GET for the sequential reads');
+    await file.close();
+  });
+
+  it("writes the origin's marker before the entry: a replica that finds the entry also finds where it came from", async () => {
+    const bucket = new FakeBucket();
+    const store = await replica(bucket);
+    const written: string[] = [];
+    const put = bucket.put.bind(bucket);
+    bucket.put = (key, body, options) => (written.push(key), put(key, body, options));
+    const data = Buffer.from('{"schemaVersion":2}');
+    const digest = digestOf(data);
+    await store.putVerified({ kind: 'manifest', digest, size: data.length, mediaType: 'application/x-test' }, data, { ref: 'registry.test/lib/app', tag: 'registry.test/lib/app:v1' });
+    const order = [store.layout.ref('manifest', digest, 'registry.test/lib/app'), store.layout.entry('manifest', digest), store.layout.tag('registry.test/lib/app:v1')].map((k) => written.indexOf(k));
+    assert.ok(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1]!)), `marker, entry, tag in that order: ${written.join(' ')}`);
+  });
+
+  it('aborts the upload of a fill that fails: no object, no entry, no upload left', async () => {
+    const bucket = new FakeBucket();
+    const store = await replica(bucket);
+    const data = crypto.randomBytes(PART_SIZE + 1000);
+    const wrong = await Fill.start(store, 'blob', 'sha256:' + 'b'.repeat(64), 'application/x-test', data.length, Readable.from([data]), NO_PROVENANCE);
+    await settled(wrong);
+    assert.equal(wrong.error?.reason, 'digest-mismatch');
+    const body = new PassThrough();
+    const cut = await Fill.start(store, 'blob', digestOf(data), 'application/x-test', data.length, body, NO_PROVENANCE);
+    body.write(data.subarray(0, PART_SIZE + 10));
+    await sleep(50);
+    body.destroy(new Error('upstream reset'));
+    await settled(cut);
+    assert.equal(cut.error?.reason, 'upstream');
+    assert.equal(bucket.count('abortUpload'), 2);
+    assert.equal(bucket.uploads.size, 0, 'every upload aborted');
+    assert.deepEqual([...bucket.objects.keys()].filter((k) => !k.startsWith(`${PREFIX}fills/`)), [], 'nothing stored');
+  });
+
+  it('fetches once across two replicas: the other waits for the commit and serves it stored', async () => {
+    const bucket = new FakeBucket();
+    const [a, b] = [await replica(bucket), await replica(bucket)];
+    const data = crypto.randomBytes(300_000);
+    const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
+    const coordinatorOf = (store: S3Store, owner: string) =>
+      new FillCoordinator(store, store.room(1e12), log, new BucketFillTable(locks(bucket, owner), { stored: async (k) => (await store.lookup(k.kind, k.digest)) !== null, pollMs: 20 }));
+    let fetches = 0;
+    const slowBody = () => {
+      fetches++;
+      const body = new PassThrough();
+      void (async () => {
+        for (let at = 0; at < data.length; at += 50_000) {
+          body.write(data.subarray(at, at + 50_000));
+          await sleep(20);
+        }
+        body.end();
+      })();
+      return Promise.resolve({ answer: 'ok', body: { stream: body, mediaType: 'application/x-test', size: data.length } });
+    };
+    const admit = () => Promise.resolve(true);
+    const [first, second] = await Promise.all([coordinatorOf(a, 'a').fill(key, NO_PROVENANCE, slowBody, admit), sleep(5).then(() => coordinatorOf(b, 'b').fill(key, NO_PROVENANCE, slowBody, admit))]);
+    assert.equal(fetches, 1, 'one upstream fetch');
+    assert.equal(first.kind, 'started');
+    assert.equal(second.kind, 'ended', 'the other replica was told to look in the store');
+    assert.ok(await b.lookup('blob', key.digest), 'and it is there');
+    if (first.kind === 'started') first.fill.release();
+  });
+
+  it('does not fetch again what an earlier leader stored after the caller looked (a claim of a later generation)', async () => {
+    const bucket = new FakeBucket();
+    const [a, b] = [await replica(bucket), await replica(bucket)];
+    const data = crypto.randomBytes(1000);
+    const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
+    const lockA = locks(bucket, 'a');
+    const coordinator = new FillCoordinator(a, a.room(1e12), log, new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }));
+    const fetched = () => Promise.resolve({ answer: 'ok', body: { stream: Readable.from([data]), mediaType: 'application/x-test', size: data.length } });
+    const led = await coordinator.fill(key, NO_PROVENANCE, fetched, null);
+    assert.equal(led.kind, 'started');
+    if (led.kind === 'started') {
+      await settled(led.fill);
+      led.fill.release();
+    }
+    for (let i = 0; i < 100 && (await lockA.holder(key)) !== null; i++) await sleep(10); // released after the commit
+    const claim = await new BucketFillTable(locks(bucket, 'b'), { stored: async (k) => (await b.lookup(k.kind, k.digest)) !== null, pollMs: 20 }).claim(key, true);
+    assert.deepEqual(claim, { stored: true });
+  });
+
+  it("takes over a fill whose leader's lease lapsed", async () => {
+    const bucket = new FakeBucket();
+    const b = await replica(bucket);
+    const dead = await locks(bucket, 'dead', 200).acquire(KEY);
+    assert.ok('lease' in dead);
+    dead.lease.abandon();
+    const table = new BucketFillTable(locks(bucket, 'b'), { stored: async (k) => (await b.lookup(k.kind, k.digest)) !== null, pollMs: 20 });
+    const started = Date.now();
+    const claim = await table.claim(KEY, true);
+    assert.ok('lead' in claim, 'led after the lease lapsed');
+    assert.ok(Date.now() - started >= 150, 'not before');
+    claim.lead.ended();
+  });
+
+  it('throws StoreUnavailableError while the bucket is down, /readyz-style reachability follows, and recovers', async () => {
+    const bucket = new FakeBucket();
+    const store = await replica(bucket);
+    bucket.down = true;
+    await assert.rejects(store.lookup('blob', 'sha256:' + 'c'.repeat(64)), StoreUnavailableError);
+    assert.equal(store.reachable, false);
+    bucket.down = false;
+    for (let i = 0; i < 50 && !store.reachable; i++) await sleep(20);
+    assert.equal(store.reachable, true, 'a probe found it again');
+    assert.equal(await store.lookup('blob', 'sha256:' + 'c'.repeat(64)), null);
+  });
+});
