@@ -3,7 +3,7 @@
 // and read only as fast as the reader asks (the response body is paused between reads: TCP pushes back
 // on the bucket), so a slow client holds one connection and a stream buffer, never the object in memory.
 // A read at another position starts a new ranged GET there.
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import type { Bucket } from './bucket.js';
 import type { ContentFile } from './content-store.js';
 
@@ -38,19 +38,6 @@ export class BucketFile implements ContentFile {
     }
     this.position += filled;
     return filled;
-  }
-
-  stream(start: number, end: number): Readable {
-    const { bucket, key } = this;
-    // One GET of the range; Readable.from pulls the next chunk only when the consumer wants it.
-    return Readable.from(
-      (async function* () {
-        const body = await bucket.read(key, start, end);
-        if (!body) throw new Error(`${key} is gone from the bucket`);
-        yield* body as AsyncIterable<Buffer>;
-      })(),
-      { objectMode: false },
-    );
   }
 
   async close(): Promise<void> {
