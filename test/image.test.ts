@@ -121,13 +121,20 @@ describe('the Docker image', () => {
 
     const first = await pull('first');
     assert.equal(first.code, 0, first.stderr);
-    const cold = blobGets(await logs('regcache'));
+    // A request's line is written once regcache has finished with it (a MISS: after the commit), which may
+    // be a moment after skopeo has every byte.
+    const linesOf = async (n: number) => {
+      let lines: Awaited<ReturnType<typeof blobGets>> = [];
+      await waitFor(async () => (lines = blobGets(await logs('regcache'))).length >= n, { timeoutMs: 10_000, what: `${n} blob GET lines` });
+      return lines;
+    };
+    const cold = await linesOf(upstream.blobs.length);
     assert.deepEqual(cold.map((l) => l.cache), upstream.blobs.map(() => 'MISS'));
     assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
 
     const second = await pull('second');
     assert.equal(second.code, 0, second.stderr);
-    const warm = blobGets(await logs('regcache')).slice(cold.length);
+    const warm = (await linesOf(cold.length + upstream.blobs.length)).slice(cold.length);
     assert.deepEqual(warm.map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
     await assertSkopeoDir(path.join(root, 'second'), upstream.image);
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
