@@ -1,18 +1,22 @@
 // The fleet's deploy files (deploy/, docs/scale-out.md "Deploying a fleet"): the Compose files as Debian's
-// docker-compose (v1) reads them and haproxy's configuration as haproxy checks it, held against what
-// regcache reads and listens on. No Docker Hub: what can be checked without it.
+// docker-compose (v1) reads them, haproxy's configuration as haproxy checks it, and the Kubernetes
+// manifests parsed and held against what regcache reads and listens on. No cluster, no Docker Hub: what
+// can be checked without them.
 import assert from 'node:assert/strict';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { parse } from 'yaml';
+import { parse, parseAllDocuments } from 'yaml';
 import { loadConfig, type Env } from '../src/config.js';
+import { SHUTDOWN_GRACE_MS } from '../src/proxy.js';
+import { loadOrCreateCa } from '../src/tls/certificate-authority.js';
 import { BASE_PATH } from './harness/containerd.js';
 import { run } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const COMPOSE = path.join(ROOT, 'deploy', 'compose');
+const KUBERNETES = path.join(ROOT, 'deploy', 'kubernetes');
 
 // The AWS SDK's own variables (credentials and region chain), which regcache passes to it unread.
 const SDK_VARIABLES = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION', 'AWS_PROFILE', 'AWS_ROLE_ARN', 'AWS_WEB_IDENTITY_TOKEN_FILE'];
@@ -146,3 +150,179 @@ interface Service {
   volumes?: string[];
   depends_on?: Record<string, { condition: string }>;
 }
+
+// The manifests as Kubernetes reads them: YAML 1.1 (0440 is octal).
+interface Manifest {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; labels?: Record<string, string> };
+  [field: string]: unknown;
+}
+
+interface Container {
+  name: string;
+  ports: { name?: string; containerPort: number }[];
+  env?: { name: string; value?: string; valueFrom?: { secretKeyRef?: { name: string; key: string } } }[];
+  envFrom?: { configMapRef?: { name: string }; secretRef?: { name: string } }[];
+  volumeMounts: { name: string; mountPath: string; readOnly?: boolean }[];
+  securityContext?: { runAsUser?: number; readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+  startupProbe?: Probe;
+  lifecycle?: { preStop?: { exec?: { command: string[] } } };
+}
+interface Probe {
+  httpGet: { path: string; port: string | number };
+}
+interface PodSpec {
+  containers: Container[];
+  securityContext?: { runAsUser?: number; runAsNonRoot?: boolean; fsGroup?: number };
+  terminationGracePeriodSeconds?: number;
+  volumes: { name: string; secret?: { secretName: string; defaultMode?: number; items?: { key: string }[] }; emptyDir?: unknown }[];
+}
+
+describe('deploy/kubernetes: the manifests', () => {
+  let resources: Manifest[];
+  let generated: { name: string; keys: string[] }[];
+  let deployment: Manifest & { spec: { replicas: number; selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string> }; spec: PodSpec } } };
+  let pod: PodSpec;
+  let image: Record<string, string>;
+
+  const byKind = (kind: string) => resources.filter((r) => r.kind === kind);
+  const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+  const containerPort = (c: Container, port: string | number) => (typeof port === 'number' ? c.ports.find((p) => p.containerPort === port) : c.ports.find((p) => p.name === port))?.containerPort;
+
+  before(async () => {
+    const kustomization = parse(await readFile(path.join(KUBERNETES, 'kustomization.yaml'), 'utf8')) as { resources: string[]; secretGenerator?: { name: string; files: string[] }[] };
+    resources = [];
+    for (const file of kustomization.resources) {
+      for (const doc of parseAllDocuments(await readFile(path.join(KUBERNETES, file), 'utf8'), { version: '1.1' })) {
+        assert.deepEqual(doc.errors, [], file);
+        resources.push(doc.toJS() as Manifest);
+      }
+    }
+    generated = (kustomization.secretGenerator ?? []).map((g) => ({ name: g.name, keys: g.files.map((f) => f.split('=')[0]!) }));
+    const deployments = byKind('Deployment');
+    assert.equal(deployments.length, 1);
+    deployment = deployments[0] as typeof deployment;
+    pod = deployment.spec.template.spec;
+    image = await imageEnv();
+  });
+
+  it('runs two replicas or more, selected by the labels its pods carry', () => {
+    assert.ok(deployment.spec.replicas >= 2, `replicas: ${deployment.spec.replicas}`);
+    assert.ok(matches(deployment.spec.selector.matchLabels, deployment.spec.template.metadata.labels), 'the Deployment selects its own pods');
+  });
+
+  it('passes every container only variables regcache (or the AWS SDK) reads, with values it accepts and WORKERS=1', async () => {
+    const known = await regcacheVariables();
+    for (const c of pod.containers) {
+      const env: Record<string, string> = { ...image };
+      for (const from of c.envFrom ?? []) {
+        const source = from.configMapRef ? byKind('ConfigMap').find((m) => m.metadata.name === from.configMapRef!.name) : byKind('Secret').find((s) => s.metadata.name === from.secretRef?.name);
+        assert.ok(source, `envFrom ${JSON.stringify(from)} names a resource of these manifests`);
+        const data = { ...(source.data as Record<string, string>), ...(source.stringData as Record<string, string>) };
+        assert.deepEqual(unknownVariables(Object.keys(data), known), [], `${source.kind} ${source.metadata.name}`);
+        Object.assign(env, data);
+      }
+      assert.deepEqual(unknownVariables((c.env ?? []).map((e) => e.name), known), [], `container ${c.name}`);
+      for (const e of c.env ?? []) env[e.name] = e.value ?? 'from-a-secret';
+      const config = loadConfig(env);
+      assert.ok(config.cacheStore, 'CACHE_STORE is set: the replicas share a bucket');
+      assert.equal(config.workers, 1);
+      assert.equal(config.caDir, image.CA_DIR);
+      assert.equal(config.cacheDir, image.CACHE_DIR);
+    }
+  });
+
+  it('probes /healthz (liveness) and /readyz (readiness) on the port regcache answers them on', () => {
+    for (const c of pod.containers) {
+      assert.equal(c.livenessProbe?.httpGet.path, '/healthz');
+      assert.equal(c.readinessProbe?.httpGet.path, '/readyz');
+      for (const probe of [c.livenessProbe, c.readinessProbe, c.startupProbe]) {
+        if (probe) assert.equal(containerPort(c, probe.httpGet.port), Number(image.PORT), `${probe.httpGet.path} on PORT`);
+      }
+      assert.deepEqual(c.ports.map((p) => p.containerPort).sort(), [Number(image.PORT), Number(image.MIRROR_PORT)].sort());
+    }
+  });
+
+  it('has a Service whose selector finds the pods and whose ports reach the proxy and the mirror', () => {
+    const [service, ...more] = byKind('Service') as (Manifest & { spec: { selector: Record<string, string>; ports: { port: number; targetPort: string | number }[] } })[];
+    assert.ok(service && more.length === 0, 'one Service');
+    assert.ok(matches(service.spec.selector, deployment.spec.template.metadata.labels), `Service selector ${JSON.stringify(service.spec.selector)}`);
+    const targets = service.spec.ports.map((p) => containerPort(pod.containers[0]!, p.targetPort));
+    assert.deepEqual(targets.sort(), [Number(image.PORT), Number(image.MIRROR_PORT)].sort());
+  });
+
+  it('has a PodDisruptionBudget over the same pods', () => {
+    const [pdb] = byKind('PodDisruptionBudget') as (Manifest & { spec: { selector: { matchLabels: Record<string, string> }; maxUnavailable?: number; minAvailable?: number } })[];
+    assert.ok(pdb, 'a PodDisruptionBudget');
+    assert.ok(matches(pdb.spec.selector.matchLabels, deployment.spec.template.metadata.labels), `PDB selector ${JSON.stringify(pdb.spec.selector.matchLabels)}`);
+    assert.deepEqual(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels);
+    assert.ok((pdb.spec.maxUnavailable ?? 0) < deployment.spec.replicas, 'the PDB keeps a replica up');
+  });
+
+  it("runs as uid 1000 on a read-only root, writing only CACHE_DIR, an emptyDir; the CA is a Secret at CA_DIR", () => {
+    assert.equal(pod.securityContext?.runAsUser, 1000);
+    assert.equal(pod.securityContext?.runAsNonRoot, true);
+    for (const c of pod.containers) {
+      assert.equal(c.securityContext?.runAsUser ?? pod.securityContext?.runAsUser, 1000);
+      assert.equal(c.securityContext?.readOnlyRootFilesystem, true);
+      assert.equal(c.securityContext?.allowPrivilegeEscalation, false);
+      const volumeAt = (dir: string) => pod.volumes.find((v) => v.name === c.volumeMounts.find((m) => m.mountPath === dir)?.name);
+      assert.ok(volumeAt(image.CACHE_DIR!)?.emptyDir !== undefined, 'CACHE_DIR (control socket, spool files) is an emptyDir');
+      const ca = volumeAt(image.CA_DIR!);
+      assert.ok(ca?.secret, 'CA_DIR is a Secret');
+      assert.equal(ca.secret.defaultMode, 0o440, 'the key readable by the group, not by everyone');
+      assert.equal(pod.securityContext?.fsGroup, 1000, 'the group uid 1000 is in');
+      assert.equal(c.volumeMounts.find((m) => m.mountPath === image.CA_DIR)?.readOnly, true);
+    }
+  });
+
+  it('references only Secrets and keys these manifests define, the CA with both of its files', () => {
+    const secretKeys = (name: string): string[] | undefined => {
+      const secret = byKind('Secret').find((s) => s.metadata.name === name);
+      if (secret) return Object.keys({ ...(secret.data as object), ...(secret.stringData as object) });
+      return generated.find((g) => g.name === name)?.keys;
+    };
+    for (const c of pod.containers) {
+      for (const e of c.env ?? []) {
+        const ref = e.valueFrom?.secretKeyRef;
+        if (ref) assert.ok(secretKeys(ref.name)?.includes(ref.key), `${e.name}: Secret ${ref.name} has no key ${ref.key}`);
+      }
+    }
+    const ca = pod.volumes.find((v) => v.secret)!.secret!;
+    const keys = secretKeys(ca.secretName);
+    assert.ok(keys, `Secret ${ca.secretName} is defined (or generated)`);
+    // What loadOrCreateCa reads in CA_DIR.
+    assert.deepEqual([...keys].sort(), ['ca.crt', 'ca.key']);
+    for (const item of ca.items ?? []) assert.ok(keys.includes(item.key), `item ${item.key}`);
+  });
+
+  it('gives a pod the time to stop serving: preStop, then the drain regcache does on SIGTERM', () => {
+    const preStop = pod.containers[0]!.lifecycle?.preStop?.exec?.command;
+    assert.equal(preStop?.[0], 'sleep');
+    const needed = Number(preStop[1]) + SHUTDOWN_GRACE_MS / 1000;
+    assert.ok((pod.terminationGracePeriodSeconds ?? 30) > needed, `terminationGracePeriodSeconds ${pod.terminationGracePeriodSeconds} covers ${needed} s`);
+  });
+});
+
+describe('deploy/make-ca.sh', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it('makes a CA regcache loads as its own, and never replaces one', async () => {
+    const dir = path.join(await tmp.make('regcache-make-ca'), 'ca');
+    const script = path.join(ROOT, 'deploy', 'make-ca.sh');
+    const made = await run('sh', [script, dir], { env: { PATH: BASE_PATH } });
+    assert.equal(made.code, 0, made.stderr);
+    assert.equal((await stat(path.join(dir, 'ca.key'))).mode & 0o777, 0o600);
+    const { ca, created } = await loadOrCreateCa(dir);
+    assert.equal(created, false, 'loaded, not replaced');
+    assert.match(ca.certPem, /BEGIN CERTIFICATE/);
+    const again = await run('sh', [script, dir], { env: { PATH: BASE_PATH } });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /already holds/);
+    assert.equal((await loadOrCreateCa(dir)).ca.certPem, ca.certPem);
+  });
+});
