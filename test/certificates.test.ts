@@ -1,14 +1,18 @@
 // The CA in CA_DIR and the leaves minted from it, checked by real TLS handshakes against the CA.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { rm, stat, writeFile, readFile } from 'node:fs/promises';
+import { copyFile, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
+import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { CaError, loadOrCreateCa, type CertificateAuthority } from '../src/tls/certificate-authority.js';
 import { LeafCertificates } from '../src/tls/leaf-certificates.js';
+import { run, sleep } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
 
 describe('certificate authority', () => {
   const tmp = new TmpDirs();
@@ -34,6 +38,45 @@ describe('certificate authority', () => {
     await assert.rejects(loadOrCreateCa(path.join(dir, 'a')), CaError);
     await rm(path.join(dir, 'b', 'ca.key'));
     await assert.rejects(loadOrCreateCa(path.join(dir, 'b')), /missing/);
+  });
+
+  // A fleet's replicas sharing one CA_DIR volume (deploy/compose) start at once on it while it is empty.
+  it('gives replicas that start at once on one empty CA_DIR one and the same CA', async () => {
+    const dir = path.join(await tmp.make('regcache-ca-race'), 'ca');
+    const module = pathToFileURL(path.join(ROOT, 'dist', 'tls', 'certificate-authority.js')).href;
+    const script = `const { loadOrCreateCa } = await import(${JSON.stringify(module)}); const { ca, created } = await loadOrCreateCa(process.argv[1]); console.log(JSON.stringify({ created, cert: ca.certPem, key: ca.key.export({ type: 'pkcs8', format: 'pem' }) }));`;
+    for (let round = 0; round < 3; round++) {
+      await rm(dir, { recursive: true, force: true });
+      const replicas = await Promise.all(Array.from({ length: 4 }, () => run(process.execPath, ['--input-type=module', '-e', script, dir], { env: { PATH: process.env.PATH ?? '' } })));
+      for (const r of replicas) assert.equal(r.code, 0, r.stderr);
+      const loaded = replicas.map((r) => JSON.parse(r.stdout) as { created: boolean; cert: string; key: string });
+      assert.equal(loaded.filter((l) => l.created).length, 1, 'exactly one replica created the CA');
+      assert.equal(new Set(loaded.map((l) => l.cert)).size, 1, 'every replica presents the same CA certificate');
+      assert.equal(new Set(loaded.map((l) => l.key)).size, 1, 'and signs with the same key');
+      assert.equal(await readFile(path.join(dir, 'ca.crt'), 'utf8'), loaded[0]!.cert, 'the one on disk');
+      assert.equal((await loadOrCreateCa(dir)).created, false, 'the pair on disk loads (the key belongs to the certificate)');
+      assert.deepEqual((await readdir(dir)).sort(), ['ca.crt', 'ca.key'], 'no temp files left');
+    }
+  });
+
+  it('waits for the certificate of a key another replica has just put in place', async () => {
+    const dir = await tmp.make('regcache-ca-half');
+    const made = await tmp.make('regcache-ca-made');
+    await loadOrCreateCa(made);
+    await copyFile(path.join(made, 'ca.key'), path.join(dir, 'ca.key'));
+    const loading = loadOrCreateCa(dir);
+    await sleep(300);
+    await copyFile(path.join(made, 'ca.crt'), path.join(dir, 'ca.crt'));
+    const { ca, created } = await loading;
+    assert.equal(created, false);
+    assert.equal(ca.certPem, await readFile(path.join(made, 'ca.crt'), 'utf8'));
+    // A key left alone long ago (a crash between the two renames) is reported at once.
+    await rm(path.join(dir, 'ca.crt'));
+    const old = new Date(Date.now() - 3_600_000);
+    await utimes(path.join(dir, 'ca.key'), old, old);
+    const started = Date.now();
+    await assert.rejects(loadOrCreateCa(dir), /ca\.crt is missing/);
+    assert.ok(Date.now() - started < 1_000, 'not waited for');
   });
 });
 

@@ -22,7 +22,8 @@ declare -A needs=(
   [radosgw-admin]=radosgw
   [ceph]=ceph-common
   [monmaptool]=ceph-base
-  [haproxy]=haproxy # the S3 fleet test: a load balancer in front of two replicas
+  [haproxy]=haproxy # the S3 fleet test: a load balancer in front of two replicas; deploy/compose/haproxy.cfg checked
+  [openssl]=openssl # deploy/make-ca.sh, as the deploy test runs it
 )
 what=tests
 if [ "${1:-}" = --bench ]; then

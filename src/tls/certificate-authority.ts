@@ -1,5 +1,7 @@
 // The CA that signs leaf certificates for intercepted hosts: created once in CA_DIR, reused afterwards.
-// The key is written 0600 and atomically, so a crash never leaves half a CA behind.
+// The key is written 0600 and atomically, so a crash never leaves half a CA behind. Replicas sharing one
+// CA_DIR (a fleet on one volume) may start at once on it while it is empty: each makes a CA, but only one
+// key can be linked into place, and the others load the winner's pair.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -23,19 +25,19 @@ export class CaError extends Error {
 export async function loadOrCreateCa(dir: string): Promise<{ ca: CertificateAuthority; created: boolean }> {
   const certFile = path.join(dir, 'ca.crt');
   const keyFile = path.join(dir, 'ca.key');
-  // Both read at once, but a failure is reported for the certificate first, whichever failed first.
-  const [cert, key] = await Promise.allSettled([readIfExists(certFile), readIfExists(keyFile)]);
-  if (cert.status === 'rejected') throw cert.reason;
-  if (key.status === 'rejected') throw key.reason;
-  const [certPem, keyPem] = [cert.value, key.value];
+  let [certPem, keyPem] = await readPair(certFile, keyFile);
   if (certPem === null && keyPem === null) {
+    let ca: CertificateAuthority | null;
     try {
-      return { ca: await createCa(dir, certFile, keyFile), created: true };
+      ca = await createCa(dir, certFile, keyFile);
     } catch (err) {
       // e.g. CA_DIR on a read-only volume or behind a dangling link: say it was the CA that failed.
       throw new CaError(`cannot create a CA in ${dir}: ${(err as Error).message}`);
     }
+    if (ca) return { ca, created: true };
+    [certPem, keyPem] = await readPair(certFile, keyFile); // another process's key is in place: load its pair
   }
+  if (certPem === null && keyPem !== null) [certPem, keyPem] = await awaitCertificate(certFile, keyFile, [certPem, keyPem]);
   if (certPem === null || keyPem === null) {
     throw new CaError(`${certPem === null ? certFile : keyFile} is missing while its pair exists; restore it or remove both to create a new CA`);
   }
@@ -67,6 +69,32 @@ function parseCaCertificate(certPem: string, certFile: string): crypto.X509Certi
   return x509;
 }
 
+/** ca.crt and ca.key, null for either that does not exist. */
+async function readPair(certFile: string, keyFile: string): Promise<[string | null, string | null]> {
+  // Both read at once, but a failure is reported for the certificate first, whichever failed first.
+  const [cert, key] = await Promise.allSettled([readIfExists(certFile), readIfExists(keyFile)]);
+  if (cert.status === 'rejected') throw cert.reason;
+  if (key.status === 'rejected') throw key.reason;
+  return [cert.value, key.value];
+}
+
+// A key put in place this recently may be another process's CA between its key and its certificate
+// (createCa): its certificate is waited for, up to CERT_WAIT_MS. An older lone key is a crash's leftover.
+const FRESH_KEY_MS = 60_000;
+const CERT_WAIT_MS = 5_000;
+const CERT_POLL_MS = 50;
+
+async function awaitCertificate(certFile: string, keyFile: string, pair: [string | null, string | null]): Promise<[string | null, string | null]> {
+  const modified = await fs.stat(keyFile).then((s) => s.mtimeMs, () => 0);
+  if (Date.now() - modified > FRESH_KEY_MS) return pair;
+  const deadline = Date.now() + CERT_WAIT_MS;
+  while (pair[0] === null && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, CERT_POLL_MS));
+    pair = await readPair(certFile, keyFile);
+  }
+  return pair;
+}
+
 async function readIfExists(file: string): Promise<string | null> {
   try {
     return await fs.readFile(file, 'utf8');
@@ -92,7 +120,8 @@ function parseCa(certPem: string, keyPem: string, certFile: string, keyFile: str
   return { certPem, key, subject: subjectOf(certPem), notAfter: new Date(x509.validTo), certFile };
 }
 
-async function createCa(dir: string, certFile: string, keyFile: string): Promise<CertificateAuthority> {
+/** A new CA in dir; null when another process put its key in place first (load theirs). */
+async function createCa(dir: string, certFile: string, keyFile: string): Promise<CertificateAuthority | null> {
   // A CA_DIR we create is 0700 whatever the umask; one that existed keeps its mode (it may be a volume or
   // a directory shared with other files); the key itself is 0600 either way.
   if ((await fs.mkdir(dir, { recursive: true, mode: 0o700 })) !== undefined) await fs.chmod(dir, 0o700);
@@ -120,13 +149,42 @@ async function createCa(dir: string, certFile: string, keyFile: string): Promise
     },
     privateKey,
   );
-  // Both files are written in full before either is renamed into place: a crash leaves temp files
-  // (ignored) or, within two back-to-back renames, the key alone, which the next start reports.
-  const commitKey = await writeTemp(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
-  const commitCert = await writeTemp(certFile, certPem, 0o644);
-  await commitKey();
-  await commitCert();
+  // Both files are written in full before either is put in place: a crash leaves temp files (ignored)
+  // or, between the key and the certificate, the key alone, which the next start reports. The key goes
+  // first and is linked, not renamed: a link fails when ca.key exists, so of processes creating a CA at
+  // once exactly one wins and the pair on disk is always one CA's.
+  const keyTemp = await writeTemp(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 0o600);
+  let certTemp: string;
+  try {
+    certTemp = await writeTemp(certFile, certPem, 0o644);
+  } catch (err) {
+    await fs.rm(keyTemp, { force: true });
+    throw err;
+  }
+  try {
+    if (!(await linkKey(keyTemp, keyFile))) {
+      await fs.rm(certTemp, { force: true });
+      return null;
+    }
+  } finally {
+    await fs.rm(keyTemp, { force: true });
+  }
+  await fs.rename(certTemp, certFile);
   return { certPem, key: privateKey, subject, notAfter, certFile };
+}
+
+/** Puts the key in place unless one is there (false). Without hard links (some network and FUSE filesystems), a rename. */
+async function linkKey(temp: string, keyFile: string): Promise<boolean> {
+  try {
+    await fs.link(temp, keyFile);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return false;
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+  }
+  await fs.rename(temp, keyFile); // the race is open again there: provision the CA before starting a fleet on it
+  return true;
 }
 
 export function generateRsa(bits: number): Promise<crypto.KeyPairKeyObjectResult> {
@@ -137,8 +195,8 @@ export function generateRsa(bits: number): Promise<crypto.KeyPairKeyObjectResult
   );
 }
 
-/** Writes and syncs a temp file beside file; returns the rename that puts it in place. */
-async function writeTemp(file: string, data: string, mode: number): Promise<() => Promise<void>> {
+/** Writes and syncs a temp file beside file; returns its name. */
+async function writeTemp(file: string, data: string, mode: number): Promise<string> {
   // Random, not the pid: in a container the pid is the same after every restart.
   const tmp = `${file}.${crypto.randomBytes(6).toString('hex')}.tmp`;
   const handle = await fs.open(tmp, 'wx', mode);
@@ -149,5 +207,5 @@ async function writeTemp(file: string, data: string, mode: number): Promise<() =
   } finally {
     await handle.close();
   }
-  return () => fs.rename(tmp, file);
+  return tmp;
 }
