@@ -13,7 +13,8 @@ import { TmpDirs } from '../test/harness/tmp.js';
 import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
 import type { Image } from '../test/harness/images.js';
-import type { Regcache } from '../test/harness/regcache.js';
+import type { LogLine, Regcache } from '../test/harness/regcache.js';
+import { waitFor } from '../test/harness/proc.js';
 
 /** A positive integer from the environment variable `name`, or `fallback` when it is unset or empty. */
 export function envInt(name: string, fallback: number): number {
@@ -153,6 +154,22 @@ export async function checkPulledImage(outDir: string, image: Image): Promise<st
     if (actual !== blob.digest) return `blob ${blob.digest} hashes to ${actual}`;
   }
   return null;
+}
+
+/**
+ * The blob GETs regcache logged since log line `since`, once every digest has one (or after 5 s): a request
+ * line is written when its response closes, which can be a moment after the client exits.
+ */
+export async function blobGetLines(rc: Regcache, since: number, digests: string[], what: string): Promise<LogLine[]> {
+  let lines: LogLine[] = [];
+  await waitFor(
+    async () => {
+      lines = (await rc.requests(since)).filter((l) => l.kind === 'blob' && l.method === 'GET');
+      return digests.every((d) => lines.some((l) => l.digest === d));
+    },
+    { timeoutMs: 5000, what: `${what}: request lines`, intervalMs: 50 },
+  ).catch(() => undefined);
+  return lines;
 }
 
 export interface TimedGetOptions {
