@@ -90,6 +90,8 @@ interface Costs {
   monNsPerByte: number;
   upstreamNsPerByte: number;
   clientsNsPerByte: number;
+  allNsPerByte: number; // every party above and ceph-mon
+  coresUsed: number; // every party's CPU seconds over the operation's wall time, median
 }
 
 export interface PullSummary extends Costs {
@@ -117,9 +119,14 @@ export interface S3BenchResult extends RawResult {
   };
 }
 
-function costs(samples: { bytes: number; usage: Usage }[]): Costs {
+const allCpu = (c: Usage['cpuSeconds']): number => c.regcache + c.radosgw + c['ceph-osd'] + c['ceph-mon'] + c.upstream + c.clients;
+
+/** CPU per byte delivered of each party, medians; `wall` gives each sample's wall time in seconds. */
+function costs<T extends { bytes: number; usage: Usage }>(samples: T[], wall: (s: T) => number): Costs {
   const nsPerByte = (pick: (u: Usage['cpuSeconds']) => number): number => median(samples.map((s) => (pick(s.usage.cpuSeconds) * 1e9) / s.bytes));
   return {
+    allNsPerByte: nsPerByte(allCpu),
+    coresUsed: median(samples.map((s) => allCpu(s.usage.cpuSeconds) / wall(s))),
     regcacheNsPerByte: nsPerByte((c) => c.regcache),
     peakRssMb: median(samples.map((s) => Math.max(...s.usage.peakRssMb))),
     radosgwNsPerByte: nsPerByte((c) => c.radosgw),
@@ -136,7 +143,7 @@ const pairedRatio = (a: number[], b: number[]): number => median(a.map((x, i) =>
 function followSummary(samples: FollowSample[]): FollowSummary {
   const med = (pick: (s: FollowSample) => number): number => median(samples.map(pick));
   return {
-    ...costs(samples),
+    ...costs(samples, (s) => s.followerSeconds),
     leaderSeconds: med((s) => s.leaderSeconds),
     followerAskedSeconds: med((s) => s.followerAskedSeconds),
     followerFirstByteSeconds: med((s) => s.followerFirstByteSeconds),
@@ -155,7 +162,7 @@ export function summarize(raw: RawResult): S3BenchResult {
     const samples = raw.samples.pulls[key];
     const base = raw.samples.pulls[BASELINE[key]];
     if (!samples || !base) continue;
-    const c = costs(samples);
+    const c = costs(samples, (s) => s.seconds);
     const medianSeconds = median(samples.map((s) => s.seconds));
     const visible = samples.filter((s) => s.visibleAfterMs !== undefined).map((s) => s.visibleAfterMs!);
     pulls[key] = {
@@ -167,7 +174,7 @@ export function summarize(raw: RawResult): S3BenchResult {
         samples.map((s) => s.seconds),
         base.map((s) => s.seconds),
       ),
-      cpuVsLocal: c.regcacheNsPerByte / costs(base).regcacheNsPerByte,
+      cpuVsLocal: c.regcacheNsPerByte / costs(base, (s) => s.seconds).regcacheNsPerByte,
       visibleAfterMs: visible.length > 0 ? median(visible) : null,
     };
   }
@@ -191,7 +198,7 @@ const mb = (bytes: number): string => (bytes / 1e6).toFixed(0);
 
 function pullTable(r: S3BenchResult, kind: 'blob' | 'image'): string[][] {
   const rows = [
-    ['operation', 'store', 'median s', 'MB/s', 'first byte ms', 'time vs local', 'regcache CPU ns/B', 'CPU vs local', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B', 'upstream ns/B', 'client ns/B', 'stored after last byte ms'],
+    ['operation', 'store', 'median s', 'MB/s', 'first byte ms', 'time vs local', 'regcache CPU ns/B', 'CPU vs local', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B', 'upstream ns/B', 'client ns/B', 'all CPU ns/B', 'cores used', 'stored after last byte ms'],
   ];
   for (const key of PULL_KEYS.filter((k) => k.includes(`:${kind}`))) {
     const p = r.summary.pulls[key];
@@ -209,6 +216,8 @@ function pullTable(r: S3BenchResult, kind: 'blob' | 'image'): string[][] {
       f2(p.osdNsPerByte),
       f2(p.upstreamNsPerByte),
       f2(p.clientsNsPerByte),
+      f2(p.allNsPerByte),
+      f2(p.coresUsed),
       p.visibleAfterMs === null ? '' : f0(p.visibleAfterMs),
     ]);
   }
@@ -217,7 +226,7 @@ function pullTable(r: S3BenchResult, kind: 'blob' | 'image'): string[][] {
 
 function followTable(r: S3BenchResult): string[][] {
   const rows = [
-    ['follower', 'store', 'leader last byte s', 'follower asked s', 'follower first byte s', 'follower last byte s', 'follower vs leader', 'regcache CPU ns/B', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B'],
+    ['follower', 'store', 'leader last byte s', 'follower asked s', 'follower first byte s', 'follower last byte s', 'follower vs leader', 'regcache CPU ns/B', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B', 'all CPU ns/B', 'cores used'],
   ];
   const row = (label: string, store: string, f: FollowSummary): string[] => [
     label,
@@ -231,6 +240,8 @@ function followTable(r: S3BenchResult): string[][] {
     f0(f.peakRssMb),
     f2(f.radosgwNsPerByte),
     f2(f.osdNsPerByte),
+    f2(f.allNsPerByte),
+    f2(f.coresUsed),
   ];
   const { local, s3 } = r.summary.follow;
   rows.push(row('a second client on the leading replica (joins the fill)', 'local', local));
@@ -256,7 +267,7 @@ function notes(r: S3BenchResult): string[] {
     `${r.options.runs} interleaved rounds (the order of the four parts, local pulls, S3 pulls and the two followers, rotated each round); medians. "time vs local" is the median over rounds of the row's time over the local store's same operation in the same round (for a second replica: the local warm HIT on the replica that fetched), so that load drifting over the run cancels. MB = 10^6 bytes.`,
     `Blob: ${mb(r.blob.bytes)} MB of incompressible data, one GET with curl through the replica's proxy port (CONNECT, intercepted: TLS with a minted leaf, VERIFY_ON_READ on), a fresh replica and a fresh cache (local dir or bucket prefix) per round. Image: skopeo copy of a ${mb(r.image.bytes)} MB image (${r.image.layers} layers and a config) through the same replica, every byte checked.`,
     `Every cold row is a MISS that fetched upstream once (the registry's count of GETs is checked), every warm row a HIT in regcache's log. "stored after last byte": from the client's last byte to the replica's 'fill committed' (with S3: the last part, the upload's completion and the entry object), after which other replicas see it (negative: before the client had exited).`,
-    `CPU per byte: CPU seconds (user + system, /proc ticks of 10 ms) during the operation over the bytes delivered to clients; regcache's is the replica's that served (both, for a follower); radosgw and ceph-osd are the S3 server (ceph-mon, not shown: at most ${f2(Math.max(f.s3.monNsPerByte, ...Object.values(r.summary.pulls).map((q) => q.monNsPerByte)))} ns/B in any row); upstream is the docker-registry; client is curl or skopeo. regcache peak RSS: VmHWM of the serving replica during that operation alone (reset through /proc/<pid>/clear_refs before it). Ceph's own RSS at the end: radosgw ${f0(mem.gateway ?? NaN)} MB, ceph-osd ${f0(mem.osd ?? NaN)} MB, ceph-mon ${f0(mem.mon ?? NaN)} MB.`,
+    `CPU per byte: CPU seconds (user + system, /proc ticks of 10 ms) during the operation over the bytes delivered to clients; regcache's is the replica's that served (both, for a follower); radosgw and ceph-osd are the S3 server (ceph-mon, not shown: at most ${f2(Math.max(f.s3.monNsPerByte, ...Object.values(r.summary.pulls).map((q) => q.monNsPerByte)))} ns/B in any row); upstream is the docker-registry; client is curl or skopeo; all CPU is every one of them together, and cores used that CPU over the operation's wall time (for a follower: until its last byte): near 2, the 2 cores were the limit; well below, the bench got only part of them or waited on something else. regcache peak RSS: VmHWM of the serving replica during that operation alone (reset through /proc/<pid>/clear_refs before it). Ceph's own RSS at the end: radosgw ${f0(mem.gateway ?? NaN)} MB, ceph-osd ${f0(mem.osd ?? NaN)} MB, ceph-mon ${f0(mem.mon ?? NaN)} MB.`,
     `Followers: the leader's client asks replica A for the blob (cold); the follower asks once A's fill lock is in the bucket (S3, replica B, S3_FILL_LEASE ${lease}: B looks for the commit every 1/20 of the lease, 100 ms-1 s) or ${r.localFollowDelayMs} ms after the leader (local: a second client of the same replica). All times from the leader's request; "follower vs leader" is the follower's last byte over the leader's. The S3 follower's last byte came ${x(f.s3VsLocal)} as late as the local follower's. The follower's request line: local ${f.local.followerLine.cache}${f.local.followerLine.coalesced ? ' (coalesced)' : ''}, S3 ${f.s3.followerLine.cache}${f.s3.followerLine.coalesced ? ' (coalesced)' : ''}.`,
     'S3_REDIRECT (issue 16 item 5: blob GETs answered 307 to a presigned bucket URL) is not built yet, so it has no row here.',
     'first byte: curl\'s time to the first byte of the body (TCP, CONNECT, TLS with regcache, the request, and what regcache does before answering).',
@@ -264,30 +275,35 @@ function notes(r: S3BenchResult): string[] {
   ];
 }
 
-/** What the figures mean for a fleet, and what a real S3 would change. */
+/** What the figures mean for a fleet, where the time went, and what a real S3 would change. */
 function interpretation(r: S3BenchResult): string {
   const p = r.summary.pulls;
   const f = r.summary.follow;
   const get = (key: PullKey): PullSummary => p[key]!;
   const [localCold, s3Cold, localWarm, s3Warm, second] = [get('local:blobCold'), get('s3:blobCold'), get('local:blobWarm'), get('s3:blobWarm'), get('s3:blobSecond')];
-  const ceph = (q: PullSummary): string => f2(q.radosgwNsPerByte + q.osdNsPerByte);
+  const ceph = (q: { radosgwNsPerByte: number; osdNsPerByte: number }): string => f2(q.radosgwNsPerByte + q.osdNsPerByte);
+  const cores = [...Object.values(p), f.local, f.s3].map((q) => q.coresUsed);
+  const load = (l: number[]): string => f1(l[0]!);
   return [
-    `**Reading it.** For a fleet the row that matters is the second replica's: with the local store a replica that did not fetch a blob fetches it again upstream ` +
-      `(a cold MISS, ${f2(localCold.medianSeconds)} s here from a registry on loopback; from Docker Hub, its time plus a pull against the rate limit), while with the S3 store it is a HIT ` +
-      `at ${f0(second.mbPerSecond)} MB/s, ${x(second.timeVsLocal)} the time of a local warm HIT on the replica that fetched (the image: ${x(get('s3:imageSecond').timeVsLocal)}). ` +
-      `A warm HIT on the same replica costs about the same (${x(s3Warm.timeVsLocal)}): each HIT re-reads the bucket (issue 16 item 6, a local tier, is not built), ` +
-      `and regcache spends ${x(s3Warm.cpuVsLocal)} the CPU per byte of a local HIT on it (reading the bucket over HTTP rather than a file) while radosgw and the OSD spend ` +
-      `${ceph(s3Warm)} ns/B more on the same two cores. A cold pull through S3 takes ${x(s3Cold.timeVsLocal)} the local one's time (the parts upload while the client is served) ` +
-      `and the content is in the bucket for every replica ${f0(s3Cold.visibleAfterMs ?? NaN)} ms after the client's last byte. ` +
-      `A client that lands on another replica during a fill gets its last byte ${x(f.s3.followerVsLeader)} as late as the leader's client ` +
-      `(it waits for the commit and then reads the bucket, decision #84), where a second client of the leading replica finishes with the leader (${x(f.local.followerVsLeader)}).`,
+    `**Reading it.** For a fleet the row that matters is the second replica's. With the local store a replica that did not fetch a blob fetches it upstream again ` +
+      `(a cold MISS: ${f2(localCold.medianSeconds)} s here from a registry on loopback; from Docker Hub a download over the WAN and, for a whole image, a pull counted against its rate limit); ` +
+      `with the S3 store it is a HIT at ${f0(second.mbPerSecond)} MB/s, ${x(second.timeVsLocal)} the time of a local warm HIT on the replica that fetched (the image: ${x(get('s3:imageSecond').timeVsLocal)}). ` +
+      `A warm HIT on the replica that fetched costs about as much (${x(s3Warm.timeVsLocal)}): every HIT reads the bucket again, since the local tier (issue 16 item 6) is not built. ` +
+      `A cold pull through S3 took ${x(s3Cold.timeVsLocal)} the local one's time, and its content was in the bucket for every replica ${f0(s3Cold.visibleAfterMs ?? NaN)} ms after the client's last byte. ` +
+      `A client that lands on another replica during a fill got its last byte ${x(f.s3.followerVsLeader)} as late as the leader's client (it waits for the commit, then reads the bucket: decision #84), ` +
+      `where a second client of the leading replica finished with the leader (${x(f.local.followerVsLeader)}); and the S3 leader's own client took ${f2(f.s3.leaderSeconds)} s against the local leader's ${f2(f.local.leaderSeconds)} s, its replica uploading meanwhile.`,
     '',
-    `**With a real S3** the gateway and OSD would not share regcache's cores (their ${ceph(s3Warm)}-${ceph(s3Cold)} ns/B here come off the machine), ` +
-      `but every request crosses a network: a HIT is a lookup, a HEAD and one ranged GET, so its first byte waits for those round trips (S3's first-byte latency is tens to a ` +
-      `few hundred milliseconds, against ${f1(s3Warm.firstByteMs ?? NaN)} ms for a HIT's first byte through RGW here and ${f1(localWarm.firstByteMs ?? NaN)} ms from the local store), and a HIT's throughput is what one GET stream to the bucket carries rather than what the loopback RGW gave here. ` +
-      `A cold fill's parts upload in parallel with the download, so its cost is mostly the commit delay after the last byte; followers on other replicas also wait for ` +
-      `their poll (every second with the default S3_FILL_LEASE). Requests are billed per GET and PUT (a part upload is a PUT). ` +
-      `S3_REDIRECT would take the bytes of warm HITs off the replicas altogether; a local tier would make a replica's repeated HITs local-store HITs.`,
+    `**Where the time went.** In this run the bench had about one core's worth of CPU (cores used ${f2(Math.min(...cores))}-${f2(Math.max(...cores))} in every row; load average ${load(r.loadAverage.before)} before, ${load(r.loadAverage.after)} after, with other suites running), ` +
+      `so the wall times follow the CPU of all parties together: an S3 warm HIT cost ${f2(s3Warm.allNsPerByte)} ns/B against ${f2(localWarm.allNsPerByte)} for a local one ` +
+      `(regcache ${f2(s3Warm.regcacheNsPerByte)} against ${f2(localWarm.regcacheNsPerByte)}, reading the bucket over HTTP rather than a file, plus radosgw and the OSD ${ceph(s3Warm)}), ` +
+      `a cold S3 fill ${f2(s3Cold.allNsPerByte)} against ${f2(localCold.allNsPerByte)} (regcache ${f2(s3Cold.regcacheNsPerByte)} against ${f2(localCold.regcacheNsPerByte)}: the part uploads on top of the fill; radosgw and the OSD ${ceph(s3Cold)}). ` +
+      `On a machine with cores to spare, or with the gateway elsewhere, the S3 rows should be closer to the local ones than these ratios say; regcache's own CPU per byte (${x(s3Warm.cpuVsLocal)} per HIT, ${x(s3Cold.cpuVsLocal)} per cold byte) is what carries over.`,
+    '',
+    `**With a real S3** the gateway's and the OSD's CPU leave the machine, but every request crosses a network: a HIT is a lookup, a HEAD and one ranged GET, so its first byte waits for those ` +
+      `round trips (S3's first-byte latency is tens to a few hundred milliseconds, against ${f1(s3Warm.firstByteMs ?? NaN)} ms through RGW here and ${f1(localWarm.firstByteMs ?? NaN)} ms from the local store), ` +
+      `and a HIT's throughput is what one GET stream from the bucket carries. A cold fill uploads its parts while it downloads: with an upload slower than the download the client is not held, ` +
+      `but the commit is (the "stored after last byte" column grows), and so are followers on other replicas, who also wait for their poll (every second with the default S3_FILL_LEASE). ` +
+      `Requests are billed (a part upload is a PUT, a HIT a HEAD and a GET). S3_REDIRECT would take the bytes of warm HITs off the replicas altogether; a local tier would make a replica's repeated HITs local ones.`,
   ].join('\n');
 }
 
