@@ -13,7 +13,8 @@ import { TmpDirs } from '../test/harness/tmp.js';
 import { pipeline } from 'node:stream/promises';
 import tls from 'node:tls';
 import type { Image } from '../test/harness/images.js';
-import type { Regcache } from '../test/harness/regcache.js';
+import type { LogLine, Regcache } from '../test/harness/regcache.js';
+import { waitFor } from '../test/harness/proc.js';
 
 /** A positive integer from the environment variable `name`, or `fallback` when it is unset or empty. */
 export function envInt(name: string, fallback: number): number {
@@ -155,6 +156,22 @@ export async function checkPulledImage(outDir: string, image: Image): Promise<st
   return null;
 }
 
+/**
+ * The blob GETs regcache logged since log line `since`, once every digest has one (or after 5 s): a request
+ * line is written when its response closes, which can be a moment after the client exits.
+ */
+export async function blobGetLines(rc: Regcache, since: number, digests: string[], what: string): Promise<LogLine[]> {
+  let lines: LogLine[] = [];
+  await waitFor(
+    async () => {
+      lines = (await rc.requests(since)).filter((l) => l.kind === 'blob' && l.method === 'GET');
+      return digests.every((d) => lines.some((l) => l.digest === d));
+    },
+    { timeoutMs: 5000, what: `${what}: request lines`, intervalMs: 50 },
+  ).catch(() => undefined);
+  return lines;
+}
+
 export interface TimedGetOptions {
   host: string; // TLS server name and Host header
   port: number; // where TLS ends: the registry's port, or the CONNECT target port through a proxy
@@ -205,7 +222,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.resolve(BENCH_DIR, 'results');
 const BENCHMARKS_DOC = path.resolve(BENCH_DIR, '../docs/benchmarks.md');
 // The sections benches write into docs/benchmarks.md, in the order a new file lists them.
-const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'load-bench', 'workers-bench', 'auth-bench'];
+const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'load-bench', 'workers-bench', 'auth-bench', 's3-bench'];
 
 /**
  * Puts body between `<!-- name:start -->` and `<!-- name:end -->` in docs/benchmarks.md, leaving the

@@ -9,11 +9,11 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { makeImage, pushImage, type Image } from '../test/harness/images.js';
 import { createTestCA } from '../test/harness/pki.js';
-import { run, waitFor } from '../test/harness/proc.js';
-import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
+import { run } from '../test/harness/proc.js';
+import { startRegcache, type Regcache } from '../test/harness/regcache.js';
 import { startRegistry, type Registry } from '../test/harness/registry.js';
 import { runSkopeo, skopeoCopyToDir } from '../test/harness/skopeo.js';
-import { checkPulledImage, cpuSeconds, exitedChildrenCpuSeconds, median, memoryMb, runBench, stopRegcache, timedGet } from './measure.js';
+import { blobGetLines, checkPulledImage, cpuSeconds, exitedChildrenCpuSeconds, median, memoryMb, runBench, stopRegcache, timedGet } from './measure.js';
 
 const HOST = 'registry.bench';
 const REPO = 'bench/image';
@@ -156,15 +156,7 @@ async function pull(s: Setup, what: Mode | 'priming', rc?: Regcache): Promise<Pu
 /** Every blob of the image was requested once since log line `since`, answered with `want`. */
 async function expectCache(rc: Regcache, since: number, image: Image, want: 'HIT' | 'MISS', what: string): Promise<void> {
   const blobs = [image.config, ...image.layers];
-  let lines: LogLine[] = [];
-  // A line is written when its response closes, which can be a moment after skopeo exits.
-  await waitFor(
-    async () => {
-      lines = (await rc.requests(since)).filter((l) => l.kind === 'blob' && l.method === 'GET');
-      return blobs.every((b) => lines.some((l) => l.digest === b.digest));
-    },
-    { timeoutMs: 5000, what: `${what}: request lines`, intervalMs: 50 },
-  ).catch(() => undefined);
+  const lines = await blobGetLines(rc, since, blobs.map((b) => b.digest), what);
   for (const blob of blobs) {
     const got = lines.filter((l) => l.digest === blob.digest).map((l) => `${l.cache}/${l.status}`);
     if (got.length !== 1 || got[0] !== `${want}/200`) {

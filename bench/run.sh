@@ -24,8 +24,13 @@
 # After it, the auth bench: an authenticated client's p50/p99 with no attack and while 50 clients send
 # wrong passwords (bcrypt PROXY_AUTH), through the proxy and the mirror. Options (environment):
 # BENCH_AUTH_SECONDS (10), BENCH_AUTH_CLIENTS (50), BENCH_AUTH_COST (10); see bench/auth-bench.ts.
-# Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load-, workers- and auth-<time>.json, and the
-# store, cpu, peer, load, workers and auth sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
+# Last, the S3 bench: the S3 store (CACHE_STORE on a Ceph RGW the harness starts) beside the local store, one
+# big blob (curl) and a small image (skopeo): cold, warm on the same replica, a second replica's warm pull,
+# and a follower on another replica during a fill; regcache's CPU per byte and peak RSS, radosgw's and the
+# OSD's CPU. Options (environment): BENCH_S3_MB (256), BENCH_S3_IMAGE_MB (50), BENCH_S3_RUNS (5),
+# BENCH_S3_FILL_LEASE (regcache's default); see bench/s3-bench.ts.
+# Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load-, workers-, auth- and s3-<time>.json, and
+# the store, cpu, peer, load, workers, auth and s3 sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
 # load or auth bench saw any error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,4 +54,5 @@ fi
 node --import tsx bench/load-bench.ts || status=$?
 node --import tsx bench/workers-bench.ts || status=$?
 node --import tsx bench/auth-bench.ts || status=$?
+node --import tsx bench/s3-bench.ts || status=$?
 exit "$status"
