@@ -17,7 +17,6 @@ import { FillCoordinator } from './cache/fill-coordinator.js';
 import type { Fill } from './cache/fill.js';
 import type { ListingViewer } from './cache/tag-listing.js';
 import { AccessLog } from './access-log.js';
-import { ownBucket } from './bucket-owner.js';
 import { ownCacheDir } from './cache-owner.js';
 import type { ContentStore } from './cache/content-store.js';
 import { diskFull } from './cache/eviction.js';
@@ -98,6 +97,8 @@ interface OwnedStore {
 /** CACHE_DIR's store, or with CACHE_STORE the fleet's bucket (one fetch per blob across replicas). */
 async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<OwnedStore> {
   if (config.cacheStore) {
+    // Loaded only for a bucket: the AWS SDK adds ~125 ms to every start that has no use for it.
+    const { ownBucket } = await import('./bucket-owner.js');
     const owner = await ownBucket(config, config.cacheStore, log);
     const { store } = owner;
     return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, setPorts: owner.setPorts, close: owner.close };
