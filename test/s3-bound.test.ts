@@ -10,13 +10,13 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { DeleteObjectCommand, GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import type { Readable } from 'node:stream';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
-import { s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
+import { listKeys as listBucketKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
 import { get } from './support/plain-http.js';
@@ -83,16 +83,7 @@ describe('the bound of a fleet of two replicas on one S3 bucket (Ceph RGW)', () 
       },
     });
 
-  const listKeys = async (under: string): Promise<Map<string, number>> => {
-    const keys = new Map<string, number>();
-    let token: string | undefined;
-    do {
-      const page = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: PREFIX + under, ContinuationToken: token }));
-      for (const o of page.Contents ?? []) keys.set(o.Key!.slice(PREFIX.length), o.Size ?? 0);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return keys;
-  };
+  const listKeys = (under: string): Promise<Map<string, number>> => listBucketKeys(client, BUCKET, PREFIX, under);
   const objectJson = async <T>(key: string): Promise<T | null> => {
     try {
       const out = await client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key }));

@@ -25,7 +25,7 @@ import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from './content-store.js';
 import { entryKey, type Entry } from './entry-index.js';
 import type { FillLocks, Lease, LockBody } from './fill-lock.js';
-import type { BucketIndex } from './bucket-index.js';
+import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
 
 /** One replica's batch (usage/...): request start times, and reads open when it was written. */
 interface UsageBatch {
@@ -338,17 +338,5 @@ export class FleetEvictor extends EventEmitter {
       for (const k of batch.u ?? []) merged.u[k] = Math.max(batch.at, merged.u[k] ?? 0);
     });
     return folded;
-  }
-}
-
-async function inBatches<T>(items: T[], size: number, task: (item: T) => Promise<unknown>): Promise<void> {
-  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(task));
-}
-
-function parseJson<T>(body: Buffer): T | null {
-  try {
-    return JSON.parse(body.toString('utf8')) as T;
-  } catch {
-    return null;
   }
 }
