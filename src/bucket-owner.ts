@@ -15,7 +15,7 @@ import type { Room } from './cache/eviction.js';
 import type { FillTable } from './cache/fill-table.js';
 import { FillLocks } from './cache/fill-lock.js';
 import { S3Bucket } from './cache/s3-bucket.js';
-import { S3Store } from './cache/s3-store.js';
+import { REFRESH_MS, S3Store } from './cache/s3-store.js';
 import type { CacheStore, Config } from './config.js';
 import type { Logger } from './log.js';
 import { StartupError } from './startup-checks.js';
@@ -58,6 +58,11 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
     log,
   );
   evictor.start();
+  // Replicas may start reads of evicted content until their next refresh; each is seen in their next batch.
+  const safeGraceMs = REFRESH_MS + 2 * config.s3.accessFlushMs;
+  if (config.s3.evictGraceMs < safeGraceMs) {
+    log.warn({ evictGraceMs: config.s3.evictGraceMs, safeGraceMs }, 'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)');
+  }
   log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
   return {
     store,

@@ -33,7 +33,7 @@ export interface S3StoreOptions {
 
 // Listings catch up on other replicas' tags, pointers and removals this late at most; content itself is
 // found at once (a lookup asks the bucket).
-const REFRESH_MS = 30_000;
+export const REFRESH_MS = 30_000;
 const PROBE_MS = 5_000;
 
 export class S3Store extends EventEmitter implements ContentStore {
