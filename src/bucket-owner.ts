@@ -1,10 +1,12 @@
 // The store of a replica in a fleet (CACHE_STORE=s3://bucket/prefix): the bucket (created when missing),
 // the S3Store over it, the fill table that makes one replica of the fleet fetch each blob (fill locks in
 // the bucket), and, as with a local store, the control socket in CACHE_DIR that answers `regcache cache
-// ...` and claims the directory for its spool files. No Evictor yet: the fleet-wide bound is to come
-// (docs/scale-out.md).
+// ...` and claims the directory for its spool files. The bound (CACHE_MAX_SIZE, CACHE_INACTIVE) is the
+// fleet's: every replica writes its access batches, the one holding the eviction lease sweeps
+// (bucket-eviction.ts).
 import os from 'node:os';
 import type { ServerPorts } from './admin/server-ports.js';
+import { FleetEvictor } from './cache/bucket-eviction.js';
 import { BucketFillTable } from './cache/bucket-fill-table.js';
 import { CacheAdmin } from './cache/cache-admin.js';
 import { claimCacheDir } from './cache-owner.js';
@@ -13,7 +15,7 @@ import type { Room } from './cache/eviction.js';
 import type { FillTable } from './cache/fill-table.js';
 import { FillLocks } from './cache/fill-lock.js';
 import { S3Bucket } from './cache/s3-bucket.js';
-import { S3Store } from './cache/s3-store.js';
+import { REFRESH_MS, S3Store } from './cache/s3-store.js';
 import type { CacheStore, Config } from './config.js';
 import type { Logger } from './log.js';
 import { StartupError } from './startup-checks.js';
@@ -22,6 +24,7 @@ export interface BucketOwner {
   store: S3Store;
   room: Room;
   fills: FillTable;
+  evictor: FleetEvictor;
   setPorts(ports: ServerPorts): void;
   close(): Promise<void>;
 }
@@ -49,14 +52,27 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
     stored: async (key) => (await store.lookup(key.kind, key.digest)) !== null,
     pollMs: Math.min(MAX_POLL_MS, Math.max(MIN_POLL_MS, Math.floor(config.s3.fillLeaseMs / 20))),
   });
+  const evictor = new FleetEvictor(
+    { bucket, layout: store.layout, index: store.index, usage: store.usage, locks },
+    { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs, sweepMs: config.s3.sweepMs, flushMs: config.s3.accessFlushMs, graceMs: config.s3.evictGraceMs },
+    log,
+  );
+  evictor.start();
+  // Replicas may start reads of evicted content until their next refresh; each is seen in their next batch.
+  const safeGraceMs = REFRESH_MS + 2 * config.s3.accessFlushMs;
+  if (config.s3.evictGraceMs < safeGraceMs) {
+    log.warn({ evictGraceMs: config.s3.evictGraceMs, safeGraceMs }, 'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)');
+  }
   log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
   return {
     store,
-    room: store.room(config.cacheMaxSize),
+    room: store.room(config.cacheMaxSize, () => evictor.afterCommit()),
+    evictor,
     fills,
     setPorts: control.setPorts,
     async close() {
       await control.close();
+      await evictor.stop();
       await store.close();
     },
   };

@@ -81,6 +81,9 @@ export interface S3Settings {
   endpoint: string | null; // S3_ENDPOINT: MinIO, Ceph RGW, R2, ... (null: AWS S3)
   forcePathStyle: boolean; // S3_FORCE_PATH_STYLE
   fillLeaseMs: number; // S3_FILL_LEASE: how long a replica that stopped renewing a fill's lock is waited for
+  sweepMs: number; // S3_SWEEP_INTERVAL: how often the replica holding the eviction lease sweeps the bucket
+  accessFlushMs: number; // S3_ACCESS_FLUSH: how often each replica writes its batch of access times
+  evictGraceMs: number; // S3_EVICT_GRACE: evicted content is deleted this long after, once unused that long
 }
 
 /** rpardini's manifest cache tiers: a tag matching `pattern` is trusted for `ttlMs` (the last tier matches all). */
@@ -162,6 +165,9 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       endpoint: parseEndpoint(get('S3_ENDPOINT')),
       forcePathStyle: parseBool('S3_FORCE_PATH_STYLE', get('S3_FORCE_PATH_STYLE') ?? 'false'),
       fillLeaseMs: parseDuration('S3_FILL_LEASE', get('S3_FILL_LEASE') ?? '30s'),
+      sweepMs: parseDuration('S3_SWEEP_INTERVAL', get('S3_SWEEP_INTERVAL') ?? '1m'),
+      accessFlushMs: parseDuration('S3_ACCESS_FLUSH', get('S3_ACCESS_FLUSH') ?? '30s'),
+      evictGraceMs: parseDuration('S3_EVICT_GRACE', get('S3_EVICT_GRACE') ?? '10m'),
     },
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
     cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),

@@ -101,6 +101,7 @@ async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<
     const { ownBucket } = await import('./bucket-owner.js');
     const owner = await ownBucket(config, config.cacheStore, log);
     const { store } = owner;
+    owner.evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
     return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, setPorts: owner.setPorts, close: owner.close };
   }
   const owner = await ownCacheDir(config, log, metrics);

@@ -11,13 +11,13 @@ import crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { startBalancer, type Balancer } from './harness/haproxy.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
 import type { Regcache } from './harness/regcache.js';
-import { s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
+import { listKeys as listBucketKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
@@ -64,16 +64,7 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     });
 
   /** Every key under the prefix, with its size. */
-  const listKeys = async (under = ''): Promise<Map<string, number>> => {
-    const keys = new Map<string, number>();
-    let token: string | undefined;
-    do {
-      const page = await client.send(new ListObjectsV2Command({ Bucket: BUCKET, Prefix: PREFIX + under, ContinuationToken: token }));
-      for (const o of page.Contents ?? []) keys.set(o.Key!.slice(PREFIX.length), o.Size ?? 0);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
-    return keys;
-  };
+  const listKeys = (under = ''): Promise<Map<string, number>> => listBucketKeys(client, BUCKET, PREFIX, under);
   const uploadsOf = async (key: string): Promise<string[]> => {
     const out = await client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: PREFIX + key }));
     return (out.Uploads ?? []).map((u) => u.UploadId!);

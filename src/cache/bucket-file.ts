@@ -17,6 +17,7 @@ export class BucketFile implements ContentFile {
     private readonly bucket: Bucket,
     private readonly key: string,
     readonly size: number,
+    private readonly onClose: () => void = () => undefined, // the store's count of reads open (bucket-eviction.ts)
   ) {}
 
   async read(buffer: Buffer, length: number, position: number): Promise<number> {
@@ -41,13 +42,18 @@ export class BucketFile implements ContentFile {
   }
 
   async close(): Promise<void> {
+    this.onClose();
+    await this.drop();
+  }
+
+  private async drop(): Promise<void> {
     this.source?.destroy();
     this.source = null;
     this.body = null;
   }
 
   private async reopen(position: number): Promise<void> {
-    await this.close();
+    await this.drop();
     const source = await this.bucket.read(this.key, position, this.size - 1);
     if (!source) throw new Error(`${this.key} is gone from the bucket`);
     this.source = source;

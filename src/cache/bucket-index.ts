@@ -199,11 +199,13 @@ function groupBy<M extends { kind: ContentKind; digest: string }, V>(objects: Ob
   return groups;
 }
 
-async function inBatches<T>(items: T[], size: number, task: (item: T) => Promise<void>): Promise<void> {
+/** `task` over `items`, `size` at a time. */
+export async function inBatches<T>(items: T[], size: number, task: (item: T) => Promise<unknown>): Promise<void> {
   for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(task));
 }
 
-function parseJson<T>(body: Buffer): T | null {
+/** A JSON object regcache wrote; null when it is not one. */
+export function parseJson<T>(body: Buffer): T | null {
   try {
     return JSON.parse(body.toString('utf8')) as T;
   } catch {

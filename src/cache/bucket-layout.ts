@@ -11,6 +11,10 @@
 //   tags/<b64url "registry/repository:tag">             the manifest digest the tag names (last writer wins)
 //   pointers/<b64url "registry/repository:tag|accept">  JSON: digest, checkedAt (last writer wins)
 //   fills/<kind>/sha256/<hex>/<b64url origin>/<gen>     JSON: the fill lock (fill-lock.ts), one object per generation
+//   sweep/lease/<gen>                                   JSON: the eviction lease (fill-lock.ts' scheme; bucket-eviction.ts)
+//   sweep/usage.json                                    JSON: access times folded from the batches (the sweeper writes it)
+//   usage/<b64url replica>/<time>-<seq>                 JSON: one replica's access batch (written once, deleted once folded)
+//   trash/<kind>/sha256/<hex>                           JSON: evicted at; the content is deleted after the grace period
 import type { Access, EntryKind } from './entry-index.js';
 
 const GENERATION_DIGITS = 8; // zero-padded: LIST returns generations in numeric order
@@ -113,7 +117,44 @@ export class BucketLayout {
   }
 
   fillLock(origin: string, kind: EntryKind, digest: string, generation: number): string {
-    return this.fillLocks(origin, kind, digest) + String(generation).padStart(GENERATION_DIGITS, '0');
+    return this.generation(this.fillLocks(origin, kind, digest), generation);
+  }
+
+  /** One generation of a lock whose generations live under `locks` (a fill's, or the eviction lease). */
+  generation(locks: string, generation: number): string {
+    return locks + String(generation).padStart(GENERATION_DIGITS, '0');
+  }
+
+  /** The eviction lease's generations (fill-lock.ts' scheme): the replica holding the live one sweeps. */
+  get sweepLease(): string {
+    return `${this.prefix}sweep/lease/`;
+  }
+
+  /** The access times every batch folded so far, written by the sweeping replica only. */
+  get usageMerged(): string {
+    return `${this.prefix}sweep/usage.json`;
+  }
+
+  /** Every replica's access batches, each written once by its replica and deleted once folded. */
+  get usage(): string {
+    return `${this.prefix}usage/`;
+  }
+
+  usageBatch(replica: string, name: string): string {
+    return `${this.usage}${encode(replica)}/${name}`;
+  }
+
+  get trash(): string {
+    return `${this.prefix}trash/`;
+  }
+
+  /** An evicted entry whose content waits out the grace period (JSON: when it was evicted). */
+  trashMarker(kind: EntryKind, digest: string): string {
+    return `${this.trash}${kind}/${digestPath(digest)}`;
+  }
+
+  parseTrash(key: string): { kind: EntryKind; digest: string } | null {
+    return parseContentKey(key.slice(this.trash.length));
   }
 
   parseGeneration(key: string): number | null {

@@ -78,15 +78,19 @@ export class FillLocks {
   }
 
   /** This replica's lease on the fill, or the live lock another replica holds. */
-  async acquire(key: FillKey): Promise<{ lease: Lease } | { heldBy: LockBody }> {
-    const prefix = this.layout.fillLocks(key.origin, key.kind, key.digest);
+  acquire(key: FillKey): Promise<{ lease: Lease } | { heldBy: LockBody }> {
+    return this.acquireUnder(this.layout.fillLocks(key.origin, key.kind, key.digest));
+  }
+
+  /** The same for any lock whose generations live under `prefix` (the fleet's eviction lease: bucket-eviction.ts). */
+  async acquireUnder(prefix: string): Promise<{ lease: Lease } | { heldBy: LockBody }> {
     for (let attempt = 1; ; attempt++) {
       const top = await this.top(prefix);
       if (top?.body && live(top.body)) return { heldBy: top.body };
       if (top && !top.body && attempt < ATTEMPTS) continue; // gone between the LIST and the GET (the content removed): look again
       // None, or lapsed: the next generation.
       const generation = top ? top.generation + 1 : 0;
-      const lockKey = this.layout.fillLock(key.origin, key.kind, key.digest, generation);
+      const lockKey = this.layout.generation(prefix, generation);
       if (await this.bucket.put(lockKey, this.body(), { ifNoneMatch: true })) return { lease: new Lease(this, lockKey, generation) };
       if (attempt >= ATTEMPTS) {
         // Lost every race: whoever won holds it now (or is releasing it), as far as this caller knows.
@@ -97,9 +101,19 @@ export class FillLocks {
   }
 
   /** The live lock on the fill; null when there is none (released, or its lease lapsed). */
-  async holder(key: FillKey): Promise<LockBody | null> {
-    const top = await this.top(this.layout.fillLocks(key.origin, key.kind, key.digest));
+  holder(key: FillKey): Promise<LockBody | null> {
+    return this.holderUnder(this.layout.fillLocks(key.origin, key.kind, key.digest));
+  }
+
+  async holderUnder(prefix: string): Promise<LockBody | null> {
+    const top = await this.top(prefix);
     return top?.body && live(top.body) ? top.body : null;
+  }
+
+  /** The highest generation's number under `prefix` (null: none). */
+  async topGeneration(prefix: string): Promise<number | null> {
+    const generations = (await this.bucket.list(prefix)).map((o) => this.layout.parseGeneration(o.key)).filter((g): g is number => g !== null);
+    return generations.length === 0 ? null : Math.max(...generations);
   }
 
   /** A lock's body as this replica writes it now: live for a lease, or for `leaseMs` (0: lapsed). */

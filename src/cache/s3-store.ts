@@ -14,6 +14,7 @@ import type { Bucket } from './bucket.js';
 import { BucketFile } from './bucket-file.js';
 import { BucketIndex, type EntryFacts } from './bucket-index.js';
 import { BucketLayout } from './bucket-layout.js';
+import { UsageBatches } from './bucket-eviction.js';
 import { BucketSpool } from './bucket-spool.js';
 import { createSpool, diskSpace, newSpoolName, PRIVATE_DIR, spoolDirOf } from './content-files.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type DiskSpace, type Provenance, type Spool, type SpooledContent, type StoredContent } from './content-store.js';
@@ -27,16 +28,19 @@ export interface S3StoreOptions {
   log: Logger;
   refreshMs?: number; // how often the whole index is read again
   probeMs?: number; // how often reachability is checked
+  replica?: string; // names this replica's access batches (default: host/pid/random)
 }
 
 // Listings catch up on other replicas' tags, pointers and removals this late at most; content itself is
 // found at once (a lookup asks the bucket).
-const REFRESH_MS = 30_000;
+export const REFRESH_MS = 30_000;
 const PROBE_MS = 5_000;
 
 export class S3Store extends EventEmitter implements ContentStore {
   readonly index: BucketIndex;
   readonly layout: BucketLayout;
+  /** What this replica served and is reading: written in batches for the fleet's sweeper (bucket-eviction.ts). */
+  readonly usage: UsageBatches;
   private readonly bucket: Bucket;
   private readonly log: Logger;
   private readonly pending = new Map<string, Promise<unknown>>(); // kind/digest -> a commit or small write in progress
@@ -49,6 +53,7 @@ export class S3Store extends EventEmitter implements ContentStore {
     this.log = options.log;
     this.layout = new BucketLayout(options.prefix);
     this.index = new BucketIndex(this.bucket, this.layout);
+    this.usage = new UsageBatches(this.bucket, this.layout, options.replica);
   }
 
   /**
@@ -87,7 +92,8 @@ export class S3Store extends EventEmitter implements ContentStore {
   async open(content: StoredContent): Promise<ContentFile | null> {
     const key = this.layout.content(content.digest);
     const found = await this.watched(() => this.bucket.head(key));
-    return found && new BucketFile(this.bucket, key, found.size);
+    // Open reads are reported in every access batch: the sweeper does not delete content being read.
+    return found && new BucketFile(this.bucket, key, found.size, this.usage.opened(content.kind, content.digest));
   }
 
   readAll(content: StoredContent): Promise<Buffer | null> {
@@ -141,22 +147,23 @@ export class S3Store extends EventEmitter implements ContentStore {
   /** A read: recently used here; a repository or tag the entry does not list yet is written to the bucket. */
   use(kind: ContentKind, digest: string, from: Provenance): void {
     this.index.replica.touch(kind, digest);
+    this.usage.touch(kind, digest);
     void this.reference(kind, digest, from).catch((err: Error) => this.log.debug({ digest, error: err.message }, 'noting a repository in the bucket failed'));
   }
 
   /**
    * What the fill coordinator asks before and after a fill. A blob larger than CACHE_MAX_SIZE is not
-   * stored; before a fill the local disk must have room for its spool file. The bucket's total is not
-   * bounded yet: eviction across the fleet (one replica at a time, under a lease) is still to come.
+   * stored; before a fill the local disk must have room for its spool file. The bucket's total is bounded
+   * by the fleet's sweeper (bucket-eviction.ts), which `afterCommit` tells.
    */
-  room(maxBytes: number): Room {
+  room(maxBytes: number, afterCommit: () => void = () => undefined): Room {
     return {
       fits: (size) => size <= maxBytes,
       makeRoom: async (bytes) => {
         const { free, reserve } = await this.space();
         return free >= bytes + reserve;
       },
-      afterCommit: () => undefined,
+      afterCommit,
     };
   }
 

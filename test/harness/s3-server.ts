@@ -5,7 +5,7 @@ import { rmSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { S3ClientConfig } from '@aws-sdk/client-s3';
+import { ListObjectsV2Command, type S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { BASE_PATH } from './containerd.js';
 import { freePort } from './ports.js';
 import { logTail, run, spawnDaemon, waitFor, type Daemon, type RunResult } from './proc.js';
@@ -88,6 +88,18 @@ const CLI_TIMEOUT_MS = 20_000;
  * requires them (the SDK's default adds a streaming checksum trailer radosgw answers with 411
  * MissingContentLength for a PutObject with a stream body).
  */
+/** Every key under `prefix + under` in the bucket, without `prefix`, with its size (every page of the listing). */
+export async function listKeys(client: S3Client, bucket: string, prefix: string, under = ''): Promise<Map<string, number>> {
+  const keys = new Map<string, number>();
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix + under, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) keys.set(o.Key!.slice(prefix.length), o.Size ?? 0);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
 export function s3ClientConfig(server: Pick<S3Server, 'endpoint' | 'region' | 'accessKeyId' | 'secretAccessKey'>): S3ClientConfig {
   return {
     endpoint: server.endpoint,
