@@ -21,7 +21,7 @@ import { LocalStore } from '../src/cache/local-store.js';
 import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createTestCA, type IssuedCert } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
-import { sleep } from './harness/proc.js';
+import { sleep, waitFor } from './harness/proc.js';
 import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { makeBlob, type FakeBlob } from './support/fake-registry.js';
@@ -156,6 +156,8 @@ describe('bodies from a ring of buffers, over plain and TLS sockets (in process)
           const [start, end] = [3 * MiB + 17, 29 * MiB + 5];
           const part = await readInBursts(await get(secure, server.port, `/${what}?start=${start}&end=${end}`));
           assert.equal(part.digest, sha256(data.subarray(start, end + 1)));
+          // sendTo settles once its last write has called back, which may come after the client read the last byte.
+          await waitFor(async () => counted.length === 2, { timeoutMs: 10_000, what: 'both sends to settle' });
           assert.deepEqual(counted, [data.length, end - start + 1], 'every byte counted once');
         } finally {
           server.close();
