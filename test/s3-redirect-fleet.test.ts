@@ -13,21 +13,13 @@ import type { Regcache } from './harness/regcache.js';
 import { startS3Server, type S3Server } from './harness/s3-server.js';
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
+import { samples } from './support/metric-samples.js';
 import { request } from './support/plain-http.js';
 import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const BUCKET = 'regcache-redirect';
 const TTL_S = 3;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`).exec(line);
-    if (m) out.set(m[1] ?? '', Number(m[2]));
-  }
-  return out;
-}
 
 describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
   const tmp = new TmpDirs();
