@@ -11,7 +11,7 @@
 // Each with regcache's CPU per byte and peak RSS, and the CPU of radosgw, ceph-osd, the upstream registry
 // and the clients, all sharing the machine's cores. Medians of BENCH_S3_RUNS (default 5) rounds; the S3
 // figures as ratios against the local store's in the same round. S3_FILL_LEASE is regcache's default
-// unless BENCH_S3_FILL_LEASE is set. S3_REDIRECT (issue 16 item 5) is not built yet, so it has no row.
+// unless BENCH_S3_FILL_LEASE is set. S3_REDIRECT (decision #88) is built but not benched yet: no row.
 // Exits non-zero only when something broke (wrong bytes, not the HIT/MISS expected, a second upstream
 // fetch); then docs/benchmarks.md is left as it was. Results: stdout, bench/results/s3-<time>.json and the
 // s3-bench section of docs/benchmarks.md. Run by `npm run bench`, or once built:
