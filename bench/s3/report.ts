@@ -301,7 +301,7 @@ function interpretation(r: S3BenchResult): string {
     '',
     `**Redirected (S3_REDIRECT).** A warm blob through a redirecting replica took ${x(redirect.timeVsLocal)} the time of a local warm HIT (a streamed S3 HIT: ${x(s3Warm.timeVsLocal)}), ` +
       `its replica spending ${f2(redirect.regcacheNsPerByte)} ns/B of CPU against ${f2(s3Warm.regcacheNsPerByte)} for a HIT it streams: the bytes went from the gateway to the client. ` +
-      `The image (small layers, where the extra round trip of each 307 and a second connection weigh more): ${x(get('s3:imageRedirect').timeVsLocal)} against ${x(get('s3:imageWarm').timeVsLocal)} streamed, regcache ${f2(get('s3:imageRedirect').regcacheNsPerByte)} ns/B against ${f2(get('s3:imageWarm').regcacheNsPerByte)}.`,
+      `The image (three layers and a config redirected, the manifest still served by the replica; each 307 adds a round trip and a connection to the gateway): ${x(get('s3:imageRedirect').timeVsLocal)} against ${x(get('s3:imageWarm').timeVsLocal)} streamed, regcache ${f2(get('s3:imageRedirect').regcacheNsPerByte)} ns/B against ${f2(get('s3:imageWarm').regcacheNsPerByte)}.`,
     '',
     `**Where the time went.** In this run the bench had about one core's worth of CPU (cores used ${f2(Math.min(...cores))}-${f2(Math.max(...cores))} in every row; load average ${load(r.loadAverage.before)} before, ${load(r.loadAverage.after)} after, with other suites running), ` +
       `so the wall times follow the CPU of all parties together: an S3 warm HIT cost ${f2(s3Warm.allNsPerByte)} ns/B against ${f2(localWarm.allNsPerByte)} for a local one ` +
