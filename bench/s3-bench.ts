@@ -4,14 +4,15 @@
 //      intercepted): cold (MISS: fetched upstream, stored), warm (HIT) on the same replica, and with S3 a
 //      second replica's warm HIT of what the first stored;
 //   2. the same three for a whole small image pulled with skopeo (BENCH_S3_IMAGE_MB, default 50 MB, three
-//      layers and a config);
+//      layers and a config); for both, a warm pull through a third replica with S3_REDIRECT=true (307s to
+//      the gateway, followed by the client);
 //   3. a follower: a client on replica B asking for a blob while replica A is filling it (B waits for A's
 //      commit, then reads the bucket), beside a second client on the same local replica (which streams the
 //      leader's fill): time to last byte against the leader's.
 // Each with regcache's CPU per byte and peak RSS, and the CPU of radosgw, ceph-osd, the upstream registry
 // and the clients, all sharing the machine's cores. Medians of BENCH_S3_RUNS (default 5) rounds; the S3
 // figures as ratios against the local store's in the same round. S3_FILL_LEASE is regcache's default
-// unless BENCH_S3_FILL_LEASE is set. S3_REDIRECT (issue 16 item 5) is not built yet, so it has no row.
+// unless BENCH_S3_FILL_LEASE is set.
 // Exits non-zero only when something broke (wrong bytes, not the HIT/MISS expected, a second upstream
 // fetch); then docs/benchmarks.md is left as it was. Results: stdout, bench/results/s3-<time>.json and the
 // s3-bench section of docs/benchmarks.md. Run by `npm run bench`, or once built:
@@ -68,9 +69,9 @@ type Store = { kind: 'local' } | { kind: 's3'; prefix: string };
 
 const running = new Set<Regcache>();
 
-async function startReplica(s: Setup, name: string, store: Store): Promise<Regcache> {
+async function startReplica(s: Setup, name: string, store: Store, env: Record<string, string> = {}): Promise<Regcache> {
   const s3Env: Record<string, string> =
-    store.kind === 's3' ? { ...s.s3.env, CACHE_STORE: `s3://${BUCKET}/${store.prefix}`, ...(s.opts.fillLease !== null ? { S3_FILL_LEASE: s.opts.fillLease } : {}) } : {};
+    store.kind === 's3' ? { ...s.s3.env, CACHE_STORE: `s3://${BUCKET}/${store.prefix}`, ...(s.opts.fillLease !== null ? { S3_FILL_LEASE: s.opts.fillLease } : {}), ...env } : {};
   const rc = await startRegcache({ dir: path.join(s.root, 'proxies', name), caDir: path.join(s.root, 'regcache-ca'), env: { ...s.upstream.regcacheEnv, ...s3Env } });
   running.add(rc);
   if (s.certDir === null) {
@@ -94,12 +95,12 @@ const blobUrl = (s: Setup): string => `https://${HOST}/v2/${BLOB_REPO}/blobs/${s
 const imageBlobs = (image: Image): { digest: string; size: number }[] => [image.config, ...image.layers];
 
 /** One client transfer served by `rc`, its usage measured, its log lines checked; cold ones wait for the commit. */
-async function measured(s: Setup, rc: Regcache, what: string, kind: 'blob' | 'image', want: 'MISS' | 'HIT'): Promise<Sample> {
+async function measured(s: Setup, rc: Regcache, what: string, kind: 'blob' | 'image', want: 'MISS' | 'HIT' | 'REDIRECT'): Promise<Sample> {
   const since = (await rc.logs()).length;
   const done = await s.meter.start([rc.daemon.pid]);
   const t: Transfer =
     kind === 'blob'
-      ? await curlThrough(rc, blobUrl(s), s.upstream.blob.size)
+      ? await curlThrough(rc, blobUrl(s), s.upstream.blob.size, want === 'REDIRECT' ? new URL(s.s3.endpoint).hostname : undefined)
       : await skopeoThrough(rc, `${HOST}/${IMAGE_REPO}:v1`, s.image, { certDir: s.certDir!, scratch: path.join(s.root, 'skopeo') });
   const usage = await done();
   const blobs = kind === 'blob' ? [s.upstream.blob] : imageBlobs(s.image);
@@ -121,18 +122,24 @@ async function localPulls(s: Setup, i: number, samples: Samples): Promise<void> 
   await stopReplicas(rc);
 }
 
-/** Replicas A and B on a fresh prefix: on A the blob cold and warm, then on B warm; the same for the image. */
+/**
+ * Replicas A and B on a fresh prefix, and C with S3_REDIRECT: on A the blob cold and warm, then on B warm,
+ * then through C (redirected); the same for the image.
+ */
 async function s3Pulls(s: Setup, i: number, samples: Samples): Promise<void> {
   const store: Store = { kind: 's3', prefix: `pull-${i}/` };
   const a = await startReplica(s, `s3-a-${i}`, store);
   const b = await startReplica(s, `s3-b-${i}`, store);
+  const c = await startReplica(s, `s3-c-${i}`, store, { S3_REDIRECT: 'true' });
   push(samples, 's3:blobCold', await measured(s, a, 'S3 blob cold (A)', 'blob', 'MISS'));
   push(samples, 's3:blobWarm', await measured(s, a, 'S3 blob warm (A)', 'blob', 'HIT'));
   push(samples, 's3:blobSecond', await measured(s, b, 'S3 blob warm (B)', 'blob', 'HIT'));
+  push(samples, 's3:blobRedirect', await measured(s, c, 'S3 blob redirected (C)', 'blob', 'REDIRECT'));
   push(samples, 's3:imageCold', await measured(s, a, 'S3 image cold (A)', 'image', 'MISS'));
   push(samples, 's3:imageWarm', await measured(s, a, 'S3 image warm (A)', 'image', 'HIT'));
   push(samples, 's3:imageSecond', await measured(s, b, 'S3 image warm (B)', 'image', 'HIT'));
-  await stopReplicas(a, b);
+  push(samples, 's3:imageRedirect', await measured(s, c, 'S3 image redirected (C)', 'image', 'REDIRECT'));
+  await stopReplicas(a, b, c);
 }
 
 /** The blob asked of `leader` and, once `ready` resolves, of `follower` (the same replica or another). */

@@ -33,6 +33,7 @@ export class RequestRecord {
   kind = 'other';
   digest: string | undefined;
   coalesced = false;
+  redirect = false; // S3_REDIRECT: answered 307 to a presigned URL of the bucket's object (never logged: a credential)
   reason: string | undefined; // why a cacheable request was not cached (BYPASS)
   ratelimitRemaining: string | undefined; // Docker Hub's pull allowance, when upstream tells it
   error: string | undefined;
@@ -97,11 +98,12 @@ export class RequestRecord {
     };
     if (this.digest) line.digest = this.digest;
     if (this.coalesced) line.coalesced = true;
+    if (this.redirect) line.redirect = true;
     if (this.reason) line.reason = this.reason;
     if (this.ratelimitRemaining) line.ratelimitRemaining = this.ratelimitRemaining;
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : this.quiet ? 'debug' : 'info'](line, 'request');
-    this.counters.request(this.cache, this.kind, this.bytes);
+    this.counters.request(this.cache, this.kind, this.bytes, this.redirect);
   }
 }

@@ -17,6 +17,7 @@ import { FillLocks } from './cache/fill-lock.js';
 import { S3Bucket } from './cache/s3-bucket.js';
 import { REFRESH_MS, S3Store } from './cache/s3-store.js';
 import type { CacheStore, Config } from './config.js';
+import type { BlobRedirect } from './registry/content-responder.js';
 import type { Logger } from './log.js';
 import { StartupError } from './startup-checks.js';
 
@@ -25,6 +26,8 @@ export interface BucketOwner {
   room: Room;
   fills: FillTable;
   evictor: FleetEvictor;
+  /** S3_REDIRECT: a presigned URL of a blob's object (null: off). */
+  redirect: BlobRedirect | null;
   setPorts(ports: ServerPorts): void;
   close(): Promise<void>;
 }
@@ -64,8 +67,11 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
     log.warn({ evictGraceMs: config.s3.evictGraceMs, safeGraceMs }, 'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)');
   }
   log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
+  const ttlSeconds = Math.floor(config.s3.redirectTtlMs / 1000);
+  const redirect: BlobRedirect | null = config.s3.redirect ? (digest) => bucket.presign(store.layout.content(digest), ttlSeconds) : null;
   return {
     store,
+    redirect,
     room: store.room(config.cacheMaxSize, () => evictor.afterCommit()),
     evictor,
     fills,

@@ -84,6 +84,8 @@ export interface S3Settings {
   sweepMs: number; // S3_SWEEP_INTERVAL: how often the replica holding the eviction lease sweeps the bucket
   accessFlushMs: number; // S3_ACCESS_FLUSH: how often each replica writes its batch of access times
   evictGraceMs: number; // S3_EVICT_GRACE: evicted content is deleted this long after, once unused that long
+  redirect: boolean; // S3_REDIRECT: a blob GET that may be served is answered 307 to a presigned URL of the object
+  redirectTtlMs: number; // S3_REDIRECT_TTL: how long such a URL is valid
 }
 
 /** rpardini's manifest cache tiers: a tag matching `pattern` is trusted for `ttlMs` (the last tier matches all). */
@@ -168,6 +170,8 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       sweepMs: parseDuration('S3_SWEEP_INTERVAL', get('S3_SWEEP_INTERVAL') ?? '1m'),
       accessFlushMs: parseDuration('S3_ACCESS_FLUSH', get('S3_ACCESS_FLUSH') ?? '30s'),
       evictGraceMs: parseDuration('S3_EVICT_GRACE', get('S3_EVICT_GRACE') ?? '10m'),
+      redirect: parseRedirect(get('S3_REDIRECT'), cacheStore !== null),
+      redirectTtlMs: parseRedirectTtl(get('S3_REDIRECT_TTL') ?? '5m'),
     },
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
     cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),
@@ -301,6 +305,23 @@ function parseWorkers(value: string, cacheStore: boolean): number {
 
 // S3's bucket names: 3-63 lower-case letters, digits, dots and hyphens, starting and ending with a letter or digit.
 const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+
+/** S3_REDIRECT: only with CACHE_STORE (there is no bucket to redirect to otherwise). */
+function parseRedirect(value: string | undefined, cacheStore: boolean): boolean {
+  const on = parseBool('S3_REDIRECT', value ?? 'false');
+  if (on && !cacheStore) throw new ConfigError('S3_REDIRECT', value!, 'false (or unset) without CACHE_STORE: only blobs stored in a bucket can be redirected to, e.g. CACHE_STORE=s3://regcache/cache S3_REDIRECT=true');
+  return on;
+}
+
+// SigV4 presigned URLs are valid for 1 s to 7 days.
+const MAX_REDIRECT_TTL_MS = 7 * 24 * 3600_000;
+
+/** S3_REDIRECT_TTL: whole seconds, at most 7 days (SigV4's limit). */
+function parseRedirectTtl(value: string): number {
+  const ms = parseDuration('S3_REDIRECT_TTL', value);
+  if (ms < 1000 || ms > MAX_REDIRECT_TTL_MS || ms % 1000 !== 0) throw new ConfigError('S3_REDIRECT_TTL', value, 'whole seconds from 1s to 7d (what a presigned URL allows), e.g. S3_REDIRECT_TTL=5m');
+  return ms;
+}
 
 /** "s3://bucket", "s3://bucket/some/prefix" (slashes around the prefix do not matter). */
 function parseCacheStore(value: string | undefined): CacheStore | null {

@@ -28,6 +28,7 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly requests = new Counter({ name: 'regcache_requests_total', help: 'Intercepted requests by cache status and kind', labelNames: ['cache', 'kind'], registers: [this.registry] });
   private readonly bytes = new Counter({ name: 'regcache_bytes_served_total', help: 'Body bytes sent to clients, by source (cache or upstream)', labelNames: ['source'], registers: [this.registry] });
+  private readonly redirects = new Counter({ name: 'regcache_redirects_total', help: 'Blob GETs answered 307 to a presigned URL of the bucket (S3_REDIRECT): the bytes went from the bucket, not through regcache', registers: [this.registry] });
   private readonly fills = new Counter({ name: 'regcache_upstream_fetches_total', help: 'Cache fills started upstream', registers: [this.registry] });
   private readonly coalesced = new Counter({ name: 'regcache_coalesced_waiters_total', help: 'Requests that joined a fill already running', registers: [this.registry] });
   private readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Entries evicted, by reason', labelNames: ['reason'], registers: [this.registry] });
@@ -64,8 +65,9 @@ export class Metrics {
     gauge('regcache_tunnels_open', 'Pass-through tunnels open now', sources.tunnelsOpen);
   }
 
-  request(cache: string, kind: string, bytes: number): void {
+  request(cache: string, kind: string, bytes: number, redirected = false): void {
     this.requests.inc({ cache, kind });
+    if (redirected) this.redirects.inc();
     if (bytes > 0 && !OWN_ANSWERS.has(cache)) this.bytes.inc({ source: FROM_CACHE.has(cache) ? 'cache' : 'upstream' }, bytes);
   }
 

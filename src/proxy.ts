@@ -27,7 +27,7 @@ import { prepareStartup } from './startup.js';
 import type { Logger } from './log.js';
 import { Allowlist } from './registry/allowlist.js';
 import { ContentAccess } from './registry/content-access.js';
-import { ContentResponder } from './registry/content-responder.js';
+import { ContentResponder, type BlobRedirect } from './registry/content-responder.js';
 import { RegistryHandler } from './registry/registry-handler.js';
 import { AllowedClients, CLIENT_REFUSED } from './server/allowed-clients.js';
 import { createMirrorServer } from './server/mirror-server.js';
@@ -70,6 +70,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     index: owned.index,
     diskFull: owned.diskFull,
     storeReachable: owned.reachable,
+    redirect: owned.redirect,
     gauges: { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => store.index.totalBytes, storeEntries: () => store.index.size },
     views: {
       health: () => localHealth(ca.certPem, config.cacheDir),
@@ -90,6 +91,7 @@ interface OwnedStore {
   index: EntryIndex;
   diskFull: () => Promise<boolean>;
   reachable: (() => boolean) | null;
+  redirect: BlobRedirect | null; // S3_REDIRECT
   setPorts(ports: ServerPorts): void;
   close(): Promise<void>;
 }
@@ -102,11 +104,11 @@ async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<
     const owner = await ownBucket(config, config.cacheStore, log);
     const { store } = owner;
     owner.evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
-    return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, setPorts: owner.setPorts, close: owner.close };
+    return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, redirect: owner.redirect, setPorts: owner.setPorts, close: owner.close };
   }
   const owner = await ownCacheDir(config, log, metrics);
   const { store, evictor } = owner;
-  return { store, coordinator: new FillCoordinator(store, evictor, log), index: store.index, diskFull: () => evictor.diskFull(), reachable: null, setPorts: owner.setPorts, close: owner.close };
+  return { store, coordinator: new FillCoordinator(store, evictor, log), index: store.index, diskFull: () => evictor.diskFull(), reachable: null, redirect: null, setPorts: owner.setPorts, close: owner.close };
 }
 
 /** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
@@ -126,6 +128,7 @@ export interface ServeParts {
   index: EntryIndex; // for the mirror's listings (a worker's replica of the primary's)
   diskFull: () => Promise<boolean>; // /readyz
   storeReachable?: (() => boolean) | null; // /readyz, with CACHE_STORE: the bucket answers
+  redirect?: BlobRedirect | null; // S3_REDIRECT: blob GETs answered 307 to a presigned URL
   gauges: Partial<MetricsSources>; // the store's gauges, where the store is this process's
   views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
   closeStore: () => Promise<void>;
@@ -164,7 +167,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const contentOptions = { verifyOnRead: config.verifyOnRead };
+  const contentOptions = { verifyOnRead: config.verifyOnRead, redirect: parts.redirect ?? null };
   const content = new ContentResponder(coordinator, upstream, access, contentOptions);
   const registry = new RegistryHandler({
     log,

@@ -8,17 +8,8 @@ import { after, before, describe, it } from 'node:test';
 import { run } from './harness/proc.js';
 import type { Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
+import { samples } from './support/metric-samples.js';
 import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
-
-/** Sample values of one metric, by its label set as written ('cache="HIT",kind="blob"'). */
-function samples(text: string, name: string): Map<string, number> {
-  const out = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const m = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`).exec(line);
-    if (m) out.set(m[1] ?? '', Number(m[2]));
-  }
-  return out;
-}
 
 describe('admin endpoints', () => {
   const tmp = new TmpDirs();

@@ -50,7 +50,7 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({}).cacheStore, null);
     const c = loadConfig({ CACHE_STORE: 's3://regcache/fleet/a/', S3_ENDPOINT: 'http://127.0.0.1:7480/', S3_FORCE_PATH_STYLE: 'true', S3_FILL_LEASE: '10s' });
     assert.deepEqual(c.cacheStore, { bucket: 'regcache', prefix: 'fleet/a/', display: 's3://regcache/fleet/a/' });
-    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:7480', forcePathStyle: true, fillLeaseMs: 10_000, sweepMs: 60_000, accessFlushMs: 30_000, evictGraceMs: 600_000 });
+    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:7480', forcePathStyle: true, fillLeaseMs: 10_000, sweepMs: 60_000, accessFlushMs: 30_000, evictGraceMs: 600_000, redirect: false, redirectTtlMs: 300_000 });
     assert.equal(c.workers, 1, 'WORKERS defaults to 1 with CACHE_STORE');
     assert.deepEqual(loadConfig({ CACHE_STORE: 's3://regcache' }).cacheStore, { bucket: 'regcache', prefix: '', display: 's3://regcache/' });
     assert.equal(describeConfig(c).cacheStore, 's3://regcache/fleet/a/');

@@ -20,9 +20,13 @@ export interface Transfer {
 
 export const seconds = (t: Transfer): number => (t.doneAt - t.startedAt) / 1000;
 
-/** curl GET url through the replica's proxy port, the body to /dev/null; throws unless 200 with `size` bytes. */
-export async function curlThrough(rc: Regcache, url: string, size: number): Promise<Transfer> {
+/**
+ * curl GET url through the replica's proxy port, the body to /dev/null; throws unless 200 with `size` bytes.
+ * `direct`: follows a redirect (S3_REDIRECT) to that host without the proxy (as NO_PROXY would).
+ */
+export async function curlThrough(rc: Regcache, url: string, size: number, direct?: string): Promise<Transfer> {
   const args = ['-sS', '-o', '/dev/null', '--max-time', String(TIMEOUT_MS / 1000), '--proxy', rc.proxyUrl, '--cacert', rc.caFile];
+  if (direct !== undefined) args.push('--location', '--noproxy', direct);
   args.push('-w', '%{http_code} %{size_download} %{time_starttransfer}', url);
   const startedAt = performance.now();
   const r = await run('curl', args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeoutMs: TIMEOUT_MS + 10_000 });
@@ -46,13 +50,18 @@ export async function skopeoThrough(rc: Regcache, ref: string, image: Image, o: 
   return { startedAt, firstByteAt: startedAt, doneAt, bytes: [image.config, ...image.layers].reduce((n, b) => n + b.size, 0) };
 }
 
-/** The blob GETs the replica logged since log line `since`: one per blob, each 200 with every byte, answered `want`. */
-export async function expectServed(rc: Regcache, since: number, blobs: { digest: string; size: number }[], want: 'HIT' | 'MISS', what: string): Promise<void> {
+/**
+ * The blob GETs the replica logged since log line `since`: one per blob, each 200 with every byte, answered
+ * `want`; REDIRECT: a HIT answered 307 with no body (S3_REDIRECT).
+ */
+export async function expectServed(rc: Regcache, since: number, blobs: { digest: string; size: number }[], want: 'HIT' | 'MISS' | 'REDIRECT', what: string): Promise<void> {
   const lines = await blobGetLines(rc, since, blobs.map((b) => b.digest), what);
+  const [cache, status] = want === 'REDIRECT' ? ['HIT', 307] : [want, 200];
   for (const b of blobs) {
     const got = lines.filter((l) => l.digest === b.digest);
-    const ok = got.length === 1 && got[0]!.status === 200 && got[0]!.bytes === b.size && got[0]!.cache === want;
-    if (!ok) throw new Error(`${what}: regcache logged [${got.map((l) => `${l.cache}/${l.status}/${l.bytes} bytes`).join(', ')}] for ${b.digest}, expected one ${want}/200/${b.size} bytes`);
+    const bytes = want === 'REDIRECT' ? 0 : b.size;
+    const ok = got.length === 1 && got[0]!.status === status && got[0]!.bytes === bytes && got[0]!.cache === cache && (want !== 'REDIRECT' || got[0]!.redirect === true);
+    if (!ok) throw new Error(`${what}: regcache logged [${got.map((l) => `${l.cache}/${l.status}/${l.bytes} bytes`).join(', ')}] for ${b.digest}, expected one ${cache}/${status}/${bytes} bytes`);
   }
 }
 

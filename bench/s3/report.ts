@@ -10,11 +10,13 @@ export const PULL_KEYS = [
   'local:blobWarm',
   's3:blobWarm',
   's3:blobSecond',
+  's3:blobRedirect',
   'local:imageCold',
   's3:imageCold',
   'local:imageWarm',
   's3:imageWarm',
   's3:imageSecond',
+  's3:imageRedirect',
 ] as const;
 export type PullKey = (typeof PULL_KEYS)[number];
 
@@ -25,11 +27,13 @@ const BASELINE: Record<PullKey, PullKey> = {
   'local:blobWarm': 'local:blobWarm',
   's3:blobWarm': 'local:blobWarm',
   's3:blobSecond': 'local:blobWarm',
+  's3:blobRedirect': 'local:blobWarm',
   'local:imageCold': 'local:imageCold',
   's3:imageCold': 'local:imageCold',
   'local:imageWarm': 'local:imageWarm',
   's3:imageWarm': 'local:imageWarm',
   's3:imageSecond': 'local:imageWarm',
+  's3:imageRedirect': 'local:imageWarm',
 };
 
 const LABEL: Record<PullKey, [string, string]> = {
@@ -38,11 +42,13 @@ const LABEL: Record<PullKey, [string, string]> = {
   'local:blobWarm': ['warm (HIT), same replica', 'local'],
   's3:blobWarm': ['warm (HIT), same replica', 'S3, replica A'],
   's3:blobSecond': ["warm (HIT), second replica after A's cold", 'S3, replica B'],
+  's3:blobRedirect': ['warm (HIT), redirected to the bucket (S3_REDIRECT)', 'S3, replica C'],
   'local:imageCold': ['cold (MISS)', 'local'],
   's3:imageCold': ['cold (MISS)', 'S3, replica A'],
   'local:imageWarm': ['warm (HIT), same replica', 'local'],
   's3:imageWarm': ['warm (HIT), same replica', 'S3, replica A'],
   's3:imageSecond': ["warm (HIT), second replica after A's cold", 'S3, replica B'],
+  's3:imageRedirect': ['warm (HIT), redirected to the bucket (S3_REDIRECT)', 'S3, replica C'],
 };
 
 export interface Sample {
@@ -269,7 +275,7 @@ function notes(r: S3BenchResult): string[] {
     `Every cold row is a MISS that fetched upstream once (the registry's count of GETs is checked), every warm row a HIT in regcache's log. "stored after last byte": from the client's last byte to the replica's 'fill committed' (with S3: the last part, the upload's completion and the entry object), after which other replicas see it (negative: before the client had exited).`,
     `CPU per byte: CPU seconds (user + system, /proc ticks of 10 ms) during the operation over the bytes delivered to clients; regcache's is the replica's that served (both, for a follower); radosgw and ceph-osd are the S3 server (ceph-mon, not shown: at most ${f2(Math.max(f.s3.monNsPerByte, ...Object.values(r.summary.pulls).map((q) => q.monNsPerByte)))} ns/B in any row); upstream is the docker-registry; client is curl or skopeo; all CPU is every one of them together, and cores used that CPU over the operation's wall time (for a follower: until its last byte): near 2, the 2 cores were the limit; well below, the bench got only part of them or waited on something else. regcache peak RSS: VmHWM of the serving replica during that operation alone (reset through /proc/<pid>/clear_refs before it). Ceph's own RSS at the end: radosgw ${f0(mem.gateway ?? NaN)} MB, ceph-osd ${f0(mem.osd ?? NaN)} MB, ceph-mon ${f0(mem.mon ?? NaN)} MB.`,
     `Followers: the leader's client asks replica A for the blob (cold); the follower asks once A's fill lock is in the bucket (S3, replica B, S3_FILL_LEASE ${lease}: B looks for the commit every 1/20 of the lease, 100 ms-1 s) or ${r.localFollowDelayMs} ms after the leader (local: a second client of the same replica). All times from the leader's request; "follower vs leader" is the follower's last byte over the leader's. The S3 follower's last byte came ${x(f.s3VsLocal)} as late as the local follower's. The follower's request line: local ${f.local.followerLine.cache}${f.local.followerLine.coalesced ? ' (coalesced)' : ''}, S3 ${f.s3.followerLine.cache}${f.s3.followerLine.coalesced ? ' (coalesced)' : ''}.`,
-    'S3_REDIRECT (issue 16 item 5: blob GETs answered 307 to a presigned bucket URL) is not built yet, so it has no row here.',
+    "S3_REDIRECT rows: replica C (S3_REDIRECT=true, on A's bucket prefix) answers each blob GET 307 to a presigned URL of the gateway, which the client follows directly (curl --location --noproxy for it; skopeo reaches http:// directly with only HTTPS_PROXY set): the bytes go from radosgw to the client, regcache's CPU per byte is only the lookups, access checks, HEADs and signatures (and, for the image, the manifest it still serves).",
     'first byte: curl\'s time to the first byte of the body (TCP, CONNECT, TLS with regcache, the request, and what regcache does before answering).',
     'Everything (curl and skopeo, the upstream registry, the replicas, the mon, OSD and gateway) shares the same cores, and the machine is shared with other work: read the ratios, not the absolute MB/s.',
   ];
@@ -280,7 +286,7 @@ function interpretation(r: S3BenchResult): string {
   const p = r.summary.pulls;
   const f = r.summary.follow;
   const get = (key: PullKey): PullSummary => p[key]!;
-  const [localCold, s3Cold, localWarm, s3Warm, second] = [get('local:blobCold'), get('s3:blobCold'), get('local:blobWarm'), get('s3:blobWarm'), get('s3:blobSecond')];
+  const [localCold, s3Cold, localWarm, s3Warm, second, redirect] = [get('local:blobCold'), get('s3:blobCold'), get('local:blobWarm'), get('s3:blobWarm'), get('s3:blobSecond'), get('s3:blobRedirect')];
   const ceph = (q: { radosgwNsPerByte: number; osdNsPerByte: number }): string => f2(q.radosgwNsPerByte + q.osdNsPerByte);
   const cores = [...Object.values(p), f.local, f.s3].map((q) => q.coresUsed);
   const load = (l: number[]): string => f1(l[0]!);
@@ -293,6 +299,10 @@ function interpretation(r: S3BenchResult): string {
       `A client that lands on another replica during a fill got its last byte ${x(f.s3.followerVsLeader)} as late as the leader's client (it waits for the commit, then reads the bucket: decision #84), ` +
       `where a second client of the leading replica finished with the leader (${x(f.local.followerVsLeader)}); and the S3 leader's own client took ${f2(f.s3.leaderSeconds)} s against the local leader's ${f2(f.local.leaderSeconds)} s, its replica uploading meanwhile.`,
     '',
+    `**Redirected (S3_REDIRECT).** A warm blob through a redirecting replica took ${x(redirect.timeVsLocal)} the time of a local warm HIT (a streamed S3 HIT: ${x(s3Warm.timeVsLocal)}), ` +
+      `its replica spending ${f2(redirect.regcacheNsPerByte)} ns/B of CPU against ${f2(s3Warm.regcacheNsPerByte)} for a HIT it streams: the bytes went from the gateway to the client. ` +
+      `The image (three layers and a config redirected, the manifest still served by the replica; each 307 adds a round trip and a connection to the gateway): ${x(get('s3:imageRedirect').timeVsLocal)} against ${x(get('s3:imageWarm').timeVsLocal)} streamed, regcache ${f2(get('s3:imageRedirect').regcacheNsPerByte)} ns/B against ${f2(get('s3:imageWarm').regcacheNsPerByte)}.`,
+    '',
     `**Where the time went.** In this run the bench had about one core's worth of CPU (cores used ${f2(Math.min(...cores))}-${f2(Math.max(...cores))} in every row; load average ${load(r.loadAverage.before)} before, ${load(r.loadAverage.after)} after, with other suites running), ` +
       `so the wall times follow the CPU of all parties together: an S3 warm HIT cost ${f2(s3Warm.allNsPerByte)} ns/B against ${f2(localWarm.allNsPerByte)} for a local one ` +
       `(regcache ${f2(s3Warm.regcacheNsPerByte)} against ${f2(localWarm.regcacheNsPerByte)}, reading the bucket over HTTP rather than a file, plus radosgw and the OSD ${ceph(s3Warm)}), ` +
@@ -303,7 +313,7 @@ function interpretation(r: S3BenchResult): string {
       `round trips (S3's first-byte latency is tens to a few hundred milliseconds, against ${f1(s3Warm.firstByteMs ?? NaN)} ms through RGW here and ${f1(localWarm.firstByteMs ?? NaN)} ms from the local store), ` +
       `and a HIT's throughput is what one GET stream from the bucket carries. A cold fill uploads its parts while it downloads: with an upload slower than the download the client is not held, ` +
       `but the commit is (the "stored after last byte" column grows), and so are followers on other replicas, who also wait for their poll (every second with the default S3_FILL_LEASE). ` +
-      `Requests are billed (a part upload is a PUT, a HIT a HEAD and a GET). S3_REDIRECT would take the bytes of warm HITs off the replicas altogether; a local tier would make a replica's repeated HITs local ones.`,
+      `Requests are billed (a part upload is a PUT, a HIT a HEAD and a GET). S3_REDIRECT takes the bytes of warm blob HITs off the replicas altogether (each costs a HEAD and a redirect instead: decision #88); a local tier would make a replica's repeated HITs local ones.`,
   ].join('\n');
 }
 

@@ -39,4 +39,9 @@ export interface Bucket {
   /** Makes the object visible, whole, in one step. */
   completeUpload(key: string, uploadId: string, parts: UploadedPart[]): Promise<void>;
   abortUpload(key: string, uploadId: string): Promise<void>;
+  /**
+   * A URL that GETs the object without further credentials until it expires (S3_REDIRECT): a bearer
+   * credential for that long, never to be logged with its query string. Signed locally, no request.
+   */
+  presign(key: string, expiresInSeconds: number): Promise<string>;
 }

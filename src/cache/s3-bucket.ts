@@ -19,6 +19,7 @@ import {
   UploadPartCommand,
   type ListObjectsV2CommandOutput,
 } from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Bucket, ObjectInfo, UploadedPart } from './bucket.js';
 import { StoreUnavailableError } from './content-store.js';
 
@@ -153,6 +154,11 @@ export class S3Bucket implements Bucket {
 
   async abortUpload(key: string, uploadId: string): Promise<void> {
     await this.call('AbortMultipartUpload', () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.name, Key: key, UploadId: uploadId })));
+  }
+
+  async presign(key: string, expiresInSeconds: number): Promise<string> {
+    // Points at S3_ENDPOINT as this replica sees it (or AWS S3's own host): the client must reach it.
+    return this.call('presign GetObject', () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.name, Key: key }), { expiresIn: expiresInSeconds }));
   }
 
   private async call<T>(operation: string, request: () => Promise<T>): Promise<T> {

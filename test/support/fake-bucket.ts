@@ -7,6 +7,9 @@ import { Readable } from 'node:stream';
 import type { Bucket, ObjectInfo, UploadedPart } from '../../src/cache/bucket.js';
 import { StoreUnavailableError } from '../../src/cache/content-store.js';
 
+/** The fake signature every presigned URL of a FakeBucket carries. */
+export const FAKE_SIGNATURE = 'fakesignature0123456789abcdef';
+
 interface StoredObject {
   body: Buffer;
   etag: string;
@@ -94,6 +97,12 @@ export class FakeBucket implements Bucket {
     await this.enter('abortUpload');
     this.upload(key, uploadId);
     this.uploads.delete(uploadId);
+  }
+
+  /** Not a working URL: shaped like a presigned one (a signature in the query) so tests can look for leaks. */
+  async presign(key: string, expiresInSeconds: number): Promise<string> {
+    await this.enter('presign');
+    return `http://fake-bucket.invalid/${key}?X-Amz-Expires=${expiresInSeconds}&X-Amz-Signature=${FAKE_SIGNATURE}`;
   }
 
   count(operation: string): number {
