@@ -101,7 +101,8 @@ describe('S3 store local tier', () => {
     await file.read(buffer, 1000, 5000); // a range
     await file.close();
     assert.equal(b.tier!.has(content.digest), false, 'a range leaves no copy');
-    bucket.objects.get(a.layout.content(content.digest))!.body[10] ^= 0xff; // rotten in the bucket
+    const rotten = bucket.objects.get(a.layout.content(content.digest))!.body;
+    rotten.writeUInt8(rotten.readUInt8(10) ^ 0xff, 10); // rotten in the bucket
     await assert.rejects(hit((await b.open(content))!, content), CorruptContentError);
     assert.equal(b.tier!.has(content.digest), false, 'bytes that do not hash to the digest never become a copy');
     assert.deepEqual(await fs.readdir(`${b.tier!.dir}/incoming`), [], 'nothing left behind');
@@ -137,7 +138,7 @@ describe('S3 store local tier', () => {
     await serve(b, content);
     const file = contentPath(b.tier!.dir, content.digest);
     const bytes = await fs.readFile(file);
-    bytes[1234] ^= 0x01;
+    bytes.writeUInt8(bytes.readUInt8(1234) ^ 0x01, 1234);
     await fs.writeFile(file, bytes);
     const coordinator = new FillCoordinator(b, b.room(1e12), log);
     const opened = (await coordinator.open(content))!;
