@@ -66,12 +66,18 @@ describe('S3 store local tier', () => {
     return hit((await store.open(found))!, found);
   };
 
-  it('reads content from the bucket once: the first HIT leaves a verified local copy, the second reads no bucket byte', async () => {
+  /** Replica A (no tier) stores `size` random bytes; replica B (a tier) serves them once: its first HIT. */
+  const copied = async (size: number) => {
     const bucket = new FakeBucket();
     const [a, b] = [await replica(bucket), await replica(bucket, 64 * 1024 * 1024)];
-    const data = crypto.randomBytes(700_000);
+    const data = crypto.randomBytes(size);
     const content = await fill(a, data);
     assert.ok((await serve(b, content)).equals(data), 'first HIT: the bytes');
+    return { bucket, a, b, data, content, file: contentPath(b.tier!.dir, content.digest) };
+  };
+
+  it('reads content from the bucket once: the first HIT leaves a verified local copy, the second reads no bucket byte', async () => {
+    const { bucket, b, data, content } = await copied(700_000);
     assert.equal(b.tier!.has(content.digest), true, 'a local copy');
     const [reads, heads, gets] = [bucket.count('read'), bucket.count('head'), bucket.count('get')];
     assert.ok((await serve(b, content)).equals(data), 'second HIT: the bytes');
@@ -131,12 +137,7 @@ describe('S3 store local tier', () => {
   });
 
   it('detects a corrupt local copy on a verified read: the client is cut, only the copy is dropped, the next read is the bucket', async () => {
-    const bucket = new FakeBucket();
-    const [a, b] = [await replica(bucket), await replica(bucket, 64 * 1024 * 1024)];
-    const data = crypto.randomBytes(300_000);
-    const content = await fill(a, data);
-    await serve(b, content);
-    const file = contentPath(b.tier!.dir, content.digest);
+    const { bucket, a, b, data, content, file } = await copied(300_000);
     const bytes = await fs.readFile(file);
     bytes.writeUInt8(bytes.readUInt8(1234) ^ 0x01, 1234);
     await fs.writeFile(file, bytes);
@@ -159,12 +160,7 @@ describe('S3 store local tier', () => {
   });
 
   it('drops the local copy of an entry removed from the bucket once the index learns of it (refresh)', async () => {
-    const bucket = new FakeBucket();
-    const [a, b] = [await replica(bucket), await replica(bucket, 64 * 1024 * 1024)];
-    const data = crypto.randomBytes(200_000);
-    const content = await fill(a, data);
-    await serve(b, content);
-    const file = contentPath(b.tier!.dir, content.digest);
+    const { a, b, content, file } = await copied(200_000);
     await fs.access(file);
     await a.remove('blob', content.digest); // another replica removes it (as the fleet's sweep does)
     assert.equal(b.tier!.has(content.digest), true, 'not known here yet');
