@@ -42,7 +42,7 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
   let opened: { store: S3Store; created: boolean; bucket: S3Bucket };
   try {
     const bucket = await S3Bucket.create({ bucket: cacheStore.bucket, endpoint: config.s3.endpoint, forcePathStyle: config.s3.forcePathStyle, display: cacheStore.display });
-    opened = { ...(await S3Store.open({ bucket, prefix: cacheStore.prefix, dir: config.cacheDir, log })), bucket };
+    opened = { ...(await S3Store.open({ bucket, prefix: cacheStore.prefix, dir: config.cacheDir, log, localTierBytes: config.localTierMaxSize })), bucket };
   } catch (err) {
     await control.close();
     if (!(err instanceof StoreUnavailableError)) throw err;
@@ -66,7 +66,7 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
   if (config.s3.evictGraceMs < safeGraceMs) {
     log.warn({ evictGraceMs: config.s3.evictGraceMs, safeGraceMs }, 'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)');
   }
-  log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
+  log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize, localTierMaxBytes: config.localTierMaxSize }, 'cache opened');
   const ttlSeconds = Math.floor(config.s3.redirectTtlMs / 1000);
   const redirect: BlobRedirect | null = config.s3.redirect ? (digest) => bucket.presign(store.layout.content(digest), ttlSeconds) : null;
   return {

@@ -44,6 +44,7 @@ export interface Config {
   cacheStore: CacheStore | null; // CACHE_STORE=s3://bucket/prefix: the store is a bucket shared by replicas
   s3: S3Settings;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
+  localTierMaxSize: number; // bytes of hot content a fleet replica keeps in CACHE_DIR/tier (LOCAL_TIER_MAX_SIZE); 0: off
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   verifyOnRead: boolean; // VERIFY_ON_READ: a HIT is hashed while served and cut if it does not match its digest
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
@@ -174,6 +175,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       redirectTtlMs: parseRedirectTtl(get('S3_REDIRECT_TTL') ?? '5m'),
     },
     cacheMaxSize: parseSize('CACHE_MAX_SIZE', get('CACHE_MAX_SIZE') ?? '32g'),
+    localTierMaxSize: parseLocalTier(get('LOCAL_TIER_MAX_SIZE'), cacheStore !== null),
     cacheInactiveMs: parseDuration('CACHE_INACTIVE', get('CACHE_INACTIVE') ?? '60d'),
     verifyOnRead: parseBool('VERIFY_ON_READ', get('VERIFY_ON_READ') ?? 'true'),
     registries: [
@@ -222,6 +224,14 @@ export function parseSize(variable: string, value: string): number {
   if (!(bytes > 0) || !Number.isSafeInteger(bytes)) {
     throw new ConfigError(variable, value, `a size such as 32g, 500m, 1024k or plain bytes, e.g. ${variable}=32g`);
   }
+  return bytes;
+}
+
+/** LOCAL_TIER_MAX_SIZE: a size, or 0 (off, the default); only with CACHE_STORE (the local store is local already). */
+function parseLocalTier(value: string | undefined, withBucket: boolean): number {
+  if (value === undefined || value === '0') return 0;
+  const bytes = parseSize('LOCAL_TIER_MAX_SIZE', value);
+  if (!withBucket) throw new ConfigError('LOCAL_TIER_MAX_SIZE', value, '0 or unset without CACHE_STORE: the local tier keeps copies of a bucket\'s content (CACHE_DIR is the store itself otherwise)');
   return bytes;
 }
 

@@ -55,6 +55,11 @@ describe('loadConfig', () => {
     assert.deepEqual(loadConfig({ CACHE_STORE: 's3://regcache' }).cacheStore, { bucket: 'regcache', prefix: '', display: 's3://regcache/' });
     assert.equal(describeConfig(c).cacheStore, 's3://regcache/fleet/a/');
     assert.throws(() => loadConfig({ CACHE_STORE: 's3://regcache', WORKERS: '4' }), /WORKERS="4".*with CACHE_STORE/);
+    assert.equal(loadConfig({ CACHE_STORE: 's3://regcache' }).localTierMaxSize, 0, 'the local tier is off by default');
+    assert.equal(loadConfig({ CACHE_STORE: 's3://regcache', LOCAL_TIER_MAX_SIZE: '0' }).localTierMaxSize, 0);
+    assert.equal(loadConfig({ CACHE_STORE: 's3://regcache', LOCAL_TIER_MAX_SIZE: '20g' }).localTierMaxSize, 20 * 1024 ** 3);
+    assert.throws(() => loadConfig({ LOCAL_TIER_MAX_SIZE: '20g' }), /LOCAL_TIER_MAX_SIZE="20g".*without CACHE_STORE/);
+    assert.throws(() => loadConfig({ CACHE_STORE: 's3://regcache', LOCAL_TIER_MAX_SIZE: 'lots' }), /LOCAL_TIER_MAX_SIZE="lots"/);
   });
 
   it('reads MIRROR_AUTH and ADMIN_AUTH as users, "none" (any case), or unset; shows no inline password', () => {

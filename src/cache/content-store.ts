@@ -102,6 +102,11 @@ export interface ContentStore extends EventEmitter {
   use(kind: ContentKind, digest: string, from: Provenance): void;
   /** Free space where content is written (one statfs for a directory). */
   space(): Promise<DiskSpace>;
+  /**
+   * Content read as stored did not hash to its digest: drops a replica's local copy of it when that is
+   * what was read (true), rather than the entry (false, or absent: the caller removes the entry).
+   */
+  dropCorruptCopy?(digest: string): Promise<boolean>;
   /** Removes content no entry refers to (left by a crash, or put there by hand); what it freed. */
   removeUnreferenced(): Promise<{ files: number; bytes: number }>;
   close(): Promise<void>;

@@ -152,11 +152,20 @@ export class FillCoordinator extends EventEmitter {
     this.store.use(stored.kind, stored.digest, from);
   }
 
-  /** Stored bytes that do not hash to their digest: the entry goes, so the next request refetches. */
+  /**
+   * Stored bytes that do not hash to their digest: the entry goes, so the next request refetches; or, when
+   * what was read is a replica's local copy (the S3 store's local tier), that copy only.
+   */
   dropCorrupt(stored: StoredContent, err: Error): void {
     const { kind, digest } = stored;
-    this.log.warn({ digest, kind, path: this.store.where(digest), error: err.message }, 'stored content does not match its digest; dropped');
-    void this.store.remove(kind, digest).catch((e: Error) => this.log.warn({ digest, error: e.message }, 'dropping corrupt content failed'));
+    void (async () => {
+      if (await this.store.dropCorruptCopy?.(digest)) {
+        this.log.warn({ digest, kind, error: err.message }, 'local copy of stored content does not match its digest; dropped (the bucket answers the next read)');
+        return;
+      }
+      this.log.warn({ digest, kind, path: this.store.where(digest), error: err.message }, 'stored content does not match its digest; dropped');
+      await this.store.remove(kind, digest);
+    })().catch((e: Error) => this.log.warn({ digest, error: e.message }, 'dropping corrupt content failed'));
   }
 
   /** Stores a small body (a manifest) whose digest the caller verified; eviction follows as after a fill. */

@@ -7,8 +7,12 @@
 // once its digest is verified: the upload is completed, then its entries/ object written. Reads are
 // ranged GETs (bucket-file.ts). While the bucket cannot be reached, whatever needs it throws
 // StoreUnavailableError (answered 503) and `reachable` is false (/readyz), until a probe succeeds again.
+// With a local tier (local-tier.ts, LOCAL_TIER_MAX_SIZE), hot content is also kept in CACHE_DIR/tier and
+// read from there while the index has its entry.
+import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from '../log.js';
 import type { Bucket } from './bucket.js';
 import { BucketFile } from './bucket-file.js';
@@ -20,6 +24,7 @@ import { createSpool, diskSpace, newSpoolName, PRIVATE_DIR, spoolDirOf } from '.
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type DiskSpace, type Provenance, type Spool, type SpooledContent, type StoredContent } from './content-store.js';
 import { entryKey, type Entry, type IndexOp } from './entry-index.js';
 import type { Room } from './eviction.js';
+import { LocalTier } from './local-tier.js';
 
 export interface S3StoreOptions {
   bucket: Bucket;
@@ -29,6 +34,7 @@ export interface S3StoreOptions {
   refreshMs?: number; // how often the whole index is read again
   probeMs?: number; // how often reachability is checked
   replica?: string; // names this replica's access batches (default: host/pid/random)
+  localTierBytes?: number; // LOCAL_TIER_MAX_SIZE: keep hot content in dir/tier too, this much at most (0: off)
 }
 
 // Listings catch up on other replicas' tags, pointers and removals this late at most; content itself is
@@ -41,19 +47,25 @@ export class S3Store extends EventEmitter implements ContentStore {
   readonly layout: BucketLayout;
   /** What this replica served and is reading: written in batches for the fleet's sweeper (bucket-eviction.ts). */
   readonly usage: UsageBatches;
+  /** Copies of hot content on local disk (LOCAL_TIER_MAX_SIZE); null when off. */
+  readonly tier: LocalTier | null;
   private readonly bucket: Bucket;
   private readonly log: Logger;
   private readonly pending = new Map<string, Promise<unknown>>(); // kind/digest -> a commit or small write in progress
   private readonly timers: NodeJS.Timeout[] = [];
   private up = true;
 
-  private constructor(private readonly options: S3StoreOptions) {
+  private constructor(
+    private readonly options: S3StoreOptions,
+    tier: LocalTier | null,
+  ) {
     super();
     this.bucket = options.bucket;
     this.log = options.log;
     this.layout = new BucketLayout(options.prefix);
     this.index = new BucketIndex(this.bucket, this.layout);
     this.usage = new UsageBatches(this.bucket, this.layout, options.replica);
+    this.tier = tier;
   }
 
   /**
@@ -66,7 +78,9 @@ export class S3Store extends EventEmitter implements ContentStore {
     const spoolDir = spoolDirOf(options.dir);
     await fs.rm(spoolDir, { recursive: true, force: true });
     await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
-    const store = new S3Store(options);
+    // The tier is wiped like the spools: its index is in memory only (decision #89).
+    const tier = options.localTierBytes ? await LocalTier.open(path.join(options.dir, 'tier'), options.localTierBytes) : null;
+    const store = new S3Store(options, tier);
     await store.index.refresh();
     store.timers.push(setInterval(() => void store.refresh(), options.refreshMs ?? REFRESH_MS).unref());
     store.timers.push(setInterval(() => void store.probe(), options.probeMs ?? PROBE_MS).unref());
@@ -89,15 +103,27 @@ export class S3Store extends EventEmitter implements ContentStore {
     return entry && { kind, digest, size: entry.size, mediaType: entry.mediaType };
   }
 
+  /** The local copy when there is one (the caller found the entry); else the bucket's, copied as it is read. */
   async open(content: StoredContent): Promise<ContentFile | null> {
+    const local = await this.tier?.open(content.digest);
+    if (local) return local;
     const key = this.layout.content(content.digest);
     const found = await this.watched(() => this.bucket.head(key));
     // Open reads are reported in every access batch: the sweeper does not delete content being read.
-    return found && new BucketFile(this.bucket, key, found.size, this.usage.opened(content.kind, content.digest));
+    const file = found && new BucketFile(this.bucket, key, found.size, this.usage.opened(content.kind, content.digest));
+    return file && this.tier ? this.tier.filling(file, content.digest) : file;
   }
 
-  readAll(content: StoredContent): Promise<Buffer | null> {
-    return this.watched(() => this.bucket.get(this.layout.content(content.digest)));
+  async readAll(content: StoredContent): Promise<Buffer | null> {
+    const local = await this.tier?.open(content.digest);
+    if (local) {
+      const data = await readWhole(local).finally(() => local.close());
+      if (data && digestOf(data) === content.digest) return data;
+      await this.tier!.drop(content.digest); // changed on disk: the bucket answers
+    }
+    const data = await this.watched(() => this.bucket.get(this.layout.content(content.digest)));
+    if (data && this.tier && digestOf(data) === content.digest) await this.tier.keep(content.digest, data).catch(() => undefined);
+    return data;
   }
 
   where(digest: string): string {
@@ -115,7 +141,9 @@ export class S3Store extends EventEmitter implements ContentStore {
       await this.watched(() => bucketSpool.publish());
       await this.record(content, from);
     });
-    await fs.rm(bucketSpool.path, { force: true });
+    // Verified by the fill: with a tier, the spool file becomes the local copy.
+    if (this.tier) await this.tier.adopt(bucketSpool.path, content.digest, content.size).catch(() => fs.rm(bucketSpool.path, { force: true }));
+    else await fs.rm(bucketSpool.path, { force: true });
   }
 
   async discard(spool: Spool): Promise<void> {
@@ -129,6 +157,7 @@ export class S3Store extends EventEmitter implements ContentStore {
     return this.committing(stored, async () => {
       await this.watched(() => this.bucket.put(this.layout.content(content.digest), data));
       await this.record(stored, from);
+      await this.tier?.keep(content.digest, data).catch(() => undefined);
     });
   }
 
@@ -137,7 +166,10 @@ export class S3Store extends EventEmitter implements ContentStore {
     return this.watched(async () => {
       const entry = await this.index.delete(kind, digest);
       const other: ContentKind = kind === 'blob' ? 'manifest' : 'blob';
-      if (!(await this.bucket.head(this.layout.entry(other, digest)))) await this.bucket.delete(this.layout.content(digest));
+      if (!(await this.bucket.head(this.layout.entry(other, digest)))) {
+        await this.tier?.drop(digest);
+        await this.bucket.delete(this.layout.content(digest));
+      }
       // The fill locks' generations (fill-lock.ts) go with the content: a later fill starts again at 0.
       await Promise.all((await this.bucket.list(this.layout.fillsOf(kind, digest))).map((o) => this.bucket.delete(o.key)));
       return entry;
@@ -246,8 +278,26 @@ export class S3Store extends EventEmitter implements ContentStore {
     return run;
   }
 
-  private async refresh(): Promise<void> {
+  /** Reads the index again; local copies whose entries are gone (removed or swept by any replica) go too. */
+  async refresh(): Promise<void> {
     await this.watched(() => this.index.refresh()).catch(() => undefined); // logged by watched; the next one retries
+    await this.pruneTier();
+  }
+
+  /**
+   * Content that did not hash to its digest as read (VERIFY_ON_READ): when the replica had a local copy,
+   * that copy was what was read, and only it goes (true: the bucket's bytes were verified at their commit;
+   * the next read is the bucket's). False: there was none, the caller drops the entry as for any store.
+   */
+  async dropCorruptCopy(digest: string): Promise<boolean> {
+    if (!this.tier?.has(digest)) return false;
+    await this.tier.drop(digest);
+    return true;
+  }
+
+  private async pruneTier(): Promise<void> {
+    const dropped = await this.tier?.prune((d) => this.index.get('blob', d) !== undefined || this.index.get('manifest', d) !== undefined);
+    if (dropped) this.log.debug({ copies: dropped }, 'local copies of content gone from the bucket dropped');
   }
 
   private async probe(): Promise<void> {
@@ -276,4 +326,20 @@ export class S3Store extends EventEmitter implements ContentStore {
 function spoolOf(spool: Spool): BucketSpool {
   if (!(spool instanceof BucketSpool)) throw new Error('a spool of another store');
   return spool;
+}
+
+function digestOf(data: Buffer): string {
+  return 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** The whole of a small file; null when it is shorter than it said. */
+async function readWhole(file: ContentFile): Promise<Buffer | null> {
+  const data = Buffer.alloc(file.size);
+  let read = 0;
+  while (read < data.length) {
+    const n = await file.read(data.subarray(read), data.length - read, read);
+    if (n === 0) return null;
+    read += n;
+  }
+  return data;
 }
