@@ -294,7 +294,7 @@ function interpretation(r: S3BenchResult): string {
     `**Reading it.** For a fleet the row that matters is the second replica's. With the local store a replica that did not fetch a blob fetches it upstream again ` +
       `(a cold MISS: ${f2(localCold.medianSeconds)} s here from a registry on loopback; from Docker Hub a download over the WAN and, for a whole image, a pull counted against its rate limit); ` +
       `with the S3 store it is a HIT at ${f0(second.mbPerSecond)} MB/s, ${x(second.timeVsLocal)} the time of a local warm HIT on the replica that fetched (the image: ${x(get('s3:imageSecond').timeVsLocal)}). ` +
-      `A warm HIT on the replica that fetched costs about as much (${x(s3Warm.timeVsLocal)}): every HIT reads the bucket again, since the local tier (issue 16 item 6) is not built. ` +
+      `A warm HIT on the replica that fetched costs about as much (${x(s3Warm.timeVsLocal)}): every HIT reads the bucket again, the local tier being off here (LOCAL_TIER_MAX_SIZE, decision #89, not measured by this bench). ` +
       `A cold pull through S3 took ${x(s3Cold.timeVsLocal)} the local one's time, and its content was in the bucket for every replica ${f0(s3Cold.visibleAfterMs ?? NaN)} ms after the client's last byte. ` +
       `A client that lands on another replica during a fill got its last byte ${x(f.s3.followerVsLeader)} as late as the leader's client (it waits for the commit, then reads the bucket: decision #84), ` +
       `where a second client of the leading replica finished with the leader (${x(f.local.followerVsLeader)}); and the S3 leader's own client took ${f2(f.s3.leaderSeconds)} s against the local leader's ${f2(f.local.leaderSeconds)} s, its replica uploading meanwhile.`,
@@ -313,7 +313,7 @@ function interpretation(r: S3BenchResult): string {
       `round trips (S3's first-byte latency is tens to a few hundred milliseconds, against ${f1(s3Warm.firstByteMs ?? NaN)} ms through RGW here and ${f1(localWarm.firstByteMs ?? NaN)} ms from the local store), ` +
       `and a HIT's throughput is what one GET stream from the bucket carries. A cold fill uploads its parts while it downloads: with an upload slower than the download the client is not held, ` +
       `but the commit is (the "stored after last byte" column grows), and so are followers on other replicas, who also wait for their poll (every second with the default S3_FILL_LEASE). ` +
-      `Requests are billed (a part upload is a PUT, a HIT a HEAD and a GET). S3_REDIRECT takes the bytes of warm blob HITs off the replicas altogether (each costs a HEAD and a redirect instead: decision #88); a local tier would make a replica's repeated HITs local ones.`,
+      `Requests are billed (a part upload is a PUT, a HIT a HEAD and a GET). S3_REDIRECT takes the bytes of warm blob HITs off the replicas altogether (each costs a HEAD and a redirect instead: decision #88); the local tier (LOCAL_TIER_MAX_SIZE) makes a replica's repeated HITs local ones.`,
   ].join('\n');
 }
 
