@@ -104,10 +104,12 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   };
 }
 
-/** regcache's JSON log lines in `text` (a log file, `docker logs`), other lines skipped. */
+/**
+ * regcache's JSON log lines in `text` (a log file, `docker logs`), other lines skipped. A last line with no
+ * newline yet is one being written (the file is read while regcache writes it): left for the next read.
+ */
 export function parseLogLines(text: string): LogLine[] {
-  return text
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as LogLine);
+  const lines = text.split('\n');
+  lines.pop(); // after the last newline: '' or a line still being written
+  return lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
 }
