@@ -1,69 +1,52 @@
-// Imports point downward only (docs/architecture.md, "Layers"): checked by `npx depcruise src` in
-// test/run.sh before the tests. From the top:
-//   commands   cli.ts, cache-commands.ts, prefetch-command.ts
-//   assembly   proxy.ts, startup-checks.ts, the stores' owners (cache-owner.ts, bucket-owner.ts)
-//   doors      server/ (listeners, CONNECT, TLS interception, mirror), admin/ (admin routes, control socket)
-//   registry   registry/ (HTTP <-> registry semantics)
-//   services   cache/, upstream/, auth/, tls/
-//   leaves     reference/ and the single files at the root of src/ (log, config, metrics, access log, ...)
-// A module may import its own directory and any layer below it; the doors and the services do not import
-// each other sideways.
-const LEAVES = '^src/(reference/|(log|config|metrics|access-log|address-ranges|version|format-bytes|cli-exit|transfer-progress|process-channel|restart-backoff)\\.ts$)';
-const COMMANDS = '^src/(cli|cache-commands|prefetch-command)\\.ts$';
-const ASSEMBLY = '^src/(proxy|startup-checks|startup|cache-owner|bucket-owner|primary|worker|process-tree)\\.ts$';
+// Folders are layers (docs/architecture.md, "Layers"); imports point downward only. Checked by
+// `npm run check:imports`, part of `npm test`. From the top:
+//   entry      src/cli.ts: the only file at the root of src/
+//   commands   commands/: serve, ca, cache, prefetch (and what only they use)
+//   process    process/: the primary, a worker, the tree's messages, restart backoff
+//   assembly   assembly/: a running proxy wired from a Config; the stores' owners; startup checks
+//   doors      doors/ (listener, CONNECT, TLS interception, tunnels, the mirror) and admin/ (admin routes,
+//              control socket, set-up scripts): side by side, never importing each other
+//   registry   registry/: HTTP <-> registry semantics, the one gate for stored content
+//   core       cache/*.ts: the fill coordinator, fills, readers, the index, the store interface
+//   stores     cache/local/, cache/workers/, cache/s3/: one backend each; they import the core, never each other
+//   services   upstream/, auth/, tls/
+//   leaves     reference/, config/, telemetry/, ipc/
+// A module imports its own folder and any layer below its own.
+const LEAVES = '^src/(reference|config|telemetry|ipc)/';
+const SERVICES = '^src/(upstream|auth|tls)/';
+const STORES = '^src/cache/(local|workers|s3)/';
+const CORE = '^src/cache/[^/]+\\.ts$';
+const REGISTRY = '^src/registry/';
+const DOORS = '^src/(doors|admin)/';
+const ASSEMBLY = '^src/assembly/';
+const PROCESS = '^src/process/';
+const COMMANDS = '^src/commands/';
+
+/** A rule: modules matching `from` import only their own folder and what `allowed` lists. */
+function only(name, from, allowed, comment, own = '^src/$1/') {
+  return { name, severity: 'error', comment, from: { path: from }, to: { path: '^src/', pathNot: [own, ...allowed] } };
+}
 
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
   forbidden: [
+    { name: 'no-circular', severity: 'error', comment: 'A cycle has no bottom: one of its modules imports upward.', from: {}, to: { circular: true } },
     {
-      name: 'no-circular',
+      name: 'root-is-the-entry-point',
       severity: 'error',
-      comment: 'A cycle has no bottom: one of its modules imports upward.',
-      from: {},
-      to: { circular: true },
+      comment: 'Nothing but cli.ts lives at the root of src/: every other module belongs to a layer folder.',
+      from: { path: '^src/[^/]+\\.ts$', pathNot: '^src/cli\\.ts$' },
+      to: {},
     },
-    {
-      name: 'leaves-import-leaves',
-      severity: 'error',
-      comment: 'references, config, log, metrics, the access log: imported by everything, importing nothing of the layers above.',
-      from: { path: LEAVES },
-      to: { path: '^src/', pathNot: LEAVES },
-    },
-    {
-      name: 'services-import-leaves',
-      severity: 'error',
-      comment: 'cache/, upstream/, auth/ and tls/ import their own directory and the leaves: the store knows no HTTP, the upstream client no cache.',
-      from: { path: '^src/(cache|upstream|auth|tls)/' },
-      to: { path: '^src/', pathNot: ['^src/$1/', LEAVES] },
-    },
-    {
-      name: 'registry-below-doors',
-      severity: 'error',
-      comment: 'registry/ translates HTTP to the cache and the upstream; the doors (server/, admin/) call it, never the reverse.',
-      from: { path: '^src/registry/' },
-      to: { path: ['^src/(server|admin)/', ASSEMBLY, COMMANDS] },
-    },
-    {
-      name: 'doors-apart',
-      severity: 'error',
-      comment: 'server/ and admin/ are doors side by side: proxy.ts wires them together.',
-      from: { path: '^src/(server|admin)/' },
-      to: { path: ['^src/(server|admin)/', ASSEMBLY, COMMANDS], pathNot: '^src/$1/' },
-    },
-    {
-      name: 'assembly-below-commands',
-      severity: 'error',
-      comment: 'proxy.ts assembles a running proxy; only the commands start one.',
-      from: { path: ASSEMBLY },
-      to: { path: COMMANDS },
-    },
-    {
-      name: 'commands-on-top',
-      severity: 'error',
-      comment: 'The command modules are entry points: cli.ts registers the others.',
-      from: { path: '^src/', pathNot: '^src/cli\\.ts$' },
-      to: { path: COMMANDS },
-    },
+    only('leaves-import-leaves', '^src/(reference|config|telemetry|ipc)/', [LEAVES], 'references, configuration, logs and metrics, the IPC channel: imported by everything, importing only each other.'),
+    only('services-import-leaves', '^src/(upstream|auth|tls)/', [LEAVES], 'upstream/, auth/, tls/: the upstream client knows no cache, the CA no HTTP.'),
+    only('core-imports-no-store', '^src/cache/[^/]+\\.ts$', [CORE, LEAVES], 'The cache core knows stores only through its interfaces (content-store.ts): it imports no backend, no HTTP, no upstream.'),
+    only('stores-apart', '^src/cache/(local|workers|s3)/', [CORE, LEAVES], 'Each store is one backend over the core: the stores never import each other.', '^src/cache/$1/'),
+    only('registry-over-the-cache', '^src/(registry)/', [CORE, SERVICES, LEAVES], 'registry/ speaks to the cache through the core (the coordinator), never to a store directly.'),
+    only('doors-apart', '^src/(doors|admin)/', [REGISTRY, CORE, SERVICES, LEAVES], 'doors/ and admin/ are doors side by side: assembly/ wires them together.'),
+    only('assembly-below-process', '^src/(assembly)/', [DOORS, REGISTRY, CORE, STORES, SERVICES, LEAVES], 'assembly/ builds a running proxy; the process tree and the commands start it.'),
+    only('process-below-commands', '^src/(process)/', [ASSEMBLY, DOORS, REGISTRY, CORE, STORES, SERVICES, LEAVES], 'process/ runs the primary and the workers; only the commands start them.'),
+    only('commands-on-top', '^src/(commands)/', [PROCESS, ASSEMBLY, DOORS, REGISTRY, CORE, STORES, SERVICES, LEAVES], 'The commands import every layer; only cli.ts imports them.'),
   ],
   options: {
     doNotFollow: { path: 'node_modules' },

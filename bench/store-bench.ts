@@ -23,7 +23,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
-import { integrityOf } from '../src/cache/local-store.js';
+import { integrityOf } from '../src/cache/local/local-store.js';
 import { MediaTypes, type LayerFile } from '../test/harness/images.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';

@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { after, describe, it } from 'node:test';
 import { CacheAdmin, type ListedImage, type RemovalReport } from '../src/cache/cache-admin.js';
 import type { Provenance } from '../src/cache/content-store.js';
-import { LocalStore } from '../src/cache/local-store.js';
+import { LocalStore } from '../src/cache/local/local-store.js';
 import type { EntryKind } from '../src/cache/entry-index.js';
 import { TmpDirs } from './harness/tmp.js';
 

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import { open, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { integrityOf } from '../src/cache/local-store.js';
+import { integrityOf } from '../src/cache/local/local-store.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { run, sleep, waitFor } from './harness/proc.js';
 import { createTestCA, type TestCA } from './harness/pki.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, describeConfig, loadConfig } from '../src/config.js';
+import { ConfigError, describeConfig, loadConfig } from '../src/config/config.js';
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {

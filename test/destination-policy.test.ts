@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, loadConfig, parseDestination, portAllowed, type DestinationRule } from '../src/config.js';
-import { AllowedClients } from '../src/server/allowed-clients.js';
+import { ConfigError, loadConfig, parseDestination, portAllowed, type DestinationRule } from '../src/config/config.js';
+import { AllowedClients } from '../src/doors/allowed-clients.js';
 import { DestinationPolicy, DestinationRefusedError } from '../src/upstream/destination-policy.js';
 import { Dialer } from '../src/upstream/dialer.js';
 

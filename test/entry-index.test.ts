@@ -5,7 +5,7 @@ import { appendFile, open, readdir, readFile, writeFile } from 'node:fs/promises
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import { EntryIndex, type Entry } from '../src/cache/entry-index.js';
-import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config.js';
+import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config/config.js';
 import { TmpDirs } from './harness/tmp.js';
 
 const digest = (n: number): string => 'sha256:' + n.toString(16).padStart(64, '0');

@@ -4,8 +4,8 @@ import assert from 'node:assert/strict';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig } from '../src/config.js';
-import { applyEnvFile, EnvFileError, readEnvFile } from '../src/env-file.js';
+import { loadConfig } from '../src/config/config.js';
+import { applyEnvFile, EnvFileError, readEnvFile } from '../src/commands/env-file.js';
 import { run, spawnDaemon, waitFor } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 

@@ -5,7 +5,7 @@ import crypto from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
-import { LocalStore } from '../src/cache/local-store.js';
+import { LocalStore } from '../src/cache/local/local-store.js';
 import { Fill } from '../src/cache/fill.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import { RING_BUFFERS } from '../src/cache/ring-writer.js';

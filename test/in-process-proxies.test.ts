@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { loadConfig } from '../src/config.js';
-import { createLogger } from '../src/log.js';
-import { startProxy, type RunningProxy } from '../src/proxy.js';
+import { loadConfig } from '../src/config/config.js';
+import { createLogger } from '../src/telemetry/log.js';
+import { startProxy, type RunningProxy } from '../src/assembly/proxy.js';
 import { freePort } from './harness/ports.js';
 import { TmpDirs } from './harness/tmp.js';
 

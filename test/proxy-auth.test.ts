@@ -6,7 +6,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { ConfigError } from '../src/config.js';
+import { ConfigError } from '../src/config/config.js';
 import { PasswordGuard } from '../src/auth/password-guard.js';
 import { UserSet } from '../src/auth/user-set.js';
 import { startDockerd, type Dockerd } from './harness/dockerd.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isDigestArgument, parseImageReference } from '../src/reference/image-reference.js';
 import { displayReference, registryApiHost, registryDisplayName } from '../src/reference/registry-name.js';
-import { mirrorTarget } from '../src/server/mirror-server.js';
+import { mirrorTarget } from '../src/doors/mirror-server.js';
 
 describe('registry names', () => {
   it('shows every Docker Hub name as docker.io and sends its API requests to registry-1.docker.io', () => {

@@ -6,7 +6,7 @@ import { Allowlist } from '../src/registry/allowlist.js';
 import { parseRange } from '../src/registry/byte-range.js';
 import { REGISTRY_ERRORS } from '../src/registry/registry-errors.js';
 import { classify } from '../src/registry/request-classifier.js';
-import { parseConnectTarget } from '../src/server/connect-target.js';
+import { parseConnectTarget } from '../src/doors/connect-target.js';
 import { DestinationPolicy } from '../src/upstream/destination-policy.js';
 import { Dialer, matchesNoProxy } from '../src/upstream/dialer.js';
 

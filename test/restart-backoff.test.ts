@@ -2,7 +2,7 @@
 // slot, capped, and back to the first delay once a worker ran long enough.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { RESTART_BACKOFF, RestartBackoff } from '../src/restart-backoff.js';
+import { RESTART_BACKOFF, RestartBackoff } from '../src/process/restart-backoff.js';
 
 describe('RestartBackoff', () => {
   it('doubles the delay with every exit in a row of the same slot, up to the cap', () => {

@@ -17,7 +17,7 @@ import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { FillReader } from '../src/cache/fill-reader.js';
 import { Fill } from '../src/cache/fill.js';
-import { LocalStore } from '../src/cache/local-store.js';
+import { LocalStore } from '../src/cache/local/local-store.js';
 import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createTestCA, type IssuedCert } from './harness/pki.js';
 import { freePort } from './harness/ports.js';

@@ -5,13 +5,13 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { after, describe, it } from 'node:test';
-import type { Bucket } from '../src/cache/bucket.js';
-import { FleetEvictor, type FleetBudget } from '../src/cache/bucket-eviction.js';
-import { BucketLayout } from '../src/cache/bucket-layout.js';
+import type { Bucket } from '../src/cache/s3/bucket.js';
+import { FleetEvictor, type FleetBudget } from '../src/cache/s3/bucket-eviction.js';
+import { BucketLayout } from '../src/cache/s3/bucket-layout.js';
 import { StoreUnavailableError, type StoredContent } from '../src/cache/content-store.js';
-import { FillLocks } from '../src/cache/fill-lock.js';
-import { S3Store } from '../src/cache/s3-store.js';
-import { createLogger } from '../src/log.js';
+import { FillLocks } from '../src/cache/s3/fill-lock.js';
+import { S3Store } from '../src/cache/s3/s3-store.js';
+import { createLogger } from '../src/telemetry/log.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeBucket } from './support/fake-bucket.js';
 

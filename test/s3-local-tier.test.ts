@@ -11,9 +11,9 @@ import { contentPath } from '../src/cache/content-files.js';
 import type { ContentFile, StoredContent } from '../src/cache/content-store.js';
 import { Fill } from '../src/cache/fill.js';
 import { FillCoordinator } from '../src/cache/fill-coordinator.js';
-import { S3Store } from '../src/cache/s3-store.js';
+import { S3Store } from '../src/cache/s3/s3-store.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
-import { createLogger } from '../src/log.js';
+import { createLogger } from '../src/telemetry/log.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeBucket } from './support/fake-bucket.js';
 

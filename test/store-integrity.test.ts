@@ -8,7 +8,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { integrityOf } from '../src/cache/local-store.js';
+import { integrityOf } from '../src/cache/local/local-store.js';
 import { RING_BUFFERS } from '../src/cache/ring-writer.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { run, sleep, waitFor } from './harness/proc.js';

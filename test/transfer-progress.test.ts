@@ -2,7 +2,7 @@
 // redrawn at most every interval, cleared at the end; nothing at all when the output is not a terminal.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { TransferProgress } from '../src/transfer-progress.js';
+import { TransferProgress } from '../src/commands/transfer-progress.js';
 
 function output(isTTY: boolean) {
   const writes: string[] = [];

@@ -9,7 +9,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
-import { ReusedBufferCopy } from '../src/server/reused-buffer-copy.js';
+import { ReusedBufferCopy } from '../src/doors/reused-buffer-copy.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 

@@ -2,7 +2,7 @@
 // destination policy, the TLS handshake, undici's head timeout), not read out of its message. In-process.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { parseDestination } from '../src/config.js';
+import { parseDestination } from '../src/config/config.js';
 import { DestinationPolicy } from '../src/upstream/destination-policy.js';
 import { Dialer } from '../src/upstream/dialer.js';
 import { UpstreamClient } from '../src/upstream/upstream-client.js';

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ConfigError, loadConfig } from '../src/config.js';
+import { ConfigError, loadConfig } from '../src/config/config.js';
 import { createTestCA } from './harness/pki.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { skopeoCopyToDir } from './harness/skopeo.js';

@@ -9,10 +9,10 @@ import { clientAddress } from '../auth/client-address.js';
 import type { UserSet } from '../auth/user-set.js';
 import type { ContentIndex } from '../cache/content-store.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../telemetry/log.js';
 import { registryApiHost } from '../reference/registry-name.js';
-import type { AccessLog } from '../access-log.js';
-import type { MetricsExposition } from '../metrics.js';
+import type { AccessLog } from '../telemetry/access-log.js';
+import type { MetricsExposition } from '../telemetry/metrics.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
 
 /** /healthz: the checks (all must hold), and with WORKERS > 1 how many workers serve. */

@@ -1,7 +1,7 @@
 // Which users each door of regcache asks for, from PROXY_AUTH, MIRROR_AUTH and ADMIN_AUTH. PROXY_AUTH
 // closes every door: the mirror and the admin endpoints ask for its users unless their own variable
 // names other users, or "none" to leave that door open (said at startup as a warning).
-import { NO_AUTH, type Config } from '../config.js';
+import { NO_AUTH, type Config } from '../config/config.js';
 import type { PasswordGuard } from './password-guard.js';
 import { UserSet } from './user-set.js';
 

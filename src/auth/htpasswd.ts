@@ -4,7 +4,7 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import bcrypt from 'bcryptjs';
-import { ConfigError } from '../config.js';
+import { ConfigError } from '../config/config.js';
 
 export type Secret = { kind: 'bcrypt'; hash: string } | { kind: 'sha1'; digest: Buffer } | { kind: 'plain'; sha256: Buffer };
 

@@ -3,8 +3,8 @@
 // concurrent checks of one header share a single comparison, and what is left is throttled per client
 // address (FailureThrottle) and compared off the event loop (BcryptWorker). Cheap for the server, costly
 // for guessers: see docs/decisions.md.
-import type { Logger } from '../log.js';
-import type { Metrics } from '../metrics.js';
+import type { Logger } from '../telemetry/log.js';
+import type { Metrics } from '../telemetry/metrics.js';
 import { BcryptBusyError, BcryptWorker } from './bcrypt-worker.js';
 import { systemClock, type Clock } from './clock.js';
 import { FailureThrottle, type Verdict } from './failure-throttle.js';

@@ -4,7 +4,7 @@
 // Content being filled is not in the index yet, so it is never evicted; a read in progress keeps its
 // open file after the name is gone.
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../log.js';
+import type { Logger } from '../telemetry/log.js';
 import type { ContentStore } from './content-store.js';
 import type { Entry } from './entry-index.js';
 

@@ -10,7 +10,7 @@
 // process's, or, in a worker, the whole process tree's.
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import type { Logger } from '../log.js';
+import type { Logger } from '../telemetry/log.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type Provenance, type StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
 import type { Room } from './eviction.js';

@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../telemetry/log.js';
 import { parseRepository } from '../reference/repository-reference.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { UpstreamTokens } from '../upstream/upstream-tokens.js';

@@ -4,7 +4,7 @@
 // VERIFY_ON_READ=false), or a fill shared with every concurrent request of the same origin.
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { CacheStatus } from '../access-log.js';
+import type { CacheStatus } from '../telemetry/access-log.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type Provenance, type StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
 import type { FillCoordinator, FillKey } from '../cache/fill-coordinator.js';

@@ -2,7 +2,7 @@
 // referrers, pushes when allowed, and upstream answers that are not cacheable (401, 404, 5xx).
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import type { RequestRecord } from '../access-log.js';
+import type { RequestRecord } from '../telemetry/access-log.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { upstreamFailure } from '../upstream/upstream-failure.js';

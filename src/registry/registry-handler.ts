@@ -1,10 +1,10 @@
 // Requests inside an intercepted connection, plain-HTTP requests to an allowlisted registry, and the
 // mirror's: classify, then serve from the cache, pass through, or refuse.
 import type { ServerResponse } from 'node:http';
-import type { AccessLog, RequestRecord } from '../access-log.js';
+import type { AccessLog, RequestRecord } from '../telemetry/access-log.js';
 import { StoreUnavailableError } from '../cache/content-store.js';
 import type { FillCoordinator } from '../cache/fill-coordinator.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../telemetry/log.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';

@@ -3,7 +3,7 @@
 // meant for upstream (the mirror's ns= removed, a forward's absolute URI cut to its path); it builds this
 // object once, and nothing downstream reads or rewrites req.url.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import type { RequestRecord } from '../access-log.js';
+import type { RequestRecord } from '../telemetry/access-log.js';
 import type { RepositoryReference } from '../reference/repository-reference.js';
 import { headerValue } from '../upstream/header-filter.js';
 import { classify, type Route } from './request-classifier.js';

@@ -5,11 +5,11 @@
 // never gets a media type it did not ask for; with ENABLE_MANIFEST_CACHE a tag is trusted for its tier's
 // time without asking (HIT), and when upstream fails the last known manifest is served (STALE).
 import crypto from 'node:crypto';
-import type { RequestRecord } from '../access-log.js';
+import type { RequestRecord } from '../telemetry/access-log.js';
 import type { ContentIndex, Provenance } from '../cache/content-store.js';
 import type { FillCoordinator } from '../cache/fill-coordinator.js';
-import type { ManifestCacheTier } from '../config.js';
-import type { Logger } from '../log.js';
+import type { ManifestCacheTier } from '../config/config.js';
+import type { Logger } from '../telemetry/log.js';
 import { isSha256Digest } from '../reference/digest.js';
 import { formatRepository, formatTag, type TagReference } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';

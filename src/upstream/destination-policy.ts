@@ -8,8 +8,8 @@
 // own routes and are not checked here (the Dialer knows which connections those are).
 import os from 'node:os';
 import net from 'node:net';
-import { AddressRanges, numericIpv4, plainAddress } from '../address-ranges.js';
-import type { DestinationRule } from '../config.js';
+import { AddressRanges, numericIpv4, plainAddress } from '../reference/address-ranges.js';
+import type { DestinationRule } from '../config/config.js';
 
 export class DestinationRefusedError extends Error {
   constructor(

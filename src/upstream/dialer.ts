@@ -4,7 +4,7 @@
 // against the DestinationPolicy on the address it resolves to, and made to that very address.
 import dns from 'node:dns/promises';
 import net from 'node:net';
-import type { ConnectToRule, UpstreamProxy } from '../config.js';
+import type { ConnectToRule, UpstreamProxy } from '../config/config.js';
 import { DestinationRefusedError, type DestinationPolicy } from './destination-policy.js';
 
 export interface DialerOptions {

@@ -6,7 +6,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import type { Readable } from 'node:stream';
 import { Agent, type Dispatcher } from 'undici';
-import type { RegistryCredentials } from '../config.js';
+import type { RegistryCredentials } from '../config/config.js';
 import type { Dialer } from './dialer.js';
 import { UpstreamFailure, upstreamFailure } from './upstream-failure.js';
 

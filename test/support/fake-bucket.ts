@@ -4,7 +4,7 @@
 // failures (down: every call throws StoreUnavailableError) and a count of calls per operation.
 import crypto from 'node:crypto';
 import { Readable } from 'node:stream';
-import type { Bucket, ObjectInfo, UploadedPart } from '../../src/cache/bucket.js';
+import type { Bucket, ObjectInfo, UploadedPart } from '../../src/cache/s3/bucket.js';
 import { StoreUnavailableError } from '../../src/cache/content-store.js';
 
 /** The fake signature every presigned URL of a FakeBucket carries. */

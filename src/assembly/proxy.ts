@@ -1,0 +1,354 @@
+// Assembles a running proxy from a Config: CA, store, upstream client, handlers, listeners. startProxy is
+// the one process (WORKERS=1); serveProxy is what every process that serves runs, that one or a worker
+// (worker.ts) over the primary's store.
+import { createServer, type Server } from 'node:http';
+import fs from 'node:fs/promises';
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Client } from 'undici';
+import { cacheListing, handleAdmin, localHealth, type HealthReport, type Listing } from '../admin/admin-routes.js';
+import type { ServerPorts } from '../admin/server-ports.js';
+import { loadDoors, type Doors } from '../auth/doors.js';
+import { PasswordGuard } from '../auth/password-guard.js';
+import type { EntryIndex } from '../cache/entry-index.js';
+import { FillCoordinator } from '../cache/fill-coordinator.js';
+import type { Fill } from '../cache/fill.js';
+import type { ListingViewer } from '../cache/tag-listing.js';
+import { AccessLog } from '../telemetry/access-log.js';
+import { ownCacheDir } from './cache-owner.js';
+import type { ContentStore } from '../cache/content-store.js';
+import { diskFull } from '../cache/eviction.js';
+import { describeConfig, type Config } from '../config/config.js';
+import { Metrics, type MetricsExposition, type MetricsSources } from '../telemetry/metrics.js';
+import { listenError } from './startup-checks.js';
+import { prepareStartup } from './startup.js';
+import type { Logger } from '../telemetry/log.js';
+import { Allowlist } from '../registry/allowlist.js';
+import { ContentAccess } from '../registry/content-access.js';
+import { ContentResponder, type BlobRedirect } from '../registry/content-responder.js';
+import { RegistryHandler } from '../registry/registry-handler.js';
+import { AllowedClients, CLIENT_REFUSED } from '../doors/allowed-clients.js';
+import { createMirrorServer } from '../doors/mirror-server.js';
+import { createProxyServers } from '../doors/proxy-server.js';
+import { TlsInterceptor } from '../doors/tls-interceptor.js';
+import { Tunnels } from '../doors/tunnel.js';
+import type { CertificateAuthority } from '../tls/certificate-authority.js';
+import { LeafCertificates } from '../tls/leaf-certificates.js';
+import { DestinationPolicy } from '../upstream/destination-policy.js';
+import { Dialer } from '../upstream/dialer.js';
+import { UpstreamClient } from '../upstream/upstream-client.js';
+import { TokenUpstream, UpstreamTokens } from '../upstream/upstream-tokens.js';
+import { VERSION } from '../config/version.js';
+
+export interface RunningProxy {
+  port: number;
+  ports: ServerPorts;
+  /** Stops accepting, lets requests in progress finish for up to graceMs, then ends every connection. */
+  close(graceMs?: number): Promise<void>;
+}
+
+// Under Docker's default 10 s stop timeout, with room to exit cleanly.
+export const SHUTDOWN_GRACE_MS = 8_000;
+
+/** The one process (WORKERS=1): it owns CACHE_DIR (or, with CACHE_STORE, is a replica on the bucket) and serves. */
+export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
+  // This proxy's own counters: another proxy in the same process (tests) counts apart.
+  const metrics = new Metrics();
+  const { guard, doors, warnings } = openDoors(config, log, metrics);
+  const ca = await prepareStartup(config, log, warnings);
+  const [leaves, owned] = await Promise.all([LeafCertificates.create(ca), ownStore(config, log, metrics)]);
+  const { store, coordinator } = owned;
+  const proxy = await serveProxy(config, log, {
+    metrics,
+    guard,
+    doors,
+    ca,
+    leaves,
+    coordinator,
+    index: owned.index,
+    diskFull: owned.diskFull,
+    storeReachable: owned.reachable,
+    redirect: owned.redirect,
+    gauges: { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => store.index.totalBytes, storeEntries: () => store.index.size },
+    views: {
+      health: () => localHealth(ca.certPem, config.cacheDir),
+      listing: (viewer) => Promise.resolve(cacheListing(store.index, viewer)),
+      metrics: metrics.registry,
+    },
+    closeStore: () => owned.close(),
+  });
+  owned.setPorts(proxy.ports);
+  log.info({ port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) }, 'listening');
+  return proxy;
+}
+
+/** The store one process owns, and the one coordinator over it (shared by the proxy and the mirror: one fill per origin and digest). */
+interface OwnedStore {
+  store: ContentStore;
+  coordinator: FillCoordinator;
+  index: EntryIndex;
+  diskFull: () => Promise<boolean>;
+  reachable: (() => boolean) | null;
+  redirect: BlobRedirect | null; // S3_REDIRECT
+  setPorts(ports: ServerPorts): void;
+  close(): Promise<void>;
+}
+
+/** CACHE_DIR's store, or with CACHE_STORE the fleet's bucket (one fetch per blob across replicas). */
+async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<OwnedStore> {
+  if (config.cacheStore) {
+    // Loaded only for a bucket: the AWS SDK adds ~125 ms to every start that has no use for it.
+    const { ownBucket } = await import('./bucket-owner.js');
+    const owner = await ownBucket(config, config.cacheStore, log);
+    const { store } = owner;
+    owner.evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
+    return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, redirect: owner.redirect, setPorts: owner.setPorts, close: owner.close };
+  }
+  const owner = await ownCacheDir(config, log, metrics);
+  const { store, evictor } = owner;
+  return { store, coordinator: new FillCoordinator(store, evictor, log), index: store.index, diskFull: () => evictor.diskFull(), reachable: null, redirect: null, setPorts: owner.setPorts, close: owner.close };
+}
+
+/** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
+export function openDoors(config: Config, log: Logger, metrics: Metrics): { guard: PasswordGuard; doors: Doors; warnings: string[] } {
+  const guard = new PasswordGuard({ log, metrics });
+  return { guard, ...loadDoors(config, guard) };
+}
+
+/** What a serving process is given: its counters and doors, the CA, and the store as it sees it. */
+export interface ServeParts {
+  metrics: Metrics;
+  guard: PasswordGuard;
+  doors: Doors;
+  ca: CertificateAuthority;
+  leaves: LeafCertificates;
+  coordinator: FillCoordinator;
+  index: EntryIndex; // for the mirror's listings (a worker's replica of the primary's)
+  diskFull: () => Promise<boolean>; // /readyz
+  storeReachable?: (() => boolean) | null; // /readyz, with CACHE_STORE: the bucket answers
+  redirect?: BlobRedirect | null; // S3_REDIRECT: blob GETs answered 307 to a presigned URL
+  gauges: Partial<MetricsSources>; // the store's gauges, where the store is this process's
+  views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
+  closeStore: () => Promise<void>;
+}
+
+/** Wires the upstream client, the handlers and the listeners over the store, and listens. */
+export async function serveProxy(config: Config, log: Logger, parts: ServeParts): Promise<RunningProxy> {
+  const { metrics, guard, doors, ca, leaves, coordinator } = parts;
+  const store = coordinator.store;
+  const accessLog = new AccessLog(log, metrics);
+  leaves.warmUp();
+  coordinator.on('fill-started', () => metrics.fillStarted());
+  coordinator.on('fill-joined', () => metrics.joined());
+  coordinator.on('fill-settled', (fill: Fill) => {
+    if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
+  });
+
+  const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
+  const clients = new AllowedClients(config.allowedClients);
+  const dialer = new Dialer({
+    connectTo: config.connectTo,
+    upstreamProxy: config.upstreamProxy,
+    noProxy: config.noProxy,
+    connectTimeoutMs: config.timeouts.connectMs,
+    policy: destinations,
+  });
+  const upstream = new UpstreamClient({
+    dialer,
+    verifySsl: config.verifySsl,
+    upstreamCaFile: config.upstreamCaFile,
+    headersTimeoutMs: config.timeouts.headersMs,
+    bodyTimeoutMs: config.timeouts.idleMs,
+    credentials: config.authRegistries,
+  });
+  const tagPolicy = { serveStale: config.serveStale, manifestCache: config.manifestCache };
+  const tokens = new UpstreamTokens(upstream);
+  const access = new ContentAccess(store, upstream, tokens, log);
+  access.start();
+  const contentOptions = { verifyOnRead: config.verifyOnRead, redirect: parts.redirect ?? null };
+  const content = new ContentResponder(coordinator, upstream, access, contentOptions);
+  const registry = new RegistryHandler({
+    log,
+    accessLog,
+    coordinator,
+    upstream,
+    content,
+    allowPush: config.allowPush,
+    tagPolicy,
+  });
+  const tunnels = new Tunnels(dialer, log);
+  const allowlist = new Allowlist(config.registries);
+  let ready = false;
+  let mirror: Server | null = null;
+  const adminDeps = {
+    log,
+    accessLog,
+    caCertPem: ca.certPem,
+    version: VERSION,
+    ...parts.views,
+    ready: () => ready,
+    diskFull: parts.diskFull,
+    storeReachable: parts.storeReachable ?? null,
+    mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
+    registries: config.registries,
+    auth: doors.admin,
+    proxyAuth: doors.proxy,
+    mirrorAuth: doors.mirror,
+  };
+  metrics.watch({
+    ...parts.gauges,
+    leavesMinted: () => leaves.minted,
+    tunnelsOpen: () => tunnels.active,
+  });
+
+  const { server, intercepted } = createProxyServers({
+    log,
+    accessLog,
+    allowlist,
+    registry,
+    upstream,
+    tunnels,
+    interceptor: (s) => new TlsInterceptor(leaves, s, log, config.clientHeadersTimeoutMs),
+    admin: (req, res) => void handleAdmin(adminDeps, req, res),
+    proxyAuth: doors.proxy,
+    headersTimeoutMs: config.clientHeadersTimeoutMs,
+    clients,
+    tunnelPorts: config.tunnelPorts,
+    forwardPorts: config.forwardPorts,
+  });
+
+  // Every client connection, whatever it became (HTTP, intercepted TLS, tunnel): shutdown ends them all.
+  const connections = new Set<net.Socket>();
+  const track = (socket: net.Socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
+  };
+  server.on('connection', track);
+
+  // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
+  if (config.mirrorPort !== 0) {
+    const asRegcache = new TokenUpstream(tokens);
+    const mirrorContent = new ContentResponder(coordinator, asRegcache, new ContentAccess(store, asRegcache, tokens, log), contentOptions);
+    const mirrorDeps = {
+      log,
+      accessLog,
+      allowlist,
+      registry: new RegistryHandler({ log, accessLog, coordinator, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
+      index: parts.index,
+      registryDomain: config.registryDomain,
+      auth: doors.mirror,
+      adminAuth: doors.admin,
+      guard,
+      headersTimeoutMs: config.clientHeadersTimeoutMs,
+      clients,
+    };
+    mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
+    mirror.on('connection', track);
+    await listen(mirror, 'MIRROR_PORT', config.mirrorPort, config.disableIpv6);
+    destinations.listeningPorts.add((mirror.address() as AddressInfo).port);
+    mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
+  }
+
+  // ADMIN_PORT: the admin endpoints on a port of their own as well (e.g. for a metrics scraper).
+  let admin: Server | null = null;
+  if (config.adminPort !== 0) {
+    admin = createServer((req, res) => {
+      if (clients.admits(req, log, 'admin')) void handleAdmin(adminDeps, req, res);
+      else res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${CLIENT_REFUSED}\n`);
+    });
+    admin.on('connection', track);
+    await listen(admin, 'ADMIN_PORT', config.adminPort, config.disableIpv6);
+    destinations.listeningPorts.add((admin.address() as AddressInfo).port);
+  }
+
+  await listen(server, 'PORT', config.port, config.disableIpv6);
+  // After listen, an accept failure (EMFILE) must be logged, not crash the process.
+  server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
+  const port = (server.address() as AddressInfo).port;
+  destinations.listeningPorts.add(port);
+  await warmUp(port, log);
+  ready = true;
+  const adminPort = admin ? (admin.address() as AddressInfo).port : null;
+  const mirrorPort = adminDeps.mirrorPort();
+  const ports: ServerPorts = { proxy: port, mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null }, admin: adminPort };
+  return {
+    port,
+    ports,
+    async close(graceMs = SHUTDOWN_GRACE_MS) {
+      ready = false;
+      server.close(); // no new connections
+      mirror?.close();
+      admin?.close();
+      // Requests in progress may finish; connections that fall idle are closed as they do.
+      const deadline = Date.now() + graceMs;
+      while (connections.size > 0 && Date.now() < deadline) {
+        server.closeIdleConnections();
+        intercepted.closeIdleConnections();
+        mirror?.closeIdleConnections();
+        admin?.closeIdleConnections();
+        await sleep(50);
+      }
+      for (const socket of connections) socket.destroy();
+      await upstream.close();
+      await parts.closeStore();
+      await guard.close();
+    },
+  };
+}
+
+/** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0; a failure names its variable. */
+async function listen(server: Server, variable: string, port: number, disableIpv6: boolean): Promise<void> {
+  try {
+    await bind(server, port, disableIpv6);
+  } catch (err) {
+    throw listenError(variable, port, err as NodeJS.ErrnoException);
+  }
+}
+
+function bind(server: Server, port: number, disableIpv6: boolean): Promise<void> {
+  const attempt = (host: string) =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port, host, ipv6Only: false }, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  if (disableIpv6) return attempt('0.0.0.0');
+  return attempt('::').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL') return attempt('0.0.0.0');
+    throw err;
+  });
+}
+
+/**
+ * One request to our own status page before announcing 'listening': undici compiles its HTTP parser
+ * (WebAssembly) on its first connection, and that should not land on a user's first pull.
+ */
+async function warmUp(port: number, log: Logger): Promise<void> {
+  const client = new Client(`http://127.0.0.1:${port}`);
+  try {
+    const res = await client.request({ method: 'GET', path: '/' });
+    await res.body.dump();
+  } catch (err) {
+    log.debug({ error: (err as Error).message }, 'warm-up request failed (harmless: only the first request is slower)');
+  } finally {
+    await client.close();
+  }
+}
+
+/** The mirror's certificate: files (MIRROR_TLS_CERT/KEY), or minted from our CA for MIRROR_HOSTNAME. */
+async function mirrorTls(config: Config, leaves: LeafCertificates): Promise<{ cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] } | undefined> {
+  if (config.mirrorTls) {
+    const [cert, key] = await Promise.all([fs.readFile(config.mirrorTls.certFile, 'utf8'), fs.readFile(config.mirrorTls.keyFile, 'utf8')]);
+    return { cert, key };
+  }
+  if (config.mirrorHostname) {
+    const hostname = config.mirrorHostname;
+    // The default certificate serves clients without SNI; SNI clients get a context that is renewed.
+    return { ...leaves.pemFor(hostname), SNICallback: (_name, callback) => callback(null, leaves.contextFor(hostname)) };
+  }
+  return undefined;
+}

@@ -1,0 +1,195 @@
+// The first ContentStore: a directory. Content files in cacache's layout under CACHE_DIR (one file per
+// digest, whatever the repository or registry), described by regcache's own EntryIndex. Fills are spooled
+// to CACHE_DIR/spool and renamed into place once their digest is verified (docs/decisions.md: one disk
+// write per byte, and cacache's index cannot keep LRU order or sizes).
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { contentPath, createSpool, diskSpace, newSpoolName, openContent, PRIVATE_DIR, SpoolFile, spoolDirOf, spoolPath } from '../content-files.js';
+import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
+import { EntryIndex, type Entry } from '../entry-index.js';
+import { SmallWrites } from '../small-writes.js';
+
+export { integrityOf } from '../content-files.js';
+
+/** What a 'committed' event carries: the entry, and the origin ("registry/repository") that delivered it. */
+export interface Committed {
+  entry: Entry;
+  ref: string | null;
+}
+
+export class LocalStore extends EventEmitter implements ContentStore {
+  readonly spoolDir: string;
+  private readonly smallWrites = new SmallWrites();
+
+  private constructor(
+    readonly dir: string,
+    readonly index: EntryIndex,
+  ) {
+    super();
+    this.spoolDir = spoolDirOf(dir);
+  }
+
+  /**
+   * Creates the directories (owner only, whatever the umask), removes spool files left by a crash (never
+   * committed), loads the index.
+   */
+  static async open(dir: string): Promise<LocalStore> {
+    await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
+    await restrictToOwner(dir);
+    const spoolDir = spoolDirOf(dir);
+    await fs.rm(spoolDir, { recursive: true, force: true });
+    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
+    await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
+    return new LocalStore(dir, await EntryIndex.open(dir));
+  }
+
+  /** O(1): the index says what is there; a file that vanished shows up when it is opened. */
+  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
+    await this.smallWrites.settled(kind, digest);
+    const entry = this.index.get(kind, digest);
+    if (!entry) return null;
+    return { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  }
+
+  open(content: StoredContent): Promise<ContentFile | null> {
+    return openContent(this.dir, content.digest);
+  }
+
+  async readAll(content: StoredContent): Promise<Buffer | null> {
+    return fs.readFile(this.contentPath(content.digest)).catch(() => null);
+  }
+
+  where(digest: string): string {
+    return this.contentPath(digest);
+  }
+
+  /** A HIT: most recently used now, and the repository/tag noted. */
+  use(kind: ContentKind, digest: string, from: Provenance, now = Date.now()): void {
+    this.index.touch(kind, digest, now);
+    void this.index.reference(kind, digest, from.ref, from.tag).catch(() => undefined);
+  }
+
+  contentPath(digest: string): string {
+    return contentPath(this.dir, digest);
+  }
+
+  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
+    return createSpool(this.dir, newSpoolName());
+  }
+
+  /** Moves a verified, synced spool file into place and records the entry. */
+  async commit(spool: Spool, content: StoredContent, from: Provenance): Promise<void> {
+    await this.commitFile(spoolFileOf(spool).file, content, from);
+  }
+
+  /**
+   * Commits a verified, synced spool file that another process (a worker) wrote in the spool directory,
+   * by its name; what was committed (also emitted as 'committed'), or null when nothing new was learned.
+   */
+  commitSpooled(name: string, content: StoredContent, from: Provenance): Promise<Committed | null> {
+    return this.commitFile(spoolPath(this.dir, name), content, from);
+  }
+
+  async discard(spool: Spool): Promise<void> {
+    await fs.rm(spoolFileOf(spool).file, { force: true });
+  }
+
+  /** Removes the spool files whose names start with `fill-<prefix>` (a worker's, after it died). */
+  async discardSpooled(prefix: string): Promise<void> {
+    const names = await fs.readdir(this.spoolDir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.startsWith(`fill-${prefix}`)).map((n) => fs.rm(spoolPath(this.dir, n), { force: true })));
+  }
+
+  private async commitFile(spoolFile: string, content: StoredContent, from: Provenance): Promise<Committed | null> {
+    const { kind, digest, size, mediaType } = content;
+    const target = this.contentPath(digest);
+    await fs.mkdir(path.dirname(target), { recursive: true, mode: PRIVATE_DIR });
+    await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
+    if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from); // a second fill of the same bytes (another origin)
+    const now = Date.now();
+    const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
+    await this.index.put(entry);
+    this.emit('committed', entry, from.ref);
+    return { entry, ref: from.ref };
+  }
+
+  /**
+   * Content already stored arrived again, from `from`: the entry keeps what it knows (its origins, tags
+   * and whether it is public) and learns the new origin, which is then asked about as a commit would be.
+   */
+  async noteSource(kind: ContentKind, digest: string, from: Provenance): Promise<Committed | null> {
+    const entry = this.index.get(kind, digest);
+    if (!entry) return null;
+    const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
+    await this.index.reference(kind, digest, from.ref, from.tag);
+    if (!newOrigin) return null;
+    this.emit('committed', entry, from.ref);
+    return { entry, ref: from.ref };
+  }
+
+  putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
+    const { kind, digest } = content;
+    if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from).then(() => undefined); // already stored
+    return this.smallWrites.write(this.dir, newSpoolName(), kind, digest, data, (file) => this.commitFile(file, { ...content, size: data.length }, from));
+  }
+
+  /**
+   * Removes an entry, and its content file unless another entry holds the same bytes. The unlink is
+   * issued in the same tick as the in-memory deletion, not after the journal sync: a request arriving
+   * meanwhile misses and refills, and its commit must not be unlinked by this removal.
+   */
+  async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
+    if (!this.index.get(kind, digest)) return undefined;
+    const deleted = this.index.delete(kind, digest); // gone from memory now; the journal line follows
+    // Readers that have the file open keep reading: unlinking only takes the name away.
+    const unlinked = this.index.sharesContent(kind, digest) ? null : fs.rm(this.contentPath(digest), { force: true });
+    const [entry] = await Promise.all([deleted, unlinked]);
+    return entry;
+  }
+
+  space(): Promise<DiskSpace> {
+    return diskSpace(this.dir);
+  }
+
+  /** Deletes files under content-v2/ that no entry refers to. */
+  async removeUnreferenced(): Promise<{ files: number; bytes: number }> {
+    const known = new Set<string>();
+    for (const e of this.index.oldestFirst()) known.add(this.contentPath(e.digest));
+    let files = 0;
+    let bytes = 0;
+    for (const file of await listFiles(path.join(this.dir, 'content-v2'))) {
+      if (known.has(file)) continue;
+      files++;
+      bytes += (await fs.stat(file).catch(() => null))?.size ?? 0;
+      await fs.rm(file, { force: true });
+    }
+    return { files, bytes };
+  }
+
+  close(): Promise<void> {
+    return this.index.close();
+  }
+}
+
+function spoolFileOf(spool: Spool): SpoolFile {
+  if (!(spool instanceof SpoolFile)) throw new Error('a spool of another store');
+  return spool;
+}
+
+/**
+ * CACHE_DIR ends up 0700 even if it existed with a wider mode (e.g. created 0777 under umask 000 by an
+ * earlier version). A directory owned by another user keeps the mode its owner chose (chmod: EPERM).
+ */
+async function restrictToOwner(dir: string): Promise<void> {
+  try {
+    await fs.chmod(dir, PRIVATE_DIR);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+  }
+}
+
+async function listFiles(dir: string): Promise<string[]> {
+  const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
+  return entries.filter((d) => d.isFile()).map((d) => path.join(d.parentPath ?? (d as unknown as { path: string }).path, d.name));
+}

@@ -1,0 +1,345 @@
+// The ContentStore of a fleet (CACHE_STORE=s3://bucket/prefix): content and the facts about it live in
+// an S3-compatible bucket shared by every replica (keys: bucket-layout.ts), so that what one replica
+// fetched the others serve. Each replica keeps the index in memory (bucket-index.ts), refreshed from the
+// bucket; a lookup of content it does not know asks the bucket, so content another replica committed a
+// moment ago is a HIT here. Fills spool to CACHE_DIR/spool as with the local store (this replica's
+// readers follow the file) and upload from it as they go (bucket-spool.ts); content becomes visible only
+// once its digest is verified: the upload is completed, then its entries/ object written. Reads are
+// ranged GETs (bucket-file.ts). While the bucket cannot be reached, whatever needs it throws
+// StoreUnavailableError (answered 503) and `reachable` is false (/readyz), until a probe succeeds again.
+// With a local tier (local-tier.ts, LOCAL_TIER_MAX_SIZE), hot content is also kept in CACHE_DIR/tier and
+// read from there while the index has its entry.
+import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from '../../telemetry/log.js';
+import type { Bucket } from './bucket.js';
+import { BucketFile } from './bucket-file.js';
+import { BucketIndex, type EntryFacts } from './bucket-index.js';
+import { BucketLayout } from './bucket-layout.js';
+import { UsageBatches } from './bucket-eviction.js';
+import { BucketSpool } from './bucket-spool.js';
+import { createSpool, diskSpace, newSpoolName, PRIVATE_DIR, spoolDirOf } from '../content-files.js';
+import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type DiskSpace, type Provenance, type Spool, type SpooledContent, type StoredContent } from '../content-store.js';
+import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
+import type { Room } from '../eviction.js';
+import { LocalTier } from './local-tier.js';
+
+export interface S3StoreOptions {
+  bucket: Bucket;
+  prefix: string; // '' or ending in '/'
+  dir: string; // CACHE_DIR: spool files
+  log: Logger;
+  refreshMs?: number; // how often the whole index is read again
+  probeMs?: number; // how often reachability is checked
+  replica?: string; // names this replica's access batches (default: host/pid/random)
+  localTierBytes?: number; // LOCAL_TIER_MAX_SIZE: keep hot content in dir/tier too, this much at most (0: off)
+}
+
+// Listings catch up on other replicas' tags, pointers and removals this late at most; content itself is
+// found at once (a lookup asks the bucket).
+export const REFRESH_MS = 30_000;
+const PROBE_MS = 5_000;
+
+export class S3Store extends EventEmitter implements ContentStore {
+  readonly index: BucketIndex;
+  readonly layout: BucketLayout;
+  /** What this replica served and is reading: written in batches for the fleet's sweeper (bucket-eviction.ts). */
+  readonly usage: UsageBatches;
+  /** Copies of hot content on local disk (LOCAL_TIER_MAX_SIZE); null when off. */
+  readonly tier: LocalTier | null;
+  private readonly bucket: Bucket;
+  private readonly log: Logger;
+  private readonly pending = new Map<string, Promise<unknown>>(); // kind/digest -> a commit or small write in progress
+  private readonly timers: NodeJS.Timeout[] = [];
+  private up = true;
+
+  private constructor(
+    private readonly options: S3StoreOptions,
+    tier: LocalTier | null,
+  ) {
+    super();
+    this.bucket = options.bucket;
+    this.log = options.log;
+    this.layout = new BucketLayout(options.prefix);
+    this.index = new BucketIndex(this.bucket, this.layout);
+    this.usage = new UsageBatches(this.bucket, this.layout, options.replica);
+    this.tier = tier;
+  }
+
+  /**
+   * Creates the bucket when it is missing (StoreUnavailableError when that is refused), empties the local
+   * spool directory, reads the index, and starts refreshing it and watching reachability.
+   */
+  static async open(options: S3StoreOptions): Promise<{ store: S3Store; created: boolean }> {
+    const created = (await options.bucket.ensure()) === 'created';
+    await fs.mkdir(options.dir, { recursive: true, mode: PRIVATE_DIR });
+    const spoolDir = spoolDirOf(options.dir);
+    await fs.rm(spoolDir, { recursive: true, force: true });
+    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
+    // The tier is wiped like the spools: its index is in memory only (decision #89).
+    const tier = options.localTierBytes ? await LocalTier.open(path.join(options.dir, 'tier'), options.localTierBytes) : null;
+    const store = new S3Store(options, tier);
+    await store.index.refresh();
+    store.timers.push(setInterval(() => void store.refresh(), options.refreshMs ?? REFRESH_MS).unref());
+    store.timers.push(setInterval(() => void store.probe(), options.probeMs ?? PROBE_MS).unref());
+    return { store, created };
+  }
+
+  /** Whether the bucket answered the last time it was asked (/readyz). */
+  get reachable(): boolean {
+    return this.up;
+  }
+
+  get display(): string {
+    return this.bucket.display;
+  }
+
+  /** The replica first; else the bucket (another replica's commit), after a commit of it in progress here. */
+  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
+    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
+    const entry = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
+    return entry && { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  }
+
+  /** The local copy when there is one (the caller found the entry); else the bucket's, copied as it is read. */
+  async open(content: StoredContent): Promise<ContentFile | null> {
+    const local = await this.tier?.open(content.digest);
+    if (local) return local;
+    const key = this.layout.content(content.digest);
+    const found = await this.watched(() => this.bucket.head(key));
+    // Open reads are reported in every access batch: the sweeper does not delete content being read.
+    const file = found && new BucketFile(this.bucket, key, found.size, this.usage.opened(content.kind, content.digest));
+    return file && this.tier ? this.tier.filling(file, content.digest) : file;
+  }
+
+  async readAll(content: StoredContent): Promise<Buffer | null> {
+    const local = await this.tier?.open(content.digest);
+    if (local) {
+      const data = await readWhole(local).finally(() => local.close());
+      if (data && digestOf(data) === content.digest) return data;
+      await this.tier!.drop(content.digest); // changed on disk: the bucket answers
+    }
+    const data = await this.watched(() => this.bucket.get(this.layout.content(content.digest)));
+    if (data && this.tier && digestOf(data) === content.digest) await this.tier.keep(content.digest, data).catch(() => undefined);
+    return data;
+  }
+
+  where(digest: string): string {
+    return `${this.bucket.display.replace(/\/$/, '')}/${this.layout.content(digest).slice(this.options.prefix.length)}`;
+  }
+
+  async beginSpool(content: SpooledContent): Promise<Spool> {
+    return new BucketSpool(await createSpool(this.options.dir, newSpoolName()), this.bucket, this.layout.content(content.digest));
+  }
+
+  /** Completes the upload (verified and synced by the fill), then makes it visible with its entry. */
+  async commit(spool: Spool, content: StoredContent, from: Provenance): Promise<void> {
+    const bucketSpool = spoolOf(spool);
+    await this.committing(content, async () => {
+      await this.watched(() => bucketSpool.publish());
+      await this.record(content, from);
+    });
+    // Verified by the fill: with a tier, the spool file becomes the local copy.
+    if (this.tier) await this.tier.adopt(bucketSpool.path, content.digest, content.size).catch(() => fs.rm(bucketSpool.path, { force: true }));
+    else await fs.rm(bucketSpool.path, { force: true });
+  }
+
+  async discard(spool: Spool): Promise<void> {
+    const bucketSpool = spoolOf(spool);
+    await fs.rm(bucketSpool.path, { force: true });
+    await bucketSpool.abort();
+  }
+
+  putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
+    const stored = { ...content, size: data.length };
+    return this.committing(stored, async () => {
+      await this.watched(() => this.bucket.put(this.layout.content(content.digest), data));
+      await this.record(stored, from);
+      await this.tier?.keep(content.digest, data).catch(() => undefined);
+    });
+  }
+
+  /** The entry first (no replica finds the content after that), then the bytes unless the other kind holds them. */
+  async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
+    return this.watched(async () => {
+      const entry = await this.index.delete(kind, digest);
+      const other: ContentKind = kind === 'blob' ? 'manifest' : 'blob';
+      if (!(await this.bucket.head(this.layout.entry(other, digest)))) {
+        await this.tier?.drop(digest);
+        await this.bucket.delete(this.layout.content(digest));
+      }
+      // The fill locks' generations (fill-lock.ts) go with the content: a later fill starts again at 0.
+      await Promise.all((await this.bucket.list(this.layout.fillsOf(kind, digest))).map((o) => this.bucket.delete(o.key)));
+      return entry;
+    });
+  }
+
+  /** A read: recently used here; a repository or tag the entry does not list yet is written to the bucket. */
+  use(kind: ContentKind, digest: string, from: Provenance): void {
+    this.index.replica.touch(kind, digest);
+    this.usage.touch(kind, digest);
+    void this.reference(kind, digest, from).catch((err: Error) => this.log.debug({ digest, error: err.message }, 'noting a repository in the bucket failed'));
+  }
+
+  /**
+   * What the fill coordinator asks before and after a fill. A blob larger than CACHE_MAX_SIZE is not
+   * stored; before a fill the local disk must have room for its spool file. The bucket's total is bounded
+   * by the fleet's sweeper (bucket-eviction.ts), which `afterCommit` tells.
+   */
+  room(maxBytes: number, afterCommit: () => void = () => undefined): Room {
+    return {
+      fits: (size) => size <= maxBytes,
+      makeRoom: async (bytes) => {
+        const { free, reserve } = await this.space();
+        return free >= bytes + reserve;
+      },
+      afterCommit,
+    };
+  }
+
+  /** Free space where spool files go (the bucket itself has no bound regcache can read). */
+  space(): Promise<DiskSpace> {
+    return diskSpace(this.options.dir);
+  }
+
+  /** Deletes content objects that no entry names (left by a replica that died between the upload and the entry). */
+  async removeUnreferenced(): Promise<{ files: number; bytes: number }> {
+    return this.watched(async () => {
+      await this.index.refresh();
+      let files = 0;
+      let bytes = 0;
+      for (const o of await this.bucket.list(this.layout.contents)) {
+        const digest = this.layout.parseContent(o.key);
+        if (digest && (this.index.get('blob', digest) || this.index.get('manifest', digest))) continue;
+        await this.bucket.delete(o.key);
+        files++;
+        bytes += o.size;
+      }
+      return { files, bytes };
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const timer of this.timers) clearInterval(timer);
+  }
+
+  /**
+   * The origin's marker, then the entries/ object (written once: if it exists, another fill of the same
+   * bytes was first), then the tag. The marker goes first: a replica that finds the entry must find where
+   * it came from too, or the content looks private to other origins and that replica fetches it again.
+   */
+  private async record(content: StoredContent, from: Provenance): Promise<void> {
+    const { kind, digest, size, mediaType } = content;
+    const facts: EntryFacts = { kind, digest, size, mediaType, created: Date.now() };
+    if (from.ref !== null) await this.watched(() => this.bucket.put(this.layout.ref(kind, digest, from.ref!), Buffer.alloc(0)));
+    const first = await this.watched(() => this.bucket.put(this.layout.entry(kind, digest), Buffer.from(JSON.stringify(facts)), { ifNoneMatch: true }));
+    if (!first) {
+      const known = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
+      const newOrigin = known !== null && from.ref !== null && !known.refs.includes(from.ref);
+      await this.watched(() => this.reference(kind, digest, from));
+      if (known && newOrigin) this.emit('committed', this.index.get(kind, digest) ?? known, from.ref);
+      return;
+    }
+    const entry: Entry = { ...facts, lastAccess: facts.created, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
+    if (from.tag !== null) await this.watched(() => this.bucket.put(this.layout.tag(from.tag!), Buffer.from(digest)));
+    this.index.learn(entry);
+    this.emit('committed', this.index.get(kind, digest) ?? entry, from.ref);
+  }
+
+  /** Writes the markers of a repository or tag the replica's entry does not list yet. */
+  private async reference(kind: ContentKind, digest: string, from: Provenance): Promise<void> {
+    const entry = this.index.get(kind, digest);
+    if (!entry) return;
+    const ops: IndexOp[] = [];
+    const writes: Promise<unknown>[] = [];
+    const key = entryKey(kind, digest);
+    if (from.ref !== null && !entry.refs.includes(from.ref)) {
+      writes.push(this.bucket.put(this.layout.ref(kind, digest, from.ref), Buffer.alloc(0)));
+      ops.push({ op: 'ref', k: key, r: from.ref });
+    }
+    if (from.tag !== null && !entry.tags.includes(from.tag)) {
+      writes.push(this.bucket.put(this.layout.tag(from.tag), Buffer.from(digest)));
+      ops.push({ op: 'tag', k: key, tag: from.tag });
+    }
+    if (writes.length === 0) return;
+    await Promise.all(writes);
+    this.index.note(kind, digest, ops);
+  }
+
+  /** A commit in progress: lookups of the same content wait for it rather than asking the bucket. */
+  private committing(content: StoredContent, commit: () => Promise<void>): Promise<void> {
+    const key = entryKey(content.kind, content.digest);
+    const run = commit().finally(() => {
+      if (this.pending.get(key) === run) this.pending.delete(key);
+    });
+    this.pending.set(key, run);
+    return run;
+  }
+
+  /** Reads the index again; local copies whose entries are gone (removed or swept by any replica) go too. */
+  async refresh(): Promise<void> {
+    await this.watched(() => this.index.refresh()).catch(() => undefined); // logged by watched; the next one retries
+    await this.pruneTier();
+  }
+
+  /**
+   * Content that did not hash to its digest as read (VERIFY_ON_READ): when the replica had a local copy,
+   * that copy was what was read, and only it goes (true: the bucket's bytes were verified at their commit;
+   * the next read is the bucket's). False: there was none, the caller drops the entry as for any store.
+   */
+  async dropCorruptCopy(digest: string): Promise<boolean> {
+    if (!this.tier?.has(digest)) return false;
+    await this.tier.drop(digest);
+    return true;
+  }
+
+  private async pruneTier(): Promise<void> {
+    const dropped = await this.tier?.prune((d) => this.index.get('blob', d) !== undefined || this.index.get('manifest', d) !== undefined);
+    if (dropped) this.log.debug({ copies: dropped }, 'local copies of content gone from the bucket dropped');
+  }
+
+  private async probe(): Promise<void> {
+    await this.watched(() => this.bucket.probe()).catch(() => undefined);
+  }
+
+  /** Runs a request to the bucket and follows whether it is reachable: one line when that changes. */
+  private async watched<T>(request: () => Promise<T>): Promise<T> {
+    try {
+      const result = await request();
+      if (!this.up) {
+        this.up = true;
+        this.log.info({ store: this.bucket.display }, 'cache store reachable again');
+      }
+      return result;
+    } catch (err) {
+      if (err instanceof StoreUnavailableError && this.up) {
+        this.up = false;
+        this.log.error({ store: this.bucket.display, error: err.message }, 'cache store unreachable: requests that need it are answered 503');
+      }
+      throw err;
+    }
+  }
+}
+
+function spoolOf(spool: Spool): BucketSpool {
+  if (!(spool instanceof BucketSpool)) throw new Error('a spool of another store');
+  return spool;
+}
+
+function digestOf(data: Buffer): string {
+  return 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+}
+
+/** The whole of a small file; null when it is shorter than it said. */
+async function readWhole(file: ContentFile): Promise<Buffer | null> {
+  const data = Buffer.alloc(file.size);
+  let read = 0;
+  while (read < data.length) {
+    const n = await file.read(data.subarray(read), data.length - read, read);
+    if (n === 0) return null;
+    read += n;
+  }
+  return data;
+}

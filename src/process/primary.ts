@@ -1,0 +1,148 @@
+// The supervising primary (WORKERS > 1): it serves no traffic. It checks the configuration and makes the
+// CA once, owns CACHE_DIR (control socket, index, eviction: cache-owner.ts) and answers the workers'
+// stores (cache/store-host.ts), then forks WORKERS workers (worker.ts) that all listen on PORT,
+// MIRROR_PORT and ADMIN_PORT: Node's cluster accepts in the primary and hands each connection to the next
+// worker in turn. A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
+// worker drains as the one process does, then the primary closes the store. /healthz, /metrics and
+// /api/v1/cache are answered here for the whole tree, whichever worker was asked.
+import cluster, { type Worker } from 'node:cluster';
+import { AggregatorRegistry } from 'prom-client';
+import { cacheListing, localHealth, type HealthReport } from '../admin/admin-routes.js';
+import type { ServerPorts } from '../admin/server-ports.js';
+import { StoreHost } from '../cache/workers/store-host.js';
+import type { ListingViewer } from '../cache/tag-listing.js';
+import { ownCacheDir } from '../assembly/cache-owner.js';
+import { describeConfig, type Config } from '../config/config.js';
+import type { Logger } from '../telemetry/log.js';
+import { Metrics } from '../telemetry/metrics.js';
+import { ProcessChannel } from '../ipc/process-channel.js';
+import { ASK_TIMEOUT_MS, TREE_DRAIN, TREE_HEALTH, TREE_LISTENING, TREE_LISTING, TREE_METRICS, WORKER_METRICS } from './tree-messages.js';
+import { openDoors, SHUTDOWN_GRACE_MS } from '../assembly/proxy.js';
+import { RestartBackoff } from './restart-backoff.js';
+import { prepareStartup } from '../assembly/startup.js';
+import { VERSION } from '../config/version.js';
+
+export interface RunningTree {
+  port: number;
+  /** Every worker drains (up to graceMs, as one process does), then the store is closed. */
+  close(graceMs?: number): Promise<void>;
+  /** Ends every worker at once (a second signal). */
+  kill(): void;
+}
+
+// A worker that has not exited this long after the end of its grace is killed.
+const EXIT_SLACK_MS = 2_000;
+
+interface Running {
+  worker: Worker;
+  channel: ProcessChannel;
+  slot: number; // which of the WORKERS places it fills (its replacement takes the same)
+  startedAt: number;
+  listening: boolean;
+  exited: Promise<void>;
+}
+
+export async function startPrimary(config: Config, log: Logger): Promise<RunningTree> {
+  const metrics = new Metrics(); // the primary's: the store, the fills, evictions, its own process
+  const doors = openDoors(config, log, metrics); // the users' files are read once here: a broken one stops startup before any fork
+  await doors.guard.close();
+  const ca = await prepareStartup(config, log, doors.warnings);
+  const owner = await ownCacheDir(config, log, metrics);
+  const host = new StoreHost(owner.store, owner.evictor, log);
+  metrics.watch({ fillsInFlight: () => host.fills.size, storeBytes: () => owner.store.index.totalBytes, storeEntries: () => owner.store.index.size });
+
+  const running = new Map<number, Running>(); // by cluster worker id
+  const backoff = new RestartBackoff();
+  const restarts = new Set<NodeJS.Timeout>();
+  let stopping = false;
+  let up: { resolve: (ports: ServerPorts) => void; reject: (err: Error) => void } | null = null;
+  let ports: ServerPorts | null = null;
+
+  const health = async (): Promise<HealthReport> => {
+    const report = await localHealth(ca.certPem, config.cacheDir);
+    const serving = [...running.values()].filter((r) => r.listening).length;
+    return { checks: { ...report.checks, workers: serving === config.workers }, workers: { expected: config.workers, running: serving } };
+  };
+  // Every worker's registry and the primary's, summed by prom-client's cluster aggregation (per metric:
+  // sum, or the aggregator it names). A worker that does not answer in time is left out of this scrape.
+  const treeMetrics = async (): Promise<string> => {
+    const asked = [...running.values()].map((r) => r.channel.request<object[]>(WORKER_METRICS, null, ASK_TIMEOUT_MS).catch(() => null));
+    const registries = [await metrics.registry.getMetricsAsJSON(), ...(await Promise.all(asked)).filter((m): m is object[] => m !== null)];
+    return AggregatorRegistry.aggregate(registries).metrics();
+  };
+
+  const fork = (slot: number): void => {
+    const worker = cluster.fork();
+    const channel = new ProcessChannel({ send: (message, callback) => worker.send(message as object, callback), on: (event, listener) => worker.on(event, listener) });
+    let exited: () => void = () => undefined;
+    const entry: Running = { worker, channel, slot, startedAt: Date.now(), listening: false, exited: new Promise((resolve) => (exited = resolve)) };
+    running.set(worker.id, entry);
+    host.attach(worker.id, channel);
+    channel.on<ServerPorts>(TREE_LISTENING, (listening) => {
+      entry.listening = true;
+      ports ??= listening;
+      if (up && [...running.values()].filter((r) => r.listening).length === config.workers) up.resolve(ports);
+    });
+    channel.handle(TREE_HEALTH, health);
+    channel.handle(TREE_METRICS, treeMetrics);
+    channel.handle<{ viewer: ListingViewer }>(TREE_LISTING, ({ viewer }) => cacheListing(owner.store.index, viewer));
+    worker.on('error', (err) => log.debug({ workerId: worker.id, error: err.message }, 'worker channel error'));
+    worker.once('online', () => log.info({ workerId: worker.id, pid: worker.process.pid, slot }, 'worker started'));
+    worker.once('exit', (code: number | null, signal: string | null) => {
+      running.delete(worker.id);
+      channel.close('the worker exited');
+      void host.detach(worker.id); // its fills fail, its spool files go
+      exited();
+      const line = { workerId: worker.id, pid: worker.process.pid, code, signal };
+      if (stopping) return void log.info(line, 'worker stopped');
+      if (up) {
+        // It could not start: neither can the others, most likely (the worker logged why).
+        up.reject(new Error(`worker ${worker.id} exited while starting (code ${code}, signal ${signal})`));
+        return;
+      }
+      const delay = backoff.next(slot, Date.now() - entry.startedAt);
+      log.warn({ ...line, restartInMs: delay }, 'worker exited; starting another');
+      const timer = setTimeout(() => {
+        restarts.delete(timer);
+        if (!stopping) fork(slot);
+      }, delay);
+      restarts.add(timer);
+    });
+  };
+
+  const kill = (): void => {
+    for (const r of running.values()) r.worker.process.kill('SIGKILL');
+  };
+  const close = async (graceMs = SHUTDOWN_GRACE_MS): Promise<void> => {
+    stopping = true;
+    for (const timer of restarts) clearTimeout(timer);
+    const exits = [...running.values()].map((r) => r.exited);
+    for (const r of running.values()) r.channel.notify(TREE_DRAIN, { graceMs });
+    const stragglers = setTimeout(kill, graceMs + EXIT_SLACK_MS);
+    await Promise.all(exits);
+    clearTimeout(stragglers);
+    await owner.close();
+  };
+
+  // Round-robin: the primary accepts and hands connections out in turn (Linux's default for cluster;
+  // leaving it to the kernel piles connections onto a few workers).
+  cluster.schedulingPolicy = cluster.SCHED_RR;
+  try {
+    const listening = await new Promise<ServerPorts>((resolve, reject) => {
+      up = { resolve, reject };
+      for (let slot = 1; slot <= config.workers; slot++) fork(slot);
+    });
+    up = null;
+    owner.setPorts(listening);
+    log.info({ port: listening.proxy, mirrorPort: listening.mirror?.port ?? null, adminPort: listening.admin, workers: config.workers, version: VERSION, config: describeConfig(config) }, 'listening');
+    return { port: listening.proxy, close, kill };
+  } catch (err) {
+    up = null;
+    stopping = true;
+    kill();
+    await Promise.all([...running.values()].map((r) => r.exited));
+    await owner.close();
+    throw err;
+  }
+}
+
