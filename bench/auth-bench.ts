@@ -79,18 +79,36 @@ const status = await runBench('auth-bench', 'auth-', async (root) => {
   try {
     // A few users as a team would have them, all of the same cost; an unknown user costs the same.
     const htpasswd = path.join(root, 'htpasswd');
-    const users = [[USER, PASSWORD], ['ci', 'another one'], ['ops', 'and one more']];
+    const users = [
+      [USER, PASSWORD],
+      ['ci', 'another one'],
+      ['ops', 'and one more'],
+    ];
     await writeFile(htpasswd, users.map(([u, p]) => `${u}:${bcrypt.hashSync(p!, opts.cost)}\n`).join(''));
     rc = await startRegcache({
       dir: path.join(root, 'regcache'),
-      env: { ...s.regcacheEnv, PROXY_AUTH: htpasswd, ADDITIONAL_REGISTRIES: REGISTRY_HOST, CONNECT_TO: `${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`, MIRROR_PORT: String(await freePort()) },
+      env: {
+        ...s.regcacheEnv,
+        PROXY_AUTH: htpasswd,
+        ADDITIONAL_REGISTRIES: REGISTRY_HOST,
+        CONNECT_TO: `${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`,
+        MIRROR_PORT: String(await freePort()),
+      },
     });
     const authorization = basic(USER, PASSWORD);
     const digest = s.image.manifestDigest;
     const accept = s.image.manifestMediaType;
     const manifestPath = `/v2/${REPO}/manifests/${digest}`;
     const doors: Door[] = [
-      { name: 'proxy', port: rc.port, path: manifestPath, digest, accept, authorization, connect: { target: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca: await readFile(rc.caFile, 'utf8') } },
+      {
+        name: 'proxy',
+        port: rc.port,
+        path: manifestPath,
+        digest,
+        accept,
+        authorization,
+        connect: { target: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca: await readFile(rc.caFile, 'utf8') },
+      },
       { name: 'mirror', port: rc.mirrorPort!, path: `${manifestPath}?ns=${REGISTRY_HOST}`, digest, accept, authorization },
     ];
     // Prime: the one MISS, through the mirror; everything measured after is a HIT.
@@ -108,9 +126,22 @@ const status = await runBench('auth-bench', 'auth-', async (root) => {
       const runs = new Map<AttackAddresses | null, Run>([null, ...ATTACKS].map((attack) => [attack, emptyRun()]));
       for (let round = 0; round < opts.rounds; round++) {
         for (const [attack, run] of runs) {
-          process.stderr.write(`${door.name}, round ${round + 1}/${opts.rounds}: ${attack === null ? 'no attack' : `${opts.clients} attackers, ${attack}`}...\n`);
+          process.stderr.write(
+            `${door.name}, round ${round + 1}/${opts.rounds}: ${attack === null ? 'no attack' : `${opts.clients} attackers, ${attack}`}...\n`,
+          );
           const [checks0, cpu0] = [await checks(), await cpuSeconds(rc.daemon.pid)];
-          const attackers = attack === null ? null : await startAttack({ door: door.name, port: door.port, connectTarget: `${REGISTRY_HOST}:443`, clients: opts.clients, addresses: attack, addressBlock: d * opts.rounds + round, knownUser: USER });
+          const attackers =
+            attack === null
+              ? null
+              : await startAttack({
+                  door: door.name,
+                  port: door.port,
+                  connectTarget: `${REGISTRY_HOST}:443`,
+                  clients: opts.clients,
+                  addresses: attack,
+                  addressBlock: d * opts.rounds + round,
+                  knownUser: USER,
+                });
           if (attackers) await sleep(opts.rampSeconds * 1000);
           const measured = await measureDoor(door, opts.seconds / opts.rounds);
           const attacked = attackers ? await attackers.stop() : null;
@@ -149,10 +180,19 @@ const status = await runBench('auth-bench', 'auth-', async (root) => {
     for (const row of rows) row.p99Ratio = row.latencyMs.p99 / rows.find((r) => r.door === row.door && r.attack === null)!.latencyMs.p99;
     const health = await request(rc.port, '/healthz');
     const failures = [
-      ...rows.filter((r) => r.errors > 0).map((r) => `${r.door}, ${r.attack ?? 'no attack'}: ${r.errors} errors of the authenticated client (${r.errorSamples.join('; ')})`),
+      ...rows
+        .filter((r) => r.errors > 0)
+        .map((r) => `${r.door}, ${r.attack ?? 'no attack'}: ${r.errors} errors of the authenticated client (${r.errorSamples.join('; ')})`),
       ...(health.status === 200 && rc.daemon.isRunning() ? [] : [`regcache not healthy afterwards (/healthz ${health.status})`]),
     ];
-    const result: AuthBenchResult = { date: new Date().toISOString(), machine, loadAverage: { before: loadBefore, after: os.loadavg()[0]! }, options: opts, rows, failures };
+    const result: AuthBenchResult = {
+      date: new Date().toISOString(),
+      machine,
+      loadAverage: { before: loadBefore, after: os.loadavg()[0]! },
+      options: opts,
+      rows,
+      failures,
+    };
     failed = failures.length > 0;
     if (failed) process.stderr.write(`${failures.length} failure(s): docs/benchmarks.md left as it was\n`);
     else await writeDocsSection('auth-bench', markdownSection(result));

@@ -86,7 +86,8 @@ function parseOptions(): Options {
     .filter((x) => x.trim() !== '')
     .map((x) => {
       const [label, cli] = [x.slice(0, x.indexOf('=')).trim(), x.slice(x.indexOf('=') + 1).trim()];
-      if (!label || !cli || label === CURRENT || x.indexOf('=') < 0) throw new Error(`BENCH_CPU_COMPARE: expected <label>=<path to dist/cli.js>, got ${JSON.stringify(x)}`);
+      if (!label || !cli || label === CURRENT || x.indexOf('=') < 0)
+        throw new Error(`BENCH_CPU_COMPARE: expected <label>=<path to dist/cli.js>, got ${JSON.stringify(x)}`);
       return { label, cli: path.resolve(cli) };
     });
   return { mb: envInt('BENCH_CPU_MB', 512), runs: envInt('BENCH_CPU_RUNS', 5), compare };
@@ -126,7 +127,11 @@ async function startRelay(s: Setup): Promise<Relay> {
   const dir = path.join(s.root, 'relay');
   await mkdir(dir, { recursive: true });
   const stdoutFile = path.join(dir, 'relay.log');
-  const daemon = spawnDaemon(process.execPath, ['--import', 'tsx', path.join(BENCH_DIR, 'cpu/bare-relay.ts'), '127.0.0.1', String(s.registry.port)], { env: { PATH: process.env.PATH ?? '' }, stdoutFile, cwd: path.resolve(BENCH_DIR, '..') });
+  const daemon = spawnDaemon(process.execPath, ['--import', 'tsx', path.join(BENCH_DIR, 'cpu/bare-relay.ts'), '127.0.0.1', String(s.registry.port)], {
+    env: { PATH: process.env.PATH ?? '' },
+    stdoutFile,
+    cwd: path.resolve(BENCH_DIR, '..'),
+  });
   for (let i = 0; i < 200; i++) {
     const port = /"port":(\d+)/.exec(await readFile(stdoutFile, 'utf8').catch(() => ''))?.[1];
     if (port) return { daemon, proxyUrl: `http://127.0.0.1:${port}` };
@@ -160,7 +165,10 @@ async function curl(s: Setup, proxyUrl: string, caFile: string, verbose = false)
 async function expectLogged(rc: Regcache, since: number, s: Setup, want: 'HIT' | 'MISS', what: string): Promise<void> {
   const lines = (await rc.requests(since)).filter((l) => l.kind === 'blob' && l.method === 'GET');
   const ok = lines.length === 1 && lines[0]!.cache === want && lines[0]!.status === 200 && lines[0]!.bytes === s.blob.size;
-  if (!ok) throw new Error(`${what}: regcache logged ${JSON.stringify(lines.map((l) => `${l.cache}/${l.status}/${l.bytes}`))}, expected one ${want}/200/${s.blob.size}`);
+  if (!ok)
+    throw new Error(
+      `${what}: regcache logged ${JSON.stringify(lines.map((l) => `${l.cache}/${l.status}/${l.bytes}`))}, expected one ${want}/200/${s.blob.size}`,
+    );
 }
 
 const logCount = async (rc: Regcache): Promise<number> => (await rc.logs()).length;
@@ -200,7 +208,12 @@ async function measurePath(s: Setup, b: BuildProcesses, p: PathName, what: strin
     const rc = b.tunnel;
     const closed = await countLines(rc, 'tunnel closed');
     // The tunnel's work ends when both sides have closed (its log line).
-    return measure(rc.daemon.pid, size, () => curl(s, rc.proxyUrl, s.testCaFile), () => waitForMore(rc, 'tunnel closed', closed, what));
+    return measure(
+      rc.daemon.pid,
+      size,
+      () => curl(s, rc.proxyUrl, s.testCaFile),
+      () => waitForMore(rc, 'tunnel closed', closed, what),
+    );
   }
   const rc = p === 'warmUnverified' ? b.unverified : b.cache;
   if (p === 'cold') await evict(rc, b.cli, s);
@@ -262,7 +275,9 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
         else sample = await measurePath(s, builds.get(item.build)!, item.path, what);
         samples[itemKey(item)]!.push(sample);
       }
-      log(`round ${i + 1}/${opts.runs}: ${order.map((item) => `${itemKey(item)} ${samples[itemKey(item)]!.at(-1)!.nsPerByte.toFixed(2)}`).join(', ')} ns/B (load ${os.loadavg()[0]!.toFixed(1)})`);
+      log(
+        `round ${i + 1}/${opts.runs}: ${order.map((item) => `${itemKey(item)} ${samples[itemKey(item)]!.at(-1)!.nsPerByte.toFixed(2)}`).join(', ')} ns/B (load ${os.loadavg()[0]!.toFixed(1)})`,
+      );
     }
     return { samples, tls: { tunnel: tls.tunnelTls, intercepted: tls.interceptedTls }, loadAverage: { before: loadBefore, after: os.loadavg()[0]! } };
   } finally {
@@ -332,13 +347,26 @@ function summarize(s: Setup, opts: Options, m: Measured): Summary {
       vsCurrent: currentKey ? ns(key) / ns(currentKey) : null,
     };
   };
-  const rows = [row('aes-256-gcm', 'openssl speed aes-256-gcm', null), row('sha256', 'openssl speed sha256', null), row('relay', 'bare Node relay (net, pipe)', null)];
+  const rows = [
+    row('aes-256-gcm', 'openssl speed aes-256-gcm', null),
+    row('sha256', 'openssl speed sha256', null),
+    row('relay', 'bare Node relay (net, pipe)', null),
+  ];
   // Each path of this tree, then the same path of every compared build.
   for (const p of PATHS) {
     rows.push(row(`${p}@${CURRENT}`, PATH_LABEL[p], p));
     for (const other of opts.compare) rows.push(row(`${p}@${other.label}`, `  [${other.label}]`, p));
   }
-  return { blob: { digest: s.blob.digest, bytes: s.blob.size }, runs: opts.runs, floors: { aes, sha }, rows, tls: m.tls, loadAverage: m.loadAverage, samples: m.samples, targets: TARGETS };
+  return {
+    blob: { digest: s.blob.digest, bytes: s.blob.size },
+    runs: opts.runs,
+    floors: { aes, sha },
+    rows,
+    tls: m.tls,
+    loadAverage: m.loadAverage,
+    samples: m.samples,
+    targets: TARGETS,
+  };
 }
 
 function report(r: Summary, env: Record<string, string>): string {
@@ -430,9 +458,9 @@ function docsSection(text: string, date: string, o: Options): string {
     '',
     "- `x floor`: a path's CPU per byte over its floor: the bare relay for the tunnel; AES + SHA for a warm byte (encrypted and",
     '  hashed once), AES alone without VERIFY_ON_READ; 2 AES + SHA for a cold byte (decrypted, hashed, encrypted). The floors are',
-    "  AES-256-GCM, what curl and regcache agree on; docker-registry (Go) picks AES-128-GCM, a little cheaper, for what it serves.",
+    '  AES-256-GCM, what curl and regcache agree on; docker-registry (Go) picks AES-128-GCM, a little cheaper, for what it serves.',
     "- `curl ns/B`: the client's own CPU per byte, for the record; `x current`: another build's figure over this tree's, same path.",
-    '- Client, registry and regcache share the cores over loopback, where a sender also pays its receiver\'s TCP processing. What each',
+    "- Client, registry and regcache share the cores over loopback, where a sender also pays its receiver's TCP processing. What each",
     '  path is made of (profiles), why the cold target is out of reach in Node and the unverified warm one on the line, and what the',
     '  figures mean for a 16-core box: docs/decisions.md #71-#73.',
     '',

@@ -31,8 +31,12 @@ const COMMANDS = ['npm run bench', 'npm run --silent build && node --import tsx 
 function failuresOf(r: Omit<LoadBenchResult, 'failures'>): string[] {
   const failures: string[] = [];
   for (const row of r.hit.rows) if (row.regcache && row.errors > 0) failures.push(`part 1, ${row.id}: ${row.errors} errors (${row.errorDetail})`);
-  for (const c of r.mixed.classes) if (c.errors > 0) failures.push(`part 2, ${c.name}: ${c.errors} errors ${JSON.stringify(c.errorsByKind)}: ${c.errorSamples.join('; ')}`);
-  if (!r.mixed.regcache.health.healthy) failures.push(`part 2: regcache not healthy afterwards (/healthz ${r.mixed.regcache.health.healthz}, log ${JSON.stringify(r.mixed.regcache.health.linesByLevel)})`);
+  for (const c of r.mixed.classes)
+    if (c.errors > 0) failures.push(`part 2, ${c.name}: ${c.errors} errors ${JSON.stringify(c.errorsByKind)}: ${c.errorSamples.join('; ')}`);
+  if (!r.mixed.regcache.health.healthy)
+    failures.push(
+      `part 2: regcache not healthy afterwards (/healthz ${r.mixed.regcache.health.healthz}, log ${JSON.stringify(r.mixed.regcache.health.linesByLevel)})`,
+    );
   for (const c of r.mixed.consistency) failures.push(`part 2: ${c}`);
   return failures;
 }

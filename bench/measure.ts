@@ -249,7 +249,11 @@ export async function writeDocsSection(name: string, body: string): Promise<stri
  * Runs one benchmark in a temp dir that is removed whatever happens (Ctrl-C included), prints its report
  * and writes its JSON to bench/results/<prefix><time>.json. Exit code 1 only when something broke.
  */
-export async function runBench(name: string, resultsPrefix: string, body: (root: string) => Promise<{ text: string; json: Record<string, unknown> }>): Promise<number> {
+export async function runBench(
+  name: string,
+  resultsPrefix: string,
+  body: (root: string) => Promise<{ text: string; json: Record<string, unknown> }>,
+): Promise<number> {
   const tmp = new TmpDirs();
   const interrupted = (): void => void tmp.cleanup().finally(() => process.exit(130));
   process.once('SIGINT', interrupted);

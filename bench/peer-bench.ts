@@ -396,11 +396,17 @@ async function setUp(root: string, opts: Options): Promise<{ b: Bench; up: Upstr
   // Incompressible layers stored uncompressed in gzip framing (compressing would only cost time).
   const mb = 1_000_000;
   const smallSizes = [0.4, 0.3, 0.2, 0.1].map((f) => Math.round(opts.smallMb * mb * f));
-  const small = await makeImage(path.join(root, 'image-small'), { layers: smallSizes.map((size, i) => ({ size, seed: `peer-small-${opts.smallMb}-${i}` })), gzipLevel: 0 });
+  const small = await makeImage(path.join(root, 'image-small'), {
+    layers: smallSizes.map((size, i) => ({ size, seed: `peer-small-${opts.smallMb}-${i}` })),
+    gzipLevel: 0,
+  });
   const big = await makeImage(path.join(root, 'image-big'), { layers: [{ size: opts.bigMb * mb, seed: `peer-big-${opts.bigMb}` }], gzipLevel: 0 });
 
   const registry = await startRegistry({ dir: path.join(root, 'registry'), tls, caFile: testCa.certFile });
-  for (const [repoTag, image] of [[SMALL, small], [BIG, big]] as const) {
+  for (const [repoTag, image] of [
+    [SMALL, small],
+    [BIG, big],
+  ] as const) {
     const [repo, tag] = repoTag.split(':') as [string, string];
     await pushImage(registry.url, repo, tag, image, { caFile: testCa.certFile });
   }
@@ -471,13 +477,18 @@ async function bench(root: string, opts: Options): Promise<Result> {
     const big = await phase('big image rounds', () => measureRounds(b, up, b.big, BIG, opts.bigRuns, 'big'));
     const concurrent: Concurrent[] = [];
     for (const peer of PEERS) {
-      concurrent.push(await phase(`${opts.clients} concurrent cold pulls of the small image through ${peer}`, () => measureConcurrent(b, up, peer, b.small, SMALL)));
+      concurrent.push(
+        await phase(`${opts.clients} concurrent cold pulls of the small image through ${peer}`, () => measureConcurrent(b, up, peer, b.small, SMALL)),
+      );
     }
     const blobReaders = await phase(`${opts.clients} concurrent cold GETs of the big blob through regcache`, () => measureBlobReaders(b, up, b.big, BIG));
     const slowUpstream = opts.netem ? await phase('slow upstream rounds', () => measureSlowUpstream(b)) : null;
     const bytes = (image: Image): number => blobsOf(image).reduce((sum, x) => sum + x.size, 0);
     return {
-      images: { small: { bytes: bytes(b.small), layers: b.small.layers.map((l) => l.size) }, big: { bytes: bytes(b.big), layers: b.big.layers.map((l) => l.size) } },
+      images: {
+        small: { bytes: bytes(b.small), layers: b.small.layers.map((l) => l.size) },
+        big: { bytes: bytes(b.big), layers: b.big.layers.map((l) => l.size) },
+      },
       options: opts,
       loopback: { small, big },
       concurrent,
@@ -506,7 +517,11 @@ function getsLabel(runs: number[][]): string {
 
 function table(header: string[], rows: string[][]): string[] {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ').trimEnd();
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)];
 }
 
@@ -517,7 +532,15 @@ function roundsTable(r: Rounds, bytes: number): string[] {
     MODES.map((mode) => {
       const s = r.seconds[mode];
       const m = median(s);
-      return [mode, m.toFixed(3), Math.min(...s).toFixed(3), Math.max(...s).toFixed(3), (bytes / 1e6 / m).toFixed(1), `${(m / direct).toFixed(2)}x`, getsLabel(r.upstreamGets[mode])];
+      return [
+        mode,
+        m.toFixed(3),
+        Math.min(...s).toFixed(3),
+        Math.max(...s).toFixed(3),
+        (bytes / 1e6 / m).toFixed(1),
+        `${(m / direct).toFixed(2)}x`,
+        getsLabel(r.upstreamGets[mode]),
+      ];
     }),
   );
 }
@@ -606,7 +629,11 @@ function report(r: Result, env: Record<string, string>): string {
     `  hashing what they get (no disk): ${r.blobReaders.wallSeconds.toFixed(2)} s, ${r.blobReaders.upstreamGets} upstream GET, regcache peak RSS ${r.blobReaders.peakRssMb.toFixed(1)} MB`,
   );
   if (r.slowUpstream !== null) {
-    lines.push('', `small image, upstream behind ${r.slowUpstream.shaping} (network namespace, its egress):`, ...roundsTable(r.slowUpstream.rounds, r.images.small.bytes));
+    lines.push(
+      '',
+      `small image, upstream behind ${r.slowUpstream.shaping} (network namespace, its egress):`,
+      ...roundsTable(r.slowUpstream.rounds, r.images.small.bytes),
+    );
   }
   const p = r.squidAuthProbe;
   lines.push(
@@ -618,9 +645,14 @@ function report(r: Result, env: Record<string, string>): string {
     '  option overrides that): behind token auth (Docker Hub, ghcr.io) it caches no blobs. This upstream is anonymous.',
     '',
     'targets (regcache):',
-    ...table(['target', 'measured', 'result'], targets(r).map((t) => [t.what, t.value, t.result])).map((l) => `  ${l}`),
+    ...table(
+      ['target', 'measured', 'result'],
+      targets(r).map((t) => [t.what, t.value, t.result]),
+    ).map((l) => `  ${l}`),
     '',
-    `phases: ${Object.entries(r.phaseSeconds).map(([name, sec]) => `${name.replace(/:.*/, '')} ${sec.toFixed(0)} s`).join(', ')}`,
+    `phases: ${Object.entries(r.phaseSeconds)
+      .map(([name, sec]) => `${name.replace(/:.*/, '')} ${sec.toFixed(0)} s`)
+      .join(', ')}`,
     '',
   );
   return lines.join('\n');

@@ -156,7 +156,12 @@ async function pull(s: Setup, what: Mode | 'priming', rc?: Regcache): Promise<Pu
 /** Every blob of the image was requested once since log line `since`, answered with `want`. */
 async function expectCache(rc: Regcache, since: number, image: Image, want: 'HIT' | 'MISS', what: string): Promise<void> {
   const blobs = [image.config, ...image.layers];
-  const lines = await blobGetLines(rc, since, blobs.map((b) => b.digest), what);
+  const lines = await blobGetLines(
+    rc,
+    since,
+    blobs.map((b) => b.digest),
+    what,
+  );
   for (const blob of blobs) {
     const got = lines.filter((l) => l.digest === blob.digest).map((l) => `${l.cache}/${l.status}`);
     if (got.length !== 1 || got[0] !== `${want}/200`) {
@@ -174,7 +179,11 @@ async function probeFirstRequest(s: Setup, i: number): Promise<Probe> {
     const direct = await timedGet({ host: HOST, port: s.registry.port, ca: s.testCaPem });
     const first = await timedGet({ host: HOST, port: 443, ca, proxyPort: rc.port });
     const second = await timedGet({ host: HOST, port: 443, ca, proxyPort: rc.port });
-    for (const [what, r] of [['direct', direct], ['first', first], ['second', second]] as const) {
+    for (const [what, r] of [
+      ['direct', direct],
+      ['first', first],
+      ['second', second],
+    ] as const) {
       if (r.status !== 200) throw new Error(`first-request probe: ${what} GET /v2/ answered ${r.status}`);
     }
     return { startupMs, directMs: direct.ms, firstMs: first.ms, secondMs: second.ms };
@@ -292,7 +301,12 @@ function summarize(
   const med = byMode((m) => median(seconds[m]));
   const ratio = { tunnel: med.tunnel / med.direct, cold: med.cold / med.direct, warm: med.warm / med.direct };
   const probeMedian = (k: keyof Probe): number => median(probes.map((p) => p[k]));
-  const medianMs: Probe = { startupMs: probeMedian('startupMs'), directMs: probeMedian('directMs'), firstMs: probeMedian('firstMs'), secondMs: probeMedian('secondMs') };
+  const medianMs: Probe = {
+    startupMs: probeMedian('startupMs'),
+    directMs: probeMedian('directMs'),
+    firstMs: probeMedian('firstMs'),
+    secondMs: probeMedian('secondMs'),
+  };
   const verdict = (ok: boolean): 'PASS' | 'FAIL' => (ok ? 'PASS' : 'FAIL');
   const cores = os.availableParallelism();
   const floor = (m: Mode): number => median(allCpuSeconds[m]) / cores;
@@ -332,8 +346,19 @@ function report(r: Summary, env: Record<string, string>): string {
     const base = [mode, r.medianSeconds[mode].toFixed(3), Math.min(...times).toFixed(3), Math.max(...times).toFixed(3), r.mbPerSecond[mode].toFixed(1)];
     const cpu = [`${median(r.allCpuSeconds[mode]).toFixed(2)} s`, `${r.cpuFloorSeconds[mode].toFixed(2)} s`];
     if (mode === 'direct') lines.push(row([...base, '-', ...cpu, '1.00x']));
-    else if (mode === 'tunnel') lines.push(row([...base, `${median(r.regcacheCpuSeconds[mode]).toFixed(2)} s`, ...cpu, `${r.ratioToDirect[mode].toFixed(2)}x`, 'reference']));
-    else lines.push(row([...base, `${median(r.regcacheCpuSeconds[mode]).toFixed(2)} s`, ...cpu, `${r.ratioToDirect[mode].toFixed(2)}x`, `<= ${TARGETS[mode].toFixed(2)}x`, r.verdicts[mode]]));
+    else if (mode === 'tunnel')
+      lines.push(row([...base, `${median(r.regcacheCpuSeconds[mode]).toFixed(2)} s`, ...cpu, `${r.ratioToDirect[mode].toFixed(2)}x`, 'reference']));
+    else
+      lines.push(
+        row([
+          ...base,
+          `${median(r.regcacheCpuSeconds[mode]).toFixed(2)} s`,
+          ...cpu,
+          `${r.ratioToDirect[mode].toFixed(2)}x`,
+          `<= ${TARGETS[mode].toFixed(2)}x`,
+          r.verdicts[mode],
+        ]),
+      );
   }
   const coldFloorRatio = r.cpuFloorSeconds.cold / r.medianSeconds.direct;
   lines.push(

@@ -71,8 +71,14 @@ const running = new Set<Regcache>();
 
 async function startReplica(s: Setup, name: string, store: Store, env: Record<string, string> = {}): Promise<Regcache> {
   const s3Env: Record<string, string> =
-    store.kind === 's3' ? { ...s.s3.env, CACHE_STORE: `s3://${BUCKET}/${store.prefix}`, ...(s.opts.fillLease !== null ? { S3_FILL_LEASE: s.opts.fillLease } : {}), ...env } : {};
-  const rc = await startRegcache({ dir: path.join(s.root, 'proxies', name), caDir: path.join(s.root, 'regcache-ca'), env: { ...s.upstream.regcacheEnv, ...s3Env } });
+    store.kind === 's3'
+      ? { ...s.s3.env, CACHE_STORE: `s3://${BUCKET}/${store.prefix}`, ...(s.opts.fillLease !== null ? { S3_FILL_LEASE: s.opts.fillLease } : {}), ...env }
+      : {};
+  const rc = await startRegcache({
+    dir: path.join(s.root, 'proxies', name),
+    caDir: path.join(s.root, 'regcache-ca'),
+    env: { ...s.upstream.regcacheEnv, ...s3Env },
+  });
   running.add(rc);
   if (s.certDir === null) {
     const dir = path.join(s.root, 'certs-proxy');
@@ -106,7 +112,13 @@ async function measured(s: Setup, rc: Regcache, what: string, kind: 'blob' | 'im
   const blobs = kind === 'blob' ? [s.upstream.blob] : imageBlobs(s.image);
   await expectServed(rc, since, blobs, want, what);
   const sample: Sample = { seconds: seconds(t), firstByteMs: kind === 'blob' ? t.firstByteAt - t.startedAt : null, bytes: t.bytes, usage };
-  if (want === 'MISS') sample.visibleAfterMs = (await waitCommitted(rc, blobs.map((b) => b.digest), what)) - t.doneAt;
+  if (want === 'MISS')
+    sample.visibleAfterMs =
+      (await waitCommitted(
+        rc,
+        blobs.map((b) => b.digest),
+        what,
+      )) - t.doneAt;
   return sample;
 }
 
@@ -154,7 +166,9 @@ async function followed(s: Setup, leader: Regcache, follower: Regcache, ready: (
   await ready();
   const [lead, follow] = await Promise.all([leading, curlThrough(follower, blobUrl(s), size)]);
   const usage = await done();
-  const lines = (await Promise.all(replicas.map((rc, k) => rc.requests(marks[k])))).flat().filter((l) => l.kind === 'blob' && l.method === 'GET' && l.digest === s.upstream.blob.digest);
+  const lines = (await Promise.all(replicas.map((rc, k) => rc.requests(marks[k]))))
+    .flat()
+    .filter((l) => l.kind === 'blob' && l.method === 'GET' && l.digest === s.upstream.blob.digest);
   // The leader's line: a MISS that did not join a fill; the follower's: a HIT (B, after A's commit) or a
   // coalesced MISS (the same replica, streaming the leader's fill).
   const leads = lines.filter((l) => l.cache === 'MISS' && l.coalesced !== true);

@@ -99,7 +99,12 @@ const mbps = (bytes: number, ms: number): number => bytes / 1e6 / (ms / 1000);
 // Every regcache still running, so that a failure half-way stops them.
 const running = new Set<Regcache>();
 
-async function startProxy(s: Pick<Setup, 'root' | 'env' | 'regcacheCaDir'>, name: string, cacheDir: string, env: Record<string, string> = {}): Promise<{ rc: Regcache; spawned: number; startupMs: number }> {
+async function startProxy(
+  s: Pick<Setup, 'root' | 'env' | 'regcacheCaDir'>,
+  name: string,
+  cacheDir: string,
+  env: Record<string, string> = {},
+): Promise<{ rc: Regcache; spawned: number; startupMs: number }> {
   const dir = path.join(s.root, 'proxies', name);
   await mkdir(dir, { recursive: true });
   const spawned = Date.now();
@@ -182,7 +187,17 @@ async function readContentFile(file: string, hash: boolean): Promise<Fetched> {
 
 /** curl to /dev/null, timed by curl itself (connect and TLS included, process start not). */
 async function fetchCurl(url: string, caFile: string, proxyUrl: string | null): Promise<Fetched> {
-  const args = ['-sS', '-o', '/dev/null', '--max-time', String(FETCH_TIMEOUT_MS / 1000), '--cacert', caFile, '-w', '%{http_code} %{size_download} %{time_total}'];
+  const args = [
+    '-sS',
+    '-o',
+    '/dev/null',
+    '--max-time',
+    String(FETCH_TIMEOUT_MS / 1000),
+    '--cacert',
+    caFile,
+    '-w',
+    '%{http_code} %{size_download} %{time_total}',
+  ];
   args.push(...(proxyUrl !== null ? ['--proxy', proxyUrl] : ['--noproxy', '*']), url);
   const r = await run('curl', args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeoutMs: FETCH_TIMEOUT_MS + 10_000 });
   const [status, size, seconds] = r.stdout.trim().split(' ').map(Number);
@@ -550,9 +565,19 @@ function report(r: Summary, env: Record<string, string>): string {
   ];
   for (const mode of h.modes) {
     const ms = h.ms[mode];
-    lines.push(row([MODE_LABEL[mode], s1(h.medianMs[mode]!), s1(Math.min(...ms)), s1(Math.max(...ms)), h.mbPerSecond[mode]!.toFixed(0), `${h.timeRatioToFile[mode]!.toFixed(2)}x`]));
+    lines.push(
+      row([
+        MODE_LABEL[mode],
+        s1(h.medianMs[mode]!),
+        s1(Math.min(...ms)),
+        s1(Math.max(...ms)),
+        h.mbPerSecond[mode]!.toFixed(0),
+        `${h.timeRatioToFile[mode]!.toFixed(2)}x`,
+      ]),
+    );
   }
-  const vsUpstream = `undici ${h.timeRatioToUpstream.undici.toFixed(2)}x` + (h.timeRatioToUpstream.curl !== null ? `, curl ${h.timeRatioToUpstream.curl.toFixed(2)}x` : '');
+  const vsUpstream =
+    `undici ${h.timeRatioToUpstream.undici.toFixed(2)}x` + (h.timeRatioToUpstream.curl !== null ? `, curl ${h.timeRatioToUpstream.curl.toFixed(2)}x` : '');
   lines.push(
     `  HIT vs file (baseline): ${h.timeRatioToFile.hit!.toFixed(2)}x the time (${((100 * h.mbPerSecond.hit!) / h.mbPerSecond.file!).toFixed(0)}% of its MB/s), no target set; ` +
       `HIT vs upstream direct, same client: ${vsUpstream}`,
@@ -560,7 +585,8 @@ function report(r: Summary, env: Record<string, string>): string {
       `peak RSS ${h.peakRssMb.toFixed(1)} MB (idle ${h.idleRssMb.toFixed(1)} MB)`,
     `  regcache CPU per byte served (user + system, /proc ticks of 10 ms, median of ${r.runs}): VERIFY_ON_READ=true (hashed, the default) vs false ("unverified")`,
     ...h.cpuNsPerByte.map(
-      (c) => `    ${c.client.padEnd(7)} ${c.verified.toFixed(2)} ns/B vs ${c.unverified.toFixed(2)} ns/B: verifying costs ${c.ratio.toFixed(2)}x the CPU (+${(c.verified - c.unverified).toFixed(2)} ns/B)`,
+      (c) =>
+        `    ${c.client.padEnd(7)} ${c.verified.toFixed(2)} ns/B vs ${c.unverified.toFixed(2)} ns/B: verifying costs ${c.ratio.toFixed(2)}x the CPU (+${(c.verified - c.unverified).toFixed(2)} ns/B)`,
     ),
     '',
     `2. ${r.concurrent.readers} concurrent readers of the blob, each hashing its body (all matched the digest)`,
@@ -578,7 +604,11 @@ function report(r: Summary, env: Record<string, string>): string {
     row([label, `${x.ms.toFixed(0)} ms`, `${x.openedMs.toFixed(0)} ms`, `${x.peakRssMb.toFixed(1)} MB`, `${x.rssMb.toFixed(1)} MB`, ...tail]);
   lines.push(
     startupRow('empty (baseline)', m.empty, []),
-    startupRow(`${r.startup.entries} entries`, m.full, [`${m.full.ms >= m.empty.ms ? '+' : ''}${(m.full.ms - m.empty.ms).toFixed(0)} ms`, `<= ${TARGETS.startupMs} ms`, r.verdicts.startup]),
+    startupRow(`${r.startup.entries} entries`, m.full, [
+      `${m.full.ms >= m.empty.ms ? '+' : ''}${(m.full.ms - m.empty.ms).toFixed(0)} ms`,
+      `<= ${TARGETS.startupMs} ms`,
+      r.verdicts.startup,
+    ]),
     `  (from process start: 'listening' = ready to serve; 'opened' = index replayed and compacted; RSS once listening)`,
     '',
   );

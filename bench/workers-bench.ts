@@ -33,7 +33,8 @@ function failuresOf(runs: WorkersRun[]): string[] {
   for (const run of runs) {
     const at = `WORKERS=${run.workers}`;
     if (run.warm.errors > 0) failures.push(`${at}, warm: ${run.warm.errors} failed downloads (${run.warm.errorSamples.join('; ')})`);
-    for (const row of [run.hitMirror, run.hitIntercepted]) if (row.errors > 0) failures.push(`${at}, HIT ${row.client}: ${row.errors} errors (${row.errorDetail})`);
+    for (const row of [run.hitMirror, run.hitIntercepted])
+      if (row.errors > 0) failures.push(`${at}, HIT ${row.client}: ${row.errors} errors (${row.errorDetail})`);
     for (const c of run.mixed.classes) if (c.errors > 0) failures.push(`${at}, load ${c.name}: ${c.errors} errors ${JSON.stringify(c.errorsByKind)}`);
     if (!run.mixed.regcache.health.healthy) failures.push(`${at}, load: regcache not healthy afterwards (/healthz ${run.mixed.regcache.health.healthz})`);
     for (const c of run.mixed.consistency) failures.push(`${at}, load: ${c}`);

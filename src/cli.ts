@@ -15,7 +15,10 @@ program
   .name('regcache')
   .description('A caching, TLS-intercepting forward proxy for container registries.')
   .version(VERSION)
-  .addHelpText('after', '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is');
+  .addHelpText(
+    'after',
+    '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is',
+  );
 
 // Before any command reads its configuration (never for --help or --version): the working directory's
 // .env fills what the environment leaves unset, so every command sees the same settings as `serve`.

@@ -22,7 +22,11 @@ describe('admin endpoints', () => {
     root = await tmp.make('regcache-admin');
     upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['admin-a', 'admin-b']);
     await pushTo(upstream, 'lib/app', 'v1');
-    proxy = await startProxyFor(upstream, { dir: path.join(root, 'proxy'), env: { ADDITIONAL_REGISTRIES: 'registry.test' }, routes: { 'registry.test': upstream.registry.port } });
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
   });
 
@@ -74,8 +78,14 @@ describe('admin endpoints', () => {
     assert.equal(samples(warm, 'regcache_store_entries').get(''), blobs + 1, 'blobs and the manifest');
 
     // Without admin users configured, the listing names only what upstream serves to anyone, once known.
-    await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public', 'the manifest known as public');
-    const listing = JSON.parse((await get('/api/v1/cache')).text) as { registries: Record<string, { url: string; images: number; repositories: unknown[] }>; summary: Record<string, number> };
+    await proxy.waitForLog(
+      (l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public',
+      'the manifest known as public',
+    );
+    const listing = JSON.parse((await get('/api/v1/cache')).text) as {
+      registries: Record<string, { url: string; images: number; repositories: unknown[] }>;
+      summary: Record<string, number>;
+    };
     assert.deepEqual(listing.registries['registry.test'], { url: 'https://registry.test', images: 1, repositories: [{ name: 'lib/app', tags: ['v1'] }] });
     assert.deepEqual(listing.summary, { 'registry.test': 1, total: 1 });
     assert.deepEqual(JSON.parse((await get('/api/v1/cache/summary')).text), listing.summary);

@@ -56,7 +56,10 @@ describe('doors under PROXY_AUTH', () => {
     root = await tmp.make('regcache-doors');
     const htpasswd = path.join(root, 'htpasswd');
     await writeFile(htpasswd, `ops:${bcrypt.hashSync('ops-pw', 4)}\n`);
-    proxy = await startRegcache({ dir: path.join(root, 'proxy'), env: { PROXY_AUTH: htpasswd, MIRROR_PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) } });
+    proxy = await startRegcache({
+      dir: path.join(root, 'proxy'),
+      env: { PROXY_AUTH: htpasswd, MIRROR_PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) },
+    });
     adminPort = await adminPortOf(proxy);
   });
 
@@ -83,7 +86,11 @@ describe('doors under PROXY_AUTH', () => {
     assert.notEqual((await run('curl', ['-fsS', `http://127.0.0.1:${proxy.port}/setup/systemd`])).code, 0);
     const script = await run('curl', ['-fsS', '-u', 'ops:ops-pw', `http://127.0.0.1:${proxy.port}/setup/systemd`]);
     assert.match(script.stdout, /^#!\/usr\/bin\/env bash/);
-    assert.match(script.stdout, new RegExp(`^PROXY='http://ops:ops-pw@127\\.0\\.0\\.1:${proxy.port}'$`, 'm'), 'a PROXY_AUTH user gets a drop-in that works behind PROXY_AUTH');
+    assert.match(
+      script.stdout,
+      new RegExp(`^PROXY='http://ops:ops-pw@127\\.0\\.0\\.1:${proxy.port}'$`, 'm'),
+      'a PROXY_AUTH user gets a drop-in that works behind PROXY_AUTH',
+    );
 
     const refused = (await proxy.requests()).filter((l) => l.kind === 'admin-auth');
     assert.ok(refused.every((l) => l.status === 401 && l.cache === 'REJECTED'));
@@ -123,7 +130,13 @@ describe('ADMIN_AUTH and MIRROR_AUTH beside PROXY_AUTH', () => {
     root = await tmp.make('regcache-doors-admin');
     const rc = await startRegcache({
       dir: path.join(root, 'a'),
-      env: { PROXY_AUTH: 'ops:ops-pw', ADMIN_AUTH: 'root:t0p', MIRROR_AUTH: 'none', MIRROR_PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) },
+      env: {
+        PROXY_AUTH: 'ops:ops-pw',
+        ADMIN_AUTH: 'root:t0p',
+        MIRROR_AUTH: 'none',
+        MIRROR_PORT: String(await freePort()),
+        ADMIN_PORT: String(await freePort()),
+      },
     });
     try {
       for (const port of [rc.port, await adminPortOf(rc)]) {
@@ -148,7 +161,10 @@ describe('ADMIN_AUTH and MIRROR_AUTH beside PROXY_AUTH', () => {
 
   it('MIRROR_AUTH: its own users for the mirror; the admin endpoints keep PROXY_AUTH users', async () => {
     root = await tmp.make('regcache-doors-mirror');
-    const rc = await startRegcache({ dir: path.join(root, 'm'), env: { PROXY_AUTH: 'ops:ops-pw', MIRROR_AUTH: 'puller:pl', MIRROR_PORT: String(await freePort()) } });
+    const rc = await startRegcache({
+      dir: path.join(root, 'm'),
+      env: { PROXY_AUTH: 'ops:ops-pw', MIRROR_AUTH: 'puller:pl', MIRROR_PORT: String(await freePort()) },
+    });
     try {
       assert.equal((await get(rc.mirrorPort!, '/v2/', { authorization: OPS })).status, 401);
       assert.equal((await get(rc.mirrorPort!, '/v2/', { authorization: PULLER })).status, 200);
@@ -200,11 +216,15 @@ describe('listings and private images', () => {
     // Fill the cache through an open regcache: alice pulls her private image, anyone the public one.
     proxy = await start('open', { MIRROR_PORT: String(await freePort()) });
     const certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
-    for (const [ref, creds] of [['registry.test/alice/private:v1', 'alice:s3cret'], ['registry.test/library/public:v1', undefined]] as const) {
+    for (const [ref, creds] of [
+      ['registry.test/alice/private:v1', 'alice:s3cret'],
+      ['registry.test/library/public:v1', undefined],
+    ] as const) {
       const pulled = await pullThrough(proxy, ref, path.join(root, ref.replace(/\W/g, '_')), certDir, path.join(root, 'skopeo'), creds);
       assert.equal(pulled.code, 0, pulled.stderr);
     }
-    const learned = (digest: string, access: string) => proxy!.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === access, `${digest} ${access}`);
+    const learned = (digest: string, access: string) =>
+      proxy!.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === access, `${digest} ${access}`);
     await learned(upstream.image.manifestDigest, 'private');
     await learned(publicImage.manifestDigest, 'public');
   });
@@ -237,7 +257,11 @@ describe('listings and private images', () => {
     assert.deepEqual(repositoriesIn(await json(port, '/api/v1/cache', { authorization: ADMIN })), ['alice/private', 'library/public']);
     assert.deepEqual(await json(mirror, '/v2/_catalog?ns=registry.test', { authorization: ADMIN }), { repositories: ['alice/private', 'library/public'] });
     assert.deepEqual(await json(mirror, '/v2/alice/private/tags/list?ns=registry.test', { authorization: ADMIN }), { name: 'alice/private', tags: ['v1'] });
-    assert.deepEqual(await json(mirror, '/v2/alice/private/tags/list?ns=registry.test', { authorization: OPS }), { name: 'alice/private', tags: [] }, 'a mirror user is not an admin');
+    assert.deepEqual(
+      await json(mirror, '/v2/alice/private/tags/list?ns=registry.test', { authorization: OPS }),
+      { name: 'alice/private', tags: [] },
+      'a mirror user is not an admin',
+    );
     assert.equal((await get(mirror, '/v2/alice/private/tags/list?ns=registry.test')).status, 401);
   });
 
@@ -247,28 +271,50 @@ describe('listings and private images', () => {
     await mkdir(path.join(hostsDir, 'registry.test'), { recursive: true });
     const mirror = `http://127.0.0.1:${proxy!.mirrorPort}`;
     // As the README shows it.
-    const toml = ['server = "https://registry.test"', '', `[host."${mirror}"]`, '  capabilities = ["pull", "resolve"]', `  [host."${mirror}".header]`, `    authorization = "${OPS}"`, ''];
+    const toml = [
+      'server = "https://registry.test"',
+      '',
+      `[host."${mirror}"]`,
+      '  capabilities = ["pull", "resolve"]',
+      `  [host."${mirror}".header]`,
+      `    authorization = "${OPS}"`,
+      '',
+    ];
     await writeFile(path.join(hostsDir, 'registry.test', 'hosts.toml'), toml.join('\n'));
     const mark = (await proxy!.logs()).length;
     const pulled = await containerd.ctr(['images', 'pull', '--hosts-dir', hostsDir, 'registry.test/library/public:v1']);
     assert.equal(pulled.code, 0, pulled.stderr);
     const lines = await proxy!.requests(mark);
-    assert.ok(lines.some((l) => l.kind === 'blob' && l.status === 200), 'pulled through the mirror');
-    assert.ok(lines.every((l) => l.status !== 401), 'never asked again');
+    assert.ok(
+      lines.some((l) => l.kind === 'blob' && l.status === 200),
+      'pulled through the mirror',
+    );
+    assert.ok(
+      lines.every((l) => l.status !== 401),
+      'never asked again',
+    );
   });
 
   it('prefetches through a mirror that asks for credentials when the --mirror URL carries them', async () => {
     const cli = path.resolve(import.meta.dirname, '../dist/cli.js');
     const env = { PATH: process.env.PATH ?? '' };
-    const without = await run(process.execPath, [cli, 'prefetch', '--mirror', `http://127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'], { env });
+    const without = await run(process.execPath, [cli, 'prefetch', '--mirror', `http://127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'], {
+      env,
+    });
     assert.equal(without.code, 1);
     assert.match(without.stderr, /asks for credentials \(MIRROR_AUTH, else PROXY_AUTH users\): pass them with --user user:password/);
-    const withCreds = await run(process.execPath, [cli, 'prefetch', '--mirror', `http://ops:ops-pw@127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'], { env });
+    const withCreds = await run(
+      process.execPath,
+      [cli, 'prefetch', '--mirror', `http://ops:ops-pw@127.0.0.1:${proxy!.mirrorPort}`, 'registry.test/library/public:v1'],
+      { env },
+    );
     assert.equal(withCreds.code, 0, withCreds.stderr);
     assert.match(withCreds.stdout, /2 blobs \([^)]+\) pulled through http:\/\/127\.0\.0\.1:\d+, 1 manifest\n/);
     assert.doesNotMatch(withCreds.stdout + withCreds.stderr, /ops-pw/, 'the password is not echoed');
     // The server found over CACHE_DIR's control socket, the credentials given with --user.
-    const local = await run(process.execPath, [cli, 'prefetch', '--cache-dir', proxy!.cacheDir, '--user', 'ops:ops-pw', 'registry.test/library/public:v1'], { env });
+    const local = await run(process.execPath, [cli, 'prefetch', '--cache-dir', proxy!.cacheDir, '--user', 'ops:ops-pw', 'registry.test/library/public:v1'], {
+      env,
+    });
     assert.equal(local.code, 0, local.stderr);
     assert.match(local.stdout, /fetched 0 blobs \(0 B\), already cached 2 /);
     const refused = await run(process.execPath, [cli, 'prefetch', '--cache-dir', proxy!.cacheDir, 'registry.test/library/public:v1'], { env });
@@ -332,7 +378,10 @@ describe('a flood of wrong bcrypt passwords', () => {
       }
       const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-      return { health: { median: sorted(health)[7]!, mean: mean(health), max: Math.max(...health) }, authed: { median: sorted(authed)[7]!, mean: mean(authed), max: Math.max(...authed) } };
+      return {
+        health: { median: sorted(health)[7]!, mean: mean(health), max: Math.max(...health) },
+        authed: { median: sorted(authed)[7]!, mean: mean(authed), max: Math.max(...authed) },
+      };
     };
     const before = await checks(); // alice's header is verified by now: her requests are cached checks
     const quiet = await sample();

@@ -97,7 +97,9 @@ describe('bad input', () => {
 
   it("logs a client that rejects regcache's certificate with its address and the hint to install /ca.crt", async () => {
     // curl (OpenSSL) answers an unknown CA with a TLS alert, as dockerd and containerd do.
-    const r = await run('curl', ['-sS', '--max-time', '5', '-x', proxy.proxyUrl, 'https://registry.test/v2/'], { env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' } });
+    const r = await run('curl', ['-sS', '--max-time', '5', '-x', proxy.proxyUrl, 'https://registry.test/v2/'], {
+      env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' },
+    });
     assert.notEqual(r.code, 0, 'curl must not trust regcache without its CA');
     const line = await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /unknown ca/.test(String(l.error)), 'the refusal logged');
     assert.match(String(line.client), /127\.0\.0\.1$/);
@@ -165,7 +167,10 @@ describe('bad input', () => {
       const before = (await proxy.logs()).length;
       const reply = await exchange(net.connect(proxy.port, '127.0.0.1'), line);
       assert.match(reply, /^HTTP\/1\.1 4\d\d /, JSON.stringify(line));
-      await waitFor(async () => (await proxy.logs()).slice(before).some((l) => logged.test(l.msg)), { timeoutMs: 3000, what: `a log line for ${JSON.stringify(line)}` });
+      await waitFor(async () => (await proxy.logs()).slice(before).some((l) => logged.test(l.msg)), {
+        timeoutMs: 3000,
+        what: `a log line for ${JSON.stringify(line)}`,
+      });
     }
     await stillUp();
   });
@@ -187,7 +192,11 @@ describe('bad input', () => {
     assert.ok(bystander.body.equals(blob.data));
     await stillUp();
 
-    for (const [what, result] of [['listener', listener], ['CONNECT line', connectLine], ['inside a tunnel', inside]] as const) {
+    for (const [what, result] of [
+      ['listener', listener],
+      ['CONNECT line', connectLine],
+      ['inside a tunnel', inside],
+    ] as const) {
       const { reply, openMs } = await result;
       assert.ok(openMs < 4000, `${what}: closed after ${openMs} ms`);
       assert.match(reply, /^HTTP\/1\.1 408/, `${what}: 408 before the close`);
@@ -231,8 +240,14 @@ describe('bad input', () => {
           return exchange(secure, `GET ${p} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`);
         },
       ],
-      ['mirror', (p) => exchange(net.connect(proxy.mirrorPort!, '127.0.0.1'), `GET ${p}?ns=registry.test HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n`)],
-      ['forward', (p) => exchange(net.connect(proxy.port, '127.0.0.1'), `GET http://registry.test${p} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`)],
+      [
+        'mirror',
+        (p) => exchange(net.connect(proxy.mirrorPort!, '127.0.0.1'), `GET ${p}?ns=registry.test HTTP/1.1\r\nHost: mirror\r\nConnection: close\r\n\r\n`),
+      ],
+      [
+        'forward',
+        (p) => exchange(net.connect(proxy.port, '127.0.0.1'), `GET http://registry.test${p} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`),
+      ],
     ];
     for (const [transport, send] of transports) {
       for (const [trick, code] of tricks) {
@@ -243,12 +258,40 @@ describe('bad input', () => {
     assert.equal(upstream.seen.length, seenBefore, 'none of them reached upstream');
     const lines = (await proxy.requests()).slice(linesBefore);
     assert.equal(lines.length, tricks.length * transports.length, 'one line each');
-    assert.ok(lines.every((l) => l.cache === 'REJECTED' && l.status === 400 && typeof l.error === 'string'), JSON.stringify(lines.filter((l) => l.cache !== 'REJECTED')));
+    assert.ok(
+      lines.every((l) => l.cache === 'REJECTED' && l.status === 400 && typeof l.error === 'string'),
+      JSON.stringify(lines.filter((l) => l.cache !== 'REJECTED')),
+    );
     await stillUp();
   });
 
   it('never throws in the request classifier, whatever the path (randomised, bounded)', () => {
-    const alphabet = ['/', '.', '..', '%2f', '%2e', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'a', 'Z', ':', '?', '#', '%', '\u0000', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__'];
+    const alphabet = [
+      '/',
+      '.',
+      '..',
+      '%2f',
+      '%2e',
+      '\\',
+      'v2',
+      'blobs',
+      'manifests',
+      'sha256:',
+      'a',
+      'Z',
+      ':',
+      '?',
+      '#',
+      '%',
+      '\u0000',
+      '\u00e9',
+      'tags',
+      'list',
+      'uploads',
+      '_catalog',
+      '-',
+      '__',
+    ];
     const random = crypto.createHash('sha256');
     let seed = 0;
     const next = () => {
@@ -275,17 +318,50 @@ describe('bad input', () => {
   });
 
   it('passes no write through under a path that URL resolution would turn into a /v2 path (ALLOW_PUSH is off)', async () => {
-    for (const trick of ['/token/../v2/lib/app/manifests/pushed', '/token/%2e%2e/v2/lib/app/manifests/pushed', '/v2\\lib/app/manifests/pushed', '/v2#/lib/app/manifests/pushed']) {
+    for (const trick of [
+      '/token/../v2/lib/app/manifests/pushed',
+      '/token/%2e%2e/v2/lib/app/manifests/pushed',
+      '/v2\\lib/app/manifests/pushed',
+      '/v2#/lib/app/manifests/pushed',
+    ]) {
       const secure = tls.connect({ socket: await connectTunnel(proxy.port, 'registry.test:443'), ca: caPem, servername: 'registry.test' });
       await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-      const reply = await exchange(secure, `PUT ${trick} HTTP/1.1\r\nHost: registry.test\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`);
+      const reply = await exchange(
+        secure,
+        `PUT ${trick} HTTP/1.1\r\nHost: registry.test\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`,
+      );
       assert.match(reply, /^HTTP\/1\.1 (400|405) /, trick);
     }
     assert.equal(upstream.seen.filter((r) => r.method === 'PUT').length, 0, 'no PUT reached upstream');
   });
 
   it('answers every random request inside a tunnel with a 2xx/4xx and a log line (randomised, bounded)', async () => {
-    const alphabet = ['/', '.', '..', '%2f', '%2e', '%', '\\', 'v2', 'blobs', 'manifests', 'sha256:', 'sha512:', 'a', 'Z', ':', '?', '\u00e9', 'tags', 'list', 'uploads', '_catalog', '-', '__', 'ab'.repeat(32)];
+    const alphabet = [
+      '/',
+      '.',
+      '..',
+      '%2f',
+      '%2e',
+      '%',
+      '\\',
+      'v2',
+      'blobs',
+      'manifests',
+      'sha256:',
+      'sha512:',
+      'a',
+      'Z',
+      ':',
+      '?',
+      '\u00e9',
+      'tags',
+      'list',
+      'uploads',
+      '_catalog',
+      '-',
+      '__',
+      'ab'.repeat(32),
+    ];
     let seed = 0;
     const next = () => crypto.createHash('sha256').update(`router-${seed++}`).digest()[0]!;
     const linesBefore = (await proxy.logs()).length;

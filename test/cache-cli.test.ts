@@ -51,12 +51,18 @@ describe('the cache CLI and API of a running server, with Docker Hub', () => {
     return JSON.parse(r.stdout) as T;
   };
   const metrics = async () => (await fetch(`${proxy.proxyUrl}/metrics`)).text();
-  const api = async () => (await (await fetch(`${proxy.proxyUrl}/api/v1/cache`)).json()) as { registries: Record<string, { url: string; repositories: { name: string; tags: string[] }[] }> };
+  const api = async () =>
+    (await (await fetch(`${proxy.proxyUrl}/api/v1/cache`)).json()) as {
+      registries: Record<string, { url: string; repositories: { name: string; tags: string[] }[] }>;
+    };
 
   // alpine:3.20 and alpine:latest: one index listing amd64 (pulled) and arm64 (not); other:1 is the amd64 manifest.
   const config = makeBlob(2_000, 'hub-config');
   const layer = makeBlob(300_000, 'hub-layer');
-  const amd64 = document({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: config.digest, size: 2_000 }, layers: [{ digest: layer.digest, size: 300_000 }] }, OCI_MANIFEST);
+  const amd64 = document(
+    { schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: config.digest, size: 2_000 }, layers: [{ digest: layer.digest, size: 300_000 }] },
+    OCI_MANIFEST,
+  );
   const arm64 = makeBlob(10, 'hub-arm64-never-pulled');
   const index = document(
     {
@@ -103,7 +109,10 @@ describe('the cache CLI and API of a running server, with Docker Hub', () => {
     for (const name of ['docker.io', 'registry-1.docker.io', 'index.docker.io']) {
       const rows = await json<{ repositories: string[]; tags: string[] }[]>('ls', '--registry', name);
       assert.equal(rows.length, 4, name);
-      assert.ok(rows.every((r) => r.repositories.every((repo) => repo.startsWith('docker.io/'))), JSON.stringify(rows));
+      assert.ok(
+        rows.every((r) => r.repositories.every((repo) => repo.startsWith('docker.io/'))),
+        JSON.stringify(rows),
+      );
     }
     const table = await cli('ls', '--registry', 'docker.io');
     assert.match(table.stdout, /docker\.io\/library\/alpine:3\.20 docker\.io\/library\/alpine:latest/);
@@ -151,12 +160,18 @@ describe('the cache CLI and API of a running server, with Docker Hub', () => {
     ]);
 
     const plan = await json<Removal>('rm', '--dry-run', 'alpine:latest');
-    assert.deepEqual(plan.entries.map((e) => e.digest), [index.digest]);
+    assert.deepEqual(
+      plan.entries.map((e) => e.digest),
+      [index.digest],
+    );
     assert.deepEqual(new Set(plan.kept.map((k) => k.digest)), new Set([amd64.digest, config.digest, layer.digest]));
     const done = await json<Removal>('rm', 'alpine:latest');
     assert.deepEqual({ ...done, dryRun: true }, plan, 'the removal did what the dry run said');
     const left = await json<Row[]>('ls', '--images');
-    assert.ok(left.some((r) => r.image === 'docker.io/library/other:1' && r.complete), JSON.stringify(left));
+    assert.ok(
+      left.some((r) => r.image === 'docker.io/library/other:1' && r.complete),
+      JSON.stringify(left),
+    );
     assert.equal((await client.fetch(`${HUB}/v2/library/other/blobs/${layer.digest}`)).status, 200);
     assert.equal((await proxy.requests()).filter((l) => l.digest === layer.digest).at(-1)?.cache, 'HIT', 'the shared layer is still served from the cache');
   });

@@ -106,13 +106,19 @@ describe('stored images: cache rm, --dry-run and ls --images', () => {
     const { f, index, amd64, config, layer } = await alpine();
     await f.admin.rm('docker.io/library/alpine:3.20');
     const report = await f.admin.rm('index.docker.io/library/alpine:latest');
-    assert.deepEqual(report.entries.map((e) => e.digest), [index]);
+    assert.deepEqual(
+      report.entries.map((e) => e.digest),
+      [index],
+    );
     assert.deepEqual(new Set(report.kept.map((k) => k.digest)), new Set([amd64, config, layer]));
     for (const k of report.kept) assert.ok(k.usedBy.includes('docker.io/library/other:1'), JSON.stringify(k));
     assert.deepEqual(f.digests(), new Set([amd64, config, layer]));
     // No index lists the amd64 manifest in library/alpine now: it is an image there by digest.
     const images = await f.admin.images();
-    assert.deepEqual(images.map((i) => i.image), [`docker.io/library/alpine@${amd64}`, 'docker.io/library/other:1']);
+    assert.deepEqual(
+      images.map((i) => i.image),
+      [`docker.io/library/alpine@${amd64}`, 'docker.io/library/other:1'],
+    );
     assert.ok(images.every((i) => i.complete));
     await f.close();
   });
@@ -141,7 +147,11 @@ describe('stored images: cache rm, --dry-run and ls --images', () => {
     const real = await f.admin.rm('alpine:latest');
     const strip = (r: RemovalReport) => ({ ...r, dryRun: undefined });
     assert.deepEqual(strip(real), strip(dry));
-    assert.deepEqual(real.entries.map((e) => e.kind), ['manifest'], 'the index goes; what other:1 uses stays');
+    assert.deepEqual(
+      real.entries.map((e) => e.kind),
+      ['manifest'],
+      'the index goes; what other:1 uses stays',
+    );
     const pruneDry = await f.admin.prune(null, 1, true);
     assert.equal(pruneDry.removed, f.store.index.size);
     assert.deepEqual(new Set(pruneDry.entries.map((e) => e.digest)), f.digests());
@@ -166,17 +176,28 @@ describe('stored images: cache rm, --dry-run and ls --images', () => {
     const old = await f.image(repo, 'v1', appConfig, []);
     const current = await f.image(repo, 'v1', appConfig, [unstored('never fetched')]);
     const app = (await f.admin.images('ghcr.io')).map((r): [string, ListedImage] => [r.image, r]);
-    assert.deepEqual(app.map(([name]) => name), [`ghcr.io/org/app:v1`, `ghcr.io/org/app@${old}`]);
+    assert.deepEqual(
+      app.map(([name]) => name),
+      [`ghcr.io/org/app:v1`, `ghcr.io/org/app@${old}`],
+    );
     assert.equal(app[0]![1].digest, current);
     assert.equal(app[0]![1].complete, false);
     assert.deepEqual(app[0]![1].missing, [unstored('never fetched')]);
     assert.equal(app[1]![1].complete, true);
 
     for (const name of ['docker.io', 'registry-1.docker.io', 'INDEX.docker.io']) {
-      assert.deepEqual((await f.admin.images(name)).map((r) => r.image), ['docker.io/library/alpine:3.20', 'docker.io/library/alpine:latest', 'docker.io/library/other:1'], name);
+      assert.deepEqual(
+        (await f.admin.images(name)).map((r) => r.image),
+        ['docker.io/library/alpine:3.20', 'docker.io/library/alpine:latest', 'docker.io/library/other:1'],
+        name,
+      );
     }
     const removed = await f.admin.rm(`ghcr.io/org/app@${old}`);
-    assert.deepEqual(removed.entries.map((e) => e.digest), [old], 'its config is used by the current v1');
+    assert.deepEqual(
+      removed.entries.map((e) => e.digest),
+      [old],
+      'its config is used by the current v1',
+    );
     await f.close();
   });
 

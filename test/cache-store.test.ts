@@ -59,7 +59,12 @@ describe('a bounded store under real pulls', () => {
     upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], []);
     // Five images of ~1.2 MiB each, every layer distinct; one image with a layer bigger than the bound.
     for (const name of ['a', 'b', 'c', 'd', 'e']) {
-      const image = await makeImage(path.join(root, 'images', name), { layers: [{ size: 700_000, seed: `${name}-1` }, { size: 500_000, seed: `${name}-2` }] });
+      const image = await makeImage(path.join(root, 'images', name), {
+        layers: [
+          { size: 700_000, seed: `${name}-1` },
+          { size: 500_000, seed: `${name}-2` },
+        ],
+      });
       await pushImage(upstream.registry.url, `lib/${name}`, 'v1', image, { caFile: upstream.ca.certFile });
       images.set(name, image);
     }
@@ -81,7 +86,13 @@ describe('a bounded store under real pulls', () => {
   });
 
   const pull = async (name: string) => {
-    const r = await pullThrough(proxy, `registry.test/lib/${name}:v1`, path.join(root, `out-${name}-${crypto.randomUUID()}`), certDir, path.join(root, 'skopeo'));
+    const r = await pullThrough(
+      proxy,
+      `registry.test/lib/${name}:v1`,
+      path.join(root, `out-${name}-${crypto.randomUUID()}`),
+      certDir,
+      path.join(root, 'skopeo'),
+    );
     assert.equal(r.code, 0, r.stderr);
   };
   const stored = async () => new Set((await cliJson<Listed[]>(proxy.cacheDir, 'ls')).map((e) => e.digest));
@@ -162,14 +173,23 @@ describe('crash safety, verify and the cache CLI', () => {
     await start();
     assert.deepEqual(await readdir(spool), [], 'startup removed the partial');
     const listed = await cliJson<Listed[]>(proxy.cacheDir, 'ls');
-    assert.deepEqual(listed.map((e) => e.digest), [kept.digest]);
+    assert.deepEqual(
+      listed.map((e) => e.digest),
+      [kept.digest],
+    );
     const again = await client.fetch(`${REG}/v2/lib/app/blobs/${kept.digest}`);
     assert.ok(again.body.equals(kept.data));
     upstream.behaviour.set(big.digest, { kind: 'ok' });
     const refetched = await client.fetch(`${REG}/v2/lib/app/blobs/${big.digest}`);
     assert.ok(refetched.body.equals(big.data));
     const lines = (await proxy.requests()).filter((l) => l.kind === 'blob');
-    assert.deepEqual(lines.map((l) => [l.digest, l.cache]), [[kept.digest, 'HIT'], [big.digest, 'MISS']]);
+    assert.deepEqual(
+      lines.map((l) => [l.digest, l.cache]),
+      [
+        [kept.digest, 'HIT'],
+        [big.digest, 'MISS'],
+      ],
+    );
     const report = await cliJson<{ corrupt: string[]; missing: string[]; orphans: number }>(proxy.cacheDir, 'verify');
     assert.deepEqual([report.corrupt, report.missing, report.orphans], [[], [], 0], 'index and content agree');
   });
@@ -220,8 +240,20 @@ describe('crash safety, verify and the cache CLI', () => {
     const shared = upstream.add(makeBlob(100_000, 'shared'));
     const own = upstream.add(makeBlob(150_000, 'own'));
     const manifest = makeBlob(0, 'unused');
-    const doc = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { digest: shared.digest }, layers: [{ digest: own.digest }] }));
-    const m = { ...manifest, data: doc, digest: 'sha256:' + crypto.createHash('sha256').update(doc).digest('hex'), mediaType: 'application/vnd.oci.image.manifest.v1+json' };
+    const doc = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { digest: shared.digest },
+        layers: [{ digest: own.digest }],
+      }),
+    );
+    const m = {
+      ...manifest,
+      data: doc,
+      digest: 'sha256:' + crypto.createHash('sha256').update(doc).digest('hex'),
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    };
     upstream.tags.set('lib/tool:v2', m);
     upstream.add(m);
     await client.fetch(`${REG}/v2/lib/tool/manifests/v2`);
@@ -239,7 +271,10 @@ describe('crash safety, verify and the cache CLI', () => {
     assert.match(table.stdout, /registry\.test\/lib\/tool:v2/);
 
     const usage = await cliJson<Usage>(proxy.cacheDir, 'du');
-    assert.equal(usage.totalBytes, listed.reduce((n, e) => n + e.size, 0));
+    assert.equal(
+      usage.totalBytes,
+      listed.reduce((n, e) => n + e.size, 0),
+    );
     assert.equal(usage.registries['registry.test']?.bytes, usage.totalBytes);
 
     const removed = await cli(proxy.cacheDir, 'rm', 'registry.test/lib/tool:v2');
@@ -329,12 +364,18 @@ describe('a disk that fills up mid-fill', () => {
     // Two fills that each fit the free space when they start, but not together.
     const x = upstream.add(makeBlob(3_500_000, 'enospc-x'), { kind: 'slow', chunk: 128 * 1024, delayMs: 15 });
     const y = upstream.add(makeBlob(3_500_000, 'enospc-y'), { kind: 'slow', chunk: 128 * 1024, delayMs: 15 });
-    const [rx, ry] = await Promise.all([client!.fetch(`https://registry.test/v2/lib/app/blobs/${x.digest}`), client!.fetch(`https://registry.test/v2/lib/app/blobs/${y.digest}`)]);
+    const [rx, ry] = await Promise.all([
+      client!.fetch(`https://registry.test/v2/lib/app/blobs/${x.digest}`),
+      client!.fetch(`https://registry.test/v2/lib/app/blobs/${y.digest}`),
+    ]);
     assert.ok(rx.body.equals(x.data), 'first client got every byte');
     assert.ok(ry.body.equals(y.data), 'second client got every byte');
     const failed = await proxy!.waitForLog((l) => l.msg === 'fill failed; nothing stored' && l.reason === 'store', 'a fill failing on the full disk');
     assert.match(String(failed.error), /ENOSPC/);
-    assert.ok(upstream.seen.some((r) => r.range !== undefined && r.path.endsWith(String(failed.digest))), 'the rest came by a Range request');
+    assert.ok(
+      upstream.seen.some((r) => r.range !== undefined && r.path.endsWith(String(failed.digest))),
+      'the rest came by a Range request',
+    );
     assert.deepEqual(await readdir(path.join(proxy!.cacheDir, 'spool')), [], 'the partial is gone');
 
     const z = upstream.add(makeBlob(1_000_000, 'enospc-z'));

@@ -47,7 +47,9 @@ describe('certificate authority', () => {
     const script = `const { loadOrCreateCa } = await import(${JSON.stringify(module)}); const { ca, created } = await loadOrCreateCa(process.argv[1]); console.log(JSON.stringify({ created, cert: ca.certPem, key: ca.key.export({ type: 'pkcs8', format: 'pem' }) }));`;
     for (let round = 0; round < 3; round++) {
       await rm(dir, { recursive: true, force: true });
-      const replicas = await Promise.all(Array.from({ length: 4 }, () => run(process.execPath, ['--input-type=module', '-e', script, dir], { env: { PATH: process.env.PATH ?? '' } })));
+      const replicas = await Promise.all(
+        Array.from({ length: 4 }, () => run(process.execPath, ['--input-type=module', '-e', script, dir], { env: { PATH: process.env.PATH ?? '' } })),
+      );
       for (const r of replicas) assert.equal(r.code, 0, r.stderr);
       const loaded = replicas.map((r) => JSON.parse(r.stdout) as { created: boolean; cert: string; key: string });
       assert.equal(loaded.filter((l) => l.created).length, 1, 'exactly one replica created the CA');

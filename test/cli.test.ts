@@ -10,13 +10,27 @@ import { startRegcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
-const regcache = (args: string[], env: Record<string, string> = {}) => run(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 20_000 });
+const regcache = (args: string[], env: Record<string, string> = {}) =>
+  run(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 20_000 });
 
 describe('regcache CLI', () => {
   const tmp = new TmpDirs();
   after(() => tmp.cleanup());
 
-  for (const command of [[], ['serve'], ['ca'], ['ca', 'path'], ['ca', 'export'], ['cache'], ['cache', 'ls'], ['cache', 'du'], ['cache', 'rm'], ['cache', 'prune'], ['cache', 'verify'], ['prefetch']]) {
+  for (const command of [
+    [],
+    ['serve'],
+    ['ca'],
+    ['ca', 'path'],
+    ['ca', 'export'],
+    ['cache'],
+    ['cache', 'ls'],
+    ['cache', 'du'],
+    ['cache', 'rm'],
+    ['cache', 'prune'],
+    ['cache', 'verify'],
+    ['prefetch'],
+  ]) {
     it(`regcache ${command.join(' ')} --help shows usage and examples`, async () => {
       const r = await regcache([...command, '--help']);
       assert.equal(r.code, 0, r.stderr);
@@ -61,7 +75,10 @@ describe('regcache CLI', () => {
       const r = await regcache(['ca', command, '--ca-dir', dir]);
       assert.equal(r.code, 1, r.stderr);
       assert.equal(r.stdout, '');
-      assert.match(r.stderr, new RegExp(`^regcache: there is no CA certificate at ${path.join(dir, 'ca.crt')} \\(CA_DIR=${dir}, or --ca-dir\\): regcache serve creates`));
+      assert.match(
+        r.stderr,
+        new RegExp(`^regcache: there is no CA certificate at ${path.join(dir, 'ca.crt')} \\(CA_DIR=${dir}, or --ca-dir\\): regcache serve creates`),
+      );
     }
     assert.equal(existsSync(dir), false, 'nothing was created');
 
@@ -104,7 +121,13 @@ describe('regcache CLI', () => {
   for (const [variable, value] of bad) {
     it(`stops on ${variable}=${JSON.stringify(value)} with a message naming it`, async () => {
       const dir = await tmp.make('regcache-cli-config');
-      const r = await regcache(['serve'], { CA_DIR: path.join(dir, 'certs'), CACHE_DIR: path.join(dir, 'cache'), PORT: '0', MIRROR_PORT: '0', [variable]: value });
+      const r = await regcache(['serve'], {
+        CA_DIR: path.join(dir, 'certs'),
+        CACHE_DIR: path.join(dir, 'cache'),
+        PORT: '0',
+        MIRROR_PORT: '0',
+        [variable]: value,
+      });
       assert.equal(r.code, 2, r.stderr);
       const named = variable === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : variable; // the missing half is the one named
       assert.match(r.stderr, new RegExp(`^regcache: ${named}=`));

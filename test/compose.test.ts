@@ -15,7 +15,11 @@ const setting = (name: string) => new RegExp(`^ +${name}: `, 'm');
 describe('docker-compose.yaml', () => {
   const tmp = new TmpDirs();
   let project: string;
-  const compose = (command: string[], args: string[]) => run(command[0]!, [...command.slice(1), '--project-directory', project, '-f', path.join(project, 'docker-compose.yaml'), ...args], { env: { PATH: BASE_PATH, HOME: project }, cwd: project });
+  const compose = (command: string[], args: string[]) =>
+    run(command[0]!, [...command.slice(1), '--project-directory', project, '-f', path.join(project, 'docker-compose.yaml'), ...args], {
+      env: { PATH: BASE_PATH, HOME: project },
+      cwd: project,
+    });
 
   before(async () => {
     project = await tmp.make('regcache-compose');
@@ -29,7 +33,10 @@ describe('docker-compose.yaml', () => {
     assert.match(r.stderr, /find env file: .*\/\.env/);
   });
 
-  for (const [version, command] of [['v1', ['docker-compose']], ['v2', ['docker', 'compose']]] as const) {
+  for (const [version, command] of [
+    ['v1', ['docker-compose']],
+    ['v2', ['docker', 'compose']],
+  ] as const) {
     it(`is valid for Compose ${version} with .env.example as .env, which leaves the image's ports and volumes alone`, async (t) => {
       if (version === 'v2' && (await run(command[0], [command[1], 'version'], { env: { PATH: BASE_PATH } })).code !== 0) {
         t.skip('Compose v2 (docker compose) is not installed: Debian 12 does not package it');

@@ -50,7 +50,16 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({}).cacheStore, null);
     const c = loadConfig({ CACHE_STORE: 's3://regcache/fleet/a/', S3_ENDPOINT: 'http://127.0.0.1:7480/', S3_FORCE_PATH_STYLE: 'true', S3_FILL_LEASE: '10s' });
     assert.deepEqual(c.cacheStore, { bucket: 'regcache', prefix: 'fleet/a/', display: 's3://regcache/fleet/a/' });
-    assert.deepEqual(c.s3, { endpoint: 'http://127.0.0.1:7480', forcePathStyle: true, fillLeaseMs: 10_000, sweepMs: 60_000, accessFlushMs: 30_000, evictGraceMs: 600_000, redirect: false, redirectTtlMs: 300_000 });
+    assert.deepEqual(c.s3, {
+      endpoint: 'http://127.0.0.1:7480',
+      forcePathStyle: true,
+      fillLeaseMs: 10_000,
+      sweepMs: 60_000,
+      accessFlushMs: 30_000,
+      evictGraceMs: 600_000,
+      redirect: false,
+      redirectTtlMs: 300_000,
+    });
     assert.equal(c.workers, 1, 'WORKERS defaults to 1 with CACHE_STORE');
     assert.deepEqual(loadConfig({ CACHE_STORE: 's3://regcache' }).cacheStore, { bucket: 'regcache', prefix: '', display: 's3://regcache/' });
     assert.equal(describeConfig(c).cacheStore, 's3://regcache/fleet/a/');
@@ -87,12 +96,15 @@ describe('loadConfig', () => {
     ['S3_FILL_LEASE', 'soon', /S3_FILL_LEASE="soon"/],
   ] as const) {
     it(`rejects ${variable}=${value} naming the variable`, () => {
-      assert.throws(() => loadConfig({ [variable]: value }), (err: Error) => {
-        assert.ok(err instanceof ConfigError);
-        assert.match(err.message, mention);
-        assert.doesNotMatch(err.message, /secret/);
-        return true;
-      });
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (err: Error) => {
+          assert.ok(err instanceof ConfigError);
+          assert.match(err.message, mention);
+          assert.doesNotMatch(err.message, /secret/);
+          return true;
+        },
+      );
     });
   }
 });
@@ -151,7 +163,14 @@ describe('a good value for every variable', () => {
     assert.deepEqual(c.registries, ['registry-1.docker.io', 'auth.docker.io', 'quay.io', 'reg.local:5000']);
     assert.equal(c.allowPush, true);
     assert.equal(c.serveStale, false);
-    assert.deepEqual(c.manifestCache?.map((t) => [t.pattern.source, t.ttlMs]), [['^prod$', 86_400_000], ['^v', 2 * 86_400_000], ['.*', 30 * 60_000]]);
+    assert.deepEqual(
+      c.manifestCache?.map((t) => [t.pattern.source, t.ttlMs]),
+      [
+        ['^prod$', 86_400_000],
+        ['^v', 2 * 86_400_000],
+        ['.*', 30 * 60_000],
+      ],
+    );
     assert.equal(c.proxyAuth, '/etc/htpasswd');
     assert.equal(c.adminAuth, '/etc/admin-htpasswd');
     assert.equal(c.verifySsl, false);

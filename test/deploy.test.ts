@@ -19,13 +19,24 @@ const COMPOSE = path.join(ROOT, 'deploy', 'compose');
 const KUBERNETES = path.join(ROOT, 'deploy', 'kubernetes');
 
 // The AWS SDK's own variables (credentials and region chain), which regcache passes to it unread.
-const SDK_VARIABLES = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_REGION', 'AWS_PROFILE', 'AWS_ROLE_ARN', 'AWS_WEB_IDENTITY_TOKEN_FILE'];
+const SDK_VARIABLES = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_REGION',
+  'AWS_PROFILE',
+  'AWS_ROLE_ARN',
+  'AWS_WEB_IDENTITY_TOKEN_FILE',
+];
 
 /** Every variable src/config.ts reads: get('NAME') and env.NAME. A name not in it is a typo. */
 async function regcacheVariables(): Promise<Set<string>> {
   const source = await readFile(path.join(ROOT, 'src', 'config.ts'), 'utf8');
   const names = [...source.matchAll(/\bget\('([A-Za-z0-9_]+)'\)|\benv\.([A-Z0-9_]+)/g)].map((m) => m[1] ?? m[2]!);
-  assert.ok(names.includes('CACHE_STORE') && names.includes('S3_ENDPOINT') && names.includes('AUTH_REGISTRIES_DELIMITER'), 'config.ts still reads its variables as get(NAME) and env.NAME');
+  assert.ok(
+    names.includes('CACHE_STORE') && names.includes('S3_ENDPOINT') && names.includes('AUTH_REGISTRIES_DELIMITER'),
+    'config.ts still reads its variables as get(NAME) and env.NAME',
+  );
   return new Set([...names, ...SDK_VARIABLES]);
 }
 
@@ -58,7 +69,10 @@ describe('deploy/compose: a fleet behind haproxy', () => {
   let project: string;
   let known: Set<string>;
   const compose = (files: string[], args: string[], env: Record<string, string> = {}) =>
-    run('docker-compose', ['--project-directory', project, ...files.flatMap((f) => ['-f', path.join(project, f)]), ...args], { env: { PATH: BASE_PATH, HOME: project, ...env }, cwd: project });
+    run('docker-compose', ['--project-directory', project, ...files.flatMap((f) => ['-f', path.join(project, f)]), ...args], {
+      env: { PATH: BASE_PATH, HOME: project, ...env },
+      cwd: project,
+    });
   const FLEET = 'docker-compose.fleet.yaml';
   const MINIO = 'docker-compose.minio.yaml';
 
@@ -96,25 +110,45 @@ describe('deploy/compose: a fleet behind haproxy', () => {
     assert.equal(regcache.environment?.WORKERS, '1');
     assert.equal(regcache.environment?.CACHE_STORE, 's3://regcache');
     assert.equal(regcache.environment?.S3_ENDPOINT, 'http://minio:9000');
-    assert.ok(regcache.volumes?.some((v) => /^ca:\/ca(:rw)?$/.test(v)), `the CA volume is shared: ${regcache.volumes?.join(' ')}`);
-    assert.ok(regcache.volumes?.some((v) => v === image.CACHE_DIR), 'CACHE_DIR on an anonymous volume of its own');
+    assert.ok(
+      regcache.volumes?.some((v) => /^ca:\/ca(:rw)?$/.test(v)),
+      `the CA volume is shared: ${regcache.volumes?.join(' ')}`,
+    );
+    assert.ok(
+      regcache.volumes?.some((v) => v === image.CACHE_DIR),
+      'CACHE_DIR on an anonymous volume of its own',
+    );
     assert.ok('ca' in config.volumes, 'the CA volume is a named volume');
     assert.deepEqual(regcache.depends_on, { bucket: { condition: 'service_completed_successfully' } }, 'replicas start once the bucket exists');
     for (const name of ['PORT', 'MIRROR_PORT', 'CA_DIR', 'CACHE_DIR']) assert.equal(regcache.environment?.[name], undefined, `${name} stays the image's`);
-    assert.deepEqual(unknownVariables(Object.keys(regcache.environment ?? {}), known), [], 'every variable the replicas get is one regcache (or the AWS SDK) reads');
+    assert.deepEqual(
+      unknownVariables(Object.keys(regcache.environment ?? {}), known),
+      [],
+      'every variable the replicas get is one regcache (or the AWS SDK) reads',
+    );
     const settings = loadConfig(regcache.environment as Env);
     assert.equal(settings.cacheStore?.bucket, 'regcache');
     assert.equal(settings.workers, 1);
 
-    assert.deepEqual(balancer.ports?.map((p) => p.target).sort(), [Number(image.PORT), Number(image.MIRROR_PORT)].sort(), 'the balancer publishes the proxy and mirror ports');
-    assert.ok(balancer.volumes?.some((v) => v.endsWith('/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro')), `haproxy.cfg mounted: ${balancer.volumes?.join(' ')}`);
+    assert.deepEqual(
+      balancer.ports?.map((p) => p.target).sort(),
+      [Number(image.PORT), Number(image.MIRROR_PORT)].sort(),
+      'the balancer publishes the proxy and mirror ports',
+    );
+    assert.ok(
+      balancer.volumes?.some((v) => v.endsWith('/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro')),
+      `haproxy.cfg mounted: ${balancer.volumes?.join(' ')}`,
+    );
     assert.equal(minio.environment?.MINIO_ROOT_USER, regcache.environment?.AWS_ACCESS_KEY_ID, "MinIO's user is the replicas'");
     assert.equal(bucket.environment?.CACHE_STORE, regcache.environment?.CACHE_STORE, 'the one-shot creates the bucket the replicas use');
   });
 
   it('alone, on an S3 endpoint .env names: no MinIO', async () => {
     const example = await readFile(path.join(COMPOSE, '.env.example'), 'utf8');
-    await writeFile(path.join(project, '.env'), example.replace(/^S3_ENDPOINT=.*$/m, 'S3_ENDPOINT=https://rgw.example.internal').replace(/^S3_FORCE_PATH_STYLE=.*$/m, 'S3_FORCE_PATH_STYLE=false'));
+    await writeFile(
+      path.join(project, '.env'),
+      example.replace(/^S3_ENDPOINT=.*$/m, 'S3_ENDPOINT=https://rgw.example.internal').replace(/^S3_FORCE_PATH_STYLE=.*$/m, 'S3_FORCE_PATH_STYLE=false'),
+    );
     const r = await compose([FLEET], ['config']);
     assert.equal(r.code, 0, r.stderr);
     const config = parse(r.stdout) as { services: Record<string, Service> };
@@ -137,7 +171,10 @@ describe('deploy/compose: a fleet behind haproxy', () => {
     assert.match(cfg, /^\s*mode tcp$/m, 'TCP: CONNECT and the TLS inside stay on one replica');
     const binds = [...cfg.matchAll(/^\s*bind :(\d+)$/gm)].map((m) => m[1]);
     assert.deepEqual(binds.sort(), [image.PORT, image.MIRROR_PORT].sort());
-    const servers = [...cfg.matchAll(/^\s*server-template \S+ \S+ regcache:(\d+) check(?: port (\d+))?$/gm)].map((m) => ({ port: m[1], checkPort: m[2] ?? m[1] }));
+    const servers = [...cfg.matchAll(/^\s*server-template \S+ \S+ regcache:(\d+) check(?: port (\d+))?$/gm)].map((m) => ({
+      port: m[1],
+      checkPort: m[2] ?? m[1],
+    }));
     assert.deepEqual(servers.map((s) => s.port).sort(), [image.PORT, image.MIRROR_PORT].sort(), 'the replicas by their service name, on both ports');
     for (const s of servers) assert.equal(s.checkPort, image.PORT, '/readyz is on the proxy port');
     assert.equal([...cfg.matchAll(/^\s*http-check send meth GET uri \/readyz$/gm)].length, 2);
@@ -184,16 +221,22 @@ interface PodSpec {
 describe('deploy/kubernetes: the manifests', () => {
   let resources: Manifest[];
   let generated: { name: string; keys: string[] }[];
-  let deployment: Manifest & { spec: { replicas: number; selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string> }; spec: PodSpec } } };
+  let deployment: Manifest & {
+    spec: { replicas: number; selector: { matchLabels: Record<string, string> }; template: { metadata: { labels: Record<string, string> }; spec: PodSpec } };
+  };
   let pod: PodSpec;
   let image: Record<string, string>;
 
   const byKind = (kind: string) => resources.filter((r) => r.kind === kind);
   const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
-  const containerPort = (c: Container, port: string | number) => (typeof port === 'number' ? c.ports.find((p) => p.containerPort === port) : c.ports.find((p) => p.name === port))?.containerPort;
+  const containerPort = (c: Container, port: string | number) =>
+    (typeof port === 'number' ? c.ports.find((p) => p.containerPort === port) : c.ports.find((p) => p.name === port))?.containerPort;
 
   before(async () => {
-    const kustomization = parse(await readFile(path.join(KUBERNETES, 'kustomization.yaml'), 'utf8')) as { resources: string[]; secretGenerator?: { name: string; files: string[] }[] };
+    const kustomization = parse(await readFile(path.join(KUBERNETES, 'kustomization.yaml'), 'utf8')) as {
+      resources: string[];
+      secretGenerator?: { name: string; files: string[] }[];
+    };
     resources = [];
     for (const file of kustomization.resources) {
       for (const doc of parseAllDocuments(await readFile(path.join(KUBERNETES, file), 'utf8'), { version: '1.1' })) {
@@ -219,13 +262,22 @@ describe('deploy/kubernetes: the manifests', () => {
     for (const c of pod.containers) {
       const env: Record<string, string> = { ...image };
       for (const from of c.envFrom ?? []) {
-        const source = from.configMapRef ? byKind('ConfigMap').find((m) => m.metadata.name === from.configMapRef!.name) : byKind('Secret').find((s) => s.metadata.name === from.secretRef?.name);
+        const source = from.configMapRef
+          ? byKind('ConfigMap').find((m) => m.metadata.name === from.configMapRef!.name)
+          : byKind('Secret').find((s) => s.metadata.name === from.secretRef?.name);
         assert.ok(source, `envFrom ${JSON.stringify(from)} names a resource of these manifests`);
         const data = { ...(source.data as Record<string, string>), ...(source.stringData as Record<string, string>) };
         assert.deepEqual(unknownVariables(Object.keys(data), known), [], `${source.kind} ${source.metadata.name}`);
         Object.assign(env, data);
       }
-      assert.deepEqual(unknownVariables((c.env ?? []).map((e) => e.name), known), [], `container ${c.name}`);
+      assert.deepEqual(
+        unknownVariables(
+          (c.env ?? []).map((e) => e.name),
+          known,
+        ),
+        [],
+        `container ${c.name}`,
+      );
       for (const e of c.env ?? []) env[e.name] = e.value ?? 'from-a-secret';
       const config = loadConfig(env);
       assert.ok(config.cacheStore, 'CACHE_STORE is set: the replicas share a bucket');
@@ -247,7 +299,9 @@ describe('deploy/kubernetes: the manifests', () => {
   });
 
   it('has a Service whose selector finds the pods and whose ports reach the proxy and the mirror', () => {
-    const [service, ...more] = byKind('Service') as (Manifest & { spec: { selector: Record<string, string>; ports: { port: number; targetPort: string | number }[] } })[];
+    const [service, ...more] = byKind('Service') as (Manifest & {
+      spec: { selector: Record<string, string>; ports: { port: number; targetPort: string | number }[] };
+    })[];
     assert.ok(service && more.length === 0, 'one Service');
     assert.ok(matches(service.spec.selector, deployment.spec.template.metadata.labels), `Service selector ${JSON.stringify(service.spec.selector)}`);
     const targets = service.spec.ports.map((p) => containerPort(pod.containers[0]!, p.targetPort));
@@ -255,14 +309,19 @@ describe('deploy/kubernetes: the manifests', () => {
   });
 
   it('has a PodDisruptionBudget over the same pods', () => {
-    const [pdb] = byKind('PodDisruptionBudget') as (Manifest & { spec: { selector: { matchLabels: Record<string, string> }; maxUnavailable?: number; minAvailable?: number } })[];
+    const [pdb] = byKind('PodDisruptionBudget') as (Manifest & {
+      spec: { selector: { matchLabels: Record<string, string> }; maxUnavailable?: number; minAvailable?: number };
+    })[];
     assert.ok(pdb, 'a PodDisruptionBudget');
-    assert.ok(matches(pdb.spec.selector.matchLabels, deployment.spec.template.metadata.labels), `PDB selector ${JSON.stringify(pdb.spec.selector.matchLabels)}`);
+    assert.ok(
+      matches(pdb.spec.selector.matchLabels, deployment.spec.template.metadata.labels),
+      `PDB selector ${JSON.stringify(pdb.spec.selector.matchLabels)}`,
+    );
     assert.deepEqual(pdb.spec.selector.matchLabels, deployment.spec.selector.matchLabels);
     assert.ok((pdb.spec.maxUnavailable ?? 0) < deployment.spec.replicas, 'the PDB keeps a replica up');
   });
 
-  it("runs as uid 1000 on a read-only root, writing only CACHE_DIR, an emptyDir; the CA is a Secret at CA_DIR", () => {
+  it('runs as uid 1000 on a read-only root, writing only CACHE_DIR, an emptyDir; the CA is a Secret at CA_DIR', () => {
     assert.equal(pod.securityContext?.runAsUser, 1000);
     assert.equal(pod.securityContext?.runAsNonRoot, true);
     for (const c of pod.containers) {

@@ -10,12 +10,26 @@ import { DestinationPolicy, DestinationRefusedError } from '../src/upstream/dest
 import { Dialer } from '../src/upstream/dialer.js';
 
 const rules = (...items: string[]): DestinationRule[] => items.map((i) => parseDestination(i)!);
-const policy = (allow: string[] = [], deny: string[] = []) => new DestinationPolicy({ allow: rules(...allow), deny: rules(...deny), localAddresses: () => ['127.0.0.1', '::1', '192.0.2.2', 'fe80::1%eth0'] });
+const policy = (allow: string[] = [], deny: string[] = []) =>
+  new DestinationPolicy({ allow: rules(...allow), deny: rules(...deny), localAddresses: () => ['127.0.0.1', '::1', '192.0.2.2', 'fe80::1%eth0'] });
 
 describe('destination policy', () => {
   it('refuses the host itself, link-local, unspecified and multicast addresses, in every spelling', () => {
     const p = policy();
-    for (const address of ['127.0.0.1', '127.0.0.2', '::1', '::ffff:127.0.0.1', '0.0.0.0', '::', '169.254.169.254', 'fe80::1', '224.0.0.1', 'ff02::1', '255.255.255.255', '192.0.2.2']) {
+    for (const address of [
+      '127.0.0.1',
+      '127.0.0.2',
+      '::1',
+      '::ffff:127.0.0.1',
+      '0.0.0.0',
+      '::',
+      '169.254.169.254',
+      'fe80::1',
+      '224.0.0.1',
+      'ff02::1',
+      '255.255.255.255',
+      '192.0.2.2',
+    ]) {
       assert.notEqual(p.refusal(address, address, 443), null, address);
     }
     assert.match(p.refusal('169.254.169.254', '169.254.169.254', 80)!, /link-local/);
@@ -24,7 +38,8 @@ describe('destination policy', () => {
 
   it('lets public and private ranges through: internal registries live in 10/8', () => {
     const p = policy();
-    for (const address of ['8.8.8.8', '10.1.2.3', '172.17.0.2', '192.168.1.10', '2001:db8::1', 'fd12::7']) assert.equal(p.refusal(address, address, 443), null, address);
+    for (const address of ['8.8.8.8', '10.1.2.3', '172.17.0.2', '192.168.1.10', '2001:db8::1', 'fd12::7'])
+      assert.equal(p.refusal(address, address, 443), null, address);
   });
 
   it('allows what ALLOW_DESTINATIONS lists, by address, range, name and port', () => {
@@ -37,11 +52,12 @@ describe('destination policy', () => {
     assert.equal(p.refusal('::1', '::1', 5001), null);
   });
 
-  it("never connects to its own listeners, even where the operator allows the address", () => {
+  it('never connects to its own listeners, even where the operator allows the address', () => {
     const p = policy(['127.0.0.0/8', '192.0.2.2']);
     p.listeningPorts.add(3128);
     assert.equal(p.refusal('127.0.0.1', '127.0.0.1', 8080), null);
-    for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '0.0.0.0', '192.0.2.2']) assert.match(p.refusal(address, address, 3128)!, /own listener/, address);
+    for (const address of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '0.0.0.0', '192.0.2.2'])
+      assert.match(p.refusal(address, address, 3128)!, /own listener/, address);
     assert.equal(p.refusal('10.0.0.1', '10.0.0.1', 3128), null, 'another host on the same port is not regcache');
   });
 
@@ -57,7 +73,8 @@ describe('destination policy', () => {
     assert.match(p.refusalOfName('localhost', 443)!, /loopback/);
     assert.match(p.refusalOfName('x.localhost', 443)!, /loopback/);
     assert.match(p.refusalOfName('169.254.169.254', 80)!, /link-local/);
-    for (const spelling of ['2130706433', '127.1', '0x7f.0.0.1', '0177.0.0.1', '0x7f000001']) assert.match(p.refusalOfName(spelling, 443)!, /loopback/, spelling);
+    for (const spelling of ['2130706433', '127.1', '0x7f.0.0.1', '0177.0.0.1', '0x7f000001'])
+      assert.match(p.refusalOfName(spelling, 443)!, /loopback/, spelling);
     assert.match(p.refusalOfName('2852039166', 80)!, /link-local/, '169.254.169.254 as one number');
     assert.equal(p.refusalOfName('1password.com', 443), null);
     assert.equal(p.refusalOfName('123.example', 443), null);
@@ -92,7 +109,10 @@ describe('dialer and destination policy', () => {
 
   it('refuses a name that resolves to loopback, naming the address, without connecting', async () => {
     const before = accepted;
-    await assert.rejects(dialer({ resolve: async () => ['127.0.0.1'] }).connect('rebound.example', port), (e: unknown) => e instanceof DestinationRefusedError && /rebound\.example resolves to 127\.0\.0\.1: loopback/.test(e.message));
+    await assert.rejects(
+      dialer({ resolve: async () => ['127.0.0.1'] }).connect('rebound.example', port),
+      (e: unknown) => e instanceof DestinationRefusedError && /rebound\.example resolves to 127\.0\.0\.1: loopback/.test(e.message),
+    );
     assert.equal(accepted, before);
   });
 
@@ -143,8 +163,18 @@ describe('destination and client configuration', () => {
     assert.ok(portAllowed(c.tunnelPorts, 9050) && portAllowed(c.tunnelPorts, 8443) && !portAllowed(c.tunnelPorts, 22));
     assert.ok(portAllowed(loadConfig({}).tunnelPorts, 443) && !portAllowed(loadConfig({}).tunnelPorts, 80), 'default: 443 only');
     assert.ok(portAllowed(loadConfig({}).forwardPorts, 80) && !portAllowed(loadConfig({}).forwardPorts, 25), "default: squid's Safe_ports");
-    for (const [variable, value] of [['TUNNEL_PORTS', '0'], ['FORWARD_PORTS', '90-80'], ['ALLOWED_CLIENTS', '10.0.0.0/40'], ['ALLOW_DESTINATIONS', 'bad host!'], ['DENY_DESTINATIONS', '1.2.3.4:0']] as const) {
-      assert.throws(() => loadConfig({ [variable]: value }), (e: unknown) => e instanceof ConfigError && e.message.startsWith(`${variable}=`), `${variable}=${value}`);
+    for (const [variable, value] of [
+      ['TUNNEL_PORTS', '0'],
+      ['FORWARD_PORTS', '90-80'],
+      ['ALLOWED_CLIENTS', '10.0.0.0/40'],
+      ['ALLOW_DESTINATIONS', 'bad host!'],
+      ['DENY_DESTINATIONS', '1.2.3.4:0'],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (e: unknown) => e instanceof ConfigError && e.message.startsWith(`${variable}=`),
+        `${variable}=${value}`,
+      );
     }
   });
 });

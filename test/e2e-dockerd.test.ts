@@ -38,7 +38,10 @@ describe('dockerd pulls docker.io images through regcache', () => {
     assert.equal(id1, upstream.image.config.digest);
     const cold = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
-    assert.ok(cold.every((l) => l.cache === 'MISS' && l.host === 'registry-1.docker.io'), JSON.stringify(cold));
+    assert.ok(
+      cold.every((l) => l.cache === 'MISS' && l.host === 'registry-1.docker.io'),
+      JSON.stringify(cold),
+    );
 
     const rmi = await dockerd.docker(['rmi', 'hello:v1']);
     assert.equal(rmi.code, 0, rmi.stderr);
@@ -47,7 +50,10 @@ describe('dockerd pulls docker.io images through regcache', () => {
     assert.equal(second.code, 0, second.stderr);
     const warm = (await proxy.requests(mark)).filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.deepEqual(new Set(warm.map((l) => l.digest)), new Set(upstream.blobs));
-    assert.ok(warm.every((l) => l.cache === 'HIT'), JSON.stringify(warm));
+    assert.ok(
+      warm.every((l) => l.cache === 'HIT'),
+      JSON.stringify(warm),
+    );
     assert.equal((await dockerd.docker(['image', 'inspect', '--format', '{{.Id}}', 'hello:v1'])).stdout.trim(), id1);
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
   });

@@ -50,14 +50,20 @@ describe('skopeo through regcache, real docker-registry upstream', () => {
     const r1 = await pullThrough(proxy, 'registry.test/lib/app:v1', first, certDir, path.join(root, 'skopeo'));
     assert.equal(r1.code, 0, r1.stderr);
     const cold = blobLines(await proxy.requests(mark));
-    assert.deepEqual(cold.map((l) => l.cache), upstream.blobs.map(() => 'MISS'));
+    assert.deepEqual(
+      cold.map((l) => l.cache),
+      upstream.blobs.map(() => 'MISS'),
+    );
     assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
 
     const mark2 = (await proxy.logs()).length;
     const r2 = await pullThrough(proxy, 'registry.test/lib/app:v1', second, certDir, path.join(root, 'skopeo'));
     assert.equal(r2.code, 0, r2.stderr);
     const warm = blobLines(await proxy.requests(mark2));
-    assert.deepEqual(warm.map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+    assert.deepEqual(
+      warm.map((l) => l.cache),
+      upstream.blobs.map(() => 'HIT'),
+    );
 
     await assertSkopeoDir(first, upstream.image);
     await assertSkopeoDir(second, upstream.image);
@@ -116,7 +122,10 @@ describe('ten concurrent cold pulls of one image', () => {
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
     const lines = blobLines(await proxy.requests());
     assert.equal(lines.length, 10 * upstream.blobs.length);
-    assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
+    assert.ok(
+      lines.every((l) => l.status === 200),
+      JSON.stringify(lines.filter((l) => l.status !== 200)),
+    );
   });
 });
 
@@ -130,7 +139,13 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
 
   before(async () => {
     root = await tmp.make('regcache-e2e-hub');
-    const hub = await startTokenAuthUpstream(root, ['registry.test'], ['hub-a', 'hub-b'], { users: { alice: 's3cret' }, privateRepos: ['alice/private'] }, { redirectBaseUrl: 'https://cdn.test' });
+    const hub = await startTokenAuthUpstream(
+      root,
+      ['registry.test'],
+      ['hub-a', 'hub-b'],
+      { users: { alice: 's3cret' }, privateRepos: ['alice/private'] },
+      { redirectBaseUrl: 'https://cdn.test' },
+    );
     ({ upstream, tokens } = hub);
     // The CDN serves the registry's storage root, under the token CA's name for cdn.test (in the bundle).
     cdn = await startCdn({ rootDir: upstream.registry.storageDir, tls: await hub.tokenCa.issue(['cdn.test', '127.0.0.1'], root, 'cdn') });
@@ -155,7 +170,10 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
     const first = await pullThrough(proxy, 'registry.test/library/public:v1', path.join(root, 'first'), certDir, path.join(root, 'skopeo'));
     assert.equal(first.code, 0, first.stderr);
     await assertSkopeoDir(path.join(root, 'first'), upstream.image);
-    assert.ok(tokens.requests.some((r) => r.scopes.includes('repository:library/public:pull') && r.status === 200), 'the token came through the proxy');
+    assert.ok(
+      tokens.requests.some((r) => r.scopes.includes('repository:library/public:pull') && r.status === 200),
+      'the token came through the proxy',
+    );
 
     for (const digest of upstream.blobs) {
       const gets = cdn.requests.filter((r) => r.path === blobStoragePath(digest) && r.method === 'GET');
@@ -171,7 +189,10 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
     const second = await pullThrough(proxy, 'registry.test/alice/private:v1', path.join(root, 'second'), certDir, path.join(root, 'skopeo'), 'alice:s3cret');
     assert.equal(second.code, 0, second.stderr);
     await assertSkopeoDir(path.join(root, 'second'), upstream.image);
-    assert.deepEqual(blobLines(await proxy.requests(mark)).map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+    assert.deepEqual(
+      blobLines(await proxy.requests(mark)).map((l) => l.cache),
+      upstream.blobs.map(() => 'HIT'),
+    );
     assert.equal(cdn.requests.length, cdnBefore);
 
     const logText = await readFile(proxy.logFile, 'utf8');

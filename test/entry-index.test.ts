@@ -32,7 +32,10 @@ describe('EntryIndex', () => {
     assert.equal(index.taggedManifest(tag), undefined);
     await index.put({ ...entry(7), kind: 'manifest', tags: [] }); // the GET by digest carries no tag
     assert.equal(index.taggedManifest(tag)?.digest, digest(7));
-    assert.deepEqual(index.pointersOf(tag).map((p) => p.digest), [digest(7)]);
+    assert.deepEqual(
+      index.pointersOf(tag).map((p) => p.digest),
+      [digest(7)],
+    );
     await index.setPointer(`${tag}|application/vnd.oci.image.index.v1+json`, digest(8)); // the tag moved
     await index.put({ ...entry(7), digest: digest(9), kind: 'manifest', tags: [] }); // unrelated manifest
     assert.equal(index.taggedManifest(tag)?.digest, digest(7), 'the last stored manifest keeps the tag until the new one is stored');
@@ -69,7 +72,10 @@ describe('EntryIndex', () => {
     await index.close();
 
     const reopened = await EntryIndex.open(dir);
-    assert.deepEqual([...reopened.oldestFirst()].map((e) => e.digest), [digest(2), digest(3), digest(1)]);
+    assert.deepEqual(
+      [...reopened.oldestFirst()].map((e) => e.digest),
+      [digest(2), digest(3), digest(1)],
+    );
     assert.equal(reopened.totalBytes, 300);
     assert.deepEqual(reopened.get('blob', digest(2))?.refs, ['registry.test/lib/app', 'quay.io/other/app']);
     await reopened.delete('blob', digest(3));
@@ -93,7 +99,13 @@ describe('EntryIndex', () => {
     assert.ok(lines.length <= 2 + 10 + 1, `${lines.length} journal lines`);
     await index.close();
     const reopened = await EntryIndex.open(dir);
-    assert.deepEqual([...reopened.oldestFirst()].map((e) => [e.digest, e.lastAccess]), [[digest(1), 10_028], [digest(2), 10_029]]);
+    assert.deepEqual(
+      [...reopened.oldestFirst()].map((e) => [e.digest, e.lastAccess]),
+      [
+        [digest(1), 10_028],
+        [digest(2), 10_029],
+      ],
+    );
     await reopened.close();
   });
 
@@ -133,7 +145,10 @@ describe('EntryIndex', () => {
     await index.close();
     const reopened = await EntryIndex.open(dir);
     assert.equal(reopened.size, 200);
-    assert.deepEqual([...reopened.oldestFirst()].map((e) => e.digest), Array.from({ length: 200 }, (_, n) => digest(n + 1)));
+    assert.deepEqual(
+      [...reopened.oldestFirst()].map((e) => e.digest),
+      Array.from({ length: 200 }, (_, n) => digest(n + 1)),
+    );
     await reopened.close();
   });
 
@@ -174,7 +189,10 @@ describe('cache bounds configuration', () => {
     ['CACHE_INACTIVE', '0d'],
   ] as const) {
     it(`refuses ${variable}=${value} naming the variable and an example`, () => {
-      assert.throws(() => loadConfig({ [variable]: value }), (err: Error) => err instanceof ConfigError && err.message.includes(`${variable}="${value}"`) && /e\.g\./.test(err.message));
+      assert.throws(
+        () => loadConfig({ [variable]: value }),
+        (err: Error) => err instanceof ConfigError && err.message.includes(`${variable}="${value}"`) && /e\.g\./.test(err.message),
+      );
     });
   }
 });

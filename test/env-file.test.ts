@@ -93,7 +93,7 @@ describe('.env', () => {
     assert.throws(() => readEnvFile(path.join(dir, 'a-directory.env')), /^EnvFileError: cannot read .*a-directory\.env: EISDIR/);
   });
 
-  it('.env.example, copied to .env, sets the defaults and leaves the image\'s ports and directories alone', () => {
+  it(".env.example, copied to .env, sets the defaults and leaves the image's ports and directories alone", () => {
     const example = readEnvFile(EXAMPLE);
     assert.ok(Object.keys(example).length > 30, 'the example documents the variables');
     for (const name of ['PORT', 'MIRROR_PORT', 'CA_DIR', 'CACHE_DIR']) assert.equal(example[name], undefined, `${name} is set by the image`);

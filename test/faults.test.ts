@@ -87,7 +87,11 @@ describe('upstream faults', () => {
     ];
     for (const [status, headers] of cases) {
       for (const route of ['blobs', 'manifests'] as const) {
-        const item = upstream.add(makeBlob(20_000, `status-${status}-${route}`, route === 'manifests' ? MANIFEST : undefined), { kind: 'status', status, headers });
+        const item = upstream.add(makeBlob(20_000, `status-${status}-${route}`, route === 'manifests' ? MANIFEST : undefined), {
+          kind: 'status',
+          status,
+          headers,
+        });
         const url = `${REG}/v2/lib/app/${route}/${item.digest}`;
         const refused = await client.fetch(url);
         assert.equal(refused.status, status, `${route} ${status}`);
@@ -104,7 +108,14 @@ describe('upstream faults', () => {
         assert.ok(again.body.equals(item.data));
         assert.equal(upstream.count('GET', item.digest), 2, `${route} ${status}: the error was not cached, the 200 was`);
         const lines = (await proxy.requests()).filter((l) => l.digest === item.digest);
-        assert.deepEqual(lines.map((l) => [l.cache, l.status]), [['MISS', status], ['MISS', 200], ['HIT', 200]]);
+        assert.deepEqual(
+          lines.map((l) => [l.cache, l.status]),
+          [
+            ['MISS', status],
+            ['MISS', 200],
+            ['HIT', 200],
+          ],
+        );
       }
     }
     await stillServing();
@@ -253,7 +264,10 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
       const r = await serve(caDir, slug);
       assert.equal(r.code, 1, `exit code; stdout: ${r.stdout} stderr: ${r.stderr}`);
       assert.ok(Date.now() - started < 10_000, 'no hang');
-      const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+      const lines = r.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as LogLine);
       const fatal = lines.filter((l) => l.level === 'fatal');
       assert.equal(fatal.length, 1, r.stdout);
       assert.equal(fatal[0]?.msg, c.startup ? 'startup failed' : 'cannot load the CA');

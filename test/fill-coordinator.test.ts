@@ -65,7 +65,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     assert.deepEqual(outcomes.map((o) => o.kind).sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
     assert.deepEqual(events.sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
     const fills = outcomes.map((o) => (o.kind === 'started' || o.kind === 'joined' ? o.fill : null));
-    assert.ok(fills.every((f) => f === fills[0]), 'one fill shared');
+    assert.ok(
+      fills.every((f) => f === fills[0]),
+      'one fill shared',
+    );
     const reads = fills.map((f) => drain(f!));
     upstream.bodies[0]!.end(data);
     for (const got of await Promise.all(reads)) assert.ok(got.equals(data));
@@ -82,7 +85,12 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const upstream = new FakeFetches();
     const [a, b] = await Promise.all([
       coordinator.fill({ origin: 'registry.test', kind: 'blob', digest }, FROM, upstream.ok(data.length), admitAll),
-      coordinator.fill({ origin: 'registry.test:8443', kind: 'blob', digest }, { ref: 'registry.test:8443/lib/app', tag: null }, upstream.ok(data.length), admitAll),
+      coordinator.fill(
+        { origin: 'registry.test:8443', kind: 'blob', digest },
+        { ref: 'registry.test:8443/lib/app', tag: null },
+        upstream.ok(data.length),
+        admitAll,
+      ),
     ]);
     assert.equal(upstream.calls, 2, 'each origin fetches its own bytes');
     assert.equal(a.kind, 'started');
@@ -97,7 +105,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const data = crypto.randomBytes(32 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
     const upstream = new FakeFetches();
-    const [leader, refused] = await Promise.all([coordinator.fill(key, FROM, upstream.ok(data.length), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), () => Promise.resolve(false))]);
+    const [leader, refused] = await Promise.all([
+      coordinator.fill(key, FROM, upstream.ok(data.length), admitAll),
+      coordinator.fill(key, FROM, upstream.ok(data.length), () => Promise.resolve(false)),
+    ]);
     assert.equal(leader.kind, 'started');
     assert.equal(refused.kind, 'refused');
     assert.equal(upstream.calls, 1);
@@ -109,7 +120,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const data = crypto.randomBytes(16 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
     const upstream = new FakeFetches();
-    const [declined, waiter] = await Promise.all([coordinator.fill(key, FROM, upstream.declined(), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    const [declined, waiter] = await Promise.all([
+      coordinator.fill(key, FROM, upstream.declined(), admitAll),
+      coordinator.fill(key, FROM, upstream.ok(data.length), admitAll),
+    ]);
     assert.equal(declined.kind, 'declined');
     assert.equal(waiter.kind, 'ended', 'the waiter is told the fill ended without content');
     assert.equal(upstream.calls, 1);
@@ -120,7 +134,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
       await new Promise((resolve) => setImmediate(resolve));
       throw new Error('connect ECONNREFUSED');
     };
-    const [thrown, waiter2] = await Promise.allSettled([coordinator.fill(key, FROM, failing, admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    const [thrown, waiter2] = await Promise.allSettled([
+      coordinator.fill(key, FROM, failing, admitAll),
+      coordinator.fill(key, FROM, upstream.ok(data.length), admitAll),
+    ]);
     assert.equal(thrown.status, 'rejected');
     assert.equal(waiter2.status === 'fulfilled' && waiter2.value.kind, 'ended');
     // The retry (not joining) fetches again and fills.
@@ -135,7 +152,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const data = crypto.randomBytes(200 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
     const upstream = new FakeFetches();
-    const [leader, joined] = await Promise.all([coordinator.fill(key, FROM, upstream.ok(data.length), admitAll), coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)]);
+    const [leader, joined] = await Promise.all([
+      coordinator.fill(key, FROM, upstream.ok(data.length), admitAll),
+      coordinator.fill(key, FROM, upstream.ok(data.length), admitAll),
+    ]);
     assert.equal(joined.kind, 'joined');
     const bad = Buffer.from(data);
     bad[1000] = bad[1000]! ^ 0xff;

@@ -48,12 +48,23 @@ describe('the Docker image', () => {
   const runRegcache = async (name: string): Promise<void> => {
     proxyPort = await freePort();
     await docker([
-      'run', '-d', '--name', name, '--network', 'host', ...VOLUMES,
-      '-v', `${upstream.ca.certFile}:/etc/regcache/upstream-ca.pem:ro`,
-      '-e', `PORT=${proxyPort}`,
-      '-e', `MIRROR_PORT=${await freePort()}`,
-      '-e', `CONNECT_TO=registry-1.docker.io:443:127.0.0.1:${upstream.registry.port}`,
-      '-e', 'UPSTREAM_CA_FILE=/etc/regcache/upstream-ca.pem',
+      'run',
+      '-d',
+      '--name',
+      name,
+      '--network',
+      'host',
+      ...VOLUMES,
+      '-v',
+      `${upstream.ca.certFile}:/etc/regcache/upstream-ca.pem:ro`,
+      '-e',
+      `PORT=${proxyPort}`,
+      '-e',
+      `MIRROR_PORT=${await freePort()}`,
+      '-e',
+      `CONNECT_TO=registry-1.docker.io:443:127.0.0.1:${upstream.registry.port}`,
+      '-e',
+      'UPSTREAM_CA_FILE=/etc/regcache/upstream-ca.pem',
       IMAGE,
     ]);
   };
@@ -87,7 +98,10 @@ describe('the Docker image', () => {
 
     const context = await buildContext(path.join(root, 'context'));
     started = Date.now();
-    const build = await dockerd.docker(['build', '--network', 'host', '-t', IMAGE, context], { env: { DOCKER_BUILDKIT: '1', BUILDKIT_PROGRESS: 'plain' }, timeoutMs: 900_000 });
+    const build = await dockerd.docker(['build', '--network', 'host', '-t', IMAGE, context], {
+      env: { DOCKER_BUILDKIT: '1', BUILDKIT_PROGRESS: 'plain' },
+      timeoutMs: 900_000,
+    });
     assert.equal(build.code, 0, `docker build:\n${build.stderr.slice(-4000)}`);
     const size = Number((await docker(['image', 'inspect', '--format', '{{.Size}}', IMAGE])).trim());
     timings.push(`docker build: ${seconds(started)} s, image ${Math.round(size / 1e6)} MB`);
@@ -112,7 +126,8 @@ describe('the Docker image', () => {
     await waitFor(
       async () => {
         const state = JSON.parse(await docker(['inspect', '--format', '{{json .State}}', 'regcache'])) as { Status: string; Health?: { Status: string } };
-        if (state.Status !== 'running' || state.Health?.Status === 'unhealthy') throw new Error(`the container is ${state.Status}, ${state.Health?.Status}:\n${await docker(['logs', 'regcache'])}`);
+        if (state.Status !== 'running' || state.Health?.Status === 'unhealthy')
+          throw new Error(`the container is ${state.Status}, ${state.Health?.Status}:\n${await docker(['logs', 'regcache'])}`);
         return state.Health?.Status === 'healthy';
       },
       { timeoutMs: 120_000, intervalMs: 500, what: 'the HEALTHCHECK to report healthy' },
@@ -129,13 +144,19 @@ describe('the Docker image', () => {
       return lines;
     };
     const cold = await linesOf(upstream.blobs.length);
-    assert.deepEqual(cold.map((l) => l.cache), upstream.blobs.map(() => 'MISS'));
+    assert.deepEqual(
+      cold.map((l) => l.cache),
+      upstream.blobs.map(() => 'MISS'),
+    );
     assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
 
     const second = await pull('second');
     assert.equal(second.code, 0, second.stderr);
     const warm = (await linesOf(cold.length + upstream.blobs.length)).slice(cold.length);
-    assert.deepEqual(warm.map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+    assert.deepEqual(
+      warm.map((l) => l.cache),
+      upstream.blobs.map(() => 'HIT'),
+    );
     await assertSkopeoDir(path.join(root, 'second'), upstream.image);
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, digest);
     await writeFile(path.join(root, 'ca-before.crt'), await caCert());
@@ -149,7 +170,10 @@ describe('the Docker image', () => {
     assert.equal((await docker(['inspect', '--format', '{{.State.ExitCode}}', 'regcache'])).trim(), '0');
     assert.ok(took < STOP_TIMEOUT_S / 2, `took ${took} s`);
     const lines = await logs('regcache');
-    assert.ok(lines.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'), 'logged shutting down');
+    assert.ok(
+      lines.some((l) => l.msg === 'shutting down' && l.signal === 'SIGTERM'),
+      'logged shutting down',
+    );
     assert.ok(!lines.some((l) => l.level === 'error' || l.level === 'fatal'), JSON.stringify(lines.filter((l) => l.level === 'error' || l.level === 'fatal')));
   });
 
@@ -158,11 +182,18 @@ describe('the Docker image', () => {
     await upstream.registry.stop();
     let started = Date.now();
     await runRegcache('regcache-again');
-    await waitFor(async () => (await logs('regcache-again')).some((l) => l.msg === 'listening'), { timeoutMs: 60_000, intervalMs: 250, what: 'regcache to listen' });
+    await waitFor(async () => (await logs('regcache-again')).some((l) => l.msg === 'listening'), {
+      timeoutMs: 60_000,
+      intervalMs: 250,
+      what: 'regcache to listen',
+    });
     t.diagnostic(`listening ${seconds(started)} s after docker run`);
     assert.equal(await caCert(), await readFile(path.join(root, 'ca-before.crt'), 'utf8'));
     const lines = await logs('regcache-again');
-    assert.ok(lines.some((l) => l.msg === 'loaded CA' && l.created === false), 'the CA was loaded, not created');
+    assert.ok(
+      lines.some((l) => l.msg === 'loaded CA' && l.created === false),
+      'the CA was loaded, not created',
+    );
 
     started = Date.now();
     const again = await pull('again');
@@ -170,13 +201,19 @@ describe('the Docker image', () => {
     t.diagnostic(`pulled in ${seconds(started)} s with upstream down`);
     await assertSkopeoDir(path.join(root, 'again'), upstream.image);
     const served = await logs('regcache-again');
-    assert.deepEqual(blobGets(served).map((l) => l.cache), upstream.blobs.map(() => 'HIT'));
+    assert.deepEqual(
+      blobGets(served).map((l) => l.cache),
+      upstream.blobs.map(() => 'HIT'),
+    );
     const tag = served.filter((l) => l.kind === 'manifest-by-tag');
     assert.ok(tag.length > 0 && tag.every((l) => l.cache === 'STALE'), `the tag is served from the cache because upstream is down: ${JSON.stringify(tag)}`);
   });
 
   it('a volume owned by root, as a root-run container leaves it, stops it with one fatal line: chown 1000:1000', async () => {
-    for (const [variable, dir] of [['CA_DIR', '/ca'], ['CACHE_DIR', '/docker_mirror_cache']] as const) {
+    for (const [variable, dir] of [
+      ['CA_DIR', '/ca'],
+      ['CACHE_DIR', '/docker_mirror_cache'],
+    ] as const) {
       const name = `root-owned-${variable.toLowerCase()}`;
       const hostDir = path.join(root, name);
       await mkdir(hostDir, { mode: 0o755 }); // made by this test as root, as rpardini's container made it
@@ -186,7 +223,10 @@ describe('the Docker image', () => {
       const fatal = parseLogLines(r.stdout).filter((l) => l.level === 'fatal');
       assert.equal(fatal.length, 1, r.stdout);
       assert.equal(fatal[0]!.variable, variable);
-      assert.ok(String(fatal[0]!.error).includes(`${dir} is not writable by this process (uid 1000, gid 1000): give it to uid 1000, e.g. chown -R 1000:1000 ${dir}`), JSON.stringify(fatal[0]));
+      assert.ok(
+        String(fatal[0]!.error).includes(`${dir} is not writable by this process (uid 1000, gid 1000): give it to uid 1000, e.g. chown -R 1000:1000 ${dir}`),
+        JSON.stringify(fatal[0]),
+      );
       assert.deepEqual(await readdir(hostDir), [], 'nothing was written before the check');
     }
   });

@@ -25,7 +25,8 @@ function mirrorGet(port: number, pathAndQuery: string, headers: Record<string, s
 }
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
-const prefetch = (args: string[], env: Record<string, string>) => run(process.execPath, [CLI, 'prefetch', ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
+const prefetch = (args: string[], env: Record<string, string>) =>
+  run(process.execPath, [CLI, 'prefetch', ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
 
 describe('registry-mirror mode', () => {
   const tmp = new TmpDirs();
@@ -60,7 +61,11 @@ describe('registry-mirror mode', () => {
 
   it('serves dockerd through registry-mirrors: MISS, then HIT after docker rmi', async () => {
     const mirror = `127.0.0.1:${mirrorPort}`;
-    dockerd = await startDockerd({ dir: path.join(root, 'd'), env: {}, daemonConfig: { 'registry-mirrors': [`http://${mirror}`], 'insecure-registries': [mirror] } });
+    dockerd = await startDockerd({
+      dir: path.join(root, 'd'),
+      env: {},
+      daemonConfig: { 'registry-mirrors': [`http://${mirror}`], 'insecure-registries': [mirror] },
+    });
     assert.equal((await dockerd.docker(['pull', 'hello:v1'])).code, 0);
     const cold = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.host === 'registry-1.docker.io');
     assert.deepEqual(new Set(cold.map((l) => l.digest)), new Set(upstream.blobs));
@@ -109,7 +114,7 @@ describe('registry-mirror mode', () => {
     assert.equal(byHost.status, 200);
     const hubByHost = await mirrorGet(mirrorPort, '/v2/library/hello/manifests/v1', { ...ACCEPT, host: 'docker.io.mirror.test' });
     assert.equal(hubByHost.status, 200);
-    assert.equal(((await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1))?.host, 'registry-1.docker.io');
+    assert.equal((await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1)?.host, 'registry-1.docker.io');
     const refused = await mirrorGet(mirrorPort, '/v2/x/manifests/v1?ns=evil.example');
     assert.equal(refused.status, 403);
     assert.match(refused.body, /"code":"DENIED"/);
@@ -157,7 +162,10 @@ describe('registry-mirror mode', () => {
     assert.equal(ping.status, 200);
     assert.equal(ping.headers['docker-distribution-api-version'], 'registry/2.0');
     // An open mirror with no admin users lists what upstream serves to anyone, once that is known.
-    await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public', 'the manifest known as public');
+    await proxy.waitForLog(
+      (l) => l.msg === 'content access learned' && l.digest === upstream.image.manifestDigest && l.access === 'public',
+      'the manifest known as public',
+    );
     const catalog = JSON.parse((await mirrorGet(mirrorPort, '/v2/_catalog')).body) as { repositories: string[] };
     assert.deepEqual(catalog.repositories, ['library/hello']);
     const tags = JSON.parse((await mirrorGet(mirrorPort, '/v2/lib/app/tags/list?ns=registry.test')).body) as { tags: string[] };
@@ -171,7 +179,10 @@ describe('registry-mirror mode', () => {
     const tagsLine = lines.filter((l) => l.kind === 'tags').at(-1);
     assert.equal(tagsLine?.bytes, Buffer.byteLength(JSON.stringify(tags)));
     assert.ok((lines.filter((l) => l.kind === 'catalog').at(-1)?.bytes ?? 0) > 0);
-    assert.ok(lines.every((l) => net.isIP(String(l.client)) !== 0), 'every request line names its client');
+    assert.ok(
+      lines.every((l) => net.isIP(String(l.client)) !== 0),
+      'every request line names its client',
+    );
   });
 
   it('prefetches through the running server, found over its control socket: fetched, then already cached', async () => {
@@ -185,13 +196,21 @@ describe('registry-mirror mode', () => {
     assert.equal(r.stdout.match(/fetched 2 blobs \((\S+) KiB/)?.[1], (bytes / 1024).toFixed(1));
     assert.equal(r.stderr, '', 'no progress when stderr is not a terminal');
     const misses = (await proxy.requests()).filter((l) => l.kind === 'blob' && l.cache === 'MISS' && l.host === 'registry.test');
-    for (const digest of [image.config.digest, image.layers[0]!.digest]) assert.ok(misses.some((l) => l.digest === digest), `${digest} was fetched into the cache`);
+    for (const digest of [image.config.digest, image.layers[0]!.digest])
+      assert.ok(
+        misses.some((l) => l.digest === digest),
+        `${digest} was fetched into the cache`,
+      );
 
     const mark = (await proxy.logs()).length;
     const again = await prefetch(['registry.test/lib/prefetched:v2'], { CACHE_DIR: proxy.cacheDir });
     assert.equal(again.code, 0, again.stderr);
     assert.match(again.stdout, /fetched 0 blobs \(0 B\), already cached 2 \(\d+\.\d KiB\)/);
-    assert.deepEqual((await proxy.requests(mark)).filter((l) => l.kind === 'blob'), [], 'what is stored is not downloaded again');
+    assert.deepEqual(
+      (await proxy.requests(mark)).filter((l) => l.kind === 'blob'),
+      [],
+      'what is stored is not downloaded again',
+    );
 
     const bad = await prefetch(['registry.test/lib/none:v1'], { CACHE_DIR: proxy.cacheDir });
     assert.equal(bad.code, 1);
@@ -235,7 +254,10 @@ describe('registry-mirror mode', () => {
       const none = await mirrorGet(guarded.mirrorPort!, '/v2/');
       assert.equal(none.status, 401);
       assert.match(String(none.headers['www-authenticate']), /^Basic/);
-      const ok = await mirrorGet(guarded.mirrorPort!, '/v2/library/hello/manifests/v1', { ...ACCEPT, authorization: 'Basic ' + Buffer.from('puller:pw').toString('base64') });
+      const ok = await mirrorGet(guarded.mirrorPort!, '/v2/library/hello/manifests/v1', {
+        ...ACCEPT,
+        authorization: 'Basic ' + Buffer.from('puller:pw').toString('base64'),
+      });
       assert.equal(ok.status, 200);
     } finally {
       await guarded.stop();

@@ -47,11 +47,18 @@ describe('every image pulled before still pulls with upstream down', () => {
     });
     const mirror = `127.0.0.1:${proxy.mirrorPort}`;
     viaProxy = await startDockerd({ dir: path.join(root, 'dp'), env: { HTTPS_PROXY: proxy.proxyUrl, SSL_CERT_FILE: proxy.caFile } });
-    viaMirror = await startDockerd({ dir: path.join(root, 'dm'), env: {}, daemonConfig: { 'registry-mirrors': [`http://${mirror}`], 'insecure-registries': [mirror] } });
+    viaMirror = await startDockerd({
+      dir: path.join(root, 'dm'),
+      env: {},
+      daemonConfig: { 'registry-mirrors': [`http://${mirror}`], 'insecure-registries': [mirror] },
+    });
     containerd = await startContainerd({ dir: path.join(root, 'c') });
     hostsDir = path.join(root, 'hosts');
     await mkdir(path.join(hostsDir, 'docker.io'), { recursive: true });
-    await writeFile(path.join(hostsDir, 'docker.io', 'hosts.toml'), `server = "https://registry-1.docker.io"\n[host."http://${mirror}"]\n  capabilities = ["pull", "resolve"]\n`);
+    await writeFile(
+      path.join(hostsDir, 'docker.io', 'hosts.toml'),
+      `server = "https://registry-1.docker.io"\n[host."http://${mirror}"]\n  capabilities = ["pull", "resolve"]\n`,
+    );
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
     await mkdir(path.join(root, 'out'));
   });
@@ -81,7 +88,9 @@ describe('every image pulled before still pulls with upstream down', () => {
       case 'skopeo-proxy':
         return pullThrough(proxy, `registry-1.docker.io/library/${door}:v1`, out, certDir, path.join(root, 'skopeo'));
       default:
-        return runSkopeo(['copy', '--src-tls-verify=false', `docker://127.0.0.1:${proxy.mirrorPort}/library/${door}:v1`, `dir:${out}`], { dir: path.join(root, 'skopeo') });
+        return runSkopeo(['copy', '--src-tls-verify=false', `docker://127.0.0.1:${proxy.mirrorPort}/library/${door}:v1`, `dir:${out}`], {
+          dir: path.join(root, 'skopeo'),
+        });
     }
   };
 
@@ -107,7 +116,9 @@ describe('every image pulled before still pulls with upstream down', () => {
       const tags = await (await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/library/${door}/tags/list`)).json();
       assert.deepEqual(tags, { name: `library/${door}`, tags: ['v1'] }, door);
     }
-    const listing = (await (await fetch(`${proxy.proxyUrl}/api/v1/cache`)).json()) as { registries: Record<string, { repositories: { name: string; tags: string[] }[] }> };
+    const listing = (await (await fetch(`${proxy.proxyUrl}/api/v1/cache`)).json()) as {
+      registries: Record<string, { repositories: { name: string; tags: string[] }[] }>;
+    };
     const repositories = Object.values(listing.registries).flatMap((r) => r.repositories.map((repo) => repo.name));
     for (const door of DOORS) assert.ok(repositories.includes(`library/${door}`), `${door} in /api/v1/cache: ${repositories.join(', ')}`);
   });
@@ -120,7 +131,10 @@ describe('every image pulled before still pulls with upstream down', () => {
       const again = await pull(door, 2);
       assert.equal(again.code, 0, `${door}: ${again.stderr}`);
       const lines = await proxy.requests(mark);
-      assert.ok(lines.some((l) => l.kind === 'manifest-by-tag' && l.cache === 'STALE'), `${door}: ${JSON.stringify(lines)}`);
+      assert.ok(
+        lines.some((l) => l.kind === 'manifest-by-tag' && l.cache === 'STALE'),
+        `${door}: ${JSON.stringify(lines)}`,
+      );
       const blobs = lines.filter((l) => l.kind === 'blob' && l.method === 'GET');
       assert.ok(blobs.length > 0 && blobs.every((l) => l.cache === 'HIT'), `${door}: ${JSON.stringify(blobs)}`);
       if (door.startsWith('skopeo')) await assertSkopeoDir(path.join(root, 'out', `${door}-2`), images.get(door)!);

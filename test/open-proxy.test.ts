@@ -33,7 +33,11 @@ async function startInternalService(): Promise<{ port: number; connections: () =
 
 const status = (reply: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1] ?? 0);
 const CONNECT = (authority: string) => `CONNECT ${authority} HTTP/1.1\r\nHost: ${authority}\r\n\r\n`;
-const ownAddresses = () => Object.values(os.networkInterfaces()).flat().filter((a) => a && !a.internal && a.family === 'IPv4').map((a) => a!.address);
+const ownAddresses = () =>
+  Object.values(os.networkInterfaces())
+    .flat()
+    .filter((a) => a && !a.internal && a.family === 'IPv4')
+    .map((a) => a!.address);
 
 describe('destination policy, default settings', () => {
   const tmp = new TmpDirs();
@@ -75,7 +79,14 @@ describe('destination policy, default settings', () => {
 
   it('refuses tunnels into the host: another loopback address, IPv6 loopback, 0.0.0.0', async () => {
     // Also as names the resolver reads as numbers: 2130706434 and 127.2 are 127.0.0.2.
-    for (const authority of [`127.0.0.2:${internal.port}`, `[::1]:${internal.port}`, `0.0.0.0:${internal.port}`, `[::ffff:127.0.0.2]:${internal.port}`, `2130706434:${internal.port}`, `127.2:${internal.port}`]) {
+    for (const authority of [
+      `127.0.0.2:${internal.port}`,
+      `[::1]:${internal.port}`,
+      `0.0.0.0:${internal.port}`,
+      `[::ffff:127.0.0.2]:${internal.port}`,
+      `2130706434:${internal.port}`,
+      `127.2:${internal.port}`,
+    ]) {
       const reply = await proxyExchange(proxy.port, CONNECT(authority));
       assert.equal(status(reply), 403, `${authority}: ${reply}`);
       assert.match(reply, /loopback|unspecified/);
@@ -97,7 +108,10 @@ describe('destination policy, default settings', () => {
     const reply = await proxyExchange(proxy.port, CONNECT('169.254.169.254:80'));
     assert.equal(status(reply), 403);
     assert.match(reply, /link-local/, 'refused by the policy, not a failed dial');
-    const forward = await proxyExchange(proxy.port, 'GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n');
+    const forward = await proxyExchange(
+      proxy.port,
+      'GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nConnection: close\r\n\r\n',
+    );
     assert.equal(status(forward), 403);
   });
 
@@ -113,7 +127,10 @@ describe('destination policy, default settings', () => {
     const get = await proxyExchange(proxy.port, `GET http://127.0.0.2:${internal.port}/ HTTP/1.1\r\nHost: 127.0.0.2\r\nConnection: close\r\n\r\n`);
     assert.equal(status(get), 403);
     assert.doesNotMatch(get, /internal secret/);
-    const post = await proxyExchange(proxy.port, `POST http://127.0.0.2:${internal.port}/admin HTTP/1.1\r\nHost: 127.0.0.2\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`);
+    const post = await proxyExchange(
+      proxy.port,
+      `POST http://127.0.0.2:${internal.port}/admin HTTP/1.1\r\nHost: 127.0.0.2\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello`,
+    );
     assert.equal(status(post), 403);
   });
 

@@ -205,7 +205,8 @@ describe('password checks', () => {
   it('refuses without a comparison when no credentials or no Basic credentials come', async () => {
     const { counting, users } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
     assert.equal(refusal(await users.check(undefined, '10.0.0.1')), 'none');
-    for (const bad of ['Bearer abc', 'Basic !!!', `Basic ${Buffer.from('no-colon').toString('base64')}`]) assert.equal(refusal(await users.check(bad, '10.0.0.1')), 'wrong', bad);
+    for (const bad of ['Bearer abc', 'Basic !!!', `Basic ${Buffer.from('no-colon').toString('base64')}`])
+      assert.equal(refusal(await users.check(bad, '10.0.0.1')), 'wrong', bad);
     assert.equal(counting.runs, 0);
   });
 });
@@ -226,7 +227,10 @@ describe('the bcrypt worker', () => {
       const results = await Promise.all(Array.from({ length: 8 }, (_, i) => worker.compare(i === 3 ? 'right' : `wrong-${i}`, hash)));
       const took = performance.now() - started;
       clearInterval(ticker);
-      assert.deepEqual(results.map((r, i) => (r ? i : -1)).filter((i) => i >= 0), [3]);
+      assert.deepEqual(
+        results.map((r, i) => (r ? i : -1)).filter((i) => i >= 0),
+        [3],
+      );
       assert.equal(worker.runs, 8);
       // On the event loop the ticker would stop for the whole run; generous bound against a busy machine.
       assert.ok(maxGap < took / 2, `the event loop stalled ${maxGap.toFixed(0)} ms of ${took.toFixed(0)} ms`);
@@ -270,12 +274,25 @@ describe('client addresses, bounded sets, listings', () => {
     const set = new ExpiringSet(1000, 3);
     for (const k of ['a', 'b', 'c', 'd']) set.add(k, 0);
     assert.equal(set.size, 3);
-    assert.deepEqual(['a', 'b', 'c', 'd'].map((k) => set.has(k, 500)), [false, true, true, true]);
+    assert.deepEqual(
+      ['a', 'b', 'c', 'd'].map((k) => set.has(k, 500)),
+      [false, true, true, true],
+    );
     assert.equal(set.has('d', 1000), false, 'expired');
   });
 
   it('names an entry to anyone only when upstream serves it to anyone', () => {
-    const entry = (access: Entry['access']): Entry => ({ kind: 'manifest', digest: 'sha256:x', size: 1, mediaType: 'm', created: 0, lastAccess: 0, refs: [], tags: [], ...(access ? { access } : {}) });
+    const entry = (access: Entry['access']): Entry => ({
+      kind: 'manifest',
+      digest: 'sha256:x',
+      size: 1,
+      mediaType: 'm',
+      created: 0,
+      lastAccess: 0,
+      refs: [],
+      tags: [],
+      ...(access ? { access } : {}),
+    });
     assert.deepEqual(
       (['public', 'private', undefined] as const).map((a) => [mayList(entry(a), 'anyone'), mayList(entry(a), 'admin')]),
       [

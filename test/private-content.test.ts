@@ -38,7 +38,13 @@ describe('private images', () => {
     publicImage = await makeImage(path.join(root, 'public'), { layers: [{ size: 300_000, seed: 'public-a' }] });
     await pushImage(upstream.registry.url, 'library/public', 'v1', publicImage, { caFile: upstream.ca.certFile, token: seed('library/public') });
     hostile = await startHostileOrigin(upstream, root, hostileSaw);
-    proxy = await startProxyWithOtherOrigins(upstream, hostile, root, { 'auth.test': tokens.port }, { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: hub.caBundle });
+    proxy = await startProxyWithOtherOrigins(
+      upstream,
+      hostile,
+      root,
+      { 'auth.test': tokens.port },
+      { ADDITIONAL_REGISTRIES: 'auth.test', UPSTREAM_CA_FILE: hub.caBundle },
+    );
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
     certDir = await certDirFor(proxy, path.join(root, 'certs.d'));
   });
@@ -74,7 +80,9 @@ describe('private images', () => {
     const bare = await client.fetch(`https://registry.test/v2/alice/private/blobs/${layer!.digest}`);
     assert.equal(bare.status, 401);
     assert.match(String(bare.headers['www-authenticate']), /^Bearer realm="https:\/\/auth\.test\/token"/, 'the client is told where to get a token');
-    const elsewhere = await client.fetch(`https://registry.test/v2/library/public/blobs/${layer!.digest}`, { headers: { authorization: `Bearer ${await anonymousToken('library/public')}` } });
+    const elsewhere = await client.fetch(`https://registry.test/v2/library/public/blobs/${layer!.digest}`, {
+      headers: { authorization: `Bearer ${await anonymousToken('library/public')}` },
+    });
     assert.notEqual(elsewhere.status, 200);
     assert.ok(!elsewhere.body.includes(Buffer.from('ustar')), 'no layer bytes');
     const denied = (await proxy.requests()).filter((l) => l.digest === layer!.digest && l.cache === 'DENIED');
@@ -117,7 +125,14 @@ describe('private images on a registry with htpasswd (Basic) auth', () => {
     hostile = await startHostileOrigin(upstream, root, hostileSaw);
     proxy = await startProxyWithOtherOrigins(upstream, hostile, root, {}, {});
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
-    const pulled = await pullThrough(proxy, 'registry.test/bob/private:v1', path.join(root, 'bob'), await certDirFor(proxy, path.join(root, 'certs.d')), path.join(root, 'skopeo'), 'bob:b0b-pass');
+    const pulled = await pullThrough(
+      proxy,
+      'registry.test/bob/private:v1',
+      path.join(root, 'bob'),
+      await certDirFor(proxy, path.join(root, 'certs.d')),
+      path.join(root, 'skopeo'),
+      'bob:b0b-pass',
+    );
     assert.equal(pulled.code, 0, pulled.stderr);
     for (const d of upstream.blobs) {
       await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === d && l.access === 'private', `${d} known as private`);
@@ -134,7 +149,9 @@ describe('private images on a registry with htpasswd (Basic) auth', () => {
 
   it('serves the owner from the cache', async () => {
     const digest = upstream.image.layers[0]!.digest;
-    const res = await client.fetch(`https://registry.test/v2/bob/private/blobs/${digest}`, { headers: { authorization: `Basic ${Buffer.from('bob:b0b-pass').toString('base64')}` } });
+    const res = await client.fetch(`https://registry.test/v2/bob/private/blobs/${digest}`, {
+      headers: { authorization: `Basic ${Buffer.from('bob:b0b-pass').toString('base64')}` },
+    });
     assert.equal(res.status, 200);
     assert.equal((await proxy.requests()).filter((l) => l.digest === digest).at(-1)?.cache, 'HIT');
   });
@@ -153,7 +170,13 @@ function startHostileOrigin(upstream: Upstream, root: string, saw: string[]): Pr
 }
 
 /** regcache in front of the private registry (registry.test), with evil.test and registry.test:4443 allowlisted too. */
-async function startProxyWithOtherOrigins(upstream: Upstream, hostile: RunningServer, root: string, routes: Record<string, number>, env: Record<string, string>): Promise<Regcache> {
+async function startProxyWithOtherOrigins(
+  upstream: Upstream,
+  hostile: RunningServer,
+  root: string,
+  routes: Record<string, number>,
+  env: Record<string, string>,
+): Promise<Regcache> {
   const connectTo = Object.entries({ 'registry.test': upstream.registry.port, ...routes }).map(([host, port]) => `${host}:443:127.0.0.1:${port}`);
   return startProxyFor(upstream, {
     dir: path.join(root, 'proxy'),
@@ -182,10 +205,7 @@ function originBindingTests(ctx: () => OriginContext): void {
   it('never serves cached private bytes for another origin: another host, the same host on another port, or the mirror ns=', async () => {
     const { proxy, client, upstream, hostileSaw, repo } = ctx();
     const [layer] = upstream.image.layers;
-    const asked = [
-      `https://evil.test/v2/${repo}/blobs/${layer!.digest}`,
-      `https://registry.test:4443/v2/${repo}/blobs/${layer!.digest}`,
-    ];
+    const asked = [`https://evil.test/v2/${repo}/blobs/${layer!.digest}`, `https://registry.test:4443/v2/${repo}/blobs/${layer!.digest}`];
     for (const url of asked) {
       const res = await client.fetch(url).catch((err: Error) => err);
       assert.ok(res instanceof Error || !isLayer(res.body, layer!.digest), `${url} gave the private layer`);
@@ -198,7 +218,10 @@ function originBindingTests(ctx: () => OriginContext): void {
     assert.equal(hostileSaw.filter((r) => r === `GET /v2/${repo}/blobs/${layer!.digest}`).length, 3);
     const lines = (await proxy.requests()).filter((l) => l.digest === layer!.digest && (l.host === 'evil.test' || l.host === 'registry.test:4443'));
     assert.equal(lines.length, 3);
-    assert.ok(lines.every((l) => l.cache === 'MISS'), JSON.stringify(lines));
+    assert.ok(
+      lines.every((l) => l.cache === 'MISS'),
+      JSON.stringify(lines),
+    );
   });
 
   it('answers a refused request for cached private content exactly as upstream answers for content it does not have', async () => {
@@ -207,7 +230,13 @@ function originBindingTests(ctx: () => OriginContext): void {
     const unknown = 'sha256:' + crypto.randomBytes(32).toString('hex');
     const ask = async (digest: string, method: 'GET' | 'HEAD') => {
       const res = await client.fetch(`https://registry.test/v2/${repo}/blobs/${digest}`, { method });
-      return { status: res.status, body: res.body.toString(), challenge: res.headers['www-authenticate'], type: res.headers['content-type'], length: res.headers['content-length'] };
+      return {
+        status: res.status,
+        body: res.body.toString(),
+        challenge: res.headers['www-authenticate'],
+        type: res.headers['content-type'],
+        length: res.headers['content-length'],
+      };
     };
     for (const method of ['GET', 'HEAD'] as const) {
       const [a, b] = [await ask(stored, method), await ask(unknown, method)];

@@ -50,9 +50,18 @@ describe('PROXY_AUTH users', () => {
     const dir = await tmp.make('regcache-htpasswd-bad');
     const apr1 = path.join(dir, 'apr1');
     await writeFile(apr1, 'carol:$apr1$xyz$abcdefghijklmnopqrstuv\n');
-    assert.throws(() => load(apr1), (e: Error) => e instanceof ConfigError && /PROXY_AUTH=.*bcrypt \(htpasswd -B\) or SHA/.test(e.message));
-    assert.throws(() => load(path.join(dir, 'missing')), (e: Error) => e instanceof ConfigError && /ENOENT/.test(e.message));
-    assert.throws(() => load('alice:pw bob'), (e: Error) => e instanceof ConfigError && !/pw/.test(e.message));
+    assert.throws(
+      () => load(apr1),
+      (e: Error) => e instanceof ConfigError && /PROXY_AUTH=.*bcrypt \(htpasswd -B\) or SHA/.test(e.message),
+    );
+    assert.throws(
+      () => load(path.join(dir, 'missing')),
+      (e: Error) => e instanceof ConfigError && /ENOENT/.test(e.message),
+    );
+    assert.throws(
+      () => load('alice:pw bob'),
+      (e: Error) => e instanceof ConfigError && !/pw/.test(e.message),
+    );
   });
 });
 
@@ -88,13 +97,20 @@ describe('proxy authentication with real clients', () => {
 
   const proxyUrl = (userinfo: string): string => proxy.proxyUrl.replace('http://', `http://${userinfo}`);
   const pull = (userinfo: string, out: string) =>
-    skopeoCopyToDir('registry.test/lib/app:v1', path.join(root, out), { dir: path.join(root, 'skopeo'), certDir, env: { HTTPS_PROXY: proxyUrl(userinfo), NO_PROXY: '' } });
+    skopeoCopyToDir('registry.test/lib/app:v1', path.join(root, out), {
+      dir: path.join(root, 'skopeo'),
+      certDir,
+      env: { HTTPS_PROXY: proxyUrl(userinfo), NO_PROXY: '' },
+    });
 
   it('lets skopeo through with credentials in HTTPS_PROXY, and refuses it without or with wrong ones', async () => {
     const ok = await pull('alice:s3cr3t-pw@', 'ok');
     assert.equal(ok.code, 0, ok.stderr);
     await assertSkopeoDir(path.join(root, 'ok'), upstream.image);
-    for (const [userinfo, out] of [['', 'none'], ['alice:wrong@', 'wrong']] as const) {
+    for (const [userinfo, out] of [
+      ['', 'none'],
+      ['alice:wrong@', 'wrong'],
+    ] as const) {
       const refused = await pull(userinfo, out);
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /407|Proxy Authentication Required/i);

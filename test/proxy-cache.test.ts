@@ -78,7 +78,10 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.equal(second.headers['docker-content-digest'], blob.digest);
     assert.equal(second.headers['etag'], `"${blob.digest}"`);
     const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
-    assert.deepEqual(lines.map((l) => l.cache), ['MISS', 'HIT']);
+    assert.deepEqual(
+      lines.map((l) => l.cache),
+      ['MISS', 'HIT'],
+    );
     assert.ok(lines.every((l) => l.bytes === blob.data.length));
     const text = await readFile(proxy.logFile, 'utf8');
     assert.ok(!text.includes('t0ken'), 'the token never reaches the log');
@@ -96,7 +99,14 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.equal(again.headers['content-length'], '5000');
     assert.equal(upstream.count('GET', blob.digest), 1);
     const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
-    assert.deepEqual(lines.map((l) => [l.method, l.cache]), [['HEAD', 'MISS'], ['GET', 'MISS'], ['HEAD', 'HIT']]);
+    assert.deepEqual(
+      lines.map((l) => [l.method, l.cache]),
+      [
+        ['HEAD', 'MISS'],
+        ['GET', 'MISS'],
+        ['HEAD', 'HIT'],
+      ],
+    );
   });
 
   it('answers Range on a HIT with 206 and the exact slice, and 416 past the end', async () => {
@@ -134,7 +144,10 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.equal(upstream.count('GET', blob.digest), 2, 'nothing was cached from the bad fill');
     await proxy.waitForLog((l) => l.msg === 'request' && l.digest === blob.digest && l.aborted === true, 'the cut request line');
     const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
-    assert.deepEqual(lines.map((l) => l.cache), ['MISS', 'MISS']);
+    assert.deepEqual(
+      lines.map((l) => l.cache),
+      ['MISS', 'MISS'],
+    );
   });
 
   it('cuts the client off when upstream truncates, and stores nothing', async () => {
@@ -182,7 +195,10 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.equal(upstream.count('GET', blob.digest), 1);
     assert.equal(upstream.count('GET', alone.digest), 1);
     const lines = (await proxy.requests()).filter((l) => l.digest === alone.digest);
-    assert.deepEqual(lines.map((l) => l.cache), ['MISS', 'HIT']);
+    assert.deepEqual(
+      lines.map((l) => l.cache),
+      ['MISS', 'HIT'],
+    );
   });
 
   it('follows a redirect to another host without sending it the Authorization header', async () => {
@@ -240,7 +256,13 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.match(push.body.toString(), /ALLOW_PUSH/);
     // Sent raw: HTTP clients resolve dot segments before they leave.
     for (const trick of ['/v2/lib/%2e%2e/x', '/v2/lib/../x', '/v2/lib%2fx', '/v2/lib\\x']) {
-      const reply = await connectThrough(proxy.port, 'registry.test:443', await readFile(proxy.caFile, 'utf8'), 'registry.test', `${trick}/blobs/sha256:${'a'.repeat(64)}`);
+      const reply = await connectThrough(
+        proxy.port,
+        'registry.test:443',
+        await readFile(proxy.caFile, 'utf8'),
+        'registry.test',
+        `${trick}/blobs/sha256:${'a'.repeat(64)}`,
+      );
       assert.match(reply.body, /^HTTP\/1\.1 400/, trick);
     }
     const badDigest = await client.fetch(`${REG}/v2/lib/app/blobs/sha256:xyz`);
@@ -377,9 +399,13 @@ describe('shutdown', () => {
       // Idle keep-alive connections do not hold the process for the whole grace period (8 s).
       assert.ok(Date.now() - started < 6000, `exit took ${Date.now() - started} ms`);
       // The store it left is consistent: the finished blob is there, intact, nothing half-written.
-      const cli = (args: string[]) => run(process.execPath, [CLI, 'cache', ...args, '--cache-dir', proxy.cacheDir, '--json'], { env: { PATH: process.env.PATH ?? '' } });
+      const cli = (args: string[]) =>
+        run(process.execPath, [CLI, 'cache', ...args, '--cache-dir', proxy.cacheDir, '--json'], { env: { PATH: process.env.PATH ?? '' } });
       const listed = JSON.parse((await cli(['ls'])).stdout) as { digest: string }[];
-      assert.deepEqual(listed.map((e) => e.digest), [blob.digest]);
+      assert.deepEqual(
+        listed.map((e) => e.digest),
+        [blob.digest],
+      );
       const report = JSON.parse((await cli(['verify'])).stdout) as { corrupt: string[]; missing: string[]; orphans: number };
       assert.deepEqual([report.corrupt, report.missing, report.orphans], [[], [], 0]);
     } finally {

@@ -45,22 +45,42 @@ describe('pushing through regcache with ALLOW_PUSH=true', () => {
 
   it('pushes a new image from a directory, and copies one across repositories (blob mount)', async () => {
     const local = path.join(root, 'local');
-    const fetched = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/lib/source:v1`, local, { dir: path.join(root, 'skopeo-direct'), certDir: directCertDir });
+    const fetched = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/lib/source:v1`, local, {
+      dir: path.join(root, 'skopeo-direct'),
+      certDir: directCertDir,
+    });
     assert.equal(fetched.code, 0, fetched.stderr);
     const pushed = await skopeo(['copy', '--dest-cert-dir', certDir, `dir:${local}`, 'docker://registry.test/lib/pushed:v1']);
     assert.equal(pushed.code, 0, pushed.stderr);
-    const copied = await skopeo(['copy', '--src-cert-dir', certDir, '--dest-cert-dir', certDir, 'docker://registry.test/lib/source:v1', 'docker://registry.test/lib/copied:v1']);
+    const copied = await skopeo([
+      'copy',
+      '--src-cert-dir',
+      certDir,
+      '--dest-cert-dir',
+      certDir,
+      'docker://registry.test/lib/source:v1',
+      'docker://registry.test/lib/copied:v1',
+    ]);
     assert.equal(copied.code, 0, copied.stderr);
 
     for (const repo of ['lib/pushed', 'lib/copied']) {
       const out = path.join(root, `check-${repo.replace('/', '-')}`);
-      const check = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/${repo}:v1`, out, { dir: path.join(root, 'skopeo-direct'), certDir: directCertDir });
+      const check = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/${repo}:v1`, out, {
+        dir: path.join(root, 'skopeo-direct'),
+        certDir: directCertDir,
+      });
       assert.equal(check.code, 0, check.stderr);
       await assertSkopeoDir(out, upstream.image);
     }
     const access = await upstream.registry.requests();
-    assert.ok(access.some((e) => e.method === 'PUT' && e.path.startsWith('/v2/lib/pushed/blobs/uploads/')), 'blob uploads reached the registry');
-    assert.ok(access.some((e) => e.method === 'POST' && e.uri.includes('mount=')), 'the copy asked for a cross-repository mount');
+    assert.ok(
+      access.some((e) => e.method === 'PUT' && e.path.startsWith('/v2/lib/pushed/blobs/uploads/')),
+      'blob uploads reached the registry',
+    );
+    assert.ok(
+      access.some((e) => e.method === 'POST' && e.uri.includes('mount=')),
+      'the copy asked for a cross-repository mount',
+    );
     assert.ok(access.some((e) => e.method === 'PUT' && e.path === '/v2/lib/copied/manifests/v1'));
     const writes = (await proxy.requests()).filter((l) => l.kind === 'write');
     assert.ok(writes.length > 0 && writes.every((l) => l.cache === 'BYPASS'), 'writes are passed through, never cached');
@@ -74,7 +94,10 @@ describe('pushing through regcache with ALLOW_PUSH=true', () => {
     assert.equal((await dockerd.docker(['tag', 'docker.io/library/source:v1', 'registry.test/lib/from-docker:v1'])).code, 0);
     const push = await dockerd.docker(['push', 'registry.test/lib/from-docker:v1']);
     assert.equal(push.code, 0, push.stderr);
-    const check = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/lib/from-docker:v1`, path.join(root, 'check-docker'), { dir: path.join(root, 'skopeo-direct'), certDir: directCertDir });
+    const check = await skopeoCopyToDir(`127.0.0.1:${upstream.registry.port}/lib/from-docker:v1`, path.join(root, 'check-docker'), {
+      dir: path.join(root, 'skopeo-direct'),
+      certDir: directCertDir,
+    });
     assert.equal(check.code, 0, check.stderr);
   });
 });

@@ -56,7 +56,15 @@ describe('classify', () => {
     assert.equal(classify('DELETE', `/v2/alpine/blobs/${D}`).kind, 'write');
   });
   it('rejects path tricks and bad digests with 400', () => {
-    for (const p of ['/v2/a/%2e%2e/b/blobs/' + D, '/v2/a/../b/blobs/' + D, '/v2/a%2Fb/blobs/' + D, '/v2/a\\b/blobs/' + D, '/v2/A/blobs/' + D, '/v2/a/blobs/sha256:xyz', '/v2/a/manifests/-bad']) {
+    for (const p of [
+      '/v2/a/%2e%2e/b/blobs/' + D,
+      '/v2/a/../b/blobs/' + D,
+      '/v2/a%2Fb/blobs/' + D,
+      '/v2/a\\b/blobs/' + D,
+      '/v2/A/blobs/' + D,
+      '/v2/a/blobs/sha256:xyz',
+      '/v2/a/manifests/-bad',
+    ]) {
       const r = classify('GET', p);
       assert.equal(r.kind, 'invalid', p);
       assert.equal(r.kind === 'invalid' && REGISTRY_ERRORS[r.error].status, 400, p);

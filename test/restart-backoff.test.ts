@@ -7,7 +7,10 @@ import { RESTART_BACKOFF, RestartBackoff } from '../src/process/restart-backoff.
 describe('RestartBackoff', () => {
   it('doubles the delay with every exit in a row of the same slot, up to the cap', () => {
     const b = new RestartBackoff({ firstMs: 100, maxMs: 1000, resetAfterMs: 30_000 });
-    assert.deepEqual([1, 2, 3, 4, 5, 6].map(() => b.next(0, 10)), [100, 200, 400, 800, 1000, 1000]);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5, 6].map(() => b.next(0, 10)),
+      [100, 200, 400, 800, 1000, 1000],
+    );
   });
 
   it('counts each slot on its own', () => {

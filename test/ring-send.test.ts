@@ -113,7 +113,9 @@ describe('bodies from a ring of buffers, over plain and TLS sockets (in process)
       const sent =
         url.pathname === '/fill'
           ? fillOf().then((fill) => new FillReader(fill, start, end).sendTo(res, onBytes))
-          : openContentFile().then((content) => new VerifiedFileReader(content, { size: data.length, digest, start, end }).sendTo(res, { verify: url.pathname === '/verified', onBytes }));
+          : openContentFile().then((content) =>
+              new VerifiedFileReader(content, { size: data.length, digest, start, end }).sendTo(res, { verify: url.pathname === '/verified', onBytes }),
+            );
       sent.then(
         () => counted.push(bytes),
         (err: Error) => res.destroy(err),
@@ -123,7 +125,12 @@ describe('bodies from a ring of buffers, over plain and TLS sockets (in process)
   /** The file as the store would hand it to the reader (a ContentFile), and its handle. */
   const openContentFile = async () => {
     const handle = await open(file, 'r');
-    return { handle, size: data.length, read: (b: Buffer, l: number, p: number) => handle.read(b, 0, l, p).then((r) => r.bytesRead), close: () => handle.close() };
+    return {
+      handle,
+      size: data.length,
+      read: (b: Buffer, l: number, p: number) => handle.read(b, 0, l, p).then((r) => r.bytesRead),
+      close: () => handle.close(),
+    };
   };
 
   /** A fill of the data from an upstream that delivers it in pieces while the client reads. */
@@ -172,7 +179,10 @@ describe('bodies from a ring of buffers, over plain and TLS sockets (in process)
       void (async () => {
         res.writeHead(200, { 'content-length': data.length });
         const content = await openContentFile();
-        await new VerifiedFileReader(content, { size: data.length, digest, start: 0, end: data.length - 1 }).sendTo(res, { verify: true, onBytes: () => undefined });
+        await new VerifiedFileReader(content, { size: data.length, digest, start: 0, end: data.length - 1 }).sendTo(res, {
+          verify: true,
+          onBytes: () => undefined,
+        });
         closed.push(content.handle.fd === -1);
       })();
     });
@@ -185,7 +195,6 @@ describe('bodies from a ring of buffers, over plain and TLS sockets (in process)
       server.close();
     }
   });
-
 });
 
 /** The regcache process's open files under its cache directory (content and spool files). */
@@ -282,7 +291,10 @@ describe('HIT and MISS bodies through regcache, over intercepted TLS and the pla
       }
       await sleep(50);
     }
-    assert.ok((await proxy.requests(mark)).some((l) => l.digest === leftMiss.digest && l.cache === 'HIT'), 'stored, served as a HIT');
+    assert.ok(
+      (await proxy.requests(mark)).some((l) => l.digest === leftMiss.digest && l.cache === 'HIT'),
+      'stored, served as a HIT',
+    );
     for (let i = 0; i < 50 && (await openStoreFiles(proxy)).length > 0; i++) await sleep(50);
     assert.deepEqual(await openStoreFiles(proxy), []);
   });

@@ -31,7 +31,10 @@ const hexOf = (digest: string): string => digest.slice('sha256:'.length);
 const blobPath = (repo: string, blob: FakeBlob) => `/v2/${repo}/blobs/${blob.digest}?ns=bound.test`;
 
 /** A GET whose client reads slowly (a chunk, then a pause) until `fast()`: a download that stays in progress. */
-function slowGet(port: number, target: string): { received: () => number; fast: () => void; done: Promise<{ status: number; body: Buffer; complete: boolean }> } {
+function slowGet(
+  port: number,
+  target: string,
+): { received: () => number; fast: () => void; done: Promise<{ status: number; body: Buffer; complete: boolean }> } {
   let received = 0;
   let slow = true;
   const chunks: Buffer[] = [];
@@ -152,11 +155,13 @@ describe('the bound of a fleet of two replicas on one S3 bucket (Ceph RGW)', () 
       error = (err as Error).message;
     }
     const all = Buffer.concat(chunks);
-    t.diagnostic(`64 MiB GET, object deleted after its first MiB: ${all.length} bytes received, ${all.equals(data) ? 'identical' : 'NOT identical'}${error ? `, cut: ${error}` : ''}`);
+    t.diagnostic(
+      `64 MiB GET, object deleted after its first MiB: ${all.length} bytes received, ${all.equals(data) ? 'identical' : 'NOT identical'}${error ? `, cut: ${error}` : ''}`,
+    );
     assert.ok(deleted);
   });
 
-  it('bounds the bucket across replicas: LRU from both replicas\' accesses, one sweeper, a download in progress completes', async () => {
+  it("bounds the bucket across replicas: LRU from both replicas' accesses, one sweeper, a download in progress completes", async () => {
     const x1 = registry.add(makeBlob(2 * MIB, 'bound-x1'));
     const x2 = registry.add(makeBlob(24 * MIB, 'bound-x2')); // read slowly through B while A's sweep evicts it
     const y1 = registry.add(makeBlob(3 * MIB, 'bound-y1'));
@@ -173,10 +178,13 @@ describe('the bound of a fleet of two replicas on one S3 bucket (Ceph RGW)', () 
     const warm = await get(b.mirrorPort!, blobPath('lib/x', x1));
     assert.ok(warm.complete && warm.body.equals(x1.data));
     const key = (blob: FakeBlob) => `blob/${blob.digest}`;
-    await waitFor(async () => {
-      const times = await accessTimes();
-      return (times.get(key(x1)) ?? 0) > (times.get(key(x2)) ?? Infinity);
-    }, { timeoutMs: 20_000, what: "B's batch with x1 read after x2 to reach the bucket" });
+    await waitFor(
+      async () => {
+        const times = await accessTimes();
+        return (times.get(key(x1)) ?? 0) > (times.get(key(x2)) ?? Infinity);
+      },
+      { timeoutMs: 20_000, what: "B's batch with x1 read after x2 to reach the bucket" },
+    );
 
     // A fills x3: 31 MiB, past the bound. Down to 90% (27 MiB), least recently used first: y1, then x2.
     await fill(a, 'lib/x', x3);
@@ -197,7 +205,10 @@ describe('the bound of a fleet of two replicas on one S3 bucket (Ceph RGW)', () 
 
     await fill(b, 'lib/y', y2);
     // Every evicted content deleted after its grace; the bucket's content within the bound.
-    await waitFor(async () => !(await listKeys('content/')).has(content(x2)), { timeoutMs: 30_000, what: "x2's content to be deleted once read and the grace passed" });
+    await waitFor(async () => !(await listKeys('content/')).has(content(x2)), {
+      timeoutMs: 30_000,
+      what: "x2's content to be deleted once read and the grace passed",
+    });
     const left = await listKeys('content/');
     const total = [...left.values()].reduce((n, s) => n + s, 0);
     assert.ok(total <= MAX, `content in the bucket: ${total} bytes, bound ${MAX}`);
@@ -205,7 +216,10 @@ describe('the bound of a fleet of two replicas on one S3 bucket (Ceph RGW)', () 
 
     // One sweeper: A took the lease and did every sweep; B never did.
     const sweeps = async (r: Regcache) => (await r.logs()).filter((l) => l.msg === 'fleet sweep' || l.msg.startsWith('eviction lease taken'));
-    assert.ok((await sweeps(a)).some((l) => l.msg === 'fleet sweep'), 'A swept');
+    assert.ok(
+      (await sweeps(a)).some((l) => l.msg === 'fleet sweep'),
+      'A swept',
+    );
     assert.deepEqual(await sweeps(b), [], 'B never swept');
   });
 });

@@ -29,7 +29,8 @@ function view(bucket: FakeBucket): { bucket: Bucket; cut: (down: boolean) => voi
     get(target, name, receiver) {
       const value = Reflect.get(target, name, receiver) as unknown;
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => (down ? Promise.reject(new StoreUnavailableError(`${String(name)}: cut off`)) : (value as (...a: unknown[]) => unknown).apply(target, args));
+      return (...args: unknown[]) =>
+        down ? Promise.reject(new StoreUnavailableError(`${String(name)}: cut off`)) : (value as (...a: unknown[]) => unknown).apply(target, args);
     },
   });
   return { bucket: proxy, cut: (d) => (down = d) };
@@ -46,7 +47,15 @@ describe('the fleet bound over an in-memory bucket', () => {
   });
 
   const replica = async (bucket: Bucket, name: string, budget: Partial<FleetBudget> = {}, leaseMs = 10_000) => {
-    const { store } = await S3Store.open({ bucket, prefix: PREFIX, dir: await tmp.make('regcache-s3-evict'), log, probeMs: 60_000, refreshMs: 60_000, replica: name });
+    const { store } = await S3Store.open({
+      bucket,
+      prefix: PREFIX,
+      dir: await tmp.make('regcache-s3-evict'),
+      log,
+      probeMs: 60_000,
+      refreshMs: 60_000,
+      replica: name,
+    });
     stores.push(store);
     const locks = new FillLocks(bucket, store.layout, { owner: name, leaseMs });
     const evictor = new FleetEvictor({ bucket, layout: store.layout, index: store.index, usage: store.usage, locks }, { ...BUDGET, ...budget }, log);
@@ -75,7 +84,10 @@ describe('the fleet bound over an in-memory bucket', () => {
     assert.equal(holders.length, 1, 'one sweeper');
     await sleep(700); // renewed past its lease: still the only one
     await Promise.all(replicas.map((r) => r.evictor.tick()));
-    assert.deepEqual(replicas.map((r) => r.evictor.sweeping), replicas.map((r) => r === holders[0]));
+    assert.deepEqual(
+      replicas.map((r) => r.evictor.sweeping),
+      replicas.map((r) => r === holders[0]),
+    );
 
     const old = replicas.indexOf(holders[0]!);
     views[old]!.cut(true); // its renewals fail: the lease lapses
@@ -91,7 +103,7 @@ describe('the fleet bound over an in-memory bucket', () => {
     assert.equal(replicas.filter((r) => r.evictor.sweeping).length, 1);
   });
 
-  it('evicts least recently used first, from both replicas\' access batches, down to 90% of the bound', async () => {
+  it("evicts least recently used first, from both replicas' access batches, down to 90% of the bound", async () => {
     const bucket = new FakeBucket();
     const a = await replica(bucket, 'a', { maxBytes: 3500 });
     const b = await replica(bucket, 'b', { maxBytes: 3500 });
@@ -100,12 +112,15 @@ describe('the fleet bound over an in-memory bucket', () => {
     await b.store.lookup('blob', c1!.digest); // known to b
     b.store.use('blob', c1!.digest, { ref: null, tag: null }); // read through b only: a never saw it
     await b.store.usage.flush();
-    assert.ok([...bucket.objects.keys()].some((k) => k.startsWith(layout.usage)), "b's batch is in the bucket");
+    assert.ok(
+      [...bucket.objects.keys()].some((k) => k.startsWith(layout.usage)),
+      "b's batch is in the bucket",
+    );
     await a.evictor.tick();
     assert.ok(a.evictor.sweeping);
     assert.ok(!has(bucket, entryOf(c2!)), 'the least recently used went');
     for (const c of [c1!, c3!, c4]) assert.ok(has(bucket, entryOf(c)), `${c.digest} stays`);
-    assert.ok(has(bucket, contentOf(c2!)), "its bytes wait for the grace");
+    assert.ok(has(bucket, contentOf(c2!)), 'its bytes wait for the grace');
     assert.ok(has(bucket, layout.trashMarker('blob', c2!.digest)));
     assert.ok(![...bucket.objects.keys()].some((k) => k.startsWith(layout.usage)), 'the batches folded and deleted');
     const merged = JSON.parse(bucket.objects.get(layout.usageMerged)!.body.toString()) as { t: Record<string, number> };
@@ -203,6 +218,6 @@ describe('the fleet bound over an in-memory bucket', () => {
     assert.ok(has(bucket, entryOf(old)) && has(bucket, entryOf(used)));
     await a.evictor.sweep(later);
     assert.ok(!has(bucket, entryOf(old)), 'unused for CACHE_INACTIVE: evicted');
-    assert.ok(has(bucket, entryOf(used)), "used within it through the other replica: kept");
+    assert.ok(has(bucket, entryOf(used)), 'used within it through the other replica: kept');
   });
 });

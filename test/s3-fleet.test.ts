@@ -105,7 +105,10 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
 
   it('both replicas open the bucket (one creates it) and are ready', async () => {
     const opened = await Promise.all([a, b].map((r) => r.waitForLog((l) => l.msg === 'cache opened', 'the store to open')));
-    assert.ok(opened.every((l) => l.store === `s3://${BUCKET}/${PREFIX}`), JSON.stringify(opened));
+    assert.ok(
+      opened.every((l) => l.store === `s3://${BUCKET}/${PREFIX}`),
+      JSON.stringify(opened),
+    );
     assert.equal(opened.filter((l) => l.bucketCreated === true).length, 1, 'the first replica created the bucket');
     for (const r of [a, b]) {
       const ready = await readyz(r);
@@ -135,7 +138,10 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 1, 'one upstream GET');
     const lines = await requestsFor(b, blob.digest);
     assert.equal(lines.length, 2);
-    assert.ok(lines.every((l) => l.cache === 'HIT'), JSON.stringify(lines));
+    assert.ok(
+      lines.every((l) => l.cache === 'HIT'),
+      JSON.stringify(lines),
+    );
   });
 
   it("a request on the other replica during a fill waits for the leader's commit, then is served from the bucket", async (t) => {
@@ -151,8 +157,13 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 1, 'one upstream GET for the fleet');
     const lines = await requestsFor(b, blob.digest);
     assert.equal(lines.length, 1);
-    assert.ok(lines[0]!.cache === 'HIT' && lines[0]!.coalesced !== true, `served from the bucket after the commit, not from the leader's bytes: ${JSON.stringify(lines)}`);
-    t.diagnostic(`10 MiB at ~6 MB/s: leader done ${led.doneAt - asked} ms after the follower asked; follower's first byte after ${follower.firstByteAt! - asked} ms, done after ${follower.doneAt - asked} ms`);
+    assert.ok(
+      lines[0]!.cache === 'HIT' && lines[0]!.coalesced !== true,
+      `served from the bucket after the commit, not from the leader's bytes: ${JSON.stringify(lines)}`,
+    );
+    t.diagnostic(
+      `10 MiB at ~6 MB/s: leader done ${led.doneAt - asked} ms after the follower asked; follower's first byte after ${follower.firstByteAt! - asked} ms, done after ${follower.doneAt - asked} ms`,
+    );
   });
 
   it('concurrent cold pulls through both replicas fetch each blob upstream once, every client the same bytes', async () => {
@@ -162,7 +173,10 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     const blobs = await assertConcurrentPullsFetchOnce(upstream.registry, image, clients, 'registry.test/lib/app:v1', root, certDir);
     const lines = [...(await a.requests(marks[0])), ...(await b.requests(marks[1]))].filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.equal(lines.length, clients.length * blobs.length);
-    assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
+    assert.ok(
+      lines.every((l) => l.status === 200),
+      JSON.stringify(lines.filter((l) => l.status !== 200)),
+    );
     const keys = await listKeys('content/');
     for (const layer of image.layers) assert.equal(keys.get(`content/sha256/${hexOf(layer.digest)}`), layer.size, layer.digest);
   });
@@ -181,7 +195,10 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     }
     const second = (await lines()).filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.equal(second.length, upstream.blobs.length);
-    assert.ok(second.every((l) => l.cache === 'HIT' && l.status === 200), JSON.stringify(second));
+    assert.ok(
+      second.every((l) => l.cache === 'HIT' && l.status === 200),
+      JSON.stringify(second),
+    );
     for (const digest of upstream.blobs) assert.equal(await upstream.registry.countBlobGets(digest), 1, `one upstream GET of ${digest}`);
     const servedBy = async (r: Regcache) => (await r.requests()).filter((l) => String(l.path).startsWith('/v2/lib/lb/')).length;
     assert.ok((await servedBy(a)) > 0 && (await servedBy(b)) > 0, 'the balancer used both replicas');
@@ -196,7 +213,11 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
 
     await s3.stopGateway();
     try {
-      for (const [r, blob] of [[b, stored], [a, stored], [b, cold]] as const) {
+      for (const [r, blob] of [
+        [b, stored],
+        [a, stored],
+        [b, cold],
+      ] as const) {
         const got = await get(r.mirrorPort!, blobPath('lib/down', blob));
         assert.equal(got.status, 503, `${blob === stored ? 'a HIT' : 'a MISS'}: ${got.body.toString()}`);
         assert.match(got.body.toString(), /UNAVAILABLE/);
@@ -241,7 +262,7 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
       await waitFor(async () => (await unreachable()) !== undefined, { timeoutMs: 5000, what: 'the unreachable line' });
       const line = (await unreachable())!;
       assert.match(String(line.error), /TimeoutError|AbortError|timed out/, JSON.stringify(line));
-      await waitFor(async () => (await readyz(a)).status === 503, { timeoutMs: 30_000, what: "/readyz 503 on the replica that only probes" });
+      await waitFor(async () => (await readyz(a)).status === 503, { timeoutMs: 30_000, what: '/readyz 503 on the replica that only probes' });
     } finally {
       s3.resumeGateway();
     }
@@ -268,7 +289,10 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     let leaderBytes = 0;
     const leader = get(a.mirrorPort!, target, (n) => (leaderBytes = n));
     // Past the first part: the upload has begun (parts in the bucket, invisible).
-    await waitFor(async () => leaderBytes >= 9 * MIB && (await uploadsOf(contentKey)).length === 1, { timeoutMs: 30_000, what: 'the leader to upload its first part' });
+    await waitFor(async () => leaderBytes >= 9 * MIB && (await uploadsOf(contentKey)).length === 1, {
+      timeoutMs: 30_000,
+      what: 'the leader to upload its first part',
+    });
     const follower = get(b.mirrorPort!, target);
     assert.equal((await listKeys()).get(contentKey), undefined, 'nothing visible mid-fill');
     a.daemon.child.kill('SIGKILL');

@@ -31,7 +31,10 @@ async function hit(file: ContentFile, content: StoredContent, verify = true): Pr
       done();
     },
   });
-  await new VerifiedFileReader(file, { size: content.size, digest: content.digest, start: 0, end: content.size - 1 }).sendTo(sink, { verify, onBytes: () => undefined });
+  await new VerifiedFileReader(file, { size: content.size, digest: content.digest, start: 0, end: content.size - 1 }).sendTo(sink, {
+    verify,
+    onBytes: () => undefined,
+  });
   return Buffer.concat(chunks);
 }
 
@@ -44,7 +47,15 @@ describe('S3 store local tier', () => {
   });
 
   const replica = async (bucket: FakeBucket, localTierBytes = 0): Promise<S3Store> => {
-    const { store } = await S3Store.open({ bucket, prefix: PREFIX, dir: await tmp.make('regcache-tier'), log, probeMs: 60_000, refreshMs: 60_000, localTierBytes });
+    const { store } = await S3Store.open({
+      bucket,
+      prefix: PREFIX,
+      dir: await tmp.make('regcache-tier'),
+      log,
+      probeMs: 60_000,
+      refreshMs: 60_000,
+      localTierBytes,
+    });
     stores.push(store);
     return store;
   };

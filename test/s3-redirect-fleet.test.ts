@@ -39,7 +39,14 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
     await pushTo(upstream, 'lib/app', 'v1');
     replica = await startProxyFor(upstream, {
       dir: path.join(root, 'replica'),
-      env: { ...s3.env, CACHE_STORE: `s3://${BUCKET}/cache/`, S3_REDIRECT: 'true', S3_REDIRECT_TTL: `${TTL_S}s`, ADDITIONAL_REGISTRIES: 'registry.test', MIRROR_PORT: String(await freePort()) },
+      env: {
+        ...s3.env,
+        CACHE_STORE: `s3://${BUCKET}/cache/`,
+        S3_REDIRECT: 'true',
+        S3_REDIRECT_TTL: `${TTL_S}s`,
+        ADDITIONAL_REGISTRIES: 'registry.test',
+        MIRROR_PORT: String(await freePort()),
+      },
       routes: { 'registry.test': upstream.registry.port },
     });
     certDir = await certDirFor(replica, path.join(root, 'certs.d'));
@@ -67,7 +74,10 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
 
     const lines = (await replica.requests(mark)).filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.equal(lines.length, upstream.blobs.length, JSON.stringify(lines));
-    assert.ok(lines.every((l) => l.cache === 'HIT' && l.status === 307 && l.redirect === true && l.bytes === 0), JSON.stringify(lines));
+    assert.ok(
+      lines.every((l) => l.cache === 'HIT' && l.status === 307 && l.redirect === true && l.bytes === 0),
+      JSON.stringify(lines),
+    );
     const after = await metrics();
     assert.equal(samples(after, 'regcache_redirects_total').get(''), upstream.blobs.length);
     const grew = (samples(after, 'regcache_bytes_served_total').get('source="cache"') ?? 0) - before;
@@ -89,7 +99,10 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
     assert.match(forwarded.body, /loopback/);
     const gateway = new URL(s3.endpoint).host;
     const lines = await replica.requests(mark);
-    assert.ok(lines.some((l) => l.status === 403 && JSON.stringify(l).includes(gateway)), JSON.stringify(lines));
+    assert.ok(
+      lines.some((l) => l.status === 403 && JSON.stringify(l).includes(gateway)),
+      JSON.stringify(lines),
+    );
     assert.doesNotMatch(await allLogText(), /X-Amz-Signature|X-Amz-Credential/i, 'no presigned URL in the log');
   });
 

@@ -43,22 +43,44 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
   before(async () => {
     const log = pino({ level: 'debug' }, new Writable({ write: (chunk: Buffer, _e, done) => (lines.push(chunk.toString()), done()) }));
     ({ store } = await S3Store.open({ bucket, prefix: PREFIX, dir: await tmp.make('regcache-redirect'), log, probeMs: 60_000, refreshMs: 60_000 }));
-    await store.putVerified({ kind: 'blob', digest: digestOf(publicBlob), size: publicBlob.length, mediaType: 'application/octet-stream' }, publicBlob, from('library/public'));
-    await store.putVerified({ kind: 'blob', digest: digestOf(privateBlob), size: privateBlob.length, mediaType: 'application/octet-stream' }, privateBlob, from('alice/private'));
-    await store.putVerified({ kind: 'manifest', digest: digestOf(manifest), size: manifest.length, mediaType: 'application/vnd.oci.image.manifest.v1+json' }, manifest, from('library/public'));
+    await store.putVerified(
+      { kind: 'blob', digest: digestOf(publicBlob), size: publicBlob.length, mediaType: 'application/octet-stream' },
+      publicBlob,
+      from('library/public'),
+    );
+    await store.putVerified(
+      { kind: 'blob', digest: digestOf(privateBlob), size: privateBlob.length, mediaType: 'application/octet-stream' },
+      privateBlob,
+      from('alice/private'),
+    );
+    await store.putVerified(
+      { kind: 'manifest', digest: digestOf(manifest), size: manifest.length, mediaType: 'application/vnd.oci.image.manifest.v1+json' },
+      manifest,
+      from('library/public'),
+    );
     const coordinator = new FillCoordinator(store, store.room(1e12), log);
     // The private blob: only a client with ALLOWED credentials may read it; upstream refuses the others.
     const access = {
       check: async (_kind: string, digest: string, _entry: unknown, _ref: string, credentials: string | undefined) =>
-        digest !== digestOf(privateBlob) || credentials === ALLOWED ? { allowed: true } : { allowed: false, elsewhere: false, reason: 'private content; upstream answered 401 for this client' },
+        digest !== digestOf(privateBlob) || credentials === ALLOWED
+          ? { allowed: true }
+          : { allowed: false, elsewhere: false, reason: 'private content; upstream answered 401 for this client' },
     } as unknown as ContentAccess;
     const upstream: Upstream = {
       request: async (request) => {
         upstreamSaw.push(request);
-        return { statusCode: 401, headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="https://auth.test/token"' }, body: Readable.from([Buffer.from('{"errors":[{"code":"UNAUTHORIZED"}]}')]), url: new URL(request.url) };
+        return {
+          statusCode: 401,
+          headers: { 'content-type': 'application/json', 'www-authenticate': 'Bearer realm="https://auth.test/token"' },
+          body: Readable.from([Buffer.from('{"errors":[{"code":"UNAUTHORIZED"}]}')]),
+          url: new URL(request.url),
+        };
       },
     };
-    const responder = new ContentResponder(coordinator, upstream, access, { verifyOnRead: true, redirect: (digest) => bucket.presign(store.layout.content(digest), 60) });
+    const responder = new ContentResponder(coordinator, upstream, access, {
+      verifyOnRead: true,
+      redirect: (digest) => bucket.presign(store.layout.content(digest), 60),
+    });
     const accessLog = new AccessLog(log, metrics);
     server = http.createServer((req, res) => {
       const request = registryRequest({ origin: ORIGIN, target: req.url ?? '/', req, res }, accessLog.record(req, res, ORIGIN.host));
@@ -97,7 +119,10 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
     const presigns = bucket.count('presign');
     const res = await ask('GET', path);
     assert.equal(res.status, 307);
-    assert.equal(res.headers.get('location'), `http://fake-bucket.invalid/${store.layout.content(digestOf(publicBlob))}?X-Amz-Expires=60&X-Amz-Signature=${FAKE_SIGNATURE}`);
+    assert.equal(
+      res.headers.get('location'),
+      `http://fake-bucket.invalid/${store.layout.content(digestOf(publicBlob))}?X-Amz-Expires=60&X-Amz-Signature=${FAKE_SIGNATURE}`,
+    );
     assert.equal(res.headers.get('docker-content-digest'), digestOf(publicBlob));
     assert.equal(res.headers.get('content-length'), '0');
     assert.equal(res.body.length, 0);

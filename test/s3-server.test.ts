@@ -90,7 +90,9 @@ describe('S3 test server (Ceph RGW)', () => {
   it('starts a Ceph of its own and creates a bucket with the fixed keys', async (t) => {
     const mem = await server.memory();
     const mb = (n: number | null): string => (n === null ? '-' : `${Math.round(n / MIB)} MB`);
-    t.diagnostic(`ready in ${server.timings.total} ms (mon ${server.timings.mon}, osd ${server.timings.osd}, gateway ${server.timings.gateway}); RSS mon ${mb(mem.mon)}, osd ${mb(mem.osd)}, radosgw ${mb(mem.gateway)}`);
+    t.diagnostic(
+      `ready in ${server.timings.total} ms (mon ${server.timings.mon}, osd ${server.timings.osd}, gateway ${server.timings.gateway}); RSS mon ${mb(mem.mon)}, osd ${mb(mem.osd)}, radosgw ${mb(mem.gateway)}`,
+    );
     assert.match(server.endpoint, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.ok((await stat(`${server.dir}/ceph.conf`)).isFile());
     assert.ok(mem.mon !== null && mem.osd !== null && mem.gateway !== null, 'all three daemons run');
@@ -127,7 +129,13 @@ describe('S3 test server (Ceph RGW)', () => {
   it('keeps user metadata and content type, shown by HEAD', async () => {
     const data = Buffer.from('{"schemaVersion":2}');
     const put = await s3.send(
-      new PutObjectCommand({ Bucket: BUCKET, Key: 'meta/one', Body: data, ContentType: 'application/vnd.oci.image.manifest.v1+json', Metadata: { digest: 'sha256:abc', private: 'true' } }),
+      new PutObjectCommand({
+        Bucket: BUCKET,
+        Key: 'meta/one',
+        Body: data,
+        ContentType: 'application/vnd.oci.image.manifest.v1+json',
+        Metadata: { digest: 'sha256:abc', private: 'true' },
+      }),
     );
     const head = await s3.send(new HeadObjectCommand({ Bucket: BUCKET, Key: 'meta/one' }));
     assert.equal(head.ContentLength, data.length);

@@ -49,7 +49,9 @@ describe('S3 store over an in-memory bucket', () => {
     const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => locks(bucket, `r${i}`).acquire(KEY)));
     const leases = claims.filter((c) => 'lease' in c);
     assert.equal(leases.length, 1, 'one lease');
-    for (const c of claims) if ('heldBy' in c) assert.equal(c.heldBy.owner, JSON.parse(bucket.objects.get((leases[0] as { lease: { key: string } }).lease.key)!.body.toString()).owner);
+    for (const c of claims)
+      if ('heldBy' in c)
+        assert.equal(c.heldBy.owner, JSON.parse(bucket.objects.get((leases[0] as { lease: { key: string } }).lease.key)!.body.toString()).owner);
     for (const c of leases) c.lease.abandon();
   });
 
@@ -110,7 +112,7 @@ describe('S3 store over an in-memory bucket', () => {
     // Sequential reads, as a HIT makes them, across a part boundary: one ranged GET serves them all.
     const gets = bucket.count('read');
     const chunk = Buffer.alloc(256 * 1024);
-    for (let at = 1000; at <= 2 * PART_SIZE; ) {
+    for (let at = 1000; at <= 2 * PART_SIZE;) {
       const n = await file.read(chunk, Math.min(chunk.length, 2 * PART_SIZE + 1 - at), at);
       assert.ok(n > 0 && chunk.subarray(0, n).equals(data.subarray(at, at + n)), `bytes at ${at}`);
       at += n;
@@ -127,9 +129,19 @@ describe('S3 store over an in-memory bucket', () => {
     bucket.put = (key, body, options) => (written.push(key), put(key, body, options));
     const data = Buffer.from('{"schemaVersion":2}');
     const digest = digestOf(data);
-    await store.putVerified({ kind: 'manifest', digest, size: data.length, mediaType: 'application/x-test' }, data, { ref: 'registry.test/lib/app', tag: 'registry.test/lib/app:v1' });
-    const order = [store.layout.ref('manifest', digest, 'registry.test/lib/app'), store.layout.entry('manifest', digest), store.layout.tag('registry.test/lib/app:v1')].map((k) => written.indexOf(k));
-    assert.ok(order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1]!)), `marker, entry, tag in that order: ${written.join(' ')}`);
+    await store.putVerified({ kind: 'manifest', digest, size: data.length, mediaType: 'application/x-test' }, data, {
+      ref: 'registry.test/lib/app',
+      tag: 'registry.test/lib/app:v1',
+    });
+    const order = [
+      store.layout.ref('manifest', digest, 'registry.test/lib/app'),
+      store.layout.entry('manifest', digest),
+      store.layout.tag('registry.test/lib/app:v1'),
+    ].map((k) => written.indexOf(k));
+    assert.ok(
+      order.every((at, i) => at >= 0 && (i === 0 || at > order[i - 1]!)),
+      `marker, entry, tag in that order: ${written.join(' ')}`,
+    );
   });
 
   it('aborts the upload of a fill that fails: no object, no entry, no upload left', async () => {
@@ -148,7 +160,11 @@ describe('S3 store over an in-memory bucket', () => {
     assert.equal(cut.error?.reason, 'upstream');
     assert.equal(bucket.count('abortUpload'), 2);
     assert.equal(bucket.uploads.size, 0, 'every upload aborted');
-    assert.deepEqual([...bucket.objects.keys()].filter((k) => !k.startsWith(`${PREFIX}fills/`)), [], 'nothing stored');
+    assert.deepEqual(
+      [...bucket.objects.keys()].filter((k) => !k.startsWith(`${PREFIX}fills/`)),
+      [],
+      'nothing stored',
+    );
   });
 
   it('fetches once across two replicas: the other waits for the commit and serves it stored', async () => {
@@ -157,7 +173,12 @@ describe('S3 store over an in-memory bucket', () => {
     const data = crypto.randomBytes(300_000);
     const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
     const coordinatorOf = (store: S3Store, owner: string) =>
-      new FillCoordinator(store, store.room(1e12), log, new BucketFillTable(locks(bucket, owner), { stored: async (k) => (await store.lookup(k.kind, k.digest)) !== null, pollMs: 20 }));
+      new FillCoordinator(
+        store,
+        store.room(1e12),
+        log,
+        new BucketFillTable(locks(bucket, owner), { stored: async (k) => (await store.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
+      );
     let fetches = 0;
     const slowBody = () => {
       fetches++;
@@ -172,7 +193,10 @@ describe('S3 store over an in-memory bucket', () => {
       return Promise.resolve({ answer: 'ok', body: { stream: body, mediaType: 'application/x-test', size: data.length } });
     };
     const admit = () => Promise.resolve(true);
-    const [first, second] = await Promise.all([coordinatorOf(a, 'a').fill(key, NO_PROVENANCE, slowBody, admit), sleep(5).then(() => coordinatorOf(b, 'b').fill(key, NO_PROVENANCE, slowBody, admit))]);
+    const [first, second] = await Promise.all([
+      coordinatorOf(a, 'a').fill(key, NO_PROVENANCE, slowBody, admit),
+      sleep(5).then(() => coordinatorOf(b, 'b').fill(key, NO_PROVENANCE, slowBody, admit)),
+    ]);
     assert.equal(fetches, 1, 'one upstream fetch');
     assert.equal(first.kind, 'started');
     assert.equal(second.kind, 'ended', 'the other replica was told to look in the store');
@@ -186,7 +210,12 @@ describe('S3 store over an in-memory bucket', () => {
     const data = crypto.randomBytes(1000);
     const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
     const lockA = locks(bucket, 'a');
-    const coordinator = new FillCoordinator(a, a.room(1e12), log, new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }));
+    const coordinator = new FillCoordinator(
+      a,
+      a.room(1e12),
+      log,
+      new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
+    );
     const fetched = () => Promise.resolve({ answer: 'ok', body: { stream: Readable.from([data]), mediaType: 'application/x-test', size: data.length } });
     const led = await coordinator.fill(key, NO_PROVENANCE, fetched, null);
     assert.equal(led.kind, 'started');
@@ -195,7 +224,10 @@ describe('S3 store over an in-memory bucket', () => {
       led.fill.release();
     }
     for (let i = 0; i < 100 && (await lockA.holder(key)) !== null; i++) await sleep(10); // released after the commit
-    const claim = await new BucketFillTable(locks(bucket, 'b'), { stored: async (k) => (await b.lookup(k.kind, k.digest)) !== null, pollMs: 20 }).claim(key, true);
+    const claim = await new BucketFillTable(locks(bucket, 'b'), { stored: async (k) => (await b.lookup(k.kind, k.digest)) !== null, pollMs: 20 }).claim(
+      key,
+      true,
+    );
     assert.deepEqual(claim, { stored: true });
   });
 

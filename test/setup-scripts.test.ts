@@ -34,12 +34,14 @@ describe('set-up scripts', () => {
     await writeFile(path.join(dir, `${name}.sh`), script);
     const calls = path.join(dir, `${name}.calls`);
     await writeFile(calls, '');
-    const r = await run('bash', [path.join(dir, `${name}.sh`)], { env: { PATH: `${stubs}:/usr/bin:/bin`, REGCACHE_ROOT: root, CALLS: calls, REGCACHE_RESTART_DELAY: '0', ...env } });
+    const r = await run('bash', [path.join(dir, `${name}.sh`)], {
+      env: { PATH: `${stubs}:/usr/bin:/bin`, REGCACHE_ROOT: root, CALLS: calls, REGCACHE_RESTART_DELAY: '0', ...env },
+    });
     return { ...r, root, calls: (await readFile(calls, 'utf8')).trim().split('\n').filter(Boolean) };
   };
 
   it('writes its own drop-in with the proxy credentials, 0600, escaped for the shell and for systemd, and leaves http-proxy.conf alone', async () => {
-    const credentials = { user: "al'ice", password: 'p@ss%w\'d $(x)' };
+    const credentials = { user: "al'ice", password: "p@ss%w'd $(x)" };
     const script = systemdSetupScript({ origin: 'http://regcache.lan:3128', credentials });
     const root = path.join(dir, 'systemd');
     const mine = path.join(root, 'etc/systemd/system/docker.service.d/http-proxy.conf');
@@ -53,11 +55,17 @@ describe('set-up scripts', () => {
     assert.ok(text.includes(`"HTTPS_PROXY=http://${encoded}@regcache.lan:3128/"`), text);
     assert.match(text, /"NO_PROXY=localhost,127\.0\.0\.1,::1"/);
     assert.equal((await stat(dropin)).mode & 0o777, 0o600);
-    assert.equal(await readFile(mine, 'utf8'), '[Service]\nEnvironment="HTTPS_PROXY=http://old:3128/"\n', 'the operator\'s own drop-in is untouched');
+    assert.equal(await readFile(mine, 'utf8'), '[Service]\nEnvironment="HTTPS_PROXY=http://old:3128/"\n', "the operator's own drop-in is untouched");
     assert.equal(await readFile(path.join(root, 'usr/local/share/ca-certificates/regcache.crt'), 'utf8'), 'FAKE-CA\n');
-    assert.ok(r.calls.some((c) => c === 'curl -fsS http://regcache.lan:3128/ca.crt -o ' + path.join(root, 'usr/local/share/ca-certificates/regcache.crt')), 'the CA is fetched without the credentials');
+    assert.ok(
+      r.calls.some((c) => c === 'curl -fsS http://regcache.lan:3128/ca.crt -o ' + path.join(root, 'usr/local/share/ca-certificates/regcache.crt')),
+      'the CA is fetched without the credentials',
+    );
     assert.match(r.stderr, /running containers stop/);
-    assert.deepEqual(r.calls.filter((c) => c.startsWith('systemctl')), ['systemctl daemon-reload', 'systemctl restart docker.service']);
+    assert.deepEqual(
+      r.calls.filter((c) => c.startsWith('systemctl')),
+      ['systemctl daemon-reload', 'systemctl restart docker.service'],
+    );
   });
 
   it('leaves the restart to the operator with REGCACHE_NO_RESTART=1', async () => {
@@ -65,7 +73,10 @@ describe('set-up scripts', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.ok(!r.calls.some((c) => c.startsWith('systemctl')));
     assert.match(r.stdout, /systemctl restart docker\.service/);
-    assert.match(await readFile(path.join(r.root, 'etc/systemd/system/docker.service.d/regcache-proxy.conf'), 'utf8'), /"HTTPS_PROXY=http:\/\/10\.0\.0\.5:3128\/"/);
+    assert.match(
+      await readFile(path.join(r.root, 'etc/systemd/system/docker.service.d/regcache-proxy.conf'), 'utf8'),
+      /"HTTPS_PROXY=http:\/\/10\.0\.0\.5:3128\/"/,
+    );
   });
 
   it('writes one hosts.toml per registry, with the mirror credentials as a header, and names the wildcards it cannot write', async () => {

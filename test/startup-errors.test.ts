@@ -46,7 +46,12 @@ describe('startup errors name the setting and the fix', () => {
   });
 
   const cases: Case[] = [
-    { name: 'a missing UPSTREAM_CA_FILE', env: async (d) => ({ UPSTREAM_CA_FILE: path.join(d, 'nope.pem') }), variable: 'UPSTREAM_CA_FILE', message: /nope\.pem cannot be read \(ENOENT\)/ },
+    {
+      name: 'a missing UPSTREAM_CA_FILE',
+      env: async (d) => ({ UPSTREAM_CA_FILE: path.join(d, 'nope.pem') }),
+      variable: 'UPSTREAM_CA_FILE',
+      message: /nope\.pem cannot be read \(ENOENT\)/,
+    },
     {
       name: 'an UPSTREAM_CA_FILE that is not PEM',
       env: async (d) => {
@@ -105,9 +110,19 @@ describe('startup errors name the setting and the fix', () => {
       message: /not readable by this process \(uid 1000/,
     },
     { name: 'a PORT in use', env: async () => ({ PORT: String(busyPort) }), variable: 'PORT', message: new RegExp(`PORT=\\d+ is in use by another process`) },
-    { name: 'a MIRROR_PORT in use', env: async () => ({ MIRROR_PORT: String(busyPort) }), variable: 'MIRROR_PORT', message: /MIRROR_PORT=\d+ is in use by another process: stop it, or choose another port/ },
+    {
+      name: 'a MIRROR_PORT in use',
+      env: async () => ({ MIRROR_PORT: String(busyPort) }),
+      variable: 'MIRROR_PORT',
+      message: /MIRROR_PORT=\d+ is in use by another process: stop it, or choose another port/,
+    },
     { name: 'an ADMIN_PORT in use', env: async () => ({ ADMIN_PORT: String(busyPort) }), variable: 'ADMIN_PORT', message: /ADMIN_PORT=\d+ is in use/ },
-    { name: 'MIRROR_PORT equal to PORT', env: async () => ({ PORT: '41234', MIRROR_PORT: '41234' }), variable: 'MIRROR_PORT', message: /MIRROR_PORT=41234 is also PORT/ },
+    {
+      name: 'MIRROR_PORT equal to PORT',
+      env: async () => ({ PORT: '41234', MIRROR_PORT: '41234' }),
+      variable: 'MIRROR_PORT',
+      message: /MIRROR_PORT=41234 is also PORT/,
+    },
   ];
 
   for (const c of cases) {
@@ -124,9 +139,15 @@ describe('startup errors name the setting and the fix', () => {
         ...(await c.env(dir)),
       };
       const before = new Set(await readdir(dir));
-      const r = await run(c.user?.[0] ?? process.execPath, [...(c.user?.slice(1) ?? []), ...(c.user ? [process.execPath] : []), CLI, 'serve'], { env, timeoutMs: 20_000 });
+      const r = await run(c.user?.[0] ?? process.execPath, [...(c.user?.slice(1) ?? []), ...(c.user ? [process.execPath] : []), CLI, 'serve'], {
+        env,
+        timeoutMs: 20_000,
+      });
       assert.equal(r.code, 1, `${r.stdout}${r.stderr}`);
-      const lines = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+      const lines = r.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as LogLine);
       const fatal = lines.filter((l) => l.level === 'fatal');
       assert.equal(fatal.length, 1, r.stdout);
       assert.equal(fatal[0]?.msg, 'startup failed');

@@ -241,14 +241,19 @@ describe('stored bytes are checked on the way out', () => {
     const line = await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
     assert.equal(line.level, 'warn');
     assert.match(String(line.error), /CorruptContentError: the stored bytes hash to sha256:[0-9a-f]{64}, not /);
-    assert.ok((await proxy.logs()).some((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest && l.level === 'warn'));
+    assert.ok(
+      (await proxy.logs()).some((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest && l.level === 'warn'),
+    );
     assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest), 'the entry is dropped');
 
     const again = await client.fetch(blobUrl(blob));
     assert.ok(again.body.equals(blob.data), 'the refetch is correct');
     assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
     assert.equal(fx.upstream.count('GET', blob.digest), 2);
-    await waitFor(async () => (await proxy.logs()).filter((l) => l.msg === 'fill committed' && l.digest === blob.digest).length === 2, { timeoutMs: 10_000, what: 'the recommit' });
+    await waitFor(async () => (await proxy.logs()).filter((l) => l.msg === 'fill committed' && l.digest === blob.digest).length === 2, {
+      timeoutMs: 10_000,
+      what: 'the recommit',
+    });
     assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
     assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT', 'the refetched content is stored again');
   });

@@ -34,7 +34,11 @@ describe('manifests by tag', () => {
     const arm = await makeImage(path.join(root, 'arm'), { layers: [{ size: 100_000, seed: 'tags-arm' }], arch: 'arm64' });
     multi = await makeIndex(path.join(root, 'multi'), [upstream.image, arm], { format: 'docker' });
     await pushIndex(upstream.registry.url, 'lib/multi', 'v1', multi, { caFile: upstream.ca.certFile });
-    proxy = await startProxyFor(upstream, { dir: path.join(root, 'proxy'), env: { ADDITIONAL_REGISTRIES: 'registry.test' }, routes: { 'registry.test': upstream.registry.port } });
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      env: { ADDITIONAL_REGISTRIES: 'registry.test' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
   });
 
@@ -160,7 +164,8 @@ describe('ENABLE_MANIFEST_CACHE (rpardini tiers)', () => {
     await tmp.cleanup();
   });
 
-  const heads = async (tag: string) => (await upstream.registry.requests()).filter((e) => e.method === 'HEAD' && e.path === `/v2/lib/app/manifests/${tag}`).length;
+  const heads = async (tag: string) =>
+    (await upstream.registry.requests()).filter((e) => e.method === 'HEAD' && e.path === `/v2/lib/app/manifests/${tag}`).length;
   const get = async (tag: string) => {
     const res = await client.fetch(`https://registry.test/v2/lib/app/manifests/${tag}`, { headers: { accept: WITH_LISTS } });
     assert.ok(res.body.equals(upstream.image.manifest));
@@ -188,7 +193,14 @@ describe('no cache state across schemes', () => {
   let forger: http.Server;
   const forgerSaw: string[] = [];
   // What anyone on a plain-HTTP path can answer: a well-formed manifest whose digest header is right.
-  const forged = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: DOCKER_ONLY, config: { mediaType: 'application/vnd.docker.container.image.v1+json', size: 2, digest: 'sha256:' + '0'.repeat(64) }, layers: [] }));
+  const forged = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: DOCKER_ONLY,
+      config: { mediaType: 'application/vnd.docker.container.image.v1+json', size: 2, digest: 'sha256:' + '0'.repeat(64) },
+      layers: [],
+    }),
+  );
   const forgedDigest = 'sha256:' + crypto.createHash('sha256').update(forged).digest('hex');
 
   before(async () => {
@@ -197,7 +209,9 @@ describe('no cache state across schemes', () => {
     await pushImage(upstream.registry.url, 'lib/app', 'stable', upstream.image, { caFile: upstream.ca.certFile });
     forger = http.createServer((req, res) => {
       forgerSaw.push(`${req.method} ${req.url}`);
-      res.writeHead(200, { 'content-type': DOCKER_ONLY, 'docker-content-digest': forgedDigest, 'content-length': forged.length }).end(req.method === 'HEAD' ? undefined : forged);
+      res
+        .writeHead(200, { 'content-type': DOCKER_ONLY, 'docker-content-digest': forgedDigest, 'content-length': forged.length })
+        .end(req.method === 'HEAD' ? undefined : forged);
     });
     await new Promise<void>((resolve) => forger.listen(0, '127.0.0.1', resolve));
     proxy = await startProxyFor(upstream, {
@@ -220,7 +234,11 @@ describe('no cache state across schemes', () => {
     await tmp.cleanup();
   });
 
-  const plainGet = (tag: string) => proxyExchange(proxy.port, `GET http://registry.test/v2/lib/app/manifests/${tag} HTTP/1.1\r\nHost: registry.test\r\nAccept: ${DOCKER_ONLY}\r\nConnection: close\r\n\r\n`);
+  const plainGet = (tag: string) =>
+    proxyExchange(
+      proxy.port,
+      `GET http://registry.test/v2/lib/app/manifests/${tag} HTTP/1.1\r\nHost: registry.test\r\nAccept: ${DOCKER_ONLY}\r\nConnection: close\r\n\r\n`,
+    );
 
   it('never lets a plain-HTTP answer become what an HTTPS pull is served', async () => {
     assert.match(await plainGet('stable'), /^HTTP\/1\.1 200/);
@@ -230,7 +248,10 @@ describe('no cache state across schemes', () => {
     const secure = await client.fetch('https://registry.test/v2/lib/app/manifests/stable', { headers: { accept: DOCKER_ONLY } });
     assert.equal(secure.headers['docker-content-digest'], upstream.image.manifestDigest);
     assert.ok(secure.body.equals(upstream.image.manifest), 'the real manifest, not the forged one');
-    assert.ok(!(await proxy.logs()).some((l) => l.digest === forgedDigest && (l.msg === 'fill committed' || l.cache === 'HIT')), 'the forged manifest was never stored');
+    assert.ok(
+      !(await proxy.logs()).some((l) => l.digest === forgedDigest && (l.msg === 'fill committed' || l.cache === 'HIT')),
+      'the forged manifest was never stored',
+    );
   });
 
   it('never answers a plain-HTTP request from what HTTPS stored', async () => {
@@ -238,7 +259,10 @@ describe('no cache state across schemes', () => {
     const reply = await plainGet('stable');
     assert.ok(reply.includes(forgedDigest), 'the plain-HTTP origin answered, not the store');
     assert.equal(forgerSaw.length, before + 1);
-    const byDigest = await proxyExchange(proxy.port, `GET http://registry.test/v2/lib/app/manifests/${upstream.image.manifestDigest} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`);
+    const byDigest = await proxyExchange(
+      proxy.port,
+      `GET http://registry.test/v2/lib/app/manifests/${upstream.image.manifestDigest} HTTP/1.1\r\nHost: registry.test\r\nConnection: close\r\n\r\n`,
+    );
     assert.ok(byDigest.includes(forgedDigest) && forgerSaw.length === before + 2, 'by digest too');
   });
 });

@@ -100,7 +100,9 @@ describe('tunnel relay: a reused read buffer', () => {
     const port = (s: net.Server): number => (s.address() as net.AddressInfo).port;
     proxy = await startRegcache({
       dir: path.join(root, 'proxy'),
-      env: { CONNECT_TO: [`bulk.test:443:127.0.0.1:${port(bulk)}`, `banner.test:443:127.0.0.1:${port(banner)}`, `shout.test:443:127.0.0.1:${port(shout)}`].join(',') },
+      env: {
+        CONNECT_TO: [`bulk.test:443:127.0.0.1:${port(bulk)}`, `banner.test:443:127.0.0.1:${port(banner)}`, `shout.test:443:127.0.0.1:${port(shout)}`].join(','),
+      },
     });
   });
 
@@ -117,7 +119,10 @@ describe('tunnel relay: a reused read buffer', () => {
       const body = await readAll(socket, rest, slow);
       assert.equal(body.length, BULK_BYTES);
       assert.equal(createHash('sha256').update(body).digest('hex'), expectedBulkDigest());
-      const line = await proxy.waitForLog((l) => l.msg === 'tunnel closed' && l.tunnel === 'bulk.test:443' && l.bytesDown === BULK_BYTES && l.bytesUp === 3, 'the tunnel line');
+      const line = await proxy.waitForLog(
+        (l) => l.msg === 'tunnel closed' && l.tunnel === 'bulk.test:443' && l.bytesDown === BULK_BYTES && l.bytesUp === 3,
+        'the tunnel line',
+      );
       assert.equal(line.error, undefined);
     });
   }

@@ -46,7 +46,9 @@ describe('upstream failures are typed where they happen', () => {
   });
 
   it('refused: a destination the policy does not connect to', async () => {
-    const f = await failure(client({ allowLoopback: false, caFile: trusted }).request({ url: new URL(`https://127.0.0.1:${hanging.port}/v2/`), method: 'GET' }));
+    const f = await failure(
+      client({ allowLoopback: false, caFile: trusted }).request({ url: new URL(`https://127.0.0.1:${hanging.port}/v2/`), method: 'GET' }),
+    );
     assert.equal(f.failure, 'refused');
     assert.match(f.message, /does not connect to 127\.0\.0\.1/);
   });

@@ -21,10 +21,19 @@ describe('AUTH_REGISTRIES parsing', () => {
       { host: 'quay.io', user: 'robot', password: 'pw' },
     ]);
     const custom = loadConfig({ AUTH_REGISTRIES: 'ghcr.io#me#p w;reg.local:5000#u#x', AUTH_REGISTRIES_DELIMITER: ';', AUTH_REGISTRY_DELIMITER: '#' });
-    assert.deepEqual(custom.authRegistries.map((c) => [c.host, c.user, c.password]), [['ghcr.io', 'me', 'p w'], ['reg.local:5000', 'u', 'x']]);
+    assert.deepEqual(
+      custom.authRegistries.map((c) => [c.host, c.user, c.password]),
+      [
+        ['ghcr.io', 'me', 'p w'],
+        ['reg.local:5000', 'u', 'x'],
+      ],
+    );
   });
   it('refuses a malformed entry without echoing it', () => {
-    assert.throws(() => loadConfig({ AUTH_REGISTRIES: 'quay.io:onlyuser-s3cret' }), (e: Error) => e instanceof ConfigError && /AUTH_REGISTRIES/.test(e.message) && !/s3cret/.test(e.message));
+    assert.throws(
+      () => loadConfig({ AUTH_REGISTRIES: 'quay.io:onlyuser-s3cret' }),
+      (e: Error) => e instanceof ConfigError && /AUTH_REGISTRIES/.test(e.message) && !/s3cret/.test(e.message),
+    );
   });
 });
 
@@ -91,7 +100,13 @@ describe('upstream timeouts and rate-limit logging', () => {
     await upstream.start(await ca.issue(['registry.test'], dir, 'upstream'));
     proxy = await startRegcache({
       dir,
-      env: { ADDITIONAL_REGISTRIES: 'registry.test', UPSTREAM_CA_FILE: ca.certFile, CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`, UPSTREAM_HEADERS_TIMEOUT: '1s', UPSTREAM_IDLE_TIMEOUT: '1s' },
+      env: {
+        ADDITIONAL_REGISTRIES: 'registry.test',
+        UPSTREAM_CA_FILE: ca.certFile,
+        CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`,
+        UPSTREAM_HEADERS_TIMEOUT: '1s',
+        UPSTREAM_IDLE_TIMEOUT: '1s',
+      },
     });
     client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
   });

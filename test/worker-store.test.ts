@@ -134,7 +134,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
     assert.equal(first.kind, 'started');
     upstream.bodies[0]!.write(data.subarray(0, 100_000));
     const second = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
-    assert.equal(second.kind, 'joined', 'worker 2 joined worker 1\'s fill');
+    assert.equal(second.kind, 'joined', "worker 2 joined worker 1's fill");
     assert.equal(upstream.calls, 1, 'one fetch');
     const reading = [drain((first as { fill: Fill }).fill), drain((second as { fill: Fill }).fill)];
     setTimeout(() => upstream.bodies[0]!.end(data.subarray(100_000)), 50);
@@ -143,7 +143,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
     assert.ok(follower!.data.equals(data), 'the follower got every byte');
     assert.ok(follower!.beforeVerified > 0, 'the follower streamed bytes before the fill was verified');
     await waitUntil(() => b.store.index.get('blob', key.digest) !== undefined, 'the commit reached worker 2');
-    assert.equal(store.index.get('blob', key.digest)?.size, data.length, 'stored once, in the primary\'s index');
+    assert.equal(store.index.get('blob', key.digest)?.size, data.length, "stored once, in the primary's index");
   });
 
   it('answers a HIT in one worker right after the other committed', async () => {
@@ -169,10 +169,12 @@ describe('one store for several worker processes (in-process, fake channels)', (
     const joined = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
     assert.equal(joined.kind, 'joined');
     let received = 0;
-    const failed = new FillReader((joined as { fill: Fill }).fill, 0, null).sendTo(new Sink(), (n) => (received += n)).then(
-      () => [new Error('completed')],
-      (err: Error) => [err],
-    );
+    const failed = new FillReader((joined as { fill: Fill }).fill, 0, null)
+      .sendTo(new Sink(), (n) => (received += n))
+      .then(
+        () => [new Error('completed')],
+        (err: Error) => [err],
+      );
     await waitUntil(() => received > 0, 'the follower read some bytes');
     await c.gone();
     upstream.bodies[0]!.destroy(); // what was left of the dead process
@@ -182,7 +184,11 @@ describe('one store for several worker processes (in-process, fake channels)', (
     assert.ok(received < data.length, `cut before the end (${received} of ${data.length})`);
     assert.equal(store.index.get('blob', key.digest), undefined, 'nothing stored');
     const spools = await readdir(path.join(dir, 'spool'));
-    assert.deepEqual(spools.filter((n) => n.startsWith(`fill-${spoolPrefixOf(3)}`)), [], 'the dead worker\'s spool is gone');
+    assert.deepEqual(
+      spools.filter((n) => n.startsWith(`fill-${spoolPrefixOf(3)}`)),
+      [],
+      "the dead worker's spool is gone",
+    );
     // The next request leads a new fill.
     const retry = await b.coordinator.fill(key, FROM, upstream.ok(data.length), admitAll);
     assert.equal(retry.kind, 'started');
@@ -207,7 +213,10 @@ describe('one store for several worker processes (in-process, fake channels)', (
 
   it('shares index writes: a tag pointer set in one worker is read in the other', async () => {
     const digest = digestOf(Buffer.from('a manifest'));
-    await a.store.putVerified({ kind: 'manifest', digest, size: 10, mediaType: 'application/vnd.oci.image.manifest.v1+json' }, Buffer.from('a manifest'), { ref: 'registry.test/lib/app', tag: 'registry.test/lib/app:v1' });
+    await a.store.putVerified({ kind: 'manifest', digest, size: 10, mediaType: 'application/vnd.oci.image.manifest.v1+json' }, Buffer.from('a manifest'), {
+      ref: 'registry.test/lib/app',
+      tag: 'registry.test/lib/app:v1',
+    });
     await a.store.index.setPointer('registry.test/lib/app:v1|', digest);
     await waitUntil(() => b.store.index.pointer('registry.test/lib/app:v1|')?.digest === digest, 'the pointer reached worker 2');
     assert.equal(b.store.index.taggedManifest('registry.test/lib/app:v1')?.digest, digest);

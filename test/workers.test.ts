@@ -70,7 +70,10 @@ describe('WORKERS=2: two worker processes on one store', () => {
 
   it('starts a primary and two workers, every line naming its process; one listening line', async () => {
     const lines = await proxy.logs();
-    assert.ok(lines.every((l) => typeof l.worker === 'number'), 'every line has worker');
+    assert.ok(
+      lines.every((l) => typeof l.worker === 'number'),
+      'every line has worker',
+    );
     assert.equal(lines.filter((l) => l.msg === 'listening').length, 1);
     assert.equal(lines.find((l) => l.msg === 'listening')?.worker, 0, 'said by the primary');
     assert.deepEqual(new Set(lines.filter((l) => l.msg === 'worker listening').map(workerOf)), new Set([1, 2]));
@@ -84,7 +87,10 @@ describe('WORKERS=2: two worker processes on one store', () => {
     const blobs = await assertConcurrentPullsFetchOnce(upstream.registry, image, clients, 'registry.test/lib/app:v1', root, certDir);
     const lines = (await proxy.requests(mark)).filter((l) => l.kind === 'blob' && l.method === 'GET');
     assert.equal(lines.length, clients.length * blobs.length);
-    assert.ok(lines.every((l) => l.status === 200), JSON.stringify(lines.filter((l) => l.status !== 200)));
+    assert.ok(
+      lines.every((l) => l.status === 200),
+      JSON.stringify(lines.filter((l) => l.status !== 200)),
+    );
     assert.deepEqual(new Set(lines.map(workerOf)), new Set([1, 2]), 'both workers served blobs');
     for (const digest of blobs) {
       const cold = lines.filter((l) => l.digest === digest && l.cache === 'MISS' && l.coalesced !== true);
@@ -109,7 +115,10 @@ describe('WORKERS=2: two worker processes on one store', () => {
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 1, 'one upstream GET');
     const lines = (await proxy.requests(mark)).filter((l) => l.digest === blob.digest);
     const led = lines.find((l) => l.cache === 'MISS' && l.coalesced !== true)!;
-    assert.ok(lines.some((l) => l.coalesced === true && workerOf(l) !== workerOf(led)), `a request in the other worker joined: ${JSON.stringify(lines)}`);
+    assert.ok(
+      lines.some((l) => l.coalesced === true && workerOf(l) !== workerOf(led)),
+      `a request in the other worker joined: ${JSON.stringify(lines)}`,
+    );
   });
 
   it('answers a HIT in one worker of what the other stored', async () => {
@@ -136,11 +145,17 @@ describe('WORKERS=2: two worker processes on one store', () => {
       const served = (await proxy.requests(mark)).filter((l) => l.path === target);
       assert.deepEqual(new Set(served.map(workerOf)), new Set([1, 2]), `${target} answered by both workers`);
     }
-    const health = JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as { ok: boolean; checks: Record<string, boolean>; workers: { expected: number; running: number } };
+    const health = JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as {
+      ok: boolean;
+      checks: Record<string, boolean>;
+      workers: { expected: number; running: number };
+    };
     assert.equal(health.ok, true);
     assert.equal(health.checks.workers, true);
     assert.deepEqual(health.workers, { expected: 2, running: 2 });
-    const listing = JSON.parse((await get(proxy.port, '/api/v1/cache')).body.toString()) as { registries: Record<string, { repositories: { name: string; tags: string[] }[] }> };
+    const listing = JSON.parse((await get(proxy.port, '/api/v1/cache')).body.toString()) as {
+      registries: Record<string, { repositories: { name: string; tags: string[] }[] }>;
+    };
     assert.deepEqual(listing.registries['registry.test']?.repositories, [{ name: 'lib/app', tags: ['v1'] }]);
   });
 
@@ -160,7 +175,11 @@ describe('WORKERS=2: two worker processes on one store', () => {
 
   it('regcache cache ls and du work against the running tree', async () => {
     const rows = await cacheCommand<{ digest: string; repositories: string[] }[]>(proxy, 'ls');
-    for (const layer of image.layers) assert.ok(rows.some((r) => r.digest === layer.digest && r.repositories.includes('registry.test/lib/app')), layer.digest);
+    for (const layer of image.layers)
+      assert.ok(
+        rows.some((r) => r.digest === layer.digest && r.repositories.includes('registry.test/lib/app')),
+        layer.digest,
+      );
     const du = await cacheCommand<{ entries: number; registries: Record<string, { entries: number }> }>(proxy, 'du');
     assert.equal(du.entries, rows.length);
     assert.ok((du.registries['registry.test']?.entries ?? 0) >= image.layers.length + 1);
@@ -191,9 +210,16 @@ describe('WORKERS=2: two worker processes on one store', () => {
     assert.ok(![...pidsBefore.values()].includes(Number(replacement.pid)), 'a new pid');
     const survivor = [...pidsBefore.keys()].find((id) => id !== leading)!;
     const cut = (await proxy.requests(mark)).filter((l) => l.digest === blob.digest && workerOf(l) === survivor);
-    assert.ok(cut.length >= 1 && cut.every((l) => l.coalesced === true && /exited/.test(String(l.error))), `the other worker's clients were cut, naming why: ${JSON.stringify(cut)}`);
+    assert.ok(
+      cut.length >= 1 && cut.every((l) => l.coalesced === true && /exited/.test(String(l.error))),
+      `the other worker's clients were cut, naming why: ${JSON.stringify(cut)}`,
+    );
 
-    assert.deepEqual((await readdir(path.join(proxy.cacheDir, 'spool'))).filter((n) => n.startsWith(`fill-w${leading}-`)), [], "the dead worker's spool file is gone");
+    assert.deepEqual(
+      (await readdir(path.join(proxy.cacheDir, 'spool'))).filter((n) => n.startsWith(`fill-w${leading}-`)),
+      [],
+      "the dead worker's spool file is gone",
+    );
     const rows = await cacheCommand<{ digest: string }[]>(proxy, 'ls');
     assert.ok(!rows.some((r) => r.digest === blob.digest), 'nothing stored');
     const verify = await cacheCommand<{ corrupt: string[]; missing: string[] }>(proxy, 'verify');
@@ -214,10 +240,20 @@ describe('WORKERS=2: two worker processes on one store', () => {
     const first = await proxy.waitForLog((l) => l.msg === 'worker exited; starting another' && l.workerId === id, 'the primary to see it die');
     const next = await proxy.waitForLog((l) => l.msg === 'worker listening' && !pids.has(workerOf(l)), 'its replacement');
     process.kill(Number(next.pid), 'SIGKILL');
-    const second = await proxy.waitForLog((l) => l.msg === 'worker exited; starting another' && l.workerId === workerOf(next), 'the primary to see the replacement die');
-    assert.equal(Number(second.restartInMs), 2 * Number(first.restartInMs), `the second exit in a row waits twice as long (${first.restartInMs} ms, then ${second.restartInMs} ms)`);
+    const second = await proxy.waitForLog(
+      (l) => l.msg === 'worker exited; starting another' && l.workerId === workerOf(next),
+      'the primary to see the replacement die',
+    );
+    assert.equal(
+      Number(second.restartInMs),
+      2 * Number(first.restartInMs),
+      `the second exit in a row waits twice as long (${first.restartInMs} ms, then ${second.restartInMs} ms)`,
+    );
     await proxy.waitForLog((l) => l.msg === 'worker listening' && !pids.has(workerOf(l)) && workerOf(l) !== workerOf(next), 'a third worker in that slot');
-    await waitFor(async () => (JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as { workers: { running: number } }).workers.running === 2, { timeoutMs: 10_000, what: 'two workers running again' });
+    await waitFor(async () => (JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as { workers: { running: number } }).workers.running === 2, {
+      timeoutMs: 10_000,
+      what: 'two workers running again',
+    });
   });
 });
 
@@ -258,12 +294,18 @@ describe('WORKERS=2 with a small CACHE_MAX_SIZE, then SIGTERM', () => {
       assert.ok(got.complete && sha256(got.body) === blob.digest);
       await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
     }
-    await waitFor(async () => (await cacheCommand<{ totalBytes: number }>(proxy, 'du')).totalBytes <= MAX, { timeoutMs: 10_000, what: 'the store to be within CACHE_MAX_SIZE' });
+    await waitFor(async () => (await cacheCommand<{ totalBytes: number }>(proxy, 'du')).totalBytes <= MAX, {
+      timeoutMs: 10_000,
+      what: 'the store to be within CACHE_MAX_SIZE',
+    });
     const lines = (await proxy.logs()).slice(mark);
     assert.deepEqual(new Set(lines.filter((l) => l.msg === 'fill committed').map(workerOf)), new Set([1, 2]), 'both workers filled');
     const evicted = lines.filter((l) => l.msg === 'evicted' && l.reason === 'size' && l.level === 'info'); // a run's summary line
     assert.ok(evicted.length >= 1 && evicted.every((l) => l.worker === 0), 'evicted by the primary only');
-    assert.ok(evicted.every((l) => Number(l.totalBytes) <= MAX), JSON.stringify(evicted));
+    assert.ok(
+      evicted.every((l) => Number(l.totalBytes) <= MAX),
+      JSON.stringify(evicted),
+    );
   });
 
   it('SIGTERM lets a transfer in progress finish, then every process exits, 0', async () => {

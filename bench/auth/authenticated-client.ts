@@ -45,7 +45,10 @@ export async function measureDoor(door: Door, seconds: number): Promise<Measured
 }
 
 async function throughProxy(door: Door, connect: NonNullable<Door['connect']>): Promise<void> {
-  const connection = await Http1Connection.open({ port: door.port, connect: connect.target, proxyAuthorization: door.authorization, servername: connect.servername, ca: connect.ca }, TIMEOUT_MS);
+  const connection = await Http1Connection.open(
+    { port: door.port, connect: connect.target, proxyAuthorization: door.authorization, servername: connect.servername, ca: connect.ca },
+    TIMEOUT_MS,
+  );
   try {
     await connection.get(door.path, { accept: door.accept }, door.digest, TIMEOUT_MS);
   } finally {
@@ -55,17 +58,27 @@ async function throughProxy(door: Door, connect: NonNullable<Door['connect']>): 
 
 function fromMirror(door: Door): Promise<void> {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port: door.port, path: door.path, agent: false, timeout: TIMEOUT_MS, headers: { accept: door.accept, authorization: door.authorization } }, (res) => {
-      const hash = createHash('sha256');
-      res.on('data', (chunk: Buffer) => hash.update(chunk));
-      res.on('end', () => {
-        const digest = `sha256:${hash.digest('hex')}`;
-        if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
-        else if (digest !== door.digest) reject(new Error(`body hashes to ${digest}`));
-        else resolve();
-      });
-      res.on('error', reject);
-    });
+    const req = http.get(
+      {
+        host: '127.0.0.1',
+        port: door.port,
+        path: door.path,
+        agent: false,
+        timeout: TIMEOUT_MS,
+        headers: { accept: door.accept, authorization: door.authorization },
+      },
+      (res) => {
+        const hash = createHash('sha256');
+        res.on('data', (chunk: Buffer) => hash.update(chunk));
+        res.on('end', () => {
+          const digest = `sha256:${hash.digest('hex')}`;
+          if (res.statusCode !== 200) reject(new Error(`HTTP ${res.statusCode}`));
+          else if (digest !== door.digest) reject(new Error(`body hashes to ${digest}`));
+          else resolve();
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timed out')));
     req.once('error', reject);
   });

@@ -42,9 +42,29 @@ const ATTACK_LABEL: Record<AttackAddresses | 'none', string> = {
 };
 
 function table(r: AuthBenchResult): string[][] {
-  const rows = [['door', 'wrong passwords', 'requests', 'p50 ms', 'p99 ms', 'p99 vs none', `<= ${TARGET_RATIO}x`, 'errors', 'attempts/s', 'answers', 'bcrypt runs', 'unchecked', 'regcache CPU s']];
+  const rows = [
+    [
+      'door',
+      'wrong passwords',
+      'requests',
+      'p50 ms',
+      'p99 ms',
+      'p99 vs none',
+      `<= ${TARGET_RATIO}x`,
+      'errors',
+      'attempts/s',
+      'answers',
+      'bcrypt runs',
+      'unchecked',
+      'regcache CPU s',
+    ],
+  ];
   for (const p of r.rows) {
-    const answers = p.attackers ? Object.entries(p.attackers.byStatus).map(([s, n]) => `${s} x${int(n)}`).join(', ') : '';
+    const answers = p.attackers
+      ? Object.entries(p.attackers.byStatus)
+          .map(([s, n]) => `${s} x${int(n)}`)
+          .join(', ')
+      : '';
     rows.push([
       p.door === 'proxy' ? 'proxy (CONNECT + TLS)' : 'mirror (HTTP)',
       p.attack === null ? ATTACK_LABEL.none : `${r.options.clients} attackers, ${ATTACK_LABEL[p.attack]}`,
@@ -69,7 +89,7 @@ function notes(r: AuthBenchResult): string[] {
   return [
     `PROXY_AUTH: an htpasswd of 3 bcrypt users, cost ${o.cost}; the mirror asks for the same users. The measured client is one of them; it fetches a cached manifest by digest, one request after another, each on a new connection (so that every request is authenticated: on a keep-alive connection only the first would be), for ${o.seconds} s per row, in ${o.rounds} turns of ${f1(o.seconds / o.rounds)} s taken in the order of the rows (so that whatever else runs on the machine falls on all rows alike): proxy = TCP + CONNECT with Proxy-Authorization + TLS handshake + GET; mirror = TCP + GET with Authorization. Its header is verified once and then answered from the cache of verified credentials, so its latency shows what the attack does to everything else regcache runs.`,
     `Attackers: ${o.clients} loops in a process of their own, each sending a distinct random password after the other (every other one for a known user), a new connection each, to the same door, starting ${o.rampSeconds} s before the client is measured, from fresh addresses each turn. "from one address": all from one (127.0.0.x), the issue's case (the per-address throttle holds it to one check per delay); "one address per attacker" (each address throttled after its 5 free failures); "a new address per attempt": no throttle applies, what is left is the bcrypt worker thread with its bounded queue (attempts beyond it are answered "unchecked", without a bcrypt run).`,
-    'bcrypt runs and unchecked: regcache_auth_checks_total during the row\'s turns (valid + invalid; unchecked), checks still draining from the turn before included (hence the few in the rows without attack). Before these changes bcrypt ran on the event loop: the issue measured an authenticated HIT at 4 s p99 under 50 such clients, against 15 ms without; this bench against the code before them is in decisions.md #59.',
+    "bcrypt runs and unchecked: regcache_auth_checks_total during the row's turns (valid + invalid; unchecked), checks still draining from the turn before included (hence the few in the rows without attack). Before these changes bcrypt ran on the event loop: the issue measured an authenticated HIT at 4 s p99 under 50 such clients, against 15 ms without; this bench against the code before them is in decisions.md #59.",
     `regcache, the measured client and the attackers share the same ${r.machine.cpus} cores; regcache CPU is its user + system time during the row's turns (the attackers' ${o.rampSeconds} s ramp-ups included). Attempts still waiting when a turn ends are dropped, not counted.`,
   ];
 }

@@ -9,5 +9,6 @@ export async function expectDigest(url: string, digest: string, headers: Record<
   const res = await request(url, { headers: { ...headers }, ...(dispatcher ? { dispatcher } : {}), headersTimeout: 30_000, bodyTimeout: 30_000 });
   const body = Buffer.from(await res.body.arrayBuffer());
   const got = `sha256:${createHash('sha256').update(body).digest('hex')}`;
-  if (res.statusCode !== 200 || got !== digest) throw new Error(`GET ${url}: HTTP ${res.statusCode}, ${body.length} bytes hashing to ${got}, expected 200 and ${digest}`);
+  if (res.statusCode !== 200 || got !== digest)
+    throw new Error(`GET ${url}: HTTP ${res.statusCode}, ${body.length} bytes hashing to ${got}, expected 200 and ${digest}`);
 }

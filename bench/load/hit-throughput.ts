@@ -82,7 +82,13 @@ export interface HitTarget {
 }
 
 /** wrk on one URL: a warm-up, then the timed run; `serverCpu` reads the server's CPU seconds (null: exited). */
-export async function wrkRow(id: string, url: string, headers: Record<string, string>, opts: HitOptions, serverCpu: () => Promise<number | null>): Promise<Measured> {
+export async function wrkRow(
+  id: string,
+  url: string,
+  headers: Record<string, string>,
+  opts: HitOptions,
+  serverCpu: () => Promise<number | null>,
+): Promise<Measured> {
   const wrk = { url, headers, threads: opts.wrkThreads, connections: opts.connections };
   await runWrk({ ...wrk, seconds: opts.warmupSeconds });
   const [server0, client0] = [await serverCpu(), await exitedChildrenCpuSeconds()];
@@ -105,7 +111,17 @@ export async function wrkRow(id: string, url: string, headers: Record<string, st
 /** The bench's node generator (TLS, through CONNECT when the endpoint says so), keep-alive connections. */
 export async function nodeRow(id: string, endpoint: Endpoint, target: HitTarget, opts: HitOptions, serverCpu: () => Promise<number | null>): Promise<Measured> {
   const plan = (seconds: number) => ({
-    classes: [{ name: id, connections: opts.connections, endpoint, keepAlive: true, headers: target.headers, requests: [{ path: target.path, digest: target.digest }], once: false }],
+    classes: [
+      {
+        name: id,
+        connections: opts.connections,
+        endpoint,
+        keepAlive: true,
+        headers: target.headers,
+        requests: [{ path: target.path, digest: target.digest }],
+        once: false,
+      },
+    ],
     durationMs: seconds * 1000,
     maxRequests: Number.MAX_SAFE_INTEGER,
     timeoutMs: 10_000,
@@ -152,7 +168,11 @@ async function measureRows(s: BenchSetup, opts: HitOptions, track: (stop: () => 
   track(() => servers['registry-tls']!.stop());
   const skipped: HitResult['skipped'] = {};
   try {
-    servers['pull-through-http'] = await startRegistryServer({ dir: dir('pull-through-http'), storageDir: dir('pull-through-storage'), pullThrough: { remoteUrl: s.registry.url, caFile: s.ca.certFile } });
+    servers['pull-through-http'] = await startRegistryServer({
+      dir: dir('pull-through-http'),
+      storageDir: dir('pull-through-storage'),
+      pullThrough: { remoteUrl: s.registry.url, caFile: s.ca.certFile },
+    });
     track(() => servers['pull-through-http']!.stop());
   } catch (err) {
     skipped['pull-through-http'] = (err as Error).message.split('\n')[0]!;
@@ -160,7 +180,12 @@ async function measureRows(s: BenchSetup, opts: HitOptions, track: (stop: () => 
 
   const rc: Regcache = await startRegcache({
     dir: dir('regcache'),
-    env: { ...s.regcacheEnv, ADDITIONAL_REGISTRIES: REGISTRY_HOST, CONNECT_TO: `${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`, MIRROR_PORT: String(await freePort()) },
+    env: {
+      ...s.regcacheEnv,
+      ADDITIONAL_REGISTRIES: REGISTRY_HOST,
+      CONNECT_TO: `${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`,
+      MIRROR_PORT: String(await freePort()),
+    },
   });
   track(() => rc.stop());
   const mirrorUrl = `http://127.0.0.1:${rc.mirrorPort}${manifestPath}?ns=${REGISTRY_HOST}`;
@@ -194,8 +219,16 @@ async function measureRows(s: BenchSetup, opts: HitOptions, track: (stop: () => 
     if (id === 'registry-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, headers, opts, cpuOf(servers[id]!.daemon.pid));
     else if (id === 'pull-through-http') measured[id] = await wrkRow(id, servers[id]!.url + manifestPath, headers, opts, cpuOf(servers[id]!.daemon.pid));
     else if (id === 'mirror-http') measured[id] = await wrkRow(id, mirrorUrl, headers, opts, cpuOf(rc.daemon.pid));
-    else if (id === 'registry-tls') measured[id] = await nodeRow(id, { port: registryPort, servername: REGISTRY_HOST, ca: s.ca.certPem }, manifest, opts, cpuOf(servers[id]!.daemon.pid));
-    else measured[id] = await nodeRow(id, { port: rc.port, connect: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca: regcacheCa }, manifest, opts, cpuOf(rc.daemon.pid));
+    else if (id === 'registry-tls')
+      measured[id] = await nodeRow(id, { port: registryPort, servername: REGISTRY_HOST, ca: s.ca.certPem }, manifest, opts, cpuOf(servers[id]!.daemon.pid));
+    else
+      measured[id] = await nodeRow(
+        id,
+        { port: rc.port, connect: `${REGISTRY_HOST}:443`, servername: REGISTRY_HOST, ca: regcacheCa },
+        manifest,
+        opts,
+        cpuOf(rc.daemon.pid),
+      );
   }
 
   const regcacheLog: Record<string, number> = {};

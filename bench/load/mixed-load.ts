@@ -85,7 +85,11 @@ export async function benchMixedLoad(s: BenchSetup, opts: MixedOptions): Promise
       env: {
         ...s.regcacheEnv,
         ADDITIONAL_REGISTRIES: `${REGISTRY_HOST} ${MISS_HOST}`,
-        CONNECT_TO: [`${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`, `${MISS_HOST}:443:127.0.0.1:${missUpstream.registry.port}`, `${TUNNEL_HOST}:443:127.0.0.1:${tunnelTarget.port}`].join(' '),
+        CONNECT_TO: [
+          `${REGISTRY_HOST}:443:127.0.0.1:${s.registry.port}`,
+          `${MISS_HOST}:443:127.0.0.1:${missUpstream.registry.port}`,
+          `${TUNNEL_HOST}:443:127.0.0.1:${tunnelTarget.port}`,
+        ].join(' '),
       },
     });
     return await run(s, opts, rc, missUpstream.digests, tunnelTarget.digest, () => ({
@@ -99,12 +103,21 @@ export async function benchMixedLoad(s: BenchSetup, opts: MixedOptions): Promise
   }
 }
 
-async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests: string[], tunnelDigest: string, upstreamCounts: () => MixedResult['upstream']): Promise<MixedResult> {
+async function run(
+  s: BenchSetup,
+  opts: MixedOptions,
+  rc: Regcache,
+  missDigests: string[],
+  tunnelDigest: string,
+  upstreamCounts: () => MixedResult['upstream'],
+): Promise<MixedResult> {
   const pid = rc.daemon.pid;
   const needed = openFilesNeeded(opts.connections);
   const limits = { generator: await openFilesLimit('self'), regcache: await openFilesLimit(pid) };
   if (limits.generator < needed || limits.regcache < needed) {
-    throw new Error(`open files limit too low for ${opts.connections} connections: need ${needed}, bench/generator have ${limits.generator}, regcache ${limits.regcache} (bench/run.sh raises it as root; or run \`ulimit -n ${needed}\` first: node raises its soft limit to the hard one)`);
+    throw new Error(
+      `open files limit too low for ${opts.connections} connections: need ${needed}, bench/generator have ${limits.generator}, regcache ${limits.regcache} (bench/run.sh raises it as root; or run \`ulimit -n ${needed}\` first: node raises its soft limit to the hard one)`,
+    );
   }
 
   // The HIT set: the image's manifest and blobs, fetched once through regcache (MISSes) and committed.
@@ -190,13 +203,16 @@ async function run(s: BenchSetup, opts: MixedOptions, rc: Regcache, missDigests:
   // With no errors, regcache's own log and the upstreams must agree with the generator's counts.
   const consistency: string[] = [];
   if (total.errors === 0) {
-    const logged = (cache: string): number =>
-      (health.requestLines[`${cache} 200`] ?? 0) - (cache === 'MISS' ? hitSet.length : 0); // the priming MISSes
+    const logged = (cache: string): number => (health.requestLines[`${cache} 200`] ?? 0) - (cache === 'MISS' ? hitSet.length : 0); // the priming MISSes
     const expect = (what: string, got: number, want: number): void => void (got !== want && consistency.push(`${what}: ${got}, expected ${want}`));
     expect('regcache logged HIT 200', logged('HIT'), byName('HIT').requests);
     expect('regcache logged MISS 200', logged('MISS'), byName('MISS').requests);
     const others = Object.entries(health.requestLines).filter(([k]) => !['HIT 200', 'MISS 200'].includes(k) && !k.startsWith('ADMIN ')); // ADMIN: start-up warm-up, /healthz
-    expect(`request lines other than HIT/MISS 200 (${others.map(([k, v]) => `${k} x${v}`).join(', ')})`, others.reduce((n, [, v]) => n + v, 0), 0);
+    expect(
+      `request lines other than HIT/MISS 200 (${others.map(([k, v]) => `${k} x${v}`).join(', ')})`,
+      others.reduce((n, [, v]) => n + v, 0),
+      0,
+    );
     expect('regcache logged tunnels', health.tunnelsClosed, byName('tunnel').requests);
     expect('upstream GETs for MISSes (one per digest)', upstream.missGets, byName('MISS').requests);
     expect('tunnel target GETs', upstream.tunnelGets, byName('tunnel').requests);

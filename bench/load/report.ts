@@ -31,9 +31,21 @@ function hitTable(h: HitResult): string[][] {
   const rows = [['server', 'client', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs base', 'p99 vs base', 'server CPU s', 'client CPU s', 'errors']];
   for (const r of h.rows) {
     const base = r.id === HIT_BASELINE[r.id] ? 'baseline' : x(r.ratioToBaseline);
-    rows.push([HIT_ROW_LABEL[r.id], r.client, int(r.requestsPerSecond), f2(r.latencyMs.p50), f2(r.latencyMs.p99), base, r.id === HIT_BASELINE[r.id] ? '' : x(r.p99RatioToBaseline), f1(r.serverCpuSeconds), f1(r.clientCpuSeconds), String(r.errors)]);
+    rows.push([
+      HIT_ROW_LABEL[r.id],
+      r.client,
+      int(r.requestsPerSecond),
+      f2(r.latencyMs.p50),
+      f2(r.latencyMs.p99),
+      base,
+      r.id === HIT_BASELINE[r.id] ? '' : x(r.p99RatioToBaseline),
+      f1(r.serverCpuSeconds),
+      f1(r.clientCpuSeconds),
+      String(r.errors),
+    ]);
   }
-  for (const [id, why] of Object.entries(h.skipped)) rows.push([HIT_ROW_LABEL[id as keyof typeof HIT_ROW_LABEL], `not measured: ${why}`, '', '', '', '', '', '', '', '']);
+  for (const [id, why] of Object.entries(h.skipped))
+    rows.push([HIT_ROW_LABEL[id as keyof typeof HIT_ROW_LABEL], `not measured: ${why}`, '', '', '', '', '', '', '', '']);
   return rows;
 }
 
@@ -41,14 +53,26 @@ function mixedTable(m: MixedResult): string[][] {
   const rows = [['class', 'connections', 'requests', 'errors', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'setup p50 ms', 'setup p99 ms']];
   for (const c of m.classes) {
     const setup = c.setupMs ? [f1(c.setupMs.p50), f1(c.setupMs.p99)] : ['-', '-'];
-    rows.push([c.name, String(c.connections), int(c.requests), String(c.errors), int(c.requestsPerSecond), f2(c.latencyMs.p50), f2(c.latencyMs.p99), f1(c.latencyMs.max), ...setup]);
+    rows.push([
+      c.name,
+      String(c.connections),
+      int(c.requests),
+      String(c.errors),
+      int(c.requestsPerSecond),
+      f2(c.latencyMs.p50),
+      f2(c.latencyMs.p99),
+      f1(c.latencyMs.max),
+      ...setup,
+    ]);
   }
   rows.push(['total', String(m.options.connections), int(m.total.requests), String(m.total.errors), int(m.total.requestsPerSecond), '', '', '', '', '']);
   return rows;
 }
 
 function hitNotes(h: HitResult): string[] {
-  const log = Object.entries(h.regcacheLog).map(([k, n]) => `${k} x${n}`).join(', ');
+  const log = Object.entries(h.regcacheLog)
+    .map(([k, n]) => `${k} x${n}`)
+    .join(', ');
   return [
     `The clients (wrk, the bench's node generator) run on the same ${h.options.connections}-connection closed loop and the same 2 cores as the server: their CPU ("client CPU") is CPU the server did not get.`,
     'req/s vs base: the HTTP rows against docker-registry over plain HTTP, the TLS rows against docker-registry over TLS with the same node client.',
@@ -59,7 +83,9 @@ function hitNotes(h: HitResult): string[] {
 function mixedNotes(m: MixedResult): string[] {
   const rc = m.regcache;
   const h = rc.health;
-  const levels = Object.entries(h.linesByLevel).map(([k, n]) => `${k} ${int(n)}`).join(', ');
+  const levels = Object.entries(h.linesByLevel)
+    .map(([k, n]) => `${k} ${int(n)}`)
+    .join(', ');
   const errors = m.classes.filter((c) => c.errors > 0).map((c) => `${c.name}: ${JSON.stringify(c.errorsByKind)} (${c.errorSamples.join('; ')})`);
   const ranOut = m.classes.filter((c) => c.ranOut).map((c) => c.name);
   const split = m.classes.map((c) => `${c.name} ${c.connections}`).join(', ');
@@ -72,7 +98,9 @@ function mixedNotes(m: MixedResult): string[] {
       'During the timed phase new connections (the tunnels) wait in the accept queue: Node (libuv >= 1.45) accepts one connection per event-loop iteration, and an iteration serves every busy connection first.',
     `Errors: ${errors.length === 0 ? 'none' : errors.join(' | ')} (every body hashed against its digest; a non-200, reset, wrong byte or ${m.options.timeoutMs / 1000} s timeout is an error).`,
     `regcache peak RSS (VmHWM) ${f1(rc.peakRssMb)} MB, bound <= ${m.options.rssBoundMb} MB: ${m.rssVerdict} (idle before the load ${f1(rc.idleRssMb)} MB, after ${f1(rc.rssAfterMb)} MB; ` +
-      `during the load, by quarter: ${quarters(rc.samples.map((x) => x.rssMb)).map((v) => `${f1(v)} MB`).join(', ')}).`,
+      `during the load, by quarter: ${quarters(rc.samples.map((x) => x.rssMb))
+        .map((v) => `${f1(v)} MB`)
+        .join(', ')}).`,
     `regcache CPU ${f1(rc.cpuSeconds)} s in ${f1(m.wallSeconds)} s (${f2(rc.cpuSeconds / m.wallSeconds)} cores); the generator's own CPU ${f1(m.generator.cpuSeconds)} s competes on the same 2 cores.`,
     `Open files: regcache at most ${int(rc.maxOpenFds)} descriptors (sampled each second), limit ${int(rc.openFilesLimit)}; the generator's limit ${int(m.generator.openFilesLimit)}.`,
     `regcache after the load: ${h.healthy ? 'healthy' : 'NOT healthy'} (process ${h.running ? 'running' : 'gone'}, /healthz ${h.healthz}, log lines: ${levels}).` +

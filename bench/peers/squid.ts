@@ -131,8 +131,18 @@ export async function startSquid(o: SquidOptions): Promise<Squid> {
   if (!path.resolve(o.dir).startsWith(path.resolve(os.tmpdir()) + path.sep)) throw new Error(`squid dir must be under ${os.tmpdir()}`);
   await mkdir(path.join(o.dir, 'cache'), { recursive: true });
   // Copies inside the dir, so that squid (as SQUID_USER) can read them whenever it reloads.
-  const files = { hosts: path.join(o.dir, 'hosts'), upstreamCa: path.join(o.dir, 'upstream-ca.crt'), cert: path.join(o.dir, 'bump-ca.crt'), key: path.join(o.dir, 'bump-ca.key') };
-  await writeFile(files.hosts, Object.entries(o.hosts).map(([name, ip]) => `${ip} ${name}\n`).join(''));
+  const files = {
+    hosts: path.join(o.dir, 'hosts'),
+    upstreamCa: path.join(o.dir, 'upstream-ca.crt'),
+    cert: path.join(o.dir, 'bump-ca.crt'),
+    key: path.join(o.dir, 'bump-ca.key'),
+  };
+  await writeFile(
+    files.hosts,
+    Object.entries(o.hosts)
+      .map(([name, ip]) => `${ip} ${name}\n`)
+      .join(''),
+  );
   await copyFile(o.upstreamCaFile, files.upstreamCa);
   await copyFile(o.bumpCa.certFile, files.cert);
   await copyFile(o.bumpCa.keyFile, files.key);
@@ -147,7 +157,10 @@ export async function startSquid(o: SquidOptions): Promise<Squid> {
   if (swap.code !== 0) throw new Error(`squid -z: ${swap.stderr.trim()}\n${await logTail(path.join(o.dir, 'cache.log'))}`);
 
   const cacheLog = path.join(o.dir, 'cache.log');
-  const daemon = spawnDaemon(SQUID, ['-N', '-f', conf], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin' }, stdoutFile: path.join(o.dir, 'stdout.log') });
+  const daemon = spawnDaemon(SQUID, ['-N', '-f', conf], {
+    env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin' },
+    stdoutFile: path.join(o.dir, 'stdout.log'),
+  });
   try {
     await waitFor(
       async () => {

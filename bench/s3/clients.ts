@@ -32,7 +32,8 @@ export async function curlThrough(rc: Regcache, url: string, size: number, direc
   const r = await run('curl', args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeoutMs: TIMEOUT_MS + 10_000 });
   const doneAt = performance.now();
   const [status, bytes, firstByte] = r.stdout.trim().split(' ').map(Number);
-  if (r.code !== 0 || status !== 200 || bytes !== size) throw new Error(`curl ${url} through ${rc.proxyUrl}: exit ${r.code}, HTTP ${status}, ${bytes} of ${size} bytes: ${r.stderr.trim()}`);
+  if (r.code !== 0 || status !== 200 || bytes !== size)
+    throw new Error(`curl ${url} through ${rc.proxyUrl}: exit ${r.code}, HTTP ${status}, ${bytes} of ${size} bytes: ${r.stderr.trim()}`);
   return { startedAt, firstByteAt: startedAt + firstByte! * 1000, doneAt, bytes };
 }
 
@@ -41,7 +42,12 @@ export async function skopeoThrough(rc: Regcache, ref: string, image: Image, o: 
   const out = path.join(o.scratch, 'pulled');
   await rm(out, { recursive: true, force: true });
   const startedAt = performance.now();
-  const res = await skopeoCopyToDir(ref, out, { dir: path.join(o.scratch, 'skopeo'), env: { HTTPS_PROXY: rc.proxyUrl, NO_PROXY: '' }, certDir: o.certDir, timeoutMs: TIMEOUT_MS });
+  const res = await skopeoCopyToDir(ref, out, {
+    dir: path.join(o.scratch, 'skopeo'),
+    env: { HTTPS_PROXY: rc.proxyUrl, NO_PROXY: '' },
+    certDir: o.certDir,
+    timeoutMs: TIMEOUT_MS,
+  });
   const doneAt = performance.now();
   if (res.code !== 0) throw new Error(`skopeo copy ${ref} through ${rc.proxyUrl}: exit ${res.code}: ${res.stderr.trim()}`);
   const bad = await checkPulledImage(out, image);
@@ -54,14 +60,29 @@ export async function skopeoThrough(rc: Regcache, ref: string, image: Image, o: 
  * The blob GETs the replica logged since log line `since`: one per blob, each 200 with every byte, answered
  * `want`; REDIRECT: a HIT answered 307 with no body (S3_REDIRECT).
  */
-export async function expectServed(rc: Regcache, since: number, blobs: { digest: string; size: number }[], want: 'HIT' | 'MISS' | 'REDIRECT', what: string): Promise<void> {
-  const lines = await blobGetLines(rc, since, blobs.map((b) => b.digest), what);
+export async function expectServed(
+  rc: Regcache,
+  since: number,
+  blobs: { digest: string; size: number }[],
+  want: 'HIT' | 'MISS' | 'REDIRECT',
+  what: string,
+): Promise<void> {
+  const lines = await blobGetLines(
+    rc,
+    since,
+    blobs.map((b) => b.digest),
+    what,
+  );
   const [cache, status] = want === 'REDIRECT' ? ['HIT', 307] : [want, 200];
   for (const b of blobs) {
     const got = lines.filter((l) => l.digest === b.digest);
     const bytes = want === 'REDIRECT' ? 0 : b.size;
-    const ok = got.length === 1 && got[0]!.status === status && got[0]!.bytes === bytes && got[0]!.cache === cache && (want !== 'REDIRECT' || got[0]!.redirect === true);
-    if (!ok) throw new Error(`${what}: regcache logged [${got.map((l) => `${l.cache}/${l.status}/${l.bytes} bytes`).join(', ')}] for ${b.digest}, expected one ${cache}/${status}/${bytes} bytes`);
+    const ok =
+      got.length === 1 && got[0]!.status === status && got[0]!.bytes === bytes && got[0]!.cache === cache && (want !== 'REDIRECT' || got[0]!.redirect === true);
+    if (!ok)
+      throw new Error(
+        `${what}: regcache logged [${got.map((l) => `${l.cache}/${l.status}/${l.bytes} bytes`).join(', ')}] for ${b.digest}, expected one ${cache}/${status}/${bytes} bytes`,
+      );
   }
 }
 

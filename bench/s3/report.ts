@@ -204,7 +204,24 @@ const mb = (bytes: number): string => (bytes / 1e6).toFixed(0);
 
 function pullTable(r: S3BenchResult, kind: 'blob' | 'image'): string[][] {
   const rows = [
-    ['operation', 'store', 'median s', 'MB/s', 'first byte ms', 'time vs local', 'regcache CPU ns/B', 'CPU vs local', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B', 'upstream ns/B', 'client ns/B', 'all CPU ns/B', 'cores used', 'stored after last byte ms'],
+    [
+      'operation',
+      'store',
+      'median s',
+      'MB/s',
+      'first byte ms',
+      'time vs local',
+      'regcache CPU ns/B',
+      'CPU vs local',
+      'regcache peak RSS MB',
+      'radosgw ns/B',
+      'ceph-osd ns/B',
+      'upstream ns/B',
+      'client ns/B',
+      'all CPU ns/B',
+      'cores used',
+      'stored after last byte ms',
+    ],
   ];
   for (const key of PULL_KEYS.filter((k) => k.includes(`:${kind}`))) {
     const p = r.summary.pulls[key];
@@ -232,7 +249,21 @@ function pullTable(r: S3BenchResult, kind: 'blob' | 'image'): string[][] {
 
 function followTable(r: S3BenchResult): string[][] {
   const rows = [
-    ['follower', 'store', 'leader last byte s', 'follower asked s', 'follower first byte s', 'follower last byte s', 'follower vs leader', 'regcache CPU ns/B', 'regcache peak RSS MB', 'radosgw ns/B', 'ceph-osd ns/B', 'all CPU ns/B', 'cores used'],
+    [
+      'follower',
+      'store',
+      'leader last byte s',
+      'follower asked s',
+      'follower first byte s',
+      'follower last byte s',
+      'follower vs leader',
+      'regcache CPU ns/B',
+      'regcache peak RSS MB',
+      'radosgw ns/B',
+      'ceph-osd ns/B',
+      'all CPU ns/B',
+      'cores used',
+    ],
   ];
   const row = (label: string, store: string, f: FollowSummary): string[] => [
     label,
@@ -276,7 +307,7 @@ function notes(r: S3BenchResult): string[] {
     `CPU per byte: CPU seconds (user + system, /proc ticks of 10 ms) during the operation over the bytes delivered to clients; regcache's is the replica's that served (both, for a follower); radosgw and ceph-osd are the S3 server (ceph-mon, not shown: at most ${f2(Math.max(f.s3.monNsPerByte, ...Object.values(r.summary.pulls).map((q) => q.monNsPerByte)))} ns/B in any row); upstream is the docker-registry; client is curl or skopeo; all CPU is every one of them together, and cores used that CPU over the operation's wall time (for a follower: until its last byte): near 2, the 2 cores were the limit; well below, the bench got only part of them or waited on something else. regcache peak RSS: VmHWM of the serving replica during that operation alone (reset through /proc/<pid>/clear_refs before it). Ceph's own RSS at the end: radosgw ${f0(mem.gateway ?? NaN)} MB, ceph-osd ${f0(mem.osd ?? NaN)} MB, ceph-mon ${f0(mem.mon ?? NaN)} MB.`,
     `Followers: the leader's client asks replica A for the blob (cold); the follower asks once A's fill lock is in the bucket (S3, replica B, S3_FILL_LEASE ${lease}: B looks for the commit every 1/20 of the lease, 100 ms-1 s) or ${r.localFollowDelayMs} ms after the leader (local: a second client of the same replica). All times from the leader's request; "follower vs leader" is the follower's last byte over the leader's. The S3 follower's last byte came ${x(f.s3VsLocal)} as late as the local follower's. The follower's request line: local ${f.local.followerLine.cache}${f.local.followerLine.coalesced ? ' (coalesced)' : ''}, S3 ${f.s3.followerLine.cache}${f.s3.followerLine.coalesced ? ' (coalesced)' : ''}.`,
     "S3_REDIRECT rows: replica C (S3_REDIRECT=true, on A's bucket prefix) answers each blob GET 307 to a presigned URL of the gateway, which the client follows directly (curl --location --noproxy for it; skopeo reaches http:// directly with only HTTPS_PROXY set): the bytes go from radosgw to the client, regcache's CPU per byte is only the lookups, access checks, HEADs and signatures (and, for the image, the manifest it still serves).",
-    'first byte: curl\'s time to the first byte of the body (TCP, CONNECT, TLS with regcache, the request, and what regcache does before answering).',
+    "first byte: curl's time to the first byte of the body (TCP, CONNECT, TLS with regcache, the request, and what regcache does before answering).",
     'Everything (curl and skopeo, the upstream registry, the replicas, the mon, OSD and gateway) shares the same cores, and the machine is shared with other work: read the ratios, not the absolute MB/s.',
   ];
 }
@@ -286,7 +317,14 @@ function interpretation(r: S3BenchResult): string {
   const p = r.summary.pulls;
   const f = r.summary.follow;
   const get = (key: PullKey): PullSummary => p[key]!;
-  const [localCold, s3Cold, localWarm, s3Warm, second, redirect] = [get('local:blobCold'), get('s3:blobCold'), get('local:blobWarm'), get('s3:blobWarm'), get('s3:blobSecond'), get('s3:blobRedirect')];
+  const [localCold, s3Cold, localWarm, s3Warm, second, redirect] = [
+    get('local:blobCold'),
+    get('s3:blobCold'),
+    get('local:blobWarm'),
+    get('s3:blobWarm'),
+    get('s3:blobSecond'),
+    get('s3:blobRedirect'),
+  ];
   const ceph = (q: { radosgwNsPerByte: number; osdNsPerByte: number }): string => f2(q.radosgwNsPerByte + q.osdNsPerByte);
   const cores = [...Object.values(p), f.local, f.s3].map((q) => q.coresUsed);
   const load = (l: number[]): string => f1(l[0]!);

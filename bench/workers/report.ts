@@ -26,7 +26,25 @@ const x = (n: number, base: number): string => (Number.isFinite(n / base) ? `${(
 
 function throughputTable(r: WorkersBenchResult): string[][] {
   const base = r.runs[0]!;
-  const rows = [['WORKERS', 'warm MB/s', 'vs 1', 'regcache cores', 'regcache CPU ns/B', 'curl cores', 'HIT req/s mirror (wrk)', 'vs 1', 'p99 ms', 'HIT req/s CONNECT+TLS', 'vs 1', 'p99 ms', 'regcache cores', 'regcache CPU µs/req', 'errors']];
+  const rows = [
+    [
+      'WORKERS',
+      'warm MB/s',
+      'vs 1',
+      'regcache cores',
+      'regcache CPU ns/B',
+      'curl cores',
+      'HIT req/s mirror (wrk)',
+      'vs 1',
+      'p99 ms',
+      'HIT req/s CONNECT+TLS',
+      'vs 1',
+      'p99 ms',
+      'regcache cores',
+      'regcache CPU µs/req',
+      'errors',
+    ],
+  ];
   for (const run of r.runs) {
     const w = run.warm;
     const hit = run.hitIntercepted;
@@ -52,7 +70,23 @@ function throughputTable(r: WorkersBenchResult): string[][] {
 }
 
 function loadTable(r: WorkersBenchResult): string[][] {
-  const rows = [['WORKERS', 'tunnel p50 ms', 'tunnel p99 ms', 'tunnel max ms', 'tunnels', 'HIT req/s', 'HIT p99 ms', 'MISS req/s', 'MISS p99 ms', 'total req/s', 'regcache cores', 'peak RSS MB (sum)', 'errors']];
+  const rows = [
+    [
+      'WORKERS',
+      'tunnel p50 ms',
+      'tunnel p99 ms',
+      'tunnel max ms',
+      'tunnels',
+      'HIT req/s',
+      'HIT p99 ms',
+      'MISS req/s',
+      'MISS p99 ms',
+      'total req/s',
+      'regcache cores',
+      'peak RSS MB (sum)',
+      'errors',
+    ],
+  ];
   for (const run of r.runs) {
     const m = run.mixed;
     const cls = (name: string) => m.classes.find((c) => c.name === name)!;
@@ -81,7 +115,7 @@ function notes(r: WorkersBenchResult): string[] {
     `Warm: ${r.warmOptions.clients} curl processes, each downloading one cached ${int(r.blob.bytes / 1e6)} MB blob over and over through CONNECT (intercepted: TLS with a minted leaf, hashed while served with VERIFY_ON_READ) for ${r.warmOptions.seconds} s, a new connection per download; MB/s is every byte over the wall time until the last download ended (MB = 10^6 bytes).`,
     `HIT req/s: a ${r.manifestBytes}-byte manifest by digest, ${r.hitConnections} keep-alive connections, ${r.hitSeconds} s after a warm-up, as in the load bench's part 1. HITs were logged by ${served}.`,
     `Under load: the load bench's part 2 (${r.mixedConnections} connections mixing HITs, MISSes and tunnels, its own regcache per row); a tunnel's latency is a new connection's: TCP connect, CONNECT, TLS handshake through the tunnel, one GET. regcache cores: CPU seconds of its whole process tree (the primary and its workers) per second of wall time; peak RSS is the sum of each process's peak.`,
-    'regcache CPU ns/B and µs/req: its whole tree\'s CPU per byte of the warm downloads and per HIT request through CONNECT + TLS; they do not depend on how many cores regcache got, the MB/s and req/s do.',
+    "regcache CPU ns/B and µs/req: its whole tree's CPU per byte of the warm downloads and per HIT request through CONNECT + TLS; they do not depend on how many cores regcache got, the MB/s and req/s do.",
     'Everything (clients, upstream registry, regcache) shares the same cores, and the machine is shared with other work (load average above): see docs/decisions.md for what the figures imply for a machine where regcache has cores of its own.',
   ];
 }

@@ -62,7 +62,18 @@ export async function measureWarmThroughput(target: WarmTarget, opts: WarmOption
 
 /** One download; the body goes to /dev/null, its size and status are checked. */
 function curl(target: WarmTarget): Promise<Download> {
-  const args = ['-sS', '-o', '/dev/null', '--proxy', `http://127.0.0.1:${target.proxyPort}`, '--cacert', target.caFile, '-w', '%{http_code} %{size_download}', target.url];
+  const args = [
+    '-sS',
+    '-o',
+    '/dev/null',
+    '--proxy',
+    `http://127.0.0.1:${target.proxyPort}`,
+    '--cacert',
+    target.caFile,
+    '-w',
+    '%{http_code} %{size_download}',
+    target.url,
+  ];
   return new Promise((resolve) => {
     const child = spawn('curl', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -72,7 +83,8 @@ function curl(target: WarmTarget): Promise<Download> {
     child.once('error', (e) => resolve({ bytes: 0, error: `curl: ${e.message}` }));
     child.once('close', (code) => {
       const [status, size] = out.trim().split(' ').map(Number);
-      if (code !== 0 || status !== 200 || size !== target.size) resolve({ bytes: size ?? 0, error: `exit ${code}, status ${status}, ${size} of ${target.size} bytes ${err.trim()}` });
+      if (code !== 0 || status !== 200 || size !== target.size)
+        resolve({ bytes: size ?? 0, error: `exit ${code}, status ${status}, ${size} of ${target.size} bytes ${err.trim()}` });
       else resolve({ bytes: size, error: null });
     });
   });

@@ -68,7 +68,9 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       record.cache = 'REJECTED';
       record.kind = 'admin-auth';
       record.error = `admin authentication required (credentials: ${result.refused})`; // never the header
-      send(401, TEXT, `regcache: ${record.path} needs admin credentials (${deps.auth.variable} users), e.g. curl -u user:password\n`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+      send(401, TEXT, `regcache: ${record.path} needs admin credentials (${deps.auth.variable} users), e.g. curl -u user:password\n`, {
+        'www-authenticate': 'Basic realm="regcache admin"',
+      });
       return;
     }
     viewer = 'admin';
@@ -92,7 +94,11 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       }
       if (record.path === '/setup/systemd') {
         const credentials = await credentialsFor(deps.proxyAuth, req);
-        send(200, 'text/x-shellscript; charset=utf-8', systemdSetupScript({ origin: `http://${host}`, credentials, credentialsRequired: deps.proxyAuth !== null }));
+        send(
+          200,
+          'text/x-shellscript; charset=utf-8',
+          systemdSetupScript({ origin: `http://${host}`, credentials, credentialsRequired: deps.proxyAuth !== null }),
+        );
         return;
       }
       const mirrorPort = deps.mirrorPort();
@@ -116,7 +122,11 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     case '/readyz': {
       // A full disk cannot store anything (every fill is a BYPASS): a balancer should prefer another replica.
       // With CACHE_STORE, a replica that cannot reach the bucket answers 503 to every pull: out of rotation.
-      const checks = { listening: deps.ready(), diskSpace: !(await deps.diskFull().catch(() => true)), ...(deps.storeReachable ? { store: deps.storeReachable() } : {}) };
+      const checks = {
+        listening: deps.ready(),
+        diskSpace: !(await deps.diskFull().catch(() => true)),
+        ...(deps.storeReachable ? { store: deps.storeReachable() } : {}),
+      };
       const ready = Object.values(checks).every(Boolean);
       json(ready ? 200 : 503, { ready, checks });
       return;
@@ -130,7 +140,10 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
         answer =
           record.path === '/metrics'
             ? { type: deps.metrics.contentType, body: await deps.metrics.metrics() }
-            : { type: JSON_TYPE, body: JSON.stringify(record.path === '/api/v1/cache' ? await deps.listing(viewer) : (await deps.listing(viewer)).summary, null, 2) + '\n' };
+            : {
+                type: JSON_TYPE,
+                body: JSON.stringify(record.path === '/api/v1/cache' ? await deps.listing(viewer) : (await deps.listing(viewer)).summary, null, 2) + '\n',
+              };
       } catch (err) {
         record.error = (err as Error).message;
         send(503, TEXT, `regcache: ${record.path} is not available now\n`);

@@ -41,12 +41,20 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
   const control = await claimCacheDir(config.cacheDir);
   let opened: { store: S3Store; created: boolean; bucket: S3Bucket };
   try {
-    const bucket = await S3Bucket.create({ bucket: cacheStore.bucket, endpoint: config.s3.endpoint, forcePathStyle: config.s3.forcePathStyle, display: cacheStore.display });
+    const bucket = await S3Bucket.create({
+      bucket: cacheStore.bucket,
+      endpoint: config.s3.endpoint,
+      forcePathStyle: config.s3.forcePathStyle,
+      display: cacheStore.display,
+    });
     opened = { ...(await S3Store.open({ bucket, prefix: cacheStore.prefix, dir: config.cacheDir, log, localTierBytes: config.localTierMaxSize })), bucket };
   } catch (err) {
     await control.close();
     if (!(err instanceof StoreUnavailableError)) throw err;
-    throw new StartupError('CACHE_STORE', `CACHE_STORE=${cacheStore.display} cannot be used: ${err.message}. Check S3_ENDPOINT${config.s3.endpoint ? `=${config.s3.endpoint}` : ''}, the bucket's name, and that the credentials (AWS_ACCESS_KEY_ID or the instance's role) may read, write and, for a missing bucket, create it`);
+    throw new StartupError(
+      'CACHE_STORE',
+      `CACHE_STORE=${cacheStore.display} cannot be used: ${err.message}. Check S3_ENDPOINT${config.s3.endpoint ? `=${config.s3.endpoint}` : ''}, the bucket's name, and that the credentials (AWS_ACCESS_KEY_ID or the instance's role) may read, write and, for a missing bucket, create it`,
+    );
   }
   const { store, created, bucket } = opened;
   control.serve(new CacheAdmin(store, config.cacheMaxSize));
@@ -57,16 +65,36 @@ export async function ownBucket(config: Config, cacheStore: CacheStore, log: Log
   });
   const evictor = new FleetEvictor(
     { bucket, layout: store.layout, index: store.index, usage: store.usage, locks },
-    { maxBytes: config.cacheMaxSize, inactiveMs: config.cacheInactiveMs, sweepMs: config.s3.sweepMs, flushMs: config.s3.accessFlushMs, graceMs: config.s3.evictGraceMs },
+    {
+      maxBytes: config.cacheMaxSize,
+      inactiveMs: config.cacheInactiveMs,
+      sweepMs: config.s3.sweepMs,
+      flushMs: config.s3.accessFlushMs,
+      graceMs: config.s3.evictGraceMs,
+    },
     log,
   );
   evictor.start();
   // Replicas may start reads of evicted content until their next refresh; each is seen in their next batch.
   const safeGraceMs = REFRESH_MS + 2 * config.s3.accessFlushMs;
   if (config.s3.evictGraceMs < safeGraceMs) {
-    log.warn({ evictGraceMs: config.s3.evictGraceMs, safeGraceMs }, 'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)');
+    log.warn(
+      { evictGraceMs: config.s3.evictGraceMs, safeGraceMs },
+      'S3_EVICT_GRACE is shorter than a refresh plus two access batches: evicted content may be deleted while a replica that has not refreshed yet starts reading it (its client is then cut or the request refetched)',
+    );
   }
-  log.info({ store: cacheStore.display, endpoint: config.s3.endpoint, bucketCreated: created, entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize, localTierMaxBytes: config.localTierMaxSize }, 'cache opened');
+  log.info(
+    {
+      store: cacheStore.display,
+      endpoint: config.s3.endpoint,
+      bucketCreated: created,
+      entries: store.index.size,
+      bytes: store.index.totalBytes,
+      maxBytes: config.cacheMaxSize,
+      localTierMaxBytes: config.localTierMaxSize,
+    },
+    'cache opened',
+  );
   const ttlSeconds = Math.floor(config.s3.redirectTtlMs / 1000);
   const redirect: BlobRedirect | null = config.s3.redirect ? (digest) => bucket.presign(store.layout.content(digest), ttlSeconds) : null;
   return {

@@ -80,7 +80,10 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     closeStore: () => owned.close(),
   });
   owned.setPorts(proxy.ports);
-  log.info({ port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) }, 'listening');
+  log.info(
+    { port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) },
+    'listening',
+  );
   return proxy;
 }
 
@@ -104,11 +107,29 @@ async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<
     const owner = await ownBucket(config, config.cacheStore, log);
     const { store } = owner;
     owner.evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
-    return { store, coordinator: new FillCoordinator(store, owner.room, log, owner.fills), index: store.index.replica, diskFull: () => diskFull(store), reachable: () => store.reachable, redirect: owner.redirect, setPorts: owner.setPorts, close: owner.close };
+    return {
+      store,
+      coordinator: new FillCoordinator(store, owner.room, log, owner.fills),
+      index: store.index.replica,
+      diskFull: () => diskFull(store),
+      reachable: () => store.reachable,
+      redirect: owner.redirect,
+      setPorts: owner.setPorts,
+      close: owner.close,
+    };
   }
   const owner = await ownCacheDir(config, log, metrics);
   const { store, evictor } = owner;
-  return { store, coordinator: new FillCoordinator(store, evictor, log), index: store.index, diskFull: () => evictor.diskFull(), reachable: null, redirect: null, setPorts: owner.setPorts, close: owner.close };
+  return {
+    store,
+    coordinator: new FillCoordinator(store, evictor, log),
+    index: store.index,
+    diskFull: () => evictor.diskFull(),
+    reachable: null,
+    redirect: null,
+    setPorts: owner.setPorts,
+    close: owner.close,
+  };
 }
 
 /** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
@@ -272,7 +293,11 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   ready = true;
   const adminPort = admin ? (admin.address() as AddressInfo).port : null;
   const mirrorPort = adminDeps.mirrorPort();
-  const ports: ServerPorts = { proxy: port, mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null }, admin: adminPort };
+  const ports: ServerPorts = {
+    proxy: port,
+    mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null },
+    admin: adminPort,
+  };
   return {
     port,
     ports,
@@ -340,7 +365,10 @@ async function warmUp(port: number, log: Logger): Promise<void> {
 }
 
 /** The mirror's certificate: files (MIRROR_TLS_CERT/KEY), or minted from our CA for MIRROR_HOSTNAME. */
-async function mirrorTls(config: Config, leaves: LeafCertificates): Promise<{ cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] } | undefined> {
+async function mirrorTls(
+  config: Config,
+  leaves: LeafCertificates,
+): Promise<{ cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] } | undefined> {
   if (config.mirrorTls) {
     const [cert, key] = await Promise.all([fs.readFile(config.mirrorTls.certFile, 'utf8'), fs.readFile(config.mirrorTls.keyFile, 'utf8')]);
     return { cert, key };

@@ -33,8 +33,13 @@ export async function checkStartup(config: Config): Promise<void> {
 
 /** What a listener's bind failure means, naming the variable that chose the port. */
 export function listenError(variable: string, port: number, err: NodeJS.ErrnoException): StartupError {
-  if (err.code === 'EADDRINUSE') return new StartupError(variable, `${variable}=${port} is in use by another process: stop it, or choose another port, e.g. ${variable}=${port + 1}`);
-  if (err.code === 'EACCES') return new StartupError(variable, `${variable}=${port} needs privileges this process lacks (ports below 1024): choose a port of 1024 or more, e.g. ${variable}=${port + 3000}`);
+  if (err.code === 'EADDRINUSE')
+    return new StartupError(variable, `${variable}=${port} is in use by another process: stop it, or choose another port, e.g. ${variable}=${port + 1}`);
+  if (err.code === 'EACCES')
+    return new StartupError(
+      variable,
+      `${variable}=${port} needs privileges this process lacks (ports below 1024): choose a port of 1024 or more, e.g. ${variable}=${port + 3000}`,
+    );
   return new StartupError(variable, `cannot listen on ${variable}=${port}: ${err.code ?? err.message}`);
 }
 
@@ -80,7 +85,8 @@ async function checkDirectory(variable: string, dir: string, write: boolean): Pr
     try {
       await fs.access(target, mode);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EROFS') throw new StartupError(variable, `${variable}=${dir}: ${where} is on a read-only filesystem: mount it read-write, or point ${variable} elsewhere`);
+      if ((err as NodeJS.ErrnoException).code === 'EROFS')
+        throw new StartupError(variable, `${variable}=${dir}: ${where} is on a read-only filesystem: mount it read-write, or point ${variable} elsewhere`);
       throw new StartupError(variable, `${variable}=${dir}: ${where} is not ${what} by this process (${identity()}): ${ownershipFix(target)}`);
     }
   }
@@ -118,7 +124,11 @@ async function checkPortFree(variable: string, port: number, disableIpv6: boolea
       server.listen({ port, host, ipv6Only: false, exclusive: true }, () => server.close(() => resolve()));
     });
   try {
-    await (disableIpv6 ? bind('0.0.0.0') : bind('::').catch((err: NodeJS.ErrnoException) => (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL' ? bind('0.0.0.0') : Promise.reject(err))));
+    await (disableIpv6
+      ? bind('0.0.0.0')
+      : bind('::').catch((err: NodeJS.ErrnoException) =>
+          err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL' ? bind('0.0.0.0') : Promise.reject(err),
+        ));
   } catch (err) {
     throw listenError(variable, port, err as NodeJS.ErrnoException);
   }

@@ -11,7 +11,10 @@ export interface Doors {
   admin: UserSet | null; // /api/v1/*, /metrics, /setup/*, the mirror's /v2/_catalog (Authorization)
 }
 
-export function loadDoors(config: Pick<Config, 'proxyAuth' | 'mirrorAuth' | 'adminAuth' | 'mirrorPort'>, guard: PasswordGuard): { doors: Doors; warnings: string[] } {
+export function loadDoors(
+  config: Pick<Config, 'proxyAuth' | 'mirrorAuth' | 'adminAuth' | 'mirrorPort'>,
+  guard: PasswordGuard,
+): { doors: Doors; warnings: string[] } {
   const proxy = config.proxyAuth === null ? null : UserSet.load(config.proxyAuth, 'PROXY_AUTH', guard);
   const warnings: string[] = [];
   // One UserSet per variable: a door that inherits PROXY_AUTH shares its caches of verdicts.
@@ -26,7 +29,9 @@ export function loadDoors(config: Pick<Config, 'proxyAuth' | 'mirrorAuth' | 'adm
     warnings.push('MIRROR_AUTH=none: the registry mirror serves anyone who can reach it, although PROXY_AUTH is set');
   }
   if (proxy && config.adminAuth === NO_AUTH) {
-    warnings.push('ADMIN_AUTH=none: /metrics, /api/v1/*, /setup/* and the mirror\'s /v2/_catalog are open to anyone who can reach them, although PROXY_AUTH is set');
+    warnings.push(
+      "ADMIN_AUTH=none: /metrics, /api/v1/*, /setup/* and the mirror's /v2/_catalog are open to anyone who can reach them, although PROXY_AUTH is set",
+    );
   }
   return { doors: { proxy, mirror, admin }, warnings };
 }

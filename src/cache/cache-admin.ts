@@ -275,7 +275,7 @@ async function sha256Of(file: ContentFile): Promise<string> {
   const hash = crypto.createHash('sha256');
   const buffer = Buffer.allocUnsafe(HASH_CHUNK);
   try {
-    for (let position = 0; ; ) {
+    for (let position = 0; ;) {
       const n = await file.read(buffer, HASH_CHUNK, position);
       if (n === 0) break;
       hash.update(buffer.subarray(0, n));

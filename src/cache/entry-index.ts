@@ -400,14 +400,16 @@ export class EntryIndex {
     const batch: Batch = { texts: [text], lines: ops.length, durable, written: Promise.resolve() };
     // Serialised: batches never interleave, and each waits for those before it. A failed write (disk
     // full) fails only the callers whose lines were in its batch.
-    batch.written = this.appending.catch(() => undefined).then(async () => {
-      this.openBatch = null; // appends from now on form the next batch, which waits for this one
-      if (!this.handle) return;
-      await this.handle.appendFile(batch.texts.join(''));
-      if (batch.durable) await this.handle.datasync();
-      this.journalLines += batch.lines;
-      if (this.journalLines > this.entries.size + this.compactSlack) await this.compact().catch(() => undefined); // retried at the next append
-    });
+    batch.written = this.appending
+      .catch(() => undefined)
+      .then(async () => {
+        this.openBatch = null; // appends from now on form the next batch, which waits for this one
+        if (!this.handle) return;
+        await this.handle.appendFile(batch.texts.join(''));
+        if (batch.durable) await this.handle.datasync();
+        this.journalLines += batch.lines;
+        if (this.journalLines > this.entries.size + this.compactSlack) await this.compact().catch(() => undefined); // retried at the next append
+      });
     this.openBatch = batch;
     this.appending = batch.written;
     return batch.written;

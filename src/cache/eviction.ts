@@ -63,7 +63,11 @@ export class Evictor extends EventEmitter {
       const index = this.store.index;
       if (index.totalBytes <= this.budget.maxBytes) return;
       const target = Math.floor(this.budget.maxBytes * LOW_WATER);
-      await this.evictWhile(() => index.totalBytes > target, () => true, 'size');
+      await this.evictWhile(
+        () => index.totalBytes > target,
+        () => true,
+        'size',
+      );
     });
   }
 
@@ -71,7 +75,11 @@ export class Evictor extends EventEmitter {
   sweep(now = Date.now()): Promise<void> {
     return this.serialised(async () => {
       const cutoff = now - this.budget.inactiveMs;
-      await this.evictWhile(() => true, (e) => e.lastAccess < cutoff, 'inactive');
+      await this.evictWhile(
+        () => true,
+        (e) => e.lastAccess < cutoff,
+        'inactive',
+      );
     });
   }
 
@@ -90,7 +98,10 @@ export class Evictor extends EventEmitter {
       let available = (await this.store.space()).free; // again: an eviction queued before this one may have run
       // The index's total is the most eviction can free (less where a blob and a manifest share a file).
       if (available + index.totalBytes < needed) {
-        this.log.info({ bytes, freeBytes: available, storedBytes: index.totalBytes, reserveBytes: needed - bytes }, 'no room on disk even after evicting everything; nothing evicted');
+        this.log.info(
+          { bytes, freeBytes: available, storedBytes: index.totalBytes, reserveBytes: needed - bytes },
+          'no room on disk even after evicting everything; nothing evicted',
+        );
         return;
       }
       await this.evictWhile(

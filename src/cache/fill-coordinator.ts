@@ -96,7 +96,14 @@ export class FillCoordinator extends EventEmitter {
       const started = Date.now();
       const { answer, body } = await fetch();
       if (!body) return { kind: 'declined', answer };
-      const refusal = body.size === null ? null : !this.room.fits(body.size) ? 'larger than CACHE_MAX_SIZE' : (await this.room.makeRoom(body.size)) ? null : 'not enough free disk space';
+      const refusal =
+        body.size === null
+          ? null
+          : !this.room.fits(body.size)
+            ? 'larger than CACHE_MAX_SIZE'
+            : (await this.room.makeRoom(body.size))
+              ? null
+              : 'not enough free disk space';
       if (refusal) return { kind: 'bypassed', answer, reason: refusal };
       try {
         fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from);
@@ -160,7 +167,10 @@ export class FillCoordinator extends EventEmitter {
     const { kind, digest } = stored;
     void (async () => {
       if (await this.store.dropCorruptCopy?.(digest)) {
-        this.log.warn({ digest, kind, error: err.message }, 'local copy of stored content does not match its digest; dropped (the bucket answers the next read)');
+        this.log.warn(
+          { digest, kind, error: err.message },
+          'local copy of stored content does not match its digest; dropped (the bucket answers the next read)',
+        );
         return;
       }
       this.log.warn({ digest, kind, path: this.store.where(digest), error: err.message }, 'stored content does not match its digest; dropped');

@@ -47,7 +47,6 @@ interface ManifestLinks {
   blobs: string[]; // an image manifest's config and layers
 }
 
-
 export class ImageGraph {
   private constructor(
     private readonly index: ContentIndex,
@@ -150,7 +149,9 @@ function parseLinks(text: string): ManifestLinks | null {
   if (typeof doc !== 'object' || doc === null) return null;
   const d = doc as { manifests?: unknown; config?: unknown; layers?: unknown; blobs?: unknown };
   const descriptors = (value: unknown): Record<string, unknown>[] =>
-    (Array.isArray(value) ? value : [value]).filter((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && typeof x.digest === 'string' && isSha256Digest(x.digest));
+    (Array.isArray(value) ? value : [value]).filter(
+      (x): x is Record<string, unknown> => typeof x === 'object' && x !== null && typeof x.digest === 'string' && isSha256Digest(x.digest),
+    );
   const children = descriptors(d.manifests).map((c) => ({ digest: c.digest as string, platform: platformOf(c.platform) }));
   const blobs = [...descriptors(d.config), ...descriptors(d.layers), ...descriptors(d.blobs)].map((b) => b.digest as string);
   return { children, blobs };

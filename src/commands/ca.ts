@@ -19,11 +19,14 @@ export function addCaCommands(program: Command): void {
   ca.command('export')
     .description('print the CA certificate (PEM); never creates a CA (exit 1 when there is none)')
     .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
-    .addHelpText('after', '\nExamples:\n  $ regcache ca export > regcache-ca.crt\n  $ regcache ca export | ssh node1 "sudo tee /usr/local/share/ca-certificates/regcache.crt"')
+    .addHelpText(
+      'after',
+      '\nExamples:\n  $ regcache ca export > regcache-ca.crt\n  $ regcache ca export | ssh node1 "sudo tee /usr/local/share/ca-certificates/regcache.crt"',
+    )
     .action(async (options: { caDir?: string }) => {
       process.stdout.write((await caCertificateOrFail(options)).certPem);
     });
-  
+
   /** The CA the server created (a client must trust that one, not a new one made here). */
   async function caCertificateOrFail(options: { caDir?: string }): Promise<{ certFile: string; certPem: string }> {
     try {

@@ -21,18 +21,41 @@ export function addCacheCommands(program: Command): void {
   const cache = program
     .command('cache')
     .description('Inspect and manage the cache (also while the server runs).')
-    .addHelpText('after', examples('regcache cache ls --images', 'regcache cache du', 'regcache cache rm --dry-run alpine:3.20', 'regcache cache prune --older-than 30d', 'regcache cache verify'));
+    .addHelpText(
+      'after',
+      examples(
+        'regcache cache ls --images',
+        'regcache cache du',
+        'regcache cache rm --dry-run alpine:3.20',
+        'regcache cache prune --older-than 30d',
+        'regcache cache verify',
+      ),
+    );
   const command = (name: string, description: string) =>
-    cache.command(name).description(description).option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)').option('--json', 'machine-readable output');
+    cache
+      .command(name)
+      .description(description)
+      .option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)')
+      .option('--json', 'machine-readable output');
   const dryRun = new Option('--dry-run', 'list what would be removed; remove nothing');
 
   command('ls', 'stored entries, most recently used first: repositories, tags, digests, sizes, last use; or stored images (--images)')
     .option('--registry <host>', 'only entries requested from this registry (docker.io, index.docker.io and registry-1.docker.io are one)')
     .option('--images', 'one row per stored image (tag, or repository@digest): its size and whether every config and layer is stored')
-    .addHelpText('after', examples('regcache cache ls', 'regcache cache ls --registry docker.io', 'regcache cache ls --images', 'regcache cache ls --images --registry ghcr.io --json'))
+    .addHelpText(
+      'after',
+      examples(
+        'regcache cache ls',
+        'regcache cache ls --registry docker.io',
+        'regcache cache ls --images',
+        'regcache cache ls --images --registry ghcr.io --json',
+      ),
+    )
     .action((o: CommonOptions & { registry?: string; images?: boolean }) => {
       const args = { ...(o.registry ? { registry: o.registry } : {}), ...(o.images ? { images: true } : {}) };
-      return o.images ? execute(o, { cmd: 'ls', args }, (rows: ListedImage[]) => printImages(rows, o.registry)) : execute(o, { cmd: 'ls', args }, (rows: ListedEntry[]) => printList(rows, o.registry));
+      return o.images
+        ? execute(o, { cmd: 'ls', args }, (rows: ListedImage[]) => printImages(rows, o.registry))
+        : execute(o, { cmd: 'ls', args }, (rows: ListedEntry[]) => printList(rows, o.registry));
     });
   command('du', 'total size, per registry, against CACHE_MAX_SIZE')
     .addHelpText('after', examples('regcache cache du', 'CACHE_DIR=/docker_mirror_cache regcache cache du --json'))
@@ -40,7 +63,15 @@ export function addCacheCommands(program: Command): void {
   command('rm', 'remove an image (its tag, and its manifests and blobs that no other stored image or repository uses) or a digest')
     .argument('<image-ref|digest>', 'e.g. alpine:3.20, ghcr.io/org/app:v1, sha256:...')
     .addOption(dryRun)
-    .addHelpText('after', examples('regcache cache rm alpine:3.20', 'regcache cache rm --dry-run alpine:3.20', 'regcache cache rm ghcr.io/org/app@sha256:<digest>', 'regcache cache rm sha256:<digest>'))
+    .addHelpText(
+      'after',
+      examples(
+        'regcache cache rm alpine:3.20',
+        'regcache cache rm --dry-run alpine:3.20',
+        'regcache cache rm ghcr.io/org/app@sha256:<digest>',
+        'regcache cache rm sha256:<digest>',
+      ),
+    )
     .action((target: string, o: CommonOptions & { dryRun?: boolean }) => {
       parse(() => isDigestArgument(target) || parseImageReference(target)); // a malformed one is a usage error (exit 2)
       return execute(o, { cmd: 'rm', args: { target, dryRun: o.dryRun === true } }, printRemoval);
@@ -49,7 +80,10 @@ export function addCacheCommands(program: Command): void {
     .option('--older-than <duration>', 'e.g. 7d, 12h (nginx time syntax)')
     .option('--to-size <size>', 'e.g. 10g, 500m (nginx size syntax)')
     .addOption(dryRun)
-    .addHelpText('after', examples('regcache cache prune --older-than 7d', 'regcache cache prune --to-size 10g', 'regcache cache prune --dry-run --older-than 30d'))
+    .addHelpText(
+      'after',
+      examples('regcache cache prune --older-than 7d', 'regcache cache prune --to-size 10g', 'regcache cache prune --dry-run --older-than 30d'),
+    )
     .action((o: CommonOptions & { olderThan?: string; toSize?: string; dryRun?: boolean }) => {
       if (o.olderThan === undefined && o.toSize === undefined) fail('prune needs --older-than and/or --to-size, e.g. regcache cache prune --older-than 7d');
       const args = {
@@ -69,7 +103,12 @@ function examples(...lines: string[]): string {
 }
 
 /** Runs one command and prints its result; `failure` names a result that must still exit 1. */
-async function execute<T>(options: CommonOptions, request: ControlRequest, print: (result: T) => string, failure?: (result: T) => string | null): Promise<void> {
+async function execute<T>(
+  options: CommonOptions,
+  request: ControlRequest,
+  print: (result: T) => string,
+  failure?: (result: T) => string | null,
+): Promise<void> {
   const config = parse(() => loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}));
   let result: unknown;
   const remote = await askControl(config.cacheDir, request);
@@ -96,7 +135,13 @@ async function execute<T>(options: CommonOptions, request: ControlRequest, print
 
 function printList(rows: ListedEntry[], registry: string | undefined): string {
   const lines = rows.map((r) =>
-    [r.lastAccess.slice(0, 19).replace('T', ' '), formatBytes(r.size).padStart(10), r.kind.padEnd(8), r.digest.slice(0, 19), [...r.tags, ...r.repositories.filter((repo) => !r.tags.some((t) => t.startsWith(repo + ':')))].join(' ')].join('  '),
+    [
+      r.lastAccess.slice(0, 19).replace('T', ' '),
+      formatBytes(r.size).padStart(10),
+      r.kind.padEnd(8),
+      r.digest.slice(0, 19),
+      [...r.tags, ...r.repositories.filter((repo) => !r.tags.some((t) => t.startsWith(repo + ':')))].join(' '),
+    ].join('  '),
   );
   return ['LAST USED            SIZE        KIND      DIGEST               IMAGES', ...lines, ...nothingFrom(rows, registry)].join('\n') + '\n';
 }
@@ -106,20 +151,24 @@ function printImages(rows: ListedImage[], registry: string | undefined): string 
     const platforms = r.platforms ? `${r.platforms.stored.length}/${r.platforms.listed}` : '-';
     return [formatBytes(r.size).padStart(10), (r.complete ? 'yes' : 'no').padEnd(8), r.digest.slice(0, 19), platforms.padEnd(9), r.image].join('  ');
   });
-  return [
-    '      SIZE  COMPLETE  DIGEST               PLATFORMS  IMAGE',
-    ...lines,
-    ...nothingFrom(rows, registry),
-    '',
-    "SIZE: the image's manifests, configs and layers that are stored, each once; content shared between images",
-    "counts in each, so the sizes can add up to more than `regcache cache du`. COMPLETE: every config and layer",
-    'of each stored platform is stored. PLATFORMS: of a multi-platform image, those stored / those it lists.',
-  ].join('\n') + '\n';
+  return (
+    [
+      '      SIZE  COMPLETE  DIGEST               PLATFORMS  IMAGE',
+      ...lines,
+      ...nothingFrom(rows, registry),
+      '',
+      "SIZE: the image's manifests, configs and layers that are stored, each once; content shared between images",
+      'counts in each, so the sizes can add up to more than `regcache cache du`. COMPLETE: every config and layer',
+      'of each stored platform is stored. PLATFORMS: of a multi-platform image, those stored / those it lists.',
+    ].join('\n') + '\n'
+  );
 }
 
 /** A filter that matched nothing says so rather than printing an empty table. */
 function nothingFrom(rows: unknown[], registry: string | undefined): string[] {
-  return rows.length === 0 && registry !== undefined ? [`(nothing stored from ${registryDisplayName(registry)}; regcache cache du lists the registries in the cache)`] : [];
+  return rows.length === 0 && registry !== undefined
+    ? [`(nothing stored from ${registryDisplayName(registry)}; regcache cache du lists the registries in the cache)`]
+    : [];
 }
 
 function printUsage(u: Usage): string {
@@ -143,7 +192,9 @@ function printRemoval(r: RemovalReport): string {
 }
 
 function printVerify(r: VerifyReport): string {
-  const lines = [`checked ${r.checked} entries: ${r.corrupt.length} corrupt, ${r.missing.length} missing, ${r.orphans} orphaned files removed, ${formatBytes(r.bytesFreed)} freed`];
+  const lines = [
+    `checked ${r.checked} entries: ${r.corrupt.length} corrupt, ${r.missing.length} missing, ${r.orphans} orphaned files removed, ${formatBytes(r.bytesFreed)} freed`,
+  ];
   for (const d of r.corrupt) lines.push(`  corrupt (removed): ${d}`);
   for (const d of r.missing) lines.push(`  missing (entry dropped): ${d}`);
   return lines.join('\n') + '\n';

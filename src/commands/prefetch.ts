@@ -50,7 +50,10 @@ export function addPrefetchCommand(program: Command): void {
     .argument('<image...>', 'e.g. alpine:3.20, ghcr.io/org/app:v1')
     .option('--platform <os/arch[/variant]>', 'only this platform of multi-platform images, e.g. linux/amd64')
     .option('--cache-dir <dir>', "the running server's content store (CACHE_DIR, default ./data/cache)")
-    .option('--mirror <url>', "pull through this mirror instead of the local server's (what it already holds is then unknown here); user:password@ for one that asks for credentials")
+    .option(
+      '--mirror <url>',
+      "pull through this mirror instead of the local server's (what it already holds is then unknown here); user:password@ for one that asks for credentials",
+    )
     .option('--user <user:password>', 'credentials for a mirror that asks for them (MIRROR_AUTH, else PROXY_AUTH users)')
     .addHelpText(
       'after',
@@ -101,7 +104,12 @@ function givenMirror(text: string): Mirror {
     fail(`--mirror ${JSON.stringify(text.replace(/\/\/[^@/]*@/, '//***@'))} is not a URL, e.g. http://127.0.0.1:5000`, 2);
   }
   const credentials = url.username || url.password ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : null;
-  return { base: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`, headers: credentials ? basicAuthorization(credentials) : {}, dispatcher: undefined, cacheDir: null };
+  return {
+    base: `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`,
+    headers: credentials ? basicAuthorization(credentials) : {},
+    dispatcher: undefined,
+    cacheDir: null,
+  };
 }
 
 function basicAuthorization(credentials: string): Record<string, string> {
@@ -125,7 +133,10 @@ async function localMirror(cacheDir: string): Promise<Mirror> {
     );
   }
   if (ports.mirror === null) {
-    fail(`the regcache server for CACHE_DIR=${cacheDir} runs with the mirror off (MIRROR_PORT=0), and prefetch pulls through the mirror: restart it with MIRROR_PORT set (default 5000), or pass --mirror URL`, 1);
+    fail(
+      `the regcache server for CACHE_DIR=${cacheDir} runs with the mirror off (MIRROR_PORT=0), and prefetch pulls through the mirror: restart it with MIRROR_PORT set (default 5000), or pass --mirror URL`,
+      1,
+    );
   }
   const { port, tls } = ports.mirror;
   // A TLS mirror's certificate names MIRROR_HOSTNAME (or the operator's host), not 127.0.0.1. This is the
@@ -136,7 +147,8 @@ async function localMirror(cacheDir: string): Promise<Mirror> {
 
 /** Pulls one image through the mirror; returns its summary line. */
 async function prefetch(mirror: Mirror, ref: Image, platform: string | undefined): Promise<string> {
-  const url = (kind: 'manifests' | 'blobs', id: string) => `${mirror.base}/v2/${ref.repository}/${kind}/${id}?ns=${encodeURIComponent(registryDisplayName(ref.registry))}`;
+  const url = (kind: 'manifests' | 'blobs', id: string) =>
+    `${mirror.base}/v2/${ref.repository}/${kind}/${id}?ns=${encodeURIComponent(registryDisplayName(ref.registry))}`;
   const root = await getManifest(mirror, url('manifests', ref.digest ?? ref.tag));
   const manifests: ManifestDoc[] = [];
   if (root.manifests) {
@@ -172,7 +184,8 @@ async function prefetch(mirror: Mirror, ref: Image, platform: string | undefined
     progress.finish();
   }
   const manifestCount = count(manifests.length + (root.manifests ? 1 : 0), 'manifest');
-  if (mirror.cacheDir === null) return `${ref.image}: ${count(toFetch.length, 'blob')} (${formatBytes(fetched)}) pulled through ${mirror.base}, ${manifestCount}\n`;
+  if (mirror.cacheDir === null)
+    return `${ref.image}: ${count(toFetch.length, 'blob')} (${formatBytes(fetched)}) pulled through ${mirror.base}, ${manifestCount}\n`;
   const cachedBytes = [...cached].reduce((n, d) => n + (blobs.get(d) ?? 0), 0);
   return `${ref.image}: fetched ${count(toFetch.length, 'blob')} (${formatBytes(fetched)}), already cached ${cached.size} (${formatBytes(cachedBytes)}); ${manifestCount}\n`;
 }

@@ -20,8 +20,9 @@ export function addServeCommand(program: Command): void {
     .option('--ca-dir <dir>', 'where ca.crt and ca.key live (CA_DIR, default ./certs)')
     .option('--cache-dir <dir>', 'the content store (CACHE_DIR, default ./data/cache)')
     .addOption(
-      new Option('--connect-to <HOST:PORT:ADDR:PORT>', "connect to ADDR:PORT when the upstream is HOST:PORT (CONNECT_TO; curl's syntax; repeatable)")
-        .argParser((value: string, previous: string[] = []) => [...previous, value]),
+      new Option('--connect-to <HOST:PORT:ADDR:PORT>', "connect to ADDR:PORT when the upstream is HOST:PORT (CONNECT_TO; curl's syntax; repeatable)").argParser(
+        (value: string, previous: string[] = []) => [...previous, value],
+      ),
     )
     .option('--upstream-proxy <url>', 'http://[user:pass@]host:port that carries all upstream traffic (UPSTREAM_PROXY)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (LOG_LEVEL, default info)')

@@ -137,18 +137,21 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     const v = env[name];
     return v === undefined || v.trim() === '' ? undefined : v.trim();
   };
-  const upstreamProxyRaw =
-    overrides.upstreamProxy ?? get('UPSTREAM_PROXY') ?? null;
-  const connectToRaw = overrides.connectTo?.length
-    ? overrides.connectTo
-    : splitList(get('CONNECT_TO') ?? '');
+  const upstreamProxyRaw = overrides.upstreamProxy ?? get('UPSTREAM_PROXY') ?? null;
+  const connectToRaw = overrides.connectTo?.length ? overrides.connectTo : splitList(get('CONNECT_TO') ?? '');
 
   const cacheStore = parseCacheStore(get('CACHE_STORE'));
 
   // Validated whether or not ENABLE_MANIFEST_CACHE is on: a typo should not wait until it is.
   const manifestTiers: ManifestCacheTier[] = [
-    { pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'), ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d') },
-    { pattern: parseRegex('MANIFEST_CACHE_SECONDARY_REGEX', get('MANIFEST_CACHE_SECONDARY_REGEX') ?? '(.*)(\\d|\\.)+(.*)(\\d|\\.)+(.*)(\\d|\\.)+'), ttlMs: parseDuration('MANIFEST_CACHE_SECONDARY_TIME', get('MANIFEST_CACHE_SECONDARY_TIME') ?? '60d') },
+    {
+      pattern: parseRegex('MANIFEST_CACHE_PRIMARY_REGEX', get('MANIFEST_CACHE_PRIMARY_REGEX') ?? '(stable|nightly|production|test)'),
+      ttlMs: parseDuration('MANIFEST_CACHE_PRIMARY_TIME', get('MANIFEST_CACHE_PRIMARY_TIME') ?? '10d'),
+    },
+    {
+      pattern: parseRegex('MANIFEST_CACHE_SECONDARY_REGEX', get('MANIFEST_CACHE_SECONDARY_REGEX') ?? '(.*)(\\d|\\.)+(.*)(\\d|\\.)+(.*)(\\d|\\.)+'),
+      ttlMs: parseDuration('MANIFEST_CACHE_SECONDARY_TIME', get('MANIFEST_CACHE_SECONDARY_TIME') ?? '60d'),
+    },
     { pattern: /.*/, ttlMs: parseDuration('MANIFEST_CACHE_DEFAULT_TIME', get('MANIFEST_CACHE_DEFAULT_TIME') ?? '1h') },
   ];
 
@@ -231,11 +234,25 @@ export function parseSize(variable: string, value: string): number {
 function parseLocalTier(value: string | undefined, withBucket: boolean): number {
   if (value === undefined || value === '0') return 0;
   const bytes = parseSize('LOCAL_TIER_MAX_SIZE', value);
-  if (!withBucket) throw new ConfigError('LOCAL_TIER_MAX_SIZE', value, '0 or unset without CACHE_STORE: the local tier keeps copies of a bucket\'s content (CACHE_DIR is the store itself otherwise)');
+  if (!withBucket)
+    throw new ConfigError(
+      'LOCAL_TIER_MAX_SIZE',
+      value,
+      "0 or unset without CACHE_STORE: the local tier keeps copies of a bucket's content (CACHE_DIR is the store itself otherwise)",
+    );
   return bytes;
 }
 
-const TIME_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 7 * 86_400_000, M: 30 * 86_400_000, y: 365 * 86_400_000 };
+const TIME_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 7 * 86_400_000,
+  M: 30 * 86_400_000,
+  y: 365 * 86_400_000,
+};
 
 /** nginx time syntax: "60d", "12h", "30m", "1h30m", plain seconds; M is 30 days, y 365 days. */
 export function parseDuration(variable: string, value: string): number {
@@ -260,7 +277,11 @@ function parseMirrorTls(cert: string | undefined, key: string | undefined): { ce
   if (cert === undefined && key === undefined) return null;
   if (cert === undefined || key === undefined) {
     const missing = cert === undefined ? 'MIRROR_TLS_CERT' : 'MIRROR_TLS_KEY';
-    throw new ConfigError(missing, '', `set together with ${missing === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : 'MIRROR_TLS_CERT'}, e.g. ${missing}=/etc/regcache/mirror.${missing.endsWith('CERT') ? 'crt' : 'key'}`);
+    throw new ConfigError(
+      missing,
+      '',
+      `set together with ${missing === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : 'MIRROR_TLS_CERT'}, e.g. ${missing}=/etc/regcache/mirror.${missing.endsWith('CERT') ? 'crt' : 'key'}`,
+    );
   }
   return { certFile: path.resolve(cert), keyFile: path.resolve(key) };
 }
@@ -319,7 +340,12 @@ const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 /** S3_REDIRECT: only with CACHE_STORE (there is no bucket to redirect to otherwise). */
 function parseRedirect(value: string | undefined, cacheStore: boolean): boolean {
   const on = parseBool('S3_REDIRECT', value ?? 'false');
-  if (on && !cacheStore) throw new ConfigError('S3_REDIRECT', value!, 'false (or unset) without CACHE_STORE: only blobs stored in a bucket can be redirected to, e.g. CACHE_STORE=s3://regcache/cache S3_REDIRECT=true');
+  if (on && !cacheStore)
+    throw new ConfigError(
+      'S3_REDIRECT',
+      value!,
+      'false (or unset) without CACHE_STORE: only blobs stored in a bucket can be redirected to, e.g. CACHE_STORE=s3://regcache/cache S3_REDIRECT=true',
+    );
   return on;
 }
 
@@ -329,7 +355,8 @@ const MAX_REDIRECT_TTL_MS = 7 * 24 * 3600_000;
 /** S3_REDIRECT_TTL: whole seconds, at most 7 days (SigV4's limit). */
 function parseRedirectTtl(value: string): number {
   const ms = parseDuration('S3_REDIRECT_TTL', value);
-  if (ms < 1000 || ms > MAX_REDIRECT_TTL_MS || ms % 1000 !== 0) throw new ConfigError('S3_REDIRECT_TTL', value, 'whole seconds from 1s to 7d (what a presigned URL allows), e.g. S3_REDIRECT_TTL=5m');
+  if (ms < 1000 || ms > MAX_REDIRECT_TTL_MS || ms % 1000 !== 0)
+    throw new ConfigError('S3_REDIRECT_TTL', value, 'whole seconds from 1s to 7d (what a presigned URL allows), e.g. S3_REDIRECT_TTL=5m');
   return ms;
 }
 
@@ -340,7 +367,11 @@ function parseCacheStore(value: string | undefined): CacheStore | null {
   const bucket = m?.[1] ?? '';
   const prefix = (m?.[2] ?? '').replace(/^\/+|\/+$/g, '');
   if (!m || !BUCKET_NAME.test(bucket) || /\/\/|[\x00-\x1f]/.test(prefix)) {
-    throw new ConfigError('CACHE_STORE', value, 's3://BUCKET or s3://BUCKET/PREFIX (an S3 bucket name: lower-case letters, digits, dots, hyphens), e.g. CACHE_STORE=s3://regcache/cache');
+    throw new ConfigError(
+      'CACHE_STORE',
+      value,
+      's3://BUCKET or s3://BUCKET/PREFIX (an S3 bucket name: lower-case letters, digits, dots, hyphens), e.g. CACHE_STORE=s3://regcache/cache',
+    );
   }
   const keyPrefix = prefix === '' ? '' : `${prefix}/`;
   return { bucket, prefix: keyPrefix, display: `s3://${bucket}/${keyPrefix}` };
@@ -355,7 +386,11 @@ function parseEndpoint(value: string | undefined): string | null {
     // reported below
   }
   if (!url || !['http:', 'https:'].includes(url.protocol) || url.username || url.password) {
-    throw new ConfigError('S3_ENDPOINT', redactUrl(value), 'an http:// or https:// URL without credentials (those come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), e.g. S3_ENDPOINT=http://minio:9000');
+    throw new ConfigError(
+      'S3_ENDPOINT',
+      redactUrl(value),
+      'an http:// or https:// URL without credentials (those come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), e.g. S3_ENDPOINT=http://minio:9000',
+    );
   }
   return value.replace(/\/+$/, '');
 }
@@ -426,7 +461,12 @@ export function parseDestination(item: string): DestinationRule | null {
 function parseDestinations(variable: string, value: string): DestinationRule[] {
   return splitList(value).map((item) => {
     const rule = parseDestination(item);
-    if (!rule) throw new ConfigError(variable, item, `hosts, IP addresses or CIDR ranges, each with an optional :port (IPv6 in brackets), e.g. ${variable}="127.0.0.1:5000 10.0.0.0/8 [::1]:5000"`);
+    if (!rule)
+      throw new ConfigError(
+        variable,
+        item,
+        `hosts, IP addresses or CIDR ranges, each with an optional :port (IPv6 in brackets), e.g. ${variable}="127.0.0.1:5000 10.0.0.0/8 [::1]:5000"`,
+      );
     return rule;
   });
 }
@@ -441,7 +481,11 @@ function parseAuthRegistries(value: string, listDelimiter: string, fieldDelimite
       const [host = '', user = '', ...rest] = item.split(fieldDelimiter);
       const password = rest.join(fieldDelimiter); // a password may contain the delimiter
       if (!isValidHost(host.toLowerCase().replace(/:\d+$/, '')) || !user || !password) {
-        throw new ConfigError('AUTH_REGISTRIES', `(entry ${i + 1})`, `host${fieldDelimiter}user${fieldDelimiter}password entries separated by "${listDelimiter}", e.g. AUTH_REGISTRIES="auth.docker.io:me:token quay.io:me:pw"`);
+        throw new ConfigError(
+          'AUTH_REGISTRIES',
+          `(entry ${i + 1})`,
+          `host${fieldDelimiter}user${fieldDelimiter}password entries separated by "${listDelimiter}", e.g. AUTH_REGISTRIES="auth.docker.io:me:token quay.io:me:pw"`,
+        );
       }
       return { host: host.toLowerCase(), user, password };
     });

@@ -92,9 +92,13 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
     record.kind = listing[1] ? 'tags' : 'catalog';
     record.cache = 'HIT';
     const repositories = taggedRepositories(deps.index, viewer).get(registryDisplayName(target)) ?? new Map<string, Set<string>>();
-    const body = JSON.stringify(listing[1] ? { name: listing[1], tags: [...(repositories.get(listing[1]) ?? [])].sort() } : { repositories: [...repositories.keys()].sort() });
+    const body = JSON.stringify(
+      listing[1] ? { name: listing[1], tags: [...(repositories.get(listing[1]) ?? [])].sort() } : { repositories: [...repositories.keys()].sort() },
+    );
     record.bytes = req.method === 'HEAD' ? 0 : Buffer.byteLength(body);
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION }).end(req.method === 'HEAD' ? undefined : body);
+    res
+      .writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...API_VERSION })
+      .end(req.method === 'HEAD' ? undefined : body);
     return;
   }
   await deps.registry.handle({ origin: new URL(`https://${target}`), target: upstreamTarget, req, res });
@@ -113,7 +117,9 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   if (listing === 'catalog' && adminAuth) {
     const result = await deps.guard.authenticate(header, address, [adminAuth]);
     if ('users' in result) return 'admin';
-    refuse(deps, req, res, 'unauthorized', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache admin"' });
+    refuse(deps, req, res, 'unauthorized', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, {
+      'www-authenticate': 'Basic realm="regcache admin"',
+    });
     return null;
   }
   const sets = [...(listing && adminAuth && adminAuth !== auth ? [adminAuth] : []), ...(auth ? [auth] : [])];
@@ -121,12 +127,22 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
   const result = await deps.guard.authenticate(header, address, sets);
   if ('users' in result) return result.users === adminAuth ? 'admin' : 'anyone';
   if (!auth) return 'anyone'; // an open mirror: without admin credentials, a tags list of what anyone may see
-  refuse(deps, req, res, 'unauthorized', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, { 'www-authenticate': 'Basic realm="regcache mirror"' });
+  refuse(deps, req, res, 'unauthorized', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, {
+    'www-authenticate': 'Basic realm="regcache mirror"',
+  });
   return null;
 }
 
 /** A refusal; `registry` names the registry the client asked for, when it named one. */
-function refuse(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, error: RegistryErrorKind, message: string, extra: Record<string, string> = {}, registry = '-'): void {
+function refuse(
+  deps: MirrorDeps,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  error: RegistryErrorKind,
+  message: string,
+  extra: Record<string, string> = {},
+  registry = '-',
+): void {
   const record = deps.accessLog.record(req, res, registry);
   record.cache = 'REJECTED';
   record.kind = 'mirror';

@@ -52,7 +52,8 @@ export class TlsInterceptor {
     socket.once('error', (err) => {
       // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
       const line: Record<string, unknown> = { host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message };
-      if (REJECTED_OUR_CERTIFICATE.test(err.message)) line.hint = "the client does not trust regcache's CA: install GET /ca.crt in its trust store and restart it";
+      if (REJECTED_OUR_CERTIFICATE.test(err.message))
+        line.hint = "the client does not trust regcache's CA: install GET /ca.crt in its trust store and restart it";
       this.log.warn(line, 'TLS interception failed');
       socket.destroy();
     });

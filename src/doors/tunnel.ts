@@ -60,7 +60,10 @@ export class Tunnels {
     const onClose = () => {
       if (++closed !== 2) return;
       this.active--;
-      this.log.info({ tunnel: authority, bytesUp: up, bytesDown: down ? down.bytes : piped, ms: Date.now() - started, ...(error ? { error } : {}) }, 'tunnel closed');
+      this.log.info(
+        { tunnel: authority, bytesUp: up, bytesDown: down ? down.bytes : piped, ms: Date.now() - started, ...(error ? { error } : {}) },
+        'tunnel closed',
+      );
     };
     // Either side closing ends the other; errors are noted, never thrown.
     client.on('error', (err) => {

@@ -73,7 +73,10 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
 
   const fork = (slot: number): void => {
     const worker = cluster.fork();
-    const channel = new ProcessChannel({ send: (message, callback) => worker.send(message as object, callback), on: (event, listener) => worker.on(event, listener) });
+    const channel = new ProcessChannel({
+      send: (message, callback) => worker.send(message as object, callback),
+      on: (event, listener) => worker.on(event, listener),
+    });
     let exited: () => void = () => undefined;
     const entry: Running = { worker, channel, slot, startedAt: Date.now(), listening: false, exited: new Promise((resolve) => (exited = resolve)) };
     running.set(worker.id, entry);
@@ -134,7 +137,17 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     });
     up = null;
     owner.setPorts(listening);
-    log.info({ port: listening.proxy, mirrorPort: listening.mirror?.port ?? null, adminPort: listening.admin, workers: config.workers, version: VERSION, config: describeConfig(config) }, 'listening');
+    log.info(
+      {
+        port: listening.proxy,
+        mirrorPort: listening.mirror?.port ?? null,
+        adminPort: listening.admin,
+        workers: config.workers,
+        version: VERSION,
+        config: describeConfig(config),
+      },
+      'listening',
+    );
     return { port: listening.proxy, close, kill };
   } catch (err) {
     up = null;
@@ -145,4 +158,3 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     throw err;
   }
 }
-

@@ -49,7 +49,11 @@ export class ContentAccess {
     if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
     this.classifying.add(entry.digest);
     try {
-      const res = await this.tokens.request({ url: contentUrl(ref, entry.kind, entry.digest), method: 'HEAD', headers: entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {} });
+      const res = await this.tokens.request({
+        url: contentUrl(ref, entry.kind, entry.digest),
+        method: 'HEAD',
+        headers: entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {},
+      });
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
       // Public at any origin makes it public; private at one origin does not undo that.

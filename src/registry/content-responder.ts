@@ -68,7 +68,13 @@ export class ContentResponder {
     return found !== null && this.serveStored(request, content, found.stored, found.entry, label);
   }
 
-  private async serveStored(request: RegistryRequest, content: ContentTarget, stored: StoredContent, entry: Entry, label: CacheStatus = 'HIT'): Promise<boolean> {
+  private async serveStored(
+    request: RegistryRequest,
+    content: ContentTarget,
+    stored: StoredContent,
+    entry: Entry,
+    label: CacheStatus = 'HIT',
+  ): Promise<boolean> {
     // REVALIDATED: upstream (this origin) just said yes to this client's own HEAD.
     if (label !== 'REVALIDATED') {
       const may = await this.mayServe(request, content, entry);
@@ -162,7 +168,9 @@ export class ContentResponder {
   }
 
   /** The upstream GET a fill starts from: only a 200 is filled. */
-  private async fetch(request: RegistryRequest): Promise<{ answer: UpstreamResponse; body: { stream: Readable; mediaType: string; size: number | null } | null }> {
+  private async fetch(
+    request: RegistryRequest,
+  ): Promise<{ answer: UpstreamResponse; body: { stream: Readable; mediaType: string; size: number | null } | null }> {
     const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers: contentRequestHeaders(request.headers) });
     request.record.noteUpstream(response.headers);
     if (response.statusCode !== 200) return { answer: response, body: null };
@@ -201,13 +209,15 @@ export class ContentResponder {
       return;
     }
     let sent = 0;
-    const failure = await new FillReader(fill, range.start, range.end).sendTo(res, (n) => {
-      sent += n;
-      record.bytes += n;
-    }).then(
-      () => null,
-      (err: Error) => err,
-    );
+    const failure = await new FillReader(fill, range.start, range.end)
+      .sendTo(res, (n) => {
+        sent += n;
+        record.bytes += n;
+      })
+      .then(
+        () => null,
+        (err: Error) => err,
+      );
     if (!failure || res.destroyed) return;
     if (failure instanceof FillError && failure.reason === 'store' && total !== null) {
       // Our disk failed (full), not the upstream: the client still gets the rest, from upstream, uncached.

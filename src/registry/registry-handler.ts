@@ -51,7 +51,11 @@ export class RegistryHandler {
         case 'manifest-by-digest':
           return await content.serve(request, 'manifest', route.digest);
         case 'manifest-by-tag':
-          return await serveTagManifest({ upstream, coordinator, content, log, policy: this.deps.tagPolicy }, request, { registry: origin.host, repository: route.name, tag: route.tag });
+          return await serveTagManifest({ upstream, coordinator, content, log, policy: this.deps.tagPolicy }, request, {
+            registry: origin.host,
+            repository: route.name,
+            tag: route.tag,
+          });
         case 'passthrough':
           if (route.what === 'ping' && this.deps.tagPolicy.serveStale) {
             // With upstream gone, clients must still get past their first request to pull what is cached.
@@ -61,9 +65,14 @@ export class RegistryHandler {
         case 'write':
           if (this.deps.allowPush) return await passThrough(upstream, request);
           record.cache = 'REJECTED';
-          return sendRegistryError(res, 'write-refused', 'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.', {
-            allow: 'GET, HEAD',
-          });
+          return sendRegistryError(
+            res,
+            'write-refused',
+            'regcache is a pull-through cache: pushes and deletes are refused. Set ALLOW_PUSH=true on the proxy to pass them through.',
+            {
+              allow: 'GET, HEAD',
+            },
+          );
         case 'invalid':
           record.cache = 'REJECTED';
           record.error = route.message;
@@ -85,6 +94,8 @@ export class RegistryHandler {
 function answerPingLocally(res: ServerResponse, record: RequestRecord, err: unknown): boolean {
   record.cache = 'STALE';
   record.reason = `upstream unreachable (${(err as Error).message}); ping answered locally`;
-  res.writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', warning: '110 regcache "Response is Stale"' }).end('{}');
+  res
+    .writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', warning: '110 regcache "Response is Stale"' })
+    .end('{}');
   return true;
 }

@@ -24,7 +24,13 @@ export function classify(method: string, rawPath: string): Route {
   }
   // Anywhere, not only under /v2: URL reads "\\" as "/" and resolves dot segments, so "/token/../v2/x" or
   // "/v2\\x" would reach upstream as a /v2 path that was never classified (a PUT: a push past ALLOW_PUSH).
-  if (pathname.includes('\\') || pathname.replace(/%2e/gi, '.').split('/').some((seg) => seg === '..' || seg === '.')) {
+  if (
+    pathname.includes('\\') ||
+    pathname
+      .replace(/%2e/gi, '.')
+      .split('/')
+      .some((seg) => seg === '..' || seg === '.')
+  ) {
     return invalid('name-invalid', 'path contains dot segments or backslashes');
   }
   if (pathname !== '/v2' && !pathname.startsWith('/v2/')) {

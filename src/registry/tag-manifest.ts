@@ -122,15 +122,23 @@ function acceptedStoredManifest(index: ContentIndex, tag: string, accept: string
   const accepted = normaliseAccept(accept).split(',').filter(Boolean);
   const acceptable = (digest: string) => {
     const mediaType = index.get('manifest', digest)?.mediaType;
-    return mediaType !== undefined && (accepted.length === 0 || accepted.includes('*/*') || accepted.includes(mediaType.split(';', 1)[0]!.trim().toLowerCase()));
+    return (
+      mediaType !== undefined && (accepted.length === 0 || accepted.includes('*/*') || accepted.includes(mediaType.split(';', 1)[0]!.trim().toLowerCase()))
+    );
   };
-  const confirmed = index.pointersOf(tag).sort((a, b) => b.checkedAt - a.checkedAt).map((p) => p.digest);
+  const confirmed = index
+    .pointersOf(tag)
+    .sort((a, b) => b.checkedAt - a.checkedAt)
+    .map((p) => p.digest);
   return [...confirmed, index.taggedManifest(tag)?.digest].find((digest) => digest !== undefined && acceptable(digest));
 }
 
 /** The Accept set as a key: media types without parameters, lower-case, sorted, deduplicated. */
 export function normaliseAccept(accept: string | string[] | undefined): string {
   const joined = Array.isArray(accept) ? accept.join(',') : (accept ?? '');
-  const types = joined.split(',').map((t) => t.split(';', 1)[0]!.trim().toLowerCase()).filter(Boolean);
+  const types = joined
+    .split(',')
+    .map((t) => t.split(';', 1)[0]!.trim().toLowerCase())
+    .filter(Boolean);
   return [...new Set(types)].sort().join(',');
 }

@@ -26,13 +26,41 @@ const OWN_ANSWERS = new Set(['ADMIN', 'LOCAL', 'REJECTED']); // regcache's own b
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests = new Counter({ name: 'regcache_requests_total', help: 'Intercepted requests by cache status and kind', labelNames: ['cache', 'kind'], registers: [this.registry] });
-  private readonly bytes = new Counter({ name: 'regcache_bytes_served_total', help: 'Body bytes sent to clients, by source (cache or upstream)', labelNames: ['source'], registers: [this.registry] });
-  private readonly redirects = new Counter({ name: 'regcache_redirects_total', help: 'Blob GETs answered 307 to a presigned URL of the bucket (S3_REDIRECT): the bytes went from the bucket, not through regcache', registers: [this.registry] });
+  private readonly requests = new Counter({
+    name: 'regcache_requests_total',
+    help: 'Intercepted requests by cache status and kind',
+    labelNames: ['cache', 'kind'],
+    registers: [this.registry],
+  });
+  private readonly bytes = new Counter({
+    name: 'regcache_bytes_served_total',
+    help: 'Body bytes sent to clients, by source (cache or upstream)',
+    labelNames: ['source'],
+    registers: [this.registry],
+  });
+  private readonly redirects = new Counter({
+    name: 'regcache_redirects_total',
+    help: 'Blob GETs answered 307 to a presigned URL of the bucket (S3_REDIRECT): the bytes went from the bucket, not through regcache',
+    registers: [this.registry],
+  });
   private readonly fills = new Counter({ name: 'regcache_upstream_fetches_total', help: 'Cache fills started upstream', registers: [this.registry] });
-  private readonly coalesced = new Counter({ name: 'regcache_coalesced_waiters_total', help: 'Requests that joined a fill already running', registers: [this.registry] });
-  private readonly evictions = new Counter({ name: 'regcache_evictions_total', help: 'Entries evicted, by reason', labelNames: ['reason'], registers: [this.registry] });
-  private readonly upstreamErrors = new Counter({ name: 'regcache_upstream_errors_total', help: 'Upstream failures, by cause', labelNames: ['cause'], registers: [this.registry] });
+  private readonly coalesced = new Counter({
+    name: 'regcache_coalesced_waiters_total',
+    help: 'Requests that joined a fill already running',
+    registers: [this.registry],
+  });
+  private readonly evictions = new Counter({
+    name: 'regcache_evictions_total',
+    help: 'Entries evicted, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  private readonly upstreamErrors = new Counter({
+    name: 'regcache_upstream_errors_total',
+    help: 'Upstream failures, by cause',
+    labelNames: ['cause'],
+    registers: [this.registry],
+  });
   private readonly authChecks = new Counter({
     name: 'regcache_auth_checks_total',
     help: 'Credential checks by result: valid and invalid compared a password (for bcrypt entries, one bcrypt run each); malformed were not Basic credentials; cached_valid and cached_invalid were answered from recent verdicts; unchecked were refused without a comparison (checks overloaded, or a throttled address with too many attempts queued)',
@@ -97,7 +125,12 @@ export class Metrics {
     if (!Number.isFinite(n)) return;
     // Across workers the lowest report counts: each worker keeps the last one it saw, and the allowance only
     // shrinks within Docker Hub's window.
-    this.rateLimit ??= new Gauge({ name: 'regcache_docker_hub_ratelimit_remaining', help: "Docker Hub's ratelimit-remaining, as last reported", registers: [this.registry], aggregator: 'min' });
+    this.rateLimit ??= new Gauge({
+      name: 'regcache_docker_hub_ratelimit_remaining',
+      help: "Docker Hub's ratelimit-remaining, as last reported",
+      registers: [this.registry],
+      aggregator: 'min',
+    });
     this.rateLimit.set(n);
   }
 }

@@ -52,7 +52,9 @@ export async function readCaCertificate(dir: string): Promise<{ certFile: string
   const certFile = path.join(dir, 'ca.crt');
   const certPem = await readIfExists(certFile);
   if (certPem === null) {
-    throw new CaError(`there is no CA certificate at ${certFile} (CA_DIR=${dir}, or --ca-dir): regcache serve creates ca.crt and ca.key there when it first starts; or point CA_DIR at the directory that holds them`);
+    throw new CaError(
+      `there is no CA certificate at ${certFile} (CA_DIR=${dir}, or --ca-dir): regcache serve creates ca.crt and ca.key there when it first starts; or point CA_DIR at the directory that holds them`,
+    );
   }
   parseCaCertificate(certPem, certFile);
   return { certFile, certPem };
@@ -85,7 +87,10 @@ const CERT_WAIT_MS = 5_000;
 const CERT_POLL_MS = 50;
 
 async function awaitCertificate(certFile: string, keyFile: string, pair: [string | null, string | null]): Promise<[string | null, string | null]> {
-  const modified = await fs.stat(keyFile).then((s) => s.mtimeMs, () => 0);
+  const modified = await fs.stat(keyFile).then(
+    (s) => s.mtimeMs,
+    () => 0,
+  );
   if (Date.now() - modified > FRESH_KEY_MS) return pair;
   const deadline = Date.now() + CERT_WAIT_MS;
   while (pair[0] === null && Date.now() < deadline) {
@@ -189,9 +194,7 @@ async function linkKey(temp: string, keyFile: string): Promise<boolean> {
 
 export function generateRsa(bits: number): Promise<crypto.KeyPairKeyObjectResult> {
   return new Promise((resolve, reject) =>
-    crypto.generateKeyPair('rsa', { modulusLength: bits }, (err, publicKey, privateKey) =>
-      err ? reject(err) : resolve({ publicKey, privateKey }),
-    ),
+    crypto.generateKeyPair('rsa', { modulusLength: bits }, (err, publicKey, privateKey) => (err ? reject(err) : resolve({ publicKey, privateKey }))),
   );
 }
 

@@ -35,10 +35,7 @@ export function signCertificate(spec: CertificateSpec, signingKey: crypto.KeyObj
   const nativeSigner = {
     sign(md: forge.md.MessageDigest): string {
       const digest = Buffer.from(md.digest().getBytes(), 'binary');
-      const signature = crypto.privateEncrypt(
-        { key: signingKey, padding: crypto.constants.RSA_PKCS1_PADDING },
-        Buffer.concat([SHA256_DIGEST_INFO, digest]),
-      );
+      const signature = crypto.privateEncrypt({ key: signingKey, padding: crypto.constants.RSA_PKCS1_PADDING }, Buffer.concat([SHA256_DIGEST_INFO, digest]));
       return signature.toString('binary');
     },
   };

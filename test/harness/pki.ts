@@ -69,11 +69,7 @@ export async function createSigningCert(dir: string, basename: string, commonNam
   const subject = [{ name: 'commonName', value: commonName }];
   cert.setSubject(subject);
   cert.setIssuer(subject);
-  cert.setExtensions([
-    { name: 'basicConstraints', cA: false },
-    { name: 'keyUsage', critical: true, digitalSignature: true },
-    { name: 'subjectKeyIdentifier' },
-  ]);
+  cert.setExtensions([{ name: 'basicConstraints', cA: false }, { name: 'keyUsage', critical: true, digitalSignature: true }, { name: 'subjectKeyIdentifier' }]);
   cert.sign(key.forgeKey, forge.md.sha256.create());
   return writePair(dir, basename, forge.pki.certificateToPem(cert), key.keyPem);
 }

@@ -121,7 +121,10 @@ export async function waitFor(probe: () => Promise<boolean>, opts: { timeoutMs: 
 export async function settledRead(file: string): Promise<string> {
   let last = -1;
   for (let i = 0; i < 40; i++) {
-    const size = await stat(file).then((s) => s.size, () => 0);
+    const size = await stat(file).then(
+      (s) => s.size,
+      () => 0,
+    );
     if (size === last) break;
     last = size;
     await sleep(25);

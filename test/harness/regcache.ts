@@ -98,7 +98,10 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     logs,
     // A request line is written when the server sees the response close, which can come just after the
     // client has its last byte: wait until the log stops growing before reading.
-    requests: async (since = 0) => parseLogLines(await settledRead(logFile)).slice(since).filter((l) => l.msg === 'request'),
+    requests: async (since = 0) =>
+      parseLogLines(await settledRead(logFile))
+        .slice(since)
+        .filter((l) => l.msg === 'request'),
     waitForLog,
     stop: () => daemon.stop(5000),
   };

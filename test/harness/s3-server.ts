@@ -111,7 +111,14 @@ export function s3ClientConfig(server: Pick<S3Server, 'endpoint' | 'region' | 'a
   };
 }
 
-function renderConfig(o: { dir: string; fsid: string; monPort: number; gatewayPort: number; objectStore: 'bluestore' | 'memstore'; capacityBytes: number }): string {
+function renderConfig(o: {
+  dir: string;
+  fsid: string;
+  monPort: number;
+  gatewayPort: number;
+  objectStore: 'bluestore' | 'memstore';
+  capacityBytes: number;
+}): string {
   const d = o.dir;
   return [
     '[global]',
@@ -260,7 +267,8 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
   const waitUntil = async (daemon: Daemon, name: string, probe: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> =>
     waitFor(
       async () => {
-        if (!daemon.isRunning()) throw new Error(`${name} exited early:\n${await logTail(path.join(logDir, `${name}.out`))}\n${await logTail(path.join(logDir, `${name}.log`))}`);
+        if (!daemon.isRunning())
+          throw new Error(`${name} exited early:\n${await logTail(path.join(logDir, `${name}.out`))}\n${await logTail(path.join(logDir, `${name}.log`))}`);
         return probe();
       },
       { timeoutMs: budget(timeoutMs), what: `${name} in ${dir}`, intervalMs: 100 },
@@ -321,7 +329,14 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
     await startGateway();
     timings.gateway = since();
 
-    await must('radosgw-admin', ['user', 'create', '--uid=regcache', '--display-name=regcache tests', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`]);
+    await must('radosgw-admin', [
+      'user',
+      'create',
+      '--uid=regcache',
+      '--display-name=regcache tests',
+      `--access-key=${accessKeyId}`,
+      `--secret-key=${secretAccessKey}`,
+    ]);
     timings.total = since();
     deadline = Infinity;
   } catch (err) {

@@ -38,11 +38,7 @@ export async function runSkopeo(args: string[], opts: SkopeoOptions): Promise<Ru
 }
 
 /** `skopeo copy` from a registry to a dir: layout (one file per blob, named by hex digest). */
-export async function skopeoCopyToDir(
-  srcRef: string,
-  outDir: string,
-  opts: SkopeoOptions & { certDir?: string; creds?: string },
-): Promise<RunResult> {
+export async function skopeoCopyToDir(srcRef: string, outDir: string, opts: SkopeoOptions & { certDir?: string; creds?: string }): Promise<RunResult> {
   const args = ['copy'];
   if (opts.certDir !== undefined) args.push('--src-cert-dir', opts.certDir);
   if (opts.creds !== undefined) args.push('--src-creds', opts.creds);

@@ -65,7 +65,14 @@ export function parseScope(scope: string): Access | null {
   const first = scope.indexOf(':');
   const last = scope.lastIndexOf(':');
   if (first <= 0 || last === first) return null;
-  return { type: scope.slice(0, first), name: scope.slice(first + 1, last), actions: scope.slice(last + 1).split(',').filter(Boolean) };
+  return {
+    type: scope.slice(0, first),
+    name: scope.slice(first + 1, last),
+    actions: scope
+      .slice(last + 1)
+      .split(',')
+      .filter(Boolean),
+  };
 }
 
 /**
@@ -126,7 +133,10 @@ export async function startTokenServer(opts: TokenServerOptions): Promise<TokenS
 
   const server = await listenHttps(tls, (req, res) => {
     const url = new URL(req.url ?? '/', 'https://token.invalid');
-    const scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' ')).filter(Boolean);
+    const scopes = url.searchParams
+      .getAll('scope')
+      .flatMap((s) => s.split(' '))
+      .filter(Boolean);
     const entry: TokenRequest = {
       method: req.method ?? '',
       path: req.url ?? '',

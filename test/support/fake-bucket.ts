@@ -69,7 +69,10 @@ export class FakeBucket implements Bucket {
 
   async list(prefix: string): Promise<ObjectInfo[]> {
     await this.enter('list');
-    return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort().map((k) => this.info(k)!);
+    return [...this.objects.keys()]
+      .filter((k) => k.startsWith(prefix))
+      .sort()
+      .map((k) => this.info(k)!);
   }
 
   async createUpload(key: string): Promise<string> {

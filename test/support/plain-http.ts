@@ -17,12 +17,23 @@ export interface RequestOptions {
 
 export function request(port: number, pathAndQuery: string, opts: RequestOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path: pathAndQuery, method: opts.method ?? 'GET', headers: opts.headers ?? {}, agent: false, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-    });
+    const req = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path: pathAndQuery,
+        method: opts.method ?? 'GET',
+        headers: opts.headers ?? {},
+        agent: false,
+        ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+      },
+    );
     req.once('error', reject);
     req.end();
   });
@@ -50,7 +61,8 @@ export function get(port: number, target: string, progress?: (received: number) 
     let status = 0;
     let resHeaders: http.IncomingHttpHeaders = {};
     let length: number | null = null;
-    const finish = (complete: boolean) => resolve({ status, headers: resHeaders, body: Buffer.concat(chunks), length, complete, firstByteAt, doneAt: Date.now() });
+    const finish = (complete: boolean) =>
+      resolve({ status, headers: resHeaders, body: Buffer.concat(chunks), length, complete, firstByteAt, doneAt: Date.now() });
     const req = http.get({ host: '127.0.0.1', port, path: target, headers, agent: false }, (res) => {
       status = res.statusCode ?? 0;
       resHeaders = res.headers;

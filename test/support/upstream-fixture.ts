@@ -19,7 +19,12 @@ export interface Upstream {
   blobs: string[];
 }
 
-export async function startUpstream(dir: string, hostnames: string[], layerSeeds: string[], registryExtra: Partial<Parameters<typeof startRegistry>[0]> = {}): Promise<Upstream> {
+export async function startUpstream(
+  dir: string,
+  hostnames: string[],
+  layerSeeds: string[],
+  registryExtra: Partial<Parameters<typeof startRegistry>[0]> = {},
+): Promise<Upstream> {
   await mkdir(dir, { recursive: true });
   const ca = await createTestCA(dir, 'upstream test CA');
   const tls = await ca.issue([...hostnames, '127.0.0.1'], dir, 'registry');
@@ -78,7 +83,14 @@ export async function certDirFor(proxy: Regcache, dir: string): Promise<string> 
   return dir;
 }
 
-export async function pullThrough(proxy: Pick<Regcache, 'proxyUrl'>, ref: string, out: string, certDir: string, scratch: string, creds?: string): Promise<RunResult> {
+export async function pullThrough(
+  proxy: Pick<Regcache, 'proxyUrl'>,
+  ref: string,
+  out: string,
+  certDir: string,
+  scratch: string,
+  creds?: string,
+): Promise<RunResult> {
   return skopeoCopyToDir(ref, out, {
     dir: scratch,
     certDir,
@@ -91,7 +103,14 @@ export async function pullThrough(proxy: Pick<Regcache, 'proxyUrl'>, ref: string
  * One skopeo pull of `ref` per proxy, all at once (into ROOT/pull-<i>): every client gets the image, every
  * copy byte-identical, and the registry saw one GET per blob (config and layers, returned).
  */
-export async function assertConcurrentPullsFetchOnce(registry: Registry, image: Image, proxies: Pick<Regcache, 'proxyUrl'>[], ref: string, root: string, certDir: string): Promise<string[]> {
+export async function assertConcurrentPullsFetchOnce(
+  registry: Registry,
+  image: Image,
+  proxies: Pick<Regcache, 'proxyUrl'>[],
+  ref: string,
+  root: string,
+  certDir: string,
+): Promise<string[]> {
   const outs = proxies.map((_, i) => path.join(root, `pull-${i}`));
   const results = await Promise.all(proxies.map((proxy, i) => pullThrough(proxy, ref, outs[i]!, certDir, path.join(root, `skopeo-${i}`))));
   results.forEach((r, i) => assert.equal(r.code, 0, `client ${i}: ${r.stderr}`));

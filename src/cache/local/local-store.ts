@@ -74,7 +74,8 @@ export class LocalStore extends EventEmitter implements ContentStore {
     return contentPath(this.dir, digest);
   }
 
-  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
+  beginSpool(): Promise<Spool> {
+    // the content does not matter: a file is named by its fill
     return createSpool(this.dir, newSpoolName());
   }
 

@@ -146,7 +146,12 @@ export class FleetEvictor extends EventEmitter {
   }
 
   start(): void {
-    this.timers.push(setInterval(() => void this.parts.usage.flush().catch((err: Error) => this.log.debug({ error: err.message }, 'writing an access batch failed')), this.budget.flushMs).unref());
+    this.timers.push(
+      setInterval(
+        () => void this.parts.usage.flush().catch((err: Error) => this.log.debug({ error: err.message }, 'writing an access batch failed')),
+        this.budget.flushMs,
+      ).unref(),
+    );
     this.timers.push(setInterval(() => void this.tick(), this.budget.sweepMs).unref());
     void this.tick();
   }
@@ -240,7 +245,8 @@ export class FleetEvictor extends EventEmitter {
       byReason[reason].bytes += e.size;
       this.log.debug({ digest: e.digest, kind: e.kind, size: e.size, lastUse: last, reason }, 'evicted');
     }
-    for (const reason of ['inactive', 'size'] as const) if (byReason[reason].entries > 0) this.emit('evicted', reason, byReason[reason].entries, byReason[reason].bytes);
+    for (const reason of ['inactive', 'size'] as const)
+      if (byReason[reason].entries > 0) this.emit('evicted', reason, byReason[reason].entries, byReason[reason].bytes);
 
     await this.emptyTrash(merged, now, result);
 

@@ -106,8 +106,16 @@ export class BucketIndex extends ReplicaIndex {
     const [entries, refs, access, tags, pointers] = await Promise.all(
       [this.layout.entries, this.layout.refs, this.layout.access, this.layout.tags, this.layout.pointers].map((prefix) => this.bucket.list(prefix)),
     );
-    const refsByKey = groupBy(refs!, (o) => this.layout.parseRef(o.key), (m) => m.ref);
-    const accessByKey = groupBy(access!, (o) => this.layout.parseAccess(o.key), (m) => m.access);
+    const refsByKey = groupBy(
+      refs!,
+      (o) => this.layout.parseRef(o.key),
+      (m) => m.ref,
+    );
+    const accessByKey = groupBy(
+      access!,
+      (o) => this.layout.parseAccess(o.key),
+      (m) => m.access,
+    );
     const listed = new Set<string>();
     const missing: { kind: ContentKind; digest: string }[] = [];
     const ops: IndexOp[] = [];
@@ -177,7 +185,12 @@ export class BucketIndex extends ReplicaIndex {
   /** An entry from the bucket's facts; the tags it already has here are kept. */
   private entryOf(facts: EntryFacts, refs: string[], access: Access | undefined): Entry {
     const known = this.replica.get(facts.kind, facts.digest);
-    const entry: Entry = { ...facts, lastAccess: known?.lastAccess ?? facts.created, refs: [...new Set([...(known?.refs ?? []), ...refs])], tags: known?.tags ?? [] };
+    const entry: Entry = {
+      ...facts,
+      lastAccess: known?.lastAccess ?? facts.created,
+      refs: [...new Set([...(known?.refs ?? []), ...refs])],
+      tags: known?.tags ?? [],
+    };
     if (access ?? known?.access) entry.access = access ?? known?.access;
     return entry;
   }
@@ -188,7 +201,11 @@ function accessOf(markers: (Access | undefined)[]): Access | undefined {
   return markers.includes('public') ? 'public' : markers.includes('private') ? 'private' : undefined;
 }
 
-function groupBy<M extends { kind: ContentKind; digest: string }, V>(objects: ObjectInfo[], parse: (o: ObjectInfo) => M | null, value: (m: M) => V): Map<string, V[]> {
+function groupBy<M extends { kind: ContentKind; digest: string }, V>(
+  objects: ObjectInfo[],
+  parse: (o: ObjectInfo) => M | null,
+  value: (m: M) => V,
+): Map<string, V[]> {
   const groups = new Map<string, V[]>();
   for (const o of objects) {
     const m = parse(o);

@@ -38,7 +38,7 @@ export class Lease {
     private readonly locks: FillLocks,
     readonly key: string,
     readonly generation: number,
-) {
+  ) {
     this.timer = setInterval(() => this.renew(), Math.max(10, Math.floor(locks.leaseMs / RENEWALS_PER_LEASE))).unref();
   }
 
@@ -124,7 +124,9 @@ export class FillLocks {
 
   /** The highest generation and what it says (null body: it vanished or cannot be read). */
   private async top(prefix: string): Promise<{ generation: number; body: LockBody | null } | null> {
-    const generations = (await this.bucket.list(prefix)).map((o) => ({ key: o.key, generation: this.layout.parseGeneration(o.key) })).filter((g): g is { key: string; generation: number } => g.generation !== null);
+    const generations = (await this.bucket.list(prefix))
+      .map((o) => ({ key: o.key, generation: this.layout.parseGeneration(o.key) }))
+      .filter((g): g is { key: string; generation: number } => g.generation !== null);
     const top = generations.sort((a, b) => a.generation - b.generation).at(-1);
     if (!top) return null;
     const raw = await this.bucket.get(top.key);

@@ -66,7 +66,12 @@ export class S3Bucket implements Bucket {
       requestChecksumCalculation: 'WHEN_REQUIRED' as const,
       responseChecksumValidation: 'WHEN_REQUIRED' as const,
       maxAttempts: MAX_ATTEMPTS,
-      requestHandler: { connectionTimeout: CONNECT_TIMEOUT_MS, socketTimeout: IDLE_TIMEOUT_MS, httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS }, httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS } },
+      requestHandler: {
+        connectionTimeout: CONNECT_TIMEOUT_MS,
+        socketTimeout: IDLE_TIMEOUT_MS,
+        httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS },
+        httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS },
+      },
     };
     const probe = new S3Client(shared);
     const region = await probe.config.region().catch(() => FALLBACK_REGION);
@@ -106,13 +111,17 @@ export class S3Bucket implements Bucket {
   }
 
   async read(key: string, start: number, end: number): Promise<Readable | null> {
-    const out = await this.orMissing('GetObject', () => this.client.send(new GetObjectCommand({ Bucket: this.name, Key: key, Range: `bytes=${start}-${end}` })));
+    const out = await this.orMissing('GetObject', () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.name, Key: key, Range: `bytes=${start}-${end}` })),
+    );
     return (out?.Body as Readable | undefined) ?? null;
   }
 
   async put(key: string, body: Buffer, options: { ifNoneMatch?: boolean } = {}): Promise<boolean> {
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.name, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: options.ifNoneMatch ? '*' : undefined }));
+      await this.client.send(
+        new PutObjectCommand({ Bucket: this.name, Key: key, Body: body, ContentLength: body.length, IfNoneMatch: options.ifNoneMatch ? '*' : undefined }),
+      );
       return true;
     } catch (err) {
       // 412: the key exists. 409 (AWS): a conditional write of the same key raced this one and won.
@@ -129,7 +138,9 @@ export class S3Bucket implements Bucket {
     const found: ObjectInfo[] = [];
     let token: string | undefined;
     do {
-      const page: ListObjectsV2CommandOutput = await this.call('ListObjectsV2', () => this.client.send(new ListObjectsV2Command({ Bucket: this.name, Prefix: prefix, ContinuationToken: token })));
+      const page: ListObjectsV2CommandOutput = await this.call('ListObjectsV2', () =>
+        this.client.send(new ListObjectsV2Command({ Bucket: this.name, Prefix: prefix, ContinuationToken: token })),
+      );
       for (const o of page.Contents ?? []) found.push({ key: o.Key!, size: o.Size ?? 0, etag: unquote(o.ETag), lastModified: o.LastModified?.getTime() ?? 0 });
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
@@ -143,13 +154,19 @@ export class S3Bucket implements Bucket {
   }
 
   async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<UploadedPart> {
-    const out = await this.call('UploadPart', () => this.client.send(new UploadPartCommand({ Bucket: this.name, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length })));
+    const out = await this.call('UploadPart', () =>
+      this.client.send(
+        new UploadPartCommand({ Bucket: this.name, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+      ),
+    );
     return { partNumber, etag: out.ETag ?? '' };
   }
 
   async completeUpload(key: string, uploadId: string, parts: UploadedPart[]): Promise<void> {
     const Parts = parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag }));
-    await this.call('CompleteMultipartUpload', () => this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.name, Key: key, UploadId: uploadId, MultipartUpload: { Parts } })));
+    await this.call('CompleteMultipartUpload', () =>
+      this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.name, Key: key, UploadId: uploadId, MultipartUpload: { Parts } })),
+    );
   }
 
   async abortUpload(key: string, uploadId: string): Promise<void> {
@@ -158,7 +175,9 @@ export class S3Bucket implements Bucket {
 
   async presign(key: string, expiresInSeconds: number): Promise<string> {
     // Points at S3_ENDPOINT as this replica sees it (or AWS S3's own host): the client must reach it.
-    return this.call('presign GetObject', () => getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.name, Key: key }), { expiresIn: expiresInSeconds }));
+    return this.call('presign GetObject', () =>
+      getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.name, Key: key }), { expiresIn: expiresInSeconds }),
+    );
   }
 
   private async call<T>(operation: string, request: () => Promise<T>): Promise<T> {

@@ -21,7 +21,17 @@ import { BucketLayout } from './bucket-layout.js';
 import { UsageBatches } from './bucket-eviction.js';
 import { BucketSpool } from './bucket-spool.js';
 import { createSpool, diskSpace, newSpoolName, PRIVATE_DIR, spoolDirOf } from '../content-files.js';
-import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type DiskSpace, type Provenance, type Spool, type SpooledContent, type StoredContent } from '../content-store.js';
+import {
+  StoreUnavailableError,
+  type ContentFile,
+  type ContentKind,
+  type ContentStore,
+  type DiskSpace,
+  type Provenance,
+  type Spool,
+  type SpooledContent,
+  type StoredContent,
+} from '../content-store.js';
 import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
 import type { Room } from '../eviction.js';
 import { LocalTier } from './local-tier.js';

@@ -47,7 +47,11 @@ export class FillArbiter {
     for (const fill of [...this.byId.values()]) {
       if (fill.leader === worker) {
         const written = fill.info?.written ?? 0;
-        this.settle(fill, { fill: fill.id, written, error: { reason: 'abandoned', message: `the worker filling it (worker ${worker}) exited after ${written} bytes` } });
+        this.settle(fill, {
+          fill: fill.id,
+          written,
+          error: { reason: 'abandoned', message: `the worker filling it (worker ${worker}) exited after ${written} bytes` },
+        });
         continue;
       }
       fill.followers.delete(worker);
@@ -93,7 +97,16 @@ export class FillArbiter {
   private started(worker: number, p: FillStarted): void {
     const fill = this.byId.get(p.fill);
     if (!fill || fill.leader !== worker) return;
-    fill.info = { fill: fill.id, spool: p.spool, kind: fill.key.kind, digest: fill.key.digest, mediaType: p.mediaType, expectedSize: p.expectedSize, written: 0, verified: false };
+    fill.info = {
+      fill: fill.id,
+      spool: p.spool,
+      kind: fill.key.kind,
+      digest: fill.key.digest,
+      mediaType: p.mediaType,
+      expectedSize: p.expectedSize,
+      written: 0,
+      verified: false,
+    };
     for (const { worker: follower, answer } of fill.waiting) {
       this.addFollower(fill, follower);
       answer({ ...fill.info });

@@ -184,7 +184,8 @@ class LeadReporter {
   }
 
   private readonly progressed = (): void => {
-    if (this.fill.verified && !this.verifiedSent) this.report(); // followers may finish: at once
+    if (this.fill.verified && !this.verifiedSent)
+      this.report(); // followers may finish: at once
     else if (this.watched && !this.scheduled) {
       this.scheduled = true;
       setImmediate(() => {

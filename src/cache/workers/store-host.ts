@@ -65,7 +65,9 @@ export class StoreHost {
   async detach(worker: number): Promise<void> {
     this.subscribed.delete(worker);
     this.fills.workerGone(worker);
-    await this.store.discardSpooled(spoolPrefixOf(worker)).catch((err: Error) => this.log.warn({ error: err.message }, 'removing a dead worker\'s spool files failed'));
+    await this.store
+      .discardSpooled(spoolPrefixOf(worker))
+      .catch((err: Error) => this.log.warn({ error: err.message }, "removing a dead worker's spool files failed"));
   }
 
   private async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {

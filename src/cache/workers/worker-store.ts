@@ -86,7 +86,8 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     return contentPath(this.options.dir, digest);
   }
 
-  beginSpool(): Promise<Spool> { // the content does not matter: a file is named by its fill
+  beginSpool(): Promise<Spool> {
+    // the content does not matter: a file is named by its fill
     return createSpool(this.options.dir, newSpoolName(this.options.spoolPrefix));
   }
 
@@ -106,7 +107,9 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const name = newSpoolName(this.options.spoolPrefix);
-    return this.smallWrites.write(this.options.dir, name, content.kind, content.digest, data, () => this.commitSpooled(name, { ...content, size: data.length }, from));
+    return this.smallWrites.write(this.options.dir, name, content.kind, content.digest, data, () =>
+      this.commitSpooled(name, { ...content, size: data.length }, from),
+    );
   }
 
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
