@@ -9,6 +9,7 @@ bash test/install-deps.sh
 npm run --silent build
 npm run --silent typecheck
 npm run --silent check:imports # imports point downward only (.dependency-cruiser.cjs)
+npx prettier --check --log-level warn . || { echo 'Formatting differs: run npm run format' >&2; exit 1; }
 
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)
