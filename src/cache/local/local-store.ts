@@ -19,17 +19,8 @@ import {
   spoolDirOf,
   spoolPath,
 } from '../content-files.js';
-import {
-  storedAgain,
-  type Committed,
-  type ContentFile,
-  type ContentKind,
-  type ContentStore,
-  type DiskSpace,
-  type Provenance,
-  type Spool,
-  type StoredContent,
-} from '../content-store.js';
+import { storedAgain } from '../content-store.js';
+import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, type Entry } from '../entry-index.js';
 
 export { integrityOf } from '../content-files.js';

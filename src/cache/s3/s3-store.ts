@@ -22,18 +22,8 @@ import { UsageBatches } from './bucket-eviction.js';
 import { BucketSpool } from './bucket-spool.js';
 import { CommitsInProgress } from '../commits-in-progress.js';
 import { createSpool, diskSpace, newSpoolName, openSpoolDir } from '../content-files.js';
-import {
-  storedAgain,
-  StoreUnavailableError,
-  type ContentFile,
-  type ContentKind,
-  type ContentStore,
-  type DiskSpace,
-  type Provenance,
-  type Spool,
-  type SpooledContent,
-  type StoredContent,
-} from '../content-store.js';
+import { storedAgain, StoreUnavailableError } from '../content-store.js';
+import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, SpooledContent, StoredContent } from '../content-store.js';
 import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
 import { LocalTier } from './local-tier.js';
 
