@@ -10,11 +10,15 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { StoredContent } from '../src/cache/content-store.js';
 import type { Entry } from '../src/cache/entry-index.js';
-import { Evictor } from '../src/cache/eviction.js';
+import type { Backend } from '../src/cache/backend.js';
 import { FillCoordinator, type Fetched, type FillKey } from '../src/cache/fill-coordinator.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import type { Fill } from '../src/cache/fill.js';
+import { DiskEvictor } from '../src/cache/local/disk-eviction.js';
+import { openLocalBackend } from '../src/cache/local/local-backend.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
+import { LocalFillTable } from '../src/cache/fill-table.js';
+import { Room } from '../src/cache/room.js';
 import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ContentAccess } from '../src/registry/content-access.js';
@@ -39,18 +43,18 @@ const settled = (fill: Fill): Promise<unknown> => (fill.settled ? Promise.resolv
 
 describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
   const tmp = new TmpDirs();
+  let backend: Backend<LocalStore>;
   let store: LocalStore;
-  let evictor: Evictor;
   let coordinator: FillCoordinator;
 
   before(async () => {
-    store = await LocalStore.open(await tmp.make('regcache-coordinator'));
-    evictor = new Evictor(store, { maxBytes: 1024 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
-    coordinator = new FillCoordinator(store, evictor, log);
+    const cacheDir = await tmp.make('regcache-coordinator');
+    backend = await openLocalBackend({ cacheDir, cacheMaxSize: 1024 * 1024 * 1024, cacheInactiveMs: 86_400_000 }, log);
+    store = backend.store;
+    coordinator = new FillCoordinator(backend, log);
   });
   after(async () => {
-    await evictor.stop();
-    await store.close();
+    await backend.close();
     await tmp.cleanup();
   });
 
@@ -174,8 +178,8 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
 
   it('never evicts content being filled, and a read in progress outlives the eviction of its entry', async () => {
     // Room for the 1 MiB fill, not for the 2 MiB stored beside it: enforcing the bound evicts every entry.
-    const tight = new Evictor(store, { maxBytes: 1.5 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
-    const tightCoordinator = new FillCoordinator(store, tight, log);
+    const tight = new DiskEvictor(store, { maxBytes: 1.5 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
+    const tightCoordinator = new FillCoordinator({ store, room: new Room(store, 1.5 * 1024 * 1024, tight), fills: new LocalFillTable() }, log);
     // Stored content, opened for a read before it is evicted.
     const storedData = crypto.randomBytes(2 * 1024 * 1024);
     const storedDigest = digestOf(storedData);

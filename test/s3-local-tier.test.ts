@@ -11,6 +11,8 @@ import { contentPath } from '../src/cache/content-files.js';
 import type { ContentFile, StoredContent } from '../src/cache/content-store.js';
 import { Fill } from '../src/cache/fill.js';
 import { FillCoordinator } from '../src/cache/fill-coordinator.js';
+import { LocalFillTable } from '../src/cache/fill-table.js';
+import { Room } from '../src/cache/room.js';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createLogger } from '../src/telemetry/log.js';
@@ -152,7 +154,7 @@ describe('S3 store local tier', () => {
     const bytes = await fs.readFile(file);
     bytes.writeUInt8(bytes.readUInt8(1234) ^ 0x01, 1234);
     await fs.writeFile(file, bytes);
-    const coordinator = new FillCoordinator(b, b.room(1e12), log);
+    const coordinator = new FillCoordinator({ store: b, room: new Room(b, 1e12), fills: new LocalFillTable() }, log);
     const opened = (await coordinator.open(content))!;
     const error = await hit(opened, content).then(
       () => null,

@@ -11,6 +11,8 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { AccessLog } from '../src/telemetry/access-log.js';
 import { FillCoordinator } from '../src/cache/fill-coordinator.js';
+import { LocalFillTable } from '../src/cache/fill-table.js';
+import { Room } from '../src/cache/room.js';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { loadConfig } from '../src/config/config.js';
 import { Metrics } from '../src/telemetry/metrics.js';
@@ -58,7 +60,7 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
       manifest,
       from('library/public'),
     );
-    const coordinator = new FillCoordinator(store, store.room(1e12), log);
+    const coordinator = new FillCoordinator({ store, room: new Room(store, 1e12), fills: new LocalFillTable() }, log);
     // The private blob: only a client with ALLOWED credentials may read it; upstream refuses the others.
     const access = {
       check: async (_kind: string, digest: string, _entry: unknown, _ref: string, credentials: string | undefined) =>

@@ -15,6 +15,7 @@ import { StoreUnavailableError } from '../src/cache/content-store.js';
 import { Fill } from '../src/cache/fill.js';
 import { FillCoordinator } from '../src/cache/fill-coordinator.js';
 import { FillLocks } from '../src/cache/s3/fill-lock.js';
+import { Room } from '../src/cache/room.js';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -174,10 +175,12 @@ describe('S3 store over an in-memory bucket', () => {
     const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
     const coordinatorOf = (store: S3Store, owner: string) =>
       new FillCoordinator(
-        store,
-        store.room(1e12),
+        {
+          store,
+          room: new Room(store, 1e12),
+          fills: new BucketFillTable(locks(bucket, owner), { stored: async (k) => (await store.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
+        },
         log,
-        new BucketFillTable(locks(bucket, owner), { stored: async (k) => (await store.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
       );
     let fetches = 0;
     const slowBody = () => {
@@ -211,10 +214,12 @@ describe('S3 store over an in-memory bucket', () => {
     const key = { origin: 'registry.test', kind: 'blob' as const, digest: digestOf(data) };
     const lockA = locks(bucket, 'a');
     const coordinator = new FillCoordinator(
-      a,
-      a.room(1e12),
+      {
+        store: a,
+        room: new Room(a, 1e12),
+        fills: new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
+      },
       log,
-      new BucketFillTable(lockA, { stored: async (k) => (await a.lookup(k.kind, k.digest)) !== null, pollMs: 20 }),
     );
     const fetched = () => Promise.resolve({ answer: 'ok', body: { stream: Readable.from([data]), mediaType: 'application/x-test', size: data.length } });
     const led = await coordinator.fill(key, NO_PROVENANCE, fetched, null);

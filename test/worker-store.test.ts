@@ -1,5 +1,5 @@
-// The store shared by worker processes (WORKERS > 1), in one process: the primary's LocalStore, Evictor
-// and StoreHost, and two "workers" (a WorkerStore, a SharedFillTable and a FillCoordinator each) talking
+// The store shared by worker processes (WORKERS > 1), in one process: the primary's LocalStore, DiskEvictor
+// and StoreHost, and two "workers" (a worker backend and a FillCoordinator each) talking
 // to it over fake channels that carry JSON copies of the messages a moment later, as Node's IPC does.
 // One fetch for a content claimed by both workers, the follower streaming before the commit; a HIT in one
 // worker right after the other committed; a leader gone mid-fill cutting its follower before the last
@@ -10,14 +10,15 @@ import { EventEmitter, once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { Evictor } from '../src/cache/eviction.js';
 import { FillCoordinator, type FillKey } from '../src/cache/fill-coordinator.js';
 import { FillReader } from '../src/cache/fill-reader.js';
 import type { Fill } from '../src/cache/fill.js';
+import { DiskEvictor } from '../src/cache/local/disk-eviction.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
-import { SharedFillTable } from '../src/cache/workers/shared-fill-table.js';
+import { Room } from '../src/cache/room.js';
 import { spoolPrefixOf, StoreHost } from '../src/cache/workers/store-host.js';
-import { WorkerStore } from '../src/cache/workers/worker-store.js';
+import { connectWorkerBackend } from '../src/cache/workers/worker-backend.js';
+import type { WorkerStore } from '../src/cache/workers/worker-store.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ProcessChannel, type MessagePort } from '../src/ipc/process-channel.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -90,7 +91,7 @@ describe('one store for several worker processes (in-process, fake channels)', (
   const tmp = new TmpDirs();
   let dir: string;
   let store: LocalStore;
-  let evictor: Evictor;
+  let evictor: DiskEvictor;
   let host: StoreHost;
   let a: FakeWorker;
   let b: FakeWorker;
@@ -98,12 +99,11 @@ describe('one store for several worker processes (in-process, fake channels)', (
   async function worker(id: number): Promise<FakeWorker> {
     const [primaryEnd, workerEnd, cut] = channelPair();
     host.attach(id, primaryEnd);
-    const workerStore = await WorkerStore.connect(workerEnd, { dir, spoolPrefix: spoolPrefixOf(id), maxBytes: MAX_BYTES });
-    const fills = new SharedFillTable(workerEnd, (name) => workerStore.followSpool(name));
-    const coordinator = new FillCoordinator(workerStore, workerStore.room, log, fills);
+    const backend = await connectWorkerBackend(workerEnd, { cacheDir: dir, cacheMaxSize: MAX_BYTES }, id);
+    const coordinator = new FillCoordinator(backend, log);
     return {
       id,
-      store: workerStore,
+      store: backend.store,
       coordinator,
       gone: () => {
         cut();
@@ -115,8 +115,8 @@ describe('one store for several worker processes (in-process, fake channels)', (
   before(async () => {
     dir = await tmp.make('regcache-worker-store');
     store = await LocalStore.open(dir);
-    evictor = new Evictor(store, { maxBytes: MAX_BYTES, inactiveMs: 86_400_000 }, log);
-    host = new StoreHost(store, evictor, log);
+    evictor = new DiskEvictor(store, { maxBytes: MAX_BYTES, inactiveMs: 86_400_000 }, log);
+    host = new StoreHost({ store, room: new Room(store, MAX_BYTES, evictor) }, log);
     a = await worker(1);
     b = await worker(2);
   });

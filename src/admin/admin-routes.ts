@@ -7,6 +7,7 @@ import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { clientAddress } from '../auth/client-address.js';
 import type { UserSet } from '../auth/user-set.js';
+import type { StoreReadiness } from '../cache/backend.js';
 import type { ContentIndex } from '../cache/content-store.js';
 import { taggedRepositories, type ListingViewer } from '../cache/tag-listing.js';
 import type { Logger } from '../telemetry/log.js';
@@ -31,8 +32,7 @@ export interface AdminDeps {
   listing: (viewer: ListingViewer) => Promise<Listing>; // what has been pulled (cacheListing)
   metrics: MetricsExposition; // /metrics
   ready: () => boolean; // false while starting or shutting down
-  diskFull: () => Promise<boolean>; // free space on CACHE_DIR's filesystem is below the evictor's reserve
-  storeReachable: (() => boolean) | null; // with CACHE_STORE: whether the bucket answered last time it was asked
+  storeReadiness: () => Promise<StoreReadiness>; // diskSpace (free space above the reserve); with CACHE_STORE, store (the bucket answers)
   mirrorPort: () => number | null; // the registry-mirror listener, when on
   registries: string[]; // the allowlist, for /setup/containerd
   auth: UserSet | null; // the admin door: ADMIN_AUTH, else PROXY_AUTH; null: open
@@ -122,11 +122,7 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     case '/readyz': {
       // A full disk cannot store anything (every fill is a BYPASS): a balancer should prefer another replica.
       // With CACHE_STORE, a replica that cannot reach the bucket answers 503 to every pull: out of rotation.
-      const checks = {
-        listening: deps.ready(),
-        diskSpace: !(await deps.diskFull().catch(() => true)),
-        ...(deps.storeReachable ? { store: deps.storeReachable() } : {}),
-      };
+      const checks = { listening: deps.ready(), ...(await deps.storeReadiness()) };
       const ready = Object.values(checks).every(Boolean);
       json(ready ? 200 : 503, { ready, checks });
       return;

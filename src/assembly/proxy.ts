@@ -1,6 +1,7 @@
 // Assembles a running proxy from a Config: CA, store, upstream client, handlers, listeners. startProxy is
 // the one process (WORKERS=1); serveProxy is what every process that serves runs, that one or a worker
-// (worker.ts) over the primary's store.
+// (worker.ts) over the primary's store: the same code whichever store's backend it is given
+// (store-owner.ts picks it).
 import { createServer, type Server } from 'node:http';
 import fs from 'node:fs/promises';
 import type net from 'node:net';
@@ -12,22 +13,20 @@ import { cacheListing, handleAdmin, localHealth, type HealthReport, type Listing
 import type { ServerPorts } from '../admin/server-ports.js';
 import { loadDoors, type Doors } from '../auth/doors.js';
 import { PasswordGuard } from '../auth/password-guard.js';
-import type { EntryIndex } from '../cache/entry-index.js';
+import type { Backend } from '../cache/backend.js';
 import { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Fill } from '../cache/fill.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
 import { AccessLog } from '../telemetry/access-log.js';
-import { ownCacheDir } from './cache-owner.js';
-import type { ContentStore } from '../cache/content-store.js';
-import { diskFull } from '../cache/eviction.js';
 import { describeConfig, type Config } from '../config/config.js';
-import { Metrics, type MetricsExposition, type MetricsSources } from '../telemetry/metrics.js';
+import { Metrics, type MetricsExposition } from '../telemetry/metrics.js';
 import { listenError } from './startup-checks.js';
 import { prepareStartup } from './startup.js';
+import { ownStore } from './store-owner.js';
 import type { Logger } from '../telemetry/log.js';
 import { Allowlist } from '../registry/allowlist.js';
 import { ContentAccess } from '../registry/content-access.js';
-import { ContentResponder, type BlobRedirect } from '../registry/content-responder.js';
+import { ContentResponder } from '../registry/content-responder.js';
 import { RegistryHandler } from '../registry/registry-handler.js';
 import { AllowedClients, CLIENT_REFUSED } from '../doors/allowed-clients.js';
 import { createMirrorServer } from '../doors/mirror-server.js';
@@ -58,78 +57,27 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   const metrics = new Metrics();
   const { guard, doors, warnings } = openDoors(config, log, metrics);
   const ca = await prepareStartup(config, log, warnings);
-  const [leaves, owned] = await Promise.all([LeafCertificates.create(ca), ownStore(config, log, metrics)]);
-  const { store, coordinator } = owned;
+  const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), ownStore(config, log, metrics)]);
   const proxy = await serveProxy(config, log, {
     metrics,
     guard,
     doors,
     ca,
     leaves,
-    coordinator,
-    index: owned.index,
-    diskFull: owned.diskFull,
-    storeReachable: owned.reachable,
-    redirect: owned.redirect,
-    gauges: { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => store.index.totalBytes, storeEntries: () => store.index.size },
+    backend,
+    storeGauges: true,
     views: {
       health: () => localHealth(ca.certPem, config.cacheDir),
-      listing: (viewer) => Promise.resolve(cacheListing(store.index, viewer)),
+      listing: (viewer) => Promise.resolve(cacheListing(backend.index, viewer)),
       metrics: metrics.registry,
     },
-    closeStore: () => owned.close(),
   });
-  owned.setPorts(proxy.ports);
+  backend.setPorts(proxy.ports);
   log.info(
     { port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) },
     'listening',
   );
   return proxy;
-}
-
-/** The store one process owns, and the one coordinator over it (shared by the proxy and the mirror: one fill per origin and digest). */
-interface OwnedStore {
-  store: ContentStore;
-  coordinator: FillCoordinator;
-  index: EntryIndex;
-  diskFull: () => Promise<boolean>;
-  reachable: (() => boolean) | null;
-  redirect: BlobRedirect | null; // S3_REDIRECT
-  setPorts(ports: ServerPorts): void;
-  close(): Promise<void>;
-}
-
-/** CACHE_DIR's store, or with CACHE_STORE the fleet's bucket (one fetch per blob across replicas). */
-async function ownStore(config: Config, log: Logger, metrics: Metrics): Promise<OwnedStore> {
-  if (config.cacheStore) {
-    // Loaded only for a bucket: the AWS SDK adds ~125 ms to every start that has no use for it.
-    const { ownBucket } = await import('./bucket-owner.js');
-    const owner = await ownBucket(config, config.cacheStore, log);
-    const { store } = owner;
-    owner.evictor.on('evicted', (reason: string, entries: number) => metrics.evicted(reason, entries));
-    return {
-      store,
-      coordinator: new FillCoordinator(store, owner.room, log, owner.fills),
-      index: store.index.replica,
-      diskFull: () => diskFull(store),
-      reachable: () => store.reachable,
-      redirect: owner.redirect,
-      setPorts: owner.setPorts,
-      close: owner.close,
-    };
-  }
-  const owner = await ownCacheDir(config, log, metrics);
-  const { store, evictor } = owner;
-  return {
-    store,
-    coordinator: new FillCoordinator(store, evictor, log),
-    index: store.index,
-    diskFull: () => evictor.diskFull(),
-    reachable: null,
-    redirect: null,
-    setPorts: owner.setPorts,
-    close: owner.close,
-  };
 }
 
 /** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
@@ -145,19 +93,16 @@ export interface ServeParts {
   doors: Doors;
   ca: CertificateAuthority;
   leaves: LeafCertificates;
-  coordinator: FillCoordinator;
-  index: EntryIndex; // for the mirror's listings (a worker's replica of the primary's)
-  diskFull: () => Promise<boolean>; // /readyz
-  storeReachable?: (() => boolean) | null; // /readyz, with CACHE_STORE: the bucket answers
-  redirect?: BlobRedirect | null; // S3_REDIRECT: blob GETs answered 307 to a presigned URL
-  gauges: Partial<MetricsSources>; // the store's gauges, where the store is this process's
+  backend: Backend; // the store, as this process sees it (a worker: its primary's); closed last
+  storeGauges: boolean; // the store's gauges and its fills' are this process's (a worker's are the primary's)
   views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
-  closeStore: () => Promise<void>;
 }
 
-/** Wires the upstream client, the handlers and the listeners over the store, and listens. */
+/** Wires the coordinator, the upstream client, the handlers and the listeners over the store, and listens. */
 export async function serveProxy(config: Config, log: Logger, parts: ServeParts): Promise<RunningProxy> {
-  const { metrics, guard, doors, ca, leaves, coordinator } = parts;
+  const { metrics, guard, doors, ca, leaves, backend } = parts;
+  // One coordinator, shared by the proxy and the mirror: one fill per origin and digest.
+  const coordinator = new FillCoordinator(backend, log);
   const store = coordinator.store;
   const accessLog = new AccessLog(log, metrics);
   leaves.warmUp();
@@ -188,7 +133,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const contentOptions = { verifyOnRead: config.verifyOnRead, redirect: parts.redirect ?? null };
+  const contentOptions = { verifyOnRead: config.verifyOnRead, redirect: backend.redirect };
   const content = new ContentResponder(coordinator, upstream, access, contentOptions);
   const registry = new RegistryHandler({
     log,
@@ -210,16 +155,16 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     version: VERSION,
     ...parts.views,
     ready: () => ready,
-    diskFull: parts.diskFull,
-    storeReachable: parts.storeReachable ?? null,
+    storeReadiness: () => backend.readiness(),
     mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
     registries: config.registries,
     auth: doors.admin,
     proxyAuth: doors.proxy,
     mirrorAuth: doors.mirror,
   };
+  const storeGauges = { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => backend.index.totalBytes, storeEntries: () => backend.index.size };
   metrics.watch({
-    ...parts.gauges,
+    ...(parts.storeGauges ? storeGauges : {}),
     leavesMinted: () => leaves.minted,
     tunnelsOpen: () => tunnels.active,
   });
@@ -257,7 +202,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
       accessLog,
       allowlist,
       registry: new RegistryHandler({ log, accessLog, coordinator, upstream: asRegcache, content: mirrorContent, allowPush: false, tagPolicy }),
-      index: parts.index,
+      index: backend.index,
       registryDomain: config.registryDomain,
       auth: doors.mirror,
       adminAuth: doors.admin,
@@ -317,7 +262,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
       }
       for (const socket of connections) socket.destroy();
       await upstream.close();
-      await parts.closeStore();
+      await backend.close();
       await guard.close();
     },
   };

@@ -1,7 +1,8 @@
 // The files of a store directory as any process working on it opens them: content files where cacache's
 // own lib/content/path.js puts them (one per digest), spool files named in CACHE_DIR/spool (another
 // process follows a fill by the name), the modes regcache creates them with, and the free space. Used by
-// LocalStore (the process that owns the directory) and WorkerStore (a worker process beside it).
+// LocalStore (the process that owns the directory), WorkerStore (a worker process beside it) and S3Store
+// (a bucket replica's spool files and local copies).
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import { createRequire } from 'node:module';
@@ -63,8 +64,11 @@ export async function followSpool(dir: string, name: string): Promise<SpoolFile 
   }
 }
 
-/** Writes a small body to a new spool file and syncs it (a verified manifest, committed next). */
-export async function writeSpool(dir: string, name: string, data: Buffer): Promise<string> {
+/**
+ * Stores a small verified body (a manifest) at once rather than by a fill: written to the new spool file
+ * `name`, synced, then handed to `commit`; the file is removed when the commit fails.
+ */
+export async function commitSmall(dir: string, name: string, data: Buffer, commit: (file: string) => Promise<unknown>): Promise<void> {
   const file = spoolPath(dir, name);
   const handle = await fs.open(file, 'wx', 0o600);
   try {
@@ -73,7 +77,38 @@ export async function writeSpool(dir: string, name: string, data: Buffer): Promi
   } finally {
     await handle.close();
   }
-  return file;
+  try {
+    await commit(file);
+  } catch (err) {
+    await fs.rm(file, { force: true });
+    throw err;
+  }
+}
+
+/**
+ * Makes `dir` (CACHE_DIR) and its spool directory owner-only, whatever the umask or an earlier mode, and
+ * empties the spool: files left there by a crash were never committed. The store that owns the directory
+ * does this when it opens (a directory's, a bucket replica's), before any fill.
+ */
+export async function openSpoolDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
+  await restrictToOwner(dir);
+  const spoolDir = spoolDirOf(dir);
+  await fs.rm(spoolDir, { recursive: true, force: true });
+  await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
+  await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
+}
+
+/**
+ * CACHE_DIR ends up 0700 even if it existed with a wider mode (e.g. created 0777 under umask 000 by an
+ * earlier version). A directory owned by another user keeps the mode its owner chose (chmod: EPERM).
+ */
+async function restrictToOwner(dir: string): Promise<void> {
+  try {
+    await fs.chmod(dir, PRIVATE_DIR);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+  }
 }
 
 /** Opens stored content for reading; null when its file is gone. */

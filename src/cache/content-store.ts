@@ -1,9 +1,9 @@
 // What regcache needs of a place that keeps content, and nothing more: the fill coordinator and the cache
-// commands use only this. LocalStore (local-store.ts: a directory in cacache's layout, described by an
-// EntryIndex journal) is the first implementation; several processes on one directory, or a bucket, are
-// others, with no change to registry/ or server/. Content is addressed by kind and sha256 digest, written
-// once through a spool (readable while it fills, committed when its digest is verified), and read by
-// position.
+// commands use only this. Each store brings one in its backend (backend.ts): a directory in cacache's
+// layout described by an EntryIndex journal (local/), a worker's view of its primary's directory
+// (workers/), a bucket shared by a fleet (s3/), with no change to registry/. Content is addressed by kind
+// and sha256 digest, written once through a spool (readable while it fills, committed when its digest is
+// verified), and read by position.
 import type { EventEmitter } from 'node:events';
 import type { Entry, EntryIndex, EntryKind } from './entry-index.js';
 
@@ -71,6 +71,33 @@ export type ContentIndex = Pick<
   'size' | 'totalBytes' | 'get' | 'oldestFirst' | 'taggedManifest' | 'untag' | 'setAccess' | 'pointer' | 'pointersOf' | 'setPointer' | 'delete'
 >;
 
+/** What a 'committed' event carries: the entry, and the origin ("registry/repository") that delivered it. */
+export interface Committed {
+  entry: Entry;
+  ref: string | null;
+}
+
+/**
+ * Content already stored arrived again, from `from` (a second fill of the same bytes, from another origin):
+ * the entry keeps what it knows (its origins, tags and whether it is public) and `learn`s the origin; a
+ * new origin is then announced as a commit is ('committed' on `store`, with the entry as `current` has it),
+ * so that it is asked about like one. What was announced, or null.
+ */
+export async function storedAgain(
+  store: EventEmitter,
+  entry: Entry,
+  from: Provenance,
+  learn: () => Promise<void>,
+  current: () => Entry | undefined = () => entry,
+): Promise<Committed | null> {
+  const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
+  await learn();
+  if (!newOrigin) return null;
+  const committed = { entry: current() ?? entry, ref: from.ref };
+  store.emit('committed', committed.entry, committed.ref);
+  return committed;
+}
+
 /**
  * Emits 'committed' (entry, ref) when content is stored, and when content already stored arrives from an
  * origin its entry did not name (ref: that origin's "registry/repository").
@@ -104,9 +131,10 @@ export interface ContentStore extends EventEmitter {
   space(): Promise<DiskSpace>;
   /**
    * Content read as stored did not hash to its digest: drops a replica's local copy of it when that is
-   * what was read (true), rather than the entry (false, or absent: the caller removes the entry).
+   * what was read (true: a bucket replica's local tier), rather than the entry (false: the caller removes
+   * the entry; always so where the stored bytes are the only ones).
    */
-  dropCorruptCopy?(digest: string): Promise<boolean>;
+  dropCorruptCopy(digest: string): Promise<boolean>;
   /** Removes content no entry refers to (left by a crash, or put there by hand); what it freed. */
   removeUnreferenced(): Promise<{ files: number; bytes: number }>;
   close(): Promise<void>;

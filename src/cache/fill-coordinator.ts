@@ -13,9 +13,10 @@ import type { Readable } from 'node:stream';
 import type { Logger } from '../telemetry/log.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type Provenance, type StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
-import type { Room } from './eviction.js';
+import type { Backend } from './backend.js';
 import { Fill } from './fill.js';
-import { LocalFillTable, type FillKey, type FillTable } from './fill-table.js';
+import type { FillKey, FillTable } from './fill-table.js';
+import type { Room } from './room.js';
 
 export type { FillKey } from './fill-table.js';
 
@@ -40,13 +41,18 @@ export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
  * Events: 'fill-started' (key), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
  */
 export class FillCoordinator extends EventEmitter {
+  readonly store: ContentStore;
+  private readonly room: Room;
+  private readonly fills: FillTable;
+
   constructor(
-    readonly store: ContentStore,
-    private readonly room: Room,
+    backend: Pick<Backend, 'store' | 'room' | 'fills'>,
     private readonly log: Logger,
-    private readonly fills: FillTable = new LocalFillTable(),
   ) {
     super();
+    this.store = backend.store;
+    this.room = backend.room;
+    this.fills = backend.fills;
   }
 
   get fillsInFlight(): number {
@@ -166,7 +172,7 @@ export class FillCoordinator extends EventEmitter {
   dropCorrupt(stored: StoredContent, err: Error): void {
     const { kind, digest } = stored;
     void (async () => {
-      if (await this.store.dropCorruptCopy?.(digest)) {
+      if (await this.store.dropCorruptCopy(digest)) {
         this.log.warn(
           { digest, kind, error: err.message },
           'local copy of stored content does not match its digest; dropped (the bucket answers the next read)',

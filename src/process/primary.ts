@@ -1,8 +1,8 @@
 // The supervising primary (WORKERS > 1): it serves no traffic. It checks the configuration and makes the
-// CA once, owns CACHE_DIR (control socket, index, eviction: cache-owner.ts) and answers the workers'
-// stores (cache/store-host.ts), then forks WORKERS workers (worker.ts) that all listen on PORT,
-// MIRROR_PORT and ADMIN_PORT: Node's cluster accepts in the primary and hands each connection to the next
-// worker in turn. A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
+// CA once, owns CACHE_DIR (control socket, index, eviction: assembly/store-owner.ts) and answers the
+// workers' stores (cache/workers/store-host.ts), then forks WORKERS workers (worker.ts) that all listen on
+// PORT, MIRROR_PORT and ADMIN_PORT: Node's cluster accepts in the primary and hands each connection to the
+// next worker in turn. A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
 // worker drains as the one process does, then the primary closes the store. /healthz, /metrics and
 // /api/v1/cache are answered here for the whole tree, whichever worker was asked.
 import cluster, { type Worker } from 'node:cluster';
@@ -11,7 +11,7 @@ import { cacheListing, localHealth, type HealthReport } from '../admin/admin-rou
 import type { ServerPorts } from '../admin/server-ports.js';
 import { StoreHost } from '../cache/workers/store-host.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
-import { ownCacheDir } from '../assembly/cache-owner.js';
+import { ownDirectory } from '../assembly/store-owner.js';
 import { describeConfig, type Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { Metrics } from '../telemetry/metrics.js';
@@ -47,9 +47,9 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const doors = openDoors(config, log, metrics); // the users' files are read once here: a broken one stops startup before any fork
   await doors.guard.close();
   const ca = await prepareStartup(config, log, doors.warnings);
-  const owner = await ownCacheDir(config, log, metrics);
-  const host = new StoreHost(owner.store, owner.evictor, log);
-  metrics.watch({ fillsInFlight: () => host.fills.size, storeBytes: () => owner.store.index.totalBytes, storeEntries: () => owner.store.index.size });
+  const owner = await ownDirectory(config, log, metrics);
+  const host = new StoreHost(owner, log);
+  metrics.watch({ fillsInFlight: () => host.fills.size, storeBytes: () => owner.index.totalBytes, storeEntries: () => owner.index.size });
 
   const running = new Map<number, Running>(); // by cluster worker id
   const backoff = new RestartBackoff();
@@ -88,7 +88,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     });
     channel.handle(TREE_HEALTH, health);
     channel.handle(TREE_METRICS, treeMetrics);
-    channel.handle<{ viewer: ListingViewer }>(TREE_LISTING, ({ viewer }) => cacheListing(owner.store.index, viewer));
+    channel.handle<{ viewer: ListingViewer }>(TREE_LISTING, ({ viewer }) => cacheListing(owner.index, viewer));
     worker.on('error', (err) => log.debug({ workerId: worker.id, error: err.message }, 'worker channel error'));
     worker.once('online', () => log.info({ workerId: worker.id, pid: worker.process.pid, slot }, 'worker started'));
     worker.once('exit', (code: number | null, signal: string | null) => {

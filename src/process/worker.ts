@@ -1,20 +1,16 @@
 // A worker process (WORKERS > 1, forked by primary.ts): the same listeners, handlers and upstream client as
-// the one process, on the ports the primary shares out (Node's cluster), over the primary's store: a
-// WorkerStore and a SharedFillTable on the IPC channel. The CA is the one the primary loaded or created;
+// the one process, on the ports the primary shares out (Node's cluster), over the primary's store: the
+// workers' backend on the IPC channel (cache/workers/worker-backend.ts). The CA is the one the primary loaded or created;
 // the leaf key is this worker's own. /healthz, /metrics and /api/v1/cache are the primary's answers.
 import type { HealthReport, Listing } from '../admin/admin-routes.js';
-import { diskFull } from '../cache/eviction.js';
-import { FillCoordinator } from '../cache/fill-coordinator.js';
-import { SharedFillTable } from '../cache/workers/shared-fill-table.js';
-import { spoolPrefixOf } from '../cache/workers/store-host.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
-import { WorkerStore } from '../cache/workers/worker-store.js';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { ProcessChannel, type MessagePort } from '../ipc/process-channel.js';
 import { ASK_TIMEOUT_MS, TREE_DRAIN, TREE_HEALTH, TREE_LISTENING, TREE_LISTING, TREE_METRICS, WORKER_METRICS } from './tree-messages.js';
 import { openDoors, serveProxy, type RunningProxy } from '../assembly/proxy.js';
+import { primaryStore } from '../assembly/store-owner.js';
 import { loadOrCreateCa } from '../tls/certificate-authority.js';
 import { LeafCertificates } from '../tls/leaf-certificates.js';
 
@@ -27,27 +23,20 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   channel.on<{ graceMs: number }>(TREE_DRAIN, ({ graceMs }) => drain(graceMs));
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
   const { ca } = await loadOrCreateCa(config.caDir); // the primary's: it exists by now
-  const [leaves, store] = await Promise.all([
-    LeafCertificates.create(ca),
-    WorkerStore.connect(channel, { dir: config.cacheDir, spoolPrefix: spoolPrefixOf(id), maxBytes: config.cacheMaxSize }),
-  ]);
-  const coordinator = new FillCoordinator(store, store.room, log, new SharedFillTable(channel, (name) => store.followSpool(name)));
+  const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), primaryStore(config, channel, id)]);
   const proxy = await serveProxy(config, log, {
     metrics,
     guard,
     doors,
     ca,
     leaves,
-    coordinator,
-    index: store.replica,
-    diskFull: () => diskFull(store),
-    gauges: {}, // the store's and the fills' are the primary's
+    backend,
+    storeGauges: false, // the primary's
     views: {
       health: () => channel.request<HealthReport>(TREE_HEALTH, null, ASK_TIMEOUT_MS),
       listing: (viewer: ListingViewer) => channel.request<Listing>(TREE_LISTING, { viewer }, ASK_TIMEOUT_MS),
       metrics: { contentType: metrics.registry.contentType, metrics: () => channel.request<string>(TREE_METRICS, null, ASK_TIMEOUT_MS) },
     },
-    closeStore: () => store.close(),
   });
   channel.notify(TREE_LISTENING, proxy.ports);
   log.info({ pid: process.pid, port: proxy.port }, 'worker listening');

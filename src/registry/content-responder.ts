@@ -5,6 +5,7 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CacheStatus } from '../telemetry/access-log.js';
+import type { BlobRedirect } from '../cache/backend.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type Provenance, type StoredContent } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
 import type { FillCoordinator, FillKey } from '../cache/fill-coordinator.js';
@@ -25,9 +26,6 @@ export interface ContentTarget {
   digest: string;
   from: Provenance;
 }
-
-/** S3_REDIRECT: a short-lived presigned URL of a stored blob's object (a bearer credential: never logged). */
-export type BlobRedirect = (digest: string) => Promise<string>;
 
 export interface ContentResponderOptions {
   verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served

@@ -5,22 +5,29 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { contentPath, createSpool, diskSpace, newSpoolName, openContent, PRIVATE_DIR, SpoolFile, spoolDirOf, spoolPath } from '../content-files.js';
-import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
+import { CommitsInProgress } from '../commits-in-progress.js';
+import {
+  commitSmall,
+  contentPath,
+  createSpool,
+  diskSpace,
+  newSpoolName,
+  openContent,
+  openSpoolDir,
+  PRIVATE_DIR,
+  SpoolFile,
+  spoolDirOf,
+  spoolPath,
+} from '../content-files.js';
+import { storedAgain } from '../content-store.js';
+import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, type Entry } from '../entry-index.js';
-import { SmallWrites } from '../small-writes.js';
 
 export { integrityOf } from '../content-files.js';
 
-/** What a 'committed' event carries: the entry, and the origin ("registry/repository") that delivered it. */
-export interface Committed {
-  entry: Entry;
-  ref: string | null;
-}
-
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
-  private readonly smallWrites = new SmallWrites();
+  private readonly commits = new CommitsInProgress(); // small writes, and the commits workers ask for
 
   private constructor(
     readonly dir: string,
@@ -35,18 +42,16 @@ export class LocalStore extends EventEmitter implements ContentStore {
    * committed), loads the index.
    */
   static async open(dir: string): Promise<LocalStore> {
-    await fs.mkdir(dir, { recursive: true, mode: PRIVATE_DIR });
-    await restrictToOwner(dir);
-    const spoolDir = spoolDirOf(dir);
-    await fs.rm(spoolDir, { recursive: true, force: true });
-    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
-    await fs.chmod(spoolDir, PRIVATE_DIR); // ours: a umask may have narrowed the mode (never widened it)
+    await openSpoolDir(dir);
     return new LocalStore(dir, await EntryIndex.open(dir));
   }
 
-  /** O(1): the index says what is there; a file that vanished shows up when it is opened. */
+  /**
+   * O(1): the index says what is there, once a commit of it in progress settled; a file that vanished
+   * shows up when it is opened.
+   */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.smallWrites.settled(kind, digest);
+    await this.commits.settled(kind, digest);
     const entry = this.index.get(kind, digest);
     if (!entry) return null;
     return { kind, digest, size: entry.size, mediaType: entry.mediaType };
@@ -87,9 +92,10 @@ export class LocalStore extends EventEmitter implements ContentStore {
   /**
    * Commits a verified, synced spool file that another process (a worker) wrote in the spool directory,
    * by its name; what was committed (also emitted as 'committed'), or null when nothing new was learned.
+   * Lookups meanwhile wait for it (another worker's GET right after the fill must be a HIT).
    */
   commitSpooled(name: string, content: StoredContent, from: Provenance): Promise<Committed | null> {
-    return this.commitFile(spoolPath(this.dir, name), content, from);
+    return this.commits.run(content.kind, content.digest, () => this.commitFile(spoolPath(this.dir, name), content, from));
   }
 
   async discard(spool: Spool): Promise<void> {
@@ -121,18 +127,15 @@ export class LocalStore extends EventEmitter implements ContentStore {
    */
   async noteSource(kind: ContentKind, digest: string, from: Provenance): Promise<Committed | null> {
     const entry = this.index.get(kind, digest);
-    if (!entry) return null;
-    const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
-    await this.index.reference(kind, digest, from.ref, from.tag);
-    if (!newOrigin) return null;
-    this.emit('committed', entry, from.ref);
-    return { entry, ref: from.ref };
+    return entry ? storedAgain(this, entry, from, () => this.index.reference(kind, digest, from.ref, from.tag)) : null;
   }
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const { kind, digest } = content;
     if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from).then(() => undefined); // already stored
-    return this.smallWrites.write(this.dir, newSpoolName(), kind, digest, data, (file) => this.commitFile(file, { ...content, size: data.length }, from));
+    return this.commits.run(kind, digest, () =>
+      commitSmall(this.dir, newSpoolName(), data, (file) => this.commitFile(file, { ...content, size: data.length }, from)),
+    );
   }
 
   /**
@@ -151,6 +154,11 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   space(): Promise<DiskSpace> {
     return diskSpace(this.dir);
+  }
+
+  /** The stored bytes are the only ones: the caller drops the entry. */
+  dropCorruptCopy(): Promise<boolean> {
+    return Promise.resolve(false);
   }
 
   /** Deletes files under content-v2/ that no entry refers to. */
@@ -176,18 +184,6 @@ export class LocalStore extends EventEmitter implements ContentStore {
 function spoolFileOf(spool: Spool): SpoolFile {
   if (!(spool instanceof SpoolFile)) throw new Error('a spool of another store');
   return spool;
-}
-
-/**
- * CACHE_DIR ends up 0700 even if it existed with a wider mode (e.g. created 0777 under umask 000 by an
- * earlier version). A directory owned by another user keeps the mode its owner chose (chmod: EPERM).
- */
-async function restrictToOwner(dir: string): Promise<void> {
-  try {
-    await fs.chmod(dir, PRIVATE_DIR);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
-  }
 }
 
 async function listFiles(dir: string): Promise<string[]> {

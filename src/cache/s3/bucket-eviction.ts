@@ -24,6 +24,7 @@ import type { Bucket } from './bucket.js';
 import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from '../content-store.js';
 import { entryKey, type Entry } from '../entry-index.js';
+import { evictOldestFirst, lowWater } from '../lru-eviction.js';
 import type { FillLocks, Lease, LockBody } from './fill-lock.js';
 import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
 
@@ -40,7 +41,6 @@ interface MergedUsage {
   u: Record<string, number>; // entryKey -> last time a replica said it was reading it
 }
 
-const LOW_WATER = 0.9;
 const FETCH_CONCURRENCY = 16;
 
 /** What this replica served since its last batch, and the reads it has open. */
@@ -225,28 +225,23 @@ export class FleetEvictor extends EventEmitter {
     await index.refresh();
 
     const lastUse = (e: Entry) => Math.max(e.lastAccess, merged.t[entryKey(e.kind, e.digest)] ?? 0);
-    const order = [...index.oldestFirst()].map((e) => ({ e, last: lastUse(e) })).sort((a, b) => a.last - b.last);
-    const result: SweepResult = { evicted: 0, evictedBytes: 0, deleted: 0, deletedBytes: 0 };
-    const byReason = { inactive: { entries: 0, bytes: 0 }, size: { entries: 0, bytes: 0 } };
-    const target = Math.floor(this.budget.maxBytes * LOW_WATER);
+    const order = [...index.oldestFirst()].map((e) => ({ ...e, lastUse: lastUse(e) })).sort((a, b) => a.lastUse - b.lastUse);
+    const target = lowWater(this.budget.maxBytes);
     const over = index.totalBytes > this.budget.maxBytes;
-    for (const { e, last } of order) {
-      const reason = last < now - this.budget.inactiveMs ? 'inactive' : over && index.totalBytes > target ? 'size' : null;
-      if (reason === null) break; // oldest first: the rest are newer still
-      try {
-        await this.evict(e, now);
-      } catch (err) {
-        this.log.warn({ digest: e.digest, error: (err as Error).message }, 'eviction failed');
-        continue;
-      }
-      result.evicted++;
-      result.evictedBytes += e.size;
-      byReason[reason].entries++;
-      byReason[reason].bytes += e.size;
-      this.log.debug({ digest: e.digest, kind: e.kind, size: e.size, lastUse: last, reason }, 'evicted');
+    const tally = await evictOldestFirst(
+      order,
+      (e) => (e.lastUse < now - this.budget.inactiveMs ? 'inactive' : over && index.totalBytes > target ? 'size' : null),
+      (e) => this.evict(e, now),
+      this.log,
+    );
+    const result: SweepResult = { evicted: 0, evictedBytes: 0, deleted: 0, deletedBytes: 0 };
+    for (const reason of ['inactive', 'size'] as const) {
+      const counted = tally[reason];
+      if (!counted) continue;
+      result.evicted += counted.entries;
+      result.evictedBytes += counted.bytes;
+      this.emit('evicted', reason, counted.entries, counted.bytes);
     }
-    for (const reason of ['inactive', 'size'] as const)
-      if (byReason[reason].entries > 0) this.emit('evicted', reason, byReason[reason].entries, byReason[reason].bytes);
 
     await this.emptyTrash(merged, now, result);
 

@@ -10,8 +10,10 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { Logger } from '../../telemetry/log.js';
 import { contentPath, openContent, PRIVATE_DIR } from '../content-files.js';
 import type { ContentFile } from '../content-store.js';
+import { evictOldestFirst } from '../lru-eviction.js';
 
 export class LocalTier {
   // digest -> size; Map order is recency (oldest first): a use moves the digest to the end.
@@ -21,13 +23,14 @@ export class LocalTier {
   private constructor(
     readonly dir: string,
     readonly maxBytes: number,
+    private readonly log: Logger,
   ) {}
 
   /** Empties `dir` (copies of an earlier run are not trusted: there is no index of them) and opens it. */
-  static async open(dir: string, maxBytes: number): Promise<LocalTier> {
+  static async open(dir: string, maxBytes: number, log: Logger): Promise<LocalTier> {
     await fs.rm(dir, { recursive: true, force: true });
     await fs.mkdir(path.join(dir, 'incoming'), { recursive: true, mode: PRIVATE_DIR });
-    return new LocalTier(dir, maxBytes);
+    return new LocalTier(dir, maxBytes, log);
   }
 
   get totalBytes(): number {
@@ -121,11 +124,18 @@ export class LocalTier {
     return path.join(this.dir, 'incoming', crypto.randomUUID());
   }
 
+  /** Least recently used copies go until `size` more fits the bound. */
   private async makeRoom(size: number): Promise<void> {
-    for (const digest of this.digests()) {
-      if (this.bytes + size <= this.maxBytes) return;
-      await this.drop(digest);
-    }
+    const copies = [...this.copies].map(([digest, bytes]) => ({ digest, size: bytes }));
+    await evictOldestFirst(
+      copies,
+      () => (this.bytes + size > this.maxBytes ? 'size' : null),
+      (c) => this.drop(c.digest),
+      this.log,
+      {
+        what: 'local copy dropped',
+      },
+    );
   }
 }
 

@@ -20,20 +20,11 @@ import { BucketIndex, type EntryFacts } from './bucket-index.js';
 import { BucketLayout } from './bucket-layout.js';
 import { UsageBatches } from './bucket-eviction.js';
 import { BucketSpool } from './bucket-spool.js';
-import { createSpool, diskSpace, newSpoolName, PRIVATE_DIR, spoolDirOf } from '../content-files.js';
-import {
-  StoreUnavailableError,
-  type ContentFile,
-  type ContentKind,
-  type ContentStore,
-  type DiskSpace,
-  type Provenance,
-  type Spool,
-  type SpooledContent,
-  type StoredContent,
-} from '../content-store.js';
+import { CommitsInProgress } from '../commits-in-progress.js';
+import { createSpool, diskSpace, newSpoolName, openSpoolDir } from '../content-files.js';
+import { storedAgain, StoreUnavailableError } from '../content-store.js';
+import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, SpooledContent, StoredContent } from '../content-store.js';
 import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
-import type { Room } from '../eviction.js';
 import { LocalTier } from './local-tier.js';
 
 export interface S3StoreOptions {
@@ -61,7 +52,7 @@ export class S3Store extends EventEmitter implements ContentStore {
   readonly tier: LocalTier | null;
   private readonly bucket: Bucket;
   private readonly log: Logger;
-  private readonly pending = new Map<string, Promise<unknown>>(); // kind/digest -> a commit or small write in progress
+  private readonly commits = new CommitsInProgress(); // lookups wait for them rather than asking the bucket
   private readonly timers: NodeJS.Timeout[] = [];
   private up = true;
 
@@ -84,12 +75,9 @@ export class S3Store extends EventEmitter implements ContentStore {
    */
   static async open(options: S3StoreOptions): Promise<{ store: S3Store; created: boolean }> {
     const created = (await options.bucket.ensure()) === 'created';
-    await fs.mkdir(options.dir, { recursive: true, mode: PRIVATE_DIR });
-    const spoolDir = spoolDirOf(options.dir);
-    await fs.rm(spoolDir, { recursive: true, force: true });
-    await fs.mkdir(spoolDir, { mode: PRIVATE_DIR });
+    await openSpoolDir(options.dir);
     // The tier is wiped like the spools: its index is in memory only (decision #89).
-    const tier = options.localTierBytes ? await LocalTier.open(path.join(options.dir, 'tier'), options.localTierBytes) : null;
+    const tier = options.localTierBytes ? await LocalTier.open(path.join(options.dir, 'tier'), options.localTierBytes, options.log) : null;
     const store = new S3Store(options, tier);
     await store.index.refresh();
     store.timers.push(setInterval(() => void store.refresh(), options.refreshMs ?? REFRESH_MS).unref());
@@ -108,7 +96,7 @@ export class S3Store extends EventEmitter implements ContentStore {
 
   /** The replica first; else the bucket (another replica's commit), after a commit of it in progress here. */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.pending.get(entryKey(kind, digest))?.catch(() => undefined);
+    await this.commits.settled(kind, digest);
     const entry = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
     return entry && { kind, digest, size: entry.size, mediaType: entry.mediaType };
   }
@@ -147,7 +135,7 @@ export class S3Store extends EventEmitter implements ContentStore {
   /** Completes the upload (verified and synced by the fill), then makes it visible with its entry. */
   async commit(spool: Spool, content: StoredContent, from: Provenance): Promise<void> {
     const bucketSpool = spoolOf(spool);
-    await this.committing(content, async () => {
+    await this.commits.run(content.kind, content.digest, async () => {
       await this.watched(() => bucketSpool.publish());
       await this.record(content, from);
     });
@@ -164,7 +152,7 @@ export class S3Store extends EventEmitter implements ContentStore {
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const stored = { ...content, size: data.length };
-    return this.committing(stored, async () => {
+    return this.commits.run(stored.kind, stored.digest, async () => {
       await this.watched(() => this.bucket.put(this.layout.content(content.digest), data));
       await this.record(stored, from);
       await this.tier?.keep(content.digest, data).catch(() => undefined);
@@ -191,22 +179,6 @@ export class S3Store extends EventEmitter implements ContentStore {
     this.index.replica.touch(kind, digest);
     this.usage.touch(kind, digest);
     void this.reference(kind, digest, from).catch((err: Error) => this.log.debug({ digest, error: err.message }, 'noting a repository in the bucket failed'));
-  }
-
-  /**
-   * What the fill coordinator asks before and after a fill. A blob larger than CACHE_MAX_SIZE is not
-   * stored; before a fill the local disk must have room for its spool file. The bucket's total is bounded
-   * by the fleet's sweeper (bucket-eviction.ts), which `afterCommit` tells.
-   */
-  room(maxBytes: number, afterCommit: () => void = () => undefined): Room {
-    return {
-      fits: (size) => size <= maxBytes,
-      makeRoom: async (bytes) => {
-        const { free, reserve } = await this.space();
-        return free >= bytes + reserve;
-      },
-      afterCommit,
-    };
   }
 
   /** Free space where spool files go (the bucket itself has no bound regcache can read). */
@@ -247,9 +219,9 @@ export class S3Store extends EventEmitter implements ContentStore {
     const first = await this.watched(() => this.bucket.put(this.layout.entry(kind, digest), Buffer.from(JSON.stringify(facts)), { ifNoneMatch: true }));
     if (!first) {
       const known = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
-      const newOrigin = known !== null && from.ref !== null && !known.refs.includes(from.ref);
-      await this.watched(() => this.reference(kind, digest, from));
-      if (known && newOrigin) this.emit('committed', this.index.get(kind, digest) ?? known, from.ref);
+      const learn = () => this.watched(() => this.reference(kind, digest, from));
+      if (known) await storedAgain(this, known, from, learn, () => this.index.get(kind, digest));
+      else await learn();
       return;
     }
     const entry: Entry = { ...facts, lastAccess: facts.created, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
@@ -276,16 +248,6 @@ export class S3Store extends EventEmitter implements ContentStore {
     if (writes.length === 0) return;
     await Promise.all(writes);
     this.index.note(kind, digest, ops);
-  }
-
-  /** A commit in progress: lookups of the same content wait for it rather than asking the bucket. */
-  private committing(content: StoredContent, commit: () => Promise<void>): Promise<void> {
-    const key = entryKey(content.kind, content.digest);
-    const run = commit().finally(() => {
-      if (this.pending.get(key) === run) this.pending.delete(key);
-    });
-    this.pending.set(key, run);
-    return run;
   }
 
   /** Reads the index again; local copies whose entries are gone (removed or swept by any replica) go too. */

@@ -6,13 +6,12 @@
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs/promises';
 import type { ProcessChannel } from '../../ipc/process-channel.js';
-import { contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath } from '../content-files.js';
-import type { ContentFile, ContentIndex, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
+import { CommitsInProgress } from '../commits-in-progress.js';
+import { commitSmall, contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath } from '../content-files.js';
+import type { Committed, ContentFile, ContentIndex, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, entryKey, type Access, type Entry } from '../entry-index.js';
-import type { Room } from '../eviction.js';
 import type { FillBytes } from '../fill.js';
 import { ReplicaIndex } from '../replica-index.js';
-import { SmallWrites } from '../small-writes.js';
 import { STORE, type CommitRequest, type IndexCall, type IndexOp, type Use } from './store-protocol.js';
 
 // Access times matter only to eviction, in the primary: a second late is fine, a message per HIT is not.
@@ -21,14 +20,11 @@ const USE_FLUSH_MS = 1000;
 export interface WorkerStoreOptions {
   dir: string; // CACHE_DIR
   spoolPrefix: string; // marks this worker's spool files (removed by the primary if it dies)
-  maxBytes: number; // CACHE_MAX_SIZE: whether a blob fits at all is known here
 }
 
 export class WorkerStore extends EventEmitter implements ContentStore {
   readonly index: ContentIndex;
-  /** Asks the primary's evictor: one bound for every worker. */
-  readonly room: Room;
-  private readonly smallWrites = new SmallWrites();
+  private readonly commits = new CommitsInProgress(); // this worker's small writes
   private readonly uses = new Map<string, Use>();
   private flushTimer: NodeJS.Timeout | null = null;
 
@@ -40,16 +36,6 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   ) {
     super();
     this.index = new WorkerIndex(replica, channel);
-    this.room = {
-      fits: (size) => size <= options.maxBytes,
-      // Enough free space is the usual answer, and a statfs here finds it; only eviction is the primary's.
-      makeRoom: async (bytes) => {
-        const { free, reserve } = await this.space();
-        if (free >= bytes + reserve) return true;
-        return channel.request<boolean>(STORE.makeRoom, { bytes }).catch(() => false); // no primary: no room
-      },
-      afterCommit: () => undefined, // the primary enforces the bound after every commit it makes
-    };
   }
 
   /** Gets the primary's index and follows its changes from then on. */
@@ -68,7 +54,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 
   /** The replica first; else the primary, which waits for a commit of it in progress (another worker's fill). */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.smallWrites.settled(kind, digest);
+    await this.commits.settled(kind, digest);
     const entry = this.replica.get(kind, digest);
     if (entry) return { kind, digest, size: entry.size, mediaType: entry.mediaType };
     return this.channel.request<StoredContent | null>(STORE.lookup, { kind, digest });
@@ -107,8 +93,8 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
     const name = newSpoolName(this.options.spoolPrefix);
-    return this.smallWrites.write(this.options.dir, name, content.kind, content.digest, data, () =>
-      this.commitSpooled(name, { ...content, size: data.length }, from),
+    return this.commits.run(content.kind, content.digest, () =>
+      commitSmall(this.options.dir, name, data, () => this.commitSpooled(name, { ...content, size: data.length }, from)),
     );
   }
 
@@ -129,6 +115,16 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     return diskSpace(this.options.dir);
   }
 
+  /** Eviction is the primary's: asks it to make `bytes` of room on the disk (false: it could not, or is gone). */
+  evictFor(bytes: number): Promise<boolean> {
+    return this.channel.request<boolean>(STORE.makeRoom, { bytes }).catch(() => false); // no primary: no room
+  }
+
+  /** The stored bytes are the only ones: the caller drops the entry. */
+  dropCorruptCopy(): Promise<boolean> {
+    return Promise.resolve(false);
+  }
+
   removeUnreferenced(): Promise<{ files: number; bytes: number }> {
     return this.channel.request(STORE.removeUnreferenced);
   }
@@ -138,7 +134,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   private async commitSpooled(spool: string, content: StoredContent, from: Provenance): Promise<void> {
-    const committed = await this.channel.request<{ entry: Entry; ref: string | null } | null>(STORE.commit, { spool, content, from } satisfies CommitRequest);
+    const committed = await this.channel.request<Committed | null>(STORE.commit, { spool, content, from } satisfies CommitRequest);
     if (committed) this.emit('committed', committed.entry, committed.ref);
   }
 
