@@ -40,6 +40,7 @@ export interface Config {
   adminPort: number; // ADMIN_PORT: admin endpoints on a port of their own too; 0: only on PORT
   adminAuth: string | null; // ADMIN_AUTH: who may read /api/v1/*, /metrics, /setup/*, the mirror's catalog; as MIRROR_AUTH
   caDir: string;
+  caKeyPassphrase: string | null; // CA_KEY_PASSPHRASE: opens an encrypted ca.key (null: rpardini's default); never logged
   cacheDir: string; // the local store; with CACHE_STORE, spool files and the control socket only
   cacheStore: CacheStore | null; // CACHE_STORE=s3://bucket/prefix: the store is a bucket shared by replicas
   s3: S3Settings;
@@ -165,6 +166,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     adminPort: parsePort('ADMIN_PORT', get('ADMIN_PORT') ?? '0', true),
     adminAuth: parseDoorAuth(get('ADMIN_AUTH')),
     caDir: path.resolve(overrides.caDir ?? get('CA_DIR') ?? 'certs'),
+    caKeyPassphrase: env.CA_KEY_PASSPHRASE || null, // as given: spaces may be part of a passphrase
     cacheDir: path.resolve(overrides.cacheDir ?? get('CACHE_DIR') ?? path.join('data', 'cache')),
     cacheStore,
     s3: {
@@ -561,6 +563,7 @@ export function describeConfig(config: Config): Record<string, unknown> {
   return {
     ...config,
     upstreamProxy: config.upstreamProxy?.display ?? null,
+    caKeyPassphrase: config.caKeyPassphrase === null ? null : '(set)',
     cacheStore: config.cacheStore?.display ?? null,
     proxyAuth: describeUsers(config.proxyAuth),
     mirrorAuth: describeUsers(config.mirrorAuth),
