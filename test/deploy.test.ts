@@ -13,32 +13,11 @@ import { loadOrCreateCa } from '../src/tls/certificate-authority.js';
 import { BASE_PATH } from './harness/containerd.js';
 import { run } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
+import { regcacheVariables } from './support/regcache-variables.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const COMPOSE = path.join(ROOT, 'deploy', 'compose');
 const KUBERNETES = path.join(ROOT, 'deploy', 'kubernetes');
-
-// The AWS SDK's own variables (credentials and region chain), which regcache passes to it unread.
-const SDK_VARIABLES = [
-  'AWS_ACCESS_KEY_ID',
-  'AWS_SECRET_ACCESS_KEY',
-  'AWS_SESSION_TOKEN',
-  'AWS_REGION',
-  'AWS_PROFILE',
-  'AWS_ROLE_ARN',
-  'AWS_WEB_IDENTITY_TOKEN_FILE',
-];
-
-/** Every variable src/config.ts reads: get('NAME') and env.NAME. A name not in it is a typo. */
-async function regcacheVariables(): Promise<Set<string>> {
-  const source = await readFile(path.join(ROOT, 'src', 'config.ts'), 'utf8');
-  const names = [...source.matchAll(/\bget\('([A-Za-z0-9_]+)'\)|\benv\.([A-Z0-9_]+)/g)].map((m) => m[1] ?? m[2]!);
-  assert.ok(
-    names.includes('CACHE_STORE') && names.includes('S3_ENDPOINT') && names.includes('AUTH_REGISTRIES_DELIMITER'),
-    'config.ts still reads its variables as get(NAME) and env.NAME',
-  );
-  return new Set([...names, ...SDK_VARIABLES]);
-}
 
 function unknownVariables(names: Iterable<string>, known: Set<string>): string[] {
   return [...names].filter((n) => !known.has(n));
