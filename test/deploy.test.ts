@@ -8,6 +8,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { loadConfig, type Env } from '../src/config/config.js';
+import { variableNames } from '../src/config/settings.js';
 import { SHUTDOWN_GRACE_MS } from '../src/assembly/proxy.js';
 import { loadOrCreateCa } from '../src/tls/certificate-authority.js';
 import { BASE_PATH } from './harness/containerd.js';
@@ -29,15 +30,9 @@ const SDK_VARIABLES = [
   'AWS_WEB_IDENTITY_TOKEN_FILE',
 ];
 
-/** Every variable src/config.ts reads: get('NAME') and env.NAME. A name not in it is a typo. */
-async function regcacheVariables(): Promise<Set<string>> {
-  const source = await readFile(path.join(ROOT, 'src', 'config.ts'), 'utf8');
-  const names = [...source.matchAll(/\bget\('([A-Za-z0-9_]+)'\)|\benv\.([A-Z0-9_]+)/g)].map((m) => m[1] ?? m[2]!);
-  assert.ok(
-    names.includes('CACHE_STORE') && names.includes('S3_ENDPOINT') && names.includes('AUTH_REGISTRIES_DELIMITER'),
-    'config.ts still reads its variables as get(NAME) and env.NAME',
-  );
-  return new Set([...names, ...SDK_VARIABLES]);
+/** Every variable regcache reads (the settings table's names and aliases), and the AWS SDK's. A name not in it is a typo. */
+function regcacheVariables(): Set<string> {
+  return new Set([...variableNames(), ...SDK_VARIABLES]);
 }
 
 function unknownVariables(names: Iterable<string>, known: Set<string>): string[] {
@@ -79,7 +74,7 @@ describe('deploy/compose: a fleet behind haproxy', () => {
   before(async () => {
     project = await tmp.make('regcache-fleet-compose');
     for (const f of [FLEET, MINIO, 'haproxy.cfg', '.env.example']) await copyFile(path.join(COMPOSE, f), path.join(project, f));
-    known = await regcacheVariables();
+    known = regcacheVariables();
   });
   after(() => tmp.cleanup());
 
@@ -258,7 +253,7 @@ describe('deploy/kubernetes: the manifests', () => {
   });
 
   it('passes every container only variables regcache (or the AWS SDK) reads, with values it accepts and WORKERS=1', async () => {
-    const known = await regcacheVariables();
+    const known = regcacheVariables();
     for (const c of pod.containers) {
       const env: Record<string, string> = { ...image };
       for (const from of c.envFrom ?? []) {
