@@ -20,6 +20,11 @@ program
     '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is',
   );
 
+// commander's own usage errors (an unknown option or command, a missing or extra argument, a command
+// group without its subcommand) exit 2 as ours do (commands/exit.ts), after commander printed the
+// message; --help and --version still exit 0. Set before the commands, which inherit it.
+program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
+
 // Before any command reads its configuration (never for --help or --version): the working directory's
 // .env fills what the environment leaves unset, so every command sees the same settings as `serve`.
 program.hook('preAction', () => {

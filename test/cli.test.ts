@@ -63,6 +63,16 @@ describe('regcache CLI', () => {
     assert.match(piped.stdout, /^\{"level":"info".*"msg":"listening"\}$/m);
   });
 
+  // commander's own usage errors exit 2, as the README says and as regcache's own do (a bad value, below).
+  for (const args of [['serve', 'extra-argument'], ['no-such-command'], ['--no-such-option'], ['cache', 'ls', '--no-such-option'], ['cache']]) {
+    it(`regcache ${args.join(' ')} is a usage error: exit 2 with the reason on stderr`, async () => {
+      const r = await regcache(args);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stdout, '');
+      assert.match(r.stderr, /^error: (too many arguments|unknown option)|^Usage: regcache cache/);
+    });
+  }
+
   it('prints the version', async () => {
     const r = await regcache(['--version']);
     assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+$/);

@@ -9,11 +9,11 @@ import { parse } from 'yaml';
 import { BASE_PATH } from './harness/containerd.js';
 import { run } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
-import { configVariables } from './support/regcache-variables.js';
+import { SETTING_NAMES, SETTINGS, type Setting } from '../src/config/settings.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
-// Set by the image; Compose must never pass them, whatever .env says.
-const IMAGE_VARIABLES = ['PORT', 'MIRROR_PORT', 'CA_DIR', 'CACHE_DIR'];
+// Set by the image (the settings table's `image`); Compose must never pass them, whatever .env says.
+const IMAGE_VARIABLES = SETTING_NAMES.filter((name) => (SETTINGS[name] as Setting<unknown>).image !== undefined);
 
 interface ComposeConfig {
   services: { regcache: { environment: Record<string, string | null>; volumes: (string | { source: string; target: string })[] } };
@@ -88,8 +88,8 @@ describe('docker-compose.yaml', () => {
   it('passes every variable regcache reads but the image four, and nothing else of its own', async () => {
     const file = parse(await readFile(path.join(ROOT, 'docker-compose.yaml'), 'utf8')) as ComposeConfig;
     const passed = Object.keys(file.services.regcache.environment);
-    // no_proxy is NO_PROXY's lower-case spelling, read for npm start in a shell that sets it: NO_PROXY is passed.
-    const expected = [...(await configVariables())].filter((n) => !IMAGE_VARIABLES.includes(n) && n !== 'no_proxy');
+    // Aliases (no_proxy for NO_PROXY) are not passed: the setting's own name is.
+    const expected: string[] = SETTING_NAMES.filter((n) => !IMAGE_VARIABLES.includes(n));
     assert.deepEqual(expected.filter((n) => !passed.includes(n)).sort(), [], 'variables .env could not set for the container');
     assert.deepEqual(
       passed.filter((n) => !expected.includes(n)).sort(),

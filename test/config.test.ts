@@ -1,9 +1,13 @@
-// Configuration parsing: defaults, the rpardini variable names, and errors that name the variable.
+// Configuration parsing: defaults, the rpardini variable names, errors that name the variable; the settings
+// table itself (every default and example valid, secrets never shown), the startup description and summary,
+// and the rpardini variables regcache does not read.
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { ConfigError, describeConfig, loadConfig } from '../src/config/config.js';
+import { ConfigError, describeConfig, loadConfig, summarizeConfig, type Env } from '../src/config/config.js';
+import { RPARDINI_VARIABLES, retiredVariablesIn } from '../src/config/rpardini-variables.js';
+import { SETTINGS, SETTING_NAMES, variableNames, type Setting } from '../src/config/settings.js';
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {
@@ -62,7 +66,7 @@ describe('loadConfig', () => {
     });
     assert.equal(c.workers, 1, 'WORKERS defaults to 1 with CACHE_STORE');
     assert.deepEqual(loadConfig({ CACHE_STORE: 's3://regcache' }).cacheStore, { bucket: 'regcache', prefix: '', display: 's3://regcache/' });
-    assert.equal(describeConfig(c).cacheStore, 's3://regcache/fleet/a/');
+    assert.equal(describeConfig(c).CACHE_STORE, 's3://regcache/fleet/a/');
     assert.throws(() => loadConfig({ CACHE_STORE: 's3://regcache', WORKERS: '4' }), /WORKERS="4".*with CACHE_STORE/);
     assert.equal(loadConfig({ CACHE_STORE: 's3://regcache' }).localTierMaxSize, 0, 'the local tier is off by default');
     assert.equal(loadConfig({ CACHE_STORE: 's3://regcache', LOCAL_TIER_MAX_SIZE: '0' }).localTierMaxSize, 0);
@@ -76,7 +80,7 @@ describe('loadConfig', () => {
     const c = loadConfig({ PROXY_AUTH: 'ops:s3cret', MIRROR_AUTH: 'None', ADMIN_AUTH: 'root:t0p' });
     assert.deepEqual([c.mirrorAuth, c.adminAuth], ['none', 'root:t0p']);
     const shown = describeConfig(c);
-    assert.deepEqual([shown.proxyAuth, shown.mirrorAuth, shown.adminAuth], ['(inline users)', 'none', '(inline users)']);
+    assert.deepEqual([shown.PROXY_AUTH, shown.MIRROR_AUTH, shown.ADMIN_AUTH], ['(inline users)', 'none', '(inline users)']);
     assert.doesNotMatch(JSON.stringify(shown), /s3cret|t0p/);
   });
 
@@ -183,5 +187,187 @@ describe('a good value for every variable', () => {
     assert.equal(c.disableIpv6, true);
     assert.equal(c.logLevel, 'warn');
     assert.equal(c.workers, 16);
+  });
+});
+
+const table = SETTINGS as Record<string, Setting<unknown>>;
+
+// What a setting's example needs beside it to be valid (it is only valid with that one set).
+const NEEDS: Record<string, Env> = {
+  LOCAL_TIER_MAX_SIZE: { CACHE_STORE: 's3://regcache/cache' },
+  S3_REDIRECT: { CACHE_STORE: 's3://regcache/cache' },
+  MIRROR_TLS_CERT: { MIRROR_TLS_KEY: '/etc/regcache/mirror.key' },
+  MIRROR_TLS_KEY: { MIRROR_TLS_CERT: '/etc/regcache/mirror.crt' },
+};
+
+describe('the settings table', () => {
+  it('reads every default as its own text when nothing is set, and nothing as set', () => {
+    const c = loadConfig({});
+    for (const name of SETTING_NAMES) {
+      const d = table[name]!.default;
+      if (typeof d === 'string') assert.equal(c.settings.texts[name], d, name);
+    }
+    assert.equal(c.settings.texts.WORKERS, String(os.availableParallelism()), "WORKERS' computed default");
+    assert.equal(c.settings.texts.CACHE_STORE, undefined);
+    assert.deepEqual(c.settings.given, []);
+  });
+
+  for (const name of SETTING_NAMES) {
+    it(`${name}: its example is valid and read as given`, () => {
+      const s = table[name]!;
+      const c = loadConfig({ ...NEEDS[name], [name]: s.example });
+      assert.equal(c.settings.texts[name as keyof typeof c.settings.texts], s.example);
+      assert.ok(c.settings.given.includes(name as (typeof c.settings.given)[number]));
+      assert.notEqual(s.summary.trim(), '', 'a line for .env.example');
+      assert.notEqual(s.description.trim(), '', "the README's description");
+    });
+  }
+
+  it("names the variable and the table's example in a syntax error", () => {
+    for (const [name, bad] of [
+      ['CACHE_INACTIVE', 'forever'],
+      ['LOCAL_TIER_MAX_SIZE', 'lots'],
+      ['TUNNEL_PORTS', '70000'],
+      ['MANIFEST_CACHE_PRIMARY_REGEX', '(unclosed'],
+      ['ALLOWED_CLIENTS', 'everyone'],
+    ] as const) {
+      assert.throws(
+        () => loadConfig({ CACHE_STORE: 's3://regcache', [name]: bad }),
+        (err: Error) => {
+          assert.ok(err instanceof ConfigError, String(err));
+          assert.ok(err.message.startsWith(`${name}="${bad}" is not valid: expected `), err.message);
+          const example = table[name]!.example;
+          assert.ok(err.message.endsWith(`e.g. ${name}=${/^[\w@%+=:,./-]+$/.test(example) ? example : `"${example}"`}`), err.message);
+          return true;
+        },
+      );
+    }
+  });
+
+  it('reads a flag over its variable, and an alias when the variable is unset', () => {
+    const c = loadConfig({ PORT: '1', LOG_LEVEL: 'warn', no_proxy: 'Internal.Corp' }, { port: '2', logLevel: 'debug', connectTo: ['a:1:b:2', 'c:3:d:4'] });
+    assert.equal(c.port, 2);
+    assert.equal(c.logLevel, 'debug');
+    assert.equal(c.connectTo.length, 2);
+    assert.deepEqual(c.noProxy, ['internal.corp']);
+    assert.deepEqual(loadConfig({ NO_PROXY: 'a.corp', no_proxy: 'b.corp' }).noProxy, ['a.corp']);
+    assert.deepEqual(c.settings.given, ['PORT', 'NO_PROXY', 'CONNECT_TO', 'LOG_LEVEL'], 'in table order');
+  });
+
+  it('keeps a delimiter as given, spaces included', () => {
+    const c = loadConfig({ AUTH_REGISTRIES: 'quay.io : me : p w', AUTH_REGISTRIES_DELIMITER: ';', AUTH_REGISTRY_DELIMITER: ' : ' });
+    assert.deepEqual(c.authRegistries, [{ host: 'quay.io', user: 'me', password: 'p w' }]);
+  });
+
+  it('lists every variable regcache reads, aliases included', () => {
+    const names = variableNames();
+    assert.equal(new Set(names).size, names.length, 'each named once');
+    for (const name of ['PORT', 'CACHE_STORE', 'AUTH_REGISTRIES_DELIMITER', 'NO_PROXY', 'no_proxy', 'WORKERS']) assert.ok(names.includes(name), name);
+  });
+});
+
+describe('the startup description', () => {
+  // A secret of each secret setting, and what must never appear of it.
+  const SECRETS: [string, string, RegExp][] = [
+    ['PROXY_AUTH', 'alice:pr0xy-pw', /pr0xy-pw/],
+    ['MIRROR_AUTH', 'bob:m1rror-pw', /m1rror-pw/],
+    ['ADMIN_AUTH', 'root:adm1n-pw', /adm1n-pw/],
+    ['AUTH_REGISTRIES', 'quay.io:robot:upstr3am-pw', /upstr3am-pw/],
+    ['UPSTREAM_PROXY', 'http://carol:c0rp-pw@proxy.corp:3128', /c0rp-pw/],
+  ];
+
+  it('marks exactly the settings that hold secrets', () => {
+    assert.deepEqual(SETTING_NAMES.filter((name) => table[name]!.secret !== undefined).sort(), SECRETS.map(([name]) => name).sort());
+  });
+
+  it('shows every setting in effect by its variable, defaults included, and no secret', () => {
+    const env = Object.fromEntries(SECRETS.map(([name, value]) => [name, value]));
+    const c = loadConfig({ ...env, CACHE_MAX_SIZE: '500m' });
+    const shown = describeConfig(c);
+    assert.equal(shown.CACHE_MAX_SIZE, '500m');
+    assert.equal(shown.CACHE_INACTIVE, '60d');
+    assert.equal(shown.CACHE_STORE, undefined, 'unset: not shown');
+    assert.deepEqual(Object.keys(shown), Object.keys(c.settings.texts));
+    const text = JSON.stringify(shown);
+    for (const [name, , secret] of SECRETS) assert.doesNotMatch(text, secret, name);
+    assert.equal(shown.PROXY_AUTH, '(inline users)');
+    assert.deepEqual(shown.AUTH_REGISTRIES, ['quay.io (robot)']);
+    assert.equal(shown.UPSTREAM_PROXY, 'http://carol:***@proxy.corp:3128');
+    assert.equal(describeConfig(loadConfig({ PROXY_AUTH: '/etc/htpasswd' })).PROXY_AUTH, '/etc/htpasswd', 'a file is no secret');
+  });
+
+  it('summarizes where content is kept, what is intercepted and which variables were set, in a few hundred bytes', () => {
+    const c = loadConfig({ PROXY_AUTH: 'alice:pr0xy-pw', REGISTRIES: 'quay.io', CACHE_DIR: '/var/cache/regcache' });
+    const summary = summarizeConfig(c);
+    assert.deepEqual(summary, {
+      store: '/var/cache/regcache',
+      registries: ['registry-1.docker.io', 'auth.docker.io', 'quay.io'],
+      settings: ['CACHE_DIR', 'REGISTRIES', 'PROXY_AUTH'],
+    });
+    assert.equal(summarizeConfig(loadConfig({ CACHE_STORE: 's3://regcache/fleet' })).store, 's3://regcache/fleet/');
+    assert.ok(JSON.stringify(summarizeConfig(loadConfig({}))).length < 300);
+    assert.ok(JSON.stringify(describeConfig(loadConfig({}))).length > 1000, 'the whole configuration is what debug is for');
+  });
+});
+
+describe("rpardini's variables", () => {
+  // rpardini/docker-registry-proxy's variables: its Dockerfile's ENV, entrypoint.sh, create_ca_cert.sh, README.
+  const RPARDINI = [
+    'REGISTRIES',
+    'AUTH_REGISTRIES',
+    'AUTH_REGISTRIES_DELIMITER',
+    'AUTH_REGISTRY_DELIMITER',
+    'VERIFY_SSL',
+    'DEBUG',
+    'DEBUG_HUB',
+    'DEBUG_NGINX',
+    'DEBUG_CA_CERT',
+    'CACHE_MAX_SIZE',
+    'ENABLE_MANIFEST_CACHE',
+    'MANIFEST_CACHE_PRIMARY_REGEX',
+    'MANIFEST_CACHE_PRIMARY_TIME',
+    'MANIFEST_CACHE_SECONDARY_REGEX',
+    'MANIFEST_CACHE_SECONDARY_TIME',
+    'MANIFEST_CACHE_DEFAULT_TIME',
+    'ALLOW_OWN_AUTH',
+    'ALLOW_PUSH',
+    'ALLOW_PUSH_WITH_OWN_AUTH',
+    'PROXY_REQUEST_BUFFERING',
+    'SEND_TIMEOUT',
+    'CLIENT_BODY_TIMEOUT',
+    'CLIENT_HEADER_TIMEOUT',
+    'KEEPALIVE_TIMEOUT',
+    'PROXY_READ_TIMEOUT',
+    'PROXY_CONNECT_TIMEOUT',
+    'PROXY_SEND_TIMEOUT',
+    'PROXY_CONNECT_READ_TIMEOUT',
+    'PROXY_CONNECT_CONNECT_TIMEOUT',
+    'PROXY_CONNECT_SEND_TIMEOUT',
+    'DISABLE_IPV6',
+    'CA_KEY_FILE',
+    'CA_CRT_FILE',
+    'CA_SRL_FILE',
+  ];
+  const known = new Set(variableNames());
+
+  it('are each either read by regcache or warned about, naming what replaces them', () => {
+    const listed = RPARDINI_VARIABLES.flatMap((g) => g.names);
+    assert.deepEqual([...listed].sort(), [...RPARDINI].sort(), 'the list is the whole of rpardini, each once');
+    for (const group of RPARDINI_VARIABLES) {
+      assert.ok((group.same === undefined) !== (group.instead === undefined), `${group.names.join(', ')}: read, or replaced`);
+      for (const name of group.names) assert.equal(known.has(name), group.same !== undefined, `${name} is ${group.same ? '' : 'not '}read by regcache`);
+    }
+  });
+
+  it('that regcache does not read are found in the environment, one each, an empty one ignored', () => {
+    const retired = RPARDINI.filter((name) => !known.has(name));
+    const env = { ...Object.fromEntries(retired.map((name) => [name, 'true'])), KEEPALIVE_TIMEOUT: ' ', REGISTRIES: 'quay.io' };
+    const found = retiredVariablesIn(env);
+    assert.deepEqual(found.map((r) => r.name).sort(), retired.filter((n) => n !== 'KEEPALIVE_TIMEOUT').sort());
+    assert.deepEqual(loadConfig(env).retired, found);
+    assert.match(found.find((r) => r.name === 'PROXY_READ_TIMEOUT')!.instead, /UPSTREAM_HEADERS_TIMEOUT.*UPSTREAM_IDLE_TIMEOUT/);
+    assert.match(found.find((r) => r.name === 'CLIENT_HEADER_TIMEOUT')!.instead, /CLIENT_HEADERS_TIMEOUT/);
+    assert.match(found.find((r) => r.name === 'DEBUG')!.instead, /LOG_LEVEL=debug/);
+    assert.deepEqual(retiredVariablesIn({}), []);
   });
 });

@@ -18,7 +18,7 @@ import { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Fill } from '../cache/fill.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
 import { AccessLog } from '../telemetry/access-log.js';
-import { describeConfig, type Config } from '../config/config.js';
+import { summarizeConfig, type Config } from '../config/config.js';
 import { Metrics, type MetricsExposition } from '../telemetry/metrics.js';
 import { listenError } from './startup-checks.js';
 import { prepareStartup } from './startup.js';
@@ -74,7 +74,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
   });
   backend.setPorts(proxy.ports);
   log.info(
-    { port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, config: describeConfig(config) },
+    { port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, ...summarizeConfig(config) },
     'listening',
   );
   return proxy;

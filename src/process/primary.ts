@@ -12,7 +12,7 @@ import type { ServerPorts } from '../admin/server-ports.js';
 import { StoreHost } from '../cache/workers/store-host.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
 import { ownDirectory } from '../assembly/store-owner.js';
-import { describeConfig, type Config } from '../config/config.js';
+import { summarizeConfig, type Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { ProcessChannel } from '../ipc/process-channel.js';
@@ -144,7 +144,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
         adminPort: listening.admin,
         workers: config.workers,
         version: VERSION,
-        config: describeConfig(config),
+        ...summarizeConfig(config),
       },
       'listening',
     );

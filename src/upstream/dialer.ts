@@ -169,7 +169,8 @@ function authority(host: string, port: number): string {
   return net.isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-async function resolveAll(host: string): Promise<string[]> {
+/** Every address a name resolves to, as the system resolver gives them (what a dial tries). */
+export async function resolveAll(host: string): Promise<string[]> {
   return (await dns.lookup(host, { all: true, verbatim: true })).map((a) => a.address);
 }
 
