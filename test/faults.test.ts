@@ -262,7 +262,7 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
       },
       file: 'ca.key',
       problem:
-        /is encrypted, CA_KEY_PASSPHRASE is unset and rpardini's default passphrase does not open it \(bad decrypt\): set CA_KEY_PASSPHRASE to the passphrase/,
+        /is encrypted, CA_KEY_PASSPHRASE is unset and rpardini's default passphrase does not open it \((bad decrypt|unsupported)\): set CA_KEY_PASSPHRASE to the passphrase/,
     },
   ];
 

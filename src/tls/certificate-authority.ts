@@ -145,18 +145,15 @@ function readKey(keyPem: string, keyFile: string, passphrase: string | null): { 
   try {
     return { key: crypto.createPrivateKey({ key: keyPem, format: 'pem', passphrase: passphrase ?? RPARDINI_CA_PASSPHRASE }), source };
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
-    if (/UNSUPPORTED/.test(code)) {
-      throw new CaError(
-        `${keyFile} is encrypted with a cipher this Node.js cannot read (${openSslReason(err)}): re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new, and set CA_KEY_PASSPHRASE`,
-      );
-    }
     // A wrong passphrase mostly fails the padding check ("bad decrypt"); now and then it decrypts to bytes
-    // that are no key (an ASN.1 error). Either way the passphrase is what to look at first.
+    // that are no key, which OpenSSL calls "unsupported", as it does a cipher it cannot read.
+    const code = (err as NodeJS.ErrnoException).code ?? '';
+    const cipherNote = /UNSUPPORTED/.test(code)
+      ? ' (if it is right, ca.key uses a cipher this Node.js cannot read: re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new)'
+      : '';
+    const which = passphrase === null ? "CA_KEY_PASSPHRASE is unset and rpardini's default passphrase" : 'CA_KEY_PASSPHRASE';
     throw new CaError(
-      passphrase === null
-        ? `${keyFile} is encrypted, CA_KEY_PASSPHRASE is unset and rpardini's default passphrase does not open it (${openSslReason(err)}): set CA_KEY_PASSPHRASE to the passphrase ca.key was encrypted with, or ${KEY_REMEDY}`
-        : `${keyFile} is encrypted and CA_KEY_PASSPHRASE does not open it (${openSslReason(err)}): set CA_KEY_PASSPHRASE to the passphrase ca.key was encrypted with, or ${KEY_REMEDY}`,
+      `${keyFile} is encrypted, ${which} does not open it (${openSslReason(err)}): set CA_KEY_PASSPHRASE to the passphrase ca.key was encrypted with${cipherNote}, or ${KEY_REMEDY}`,
     );
   }
 }
