@@ -661,6 +661,15 @@ export const SETTINGS = {
     description:
       '`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. At `debug` the startup logs every setting (`configuration`, secrets redacted).',
   }),
+  LOG_FORMAT: optional({
+    section: 'process',
+    defaultText: 'pretty on a terminal, else `json`',
+    example: 'json',
+    parse: oneOf(['json', 'pretty']),
+    summary: 'json: one JSON object a line; pretty: one readable line a record, cache status first. Empty: pretty on a terminal, json otherwise.',
+    description:
+      '`json`: one JSON object a line (what `docker logs` and log shippers read); `pretty`: one readable line a record, a request line led by its cache status (see "Reading the logs"). Unset: `pretty` when stdout is a terminal, else `json`.',
+  }),
 };
 
 export type SettingName = keyof typeof SETTINGS;
