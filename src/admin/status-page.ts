@@ -14,7 +14,9 @@ export function renderStatusPage(report: StatusReport): string {
   const { hitRatio, store } = report;
   const full = store.maxBytes > 0 ? store.bytes / store.maxBytes : 0;
   const evictions = Object.values(store.evictions).reduce((n, v) => n + v, 0);
-  const saved = Object.entries(report.upstreamManifestGetsSaved).sort(([, a], [, b]) => b - a);
+  const saved = Object.entries(report.upstreamManifestGetsSaved)
+    .filter(([, n]) => n > 0)
+    .sort(([, a], [, b]) => b - a);
   const requests = Object.entries(report.requests).sort(([a], [b]) => order(a) - order(b));
   return `<!doctype html>
 <html lang="en">
@@ -111,7 +113,7 @@ export function renderStatusPage(report: StatusReport): string {
           .slice(0, 20)
           .map(
             (e) =>
-              `<tr><td class="muted nowrap">${esc(shortTime(e.time))}</td><td>${badge(e.cache)}</td><td class="num">${e.status}</td><td class="mono wrap">${esc(e.registry)}/${esc(e.repository ?? '-')} ${esc(e.kind)}${e.digest ? ' ' + esc(shortDigest(e.digest)) : ''}<div class="muted">${esc(e.message)}</div></td></tr>`,
+              `<tr><td class="muted nowrap">${esc(e.time.slice(11, 19))}</td><td>${badge(e.cache)}</td><td class="num">${e.status}</td><td class="mono wrap message">${esc(e.registry)}/${esc(e.repository ?? '-')} ${esc(e.kind)}${e.digest ? ' ' + esc(shortDigest(e.digest)) : ''}<div class="muted">${esc(e.message)}</div></td></tr>`,
           )
           .join('')}</tbody></table>`
   }
@@ -138,9 +140,10 @@ function processes(report: StatusReport): string {
   if (p.mode !== 'workers') {
     return `<p>${p.mode === 'replica' ? `Replica <span class="mono">${esc(p.replica ?? '')}</span> of a fleet: each replica counts its own requests; Prometheus adds them up.` : 'One process (WORKERS=1).'}</p>`;
   }
+  const now = Date.parse(report.generatedAt);
   const row = (w: WorkerState) =>
-    `<tr><td>#${w.slot}</td><td class="mono">${w.pid ?? '-'}</td><td data-figure="worker-${w.slot}">${w.state === 'serving' ? '<span class="ok">serving</span>' : `<span class="bad">${w.state}</span>`}</td><td class="muted">${esc(shortTime(w.since))}</td><td class="num">${w.restarts}</td></tr>`;
-  return `<table><thead><tr><th>Slot</th><th>PID</th><th>State</th><th>Since</th><th>Restarts</th></tr></thead><tbody>${p.workers.map(row).join('')}</tbody></table>`;
+    `<tr><td>#${w.slot}</td><td class="mono">${w.pid ?? '-'}</td><td data-figure="worker-${w.slot}">${w.state === 'serving' ? '<span class="ok">serving</span>' : `<span class="bad">${w.state}</span>`}</td><td class="muted nowrap" title="${esc(w.since)}">${esc(duration(now - Date.parse(w.since)))}</td><td class="num">${w.restarts}</td></tr>`;
+  return `<table><thead><tr><th>Slot</th><th>PID</th><th>State</th><th>For</th><th class="num">Restarts</th></tr></thead><tbody>${p.workers.map(row).join('')}</tbody></table>`;
 }
 
 function processSummary(report: StatusReport): string {
@@ -209,7 +212,7 @@ dt.sub { padding-left: 12px; font-size: 13px; } dt.sub + dd { font-size: 13px; }
 .bar { height: 8px; background: var(--line); border-radius: 4px; overflow: hidden; margin-top: 8px; } .bar span { display: block; height: 100%; background: var(--accent); }
 .bar.warn span { background: var(--warn); }
 .muted { color: var(--muted); } .mono { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 13px; }
-.wrap { overflow-wrap: anywhere; } .nowrap { white-space: nowrap; }
+.wrap { overflow-wrap: anywhere; } .errors td { width: 1%; white-space: nowrap; } .errors td.message { width: auto; white-space: normal; } .nowrap { white-space: nowrap; }
 .ok { color: var(--ok); font-weight: 600; } .bad { color: var(--bad); font-weight: 600; }
 .fills { list-style: none; margin: 0; padding: 0; } .fills li { margin-bottom: 8px; overflow-wrap: anywhere; }
 .badge { display: inline-block; min-width: 6.5em; text-align: center; padding: 1px 6px; border-radius: 4px; font: 600 12px ui-monospace, Menlo, Consolas, monospace; color: #fff; background: #6b7280; }

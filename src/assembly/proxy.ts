@@ -127,6 +127,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const store = coordinator.store;
   const allowlist = new Allowlist(config.registries);
   const accessLog = new AccessLog(log, metrics, (origin) => allowlist.label(origin));
+  metrics.expectRegistries(config.registries.map((entry) => allowlist.label(entry)));
   leaves.warmUp();
   coordinator.on('fill-started', (key: FillKey, fill: Fill, from: Provenance) =>
     metrics.fillStarted(fill, allowlist.label(key.origin), from.ref ? parseRepository(from.ref).repository : null),

@@ -96,7 +96,10 @@ export class RequestRecord {
     const status = this.res.statusCode;
     // Upstream refused this client (a private image without its credentials): nothing was fetched or
     // stored, so it is no MISS, whichever path relayed the refusal.
-    if (this.cache === 'MISS' && (status === 401 || status === 403)) this.cache = 'DENIED';
+    if (this.cache === 'MISS' && (status === 401 || status === 403)) {
+      this.cache = 'DENIED';
+      this.reason ??= `upstream refused this client (${status})`;
+    }
     const line: Record<string, unknown> = {
       cache: this.cache,
       kind: this.kind,

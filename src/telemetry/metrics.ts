@@ -151,6 +151,21 @@ export class Metrics {
     gauge('regcache_workers_expected', 'Worker processes there should be (WORKERS)', sources.workersExpected);
   }
 
+  /**
+   * The registry labels there will be (the allowlist's, and "other"), made at 0 for each source: a ratio
+   * of two increase()s is then exact over any range (both series have every sample), and the first
+   * request of a registry is not lost to rate().
+   */
+  expectRegistries(labels: string[]): void {
+    for (const registry of new Set([...labels, 'other'])) {
+      for (const source of ['cache', 'upstream']) {
+        this.content.inc({ source, registry }, 0);
+        this.bytes.inc({ source, registry }, 0);
+      }
+      this.saved.inc({ registry }, 0);
+    }
+  }
+
   /** A request's line, as the access log writes it. */
   request(r: CountedRequest): void {
     if (r.kind === 'admin' || r.kind === 'admin-auth') {
