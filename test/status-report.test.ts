@@ -6,6 +6,7 @@ import { IncomingMessage, ServerResponse } from 'node:http';
 import { Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { pino } from 'pino';
+import { publicStatus } from '../src/admin/public-status.js';
 import { renderStatusPage } from '../src/admin/status-page.js';
 import { AccessLog } from '../src/telemetry/access-log.js';
 import { Metrics } from '../src/telemetry/metrics.js';
@@ -151,6 +152,28 @@ describe('status summary', () => {
     assert.ok(!html.includes('<script>') && !html.includes('<img'), 'no markup from requests');
     assert.match(html, /&lt;script&gt;alert\(1\)&lt;\/script&gt;/);
     assert.match(html, /&lt;img src=x onerror=alert\(2\)&gt;/);
+  });
+});
+
+describe('the status summary for an open admin door', () => {
+  it('names only images and repositories the cache listing shows to anyone', async () => {
+    const metrics = new Metrics();
+    metrics.request(line({ cache: 'HIT', kind: 'manifest-by-tag', tag: 'v1', repository: 'library/app' }));
+    metrics.request(line({ cache: 'HIT', kind: 'manifest-by-tag', tag: 'v1', repository: 'team/private' }));
+    metrics.request(line({ cache: 'DENIED', kind: 'manifest-by-tag', tag: 'v1', status: 401, repository: 'team/private', reason: 'team/private is private' }));
+    const report = buildStatusReport(await metrics.registry.getMetricsAsJSON(), metrics.activity.snapshot(), SINGLE);
+    const listing = {
+      registries: { 'docker.io': { url: 'https://registry-1.docker.io', images: 1, repositories: [{ name: 'library/app', tags: ['v1'] }] } },
+      summary: { 'docker.io': 1, total: 1 },
+    };
+    const shown = publicStatus(report, listing);
+    assert.deepEqual(shown.topImages, [{ image: 'docker.io/library/app:v1', pulls: 1 }]);
+    assert.deepEqual(
+      shown.recentErrors.map((e) => [e.cache, e.repository, e.message]),
+      [['DENIED', null, '(private content)']],
+    );
+    assert.deepEqual(shown.hitRatio, report.hitRatio, 'the figures stay');
+    assert.equal(report.topImages.length, 2, 'an admin sees both');
   });
 });
 

@@ -17,6 +17,7 @@ import type { AccessLog } from '../telemetry/access-log.js';
 import type { MetricsExposition } from '../telemetry/metrics.js';
 import type { StatusReport } from '../telemetry/status-report.js';
 import { renderStatusPage } from './status-page.js';
+import { publicStatus } from './public-status.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
 
 /** /healthz: the checks (all must hold), and with WORKERS > 1 how many workers serve. */
@@ -98,6 +99,8 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
       let report: StatusReport;
       try {
         report = await deps.status();
+        // An open door: names of what upstream does not serve to anyone stay hidden, as in the cache listing.
+        if (viewer !== 'admin') report = publicStatus(report, await deps.listing('anyone'));
       } catch (err) {
         record.error = (err as Error).message; // WORKERS > 1: the primary did not answer
         send(503, TEXT, `regcache: ${record.path} is not available now\n`);

@@ -202,9 +202,9 @@ main { display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)
 .card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; min-width: 0; }
 .card.wide { grid-column: 1 / -1; }
 h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .05em; color: var(--muted); margin: 0 0 8px; }
-table { width: 100%; border-collapse: collapse; } td, th { padding: 4px 6px; text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); }
+table { width: 100%; border-collapse: collapse; } td, th { padding: 4px 5px; text-align: left; vertical-align: top; border-bottom: 1px solid var(--line); }
 tr:last-child td, tr:last-child th { border-bottom: 0; }
-.ratios td { width: 28%; } .ratios thead th { color: var(--muted); font-weight: normal; font-size: 13px; }
+.ratios td { width: 28%; } thead th { color: var(--muted); font-weight: normal; font-size: 13px; }
 .big { display: block; font-size: 24px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .small { font-size: 12px; } .num { text-align: right; font-variant-numeric: tabular-nums; }
 dl { display: grid; grid-template-columns: auto 1fr; gap: 4px 12px; margin: 0; } dt { color: var(--muted); } dd { margin: 0; text-align: right; font-variant-numeric: tabular-nums; }
