@@ -586,7 +586,7 @@ export const SETTINGS = {
     summary:
       'Who may read /api/v1/*, /metrics, /setup/* and the mirror\'s /v2/_catalog (curl -u user:pass): htpasswd file or "user:pass"; "none": open even with PROXY_AUTH. /, /ca.crt, /healthz and /readyz are always open.',
     description:
-      "Who may read `/api/v1/*`, `/metrics`, `/setup/*` and the mirror's `/v2/_catalog` (htpasswd file or inline `user:pass`, as `PROXY_AUTH`), sent as `Authorization: Basic` (`curl -u`); `none`: open even with `PROXY_AUTH` (a startup warning). Unset and no `PROXY_AUTH`: open.",
+      "Who may read `/status`, `/api/v1/*`, `/metrics`, `/setup/*` and the mirror's `/v2/_catalog` (htpasswd file or inline `user:pass`, as `PROXY_AUTH`), sent as `Authorization: Basic` (`curl -u`); `none`: open even with `PROXY_AUTH` (a startup warning). Unset and no `PROXY_AUTH`: open.",
   }),
   ALLOWED_CLIENTS: defaulted({
     section: 'access',
