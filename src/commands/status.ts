@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { askControl } from '../admin/control-socket.js';
 import { STATUS_COMMAND } from '../admin/server-ports.js';
-import { ConfigError, loadConfig } from '../config/config.js';
+import { configOrFail } from './config-or-fail.js';
 import { shortDigest } from '../reference/digest.js';
 import { formatBytes } from '../telemetry/format-bytes.js';
 import type { Ratio, StatusReport } from '../telemetry/status-report.js';
@@ -18,13 +18,7 @@ export function addStatusCommand(program: Command): void {
     .option('--json', 'the summary as JSON (the same as GET /api/v1/status)')
     .addHelpText('after', '\nExamples:\n  $ regcache status\n  $ regcache status --json | jq .hitRatio.lastHour')
     .action(async (options: { cacheDir?: string; json?: boolean }) => {
-      let cacheDir: string;
-      try {
-        cacheDir = loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}).cacheDir;
-      } catch (err) {
-        if (err instanceof ConfigError) fail(err.message, 2);
-        throw err;
-      }
+      const { cacheDir } = configOrFail(options.cacheDir ? { cacheDir: options.cacheDir } : {});
       let answer;
       try {
         answer = await askControl(cacheDir, { cmd: STATUS_COMMAND, args: {} });
