@@ -80,6 +80,7 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
     );
     const after = await metrics();
     assert.equal(samples(after, 'regcache_redirects_total').get(''), upstream.blobs.length);
+    assert.equal(samples(after, 'regcache_store_reachable').get(''), 1, 'the bucket answers (what RegcacheStoreUnreachable watches)');
     const grew = (samples(after, 'regcache_bytes_served_total').get('source="cache",registry="registry.test"') ?? 0) - before;
     const layerBytes = upstream.image.layers.reduce((n, l) => n + l.size, 0);
     assert.ok(grew < layerBytes, `${grew} bytes from the cache through the replica (the manifest only), layers ${layerBytes}`);
