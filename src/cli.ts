@@ -6,6 +6,7 @@ import { addCacheCommands } from './commands/cache.js';
 import { addCaCommands } from './commands/ca.js';
 import { addPrefetchCommand } from './commands/prefetch.js';
 import { addServeCommand } from './commands/serve.js';
+import { addStatusCommand } from './commands/status.js';
 import { applyEnvFile, EnvFileError } from './commands/env-file.js';
 import { VERSION } from './config/version.js';
 import { fail } from './commands/exit.js';
@@ -17,7 +18,7 @@ program
   .version(VERSION)
   .addHelpText(
     'after',
-    '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is',
+    '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is\n  $ regcache status               # hit ratio, bytes saved, fills, errors of the running server',
   );
 
 // commander's own usage errors (an unknown option or command, a missing or extra argument, a command
@@ -40,5 +41,6 @@ addServeCommand(program);
 addCaCommands(program);
 addCacheCommands(program);
 addPrefetchCommand(program);
+addStatusCommand(program);
 
 await program.parseAsync(process.argv);

@@ -63,15 +63,15 @@ describe('admin endpoints', () => {
     await pull('first');
     const cold = (await get('/metrics')).text;
     const blobs = upstream.blobs.length;
-    assert.equal(samples(cold, 'regcache_requests_total').get('cache="MISS",kind="blob"'), blobs);
+    assert.equal(samples(cold, 'regcache_requests_total').get('cache="MISS",kind="blob",registry="registry.test"'), blobs);
     assert.equal(samples(cold, 'regcache_upstream_fetches_total').get(''), blobs);
-    assert.ok((samples(cold, 'regcache_bytes_served_total').get('source="upstream"') ?? 0) > 0);
+    assert.ok((samples(cold, 'regcache_bytes_served_total').get('source="upstream",registry="registry.test"') ?? 0) > 0);
     assert.ok((samples(cold, 'regcache_leaf_certificates_minted').get('') ?? 0) >= 1);
 
     await pull('second');
     const warm = (await get('/metrics')).text;
-    assert.equal(samples(warm, 'regcache_requests_total').get('cache="HIT",kind="blob"'), blobs);
-    const fromCache = samples(warm, 'regcache_bytes_served_total').get('source="cache"') ?? 0;
+    assert.equal(samples(warm, 'regcache_requests_total').get('cache="HIT",kind="blob",registry="registry.test"'), blobs);
+    const fromCache = samples(warm, 'regcache_bytes_served_total').get('source="cache",registry="registry.test"') ?? 0;
     const layerBytes = upstream.image.layers.reduce((n, l) => n + l.size, 0);
     assert.ok(fromCache >= layerBytes, `${fromCache} bytes from cache`);
     assert.equal(samples(warm, 'regcache_upstream_fetches_total').get(''), blobs, 'no new fetches');

@@ -55,7 +55,8 @@ describe('regcache CLI', () => {
 
   it('logs human-readable lines on a terminal and JSON otherwise', async () => {
     const dir = await tmp.make('regcache-cli-tty');
-    const serve = `PORT=0 MIRROR_PORT=0 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 3 ${process.execPath} ${CLI} serve`;
+    // One process, and time to reach 'listening' on a loaded machine (3 s was not, with a worker per CPU).
+    const serve = `PORT=0 MIRROR_PORT=0 WORKERS=1 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 10 ${process.execPath} ${CLI} serve`;
     const tty = await run('script', ['-qec', serve, '/dev/null']); // a pseudo-terminal for stdout
     assert.match(tty.stdout, /INFO.*listening/);
     assert.doesNotMatch(tty.stdout, /^\{"level"/m);

@@ -27,6 +27,10 @@ declare -A needs=(
   [monmaptool]=ceph-base
   [haproxy]=haproxy # the S3 fleet test: a load balancer in front of two replicas; deploy/compose/haproxy.cfg checked
   [openssl]=openssl # deploy/make-ca.sh, as the deploy test runs it
+  [promtool]=prometheus # deploy/prometheus: promtool check/test rules; a real Prometheus scraping regcache
+  [prometheus]=prometheus
+  [chromium]=chromium # the status page in a real browser (headless, driven by playwright-core)
+  [script]=bsdutils # a pseudo-terminal for the log format's terminal default
 )
 what=tests
 if [ "${1:-}" = --bench ]; then

@@ -65,7 +65,7 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
     await assertSkopeoDir(path.join(root, 'cold'), upstream.image);
     for (const digest of upstream.blobs) await replica.waitForLog((l) => l.msg === 'fill committed' && l.digest === digest, `the fill of ${digest} to commit`);
 
-    const before = samples(await metrics(), 'regcache_bytes_served_total').get('source="cache"') ?? 0;
+    const before = samples(await metrics(), 'regcache_bytes_served_total').get('source="cache",registry="registry.test"') ?? 0;
     const mark = (await replica.logs()).length;
     // HTTPS_PROXY only: the gateway's http:// URL is reached directly (as with NO_PROXY for it).
     const warm = await pullThrough(replica, 'registry.test/lib/app:v1', path.join(root, 'warm'), certDir, path.join(root, 'skopeo-warm'));
@@ -80,7 +80,8 @@ describe('S3_REDIRECT on a real bucket (Ceph RGW)', () => {
     );
     const after = await metrics();
     assert.equal(samples(after, 'regcache_redirects_total').get(''), upstream.blobs.length);
-    const grew = (samples(after, 'regcache_bytes_served_total').get('source="cache"') ?? 0) - before;
+    assert.equal(samples(after, 'regcache_store_reachable').get(''), 1, 'the bucket answers (what RegcacheStoreUnreachable watches)');
+    const grew = (samples(after, 'regcache_bytes_served_total').get('source="cache",registry="registry.test"') ?? 0) - before;
     const layerBytes = upstream.image.layers.reduce((n, l) => n + l.size, 0);
     assert.ok(grew < layerBytes, `${grew} bytes from the cache through the replica (the manifest only), layers ${layerBytes}`);
     assert.doesNotMatch(await allLogText(), /X-Amz-Signature|X-Amz-Credential/i, 'no presigned URL in the log');

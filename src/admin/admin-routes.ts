@@ -1,8 +1,9 @@
-// Requests addressed to the proxy itself (origin-form URLs on the proxy port, and ADMIN_PORT): status, the
-// CA certificate, a set-up script for dockerd hosts, health and readiness, Prometheus metrics and the
-// cache API. With admin users configured (ADMIN_AUTH, else PROXY_AUTH's), everything but the status
-// page, the CA certificate and the health checks needs their Basic credentials: the rest names what has
-// been pulled, from where, and how to join the proxy.
+// Requests addressed to the proxy itself (origin-form URLs on the proxy port, and ADMIN_PORT): the status
+// page, the CA certificate, a set-up script for dockerd hosts, health and readiness, Prometheus metrics
+// and the cache API. With admin users configured (ADMIN_AUTH, else PROXY_AUTH's), everything but `/`,
+// the CA certificate and the health checks needs their Basic credentials: the rest names what has been
+// pulled, from where, and how to join the proxy. `/` is the status page for admins (or when the door is
+// open), and for anyone else a pointer to /ca.crt and /status.
 import fs from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { clientAddress } from '../auth/client-address.js';
@@ -14,6 +15,9 @@ import type { Logger } from '../telemetry/log.js';
 import { registryApiHost } from '../reference/registry-name.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import type { MetricsExposition } from '../telemetry/metrics.js';
+import type { StatusReport } from '../telemetry/status-report.js';
+import { renderStatusPage } from './status-page.js';
+import { publicStatus } from './public-status.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
 
 /** /healthz: the checks (all must hold), and with WORKERS > 1 how many workers serve. */
@@ -31,6 +35,7 @@ export interface AdminDeps {
   health: () => Promise<HealthReport>;
   listing: (viewer: ListingViewer) => Promise<Listing>; // what has been pulled (cacheListing)
   metrics: MetricsExposition; // /metrics
+  status: () => Promise<StatusReport>; // the status page, /api/v1/status (the same counters as /metrics)
   ready: () => boolean; // false while starting or shutting down
   storeReadiness: () => Promise<StoreReadiness>; // diskSpace (free space above the reserve); with CACHE_STORE, store (the bucket answers)
   mirrorPort: () => number | null; // the registry-mirror listener, when on
@@ -76,7 +81,9 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
   }
   // Unknown paths too: whether a path exists is not told before the credentials are.
   let viewer: ListingViewer = 'anyone';
-  if (deps.auth && !OPEN_PATHS.has(record.path)) {
+  // `/` shows the page to an admin who sent credentials; without them it stays the open pointer.
+  const asks = !OPEN_PATHS.has(record.path) || (record.path === '/' && req.headers.authorization !== undefined);
+  if (deps.auth && asks) {
     const result = await deps.auth.check(req.headers.authorization, clientAddress(req.socket));
     if (!('users' in result)) {
       record.cache = 'REJECTED';
@@ -90,10 +97,33 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
     viewer = 'admin';
   }
   record.quiet = record.path === '/healthz' || record.path === '/readyz'; // probes come every few seconds
+  const admin = deps.auth === null || viewer === 'admin';
   switch (record.path) {
     case '/':
-      send(200, TEXT, `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\nSet-up script for a dockerd host: GET /setup/systemd\n`);
+    case '/status':
+    case '/api/v1/status': {
+      if (!admin) {
+        send(
+          200,
+          TEXT,
+          `regcache ${deps.version} is running.\nCA certificate: GET /ca.crt\nStatus page: GET /status (admin credentials)\nSet-up script for a dockerd host: GET /setup/systemd\n`,
+        );
+        return;
+      }
+      let report: StatusReport;
+      try {
+        report = await deps.status();
+        // An open door: names of what upstream does not serve to anyone stay hidden, as in the cache listing.
+        if (viewer !== 'admin') report = publicStatus(report, await deps.listing('anyone'));
+      } catch (err) {
+        record.error = (err as Error).message; // WORKERS > 1: the primary did not answer
+        send(503, TEXT, `regcache: ${record.path} is not available now\n`);
+        return;
+      }
+      if (record.path === '/api/v1/status') json(200, report);
+      else send(200, 'text/html; charset=utf-8', renderStatusPage(report), { 'cache-control': 'no-store' });
       return;
+    }
     case '/ca.crt':
       send(200, 'application/x-pem-file', deps.caCertPem, { 'content-disposition': 'attachment; filename="regcache-ca.crt"' });
       return;

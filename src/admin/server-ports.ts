@@ -3,6 +3,8 @@
 import { askControl } from './control-socket.js';
 
 export const PORTS_COMMAND = 'ports';
+/** The control socket's status summary (telemetry/status-report.ts): what `regcache status` prints. */
+export const STATUS_COMMAND = 'status';
 
 export interface ServerPorts {
   proxy: number;

@@ -16,10 +16,15 @@ import { PasswordGuard } from '../auth/password-guard.js';
 import type { Backend } from '../cache/backend.js';
 import { FillCoordinator } from '../cache/fill-coordinator.js';
 import type { Fill } from '../cache/fill.js';
+import type { FillKey } from '../cache/fill-table.js';
+import type { Provenance } from '../cache/content-store.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import { summarizeConfig, type Config } from '../config/config.js';
 import { Metrics, type MetricsExposition } from '../telemetry/metrics.js';
+import { buildStatusReport, type StatusReport } from '../telemetry/status-report.js';
+import { parseRepository } from '../reference/repository-reference.js';
+import { logStartupSummary, replicaName } from './startup-summary.js';
 import { listenError } from './startup-checks.js';
 import { prepareStartup } from './startup.js';
 import { ownStore } from './store-owner.js';
@@ -70,14 +75,25 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
       health: () => localHealth(ca.certPem, config.cacheDir),
       listing: (viewer) => Promise.resolve(cacheListing(backend.index, viewer)),
       metrics: metrics.registry,
+      status: status(metrics, config),
     },
   });
   backend.setPorts(proxy.ports);
+  backend.setStatus(status(metrics, config));
   log.info(
     { port: proxy.port, mirrorPort: proxy.ports.mirror?.port ?? null, adminPort: proxy.ports.admin, version: VERSION, ...summarizeConfig(config) },
     'listening',
   );
+  logStartupSummary(log, config, proxy.ports, ca.certFile);
   return proxy;
+}
+
+/** The one process's status summary: its own counters and activity. */
+function status(metrics: Metrics, config: Config): () => Promise<StatusReport> {
+  const processes = config.cacheStore
+    ? { mode: 'replica' as const, workers: [], restarts: 0, replica: replicaName() }
+    : { mode: 'single' as const, workers: [], restarts: 0, replica: null };
+  return async () => buildStatusReport(await metrics.registry.getMetricsAsJSON(), metrics.activity.snapshot(), processes);
 }
 
 /** Every door's users, and one guard for their credential checks (one bcrypt worker, one throttle per address). */
@@ -95,7 +111,12 @@ export interface ServeParts {
   leaves: LeafCertificates;
   backend: Backend; // the store, as this process sees it (a worker: its primary's); closed last
   storeGauges: boolean; // the store's gauges and its fills' are this process's (a worker's are the primary's)
-  views: { health: () => Promise<HealthReport>; listing: (viewer: ListingViewer) => Promise<Listing>; metrics: MetricsExposition };
+  views: {
+    health: () => Promise<HealthReport>;
+    listing: (viewer: ListingViewer) => Promise<Listing>;
+    metrics: MetricsExposition;
+    status: () => Promise<StatusReport>;
+  };
 }
 
 /** Wires the coordinator, the upstream client, the handlers and the listeners over the store, and listens. */
@@ -104,9 +125,13 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   // One coordinator, shared by the proxy and the mirror: one fill per origin and digest.
   const coordinator = new FillCoordinator(backend, log);
   const store = coordinator.store;
-  const accessLog = new AccessLog(log, metrics);
+  const allowlist = new Allowlist(config.registries);
+  const accessLog = new AccessLog(log, metrics, (origin) => allowlist.label(origin));
+  metrics.expectRegistries(config.registries.map((entry) => allowlist.label(entry)));
   leaves.warmUp();
-  coordinator.on('fill-started', () => metrics.fillStarted());
+  coordinator.on('fill-started', (key: FillKey, fill: Fill, from: Provenance) =>
+    metrics.fillStarted(fill, allowlist.label(key.origin), from.ref ? parseRepository(from.ref).repository : null),
+  );
   coordinator.on('fill-joined', () => metrics.joined());
   coordinator.on('fill-settled', (fill: Fill) => {
     if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
@@ -145,7 +170,6 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     tagPolicy,
   });
   const tunnels = new Tunnels(dialer, log);
-  const allowlist = new Allowlist(config.registries);
   let ready = false;
   let mirror: Server | null = null;
   const adminDeps = {
@@ -162,7 +186,14 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     proxyAuth: doors.proxy,
     mirrorAuth: doors.mirror,
   };
-  const storeGauges = { fillsInFlight: () => coordinator.fillsInFlight, storeBytes: () => backend.index.totalBytes, storeEntries: () => backend.index.size };
+  const storeGauges = {
+    fillsInFlight: () => coordinator.fillsInFlight,
+    storeBytes: () => backend.index.totalBytes,
+    storeEntries: () => backend.index.size,
+    storeMaxBytes: () => config.cacheMaxSize,
+    // With CACHE_STORE: the bucket's check of /readyz.
+    ...(config.cacheStore ? { storeReachable: async () => (await backend.readiness()).store !== false } : {}),
+  };
   metrics.watch({
     ...(parts.storeGauges ? storeGauges : {}),
     leavesMinted: () => leaves.minted,
@@ -295,13 +326,14 @@ function bind(server: Server, port: number, disableIpv6: boolean): Promise<void>
 }
 
 /**
- * One request to our own status page before announcing 'listening': undici compiles its HTTP parser
+ * One request to our own readiness check before announcing 'listening': undici compiles its HTTP parser
  * (WebAssembly) on its first connection, and that should not land on a user's first pull.
  */
 async function warmUp(port: number, log: Logger): Promise<void> {
   const client = new Client(`http://127.0.0.1:${port}`);
   try {
-    const res = await client.request({ method: 'GET', path: '/' });
+    // /readyz: a probe, logged at debug (every worker makes one; none is a user's request).
+    const res = await client.request({ method: 'GET', path: '/readyz' });
     await res.body.dump();
   } catch (err) {
     log.debug({ error: (err as Error).message }, 'warm-up request failed (harmless: only the first request is slower)');

@@ -1,9 +1,10 @@
 // The store each process serves from, picked from the config in this one place (each store's folder
 // exports the one constructor of its backend: cache/backend.ts), and the claim of the process that owns
 // CACHE_DIR (the one process, or the primary) on that directory: its control socket, which refuses a
-// second server, answers `regcache cache ...` over the store, and, once every listener listens, `ports`.
+// second server, answers `regcache cache ...` over the store, and, once every listener listens, `ports`
+// and `status` (the status summary, for `regcache status`).
 import { listenControl } from '../admin/control-socket.js';
-import { PORTS_COMMAND, type ServerPorts } from '../admin/server-ports.js';
+import { PORTS_COMMAND, STATUS_COMMAND, type ServerPorts } from '../admin/server-ports.js';
 import type { Backend } from '../cache/backend.js';
 import { CacheAdmin } from '../cache/cache-admin.js';
 import { StoreUnavailableError, type ContentStore } from '../cache/content-store.js';
@@ -14,12 +15,15 @@ import type { CacheStore, Config } from '../config/config.js';
 import type { ProcessChannel } from '../ipc/process-channel.js';
 import type { Logger } from '../telemetry/log.js';
 import type { Metrics } from '../telemetry/metrics.js';
+import type { StatusReport } from '../telemetry/status-report.js';
 import { StartupError } from './startup-checks.js';
 
 /** A backend on CACHE_DIR's claim: closing it releases the control socket first. */
 export interface OwnedBackend<S extends ContentStore = ContentStore> extends Backend<S> {
   /** Where the listeners listen, once every one does: the control socket's `ports` answer (prefetch). */
   setPorts(ports: ServerPorts): void;
+  /** What `regcache status` is answered with: the status summary of this process, or of the tree. */
+  setStatus(status: () => Promise<StatusReport>): void;
 }
 
 /** The one process's store (WORKERS=1): the fleet's bucket with CACHE_STORE, else CACHE_DIR's directory. */
@@ -42,6 +46,7 @@ export function primaryStore(config: Config, channel: ProcessChannel, worker: nu
 interface CacheControl {
   serve(admin: CacheAdmin): void;
   setPorts(ports: ServerPorts): void;
+  setStatus(status: () => Promise<StatusReport>): void;
   close(): Promise<void>;
 }
 
@@ -63,6 +68,7 @@ async function own<S extends ContentStore>(config: Config, metrics: Metrics, ope
   return {
     ...backend,
     setPorts: control.setPorts,
+    setStatus: control.setStatus,
     async close() {
       await control.close();
       await backend.close();
@@ -73,14 +79,17 @@ async function own<S extends ContentStore>(config: Config, metrics: Metrics, ope
 async function claimCacheDir(cacheDir: string): Promise<CacheControl> {
   let cacheAdmin: CacheAdmin | null = null;
   let ports: ServerPorts | null = null;
+  let status: (() => Promise<StatusReport>) | null = null;
   const control = await listenControl(cacheDir, (request) => {
     if (request.cmd === PORTS_COMMAND) return ports ? Promise.resolve(ports) : Promise.reject(new Error('the server is still starting'));
+    if (request.cmd === STATUS_COMMAND) return status ? status() : Promise.reject(new Error('the server is still starting'));
     if (!cacheAdmin) throw new Error('the store is still opening');
     return cacheAdmin.run(request.cmd, request.args);
   });
   return {
     serve: (admin) => (cacheAdmin = admin),
     setPorts: (listening) => (ports = listening),
+    setStatus: (summary) => (status = summary),
     close: () => new Promise((resolve) => control.close(() => resolve())),
   };
 }

@@ -38,7 +38,7 @@ export type FillOutcome<T> =
 export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
 
 /**
- * Events: 'fill-started' (key), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
+ * Events: 'fill-started' (key, fill, from), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
  */
 export class FillCoordinator extends EventEmitter {
   readonly store: ContentStore;
@@ -118,7 +118,7 @@ export class FillCoordinator extends EventEmitter {
         this.log.error({ digest: key.digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
         return { kind: 'bypassed', answer, reason: 'cache store unavailable', storeError: (err as Error).message };
       }
-      this.emit('fill-started', key);
+      this.emit('fill-started', key, fill, from);
       fill.acquire(); // this request's reference, taken before any waiter can see the fill settle
       const current = fill;
       current.once('settled', () => this.settled(current, key, Date.now() - started));

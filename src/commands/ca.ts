@@ -1,6 +1,6 @@
 // `regcache ca path|export`: the CA the server created, which clients must trust; never creates one.
 import type { Command } from 'commander';
-import { ConfigError, loadConfig } from '../config/config.js';
+import { configOrFail } from './config-or-fail.js';
 import { CaError, readCaCertificate } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
 
@@ -35,14 +35,5 @@ export function addCaCommands(program: Command): void {
       if (err instanceof CaError) fail(err.message, 1);
       throw err;
     }
-  }
-}
-
-function configOrFail(overrides: { caDir?: string }): ReturnType<typeof loadConfig> {
-  try {
-    return loadConfig(process.env, overrides);
-  } catch (err) {
-    if (err instanceof ConfigError) fail(err.message);
-    throw err;
   }
 }

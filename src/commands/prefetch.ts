@@ -9,7 +9,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { askControl, controlSocketPath } from '../admin/control-socket.js';
 import { askServerPorts } from '../admin/server-ports.js';
 import { fail } from './exit.js';
-import { ConfigError, loadConfig } from '../config/config.js';
+import { configOrFail } from './config-or-fail.js';
 import { formatBytes } from '../telemetry/format-bytes.js';
 import { parseImageReference, type ImageReference } from '../reference/image-reference.js';
 import { registryDisplayName } from '../reference/registry-name.js';
@@ -68,13 +68,7 @@ export function addPrefetchCommand(program: Command): void {
       ].join('\n'),
     )
     .action(async (images: string[], options: { platform?: string; cacheDir?: string; mirror?: string; user?: string }) => {
-      let cacheDir: string;
-      try {
-        cacheDir = loadConfig(process.env, options.cacheDir ? { cacheDir: options.cacheDir } : {}).cacheDir;
-      } catch (err) {
-        if (err instanceof ConfigError) fail(err.message, 2);
-        throw err;
-      }
+      const { cacheDir } = configOrFail(options.cacheDir ? { cacheDir: options.cacheDir } : {});
       const refs = images.map((image) => {
         try {
           return { image, ...parseImageReference(image) };

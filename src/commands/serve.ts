@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from '../config/config.js';
 import { startPrimary } from '../process/primary.js';
 import { startWorker } from '../process/worker.js';
 import { createLogger } from '../telemetry/log.js';
+import { logProcessWarnings } from '../telemetry/process-warnings.js';
 import { CaError } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
 
@@ -45,7 +46,8 @@ Examples:
       // WORKERS > 1: this process is the primary, or (forked by it, running this same command) a worker.
       const role = config.workers === 1 ? 'single' : cluster.isPrimary ? 'primary' : 'worker';
       const workerId = role === 'single' ? undefined : role === 'primary' ? 0 : cluster.worker!.id;
-      const log = createLogger(config.logLevel, undefined, workerId);
+      const log = createLogger(config.logLevel, config.logFormat === null ? undefined : config.logFormat === 'pretty', workerId);
+      logProcessWarnings(log);
       let stopping = false;
       const stopWith = (close: (graceMs?: number) => Promise<void>) => (signal: string, graceMs?: number) => {
         if (stopping) return;

@@ -10,6 +10,9 @@ import type { CacheStore, ConnectToRule, DestinationRule, PortRange, RegistryCre
 export { ConfigError } from './config-error.js';
 export type { ConfigOverrides, Env } from './settings.js';
 export type { RetiredVariable } from './rpardini-variables.js';
+
+/** LOG_FORMAT: how log records are written (telemetry/log.ts, telemetry/pretty-lines.ts). */
+export type LogFormat = 'json' | 'pretty';
 export {
   NO_AUTH,
   formatDestination,
@@ -60,6 +63,7 @@ export interface Config {
   connectTo: ConnectToRule[];
   disableIpv6: boolean;
   logLevel: string;
+  logFormat: LogFormat | null; // LOG_FORMAT: json or pretty; null: pretty on a terminal, else json
   workers: number; // WORKERS: worker processes serving the same ports and store; 1 keeps one process
   allowedClients: AddressRange[] | 'any'; // ALLOWED_CLIENTS: who may use any listener
   tunnelPorts: PortRange[]; // TUNNEL_PORTS: ports a tunnel to a host off the allowlist may reach
@@ -143,6 +147,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     connectTo: v.CONNECT_TO ?? [],
     disableIpv6: v.DISABLE_IPV6,
     logLevel: v.LOG_LEVEL,
+    logFormat: v.LOG_FORMAT,
     workers: v.WORKERS,
     allowedClients: v.ALLOWED_CLIENTS,
     tunnelPorts: v.TUNNEL_PORTS,

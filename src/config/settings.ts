@@ -598,7 +598,7 @@ export const SETTINGS = {
     summary:
       'Who may read /api/v1/*, /metrics, /setup/* and the mirror\'s /v2/_catalog (curl -u user:pass): htpasswd file or "user:pass"; "none": open even with PROXY_AUTH. /, /ca.crt, /healthz and /readyz are always open.',
     description:
-      "Who may read `/api/v1/*`, `/metrics`, `/setup/*` and the mirror's `/v2/_catalog` (htpasswd file or inline `user:pass`, as `PROXY_AUTH`), sent as `Authorization: Basic` (`curl -u`); `none`: open even with `PROXY_AUTH` (a startup warning). Unset and no `PROXY_AUTH`: open.",
+      "Who may read `/status`, `/api/v1/*`, `/metrics`, `/setup/*` and the mirror's `/v2/_catalog` (htpasswd file or inline `user:pass`, as `PROXY_AUTH`), sent as `Authorization: Basic` (`curl -u`); `none`: open even with `PROXY_AUTH` (a startup warning). Unset and no `PROXY_AUTH`: open.",
   }),
   ALLOWED_CLIENTS: defaulted({
     section: 'access',
@@ -673,6 +673,15 @@ export const SETTINGS = {
     summary: 'fatal, error, warn, info, debug, trace or silent; debug adds the whole configuration at startup.',
     description:
       '`fatal`, `error`, `warn`, `info`, `debug`, `trace` or `silent`. At `debug` the startup logs every setting (`configuration`, secrets redacted).',
+  }),
+  LOG_FORMAT: optional({
+    section: 'process',
+    defaultText: 'pretty on a terminal, else `json`',
+    example: 'json',
+    parse: oneOf(['json', 'pretty']),
+    summary: 'json: one JSON object a line; pretty: one readable line a record, cache status first. Empty: pretty on a terminal, json otherwise.',
+    description:
+      '`json`: one JSON object a line (what `docker logs` and log shippers read); `pretty`: one readable line a record, a request line led by its cache status (see "Reading the logs"). Unset: `pretty` when stdout is a terminal, else `json`.',
   }),
 };
 

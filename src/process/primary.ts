@@ -3,8 +3,9 @@
 // workers' stores (cache/workers/store-host.ts), then forks WORKERS workers (worker.ts) that all listen on
 // PORT, MIRROR_PORT and ADMIN_PORT: Node's cluster accepts in the primary and hands each connection to the
 // next worker in turn. A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
-// worker drains as the one process does, then the primary closes the store. /healthz, /metrics and
-// /api/v1/cache are answered here for the whole tree, whichever worker was asked.
+// worker drains as the one process does, then the primary closes the store. /healthz, /metrics,
+// /api/v1/cache and the status summary (the page, `regcache status`) are answered here for the whole
+// tree, whichever worker was asked: the summary from the same aggregate as /metrics.
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { cacheListing, localHealth, type HealthReport } from '../admin/admin-routes.js';
@@ -15,8 +16,21 @@ import { ownDirectory } from '../assembly/store-owner.js';
 import { summarizeConfig, type Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { Metrics } from '../telemetry/metrics.js';
+import { mergeActivity, type ActivitySnapshot } from '../telemetry/recent-activity.js';
+import { buildStatusReport, type MetricsJson, type StatusReport, type WorkerState } from '../telemetry/status-report.js';
+import { logStartupSummary } from '../assembly/startup-summary.js';
 import { ProcessChannel } from '../ipc/process-channel.js';
-import { ASK_TIMEOUT_MS, TREE_DRAIN, TREE_HEALTH, TREE_LISTENING, TREE_LISTING, TREE_METRICS, WORKER_METRICS } from './tree-messages.js';
+import {
+  ASK_TIMEOUT_MS,
+  TREE_DRAIN,
+  TREE_HEALTH,
+  TREE_LISTENING,
+  TREE_LISTING,
+  TREE_METRICS,
+  TREE_STATUS,
+  WORKER_ACTIVITY,
+  WORKER_METRICS,
+} from './tree-messages.js';
 import { openDoors, SHUTDOWN_GRACE_MS } from '../assembly/proxy.js';
 import { RestartBackoff } from './restart-backoff.js';
 import { prepareStartup } from '../assembly/startup.js';
@@ -49,26 +63,59 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const ca = await prepareStartup(config, log, doors.warnings);
   const owner = await ownDirectory(config, log, metrics);
   const host = new StoreHost(owner, log);
-  metrics.watch({ fillsInFlight: () => host.fills.size, storeBytes: () => owner.index.totalBytes, storeEntries: () => owner.index.size });
-
   const running = new Map<number, Running>(); // by cluster worker id
+  const restarts = new Map<number, { count: number; exitedAt: number }>(); // by slot
+  const serving = () => [...running.values()].filter((r) => r.listening).length;
+  metrics.watch({
+    fillsInFlight: () => host.fills.size,
+    storeBytes: () => owner.index.totalBytes,
+    storeEntries: () => owner.index.size,
+    storeMaxBytes: () => config.cacheMaxSize,
+    workersRunning: serving,
+    workersExpected: () => config.workers,
+  });
+
   const backoff = new RestartBackoff();
-  const restarts = new Set<NodeJS.Timeout>();
+  const restartTimers = new Set<NodeJS.Timeout>();
   let stopping = false;
   let up: { resolve: (ports: ServerPorts) => void; reject: (err: Error) => void } | null = null;
   let ports: ServerPorts | null = null;
 
   const health = async (): Promise<HealthReport> => {
     const report = await localHealth(ca.certPem, config.cacheDir);
-    const serving = [...running.values()].filter((r) => r.listening).length;
-    return { checks: { ...report.checks, workers: serving === config.workers }, workers: { expected: config.workers, running: serving } };
+    const up = serving();
+    return { checks: { ...report.checks, workers: up === config.workers }, workers: { expected: config.workers, running: up } };
+  };
+  // Every worker's answer to `ask` and the primary's own; a worker that does not answer in time is left out.
+  const gather = async <T>(ask: string, own: T): Promise<T[]> => {
+    const asked = [...running.values()].map((r) => r.channel.request<T>(ask, null, ASK_TIMEOUT_MS).catch(() => null));
+    return [own, ...(await Promise.all(asked)).filter((m): m is Awaited<T> => m !== null)];
   };
   // Every worker's registry and the primary's, summed by prom-client's cluster aggregation (per metric:
-  // sum, or the aggregator it names). A worker that does not answer in time is left out of this scrape.
-  const treeMetrics = async (): Promise<string> => {
-    const asked = [...running.values()].map((r) => r.channel.request<object[]>(WORKER_METRICS, null, ASK_TIMEOUT_MS).catch(() => null));
-    const registries = [await metrics.registry.getMetricsAsJSON(), ...(await Promise.all(asked)).filter((m): m is object[] => m !== null)];
-    return AggregatorRegistry.aggregate(registries).metrics();
+  // sum, or the aggregator it names).
+  const treeRegistry = async () => AggregatorRegistry.aggregate(await gather<MetricsJson>(WORKER_METRICS, await metrics.registry.getMetricsAsJSON()));
+  const treeMetrics = async (): Promise<string> => (await treeRegistry()).metrics();
+  const workerStates = (): WorkerState[] => {
+    const bySlot = new Map([...running.values()].map((r) => [r.slot, r]));
+    return Array.from({ length: config.workers }, (_, i): WorkerState => {
+      const slot = i + 1;
+      const r = bySlot.get(slot);
+      const restarted = restarts.get(slot);
+      if (!r)
+        return { slot, pid: null, state: 'restarting', since: new Date(restarted?.exitedAt ?? Date.now()).toISOString(), restarts: restarted?.count ?? 0 };
+      const state = r.listening ? 'serving' : 'starting';
+      return { slot, pid: r.worker.process.pid ?? null, state, since: new Date(r.startedAt).toISOString(), restarts: restarted?.count ?? 0 };
+    });
+  };
+  const treeStatus = async (): Promise<StatusReport> => {
+    const [registry, activities] = await Promise.all([treeRegistry(), gather<ActivitySnapshot>(WORKER_ACTIVITY, metrics.activity.snapshot())]);
+    const workers = workerStates();
+    return buildStatusReport(await registry.getMetricsAsJSON(), mergeActivity(activities), {
+      mode: 'workers',
+      workers,
+      restarts: workers.reduce((n, w) => n + w.restarts, 0),
+      replica: null,
+    });
   };
 
   const fork = (slot: number): void => {
@@ -88,6 +135,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     });
     channel.handle(TREE_HEALTH, health);
     channel.handle(TREE_METRICS, treeMetrics);
+    channel.handle(TREE_STATUS, treeStatus);
     channel.handle<{ viewer: ListingViewer }>(TREE_LISTING, ({ viewer }) => cacheListing(owner.index, viewer));
     worker.on('error', (err) => log.debug({ workerId: worker.id, error: err.message }, 'worker channel error'));
     worker.once('online', () => log.info({ workerId: worker.id, pid: worker.process.pid, slot }, 'worker started'));
@@ -105,11 +153,13 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
       }
       const delay = backoff.next(slot, Date.now() - entry.startedAt);
       log.warn({ ...line, restartInMs: delay }, 'worker exited; starting another');
+      metrics.workerRestarted();
+      restarts.set(slot, { count: (restarts.get(slot)?.count ?? 0) + 1, exitedAt: Date.now() });
       const timer = setTimeout(() => {
-        restarts.delete(timer);
+        restartTimers.delete(timer);
         if (!stopping) fork(slot);
       }, delay);
-      restarts.add(timer);
+      restartTimers.add(timer);
     });
   };
 
@@ -118,7 +168,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   };
   const close = async (graceMs = SHUTDOWN_GRACE_MS): Promise<void> => {
     stopping = true;
-    for (const timer of restarts) clearTimeout(timer);
+    for (const timer of restartTimers) clearTimeout(timer);
     const exits = [...running.values()].map((r) => r.exited);
     for (const r of running.values()) r.channel.notify(TREE_DRAIN, { graceMs });
     const stragglers = setTimeout(kill, graceMs + EXIT_SLACK_MS);
@@ -137,6 +187,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     });
     up = null;
     owner.setPorts(listening);
+    owner.setStatus(treeStatus);
     log.info(
       {
         port: listening.proxy,
@@ -148,6 +199,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
       },
       'listening',
     );
+    logStartupSummary(log, config, listening, ca.certFile);
     return { port: listening.proxy, close, kill };
   } catch (err) {
     up = null;

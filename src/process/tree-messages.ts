@@ -1,6 +1,6 @@
 // What the primary and its workers say to each other besides the store's business (cache/store-protocol.ts):
-// a worker is listening, the tree's answers for /healthz, /metrics and /api/v1/cache (asked by whichever
-// worker got the request), a worker's own metrics, and the order to drain.
+// a worker is listening, the tree's answers for /healthz, /metrics, /api/v1/cache and the status summary
+// (asked by whichever worker got the request), a worker's own metrics and activity, and the order to drain.
 
 /** Notes, worker -> primary. */
 export const TREE_LISTENING = 'tree.listening'; // ServerPorts: this worker serves
@@ -9,9 +9,11 @@ export const TREE_LISTENING = 'tree.listening'; // ServerPorts: this worker serv
 export const TREE_HEALTH = 'tree.health'; // null -> HealthReport (admin-routes.ts)
 export const TREE_METRICS = 'tree.metrics'; // null -> Prometheus text, every process's metrics aggregated
 export const TREE_LISTING = 'tree.listing'; // { viewer } -> Listing (admin-routes.ts)
+export const TREE_STATUS = 'tree.status'; // null -> StatusReport (telemetry/status-report.ts), from the tree's aggregate
 
 /** Requests, primary -> worker. */
 export const WORKER_METRICS = 'worker.metrics'; // null -> this worker's registry as JSON (prom-client getMetricsAsJSON)
+export const WORKER_ACTIVITY = 'worker.activity'; // null -> this worker's ActivitySnapshot (telemetry/recent-activity.ts)
 
 /** Notes, primary -> worker. */
 export const TREE_DRAIN = 'tree.drain'; // { graceMs }: stop accepting, finish within graceMs, exit

@@ -8,7 +8,18 @@ import type { Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { Metrics } from '../telemetry/metrics.js';
 import { ProcessChannel, type MessagePort } from '../ipc/process-channel.js';
-import { ASK_TIMEOUT_MS, TREE_DRAIN, TREE_HEALTH, TREE_LISTENING, TREE_LISTING, TREE_METRICS, WORKER_METRICS } from './tree-messages.js';
+import type { StatusReport } from '../telemetry/status-report.js';
+import {
+  ASK_TIMEOUT_MS,
+  TREE_DRAIN,
+  TREE_HEALTH,
+  TREE_LISTENING,
+  TREE_LISTING,
+  TREE_METRICS,
+  TREE_STATUS,
+  WORKER_ACTIVITY,
+  WORKER_METRICS,
+} from './tree-messages.js';
 import { openDoors, serveProxy, type RunningProxy } from '../assembly/proxy.js';
 import { primaryStore } from '../assembly/store-owner.js';
 import { loadOrCreateCa } from '../tls/certificate-authority.js';
@@ -20,6 +31,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   process.once('disconnect', () => channel.close('the primary is gone'));
   const metrics = new Metrics();
   channel.handle(WORKER_METRICS, () => metrics.registry.getMetricsAsJSON());
+  channel.handle(WORKER_ACTIVITY, () => metrics.activity.snapshot());
   channel.on<{ graceMs: number }>(TREE_DRAIN, ({ graceMs }) => drain(graceMs));
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
   const { ca } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase); // the primary's: it exists by now
@@ -36,10 +48,11 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
       health: () => channel.request<HealthReport>(TREE_HEALTH, null, ASK_TIMEOUT_MS),
       listing: (viewer: ListingViewer) => channel.request<Listing>(TREE_LISTING, { viewer }, ASK_TIMEOUT_MS),
       metrics: { contentType: metrics.registry.contentType, metrics: () => channel.request<string>(TREE_METRICS, null, ASK_TIMEOUT_MS) },
+      status: () => channel.request<StatusReport>(TREE_STATUS, null, ASK_TIMEOUT_MS),
     },
   });
   channel.notify(TREE_LISTENING, proxy.ports);
-  log.info({ pid: process.pid, port: proxy.port }, 'worker listening');
+  log.debug({ pid: process.pid, port: proxy.port }, 'worker listening'); // the primary says when all are
   return proxy;
 }
 

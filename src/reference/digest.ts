@@ -20,3 +20,8 @@ export function digestForm(text: string): 'sha256' | 'other' | 'malformed' {
   const [algorithm = '', encoded = ''] = text.split(':');
   return algorithm !== 'sha256' && (REGISTERED[algorithm]?.test(encoded) ?? true) ? 'other' : 'malformed';
 }
+
+/** A digest as people read it in logs and on the status page: its first 12 hex characters (as docker shows image IDs). */
+export function shortDigest(digest: string): string {
+  return digest.replace(/^sha256:([0-9a-f]{12})[0-9a-f]*$/, '$1');
+}

@@ -32,6 +32,8 @@ export class RegistryHandler {
     const request = registryRequest(door, record);
     const { route } = request;
     record.kind = route.kind === 'passthrough' ? route.what : route.kind;
+    if ('name' in route && route.name !== null) record.repository = route.name;
+    if (route.kind === 'manifest-by-tag') record.tag = route.tag;
     try {
       if (origin.protocol !== 'https:' && (route.kind === 'blob' || route.kind === 'manifest-by-digest' || route.kind === 'manifest-by-tag')) {
         // Plain HTTP can be forged by anyone on the path: what it says must never become what an HTTPS pull

@@ -1,6 +1,7 @@
 // One log line per request, written when the response closes: the fields operators grep for
 // (cache=HIT/MISS/...), and nothing that could carry a credential (no headers, no query strings). Each
-// line is also counted (the proxy's Metrics), so the data path makes no metric calls of its own.
+// line is also counted (the proxy's Metrics), so the data path makes no metric calls of its own, and
+// the counts are the log's: a refused pull is DENIED in both, never a MISS.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
@@ -9,11 +10,15 @@ import type { Metrics } from './metrics.js';
 /** What a request's line is counted in. */
 export type RequestCounters = Pick<Metrics, 'request' | 'rateLimitRemaining' | 'upstreamError'>;
 
-/** The request lines of one proxy: its logger and its counters. */
+/** The registry label of an origin ("host" or "host:port"): its allowlist entry, or "other". */
+export type RegistryLabel = (origin: string) => string;
+
+/** The request lines of one proxy: its logger, its counters, and how an origin is named in them. */
 export class AccessLog {
   constructor(
     private readonly log: Logger,
     private readonly counters: RequestCounters,
+    private readonly registryOf: RegistryLabel = () => 'other',
   ) {}
 
   /**
@@ -21,7 +26,7 @@ export class AccessLog {
    * `path` the request's path as it is meant (default: the request target), its query string removed.
    */
   record(req: IncomingMessage, res: ServerResponse, host: string, path = req.url ?? ''): RequestRecord {
-    return new RequestRecord(this.log, this.counters, req, res, host, path.split('?', 1)[0] ?? '');
+    return new RequestRecord(this.log, this.counters, req, res, host, path.split('?', 1)[0] ?? '', this.registryOf);
   }
 }
 
@@ -31,6 +36,8 @@ export type CacheStatus = 'HIT' | 'MISS' | 'REVALIDATED' | 'STALE' | 'CORRUPT' |
 export class RequestRecord {
   cache: CacheStatus = 'BYPASS';
   kind = 'other';
+  repository: string | undefined; // the registry API's <name>
+  tag: string | undefined; // a manifest asked for by tag
   digest: string | undefined;
   coalesced = false;
   redirect = false; // S3_REDIRECT: answered 307 to a presigned URL of the bucket's object (never logged: a credential)
@@ -50,6 +57,7 @@ export class RequestRecord {
     private readonly host: string,
     /** The request path without its query string (queries may carry signatures or tokens). */
     readonly path: string,
+    private readonly registryOf: RegistryLabel,
   ) {
     this.client = req.socket.remoteAddress;
     res.once('close', () => {
@@ -85,13 +93,21 @@ export class RequestRecord {
 
   private write(): void {
     const ms = Number(process.hrtime.bigint() - this.started) / 1e6;
+    const status = this.res.statusCode;
+    // Upstream refused this client (a private image without its credentials): nothing was fetched or
+    // stored, so it is no MISS, whichever path relayed the refusal.
+    if (this.cache === 'MISS' && (status === 401 || status === 403)) {
+      this.cache = 'DENIED';
+      this.reason ??= `upstream refused this client (${status})`;
+    }
     const line: Record<string, unknown> = {
       cache: this.cache,
       kind: this.kind,
       method: this.req.method,
       host: this.host,
+      ...(this.repository ? { repository: this.repository } : {}),
       path: this.path,
-      status: this.res.statusCode,
+      status,
       bytes: this.bytes,
       ms: Math.round(ms * 10) / 10,
       client: this.client,
@@ -104,6 +120,20 @@ export class RequestRecord {
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;
     this.log[this.error ? 'warn' : this.quiet ? 'debug' : 'info'](line, 'request');
-    this.counters.request(this.cache, this.kind, this.bytes, this.redirect);
+    this.counters.request({
+      cache: this.cache,
+      kind: this.kind,
+      method: this.req.method ?? '',
+      status,
+      bytes: this.bytes,
+      path: this.path,
+      registry: this.registryOf(this.host),
+      repository: this.repository ?? null,
+      tag: this.tag ?? null,
+      digest: this.digest ?? null,
+      redirect: this.redirect,
+      error: this.error ?? null,
+      reason: this.reason ?? null,
+    });
   }
 }

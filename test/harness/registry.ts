@@ -20,6 +20,8 @@ export interface RegistryOptions {
    * ignored by distribution 2.8.
    */
   redirectBaseUrl?: string;
+  /** http.headers: added to every response (e.g. Docker Hub's RateLimit-Remaining). */
+  headers?: Record<string, string>;
   /** storage.maintenance.readonly: pushes are refused with 405. */
   readOnly?: boolean;
   /** CA that signed tls.certFile; used for the readiness probe (default: skip verification). */
@@ -134,6 +136,7 @@ function renderConfig(opts: RegistryOptions, port: number, storageDir: string): 
     '  tls:',
     `    certificate: ${q(opts.tls.certFile)}`,
     `    key: ${q(opts.tls.keyFile)}`,
+    ...(opts.headers ? ['  headers:', ...Object.entries(opts.headers).map(([name, value]) => `    ${q(name)}: [${q(value)}]`)] : []),
     'health:',
     '  storagedriver:',
     '    enabled: false',
