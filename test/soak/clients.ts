@@ -30,6 +30,7 @@ export interface Outcome {
   op: Op;
   status: number;
   bytes: number;
+  ms: number;
   /** Why it failed, when it did: status-503, cut, refused, timeout, ... (an error is allowed). */
   error: string | null;
 }
@@ -49,12 +50,13 @@ export class Ledger {
   onViolation: (v: Violation) => void = () => undefined;
   readonly checks = { bytes: 0, privacy: 0 };
   /** Digests clients asked for lately, newest last: what a `cache rm` fault aims at (content being filled or just stored). */
-  readonly recent: string[] = [];
+  readonly recent: Record<Target['config'], string[]> = { local: [], fleet: [] };
   bytes = 0;
 
-  asked(digest: string): void {
-    this.recent.push(digest);
-    if (this.recent.length > 64) this.recent.shift();
+  asked(config: Target['config'], digest: string): void {
+    const recent = this.recent[config];
+    recent.push(digest);
+    if (recent.length > 64) recent.shift();
   }
 
   violation(v: Violation): void {
@@ -167,9 +169,17 @@ export class NodeClient {
           break;
         }
       }
-      this.ledger.note({ at: started, target: target.name, op, status, bytes, error: status >= 200 && status < 300 ? null : `status-${status}` });
+      this.ledger.note({
+        at: started,
+        target: target.name,
+        op,
+        status,
+        bytes,
+        ms: Date.now() - started,
+        error: status >= 200 && status < 300 ? null : `status-${status}`,
+      });
     } catch (err) {
-      this.ledger.note({ at: started, target: target.name, op, status, bytes, error: errorKind(err) });
+      this.ledger.note({ at: started, target: target.name, op, status, bytes, ms: Date.now() - started, error: errorKind(err) });
     }
   }
 
@@ -217,7 +227,7 @@ export class NodeClient {
   private async get(target: Target, item: Item, rest: string, access: boolean, opts: { range?: string; abandonAfter?: number }): Promise<Answer> {
     // As Docker and containerd ask: without it docker-registry converts a tag's manifest to a schema 1 one, signed anew each time.
     const digest = /(sha256:[0-9a-f]{64})$/.exec(rest)?.[1];
-    if (digest) this.ledger.asked(digest);
+    if (digest) this.ledger.asked(target.config, digest);
     const headers: Record<string, string> = rest.startsWith('manifests/') ? { accept: MANIFEST_TYPES } : {};
     if (opts.range) headers.range = opts.range;
     if (target.kind === 'mirror') return this.fetch(target, `${target.url}/v2/${item.repo}/${rest}?ns=registry.test`, headers, opts.abandonAfter);
@@ -327,6 +337,7 @@ export async function skopeoPull(target: Target, item: Item, access: boolean, ce
     op: 'skopeo',
     status: result.code === 0 ? 200 : 0,
     bytes,
+    ms: Date.now() - started,
     error: result.code === 0 ? null : skopeoErrorKind(result.stderr),
   });
 }

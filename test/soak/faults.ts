@@ -4,7 +4,7 @@
 // sequence of faults, targets and gaps (real time decides only how they interleave with the load).
 // Every fault is recorded with when it began and ended: the invariants excuse what a fault explains
 // (two fills of one blob across a killed leader or a hung bucket) and nothing else.
-import { open, readdir, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
+import { open, readdir, rm, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { sleep } from '../harness/proc.js';
@@ -47,16 +47,16 @@ export class Faults {
       ballastFile: string;
       catalogue: Catalogue;
       /** Digests clients asked for lately (Ledger.recent). */
-      recent: () => string[];
+      recent: (config: 'local' | 'fleet') => string[];
     },
   ) {}
 
   /** Runs the three lanes until `deadline`; every window fault is undone before it resolves. */
   async run(deadline: number, rngs: { upstream: Rng; local: Rng; fleet: Rng }): Promise<void> {
     await Promise.all([
-      this.lane('upstream', deadline, rngs.upstream, (rng) => this.upstreamFault(rng)),
-      this.lane('local', deadline, rngs.local, (rng) => this.localFault(rng)),
-      this.lane('fleet', deadline, rngs.fleet, (rng) => this.fleetFault(rng)),
+      this.lane('upstream', deadline, rngs.upstream, (rng, e) => this.upstreamFault(rng, e)),
+      this.lane('local', deadline, rngs.local, (rng, e) => this.localFault(rng, e)),
+      this.lane('fleet', deadline, rngs.fleet, (rng, e) => this.fleetFault(rng, e)),
     ]);
   }
 
@@ -78,7 +78,7 @@ export class Faults {
     lane: FaultEvent['lane'],
     deadline: number,
     rng: Rng,
-    inject: (rng: Rng) => Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>>,
+    inject: (rng: Rng, event: FaultEvent) => Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>>,
   ): Promise<void> {
     for (;;) {
       const gap = rng.between(...this.plan.gapMs);
@@ -88,7 +88,7 @@ export class Faults {
       const event: FaultEvent = { lane, start, end: start, kind: '?', target: '?' };
       this.events.push(event);
       try {
-        Object.assign(event, await inject(rng));
+        Object.assign(event, await inject(rng, event));
       } catch (err) {
         event.skipped = `failed: ${(err as Error).message.split('\n')[0]}`;
       }
@@ -97,8 +97,8 @@ export class Faults {
   }
 
   /** Mostly a digest clients asked for in the last moments (being filled, or just stored: issue 25's two leaders), else any. */
-  private rmTarget(rng: Rng): string {
-    const recent = this.ctx.recent();
+  private rmTarget(rng: Rng, config: 'local' | 'fleet'): string {
+    const recent = this.ctx.recent(config);
     return recent.length > 0 && rng.chance(0.8)
       ? recent[recent.length - 1 - rng.int(Math.min(8, recent.length))]!
       : rng.pick([...this.ctx.catalogue.blobs.keys()].sort());
@@ -108,17 +108,19 @@ export class Faults {
     return rng.between(...this.plan.windowMs);
   }
 
-  private async upstreamFault(rng: Rng): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
+  private async upstreamFault(rng: Rng, event: FaultEvent): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
     const mode = rng.weighted<Exclude<UpstreamMode, 'ok'>>({ slow: 2, error: 1, reset: 1 });
+    event.kind = `upstream-${mode}`; // named before it acts: a fault that fails is still known by its kind
     for (const u of this.ctx.upstreams) u.mode = mode;
     await sleep(this.window(rng));
     for (const u of this.ctx.upstreams) u.mode = 'ok';
     return { kind: `upstream-${mode}`, target: 'registry.test' };
   }
 
-  private async localFault(rng: Rng): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
+  private async localFault(rng: Rng, event: FaultEvent): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
     const local = this.ctx.local;
     const kind = rng.weighted({ 'kill-worker': 3, 'kill-primary': 1, 'sigterm-restart': 1, 'flip-byte': 2, truncate: 1, 'disk-full': 2, 'cache-rm': 2 });
+    event.kind = kind;
     switch (kind) {
       case 'kill-worker': {
         const { workers } = await local.pids();
@@ -146,14 +148,13 @@ export class Faults {
         return { kind, target: 'local content file', digest };
       }
       case 'disk-full': {
-        const { bavail, bsize } = await statfs(local.cacheDir);
-        await writeFile(this.ctx.ballastFile, Buffer.alloc(Math.max(0, bavail * bsize - 256 * 1024)));
+        await fillDisk(this.ctx.ballastFile);
         await sleep(this.window(rng));
         await rm(this.ctx.ballastFile, { force: true });
         return { kind, target: 'local tmpfs' };
       }
       case 'cache-rm': {
-        const digest = this.rmTarget(rng);
+        const digest = this.rmTarget(rng, 'local');
         const r = await local.cache('rm', digest);
         return { kind, target: 'local', digest, ...(r.code === 0 ? {} : { skipped: r.stderr.trim().split('\n')[0] || `exit ${r.code}` }) };
       }
@@ -161,11 +162,12 @@ export class Faults {
     throw new Error(`unknown fault ${kind}`);
   }
 
-  private async fleetFault(rng: Rng): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
+  private async fleetFault(rng: Rng, event: FaultEvent): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
     const { replicas } = this.ctx.fleet;
     const { s3, s3Client } = this.ctx;
     const kind = rng.weighted({ 'kill-replica': 2, 'sigterm-restart': 1, 'gateway-stop': 1, 'gateway-pause': 2, 'flip-byte': 2, truncate: 1, 'cache-rm': 3 });
     const replica = replicas[rng.int(replicas.length)]!;
+    event.kind = kind;
     switch (kind) {
       case 'kill-replica':
         await replica.killAndRestart();
@@ -200,7 +202,7 @@ export class Faults {
         return { kind, target: 'bucket object', digest: 'sha256:' + key.split('/').at(-1) };
       }
       case 'cache-rm': {
-        const digest = this.rmTarget(rng);
+        const digest = this.rmTarget(rng, 'fleet');
         const r = await replica.cache('rm', digest);
         return { kind, target: replica.name, digest, ...(r.code === 0 ? {} : { skipped: r.stderr.trim().split('\n')[0] || `exit ${r.code}` }) };
       }
@@ -221,6 +223,19 @@ async function contentFiles(dir: string): Promise<string[]> {
   };
   await walk(dir);
   return out.sort();
+}
+
+/** Writes the file until the filesystem refuses (ENOSPC): the disk is full, whatever regcache wrote meanwhile. */
+async function fillDisk(file: string): Promise<void> {
+  const handle = await open(file, 'w');
+  const chunk = Buffer.alloc(1024 * 1024);
+  try {
+    for (;;) await handle.write(chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    await handle.close();
+  }
 }
 
 async function flipByte(file: string, at: number): Promise<void> {

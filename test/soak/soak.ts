@@ -58,6 +58,8 @@ export interface SoakReport {
   byTarget: Record<string, number>;
   byOp: Record<string, number>;
   errors: Record<string, number>;
+  /** Per operation: the median and 95th percentile of its requests' time, ms (errors included). */
+  latency: Record<string, { p50: number; p95: number }>;
   faults: Record<string, number>;
   faultEvents: FaultEvent[];
   upstreamGets: { local: number; fleet: number };
@@ -145,7 +147,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     ledger.onViolation = (v) => log(`soak: VIOLATION ${v.invariant} ${v.target} ${v.op}: ${v.detail}`);
     const faults = new Faults(
       { gapMs: [2000, 6000], windowMs: [3000, 9000] },
-      { upstreams, local, fleet, s3, s3Client, ballastFile: path.join(cacheDir, 'ballast'), catalogue, recent: () => ledger.recent },
+      { upstreams, local, fleet, s3, s3Client, ballastFile: path.join(cacheDir, 'ballast'), catalogue, recent: (config) => ledger.recent[config] },
     );
     const faulting = faults.run(deadline, {
       upstream: new Rng(seed, 'faults-upstream'),
@@ -219,6 +221,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         ledger.outcomes.filter((o) => o.error),
         (o) => o.error!,
       ),
+      latency: latencies(ledger),
       faults: faults.byKind(),
       faultEvents: faults.events,
       upstreamGets: { local: localUpstream.gets.length, fleet: fleetUpstream.gets.length },
@@ -227,7 +230,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       outDir,
       png,
     };
-    await writeFile(path.join(outDir, 'report.json'), JSON.stringify({ ...report, violations: ledger.violations }, null, 2));
+    await writeFile(path.join(outDir, 'report.json'), JSON.stringify({ ...report, violations: ledger.violations, outcomes: ledger.outcomes }, null, 2));
     await writeFile(path.join(outDir, 'report.md'), reportMarkdown(report));
     log(`soak: report in ${outDir}`);
     return report;
@@ -492,6 +495,9 @@ export function reportMarkdown(r: SoakReport): string {
     '',
     `- Catalogue: ${r.catalogue.images} images (${r.catalogue.privateImages} private), ${r.catalogue.digests} digests, ${mib(r.catalogue.bytes)} MiB.`,
     `- Requests: ${r.requests} (${mib(r.bytes)} MiB to clients); by target: ${table(r.byTarget)}; by operation: ${table(r.byOp)}.`,
+    `- Time per request, median / 95th percentile (ms): ${Object.entries(r.latency)
+      .map(([op, l]) => `${op} ${l.p50} / ${l.p95}`)
+      .join(', ')}.`,
     `- Upstream content GETs: local ${r.upstreamGets.local}, fleet ${r.upstreamGets.fleet}.`,
     `- Faults injected: ${table(r.faults)}.`,
     `- Errors seen by clients (allowed; a wrong body is not): ${table(r.errors)}.`,
@@ -504,6 +510,18 @@ export function reportMarkdown(r: SoakReport): string {
     ...r.invariants.map((i) => `| ${i.name} | ${i.checks} | ${i.passed ? 'held' : `**failed**: ${i.detail.replace(/\|/g, '/')}`} |`),
     '',
   ].join('\n');
+}
+
+function latencies(ledger: Ledger): Record<string, { p50: number; p95: number }> {
+  const byOp = new Map<string, number[]>();
+  for (const o of ledger.outcomes) byOp.set(o.op, [...(byOp.get(o.op) ?? []), o.ms]);
+  const at = (sorted: number[], q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+  return Object.fromEntries(
+    [...byOp].map(([op, ms]) => {
+      const sorted = ms.sort((a, b) => a - b);
+      return [op, { p50: at(sorted, 0.5), p95: at(sorted, 0.95) }];
+    }),
+  );
 }
 
 function violations(ledger: Ledger, kind: string): string {

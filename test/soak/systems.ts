@@ -61,6 +61,7 @@ export class Node {
       dir: this.dir,
       cacheDir: this.cacheDir,
       caDir: this.caDir,
+      startTimeoutMs: 60_000, // a tree of three processes on a busy machine
       env: { ...this.env, PORT: String(this.ports.proxy), MIRROR_PORT: String(this.ports.mirror), ADMIN_PORT: String(this.ports.admin) },
     });
     this.runs.push(proxy);
