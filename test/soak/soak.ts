@@ -60,6 +60,8 @@ export interface SoakReport {
   errors: Record<string, number>;
   /** Per operation: the median and 95th percentile of its requests' time, ms (errors included). */
   latency: Record<string, { p50: number; p95: number }>;
+  /** regcache's warn/error/fatal lines by message. */
+  logged: Record<string, number>;
   faults: Record<string, number>;
   faultEvents: FaultEvent[];
   upstreamGets: { local: number; fleet: number };
@@ -187,6 +189,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       },
     );
     invariants.push(...(await quiesceAndCheck(local, fleet, s3Client, faults.events)));
+    invariants.push(await noCrash([local, ...fleet.replicas], faults.events));
     invariants.push(await upstreamFetches('local', [local], localUpstream, faults.events));
     invariants.push(await upstreamFetches('fleet', fleet.replicas, fleetUpstream, faults.events));
     await monitor.sample();
@@ -222,6 +225,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         (o) => o.error!,
       ),
       latency: latencies(ledger),
+      logged: await loudLines([local, ...fleet.replicas]),
       faults: faults.byKind(),
       faultEvents: faults.events,
       upstreamGets: { local: localUpstream.gets.length, fleet: fleetUpstream.gets.length },
@@ -452,6 +456,33 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
   };
 }
 
+/**
+ * No regcache process ended unless the soak ended it: every tree that exited was killed or stopped by a
+ * fault, and the workers that exited (the primary logs each) number at most the workers killed.
+ */
+async function noCrash(nodes: Node[], events: FaultEvent[]): Promise<InvariantResult> {
+  const crashes = nodes.flatMap((n) => n.crashes);
+  const lines = (await Promise.all(nodes.flatMap((n) => n.runs.map((r) => r.logs())))).flat();
+  const workerExits = lines.filter((l) => l.msg.startsWith('worker exited')).length;
+  const workerKills = events.filter((e) => e.kind === 'kill-worker' && !e.skipped).length;
+  const fatal = lines.filter((l) => l.level === 'fatal').map((l) => `${l.msg}${l.error ? `: ${String(l.error)}` : ''}`);
+  return {
+    name: 'no regcache process ended unless the soak ended it (no crash, no fatal line)',
+    passed: crashes.length === 0 && workerExits <= workerKills && fatal.length === 0,
+    checks: nodes.reduce((n, node) => n + node.runs.length, 0) + workerExits,
+    detail: `${crashes.join('; ') || 'no tree exited unasked'}; workers exited ${workerExits}, killed ${workerKills}; fatal lines: ${fatal.join('; ') || 'none'}`,
+  };
+}
+
+/** Log lines at warn and above, by message: what regcache said while it was being hurt (report only). */
+export async function loudLines(nodes: Node[]): Promise<Record<string, number>> {
+  const lines = (await Promise.all(nodes.flatMap((n) => n.runs.map((r) => r.logs())))).flat();
+  return countBy(
+    lines.filter((l) => l.level === 'warn' || l.level === 'error' || l.level === 'fatal'),
+    (l) => `${l.level}: ${l.msg}`,
+  );
+}
+
 async function processes(local: Node, fleet: Fleet, hub: TokenAuthUpstream): Promise<{ role: string; pid: number }[]> {
   const out: { role: string; pid: number }[] = [];
   if (local.current.daemon.isRunning()) {
@@ -501,6 +532,7 @@ export function reportMarkdown(r: SoakReport): string {
     `- Upstream content GETs: local ${r.upstreamGets.local}, fleet ${r.upstreamGets.fleet}.`,
     `- Faults injected: ${table(r.faults)}.`,
     `- Errors seen by clients (allowed; a wrong body is not): ${table(r.errors)}.`,
+    `- regcache's warnings and errors: ${table(r.logged)}.`,
     `- Resources (${judged.length} processes judged of ${r.resources.length}): ` +
       judged.map((x) => `${x.role} RSS ${mib(x.rssWarm)} -> ${mib(x.rssEnd)} MiB, fds ${x.fdsWarm} -> ${x.fdsEnd}`).join('; ') +
       '.',

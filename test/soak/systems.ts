@@ -42,6 +42,9 @@ function upstreamEnv(upstreams: Upstreams, fault: FaultUpstream): Record<string,
 export class Node {
   /** Every process tree started for this node, oldest first: their logs are read at the end. */
   readonly runs: Regcache[] = [];
+  /** Trees (or, with WORKERS > 1, their primaries) that exited when nobody stopped them: crashes. */
+  readonly crashes: string[] = [];
+  private readonly stopped = new Set<Regcache>();
 
   constructor(
     readonly name: string,
@@ -65,6 +68,9 @@ export class Node {
       env: { ...this.env, PORT: String(this.ports.proxy), MIRROR_PORT: String(this.ports.mirror), ADMIN_PORT: String(this.ports.admin) },
     });
     this.runs.push(proxy);
+    void proxy.daemon.exited.then((code) => {
+      if (!this.stopped.has(proxy)) this.crashes.push(`${this.name} pid ${proxy.daemon.pid} exited (${code}) unasked; log ${proxy.logFile}`);
+    });
   }
 
   /** The primary (or the replica) and, with WORKERS > 1, its workers alive now. */
@@ -79,6 +85,7 @@ export class Node {
   /** kill -9 of the primary (its workers follow it: they exit when its channel closes), then a new tree. */
   async killAndRestart(): Promise<void> {
     const { workers } = await this.pids();
+    this.stopped.add(this.current);
     this.current.daemon.child.kill('SIGKILL');
     await this.current.daemon.exited;
     await waitFor(async () => workers.every((p) => !alive(p)), { timeoutMs: 10_000, what: `${this.name}'s workers to exit` }).catch(() => {
@@ -89,6 +96,7 @@ export class Node {
 
   /** SIGTERM (regcache's graceful stop), then a new tree. */
   async stopAndRestart(): Promise<void> {
+    this.stopped.add(this.current);
     await this.current.stop();
     await this.start();
   }
@@ -114,7 +122,9 @@ export class Node {
   }
 
   async stop(): Promise<void> {
-    await this.current?.stop();
+    if (!this.current) return;
+    this.stopped.add(this.current);
+    await this.current.stop();
   }
 }
 
