@@ -137,14 +137,16 @@ export class Faults {
         return { kind, target: 'local primary' };
       case 'flip-byte':
       case 'truncate': {
+        const [which, where] = [rng.next(), rng.next()]; // drawn first: a replay draws the same whatever is stored
         const files = await contentFiles(path.join(local.cacheDir, 'content-v2'));
         if (files.length === 0) return { kind, target: 'local', skipped: 'nothing stored' };
-        const file = files[rng.int(files.length)]!;
+        const file = files[Math.floor(which * files.length)]!;
         const digest = 'sha256:' + path.basename(path.dirname(path.dirname(file))) + path.basename(path.dirname(file)) + path.basename(file);
         const { size } = await stat(file);
         if (size === 0) return { kind, target: file, skipped: 'empty' };
-        if (kind === 'truncate') await truncate(file, rng.int(size));
-        else await flipByte(file, rng.int(size));
+        const at = Math.floor(where * size);
+        if (kind === 'truncate') await truncate(file, at);
+        else await flipByte(file, at);
         return { kind, target: 'local content file', digest };
       }
       case 'disk-full': {
@@ -190,12 +192,13 @@ export class Faults {
       }
       case 'flip-byte':
       case 'truncate': {
+        const [which, where] = [rng.next(), rng.next()]; // drawn first, as above
         const keys = [...(await listKeys(s3Client, BUCKET, PREFIX, 'content/')).entries()].filter(([, size]) => size > 0).sort();
         if (keys.length === 0) return { kind, target: 'bucket', skipped: 'nothing stored' };
-        const [key, size] = keys[rng.int(keys.length)]!;
+        const [key, size] = keys[Math.floor(which * keys.length)]!;
         const out = await s3Client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key }));
         const body = Buffer.from(await out.Body!.transformToByteArray());
-        const at = rng.int(size);
+        const at = Math.floor(where * size);
         const changed = kind === 'truncate' ? body.subarray(0, at) : Buffer.from(body);
         if (kind === 'flip-byte') changed[at] = changed[at]! ^ 0xff;
         await s3Client.send(new PutObjectCommand({ Bucket: BUCKET, Key: PREFIX + key, Body: changed, ContentLength: changed.length }));
