@@ -75,6 +75,8 @@ const PUBLIC_IMAGES = 48;
 const PRIVATE_IMAGES = 12;
 const NODE_CLIENTS = 6;
 const SAMPLE_MS = 2000;
+// How long after its last upstream byte a fill may still be committing (the bucket's timeouts: two 10 s attempts per request).
+const FILL_COMMIT_MS = 60_000;
 
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
@@ -234,7 +236,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       outDir,
       png,
     };
-    await writeFile(path.join(outDir, 'report.json'), JSON.stringify({ ...report, violations: ledger.violations, outcomes: ledger.outcomes }, null, 2));
+    await writeFile(
+      path.join(outDir, 'report.json'),
+      JSON.stringify(
+        { ...report, violations: ledger.violations, outcomes: ledger.outcomes, gets: { local: localUpstream.gets, fleet: fleetUpstream.gets } },
+        null,
+        2,
+      ),
+    );
     await writeFile(path.join(outDir, 'report.md'), reportMarkdown(report));
     log(`soak: report in ${outDir}`);
     return report;
@@ -436,7 +445,9 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
   const over: string[] = [];
   const overlaps: string[] = [];
   for (const [digest, gets] of byDigest) {
-    const inFlightAtKill = gets.filter((g) => kills.some((k) => g.start <= k.start + 500 && (g.end === 0 || g.end >= k.start - 500))).length;
+    // A fill lasts from its GET's start to its commit, which may be well after its last byte (parts, the
+    // entry; longer with the bucket slow or hung): a kill in that span leaves no line for it.
+    const inFlightAtKill = gets.filter((g) => kills.some((k) => g.start <= k.start + 500 && (g.end === 0 || k.start <= g.end + FILL_COMMIT_MS))).length;
     const allowed = (attempts.get(digest) ?? 0) + inFlightAtKill;
     if (gets.length > allowed) over.push(`${digest.slice(7, 19)}: ${gets.length} GETs, ${allowed} attempts`);
     const sorted = [...gets].sort((a, b) => a.start - b.start);
