@@ -7,7 +7,8 @@
 // `npm run soak` (test/soak/main.ts), which also reports into docs/benchmarks.md; this test does not.
 // Needs root (it mounts a tmpfs), exclusive use of the machine's CPU while it runs, and dist/ built.
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
+import { TmpDirs } from './harness/tmp.js';
 import { runSoak } from './soak/soak.js';
 
 describe('soak: a minute of pulls under faults', () => {

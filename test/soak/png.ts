@@ -56,7 +56,7 @@ const FONT: Record<string, string> = {
   P: '####.#...##...#####.#....#....#....',
   Q: '.###.#...##...##...##.#.##..#..##.#',
   R: '####.#...##...#####.#.#..#..#.#...#',
-  S: '.####.....#.....###......#....####.',
+  S: '.#####....#.....###.....#....#####.',
   T: '#####..#....#....#....#....#....#..',
   U: '#...##...##...##...##...##...#.###.',
   V: '#...##...##...##...##...#.#.#...#..',
@@ -169,7 +169,7 @@ export function plot(panels: Panel[], xUnit: string): Buffer {
     for (let k = 0; k <= 5; k++) {
       const x = left + (plotWidth * k) / 5;
       raster.line(x, y0 + panelHeight, x, y0 + panelHeight + 4, [0, 0, 0]);
-      raster.text(x - 10, y0 + panelHeight + 8, formatNumber((xMax * k) / 5));
+      raster.text(x - 12, y0 + panelHeight + 8, formatNumber((xMax * k) / 5));
     }
     raster.text(left + plotWidth + 8, y0 + panelHeight + 8, xUnit);
     for (const l of panel.lines) {
