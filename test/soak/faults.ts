@@ -21,6 +21,8 @@ export interface FaultEvent {
   target: string;
   start: number;
   end: number;
+  /** When it struck, if later than `start` (a kill: the signal, after the pids were looked up). */
+  at?: number;
   /** A digest it damaged or removed (corrupt, truncate, rm): verify may find it. */
   digest?: string;
   /** It could not be injected (nothing to corrupt yet, the bucket down): not counted as injected. */
@@ -126,15 +128,16 @@ export class Faults {
         const { workers } = await local.pids();
         if (workers.length === 0) return { kind, target: 'local', skipped: 'no worker' };
         const pid = workers.sort((a, b) => a - b)[rng.int(workers.length)]!;
+        const at = Date.now();
         process.kill(pid, 'SIGKILL');
-        return { kind, target: `local worker ${pid}` };
+        return { kind, target: `local worker ${pid}`, at };
       }
       case 'kill-primary':
         await local.killAndRestart();
-        return { kind, target: 'local primary' };
+        return { kind, target: 'local primary', at: local.lastSignalAt };
       case 'sigterm-restart':
         await local.stopAndRestart();
-        return { kind, target: 'local primary' };
+        return { kind, target: 'local primary', at: local.lastSignalAt };
       case 'flip-byte':
       case 'truncate': {
         const [which, where] = [rng.next(), rng.next()]; // drawn first: a replay draws the same whatever is stored
@@ -173,10 +176,10 @@ export class Faults {
     switch (kind) {
       case 'kill-replica':
         await replica.killAndRestart();
-        return { kind, target: replica.name };
+        return { kind, target: replica.name, at: replica.lastSignalAt };
       case 'sigterm-restart':
         await replica.stopAndRestart();
-        return { kind, target: replica.name };
+        return { kind, target: replica.name, at: replica.lastSignalAt };
       case 'gateway-stop':
         await s3.stopGateway();
         await sleep(this.window(rng));

@@ -447,7 +447,12 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
   for (const [digest, gets] of byDigest) {
     // A fill lasts from its GET's start to its commit, which may be well after its last byte (parts, the
     // entry; longer with the bucket slow or hung): a kill in that span leaves no line for it.
-    const inFlightAtKill = gets.filter((g) => kills.some((k) => g.start <= k.start + 500 && (g.end === 0 || k.start <= g.end + FILL_COMMIT_MS))).length;
+    const inFlightAtKill = gets.filter((g) =>
+      kills.some((k) => {
+        const struck = k.at ?? k.start;
+        return g.start <= struck + 500 && (g.end === 0 || struck <= g.end + FILL_COMMIT_MS);
+      }),
+    ).length;
     const allowed = (attempts.get(digest) ?? 0) + inFlightAtKill;
     if (gets.length > allowed) over.push(`${digest.slice(7, 19)}: ${gets.length} GETs, ${allowed} attempts`);
     const sorted = [...gets].sort((a, b) => a.start - b.start);

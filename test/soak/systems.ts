@@ -45,6 +45,8 @@ export class Node {
   /** Trees (or, with WORKERS > 1, their primaries) that exited when nobody stopped them: crashes. */
   readonly crashes: string[] = [];
   private readonly stopped = new Set<Regcache>();
+  /** When the last kill -9 or SIGTERM was sent (a fault's own start is earlier: it looks up pids first). */
+  lastSignalAt = 0;
 
   constructor(
     readonly name: string,
@@ -86,6 +88,7 @@ export class Node {
   async killAndRestart(): Promise<void> {
     const { workers } = await this.pids();
     this.stopped.add(this.current);
+    this.lastSignalAt = Date.now();
     this.current.daemon.child.kill('SIGKILL');
     await this.current.daemon.exited;
     await waitFor(async () => workers.every((p) => !alive(p)), { timeoutMs: 10_000, what: `${this.name}'s workers to exit` }).catch(() => {
@@ -97,6 +100,7 @@ export class Node {
   /** SIGTERM (regcache's graceful stop), then a new tree. */
   async stopAndRestart(): Promise<void> {
     this.stopped.add(this.current);
+    this.lastSignalAt = Date.now();
     await this.current.stop();
     await this.start();
   }
