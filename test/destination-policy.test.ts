@@ -5,7 +5,9 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseDestination, portAllowed, type DestinationRule } from '../src/config/config.js';
+import type { IncomingMessage } from 'node:http';
 import { AllowedClients } from '../src/doors/allowed-clients.js';
+import type { Logger } from '../src/telemetry/log.js';
 import { DestinationPolicy, DestinationRefusedError } from '../src/upstream/destination-policy.js';
 import { Dialer } from '../src/upstream/dialer.js';
 
@@ -143,6 +145,23 @@ describe('ALLOWED_CLIENTS', () => {
     const clients = new AllowedClients(loadConfig({}).allowedClients);
     for (const a of ['127.0.0.1', '::1', '::ffff:10.1.2.3', '172.20.0.5', '192.168.0.9', 'fd00::2', 'fe80::1']) assert.ok(clients.allows(a), a);
     for (const a of ['8.8.8.8', '::ffff:8.8.8.8', '2001:db8::1', '100.64.0.1', undefined]) assert.ok(!clients.allows(a), String(a));
+  });
+  it('refuses a request whose connection is already gone without logging a refused client (issue 25 soak)', () => {
+    const lines: { level: string; msg: string }[] = [];
+    const log = {
+      warn: (_o: unknown, msg: string) => lines.push({ level: 'warn', msg }),
+      debug: (_o: unknown, msg: string) => lines.push({ level: 'debug', msg }),
+    };
+    const clients = new AllowedClients(loadConfig({}).allowedClients);
+    const gone = { socket: { remoteAddress: undefined }, method: 'GET' } as unknown as IncomingMessage;
+    assert.equal(clients.admits(gone, log as unknown as Logger, 'proxy'), false, 'still refused');
+    const outside = { socket: { remoteAddress: '8.8.8.8' }, method: 'GET' } as unknown as IncomingMessage;
+    assert.equal(clients.admits(outside, log as unknown as Logger, 'proxy'), false);
+    assert.deepEqual(
+      lines.map((l) => l.level),
+      ['debug', 'warn'],
+      'only the client with an address is a refusal worth a warning',
+    );
   });
   it('opens to anyone with "any"', () => {
     assert.ok(new AllowedClients(loadConfig({ ALLOWED_CLIENTS: 'any' }).allowedClients).allows('8.8.8.8'));

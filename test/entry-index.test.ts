@@ -48,6 +48,41 @@ describe('EntryIndex', () => {
     await reopened.close();
   });
 
+  it("survives a full disk at the access times' flush, and writes them at the next one (the soak's primary died of it)", async (t) => {
+    t.mock.timers.enable({ apis: ['setInterval'] });
+    const dir = await tmp.make('regcache-index-full');
+    const index = await EntryIndex.open(dir);
+    await index.put(entry(21));
+    index.touch('blob', digest(21), 1_800_000_000_000);
+    const handle = (index as unknown as { handle: { appendFile: (text: string) => Promise<void> } }).handle;
+    const appendFile = handle.appendFile.bind(handle);
+    handle.appendFile = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      t.mock.timers.tick(10_000); // the flush timer
+      for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+    assert.deepEqual(unhandled, [], 'no rejection left to end the process');
+    handle.appendFile = appendFile; // room again
+    await index.flushTouches();
+    assert.match(
+      await readFile(
+        path.join(
+          dir,
+          (await readdir(dir)).find((n) => !n.endsWith('.tmp'))!,
+        ),
+        'utf8',
+      ),
+      /"op":"touch".*1800000000000/,
+      'the kept touch written',
+    );
+    await index.close();
+  });
+
   it('keeps a removed tag removed when its manifest is stored again (cache rm, then a pull by digest)', async () => {
     const dir = await tmp.make('regcache-index-untag');
     const index = await EntryIndex.open(dir);

@@ -250,6 +250,105 @@ describe('S3 store over an in-memory bucket', () => {
     claim.lead.ended();
   });
 
+  it('keeps a live fill lock through a removal: a stale replica waits rather than leading the same fill at generation 0', async () => {
+    // Issue 25: `regcache cache rm` on replica 1 while it led a fill deleted every lock generation, the
+    // live one included; replica 2, whose index was stale, created generation 0 and fetched too, and
+    // replica 1's renewal wrote its own generation back: two leaders, two upstream fetches.
+    const bucket = new FakeBucket();
+    const [one, two] = [await replica(bucket), await replica(bucket)];
+    const data = crypto.randomBytes(1000);
+    const digest = digestOf(data);
+    const key = { origin: 'registry.test', kind: 'blob' as const, digest };
+    await one.putVerified({ kind: 'blob', digest, size: data.length, mediaType: 'application/x-test' }, data, NO_PROVENANCE); // stored once
+    const lockOne = locks(bucket, 'one', 150);
+    const led = await lockOne.acquire(key); // replica 1 fills it again (a request after an earlier rm)
+    assert.ok('lease' in led);
+    await one.remove('blob', digest);
+    assert.equal((await lockOne.holder(key))?.owner, 'one', 'the live lock survives the removal');
+    const table = new BucketFillTable(locks(bucket, 'two'), { stored: async (k) => (await two.lookup(k.kind, k.digest)) !== null, pollMs: 20 });
+    const claimed = await Promise.race([table.claim(key, true), sleep(400).then(() => 'waiting' as const)]);
+    assert.equal(claimed, 'waiting', 'replica 2 waits for the leader (the lease was renewed meanwhile)');
+    const generations = (await bucket.list(new BucketLayout(PREFIX).fillLocks(key.origin, key.kind, key.digest))).length;
+    assert.equal(generations, 1, 'one generation: nobody created another');
+    await led.lease.release();
+  });
+
+  it('loses a lease whose lock was deleted under it rather than writing it back', async () => {
+    const bucket = new FakeBucket();
+    const held = await locks(bucket, 'holder', 90).acquire(KEY);
+    assert.ok('lease' in held);
+    await bucket.delete(held.lease.key); // a removal from an older build, or by hand
+    await sleep(200); // several renewal ticks
+    assert.equal(bucket.objects.has(held.lease.key), false, 'not revived by a renewal');
+    await held.lease.release();
+    assert.equal(bucket.objects.has(held.lease.key), false, 'nor by the release');
+  });
+
+  it('never leaves an entry without its bytes when a removal races another replica committing the same content', async () => {
+    const layout = new BucketLayout(PREFIX);
+    const orphanEntries = (bucket: FakeBucket) =>
+      [...bucket.objects.keys()]
+        .filter((k) => k.startsWith(`${PREFIX}entries/`))
+        .filter((k) => !bucket.objects.has(layout.content(`sha256:${k.split('/').at(-1)}`)));
+    for (const when of ['a fill holds the lock', 'the commit lands between the lock check and the delete'] as const) {
+      const bucket = new FakeBucket();
+      const [one, two] = [await replica(bucket), await replica(bucket)];
+      const data = crypto.randomBytes(700);
+      const content = { kind: 'blob' as const, digest: digestOf(data), size: data.length, mediaType: 'application/x-test' };
+      await one.putVerified(content, data, NO_PROVENANCE);
+      let lease: { release(): Promise<void> } | null = null;
+      const commitOnTwo = async () => {
+        if (when === 'a fill holds the lock') {
+          const claimed = await locks(bucket, 'two').acquire({ origin: 'registry.test', kind: 'blob', digest: content.digest });
+          assert.ok('lease' in claimed);
+          lease = claimed.lease;
+        }
+        await two.putVerified(content, data, NO_PROVENANCE);
+      };
+      // Replica 2 commits at the chosen moment of replica 1's removal.
+      const trigger = when === 'a fill holds the lock' ? layout.entry('blob', content.digest) : layout.entry('manifest', content.digest);
+      const [del, head] = [bucket.delete.bind(bucket), bucket.head.bind(bucket)];
+      let fired = false;
+      const fire = async (k: string) => {
+        if (k === trigger && !fired) {
+          fired = true;
+          await commitOnTwo();
+        }
+      };
+      bucket.delete = async (k) => (await del(k), await fire(k));
+      bucket.head = async (k) => {
+        const found = await head(k);
+        await fire(k);
+        return found;
+      };
+      await one.remove('blob', content.digest);
+      assert.ok(fired, when);
+      assert.deepEqual(orphanEntries(bucket), [], `${when}: every entry left names bytes that exist`);
+      await (lease as { release(): Promise<void> } | null)?.release();
+    }
+  });
+
+  it("aborts a failed fill's upload once the bucket is back when it was down at the failure", async () => {
+    // Issue 25: a fill failed because the bucket was down; its abort failed the same way and nobody tried again.
+    const bucket = new FakeBucket();
+    const store = await replica(bucket);
+    const data = crypto.randomBytes(PART_SIZE + 5000);
+    const body = new PassThrough();
+    const fill = await Fill.start(store, 'blob', digestOf(data), 'application/x-test', data.length, body, NO_PROVENANCE);
+    body.write(data.subarray(0, PART_SIZE + 10));
+    for (let i = 0; i < 100 && bucket.count('uploadPart') < 1; i++) await sleep(10);
+    assert.equal(bucket.uploads.size, 1, 'an upload under way');
+    bucket.down = true;
+    body.end(data.subarray(PART_SIZE + 10));
+    await settled(fill);
+    assert.notEqual(fill.state, 'committed');
+    assert.equal(bucket.uploads.size, 1, 'its abort failed too');
+    bucket.down = false;
+    for (let i = 0; i < 100 && bucket.uploads.size > 0; i++) await sleep(20);
+    assert.equal(bucket.uploads.size, 0, 'aborted after a probe found the bucket again');
+    assert.equal(bucket.objects.has(store.layout.content(digestOf(data))), false);
+  });
+
   it('throws StoreUnavailableError while the bucket is down, /readyz-style reachability follows, and recovers', async () => {
     const bucket = new FakeBucket();
     const store = await replica(bucket);

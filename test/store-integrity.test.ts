@@ -241,6 +241,11 @@ describe('stored bytes are checked on the way out', () => {
     const line = await proxy.waitForLog((l) => l.msg === 'request' && l.cache === 'CORRUPT' && l.digest === blob.digest, 'the CORRUPT line');
     assert.equal(line.level, 'warn');
     assert.match(String(line.error), /CorruptContentError: the stored bytes hash to sha256:[0-9a-f]{64}, not /);
+    // Issue 25's soak: the cut surfaced again as a client's fault ("TLS interception failed", "bad request refused").
+    const blamed = (await proxy.logs()).filter(
+      (l) => (l.msg === 'bad request refused' || l.msg === 'TLS interception failed') && /CorruptContent|hash to/.test(String(l.error)),
+    );
+    assert.deepEqual(blamed, [], "regcache's own cut is not logged as the client's bad request");
     assert.ok(
       (await proxy.logs()).some((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest && l.level === 'warn'),
     );

@@ -66,20 +66,22 @@ export async function followSpool(dir: string, name: string): Promise<SpoolFile 
 
 /**
  * Stores a small verified body (a manifest) at once rather than by a fill: written to the new spool file
- * `name`, synced, then handed to `commit`; the file is removed when the commit fails.
+ * `name`, synced, then handed to `commit`; the file is removed when any of that fails.
  */
 export async function commitSmall(dir: string, name: string, data: Buffer, commit: (file: string) => Promise<unknown>): Promise<void> {
   const file = spoolPath(dir, name);
   const handle = await fs.open(file, 'wx', 0o600);
   try {
-    await handle.writeFile(data);
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-  try {
+    try {
+      await handle.writeFile(data);
+      await handle.datasync();
+    } finally {
+      await handle.close();
+    }
     await commit(file);
   } catch (err) {
+    // A write that failed (ENOSPC: the disk filled) left the file as surely as a failed commit: no
+    // running fill owns it, so nothing else would remove it before a restart (found by the soak).
     await fs.rm(file, { force: true });
     throw err;
   }

@@ -120,7 +120,9 @@ export class EntryIndex {
     index.journalLines = lines;
     index.handle = await fs.open(file, 'a', 0o600);
     if (!clean || !ordered || lines !== index.entries.size + index.pointers.size) index.appending = index.compact().catch(() => undefined);
-    index.timer = setInterval(() => void index.flushTouches(), TOUCH_FLUSH_MS).unref();
+    // A flush that cannot write (ENOSPC: the disk is full) keeps its touches for the next tick; a rejected
+    // promise left to a timer would end the process (the soak's full disk did: a primary gone).
+    index.timer = setInterval(() => void index.flushTouches().catch(() => undefined), TOUCH_FLUSH_MS).unref();
     return index;
   }
 
@@ -253,9 +255,18 @@ export class EntryIndex {
 
   async flushTouches(): Promise<void> {
     if (this.pendingTouches.size === 0) return;
-    const ops: IndexOp[] = [...this.pendingTouches].map(([k, t]) => ({ op: 'touch', k, t }));
+    const touches = [...this.pendingTouches];
     this.pendingTouches.clear();
-    await this.append(ops, false);
+    try {
+      await this.append(
+        touches.map(([k, t]) => ({ op: 'touch', k, t })),
+        false,
+      );
+    } catch (err) {
+      // Not journalled: kept for the next flush, unless touched again or removed since.
+      for (const [k, t] of touches) if (!this.pendingTouches.has(k) && this.entries.has(k)) this.pendingTouches.set(k, t);
+      throw err;
+    }
   }
 
   async close(): Promise<void> {

@@ -21,8 +21,12 @@ export class AllowedClients {
 
   /** Whether the request's client may go on; logs the refusal (the caller answers 403). */
   admits(req: IncomingMessage, log: Logger, where: string): boolean {
-    if (this.allows(req.socket.remoteAddress)) return true;
-    log.warn({ client: req.socket.remoteAddress, where, method: req.method }, 'client refused (ALLOWED_CLIENTS)');
+    const client = req.socket.remoteAddress;
+    if (this.allows(client)) return true;
+    // No address: the connection closed before its request was handled (a client that reset, a health
+    // check that hung up). Refused all the same, but nobody was turned away: no warning without a client.
+    if (client === undefined) log.debug({ where, method: req.method }, 'client gone before its request was handled');
+    else log.warn({ client, where, method: req.method }, 'client refused (ALLOWED_CLIENTS)');
     return false;
   }
 }

@@ -182,6 +182,13 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
 }
 
 function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {
+  // Not a request at all: the client reset, or regcache cut the connection itself (a response destroyed
+  // with its error, e.g. a HIT whose bytes did not match: its request line says so). Nothing to answer.
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
+    log.debug({ where, code: err.code, error: err.message }, 'client socket error');
+    socket.destroy();
+    return;
+  }
   log.warn({ where, code: err.code, error: err.message }, 'bad request refused');
   refuseSocket(socket, err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400);
 }

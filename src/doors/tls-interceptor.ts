@@ -46,10 +46,20 @@ export class TlsInterceptor {
     targets.set(socket, target);
     // A client that never finishes the handshake must not hold the socket forever (slowloris).
     const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), this.handshakeTimeoutMs);
-    socket.once('secure', () => clearTimeout(handshake));
+    let secure = false;
+    socket.once('secure', () => {
+      secure = true;
+      clearTimeout(handshake);
+    });
     socket.once('close', () => clearTimeout(handshake));
     const clientAddress = (client as Partial<net.Socket>).remoteAddress;
     socket.once('error', (err) => {
+      if (secure) {
+        // After the handshake: the client went away, or regcache cut a response (its request line says why).
+        this.log.debug({ host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message }, 'client socket error');
+        socket.destroy();
+        return;
+      }
       // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
       const line: Record<string, unknown> = { host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message };
       if (REJECTED_OUR_CERTIFICATE.test(err.message))

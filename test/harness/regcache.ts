@@ -44,6 +44,7 @@ export interface RegcacheOptions {
   cacheDir?: string;
   umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
   cli?: string; // another build's dist/cli.js (a bench comparing builds); default this tree's
+  startTimeoutMs?: number; // how long it may take to listen (default 15 s); past it the process is stopped
 }
 
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
@@ -85,7 +86,11 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   };
 
   // With WORKERS > 1 the primary says 'listening' once every worker does.
-  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen');
+  // A start that fails or times out leaves no process behind holding the ports.
+  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen', opts.startTimeoutMs).catch(async (err: unknown) => {
+    await daemon.stop(5000);
+    throw err;
+  });
   const port = Number(listening.port);
   return {
     port,

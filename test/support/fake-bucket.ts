@@ -98,8 +98,7 @@ export class FakeBucket implements Bucket {
 
   async abortUpload(key: string, uploadId: string): Promise<void> {
     await this.enter('abortUpload');
-    this.upload(key, uploadId);
-    this.uploads.delete(uploadId);
+    this.uploads.delete(uploadId); // an unknown upload: S3 answers 404 NoSuchUpload, which S3Bucket takes as done
   }
 
   /** Not a working URL: shaped like a presigned one (a signature in the query) so tests can look for leaks. */

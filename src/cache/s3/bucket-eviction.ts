@@ -25,7 +25,7 @@ import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from '../content-store.js';
 import { entryKey, type Entry } from '../entry-index.js';
 import { evictOldestFirst, lowWater } from '../lru-eviction.js';
-import type { FillLocks, Lease, LockBody } from './fill-lock.js';
+import { lapsedLocks, type FillLocks, type Lease } from './fill-lock.js';
 import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
 
 /** One replica's batch (usage/...): request start times, and reads open when it was written. */
@@ -288,7 +288,7 @@ export class FleetEvictor extends EventEmitter {
         await bucket.delete(o.key); // stored again since: nothing to delete
         continue;
       }
-      const locks = await this.lapsedLocks(t.kind, t.digest);
+      const locks = await lapsedLocks(bucket, layout.fillsOf(t.kind, t.digest));
       if (locks === null) continue; // a fill of it is running: its commit needs the content key
       const other: ContentKind = t.kind === 'blob' ? 'manifest' : 'blob';
       if (!(await bucket.head(layout.entry(other, t.digest)))) {
@@ -305,18 +305,6 @@ export class FleetEvictor extends EventEmitter {
       await Promise.all(locks.map((key) => bucket.delete(key)));
       await bucket.delete(o.key);
     }
-  }
-
-  /** The fill locks' generations when none is live (they go with the content); null while one is. */
-  private async lapsedLocks(kind: ContentKind, digest: string): Promise<string[] | null> {
-    const { bucket, layout } = this.parts;
-    const keys = (await bucket.list(layout.fillsOf(kind, digest))).map((o) => o.key);
-    for (const key of keys) {
-      const raw = await bucket.get(key);
-      const body = raw && parseJson<LockBody>(raw);
-      if (body && body.expires > Date.now()) return null;
-    }
-    return keys;
   }
 
   private async readMerged(): Promise<MergedUsage> {

@@ -6,8 +6,9 @@
 // generation is ever deleted while the content is stored (a release writes its generation as lapsed), so
 // generations only grow and no key is ever created twice: the window a delete-then-put takeover has, in
 // which two creators both win, does not exist. The live holder is the highest generation. The objects go
-// with the content (S3Store.remove). Expiry is the owner's clock read by the others: replicas' clocks
-// must agree to well within a lease (NTP does).
+// with the content (S3Store.remove, the sweeper), and only when no generation is live (`lapsedLocks`):
+// deleting a live one let a second replica create generation 0 and lead the same fill. Expiry is the
+// owner's clock read by the others: replicas' clocks must agree to well within a lease (NTP does).
 import crypto from 'node:crypto';
 import type { Bucket } from './bucket.js';
 import type { BucketLayout } from './bucket-layout.js';
@@ -33,6 +34,7 @@ const ATTEMPTS = 4;
 export class Lease {
   private timer: NodeJS.Timeout | null;
   private renewing: Promise<unknown> = Promise.resolve();
+  private lost = false;
 
   constructor(
     private readonly locks: FillLocks,
@@ -53,14 +55,23 @@ export class Lease {
     if (!this.timer) return;
     this.abandon();
     await this.renewing; // or a renewal landing after the release would make the lock live again
-    await this.locks.bucket.put(this.key, this.locks.body(0));
+    if (!this.lost) await this.locks.bucket.put(this.key, this.locks.body(0));
   }
 
   private renew(): void {
-    // Unconditional: only this replica writes this generation's key after creating it. A takeover
-    // writes the next generation, which outranks this one whatever this write does. A failed renewal
-    // is retried at the next tick; enough of them and the lease lapses.
-    this.renewing = this.locks.bucket.put(this.key, this.locks.body()).catch(() => undefined);
+    // Only this replica writes this generation's key after creating it, and a takeover writes the next
+    // generation, which outranks this one. But a key that is gone was deleted with its content: writing it
+    // again would revive a lock another replica may have replaced by a new generation 0, so the lease is
+    // lost instead (the fill runs on; its commit is the same bytes). A failed renewal is retried at the
+    // next tick; enough of them and the lease lapses.
+    this.renewing = (async () => {
+      if (!(await this.locks.bucket.head(this.key))) {
+        this.lost = true;
+        this.abandon();
+        return;
+      }
+      await this.locks.bucket.put(this.key, this.locks.body());
+    })().catch(() => undefined);
   }
 }
 
@@ -132,6 +143,20 @@ export class FillLocks {
     const raw = await this.bucket.get(top.key);
     return { generation: top.generation, body: raw && parseLock(raw) };
   }
+}
+
+/**
+ * The keys of every generation under `prefix` when none is live (they may go, with the content they
+ * locked); null while one is: a fill is running and its leader still renews that key.
+ */
+export async function lapsedLocks(bucket: Bucket, prefix: string): Promise<string[] | null> {
+  const keys = (await bucket.list(prefix)).map((o) => o.key);
+  for (const key of keys) {
+    const raw = await bucket.get(key);
+    const body = raw && parseLock(raw);
+    if (body && live(body)) return null;
+  }
+  return keys;
 }
 
 function live(body: LockBody): boolean {

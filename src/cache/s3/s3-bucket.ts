@@ -3,7 +3,9 @@
 // AWS_REGION, shared config and credentials files, instance and pod roles); regcache never sees them in
 // its configuration and never logs them. Errors become StoreUnavailableError with the operation, the
 // status and the service's error code: nothing of the request's signature or headers.
-import type { Readable } from 'node:stream';
+import http from 'node:http';
+import https from 'node:https';
+import type { Duplex, Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
@@ -28,13 +30,16 @@ export interface S3BucketOptions {
   endpoint: string | null; // S3_ENDPOINT: another service than AWS S3
   forcePathStyle: boolean; // S3_FORCE_PATH_STYLE: http://endpoint/bucket/key rather than http://bucket.endpoint/key
   display: string; // "s3://bucket/prefix" for messages
+  idleTimeoutMs?: number; // tests: the idle timeout (default IDLE_TIMEOUT_MS)
 }
 
 // A bucket that does not answer is reported unreachable within seconds, not after the SDK's default
 // retries (requests waiting on it hold a client's pull meanwhile). The idle timeout is the socket's (no
 // byte either way for that long ends the request): the SDK's `requestTimeout` only logs a warning, and a
 // hung server (RGW stopped with SIGSTOP) then held every request and the probe forever. It also cuts a
-// HIT whose client stopped reading for that long (the GET's body is paused meanwhile).
+// HIT whose client stopped reading for that long (the GET's body is paused meanwhile). regcache's own agents
+// arm it (idleAgent): the SDK's `socketTimeout` arms a timeout of 6 s or more only 3 s into each request
+// (@smithy/node-http-handler), which made a hung bucket's two attempts take 26 s rather than 20.
 const CONNECT_TIMEOUT_MS = 3_000;
 const IDLE_TIMEOUT_MS = 10_000;
 const MAX_ATTEMPTS = 2;
@@ -68,9 +73,9 @@ export class S3Bucket implements Bucket {
       maxAttempts: MAX_ATTEMPTS,
       requestHandler: {
         connectionTimeout: CONNECT_TIMEOUT_MS,
-        socketTimeout: IDLE_TIMEOUT_MS,
-        httpAgent: { keepAlive: true, maxSockets: MAX_SOCKETS },
-        httpsAgent: { keepAlive: true, maxSockets: MAX_SOCKETS },
+        socketTimeout: 0, // the agents' (idleAgent)
+        httpAgent: idleAgent(http.Agent, options.idleTimeoutMs ?? IDLE_TIMEOUT_MS),
+        httpsAgent: idleAgent(https.Agent, options.idleTimeoutMs ?? IDLE_TIMEOUT_MS),
       },
     };
     const probe = new S3Client(shared);
@@ -170,7 +175,8 @@ export class S3Bucket implements Bucket {
   }
 
   async abortUpload(key: string, uploadId: string): Promise<void> {
-    await this.call('AbortMultipartUpload', () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.name, Key: key, UploadId: uploadId })));
+    // Gone already (an earlier abort whose answer was lost): what an abort wants.
+    await this.orMissing('AbortMultipartUpload', () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.name, Key: key, UploadId: uploadId })));
   }
 
   async presign(key: string, expiresInSeconds: number): Promise<string> {
@@ -206,6 +212,22 @@ export class S3Bucket implements Bucket {
     const said = message && message !== code && message !== 'UnknownError' ? `: ${message}` : '';
     return new StoreUnavailableError(`${this.display}: ${operation} failed (${status === undefined ? 'no answer' : `HTTP ${status}`}, ${code}${said})`);
   }
+}
+
+/**
+ * An agent whose sockets are destroyed after `idleMs` without a byte either way, from the moment they exist
+ * (and kept so between requests: Node resets a free socket's timeout to the agent's `timeout`). The error
+ * is a TimeoutError, which the SDK retries as any timeout.
+ */
+function idleAgent<A extends typeof http.Agent | typeof https.Agent>(Base: A, idleMs: number): InstanceType<A> {
+  const Idle = class extends (Base as typeof http.Agent) {
+    override createConnection(options: http.ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+      const socket = super.createConnection(options, callback);
+      socket?.on('timeout', () => socket.destroy(Object.assign(new Error(`no byte either way for ${idleMs} ms`), { name: 'TimeoutError', code: 'ETIMEDOUT' })));
+      return socket;
+    }
+  };
+  return new Idle({ keepAlive: true, maxSockets: MAX_SOCKETS, timeout: idleMs }) as InstanceType<A>;
 }
 
 function statusOf(err: unknown): number | undefined {

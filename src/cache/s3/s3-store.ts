@@ -26,6 +26,7 @@ import { storedAgain, StoreUnavailableError } from '../content-store.js';
 import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, SpooledContent, StoredContent } from '../content-store.js';
 import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
 import { LocalTier } from './local-tier.js';
+import { lapsedLocks } from './fill-lock.js';
 
 export interface S3StoreOptions {
   bucket: Bucket;
@@ -54,6 +55,8 @@ export class S3Store extends EventEmitter implements ContentStore {
   private readonly log: Logger;
   private readonly commits = new CommitsInProgress(); // lookups wait for them rather than asking the bucket
   private readonly timers: NodeJS.Timeout[] = [];
+  /** Uploads of failed fills whose abort the bucket refused (down): aborted again once it answers. */
+  private readonly unaborted = new Set<BucketSpool>();
   private up = true;
 
   private constructor(
@@ -147,7 +150,12 @@ export class S3Store extends EventEmitter implements ContentStore {
   async discard(spool: Spool): Promise<void> {
     const bucketSpool = spoolOf(spool);
     await fs.rm(bucketSpool.path, { force: true });
-    await bucketSpool.abort();
+    await bucketSpool.abort().catch((err: Error) => {
+      // The fill failed because the bucket did: its upload would stay, costing storage, with nobody to
+      // abort it. Kept for the probe that finds the bucket again.
+      if (!(err instanceof StoreUnavailableError)) throw err;
+      this.unaborted.add(bucketSpool);
+    });
   }
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {
@@ -159,17 +167,26 @@ export class S3Store extends EventEmitter implements ContentStore {
     });
   }
 
-  /** The entry first (no replica finds the content after that), then the bytes unless the other kind holds them. */
+  /**
+   * The entry first (no replica finds the content after that), then the bytes unless the other kind holds
+   * them, and the fill locks. While a fill of the content runs (a live lock, on any replica) its lock and
+   * the bytes stay: deleting the lock let another replica lead the same fill at generation 0, and its
+   * commit may already have written the bytes its entry will name.
+   */
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
     return this.watched(async () => {
       const entry = await this.index.delete(kind, digest);
+      const locks = await lapsedLocks(this.bucket, this.layout.fillsOf(kind, digest));
+      if (locks === null) return entry;
       const other: ContentKind = kind === 'blob' ? 'manifest' : 'blob';
       if (!(await this.bucket.head(this.layout.entry(other, digest)))) {
         await this.tier?.drop(digest);
         await this.bucket.delete(this.layout.content(digest));
+        // A fill that claimed, fetched and committed between the lock check and the delete (a few
+        // requests' time) left an entry whose bytes are gone: make it a miss again (as the sweeper does).
+        for (const k of [kind, other]) if (await this.bucket.head(this.layout.entry(k, digest))) await this.index.delete(k, digest);
       }
-      // The fill locks' generations (fill-lock.ts) go with the content: a later fill starts again at 0.
-      await Promise.all((await this.bucket.list(this.layout.fillsOf(kind, digest))).map((o) => this.bucket.delete(o.key)));
+      await Promise.all(locks.map((key) => this.bucket.delete(key)));
       return entry;
     });
   }
@@ -274,6 +291,21 @@ export class S3Store extends EventEmitter implements ContentStore {
 
   private async probe(): Promise<void> {
     await this.watched(() => this.bucket.probe()).catch(() => undefined);
+    if (this.up) await this.abortLeftUploads();
+  }
+
+  /** Aborts the uploads failed fills left while the bucket was down; those it still refuses wait for the next probe. */
+  private async abortLeftUploads(): Promise<void> {
+    for (const spool of [...this.unaborted]) {
+      try {
+        await spool.abort();
+        this.unaborted.delete(spool);
+        this.log.info({ key: spool.key }, 'upload of a failed fill aborted after the bucket came back');
+      } catch (err) {
+        this.log.debug({ key: spool.key, error: (err as Error).message }, 'aborting the upload of a failed fill failed; retried at the next probe');
+        return;
+      }
+    }
   }
 
   /** Runs a request to the bucket and follows whether it is reachable: one line when that changes. */

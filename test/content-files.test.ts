@@ -1,0 +1,49 @@
+// The content files' helpers in process. commitSmall (how a manifest is stored: a spool file written,
+// synced, handed to the commit) leaves no file behind when any step fails: the soak (issue 25) found a
+// spool file left by a manifest whose write hit a full disk, which nothing removes before a restart.
+import assert from 'node:assert/strict';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { after, describe, it, mock } from 'node:test';
+import { commitSmall, newSpoolName, openSpoolDir, spoolDirOf } from '../src/cache/content-files.js';
+import { TmpDirs } from './harness/tmp.js';
+
+describe('commitSmall', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it('removes the spool file when the write fails (ENOSPC), and when the commit fails', async () => {
+    const dir = await tmp.make('regcache-content-files');
+    await openSpoolDir(dir);
+    const realOpen = fs.open.bind(fs);
+    const full = mock.method(fs, 'open', async (...args: Parameters<typeof fs.open>) => {
+      const handle = await realOpen(...args);
+      // The disk fills after the file was created: its first write fails.
+      handle.writeFile = () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+      return handle;
+    });
+    let committed = false;
+    await assert.rejects(
+      commitSmall(dir, newSpoolName('w1-'), Buffer.from('{"schemaVersion":2}'), async () => {
+        committed = true;
+      }),
+      /ENOSPC/,
+    );
+    full.mock.restore();
+    assert.equal(committed, false, 'nothing half-written was committed');
+    assert.deepEqual(await fs.readdir(spoolDirOf(dir)), [], 'no spool file left by the failed write');
+
+    await assert.rejects(
+      commitSmall(dir, newSpoolName('w1-'), Buffer.from('{}'), () => Promise.reject(new Error('the primary is gone'))),
+      /the primary is gone/,
+    );
+    assert.deepEqual(await fs.readdir(spoolDirOf(dir)), [], 'none left by the failed commit');
+
+    let moved = '';
+    await commitSmall(dir, newSpoolName('w1-'), Buffer.from('{"ok":1}'), async (file) => {
+      moved = path.join(dir, 'kept');
+      await fs.rename(file, moved);
+    });
+    assert.equal(await fs.readFile(moved, 'utf8'), '{"ok":1}', 'a commit that works gets the bytes');
+  });
+});
