@@ -29,6 +29,8 @@
 # and a follower on another replica during a fill; regcache's CPU per byte and peak RSS, radosgw's and the
 # OSD's CPU. Options (environment): BENCH_S3_MB (256), BENCH_S3_IMAGE_MB (50), BENCH_S3_RUNS (5),
 # BENCH_S3_FILL_LEASE (regcache's default); see bench/s3-bench.ts.
+# Last, the start bench: npm start to a healthy regcache with dist/ built, beside the previous scripts and
+# node dist/cli.js serve; see bench/start-bench.ts.
 # Results: stdout, bench/results/<time>.json, store-, cpu-, peer-, load-, workers-, auth- and s3-<time>.json, and
 # the store, cpu, peer, load, workers, auth and s3 sections of docs/benchmarks.md. Exits non-zero if a benchmark broke (not for a missed target) or the
 # load or auth bench saw any error.
@@ -55,4 +57,5 @@ node --import tsx bench/load-bench.ts || status=$?
 node --import tsx bench/workers-bench.ts || status=$?
 node --import tsx bench/auth-bench.ts || status=$?
 node --import tsx bench/s3-bench.ts || status=$?
+node --import tsx bench/start-bench.ts || status=$? # npm start to healthy, built, beside the previous scripts and the floor
 exit "$status"

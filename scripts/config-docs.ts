@@ -80,10 +80,12 @@ function comment(text: string): string[] {
 }
 
 const ENV_HEADER = [
-  'regcache configuration: copy to .env. `regcache serve` (npm start) reads .env from its working directory',
-  'and docker-compose.yaml passes it to the container; a variable set in the environment wins over .env.',
+  'regcache configuration: copy to .env (optional: without it every setting has its default). `regcache serve`',
+  '(npm start) reads .env from its working directory, and docker compose up puts its settings into the container',
+  'by interpolation (docker-compose.yaml lists them); a variable set in the environment wins over .env.',
   'Every variable is optional. A line NAME=value shows the default; a commented-out line shows an example',
-  'of a variable that has no default, or one the image sets. One a line, no quotes needed (Compose v1 would keep them as part of the value).',
+  'of a variable that has no default, or one the image sets. One a line, no quotes needed. A value with "$" (an',
+  'inline bcrypt hash) belongs in a file instead (PROXY_AUTH=/path/to/htpasswd): Compose v2 reads "$" in .env as a variable.',
   `Generated from src/config/settings.ts by \`npm run docs:config\`; the README's "Configuration" says more.`,
 ].join(' ');
 

@@ -7,10 +7,12 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
+import forge from 'node-forge';
 import { CaError, loadOrCreateCa, type CertificateAuthority } from '../src/tls/certificate-authority.js';
 import { LeafCertificates } from '../src/tls/leaf-certificates.js';
 import { run, sleep } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
+import { makeRpardiniCa } from './support/rpardini-ca.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -79,6 +81,70 @@ describe('certificate authority', () => {
     const started = Date.now();
     await assert.rejects(loadOrCreateCa(dir), /ca\.crt is missing/);
     assert.ok(Date.now() - started < 1_000, 'not waited for');
+  });
+});
+
+/** The DER bytes of a certificate's issuer and subject names, as they are in the file. */
+function rawNames(pem: string): { issuer: string; subject: string } {
+  const tbs = forge.asn1.fromDer(forge.pem.decode(pem)[0]!.body).value[0] as forge.asn1.Asn1;
+  const fields = tbs.value as forge.asn1.Asn1[]; // [0] version, serial, signature algorithm, issuer, validity, subject, ...
+  return { issuer: forge.asn1.toDer(fields[3]!).toHex(), subject: forge.asn1.toDer(fields[5]!).toHex() };
+}
+
+// rpardini/docker-registry-proxy's /ca: ca.key encrypted with its fixed passphrase. Moving to regcache must
+// not mean re-trusting a CA on every client.
+describe('a CA made by rpardini/docker-registry-proxy (create_ca_cert.sh)', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  for (const traditional of [false, true]) {
+    it(`is reused as it is: ca.key (${traditional ? "openssl 1.1's DEK-Info PEM" : "openssl 3's encrypted PKCS#8"}) opened with rpardini's passphrase, left encrypted, leaves issued under its exact name`, async () => {
+      const dir = await tmp.make('regcache-rpardini-ca');
+      const made = await makeRpardiniCa(dir, { traditional });
+      const keyBefore = await readFile(made.keyFile, 'utf8');
+      assert.match(keyBefore, traditional ? /Proc-Type: 4,ENCRYPTED/ : /BEGIN ENCRYPTED PRIVATE KEY/);
+      const { ca, created, keyPassphrase } = await loadOrCreateCa(dir);
+      assert.equal(created, false);
+      assert.equal(keyPassphrase, 'rpardini-default');
+      assert.equal(ca.certPem, await readFile(made.certFile, 'utf8'));
+      assert.equal(await readFile(made.keyFile, 'utf8'), keyBefore, 'ca.key is left as it was: encrypted');
+      assert.deepEqual((await readdir(dir)).sort(), ['ca.crt', 'ca.key', 'ca.srl']);
+
+      const leaves = await LeafCertificates.create(ca, 2);
+      const leaf = leaves.pemFor('registry-1.docker.io').cert;
+      assert.ok(new X509Certificate(leaf).checkIssued(new X509Certificate(ca.certPem)));
+      // Go clients match a certificate to its issuer by these bytes: openssl wrote UTF8Strings.
+      assert.equal(rawNames(leaf).issuer, rawNames(ca.certPem).subject);
+    });
+  }
+
+  it('opens a key with another passphrase with CA_KEY_PASSPHRASE, and says what to do when none opens it', async () => {
+    const dir = await tmp.make('regcache-ca-passphrase');
+    await makeRpardiniCa(dir, { passphrase: 's3cret pass' });
+    await assert.rejects(loadOrCreateCa(dir), (err: Error) => {
+      assert.ok(err instanceof CaError);
+      assert.match(
+        err.message,
+        /ca\.key is encrypted, CA_KEY_PASSPHRASE is unset and rpardini's default passphrase does not open it \((bad decrypt|unsupported)\): set CA_KEY_PASSPHRASE/,
+      );
+      assert.doesNotMatch(err.message, /interrupted|cancelled/);
+      return true;
+    });
+    await assert.rejects(
+      loadOrCreateCa(dir, 'wrong'),
+      /ca\.key is encrypted, CA_KEY_PASSPHRASE does not open it \((bad decrypt|unsupported)\): set CA_KEY_PASSPHRASE to the passphrase/,
+    );
+    const { keyPassphrase } = await loadOrCreateCa(dir, 's3cret pass');
+    assert.equal(keyPassphrase, 'CA_KEY_PASSPHRASE');
+  });
+
+  it('writes a new CA key encrypted with CA_KEY_PASSPHRASE when it is set', async () => {
+    const dir = path.join(await tmp.make('regcache-ca-new-encrypted'), 'ca');
+    const first = await loadOrCreateCa(dir, 'pw');
+    assert.equal(first.created, true);
+    assert.match(await readFile(path.join(dir, 'ca.key'), 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
+    assert.equal((await loadOrCreateCa(dir, 'pw')).ca.certPem, first.ca.certPem);
+    await assert.rejects(loadOrCreateCa(dir), /CA_KEY_PASSPHRASE is unset/);
   });
 });
 

@@ -274,6 +274,7 @@ describe('the startup description', () => {
     ['ADMIN_AUTH', 'root:adm1n-pw', /adm1n-pw/],
     ['AUTH_REGISTRIES', 'quay.io:robot:upstr3am-pw', /upstr3am-pw/],
     ['UPSTREAM_PROXY', 'http://carol:c0rp-pw@proxy.corp:3128', /c0rp-pw/],
+    ['CA_KEY_PASSPHRASE', 'ca-k3y-pass phrase', /k3y-pass/],
   ];
 
   it('marks exactly the settings that hold secrets', () => {

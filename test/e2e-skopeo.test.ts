@@ -1,7 +1,7 @@
 // End to end with real parts: distribution's docker-registry as the TLS upstream, skopeo as the client
 // (HTTPS_PROXY pointing at regcache), regcache as a real process routed to the registry by CONNECT_TO.
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -14,6 +14,7 @@ import type { LogLine, Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
 import { startForwardProxy, type ForwardProxy } from './support/forward-proxy.js';
+import { makeRpardiniCa, RPARDINI_PASSPHRASE } from './support/rpardini-ca.js';
 import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const blobLines = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.kind === 'blob' && l.method === 'GET');
@@ -274,3 +275,68 @@ async function tunnelGet(proxyPort: number, host: string, caPem: string): Promis
   for await (const chunk of secure) body += chunk;
   return body;
 }
+
+// Migrating from rpardini/docker-registry-proxy: its /ca volume (ca.key encrypted with its passphrase) is
+// given to regcache as it is, and a client that trusted rpardini's CA pulls through regcache unchanged.
+describe("a client that trusted rpardini's CA, through regcache on rpardini's /ca", () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let proxy: Regcache;
+
+  before(async () => {
+    root = await tmp.make('regcache-e2e-rpardini-ca');
+    upstream = await startUpstream(path.join(root, 'upstream'), ['registry.test'], ['rpardini-a', 'rpardini-b']);
+    await pushTo(upstream, 'lib/app', 'v1');
+    await makeRpardiniCa(path.join(root, 'ca'));
+  });
+
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.registry.stop();
+    await tmp.cleanup();
+  });
+
+  it('pulls with the trust it had (MISS, then HIT); ca.key stays encrypted; the log says which passphrase opened it', async () => {
+    const caDir = path.join(root, 'ca');
+    const keyBefore = await readFile(path.join(caDir, 'ca.key'), 'utf8');
+    // The client's trust, set up against rpardini's proxy before regcache ever started.
+    const certDir = path.join(root, 'client-certs.d');
+    await mkdir(certDir);
+    await copyFile(path.join(caDir, 'ca.crt'), path.join(certDir, 'ca.crt'));
+
+    proxy = await startProxyFor(upstream, {
+      dir: path.join(root, 'proxy'),
+      caDir,
+      env: { ADDITIONAL_REGISTRIES: 'registry.test' },
+      routes: { 'registry.test': upstream.registry.port },
+    });
+    const lines = await proxy.logs();
+    assert.ok(
+      lines.some((l) => l.msg === 'loaded CA' && l.created === false && l.keyEncrypted === true),
+      'the CA was loaded, not created',
+    );
+    assert.ok(
+      lines.some(
+        (l) => l.level === 'warn' && /CA_KEY_PASSPHRASE is unset: opened it with rpardini\/docker-registry-proxy's published default passphrase/.test(l.msg),
+      ),
+      'the log says the default passphrase opened ca.key',
+    );
+    assert.ok(!JSON.stringify(lines).includes(RPARDINI_PASSPHRASE), 'the passphrase itself is not logged');
+
+    for (const [out, expected] of [
+      ['first', 'MISS'],
+      ['second', 'HIT'],
+    ] as const) {
+      const mark = (await proxy.logs()).length;
+      const r = await pullThrough(proxy, 'registry.test/lib/app:v1', path.join(root, out), certDir, path.join(root, 'skopeo'));
+      assert.equal(r.code, 0, r.stderr);
+      await assertSkopeoDir(path.join(root, out), upstream.image);
+      assert.deepEqual(
+        blobLines(await proxy.requests(mark)).map((l) => l.cache),
+        upstream.blobs.map(() => expected),
+      );
+    }
+    assert.equal(await readFile(path.join(caDir, 'ca.key'), 'utf8'), keyBefore, 'ca.key is unchanged: still encrypted');
+  });
+});

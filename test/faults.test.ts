@@ -14,6 +14,7 @@ import { createTestCA } from './harness/pki.js';
 import { run } from './harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
+import { makeRpardiniCa } from './support/rpardini-ca.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
 
@@ -250,7 +251,18 @@ describe('a CA that cannot be loaded stops startup with one clear line', () => {
       name: 'ca.key garbage',
       prepare: (caseDir) => withPair(path.join(caseDir, 'certs'), null, '-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n'),
       file: 'ca.key',
-      problem: /is not a PEM private key/,
+      problem: /is not a PEM private key \(.*\): restore the ca\.key that belongs to ca\.crt, or move both files aside/,
+    },
+    {
+      // rpardini's CA with its passphrase changed: the old message blamed the format ("interrupted or cancelled").
+      name: 'ca.key encrypted with a passphrase neither CA_KEY_PASSPHRASE nor rpardini default opens',
+      prepare: async (caseDir) => {
+        await makeRpardiniCa(path.join(caseDir, 'certs'), { passphrase: 'not-the-default' });
+        return path.join(caseDir, 'certs');
+      },
+      file: 'ca.key',
+      problem:
+        /is encrypted, CA_KEY_PASSPHRASE is unset and rpardini's default passphrase does not open it \((bad decrypt|unsupported)\): set CA_KEY_PASSPHRASE to the passphrase/,
     },
   ];
 

@@ -13,6 +13,9 @@ declare -A needs=(
   [dockerd]=docker.io
   [containerd]=containerd
   [ctr]=containerd
+  [podman]=podman # the clients test: podman and buildah through both doors
+  [buildah]=buildah
+  [unshare]=util-linux # the clients test: a dockerd that sees a private /etc/docker (certs.d)
   [curl]=curl # an OpenSSL client that answers an unknown CA with a TLS alert, as dockerd does
   [setpriv]=util-linux # startup errors as the image's uid 1000
   # the S3 store's tests: a single-node Ceph (one mon, one OSD) and its RADOS Gateway (test/harness/s3-server.ts)

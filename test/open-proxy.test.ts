@@ -4,6 +4,7 @@
 // ports off TUNNEL_PORTS; closed ports that must not be told from open ones; clients off ALLOWED_CLIENTS.
 // Real regcache processes, a real local service on another loopback address, a hostile HTTPS registry.
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -12,10 +13,12 @@ import { after, before, describe, it } from 'node:test';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
-import { waitFor } from './harness/proc.js';
+import { run, waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
 import { connectTunnel, exchange, proxyExchange } from './support/raw-socket.js';
 
 /** An internal service on 127.0.0.2 that counts every connection it ever gets. */
@@ -237,7 +240,7 @@ describe('ALLOWED_CLIENTS', () => {
 
   it('refuses a client off the list with 403 on every listener, before anything else runs', async () => {
     const before = (await proxy.logs()).filter((l) => l.msg === 'client refused (ALLOWED_CLIENTS)').length;
-    assert.equal((await fetch(`http://127.0.0.1:${proxy.port}/ca.crt`)).status, 403);
+    assert.equal((await fetch(`http://127.0.0.1:${proxy.port}/`)).status, 403);
     assert.equal(status(await proxyExchange(proxy.port, CONNECT('registry-1.docker.io:443'))), 403);
     assert.equal(status(await proxyExchange(proxy.port, 'GET http://example.test/ HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n')), 403);
     assert.equal((await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/`)).status, 403);
@@ -245,5 +248,26 @@ describe('ALLOWED_CLIENTS', () => {
     const refused = async () => (await proxy.logs()).filter((l) => l.msg === 'client refused (ALLOWED_CLIENTS)');
     await waitFor(async () => (await refused()).length - before === 5, { timeoutMs: 5000, what: 'one refusal logged per request' });
     assert.ok((await refused()).every((l) => l.client === '::ffff:127.0.0.1' || l.client === '127.0.0.1'));
+  });
+
+  // A kubelet probes from its node's address, a balancer from its own, the image's HEALTHCHECK from inside
+  // the container: none need be in ALLOWED_CLIENTS for the probes to pass (docs/security.md says why that is safe).
+  it('answers /healthz, /readyz and /ca.crt to any address on PORT and ADMIN_PORT; the image HEALTHCHECK passes', async () => {
+    for (const port of [proxy.port, adminPort]) {
+      for (const target of ['/healthz', '/readyz', '/ca.crt', '/healthz?verbose=1']) {
+        const res = await fetch(`http://127.0.0.1:${port}${target}`);
+        assert.equal(res.status, 200, `${target} on ${port}: ${await res.text()}`);
+      }
+      assert.equal((await fetch(`http://127.0.0.1:${port}/ca.crt`, { method: 'HEAD' })).status, 200);
+      for (const target of ['/', '/metrics', '/api/v1/cache', '/setup/containerd'])
+        assert.equal((await fetch(`http://127.0.0.1:${port}${target}`)).status, 403, target);
+      assert.equal((await fetch(`http://127.0.0.1:${port}/healthz`, { method: 'POST' })).status, 403, 'only reads are open');
+    }
+    // The Dockerfile's HEALTHCHECK command as Docker runs it (exec form), with the image's PORT.
+    const dockerfile = await readFile(path.join(ROOT, 'Dockerfile'), 'utf8');
+    const command = JSON.parse(/^HEALTHCHECK .*\\\n\s*CMD (\[.*\])$/m.exec(dockerfile)![1]!) as string[];
+    assert.equal(command[0], 'node');
+    const check = await run(process.execPath, command.slice(1), { env: { PATH: process.env.PATH ?? '', PORT: String(proxy.port) } });
+    assert.equal(check.code, 0, `the HEALTHCHECK failed: ${check.stderr}`);
   });
 });

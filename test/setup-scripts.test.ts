@@ -90,5 +90,8 @@ describe('set-up scripts', () => {
     assert.equal((await stat(path.join(r.root, 'etc/containerd/certs.d/ghcr.io/hosts.toml'))).mode & 0o777, 0o600);
     assert.match(toml, /\*\.corp\.example is on the allowlist, but containerd has no wildcard hosts/);
     assert.match(containerdSetupScript(toml), /\*\.corp\.example is on the allowlist/);
+    // What it says it wrote is where it wrote: under REGCACHE_ROOT, not the real /etc.
+    const said = [...r.stdout.matchAll(/^wrote (.+)$/gm)].map((m) => m[1]!);
+    assert.deepEqual(said, [path.join(r.root, 'etc/containerd/certs.d/docker.io/hosts.toml'), path.join(r.root, 'etc/containerd/certs.d/ghcr.io/hosts.toml')]);
   });
 });

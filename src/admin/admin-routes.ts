@@ -48,6 +48,20 @@ export interface AdminDeps {
 // What a client needs before it can authenticate anything (the CA), and what probes read.
 const OPEN_PATHS = new Set(['/', '/ca.crt', '/healthz', '/readyz']);
 
+// Read by every address, whatever ALLOWED_CLIENTS says: probes come from addresses an operator does not
+// list (a kubelet's node address, a load balancer, the image's HEALTHCHECK from inside the container), and
+// the CA certificate is public by nature. They tell an outsider that a regcache is there and whether it is
+// ready, nothing else (docs/security.md).
+const ANYONE_PATHS = new Set(['/ca.crt', '/healthz', '/readyz']);
+
+/** Whether this origin-form request is one any address may make (the listeners skip ALLOWED_CLIENTS). */
+export function openToAnyone(req: IncomingMessage): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+  const target = req.url ?? '';
+  const q = target.indexOf('?');
+  return ANYONE_PATHS.has(q < 0 ? target : target.slice(0, q));
+}
+
 const TEXT = 'text/plain; charset=utf-8';
 const JSON_TYPE = 'application/json';
 

@@ -106,7 +106,7 @@ export function containerdSetupScript(hostsToml: string): string {
     .slice(1)
     .map((block) => {
       const [name = '', , ...body] = block.split('\n');
-      return `mkdir -p "$ROOT/etc/containerd/certs.d/${name}"\ncat > "$ROOT/etc/containerd/certs.d/${name}/hosts.toml" <<'EOF'\n${body.join('\n').trimEnd()}\nEOF\necho "wrote /etc/containerd/certs.d/${name}/hosts.toml"`;
+      return `mkdir -p "$ROOT/etc/containerd/certs.d/${name}"\ncat > "$ROOT/etc/containerd/certs.d/${name}/hosts.toml" <<'EOF'\n${body.join('\n').trimEnd()}\nEOF\necho "wrote $ROOT/etc/containerd/certs.d/${name}/hosts.toml"`;
     });
   const notes = hostsToml
     .split('\n# --- ')[0]!

@@ -9,7 +9,7 @@ import type tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
-import { cacheListing, handleAdmin, localHealth, type HealthReport, type Listing } from '../admin/admin-routes.js';
+import { cacheListing, handleAdmin, localHealth, openToAnyone, type HealthReport, type Listing } from '../admin/admin-routes.js';
 import type { ServerPorts } from '../admin/server-ports.js';
 import { loadDoors, type Doors } from '../auth/doors.js';
 import { PasswordGuard } from '../auth/password-guard.js';
@@ -209,6 +209,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     tunnels,
     interceptor: (s) => new TlsInterceptor(leaves, s, log, config.clientHeadersTimeoutMs),
     admin: (req, res) => void handleAdmin(adminDeps, req, res),
+    openToAnyone,
     proxyAuth: doors.proxy,
     headersTimeoutMs: config.clientHeadersTimeoutMs,
     clients,
@@ -252,7 +253,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   let admin: Server | null = null;
   if (config.adminPort !== 0) {
     admin = createServer((req, res) => {
-      if (clients.admits(req, log, 'admin')) void handleAdmin(adminDeps, req, res);
+      if (openToAnyone(req) || clients.admits(req, log, 'admin')) void handleAdmin(adminDeps, req, res);
       else res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${CLIENT_REFUSED}\n`);
     });
     admin.on('connection', track);

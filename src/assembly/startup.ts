@@ -2,6 +2,7 @@
 // primary before it forks its workers): check the configuration against the machine, load or create the
 // CA, and warn about settings an operator should know about. Workers skip it: the primary did it for them.
 import net from 'node:net';
+import path from 'node:path';
 import { describeConfig, type Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { checkStartup } from './startup-checks.js';
@@ -17,8 +18,15 @@ export async function prepareStartup(config: Config, log: Logger, warnings: stri
   warnAboutRetiredVariables(config, log);
   for (const warning of warnings) log.warn(warning);
   await checkStartup(config); // before a CA is created, the spool wiped or a port bound
-  const { ca, created } = await loadOrCreateCa(config.caDir);
-  log.info({ caCert: ca.certFile, created }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
+  const { ca, created, keyPassphrase } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase);
+  log.info({ caCert: ca.certFile, created, keyEncrypted: keyPassphrase !== null }, created ? 'created a new CA: clients must trust it' : 'loaded CA');
+  if (keyPassphrase === 'rpardini-default') {
+    // Said once, at start: the key opened, but with a passphrase anyone can look up.
+    log.warn(
+      { caKey: path.join(config.caDir, 'ca.key') },
+      "ca.key is encrypted and CA_KEY_PASSPHRASE is unset: opened it with rpardini/docker-registry-proxy's published default passphrase, which protects nothing (keep CA_DIR private; set CA_KEY_PASSPHRASE if your key has another)",
+    );
+  }
   if (ca.notAfter.getTime() - Date.now() < CA_EXPIRY_WARNING_MS) {
     log.warn({ caCert: ca.certFile, notAfter: ca.notAfter.toISOString() }, 'the CA expires soon: replace it and have clients trust the new one');
   }

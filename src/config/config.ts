@@ -40,6 +40,7 @@ export interface Config {
   adminPort: number; // ADMIN_PORT: admin endpoints on a port of their own too; 0: only on PORT
   adminAuth: string | null; // ADMIN_AUTH: who may read /api/v1/*, /metrics, /setup/*, the mirror's catalog; as MIRROR_AUTH
   caDir: string;
+  caKeyPassphrase: string | null; // CA_KEY_PASSPHRASE: opens an encrypted ca.key (null: rpardini's default); never logged
   cacheDir: string; // the local store; with CACHE_STORE, spool files and the control socket only
   cacheStore: CacheStore | null; // CACHE_STORE=s3://bucket/prefix: the store is a bucket shared by replicas
   s3: S3Settings;
@@ -107,6 +108,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     adminPort: v.ADMIN_PORT,
     adminAuth: v.ADMIN_AUTH,
     caDir: v.CA_DIR,
+    caKeyPassphrase: v.CA_KEY_PASSPHRASE,
     cacheDir: v.CACHE_DIR,
     cacheStore: v.CACHE_STORE,
     s3: {

@@ -85,7 +85,7 @@ export type SectionId = 'listeners' | 'store' | 'fleet' | 'registries' | 'upstre
 export const SECTIONS: Record<SectionId, { title: string; note?: string }> = {
   listeners: {
     title: 'Ports and directories',
-    note: 'The image sets `PORT`, `MIRROR_PORT`, `CA_DIR` and `CACHE_DIR` (ports 3128 and 5000, volumes `/ca` and `/docker_mirror_cache`); set them for `npm start` or to move them.',
+    note: 'The image sets `PORT`, `MIRROR_PORT`, `CA_DIR` and `CACHE_DIR` (ports 3128 and 5000, volumes `/ca` and `/docker_mirror_cache`), and `docker-compose.yaml` never passes them to the container: set them for `npm start` (with `docker run`, `-e` moves them).',
   },
   store: { title: 'The cache' },
   fleet: {
@@ -205,6 +205,18 @@ export const SETTINGS = {
     flag: '--ca-dir',
     summary: 'The CA certificate and key, generated on first start, reused afterwards (clients must trust CA_DIR/ca.crt).',
     description: 'Where `ca.crt` and `ca.key` (mode 0600) are created and reused; a directory regcache creates is 0700, whatever the umask.',
+  }),
+  CA_KEY_PASSPHRASE: optional({
+    section: 'listeners',
+    defaultText: "rpardini's `foobar`",
+    example: 'my-ca-passphrase',
+    parse: (value) => value,
+    secret: () => '(set)',
+    untrimmed: true, // spaces may be part of a passphrase
+    summary:
+      "The passphrase of an encrypted CA_DIR/ca.key (kept encrypted on disk); a new CA's key is encrypted with it. Unset: an encrypted key is opened with rpardini/docker-registry-proxy's published passphrase (foobar).",
+    description:
+      "Opens an encrypted `ca.key` (PKCS#8 or openssl's traditional PEM), which stays encrypted on disk; a new CA's key is written encrypted with it. Unset: an encrypted key is tried with rpardini/docker-registry-proxy's published passphrase, with a warning. Never logged.",
   }),
   CACHE_DIR: defaulted({
     section: 'listeners',
@@ -594,8 +606,9 @@ export const SETTINGS = {
     defaultText: 'loopback, `10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7 fe80::/10`',
     example: '10.0.0.0/8 192.168.1.0/24',
     parse: addressRanges,
-    summary: 'Who may use regcache at all (every port): addresses or CIDR ranges; "any" for everyone.',
-    description: 'Who may use regcache at all (every port): addresses or CIDR ranges, space separated; `any` for everyone. Others get 403.',
+    summary: 'Who may use regcache at all (every port): addresses or CIDR ranges; "any" for everyone. /ca.crt, /healthz and /readyz answer anyone (probes).',
+    description:
+      'Who may use regcache at all (every port): addresses or CIDR ranges, space separated; `any` for everyone. Others get 403, except for `/ca.crt`, `/healthz` and `/readyz`, which answer anyone (probes).',
   }),
   CLIENT_HEADERS_TIMEOUT: defaulted({
     section: 'access',

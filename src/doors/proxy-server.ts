@@ -28,6 +28,7 @@ export interface ProxyServerDeps {
   tunnels: Tunnels;
   interceptor: (server: http.Server) => TlsInterceptor;
   admin: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  openToAnyone: (req: http.IncomingMessage) => boolean; // admin requests any address may make (probes, /ca.crt)
   proxyAuth: UserSet | null; // PROXY_AUTH: CONNECT and forward requests need credentials
   headersTimeoutMs: number; // CLIENT_HEADERS_TIMEOUT
   clients: AllowedClients; // ALLOWED_CLIENTS: checked before anything else
@@ -68,7 +69,7 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
   intercepted.emit('listening');
 
   const server = http.createServer(options, (req, res) => {
-    if (!deps.clients.admits(req, log, 'proxy')) {
+    if (!deps.openToAnyone(req) && !deps.clients.admits(req, log, 'proxy')) {
       res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8', connection: 'close' }).end(`regcache: ${CLIENT_REFUSED}\n`);
       return;
     }

@@ -34,7 +34,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   channel.handle(WORKER_ACTIVITY, () => metrics.activity.snapshot());
   channel.on<{ graceMs: number }>(TREE_DRAIN, ({ graceMs }) => drain(graceMs));
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
-  const { ca } = await loadOrCreateCa(config.caDir); // the primary's: it exists by now
+  const { ca } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase); // the primary's: it exists by now
   const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), primaryStore(config, channel, id)]);
   const proxy = await serveProxy(config, log, {
     metrics,

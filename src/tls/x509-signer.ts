@@ -9,6 +9,8 @@ const SHA256_DIGEST_INFO = Buffer.from('3031300d060960864801650304020105000420',
 export interface SubjectAttr {
   name?: string;
   shortName?: string;
+  type?: string; // the attribute's OID
+  valueTagClass?: number; // the ASN.1 string type the value is encoded as (UTF8String, PrintableString, ...)
   value: string;
 }
 
@@ -43,10 +45,20 @@ export function signCertificate(spec: CertificateSpec, signingKey: crypto.KeyObj
   return forge.pki.certificateToPem(cert);
 }
 
-/** The subject of a PEM certificate, for use as the issuer of certificates it signs. */
+/**
+ * The subject of a PEM certificate, for use as the issuer of certificates it signs: encoded again exactly
+ * as it is (string types included). Go clients (dockerd, containerd, podman, skopeo) find a certificate's
+ * issuer by comparing these bytes, and a CA made by openssl (rpardini's) writes UTF8Strings where forge's
+ * default is PrintableString.
+ */
 export function subjectOf(certPem: string): SubjectAttr[] {
   const cert = forge.pki.certificateFromPem(certPem);
-  return cert.subject.attributes.map((a) => ({ shortName: a.shortName, name: a.name, value: String(a.value) }));
+  return cert.subject.attributes.map((a) => {
+    const raw = String(a.value); // the value's bytes as forge parsed them; it UTF-8-encodes a UTF8String again when writing
+    const tag = a.valueTagClass as unknown as number | undefined; // forge's typings call it a Class; it holds a Type
+    const value = tag === forge.asn1.Type.UTF8 ? forge.util.decodeUtf8(raw) : raw;
+    return { type: a.type, shortName: a.shortName, name: a.name, ...(tag === undefined ? {} : { valueTagClass: tag }), value };
+  });
 }
 
 /** notAfter of a PEM certificate. */

@@ -13,6 +13,11 @@ export interface DockerdOptions {
   env: Record<string, string>;
   /** Extra daemon.json keys, e.g. { 'registry-mirrors': [...] }. */
   daemonConfig?: Record<string, unknown>;
+  /**
+   * A directory dockerd sees as /etc/docker (bind-mounted in a mount namespace of its own, so the host's is
+   * never touched): certs.d/<registry>/ca.crt in it is the per-registry trust an operator would set up.
+   */
+  etcDocker?: string;
 }
 
 export interface Dockerd {
@@ -75,9 +80,15 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   // exists, and its supervised one writes to /opt/containerd.
   const containerd = await startContainerd({ dir: path.join(dir, 'containerd') });
 
+  if (opts.etcDocker) await mkdir('/etc/docker', { recursive: true }); // the mount point (docker.io's package makes it)
+  // unshare execs sh, which execs dockerd: the daemon's pid is dockerd's.
+  const [command, prefix] = opts.etcDocker
+    ? ['unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-c', 'mount --bind "$0" /etc/docker && exec "$@"', opts.etcDocker, dockerdBin]]
+    : [dockerdBin, []];
   const daemon = spawnDaemon(
-    dockerdBin,
+    command,
     [
+      ...prefix,
       `--config-file=${configFile}`,
       `--containerd=${containerd.address}`,
       `--data-root=${dataRoot}`,
