@@ -48,7 +48,7 @@ const SPOOL_BUFFER = 1024 * 1024;
  * A fill as its readers see it: how many bytes are in the spool, whether they are verified, how it
  * ended. Fill.start makes one that downloads into a spool of this process; another process's fill,
  * followed from its reports, is a FollowedFill (followed-fill.ts). Events: 'progress' (more bytes, or
- * verified), 'settled'.
+ * verified), 'settled', 'reading' (true: its first reader came, false: its last went, while it runs).
  */
 export class Fill extends EventEmitter {
   written = 0;
@@ -103,13 +103,14 @@ export class Fill extends EventEmitter {
   /** Registers a reader; false when the fill failed or is over and closed (look in the store instead). */
   acquire(): boolean {
     if (this.closed || this.state === 'failed') return false;
-    this.readers++;
+    if (this.readers++ === 0 && !this.settled) this.emit('reading', true);
     return true;
   }
 
   release(): void {
     this.readers--;
     this.closeIfIdle();
+    if (this.readers === 0 && !this.settled) this.emit('reading', false);
     if (this.unread) this.lastReaderGone();
   }
 
@@ -161,7 +162,7 @@ class SpoolingFill extends Fill {
     const hash = crypto.createHash('sha256');
     this.body = body;
     // Armed while the fill runs, moved on by every write; it only acts when no client reads the fill.
-    this.stallTimer = setTimeout(() => this.stallCheck(), this.stallMs).unref();
+    this.stallTimer = setTimeout(() => this.stallCheck(), this.stallMs);
     try {
       try {
         await pipeline(body, this.spoolWriter(spool, hash));
