@@ -23,6 +23,7 @@ import { createLogger } from '../src/telemetry/log.js';
 import { BodyTooLargeError, readBounded } from '../src/upstream/bounded-body.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { createTestCA } from './harness/pki.js';
+import { freePort } from './harness/ports.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
@@ -216,3 +217,220 @@ describe('fill bounds in process (temp-dir store, CACHE_MAX_SIZE=1m, MANIFEST_MA
     assert.ok(announced.destroyed);
   });
 });
+
+/** What the hostile origin sent for one path, and whether the connection that carried it is closed. */
+interface Sent {
+  bytes: number;
+  closed: Promise<void>;
+}
+
+/**
+ * A hostile registry at registry.test: every blob and every manifest of its `hostile/app` repository is an
+ * endless chunked body (a Range request too: it ignores ranges), tags lists are endless, manifests under
+ * the tag `announced` say Content-Length 5 MiB, and the repository `hostile/tok` asks for a Bearer token
+ * whose realm answers an endless body.
+ */
+class HostileOrigin {
+  readonly sent = new Map<string, Sent>();
+  private server: RunningServer | null = null;
+  private readonly chunk = crypto.randomBytes(64 * KiB);
+
+  get port(): number {
+    return this.server!.port;
+  }
+
+  async start(tls: { certFile: string; keyFile: string }): Promise<void> {
+    this.server = await listenHttps(tls, (req, res) => this.handle(req, res));
+  }
+
+  close(): Promise<void> {
+    return this.server?.close() ?? Promise.resolve();
+  }
+
+  private readonly waiting: (() => void)[] = [];
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const url = req.url ?? '/';
+    const p = url.split('?', 1)[0]!;
+    if (p === '/v2/') return void res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    if (p.startsWith('/v2/hostile/tok/')) {
+      const challenge = 'Bearer realm="https://registry.test/token",service="registry.test",scope="repository:hostile/tok:pull"';
+      return void res.writeHead(401, { 'www-authenticate': challenge, 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAUTHORIZED"}]}');
+    }
+    if (req.method === 'HEAD') {
+      // A tag's HEAD names a digest nobody has, so the GET goes upstream.
+      return void res.writeHead(200, { 'docker-content-digest': randomDigest(), 'content-type': 'application/vnd.oci.image.manifest.v1+json' }).end();
+    }
+    if (p.endsWith('/manifests/announced')) {
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': 5 * MiB });
+      return void this.endless(p, res);
+    }
+    if (p === '/token' || p.startsWith('/v2/hostile/app/')) {
+      res.writeHead(200, { 'content-type': p.includes('/manifests/') ? 'application/vnd.oci.image.manifest.v1+json' : 'application/octet-stream' });
+      return void this.endless(p, res);
+    }
+    res.writeHead(404).end();
+  }
+
+  /** Writes chunks as fast as the connection takes them, until it closes. */
+  private endless(p: string, res: ServerResponse): void {
+    const sent: Sent = { bytes: 0, closed: once(res, 'close').then(() => undefined) };
+    this.sent.set(`${this.sent.size} ${p}`, sent);
+    for (const wake of this.waiting.splice(0)) wake();
+    const pump = (): void => {
+      while (!res.destroyed) {
+        sent.bytes += this.chunk.length;
+        if (!res.write(this.chunk)) return void res.once('drain', pump);
+      }
+    };
+    pump();
+  }
+
+  /** Resolves with what was sent for the first path ending in `suffix`, once it has been asked. */
+  async request(suffix: string): Promise<Sent> {
+    for (;;) {
+      const found = [...this.sent].find(([p]) => p.endsWith(suffix));
+      if (found) return found[1];
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    }
+  }
+}
+
+/** A GET that reads up to `keep` bytes of the body and then leaves (aborts); what it read and how it ended. */
+async function readThenLeave(client: ProxyClient | null, url: string, keep: number): Promise<{ status: number; bytes: number; error: Error | null }> {
+  const controller = new AbortController();
+  let res;
+  try {
+    res = await request(url, { dispatcher: client?.agent, signal: controller.signal });
+  } catch (err) {
+    return { status: 0, bytes: 0, error: err as Error }; // cut before the head left
+  }
+  let bytes = 0;
+  let error: Error | null = null;
+  try {
+    for await (const chunk of res.body) {
+      bytes += (chunk as Buffer).length;
+      if (bytes >= keep) {
+        controller.abort();
+        break;
+      }
+    }
+  } catch (err) {
+    error = err as Error;
+  }
+  return { status: res.statusCode, bytes, error };
+}
+
+for (const workers of ['1', '2']) {
+  describe(`attack 2: a hostile origin's endless bodies (real regcache, CACHE_MAX_SIZE=4m, WORKERS=${workers})`, () => {
+    const tmp = new TmpDirs();
+    const origin = new HostileOrigin();
+    const BOUND = 4 * MiB;
+    let proxy: Regcache;
+    let client: ProxyClient;
+    const REG = 'https://registry.test';
+
+    before(async () => {
+      const dir = await tmp.make('regcache-attack2');
+      const ca = await createTestCA(dir, 'hostile origin CA');
+      await origin.start(await ca.issue(['registry.test'], dir, 'hostile'));
+      proxy = await startRegcache({
+        dir,
+        env: {
+          ADDITIONAL_REGISTRIES: 'registry.test',
+          UPSTREAM_CA_FILE: ca.certFile,
+          CONNECT_TO: `registry.test:443:127.0.0.1:${origin.port}`,
+          CACHE_MAX_SIZE: '4m',
+          MANIFEST_MAX_SIZE: '64k',
+          MIRROR_PORT: String(await freePort()),
+          WORKERS: workers,
+        },
+      });
+      client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+    });
+    after(async () => {
+      await client?.close();
+      await proxy?.stop();
+      await origin.close();
+      await tmp.cleanup();
+    });
+
+    it('streams an endless chunked blob through past CACHE_MAX_SIZE (BYPASS), its spool dropped, nothing evicted; the fill stops when the client leaves', async () => {
+      const digest = randomDigest();
+      // The client reads three times the bound: the spool stops at the bound, the rest comes from upstream.
+      const got = await readThenLeave(client, `${REG}/v2/hostile/app/blobs/${digest}`, 3 * BOUND);
+      assert.equal(got.status, 200);
+      assert.ok(got.bytes >= 3 * BOUND, `the client got ${got.bytes} bytes`);
+      const dropped = await proxy.waitForLog(
+        (l) => l.msg === 'fill too large; spool dropped, clients served from upstream (BYPASS)' && l.digest === digest,
+        'the drop',
+      );
+      assert.ok((dropped.bytes as number) <= BOUND, `the spool held ${String(dropped.bytes)} bytes`);
+      assert.match(String(dropped.error), /^larger than CACHE_MAX_SIZE: /);
+      const line = await proxy.waitForLog((l) => l.msg === 'request' && l.digest === digest, 'the request line');
+      assert.equal(line.cache, 'BYPASS');
+      assert.match(String(line.reason), /^larger than CACHE_MAX_SIZE: /);
+      // Both of the origin's answers (the fill's, then the continuation's) end once the client is gone.
+      const answers = [...origin.sent].filter(([p]) => p.endsWith(digest)).map(([, s]) => s);
+      assert.equal(answers.length, 2, 'the fill and the continuation');
+      await Promise.all(answers.map((s) => s.closed));
+      assert.deepEqual(await readdir(path.join(proxy.cacheDir, 'spool')), []);
+      assert.ok(!(await proxy.logs()).some((l) => l.msg === 'evicted'), 'nothing was evicted');
+    });
+
+    it('gives up a fill of unknown length as soon as its only client leaves, well before the bound', async () => {
+      const digest = randomDigest();
+      const got = await readThenLeave(client, `${REG}/v2/hostile/app/blobs/${digest}`, 256 * KiB);
+      assert.ok(got.bytes >= 256 * KiB);
+      const failed = await proxy.waitForLog((l) => l.msg === 'fill failed; nothing stored' && l.digest === digest, 'the fill to stop');
+      assert.equal(failed.reason, 'unread');
+      assert.ok((failed.bytes as number) < BOUND, `${String(failed.bytes)} bytes spooled`);
+      await (
+        await origin.request(`/blobs/${digest}`)
+      ).closed; // the origin's connection is closed
+      assert.deepEqual(await readdir(path.join(proxy.cacheDir, 'spool')), []);
+    });
+
+    it('refuses a manifest past MANIFEST_MAX_SIZE: 502 when announced, cut when not, by tag and by digest; and goes on serving', async () => {
+      const announced = await client.fetch(`${REG}/v2/hostile/app/manifests/announced`);
+      assert.equal(announced.status, 502);
+      assert.match(announced.body.toString(), /larger than MANIFEST_MAX_SIZE/);
+      const endlessTag = await readThenLeave(client, `${REG}/v2/hostile/app/manifests/latest`, 10 * MiB);
+      assert.ok(endlessTag.error, 'the endless tag manifest is cut');
+      assert.ok(endlessTag.bytes <= 64 * KiB + 256 * KiB, `${endlessTag.bytes} bytes relayed`);
+      const digest = randomDigest();
+      const byDigest = await readThenLeave(client, `${REG}/v2/hostile/app/manifests/${digest}`, 10 * MiB);
+      assert.ok(byDigest.error, 'the endless manifest by digest is cut');
+      assert.ok(byDigest.bytes <= 64 * KiB, `${byDigest.bytes} bytes relayed`);
+      const lines = await proxy.requests();
+      const tagLine = lines.find((l) => l.path === '/v2/hostile/app/manifests/announced');
+      assert.equal(tagLine?.status, 502);
+      assert.match(String(tagLine?.reason), /^larger than MANIFEST_MAX_SIZE: upstream announced 5242880 bytes/);
+      const cutTag = lines.find((l) => l.path === '/v2/hostile/app/manifests/latest');
+      assert.match(String(cutTag?.error), /larger than MANIFEST_MAX_SIZE/);
+      const cutDigest = lines.find((l) => l.digest === digest);
+      assert.equal(cutDigest?.cache, 'BYPASS');
+      assert.match(String(cutDigest?.reason), /^larger than MANIFEST_MAX_SIZE: /);
+      assert.equal((await request(`${proxy.proxyUrl}/healthz`)).statusCode, 200, 'still serving');
+    });
+
+    it('answers an endless token response 502 with a log line (the mirror asks for tokens itself)', async () => {
+      const digest = randomDigest();
+      const res = await request(`http://127.0.0.1:${proxy.mirrorPort}/v2/hostile/tok/blobs/${digest}?ns=registry.test`);
+      const body = await res.body.text();
+      assert.equal(res.statusCode, 502, body);
+      assert.match(body, /token response of registry.test is larger than 65536 bytes/);
+      const line = await proxy.waitForLog((l) => l.msg === 'request' && l.digest === digest, 'the request line');
+      assert.match(String(line.error), /token response of registry\.test is larger than 65536 bytes/);
+    });
+
+    it('relays an endless tags list without holding it, and closes upstream when the client leaves', async () => {
+      const got = await readThenLeave(client, `${REG}/v2/hostile/app/tags/list`, 8 * MiB);
+      assert.ok(got.bytes >= 8 * MiB);
+      await (
+        await origin.request('/tags/list')
+      ).closed;
+      assert.equal((await request(`${proxy.proxyUrl}/healthz`)).statusCode, 200);
+    });
+  });
+}
