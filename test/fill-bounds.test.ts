@@ -19,6 +19,8 @@ import { LocalFillTable } from '../src/cache/fill-table.js';
 import { openLocalBackend } from '../src/cache/local/local-backend.js';
 import type { LocalStore } from '../src/cache/local/local-store.js';
 import { Room } from '../src/cache/room.js';
+import { PART_SIZE } from '../src/cache/s3/bucket-spool.js';
+import { S3Store } from '../src/cache/s3/s3-store.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { BodyTooLargeError, readBounded } from '../src/upstream/bounded-body.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
@@ -27,6 +29,7 @@ import { freePort } from './harness/ports.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
+import { FakeBucket } from './support/fake-bucket.js';
 import { Sink } from './support/sink.js';
 
 const log = createLogger('silent', false);
@@ -215,6 +218,38 @@ describe('fill bounds in process (temp-dir store, CACHE_MAX_SIZE=1m, MANIFEST_MA
     const announced = new PassThrough();
     await assert.rejects(readBounded(announced, 16, 'a body', '17'), BodyTooLargeError);
     assert.ok(announced.destroyed);
+  });
+});
+
+describe('fill bounds on the S3 store (in process, an in-memory bucket, CACHE_MAX_SIZE of 2.5 parts)', () => {
+  const tmp = new TmpDirs();
+  let store: S3Store;
+  const bucket = new FakeBucket();
+  after(async () => {
+    await store?.close();
+    await tmp.cleanup();
+  });
+
+  it('stops an endless blob at the bound after parts were uploaded: upload aborted, nothing in the bucket', async () => {
+    ({ store } = await S3Store.open({ bucket, prefix: 'fleet/', dir: await tmp.make('regcache-s3-bounds'), log, probeMs: 50, refreshMs: 60_000 }));
+    const bound = Math.floor(2.5 * PART_SIZE);
+    const coordinator = new FillCoordinator({ store, room: new Room(store, bound), fills: new LocalFillTable() }, log);
+    const endless = endlessBody();
+    const outcome = await coordinator.fill({ origin: 'registry.test', kind: 'blob', digest: randomDigest() }, FROM, fetchOf(endless.stream), admitAll);
+    assert.equal(outcome.kind, 'started');
+    if (outcome.kind !== 'started') return;
+    const settled = once(outcome.fill, 'settled');
+    const { error } = await read(outcome.fill);
+    assert.ok(error instanceof FillError && error.reason === 'oversize', String(error));
+    await settled;
+    assert.ok(outcome.fill.written <= bound);
+    assert.ok(bucket.count('uploadPart') >= 2, `${bucket.count('uploadPart')} parts were uploaded before the bound`);
+    assert.equal(bucket.uploads.size, 0, 'the upload was aborted');
+    assert.deepEqual(
+      [...bucket.objects.keys()].filter((k) => !k.startsWith('fleet/fills/')),
+      [],
+      'nothing stored',
+    );
   });
 });
 
