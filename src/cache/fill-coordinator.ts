@@ -251,7 +251,9 @@ export class FillCoordinator extends EventEmitter {
     else if (fill.error?.reason === 'oversize') {
       // Past its bound (length unknown, or more than announced): nothing stored, nothing evicted for it.
       this.log.warn({ ...line, reason: fill.error.reason, error: fill.error.message }, 'fill too large; spool dropped, clients served from upstream (BYPASS)');
-      this.rememberOversize(key, fill.error.message.split(':', 1)[0]!);
+      // The content's size, not the disk's state of the moment, is worth remembering.
+      const reason = fill.error.message.split(':', 1)[0]!;
+      if (reason.startsWith('larger than ')) this.rememberOversize(key, reason);
     } else this.log.warn({ ...line, reason: fill.error?.reason, error: fill.error?.message }, 'fill failed; nothing stored');
     this.emit('fill-settled', fill, key);
     if (fill.state === 'committed') this.room.afterCommit();

@@ -200,6 +200,11 @@ class SpoolingFill extends Fill {
     this.closeIfIdle();
   }
 
+  /** A fill being given up takes no new reader (it would only be cut): look in the store, then fetch. */
+  override acquire(): boolean {
+    return !this.givenUp && super.acquire();
+  }
+
   /**
    * No client reads it any more. Of unknown length, it is given up at once: nobody waits for it, and
    * nothing says it will end (an endless body would fill the spool up to its bound for nothing). Of known
