@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
+import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
 import { request } from 'undici';
 import type { Backend } from '../src/cache/backend.js';
 import { FillCoordinator, type Fetched, type FillKey } from '../src/cache/fill-coordinator.js';
@@ -27,6 +28,7 @@ import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
+import { listKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
 import { FakeBucket } from './support/fake-bucket.js';
@@ -356,19 +358,26 @@ async function readThenLeave(client: ProxyClient | null, url: string, keep: numb
   return { status: res.statusCode, bytes, error };
 }
 
-for (const workers of ['1', '2']) {
-  describe(`attack 2: a hostile origin's endless bodies (real regcache, CACHE_MAX_SIZE=4m, WORKERS=${workers})`, () => {
+const S3_BUCKET = 'bounds';
+for (const setup of ['WORKERS=1', 'WORKERS=2', 'CACHE_STORE (Ceph RGW)'] as const) {
+  describe(`attack 2: a hostile origin's endless bodies (real regcache, CACHE_MAX_SIZE=4m, ${setup})`, () => {
     const tmp = new TmpDirs();
     const origin = new HostileOrigin();
     const BOUND = 4 * MiB;
     let proxy: Regcache;
     let client: ProxyClient;
+    let s3: S3Server | null = null;
     const REG = 'https://registry.test';
 
     before(async () => {
       const dir = await tmp.make('regcache-attack2');
       const ca = await createTestCA(dir, 'hostile origin CA');
       await origin.start(await ca.issue(['registry.test'], dir, 'hostile'));
+      let store: Record<string, string> = { WORKERS: setup === 'WORKERS=2' ? '2' : '1' };
+      if (setup === 'CACHE_STORE (Ceph RGW)') {
+        s3 = await startS3Server({ objectStore: 'memstore' });
+        store = { ...store, ...s3.env, CACHE_STORE: `s3://${S3_BUCKET}/cache/` };
+      }
       proxy = await startRegcache({
         dir,
         env: {
@@ -378,7 +387,7 @@ for (const workers of ['1', '2']) {
           CACHE_MAX_SIZE: '4m',
           MANIFEST_MAX_SIZE: '64k',
           MIRROR_PORT: String(await freePort()),
-          WORKERS: workers,
+          ...store,
         },
       });
       client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
@@ -386,9 +395,23 @@ for (const workers of ['1', '2']) {
     after(async () => {
       await client?.close();
       await proxy?.stop();
+      await s3?.stop();
       await origin.close();
       await tmp.cleanup();
     });
+
+    /** With CACHE_STORE: no content in the bucket and no multipart upload left open. */
+    const bucketHoldsNothing = async (): Promise<void> => {
+      if (!s3) return;
+      const bucket = new S3Client(s3ClientConfig(s3));
+      try {
+        assert.deepEqual([...(await listKeys(bucket, S3_BUCKET, 'cache/', 'content/')).keys()], [], 'no content in the bucket');
+        const uploads = await bucket.send(new ListMultipartUploadsCommand({ Bucket: S3_BUCKET }));
+        assert.deepEqual(uploads.Uploads ?? [], [], 'no upload left open');
+      } finally {
+        bucket.destroy();
+      }
+    };
 
     it('streams an endless chunked blob through past CACHE_MAX_SIZE (BYPASS), its spool dropped, nothing evicted; the fill stops when the client leaves', async () => {
       const digest = randomDigest();
@@ -411,6 +434,7 @@ for (const workers of ['1', '2']) {
       await Promise.all(answers.map((s) => s.closed));
       assert.deepEqual(await readdir(path.join(proxy.cacheDir, 'spool')), []);
       assert.ok(!(await proxy.logs()).some((l) => l.msg === 'evicted'), 'nothing was evicted');
+      await bucketHoldsNothing();
     });
 
     it('gives up a fill of unknown length as soon as its only client leaves, well before the bound', async () => {
@@ -424,6 +448,7 @@ for (const workers of ['1', '2']) {
         await origin.request(`/blobs/${digest}`)
       ).closed; // the origin's connection is closed
       assert.deepEqual(await readdir(path.join(proxy.cacheDir, 'spool')), []);
+      await bucketHoldsNothing();
     });
 
     it('refuses a manifest past MANIFEST_MAX_SIZE: 502 when announced, cut when not, by tag and by digest; and goes on serving', async () => {
