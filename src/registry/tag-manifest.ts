@@ -85,7 +85,13 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   }
   let response: UpstreamResponse;
   try {
-    response = await deps.upstream.request({ url: upstreamUrl(request), method: 'GET', headers: upstreamRequestHeaders(request.headers) });
+    // As a pass-through: redirects go back to the client.
+    response = await deps.upstream.request({
+      url: upstreamUrl(request),
+      method: 'GET',
+      headers: upstreamRequestHeaders(request.headers),
+      followRedirects: false,
+    });
   } catch (err) {
     answerUpstreamFailure(res, record, err);
     return;
