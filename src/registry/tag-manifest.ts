@@ -37,11 +37,13 @@ export interface TagManifestDeps {
 export async function serveTagManifest(deps: TagManifestDeps, request: RegistryRequest, tagged: TagReference): Promise<void> {
   const { content, policy } = deps;
   const { res, record } = request;
-  const index = deps.coordinator.store.index;
+  const store = deps.coordinator.store;
+  const index = store.index;
   const from: Provenance = { ref: formatRepository(tagged), tag: formatTag(tagged) };
   const pointerKey = `${from.tag}|${normaliseAccept(request.headers.accept)}`;
-  const pointer = index.pointer(pointerKey);
-  const known = pointer && index.get('manifest', pointer.digest) ? pointer : undefined;
+  // From the store, not only this process's index: a fleet replica reads what another one resolved.
+  const pointer = await store.lookupPointer(pointerKey);
+  const known = pointer && (await store.lookup('manifest', pointer.digest)) ? pointer : undefined;
   const manifest = (digest: string) => ({ kind: 'manifest' as const, digest, from });
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
@@ -75,7 +77,9 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   // Remembered even before the manifest is stored: dockerd and containerd resolve a tag with this HEAD and
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
   if (digest) void index.setPointer(pointerKey, digest).catch(() => undefined);
-  if (digest && index.get('manifest', digest)) {
+  // Served when the store has it, whichever process or replica stored it (a fleet replica asks the bucket):
+  // a tag another replica pulled costs this one a HEAD upstream, never a GET.
+  if (digest) {
     if (await content.serveStoredContent(request, manifest(digest), 'REVALIDATED')) return;
   }
   record.cache = 'MISS';
