@@ -17,6 +17,7 @@ const entry = (n: number, size = 100): Entry => ({
   created: 1000 + n,
   lastAccess: 1000 + n,
   refs: ['registry.test/lib/app'],
+  sources: ['registry.test/lib/app'],
   tags: [],
 });
 
