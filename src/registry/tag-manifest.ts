@@ -46,7 +46,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
   if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
-    if (await content.serveStoredContent(request, manifest(known.digest), 'HIT')) return;
+    if (await content.serveStoredContent(request, manifest(known.digest), 'tag-hit')) return;
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
@@ -54,7 +54,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
     if (!policy.serveStale || !digest) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStoredContent(request, manifest(digest), 'STALE');
+    return content.serveStoredContent(request, manifest(digest), 'tag-stale');
   };
 
   let head: UpstreamResponse;
@@ -76,7 +76,8 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
   if (digest) void index.setPointer(pointerKey, digest).catch(() => undefined);
   if (digest && index.get('manifest', digest)) {
-    if (await content.serveStoredContent(request, manifest(digest), 'REVALIDATED')) return;
+    // Only when the gate agrees: a digest an origin names is no proof that it has the bytes (issue 20).
+    if (await content.serveStoredContent(request, manifest(digest), 'tag-revalidated', true)) return;
   }
   record.cache = 'MISS';
   if (request.method === 'HEAD') {
