@@ -250,6 +250,7 @@ export class ContentResponder {
   ): Promise<'yes' | 'elsewhere' | 'answered'> {
     const { kind, digest } = content;
     const decision = await mayServe(this.access, { answer, kind, digest, entry, ref: content.from.ref, credentials: request.credentials, originNamedIt });
+    request.record.gate.push(`${answer}:${decision.serve ? 'serve' : decision.elsewhere ? 'elsewhere' : 'refused'}`);
     if (decision.serve) return 'yes';
     if (decision.elsewhere) return 'elsewhere';
     request.record.cache = 'DENIED';

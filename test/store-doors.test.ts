@@ -1,0 +1,309 @@
+// Issue 20, attack 1, at every door that answers from the store, over every store. Alice pulls a private
+// image from registry.test with her credentials; evil.test, another allowlisted origin (a hostile TLS
+// server this test starts, routed by CONNECT_TO), answers every manifest HEAD by tag 200 with
+// Docker-Content-Digest set to Alice's private manifest, and every request by digest 404. An anonymous
+// client then asks evil.test, through the proxy and through the mirror (?ns=evil.test), in every way the
+// code answers from the store (STORE_ANSWERS, registry/content-gate.ts): it must get exactly what evil.test
+// itself answers, never the private bytes; each attempt must have reached the gate as the answer it names
+// (the request line's `gate`), and evil.test must never become a source of the entry. A STORE_ANSWERS row
+// with neither an attempt nor a reasoned exclusion for a store fails the test: a new way of answering from
+// the store needs a case here. Run over the local store, WORKERS=2, and the S3 store (Ceph RGW, with
+// S3_REDIRECT and a local tier).
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { S3Client as Client } from '@aws-sdk/client-s3';
+import { Agent, request, type Dispatcher } from 'undici';
+import { STORE_ANSWERS, type StoreAnswer } from '../src/registry/content-gate.js';
+import { listenHttps, type RunningServer } from './harness/https-server.js';
+import { freePort } from './harness/ports.js';
+import type { LogLine, Regcache } from './harness/regcache.js';
+import { listKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
+import { TmpDirs } from './harness/tmp.js';
+import type { TokenServer } from './harness/token-server.js';
+import { ProxyClient } from './support/proxy-client.js';
+import { certDirFor, pullThrough, pushTo, startProxyFor, startTokenAuthUpstream, type Upstream } from './support/upstream-fixture.js';
+
+type StoreName = 'local' | 'workers' | 's3';
+type DoorName = 'proxy' | 'mirror';
+
+const REPO = 'alice/private';
+const BUCKET = 'regcache-doors';
+const HOSTILE_MANIFEST = Buffer.from('{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","hostile":true}');
+
+/** One request an anonymous client makes for evil.test, and the store answer it must reach (null: none to reach). */
+interface Attempt {
+  what: string;
+  method: 'GET' | 'HEAD';
+  path: string; // under /v2/REPO/
+  headers?: Record<string, string>;
+  answer: StoreAnswer | null;
+  before?: () => void; // sets evil.test up for it
+  retry?: boolean; // the path needs what an earlier request set asynchronously (a tag pointer): asked again until reached
+}
+
+/**
+ * The store answers that cannot be reached from another origin, per store, and why. Each is a design
+ * exclusion, not a skip: the reason says what makes the path unreachable there and where it is tested.
+ */
+const EXCLUDED: Partial<Record<StoreAnswer, { stores: StoreName[]; reason: string }>> = {
+  'digest-redirect': { stores: ['local', 'workers'], reason: 'S3_REDIRECT needs CACHE_STORE: there is no bucket object to redirect to' },
+  'fill-joined': {
+    stores: ['local', 'workers', 's3'],
+    reason:
+      "fills are keyed by origin (cache/fill-coordinator.ts): another origin's request can only join that origin's own fill, of bytes it delivers itself; the same-origin admission is tested in fill-coordinator.test.ts",
+  },
+  'fill-head': {
+    stores: ['local', 'workers', 's3'],
+    reason: "fills are keyed by origin: a HEAD for evil.test finds only evil.test's own fill (see fill-joined)",
+  },
+};
+
+function attemptsFor(store: StoreName, manifestDigest: string, layerDigest: string, hostile: HostileOrigin): Attempt[] {
+  const blobGet: StoreAnswer = store === 's3' ? 'digest-redirect' : 'digest-hit'; // S3_REDIRECT on the S3 run
+  const flaky = `flaky-${store}`;
+  const stable = `stable-${store}`; // MANIFEST_CACHE_PRIMARY_REGEX: trusted for 10 days once known
+  return [
+    { what: 'manifest by digest', method: 'GET', path: `manifests/${manifestDigest}`, answer: 'digest-hit' },
+    { what: 'manifest by digest, HEAD', method: 'HEAD', path: `manifests/${manifestDigest}`, answer: 'digest-hit' },
+    { what: 'manifest by digest, Range', method: 'GET', path: `manifests/${manifestDigest}`, headers: { range: 'bytes=0-9' }, answer: 'digest-hit' },
+    { what: 'layer by digest', method: 'GET', path: `blobs/${layerDigest}`, answer: blobGet },
+    { what: 'layer by digest, HEAD', method: 'HEAD', path: `blobs/${layerDigest}`, answer: 'digest-hit' },
+    { what: 'layer by digest, Range', method: 'GET', path: `blobs/${layerDigest}`, headers: { range: 'bytes=10-99' }, answer: blobGet },
+    { what: 'tag whose HEAD names the private digest', method: 'GET', path: 'manifests/v1', answer: 'tag-revalidated' },
+    { what: 'tag whose HEAD names the private digest, HEAD', method: 'HEAD', path: 'manifests/v1', answer: 'tag-revalidated' },
+    { what: 'manifest-cache tag, first', method: 'GET', path: `manifests/${stable}`, answer: 'tag-revalidated' },
+    { what: 'manifest-cache tag, trusted', method: 'GET', path: `manifests/${stable}`, answer: 'tag-hit', retry: true },
+    { what: 'tag, before upstream fails', method: 'GET', path: `manifests/${flaky}`, answer: 'tag-revalidated' },
+    { what: 'tag, upstream failing', method: 'GET', path: `manifests/${flaky}`, answer: 'tag-stale', before: () => hostile.failing.add(flaky), retry: true },
+    { what: 'tag, upstream failing, HEAD', method: 'HEAD', path: `manifests/${flaky}`, answer: 'tag-stale', retry: true },
+  ];
+}
+
+interface HostileOrigin {
+  server: RunningServer;
+  failing: Set<string>; // tags answered 503
+  saw: string[];
+}
+
+/** evil.test: names the private manifest's digest for every tag, has nothing by digest. */
+async function startHostile(upstream: Upstream, root: string, privateManifest: { digest: string; size: number; mediaType: string }): Promise<HostileOrigin> {
+  const tls = await upstream.ca.issue(['evil.test'], root, 'hostile');
+  const failing = new Set<string>();
+  const saw: string[] = [];
+  const server = await listenHttps(tls, (req, res) => {
+    saw.push(`${req.method} ${req.url}`);
+    const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/?]+)$/.exec(req.url ?? '');
+    const reference = m?.[3] ?? '';
+    if (!m || reference.startsWith('sha256:')) {
+      const body = JSON.stringify({ errors: [{ code: m?.[2] === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN', message: 'unknown' }] });
+      res.writeHead(404, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    if (failing.has(reference)) {
+      res.writeHead(503, { 'content-type': 'text/plain', 'content-length': 5 }).end(req.method === 'HEAD' ? undefined : 'down\n');
+      return;
+    }
+    if (req.method === 'HEAD') {
+      res
+        .writeHead(200, { 'content-type': privateManifest.mediaType, 'content-length': privateManifest.size, 'docker-content-digest': privateManifest.digest })
+        .end();
+      return;
+    }
+    // Its own bytes, under the private digest's name: regcache must not store them either.
+    res
+      .writeHead(200, { 'content-type': privateManifest.mediaType, 'content-length': HOSTILE_MANIFEST.length, 'docker-content-digest': privateManifest.digest })
+      .end(HOSTILE_MANIFEST);
+  });
+  return { server, failing, saw };
+}
+
+interface Answer {
+  status: number;
+  body: Buffer;
+}
+
+async function read(res: Dispatcher.ResponseData): Promise<Answer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of res.body) chunks.push(chunk as Buffer);
+  return { status: res.statusCode, body: Buffer.concat(chunks) };
+}
+
+describe('every door that answers from the store, against a hostile origin (issue 20, attack 1)', () => {
+  const tmp = new TmpDirs();
+  let root: string;
+  let upstream: Upstream;
+  let tokens: TokenServer;
+  let caBundle: string;
+  let hostile: HostileOrigin;
+  let direct: Agent; // straight to evil.test: what it answers itself
+  let s3: S3Server | null = null;
+
+  before(async () => {
+    root = await tmp.make('regcache-doors');
+    const hub = await startTokenAuthUpstream(root, ['registry.test'], ['doors-a'], { users: { alice: 's3cret' }, privateRepos: [REPO] });
+    ({ upstream, tokens, caBundle } = hub);
+    await pushTo(upstream, REPO, 'v1', hub.seedToken(REPO));
+    const { image } = upstream;
+    hostile = await startHostile(upstream, root, { digest: image.manifestDigest, size: image.manifest.length, mediaType: image.manifestMediaType });
+    direct = new Agent({ connect: { ca: await readFile(upstream.ca.certFile, 'utf8'), servername: 'evil.test' } });
+  });
+
+  after(async () => {
+    await direct?.close();
+    await hostile?.server.close();
+    await upstream?.registry.stop();
+    await tokens?.stop();
+    await s3?.stop();
+    await tmp.cleanup();
+  });
+
+  it('lists a case or a reasoned exclusion for every way the code answers from the store', () => {
+    for (const store of ['local', 'workers', 's3'] as const) {
+      const covered = new Set(attemptsFor(store, 'sha256:x', 'sha256:y', hostile).map((a) => a.answer));
+      for (const answer of Object.keys(STORE_ANSWERS) as StoreAnswer[]) {
+        const excluded = EXCLUDED[answer]?.stores.includes(store) ?? false;
+        assert.ok(covered.has(answer) || excluded, `${store}: no case for the store answer "${answer}" (${STORE_ANSWERS[answer]})`);
+        assert.ok(!(covered.has(answer) && excluded), `${store}: "${answer}" is both tried and excluded`);
+      }
+    }
+  });
+
+  for (const store of ['local', 'workers', 's3'] as const) {
+    describe(`${store} store`, () => {
+      let proxy: Regcache;
+      let client: ProxyClient;
+      let s3Client: S3Client | null = null;
+      const prefix = `${store}/`;
+
+      before(async () => {
+        const env: Record<string, string> = {
+          UPSTREAM_CA_FILE: caBundle,
+          ADDITIONAL_REGISTRIES: 'registry.test evil.test auth.test',
+          MIRROR_PORT: String(await freePort()),
+          ENABLE_MANIFEST_CACHE: 'true',
+          CONNECT_TO: [
+            `registry.test:443:127.0.0.1:${upstream.registry.port}`,
+            `auth.test:443:127.0.0.1:${tokens.port}`,
+            `evil.test:443:127.0.0.1:${hostile.server.port}`,
+          ].join(' '),
+        };
+        if (store === 'workers') env.WORKERS = '2';
+        if (store === 's3') {
+          s3 ??= await startS3Server({ objectStore: 'memstore' });
+          s3Client = new Client(s3ClientConfig(s3));
+          Object.assign(env, s3.env, { CACHE_STORE: `s3://${BUCKET}/${prefix}`, S3_REDIRECT: 'true', LOCAL_TIER_MAX_SIZE: '100m' });
+        }
+        proxy = await startProxyFor(upstream, { dir: path.join(root, store), env, routes: {} });
+        client = new ProxyClient(proxy.proxyUrl, proxy.caFile);
+        // Alice pulls her private image with her credentials: it is stored, and learned to be private.
+        const certDir = await certDirFor(proxy, path.join(root, `${store}-certs.d`));
+        const pulled = await pullThrough(
+          proxy,
+          `registry.test/${REPO}:v1`,
+          path.join(root, `${store}-alice`),
+          certDir,
+          path.join(root, `${store}-skopeo`),
+          'alice:s3cret',
+        );
+        assert.equal(pulled.code, 0, pulled.stderr);
+        for (const digest of [upstream.image.manifestDigest, upstream.image.layers[0]!.digest]) {
+          await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === 'private', `${digest} known as private`);
+        }
+      });
+
+      after(async () => {
+        await client?.close();
+        await proxy?.stop();
+        s3Client?.destroy();
+      });
+
+      const ask = async (door: DoorName, attempt: Attempt): Promise<Answer> => {
+        const init = { method: attempt.method, headers: attempt.headers ?? {} };
+        if (door === 'proxy') return client.fetch(`https://evil.test/v2/${REPO}/${attempt.path}`, init);
+        return read(await request(`http://127.0.0.1:${proxy.mirrorPort}/v2/${REPO}/${attempt.path}?ns=evil.test`, init));
+      };
+      const evilAnswers = async (attempt: Attempt): Promise<Answer> =>
+        read(
+          await request(`https://127.0.0.1:${hostile.server.port}/v2/${REPO}/${attempt.path}`, {
+            dispatcher: direct,
+            method: attempt.method,
+            headers: attempt.headers ?? {},
+          }),
+        );
+      let privateBytes: Buffer[] = [];
+
+      for (const door of ['proxy', 'mirror'] as const) {
+        it(`${door}: an anonymous client gets what evil.test answers, never the private content, at every store answer`, async () => {
+          const reached = new Set<StoreAnswer>();
+          privateBytes = [upstream.image.manifest, ...(await Promise.all(upstream.image.layers.map((l) => readFile(l.file))))];
+          for (const attempt of attemptsFor(store, upstream.image.manifestDigest, upstream.image.layers[0]!.digest, hostile)) {
+            attempt.before?.();
+            let line: LogLine | undefined;
+            for (let tries = 0; ; tries++) {
+              const since = (await proxy.logs()).length;
+              const got = await ask(door, attempt);
+              const own = await evilAnswers(attempt);
+              const label = `${door} ${attempt.what}`;
+              assert.equal(got.status, own.status, `${label}: evil.test's status`);
+              assert.ok(got.body.equals(own.body), `${label}: evil.test's body, got ${got.body.subarray(0, 80).toString()}`);
+              for (const bytes of privateBytes) assert.ok(!got.body.includes(bytes.subarray(0, 64)), `${label}: private bytes`);
+              const lines = (await proxy.requests(since)).filter((l) => l.host === 'evil.test');
+              line = lines.at(-1);
+              assert.ok(line, `${label}: a request line`);
+              assert.ok(!['HIT', 'REVALIDATED', 'STALE'].includes(String(line.cache)), `${label}: answered ${line.cache} from the store`);
+              assert.notEqual(line.redirect, true, `${label}: redirected to the bucket`);
+              const gate = (line.gate as string[] | undefined) ?? [];
+              assert.ok(
+                gate.every((g) => g.endsWith(':elsewhere')),
+                `${label}: the gate let it through: ${gate.join(' ')}`,
+              );
+              if (attempt.answer === null || gate.includes(`${attempt.answer}:elsewhere`)) break;
+              assert.ok(attempt.retry && tries < 50, `${label}: never reached the gate as ${attempt.answer}: ${JSON.stringify(line)}`);
+            }
+            if (attempt.answer) reached.add(attempt.answer);
+          }
+          for (const answer of Object.keys(STORE_ANSWERS) as StoreAnswer[]) {
+            assert.ok(reached.has(answer) || EXCLUDED[answer]?.stores.includes(store), `${door}: ${answer} was not reached`);
+          }
+          hostile.failing.clear();
+        });
+      }
+
+      it('never makes evil.test a source of the entry, and still serves Alice from the store', async () => {
+        if (store === 's3') {
+          const keys = [...(await listKeys(s3Client!, BUCKET, prefix, 'sources/')).keys()];
+          assert.ok(keys.length > 0, 'sources are recorded in the bucket');
+          const named = keys.map((k) => Buffer.from(k.split('/').at(-1)!, 'base64url').toString('utf8'));
+          assert.ok(
+            named.every((ref) => ref.startsWith('registry.test/')),
+            named.join(' '),
+          );
+        } else {
+          const journal = await readFile(path.join(proxy.cacheDir, 'index.jsonl'), 'utf8');
+          assert.match(journal, /"sources":\["registry\.test\/alice\/private"\]/);
+          assert.doesNotMatch(journal, /"s":"evil\.test|"sources":\[[^\]]*evil\.test/);
+        }
+        // Alice, with her own token, is still served the stored manifest: her origin named it to her.
+        const basic = Buffer.from('alice:s3cret').toString('base64');
+        const tokenRes = await client.fetch(`https://auth.test/token?service=${encodeURIComponent(tokens.service)}&scope=repository:${REPO}:pull`, {
+          headers: { authorization: `Basic ${basic}` },
+        });
+        const { token } = JSON.parse(tokenRes.body.toString()) as { token: string };
+        const since = (await proxy.logs()).length;
+        const res = await client.fetch(`https://registry.test/v2/${REPO}/manifests/v1`, {
+          headers: { authorization: `Bearer ${token}`, accept: upstream.image.manifestMediaType },
+        });
+        assert.equal(res.status, 200);
+        assert.ok(res.body.equals(upstream.image.manifest));
+        const line = (await proxy.requests(since)).find((l) => l.host === 'registry.test' && l.kind === 'manifest-by-tag');
+        assert.equal(line?.cache, 'REVALIDATED', JSON.stringify(line));
+        const hash = 'sha256:' + crypto.createHash('sha256').update(res.body).digest('hex');
+        assert.equal(hash, upstream.image.manifestDigest);
+      });
+    });
+  }
+});
