@@ -10,6 +10,7 @@ npm run --silent build
 npm run --silent typecheck
 npm run --silent check:imports # imports point downward only (.dependency-cruiser.cjs)
 npx prettier --check --log-level warn . || { echo 'Formatting differs: run npm run format' >&2; exit 1; }
+npm run --silent lint # typescript-eslint: no floating or misused promises, line length (eslint.config.js)
 
 files=("$@")
 [ ${#files[@]} -gt 0 ] || files=(test/*.test.ts)

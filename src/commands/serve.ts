@@ -9,6 +9,7 @@ import { ConfigError, loadConfig } from '../config/config.js';
 import { startPrimary } from '../process/primary.js';
 import { startWorker } from '../process/worker.js';
 import { createLogger } from '../telemetry/log.js';
+import { logProcessCrashes } from '../telemetry/process-crashes.js';
 import { logProcessWarnings } from '../telemetry/process-warnings.js';
 import { CaError } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
@@ -48,6 +49,7 @@ Examples:
       const workerId = role === 'single' ? undefined : role === 'primary' ? 0 : cluster.worker!.id;
       const log = createLogger(config.logLevel, config.logFormat === null ? undefined : config.logFormat === 'pretty', workerId);
       logProcessWarnings(log);
+      logProcessCrashes(log);
       let stopping = false;
       const stopWith = (close: (graceMs?: number) => Promise<void>) => (signal: string, graceMs?: number) => {
         if (stopping) return;

@@ -49,7 +49,7 @@ export class BucketFillTable implements FillTable {
           // the store (a request that waited here on this replica's own wait for another replica). Only
           // for a claim that would join: one that would not found the store no answer for it (content not
           // its to have, content-gate.ts) and must fetch, or it would be sent to look there again forever.
-          if (join && claimed.lease.generation > 0 && (await this.options.stored(key))) {
+          if (join && claimed.lease.generation > 0 && (await this.storedOrLetGo(key, claimed.lease))) {
             await claimed.lease.release().catch(() => undefined);
             pending.done(null);
             return { stored: true };
@@ -65,6 +65,20 @@ export class BucketFillTable implements FillTable {
       }
     } catch (err) {
       pending.done(null); // the bucket failed: this replica's joiners look again, as does the caller
+      throw err;
+    }
+  }
+
+  /**
+   * Whether the content is stored, asked while holding a lease nobody else knows of yet: when the bucket
+   * fails to answer, the lease is let go before the error goes up, or it would be renewed for ever with no
+   * fill behind it and every replica would wait on it (the soak found one live lock at rest).
+   */
+  private async storedOrLetGo(key: FillKey, lease: Lease): Promise<boolean> {
+    try {
+      return await this.options.stored(key);
+    } catch (err) {
+      void lease.release().catch(() => undefined); // unwritten (the bucket is failing), it lapses
       throw err;
     }
   }
