@@ -64,12 +64,7 @@ export class ContentResponder {
    * store (the caller goes upstream). `originNamedIt`: this origin just answered this client's own request
    * 200 naming the digest (the gate weighs it; it is no pass by itself).
    */
-  async serveStoredContent(
-    request: RegistryRequest,
-    content: ContentTarget,
-    answer: 'digest-hit' | 'tag-hit' | 'tag-revalidated' | 'tag-stale' = 'digest-hit',
-    originNamedIt = false,
-  ): Promise<boolean> {
+  async serveStoredContent(request: RegistryRequest, content: ContentTarget, answer: FromStore = 'digest-hit', originNamedIt = false): Promise<boolean> {
     const found = await this.coordinator.stored(content.kind, content.digest);
     return found !== null && this.serveStored(request, content, found.stored, found.entry, answer, originNamedIt);
   }
@@ -79,7 +74,7 @@ export class ContentResponder {
     content: ContentTarget,
     stored: StoredContent,
     entry: Entry,
-    answer: 'digest-hit' | 'tag-hit' | 'tag-revalidated' | 'tag-stale' = 'digest-hit',
+    answer: FromStore = 'digest-hit',
     originNamedIt = false,
   ): Promise<boolean> {
     const redirect = this.options.redirect && request.method === 'GET' && stored.kind === 'blob' ? this.options.redirect : null;
@@ -278,8 +273,11 @@ export class ContentResponder {
   }
 }
 
+/** The answers read from the store itself (the others redirect to it, or read a fill). */
+type FromStore = Exclude<StoreAnswer, 'digest-redirect' | 'fill-joined' | 'fill-head'>;
+
 /** How the access log labels each answer from the store. */
-const LABELS: Record<'digest-hit' | 'tag-hit' | 'tag-revalidated' | 'tag-stale', CacheStatus> = {
+const LABELS: Record<FromStore, CacheStatus> = {
   'digest-hit': 'HIT',
   'tag-hit': 'HIT',
   'tag-revalidated': 'REVALIDATED',
