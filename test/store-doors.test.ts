@@ -20,6 +20,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { STORE_ANSWERS, type StoreAnswer } from '../src/registry/content-gate.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { freePort } from './harness/ports.js';
+import { waitFor } from './harness/proc.js';
 import type { LogLine, Regcache } from './harness/regcache.js';
 import { listKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -51,16 +52,19 @@ interface Attempt {
  */
 const EXCLUDED: Partial<Record<StoreAnswer, { stores: StoreName[]; reason: string }>> = {
   'digest-redirect': { stores: ['local', 'workers'], reason: 'S3_REDIRECT needs CACHE_STORE: there is no bucket object to redirect to' },
-  'fill-joined': {
-    stores: ['local', 'workers', 's3'],
-    reason:
-      "fills are keyed by origin (cache/fill-coordinator.ts): another origin's request can only join that origin's own fill, of bytes it delivers itself; the same-origin admission is tested in fill-coordinator.test.ts",
-  },
   'fill-head': {
     stores: ['local', 'workers', 's3'],
-    reason: "fills are keyed by origin: a HEAD for evil.test finds only evil.test's own fill (see fill-joined)",
+    reason:
+      "fills are keyed by origin (cache/fill-coordinator.ts): a HEAD for evil.test finds only evil.test's own fill; at the same origin the fill is verified and committed in one go, with no moment a test can hold it between the two (same-origin admission: fill-coordinator.test.ts)",
   },
 };
+
+/**
+ * Store answers another origin cannot reach (fills are keyed by origin), tried here by the attack they do
+ * face: an anonymous client of the same origin joining Alice's private fill while it runs.
+ */
+const SAME_ORIGIN: StoreAnswer[] = ['fill-joined'];
+const ALICE_BASIC = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
 
 function attemptsFor(store: StoreName, manifestDigest: string, layerDigest: string, hostile: HostileOrigin): Attempt[] {
   const blobGet: StoreAnswer = store === 's3' ? 'digest-redirect' : 'digest-hit'; // S3_REDIRECT on the S3 run
@@ -121,6 +125,62 @@ async function startHostile(upstream: Upstream, root: string, privateManifest: {
   return { server, failing, saw };
 }
 
+/** private.test: blobs for Alice's Basic credentials only; a GET sends half, then waits for release(). */
+interface GatedOrigin {
+  server: RunningServer;
+  add(data: Buffer): string;
+  halfSent(digest: string): Promise<void>;
+  release(digest: string): void;
+}
+
+async function startGated(upstream: Upstream, root: string): Promise<GatedOrigin> {
+  const tls = await upstream.ca.issue(['private.test'], root, 'gated');
+  const blobs = new Map<string, Buffer>();
+  const sent = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  const released = new Map<string, { promise: Promise<void>; resolve: () => void }>();
+  const signal = (map: typeof sent, digest: string) => {
+    let entry = map.get(digest);
+    if (!entry) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      entry = { promise, resolve };
+      map.set(digest, entry);
+    }
+    return entry;
+  };
+  const server = await listenHttps(tls, async (req, res) => {
+    const digest = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(req.url ?? '')?.[1];
+    const data = digest === undefined ? undefined : blobs.get(digest);
+    if (!digest || !data) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(req.method === 'HEAD' ? undefined : '{"errors":[{"code":"BLOB_UNKNOWN"}]}');
+      return;
+    }
+    if (req.headers.authorization !== ALICE_BASIC) {
+      const body = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}';
+      res
+        .writeHead(401, { 'content-type': 'application/json', 'content-length': body.length, 'www-authenticate': 'Basic realm="private.test"' })
+        .end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length, 'docker-content-digest': digest });
+    if (req.method === 'HEAD') return void res.end();
+    res.write(data.subarray(0, data.length / 2));
+    signal(sent, digest).resolve();
+    await signal(released, digest).promise;
+    res.end(data.subarray(data.length / 2));
+  });
+  return {
+    server,
+    add: (data) => {
+      const digest = 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+      blobs.set(digest, data);
+      return digest;
+    },
+    halfSent: (digest) => signal(sent, digest).promise,
+    release: (digest) => signal(released, digest).resolve(),
+  };
+}
+
 interface Answer {
   status: number;
   body: Buffer;
@@ -139,7 +199,9 @@ describe('every door that answers from the store, against a hostile origin (issu
   let tokens: TokenServer;
   let caBundle: string;
   let hostile: HostileOrigin;
+  let gated: GatedOrigin;
   let direct: Agent; // straight to evil.test: what it answers itself
+  let directGated: Agent; // straight to private.test
   let s3: S3Server | null = null;
 
   before(async () => {
@@ -149,12 +211,17 @@ describe('every door that answers from the store, against a hostile origin (issu
     await pushTo(upstream, REPO, 'v1', hub.seedToken(REPO));
     const { image } = upstream;
     hostile = await startHostile(upstream, root, { digest: image.manifestDigest, size: image.manifest.length, mediaType: image.manifestMediaType });
-    direct = new Agent({ connect: { ca: await readFile(upstream.ca.certFile, 'utf8'), servername: 'evil.test' } });
+    gated = await startGated(upstream, root);
+    const ca = await readFile(upstream.ca.certFile, 'utf8');
+    direct = new Agent({ connect: { ca, servername: 'evil.test' } });
+    directGated = new Agent({ connect: { ca, servername: 'private.test' } });
   });
 
   after(async () => {
     await direct?.close();
+    await directGated?.close();
     await hostile?.server.close();
+    await gated?.server.close();
     await upstream?.registry.stop();
     await tokens?.stop();
     await s3?.stop();
@@ -163,7 +230,7 @@ describe('every door that answers from the store, against a hostile origin (issu
 
   it('lists a case or a reasoned exclusion for every way the code answers from the store', () => {
     for (const store of ['local', 'workers', 's3'] as const) {
-      const covered = new Set(attemptsFor(store, 'sha256:x', 'sha256:y', hostile).map((a) => a.answer));
+      const covered = new Set([...attemptsFor(store, 'sha256:x', 'sha256:y', hostile).map((a) => a.answer), ...SAME_ORIGIN]);
       for (const answer of Object.keys(STORE_ANSWERS) as StoreAnswer[]) {
         const excluded = EXCLUDED[answer]?.stores.includes(store) ?? false;
         assert.ok(covered.has(answer) || excluded, `${store}: no case for the store answer "${answer}" (${STORE_ANSWERS[answer]})`);
@@ -182,13 +249,14 @@ describe('every door that answers from the store, against a hostile origin (issu
       before(async () => {
         const env: Record<string, string> = {
           UPSTREAM_CA_FILE: caBundle,
-          ADDITIONAL_REGISTRIES: 'registry.test evil.test auth.test',
+          ADDITIONAL_REGISTRIES: 'registry.test evil.test auth.test private.test',
           MIRROR_PORT: String(await freePort()),
           ENABLE_MANIFEST_CACHE: 'true',
           CONNECT_TO: [
             `registry.test:443:127.0.0.1:${upstream.registry.port}`,
             `auth.test:443:127.0.0.1:${tokens.port}`,
             `evil.test:443:127.0.0.1:${hostile.server.port}`,
+            `private.test:443:127.0.0.1:${gated.server.port}`,
           ].join(' '),
         };
         if (store === 'workers') env.WORKERS = '2';
@@ -226,6 +294,18 @@ describe('every door that answers from the store, against a hostile origin (issu
         if (door === 'proxy') return client.fetch(`https://evil.test/v2/${REPO}/${attempt.path}`, init);
         return read(await request(`http://127.0.0.1:${proxy.mirrorPort}/v2/${REPO}/${attempt.path}?ns=evil.test`, init));
       };
+      /** The request line of the last request for `host` since `since` (written when its response closes: waited for). */
+      const lineOf = async (since: number, host: string, what: string): Promise<LogLine> => {
+        let found: LogLine | undefined;
+        await waitFor(
+          async () => {
+            found = (await proxy.requests(since)).filter((l) => l.host === host).at(-1);
+            return found !== undefined;
+          },
+          { timeoutMs: 10_000, what: `the request line of ${what}` },
+        );
+        return found!;
+      };
       const evilAnswers = async (attempt: Attempt): Promise<Answer> =>
         read(
           await request(`https://127.0.0.1:${hostile.server.port}/v2/${REPO}/${attempt.path}`, {
@@ -238,11 +318,11 @@ describe('every door that answers from the store, against a hostile origin (issu
 
       for (const door of ['proxy', 'mirror'] as const) {
         it(`${door}: an anonymous client gets what evil.test answers, never the private content, at every store answer`, async () => {
+          hostile.failing.clear();
           const reached = new Set<StoreAnswer>();
           privateBytes = [upstream.image.manifest, ...(await Promise.all(upstream.image.layers.map((l) => readFile(l.file))))];
           for (const attempt of attemptsFor(store, upstream.image.manifestDigest, upstream.image.layers[0]!.digest, hostile)) {
             attempt.before?.();
-            let line: LogLine | undefined;
             for (let tries = 0; ; tries++) {
               const since = (await proxy.logs()).length;
               const got = await ask(door, attempt);
@@ -251,9 +331,7 @@ describe('every door that answers from the store, against a hostile origin (issu
               assert.equal(got.status, own.status, `${label}: evil.test's status`);
               assert.ok(got.body.equals(own.body), `${label}: evil.test's body, got ${got.body.subarray(0, 80).toString()}`);
               for (const bytes of privateBytes) assert.ok(!got.body.includes(bytes.subarray(0, 64)), `${label}: private bytes`);
-              const lines = (await proxy.requests(since)).filter((l) => l.host === 'evil.test');
-              line = lines.at(-1);
-              assert.ok(line, `${label}: a request line`);
+              const line = await lineOf(since, 'evil.test', label);
               assert.ok(!['HIT', 'REVALIDATED', 'STALE'].includes(String(line.cache)), `${label}: answered ${line.cache} from the store`);
               assert.notEqual(line.redirect, true, `${label}: redirected to the bucket`);
               const gate = (line.gate as string[] | undefined) ?? [];
@@ -267,21 +345,54 @@ describe('every door that answers from the store, against a hostile origin (issu
             if (attempt.answer) reached.add(attempt.answer);
           }
           for (const answer of Object.keys(STORE_ANSWERS) as StoreAnswer[]) {
-            assert.ok(reached.has(answer) || EXCLUDED[answer]?.stores.includes(store), `${door}: ${answer} was not reached`);
+            const elsewhere = SAME_ORIGIN.includes(answer) || EXCLUDED[answer]?.stores.includes(store);
+            assert.ok(reached.has(answer) || elsewhere, `${door}: ${answer} was not reached`);
           }
           hostile.failing.clear();
         });
       }
+
+      it("fill-joined: an anonymous client of the same origin joining Alice's private fill gets that origin's refusal", async () => {
+        const data = crypto.randomBytes(300_000);
+        const digest = gated.add(data);
+        const blob = `v2/${REPO}/blobs/${digest}`;
+        const alice = client.fetch(`https://private.test/${blob}`, { headers: { authorization: ALICE_BASIC } });
+        void alice.catch(() => undefined); // awaited below; a failed assertion must not leave it unhandled
+        try {
+          await gated.halfSent(digest);
+          const own = await read(await request(`https://127.0.0.1:${gated.server.port}/${blob}`, { dispatcher: directGated }));
+          assert.equal(own.status, 401);
+          for (const door of ['proxy', 'mirror'] as const) {
+            for (let tries = 0; ; tries++) {
+              const since = (await proxy.logs()).length;
+              const got =
+                door === 'proxy'
+                  ? await client.fetch(`https://private.test/${blob}`)
+                  : await read(await request(`http://127.0.0.1:${proxy.mirrorPort}/${blob}?ns=private.test`));
+              assert.equal(got.status, own.status, `${door}: private.test's status`);
+              assert.ok(got.body.equals(own.body), `${door}: private.test's body, got ${got.body.subarray(0, 80).toString()}`);
+              const line = await lineOf(since, 'private.test', door);
+              const gate = (line?.gate as string[] | undefined) ?? [];
+              assert.ok(!gate.some((g) => g.endsWith(':serve')), `${door}: the gate let it through: ${gate.join(' ')}`);
+              // The fill is registered once regcache has read the head: until then the request fetches alone.
+              if (gate.includes('fill-joined:refused')) break;
+              assert.ok(tries < 50, `${door}: never joined the fill: ${JSON.stringify(line)}`);
+            }
+          }
+        } finally {
+          gated.release(digest);
+        }
+        const mine = await alice;
+        assert.equal(mine.status, 200);
+        assert.ok(mine.body.equals(data), 'Alice gets her blob');
+      });
 
       it('never makes evil.test a source of the entry, and still serves Alice from the store', async () => {
         if (store === 's3') {
           const keys = [...(await listKeys(s3Client!, BUCKET, prefix, 'sources/')).keys()];
           assert.ok(keys.length > 0, 'sources are recorded in the bucket');
           const named = keys.map((k) => Buffer.from(k.split('/').at(-1)!, 'base64url').toString('utf8'));
-          assert.ok(
-            named.every((ref) => ref.startsWith('registry.test/')),
-            named.join(' '),
-          );
+          assert.ok(named.includes(`registry.test/${REPO}`) && !named.some((ref) => ref.startsWith('evil.test')), named.join(' '));
         } else {
           const journal = await readFile(path.join(proxy.cacheDir, 'index.jsonl'), 'utf8');
           assert.match(journal, /"sources":\["registry\.test\/alice\/private"\]/);
