@@ -17,6 +17,7 @@ const entry = (n: number, size = 100): Entry => ({
   created: 1000 + n,
   lastAccess: 1000 + n,
   refs: ['registry.test/lib/app'],
+  sources: ['registry.test/lib/app'],
   tags: [],
 });
 
@@ -46,6 +47,30 @@ describe('EntryIndex', () => {
     assert.equal(reopened.taggedManifest(tag)?.digest, digest(8));
     assert.deepEqual(reopened.get('manifest', digest(7))?.tags, []);
     await reopened.close();
+  });
+
+  it('keeps the origins that delivered an entry across a restart, apart from those it was only requested under', async () => {
+    const dir = await tmp.make('regcache-index-sources');
+    const index = await EntryIndex.open(dir);
+    await index.put(entry(31));
+    await index.reference('blob', digest(31), 'hostile.test/lib/app', null); // a read: requested under, no source
+    await index.addSource('blob', digest(31), 'mirror.test/lib/app'); // delivered the same bytes
+    await index.addSource('blob', digest(31), 'mirror.test/lib/app');
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    const e = reopened.get('blob', digest(31))!;
+    assert.deepEqual(e.refs, ['registry.test/lib/app', 'hostile.test/lib/app']);
+    assert.deepEqual(e.sources, ['registry.test/lib/app', 'mirror.test/lib/app']);
+    await reopened.close();
+  });
+
+  it('takes only the first repository of an entry journalled before sources were recorded as its source', async () => {
+    const dir = await tmp.make('regcache-index-old-sources');
+    const { sources: _, ...old } = { ...entry(32), refs: ['registry.test/lib/app', 'hostile.test/lib/app'] };
+    await writeFile(path.join(dir, 'index.jsonl'), JSON.stringify({ op: 'put', e: old }) + '\n');
+    const index = await EntryIndex.open(dir);
+    assert.deepEqual(index.get('blob', digest(32))?.sources, ['registry.test/lib/app']);
+    await index.close();
   });
 
   it("survives a full disk at the access times' flush, and writes them at the next one (the soak's primary died of it)", async (t) => {

@@ -22,6 +22,7 @@ import { Room } from '../src/cache/room.js';
 import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ContentAccess } from '../src/registry/content-access.js';
+import { mayServe, type StoreRequest } from '../src/registry/content-gate.js';
 import type { Upstream, UpstreamRequest, UpstreamResponse } from '../src/upstream/upstream-client.js';
 import type { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -242,19 +243,28 @@ describe('access decisions (in-process, fake upstream)', () => {
     return store.index.get('blob', content.digest)!;
   };
   const accessWith = (upstream: FakeUpstream) => new ContentAccess(store, upstream, {} as UpstreamTokens, log);
+  const ask = (entry: Entry, ref: string, credentials: string | undefined, more: Partial<StoreRequest> = {}): StoreRequest => ({
+    answer: 'digest-hit',
+    kind: 'blob',
+    digest: entry.digest,
+    entry,
+    ref,
+    credentials,
+    ...more,
+  });
 
   it('serves public content to anyone, at any origin, without asking upstream', async () => {
     const entry = await stored('public', 'registry.test/lib/app', 'public');
     const upstream = new FakeUpstream(() => 401);
-    assert.deepEqual(await accessWith(upstream).check('blob', entry.digest, entry, 'elsewhere.test/other/repo', undefined), { allowed: true });
+    assert.deepEqual(await mayServe(accessWith(upstream), ask(entry, 'elsewhere.test/other/repo', undefined)), { serve: true });
     assert.equal(upstream.seen.length, 0);
   });
 
   it('sends a request for private content at another origin elsewhere (upstream, as a MISS), without asking', async () => {
     const entry = await stored('private elsewhere', 'registry.test/lib/app', 'private');
     const upstream = new FakeUpstream(() => 200);
-    const decision = await accessWith(upstream).check('blob', entry.digest, entry, 'registry.test:8443/lib/app', 'Bearer x');
-    assert.deepEqual(decision, { allowed: false, elsewhere: true });
+    const decision = await mayServe(accessWith(upstream), ask(entry, 'registry.test:8443/lib/app', 'Bearer x'));
+    assert.deepEqual(decision, { serve: false, elsewhere: true });
     assert.equal(upstream.seen.length, 0);
   });
 
@@ -262,14 +272,42 @@ describe('access decisions (in-process, fake upstream)', () => {
     const entry = await stored('private here', 'registry.test/lib/app', 'private');
     const upstream = new FakeUpstream((authorization) => (authorization === 'Bearer alice' ? 200 : 401));
     const access = accessWith(upstream);
-    const refused = await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer mallory');
-    assert.equal(refused.allowed, false);
-    assert.match(refused.allowed === false && !refused.elsewhere ? refused.reason : '', /upstream answered 401/);
-    assert.deepEqual(await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer alice'), { allowed: true });
-    assert.deepEqual(await access.check('blob', entry.digest, entry, 'registry.test/lib/app', 'Bearer alice'), { allowed: true });
+    const refused = await mayServe(access, ask(entry, 'registry.test/lib/app', 'Bearer mallory'));
+    assert.equal(refused.serve, false);
+    assert.match(!refused.serve && !refused.elsewhere ? refused.reason : '', /upstream answered 401/);
+    assert.deepEqual(await mayServe(access, ask(entry, 'registry.test/lib/app', 'Bearer alice')), { serve: true });
+    assert.deepEqual(await mayServe(access, ask(entry, 'registry.test/lib/app', 'Bearer alice')), { serve: true });
     assert.equal(upstream.seen.length, 2, 'the grant is remembered: one HEAD per credential');
     const head = upstream.seen[1]!;
     assert.equal(head.method, 'HEAD');
     assert.equal(head.url.href, `https://registry.test/v2/lib/app/blobs/${entry.digest}`);
+  });
+
+  it('binds private content to the origins that delivered it, not to those that only named it or asked for it', async () => {
+    const entry = await stored('private, named elsewhere', 'registry.test/lib/app', 'private');
+    store.use('blob', entry.digest, { ref: 'hostile.test/lib/app', tag: null }); // a request by digest via another origin
+    await store.index.setPointer('hostile.test/lib/app:v1|', entry.digest); // a HEAD there that named the digest
+    const named = store.index.get('blob', entry.digest)!;
+    assert.deepEqual(named.sources, ['registry.test/lib/app']);
+    const upstream = new FakeUpstream(() => 200); // the hostile origin says yes to everything
+    const access = accessWith(upstream);
+    for (const answer of ['digest-hit', 'tag-revalidated', 'tag-stale', 'tag-hit', 'digest-redirect'] as const) {
+      const verdict = await mayServe(access, ask(named, 'hostile.test/lib/app', undefined, { answer, kind: 'blob', originNamedIt: true }));
+      assert.deepEqual(verdict, { serve: false, elsewhere: true }, answer);
+    }
+    assert.equal(upstream.seen.length, 0, 'the hostile origin is not even asked');
+  });
+
+  it('counts an origin as a source once it delivered the same bytes, and only then', async () => {
+    const data = Buffer.from('delivered twice');
+    const content: StoredContent = { kind: 'blob', digest: digestOf(data), size: data.length, mediaType: 'application/octet-stream' };
+    await store.putVerified(content, data, { ref: 'registry.test/lib/app', tag: null });
+    await store.index.setAccess('blob', content.digest, 'private');
+    await store.putVerified(content, data, { ref: 'mirror.test/lib/app', tag: null });
+    const entry = store.index.get('blob', content.digest)!;
+    assert.deepEqual(entry.sources, ['registry.test/lib/app', 'mirror.test/lib/app']);
+    const upstream = new FakeUpstream(() => 200);
+    assert.deepEqual(await mayServe(accessWith(upstream), ask(entry, 'mirror.test/lib/app', undefined)), { serve: true });
+    assert.equal(upstream.seen.length, 1, 'asked that source with the client credentials');
   });
 });

@@ -290,6 +290,7 @@ describe('client addresses, bounded sets, listings', () => {
       created: 0,
       lastAccess: 0,
       refs: [],
+      sources: [],
       tags: [],
       ...(access ? { access } : {}),
     });

@@ -63,10 +63,11 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
     const coordinator = new FillCoordinator({ store, room: new Room(store, 1e12), fills: new LocalFillTable() }, log);
     // The private blob: only a client with ALLOWED credentials may read it; upstream refuses the others.
     const access = {
-      check: async (_kind: string, digest: string, _entry: unknown, _ref: string, credentials: string | undefined) =>
+      classifyAgain: () => undefined,
+      authorises: async (_kind: string, digest: string, _ref: string, credentials: string | undefined) =>
         digest !== digestOf(privateBlob) || credentials === ALLOWED
-          ? { allowed: true }
-          : { allowed: false, elsewhere: false, reason: 'private content; upstream answered 401 for this client' },
+          ? { granted: true }
+          : { granted: false, reason: 'private content; upstream answered 401 for this client' },
     } as unknown as ContentAccess;
     const upstream: Upstream = {
       request: async (request) => {

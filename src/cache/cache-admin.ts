@@ -214,13 +214,13 @@ export class CacheAdmin {
 
   /**
    * Which of these blobs a pull from `registry` would get from the store: stored, and either public or
-   * requested from that registry before (private content is served only at its own origin).
+   * delivered by that registry before (private content is served only at the origins it came from).
    */
   present(digests: string[], registry: string): string[] {
     const wanted = registryDisplayName(registry);
     return digests.filter((d) => {
       const e = this.store.index.get('blob', d);
-      return e !== undefined && (e.access === 'public' || e.refs.some((r) => registryDisplayName(registryOf(r)) === wanted));
+      return e !== undefined && (e.access === 'public' || e.sources.some((r) => registryDisplayName(registryOf(r)) === wanted));
     });
   }
 

@@ -79,7 +79,8 @@ export interface Committed {
 
 /**
  * Content already stored arrived again, from `from` (a second fill of the same bytes, from another origin):
- * the entry keeps what it knows (its origins, tags and whether it is public) and `learn`s the origin; a
+ * the entry keeps what it knows (its origins, tags and whether it is public) and `learn`s the origin as a
+ * source (it delivered the bytes) and a repository; a
  * new origin is then announced as a commit is ('committed' on `store`, with the entry as `current` has it),
  * so that it is asked about like one. What was announced, or null.
  */
@@ -90,7 +91,7 @@ export async function storedAgain(
   learn: () => Promise<void>,
   current: () => Entry | undefined = () => entry,
 ): Promise<Committed | null> {
-  const newOrigin = from.ref !== null && !entry.refs.includes(from.ref);
+  const newOrigin = from.ref !== null && !entry.sources.includes(from.ref);
   await learn();
   if (!newOrigin) return null;
   const committed = { entry: current() ?? entry, ref: from.ref };

@@ -17,6 +17,10 @@ export interface Entry {
   created: number; // ms since the epoch
   lastAccess: number;
   refs: string[]; // "registry/repository" it was requested under
+  // "registry/repository" whose origin delivered bytes that hashed to the digest (a fill, a stored manifest):
+  // only these origins' clients are served private content (registry/content-gate.ts). Naming the digest
+  // (a HEAD's Docker-Content-Digest, a request by digest) never makes an origin a source.
+  sources: string[];
   tags: string[]; // "registry/repository:tag" that pointed at it (manifests)
   access?: Access; // whether upstream serves it anonymously; absent until checked
 }
@@ -28,6 +32,7 @@ export type IndexOp =
   | { op: 'put'; e: Entry }
   | { op: 'touch'; k: string; t: number }
   | { op: 'ref'; k: string; r: string }
+  | { op: 'src'; k: string; s: string } // an origin delivered the bytes
   | { op: 'tag'; k: string; tag: string }
   | { op: 'untag'; tag: string } // the tag and its pointers forgotten (regcache cache rm)
   | { op: 'del'; k: string }
@@ -202,6 +207,14 @@ export class EntryIndex {
     await this.record(ops, false);
   }
 
+  /** Notes that an origin ("registry/repository") delivered bytes that hashed to the digest; journals only what is new. */
+  async addSource(kind: EntryKind, digest: string, source: string): Promise<void> {
+    const key = entryKey(kind, digest);
+    const entry = this.entries.get(key);
+    if (!entry || entry.sources.includes(source)) return;
+    await this.record([{ op: 'src', k: key, s: source }], true);
+  }
+
   async delete(kind: EntryKind, digest: string): Promise<Entry | undefined> {
     const key = entryKey(kind, digest);
     const entry = this.entries.get(key);
@@ -291,7 +304,10 @@ export class EntryIndex {
         const old = this.entries.get(key);
         if (old) this.bytes -= old.size;
         this.entries.delete(key);
-        this.entries.set(key, { ...op.e, refs: [...op.e.refs], tags: [] });
+        // A journal written before sources were recorded: the first repository is the origin whose fill
+        // created the entry; later ones may only have named it, so they are not trusted as sources.
+        const sources = op.e.sources ?? op.e.refs.slice(0, 1);
+        this.entries.set(key, { ...op.e, refs: [...op.e.refs], sources: [...sources], tags: [] });
         this.bytes += op.e.size;
         for (const tag of op.e.tags) this.assignTag(key, tag);
         if (op.e.kind === 'manifest') for (const p of this.pointedAt.get(op.e.digest) ?? []) this.assignTag(key, tagOfPointer(p));
@@ -305,6 +321,11 @@ export class EntryIndex {
       case 'ref': {
         const entry = this.entries.get(op.k);
         if (entry && !entry.refs.includes(op.r)) entry.refs.push(op.r);
+        return;
+      }
+      case 'src': {
+        const entry = this.entries.get(op.k);
+        if (entry && !entry.sources.includes(op.s)) entry.sources.push(op.s);
         return;
       }
       case 'tag':

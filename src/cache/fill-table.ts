@@ -23,7 +23,7 @@ export interface FillLead {
 export type FillClaim =
   | { join: Promise<Fill | null> } // a fill runs: its Fill once it has started, null if it gave nothing to fill
   | { lead: FillLead } // this request fetches (registered, or alone when a fill runs that it may not join)
-  | { stored: true }; // no fill runs, and the content has been stored meanwhile: look in the store
+  | { stored: true }; // no fill runs, and the content has been stored meanwhile: look in the store (only to a claim that would join)
 
 export interface FillTable {
   /** Fills registered now (this process's view). */

@@ -1,10 +1,8 @@
-// Private images: stored content is only served to clients upstream would serve it to, and only for the
-// origin it came from. After a commit, regcache asks that origin as an anonymous client (its own token;
-// AUTH_REGISTRIES credentials where configured, which makes that host's content shared by design) whether
-// the content is public. Public content is anyone's (anyone can fetch it from there). Until then it is
-// bound to the origins (host and port; only HTTPS is cached) it was fetched from: a request that names
-// another origin is not served from the store at all, and one that names the same origin needs its own
-// credentials to be good there for the repository it names: a HEAD with the client's Authorization,
+// Private images: what regcache learns from origins about stored content, for the gate
+// (content-gate.ts, which holds the rule). After a commit, regcache asks the origin that delivered it as an
+// anonymous client (its own token; AUTH_REGISTRIES credentials where configured, which makes that host's
+// content shared by design) whether the content is public. And whether a client may read private content
+// at an origin that delivered it: a HEAD with the client's Authorization for the repository it names,
 // remembered per credential, repository and digest for a minute.
 import crypto from 'node:crypto';
 import type { ContentStore } from '../cache/content-store.js';
@@ -23,15 +21,13 @@ const MANIFEST_ACCEPT = [
   'application/vnd.docker.distribution.manifest.v2+json',
 ].join(', ');
 
-export type AccessDecision =
-  | { allowed: true }
-  | { allowed: false; elsewhere: true } // private to other origins: not this request's to have from the store
-  | { allowed: false; elsewhere: false; reason: string }; // this origin refused this client
+/** Whether an origin lets a client read content: what the gate (content-gate.ts) weighs. */
+export type OriginGrant = { granted: true } | { granted: false; reason: string };
 
 export class ContentAccess {
   private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
   private readonly classifying = new Set<string>(); // digests being asked about now
-  private readonly asking = new Map<string, Promise<AccessDecision>>(); // checks in flight, by grant key
+  private readonly asking = new Map<string, Promise<OriginGrant>>(); // checks in flight, by grant key
 
   constructor(
     private readonly store: ContentStore,
@@ -42,10 +38,11 @@ export class ContentAccess {
 
   /** Classifies every committed entry in the background, asking the origin that just delivered it. */
   start(): void {
-    this.store.on('committed', (entry: Entry, ref: string | null) => void this.classify(entry, ref ?? entry.refs[0]));
+    this.store.on('committed', (entry: Entry, ref: string | null) => void this.classify(entry, ref ?? entry.sources[0]));
   }
 
-  async classify(entry: Entry, ref = entry.refs[0]): Promise<Access | undefined> {
+  /** Asks a source of the entry (`ref`: the one that just delivered it) whether it serves it anonymously. */
+  async classify(entry: Entry, ref = entry.sources[0]): Promise<Access | undefined> {
     if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
     this.classifying.add(entry.digest);
     try {
@@ -68,19 +65,20 @@ export class ContentAccess {
     }
   }
 
+  /** The first try to learn whether the entry is public failed (upstream down?): ask again, in the background. */
+  classifyAgain(entry: Entry): void {
+    void this.classify(entry);
+  }
+
   /**
-   * May a client with these credentials (its Authorization, if any) have this content under the
-   * repository it names ("registry/repository")? `entry` is the stored entry, or undefined for the bytes
-   * of a fill from the request's own origin.
+   * Does the origin of `ref` ("registry/repository") let a client with these credentials (its
+   * Authorization, if any) read this content under that repository?
    */
-  async check(kind: EntryKind, digest: string, entry: Entry | undefined, ref: string, credentials: string | undefined): Promise<AccessDecision> {
-    if (entry?.access === 'public') return { allowed: true };
-    if (entry && !entry.refs.some((r) => registryOf(r) === registryOf(ref))) return { allowed: false, elsewhere: true };
-    if (entry && entry.access === undefined) void this.classify(entry); // the first try failed (upstream down?): ask again
+  async authorises(kind: EntryKind, digest: string, ref: string, credentials: string | undefined): Promise<OriginGrant> {
     const credential = credentials ?? '';
     const key = crypto.createHash('sha256').update(`${credential}\n${ref}\n${digest}`).digest('hex');
     const expiry = this.grants.get(key);
-    if (expiry !== undefined && expiry > Date.now()) return { allowed: true };
+    if (expiry !== undefined && expiry > Date.now()) return { granted: true };
     // Concurrent requests of one client for one blob (a herd of pulls) share a single upstream HEAD.
     const inFlight = this.asking.get(key);
     if (inFlight) return inFlight;
@@ -89,7 +87,7 @@ export class ContentAccess {
     return asked;
   }
 
-  private async askUpstream(kind: EntryKind, digest: string, ref: string, credential: string, key: string): Promise<AccessDecision> {
+  private async askUpstream(kind: EntryKind, digest: string, ref: string, credential: string, key: string): Promise<OriginGrant> {
     const headers: Record<string, string> = kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {};
     if (credential) headers.authorization = credential;
     let status: number;
@@ -98,20 +96,15 @@ export class ContentAccess {
       res.body.resume();
       status = res.statusCode;
     } catch (err) {
-      return { allowed: false, elsewhere: false, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
+      return { granted: false, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
     }
     if (status === 200) {
       if (this.grants.size >= MAX_GRANTS) this.grants.clear();
       this.grants.set(key, Date.now() + GRANT_MS);
-      return { allowed: true };
+      return { granted: true };
     }
-    return { allowed: false, elsewhere: false, reason: `private content; upstream answered ${status} for this client` };
+    return { granted: false, reason: `private content; upstream answered ${status} for this client` };
   }
-}
-
-/** "host[:port]/repository" -> "host[:port]": the origin a reference belongs to (HTTPS: only it is cached). */
-function registryOf(ref: string): string {
-  return parseRepository(ref).registry;
 }
 
 function contentUrl(ref: string, kind: EntryKind, digest: string): URL {

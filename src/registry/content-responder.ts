@@ -1,5 +1,5 @@
 // Content addressed by digest (blobs, manifests by digest) as HTTP: the cache's FillCoordinator says what
-// is stored and which fills run; this file decides who may have it (ContentAccess), writes the head
+// is stored and which fills run; the gate (content-gate.ts) decides who may have it, this file answers: the head
 // (content-head.ts) and streams the body: a stored file (hashed on the way out unless
 // VERIFY_ON_READ=false), or a fill shared with every concurrent request of the same origin.
 import { Transform, type Readable } from 'node:stream';
@@ -16,6 +16,7 @@ import { formatRepository } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentAccess } from './content-access.js';
+import { mayServe, type StoreAnswer } from './content-gate.js';
 import { writeContentHead, type BodyRange } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
@@ -59,12 +60,14 @@ export class ContentResponder {
   }
 
   /**
-   * From the store, as `label` (HIT; REVALIDATED or STALE for a tag); false when the content is not there,
-   * vanished before it was opened, or is private to other origins (the caller goes upstream).
+   * From the store, as `answer` (digest-hit; tag-hit, tag-revalidated or tag-stale for a tag); false when
+   * the content is not there, vanished before it was opened, or is not this request's to have from the
+   * store (the caller goes upstream). `originNamedIt`: this origin just answered this client's own request
+   * 200 naming the digest (the gate weighs it; it is no pass by itself).
    */
-  async serveStoredContent(request: RegistryRequest, content: ContentTarget, label: CacheStatus = 'HIT'): Promise<boolean> {
+  async serveStoredContent(request: RegistryRequest, content: ContentTarget, answer: FromStore = 'digest-hit', originNamedIt = false): Promise<boolean> {
     const found = await this.coordinator.stored(content.kind, content.digest);
-    return found !== null && this.serveStored(request, content, found.stored, found.entry, label);
+    return found !== null && this.serveStored(request, content, found.stored, found.entry, answer, originNamedIt);
   }
 
   private async serveStored(
@@ -72,21 +75,20 @@ export class ContentResponder {
     content: ContentTarget,
     stored: StoredContent,
     entry: Entry,
-    label: CacheStatus = 'HIT',
+    answer: FromStore = 'digest-hit',
+    originNamedIt = false,
   ): Promise<boolean> {
-    // REVALIDATED: upstream (this origin) just said yes to this client's own HEAD.
-    if (label !== 'REVALIDATED') {
-      const may = await this.mayServe(request, content, entry);
-      if (may !== 'yes') return may === 'answered';
-    }
+    const redirect = this.options.redirect && request.method === 'GET' && stored.kind === 'blob' ? this.options.redirect : null;
+    const may = await this.admit(request, content, entry, redirect ? 'digest-redirect' : answer, originNamedIt);
+    if (may !== 'yes') return may === 'answered';
     const file = await this.coordinator.open(stored);
     if (!file) return false;
     this.coordinator.use(stored, content.from);
-    request.record.cache = label;
+    request.record.cache = LABELS[answer];
     request.record.digest = stored.digest;
-    if (this.options.redirect && request.method === 'GET' && stored.kind === 'blob') {
+    if (redirect) {
       await file.close();
-      await this.redirectStored(request, stored, this.options.redirect);
+      await this.redirectStored(request, stored, redirect);
       return true;
     }
     await this.sendStored(request, stored, file);
@@ -133,7 +135,7 @@ export class ContentResponder {
   /** A GET that the store cannot answer: join this origin's running fill, or start one. */
   private async serveMiss(request: RegistryRequest, content: ContentTarget, mayJoin: boolean): Promise<void> {
     const { res, record } = request;
-    const admit = async (): Promise<boolean> => (await this.mayServe(request, content, undefined)) === 'yes';
+    const admit = async (): Promise<boolean> => (await this.admit(request, content, undefined, 'fill-joined')) === 'yes';
     let outcome;
     try {
       outcome = await this.coordinator.fill(fillKey(request, content), content.from, () => this.fetch(request), mayJoin ? admit : null);
@@ -199,7 +201,7 @@ export class ContentResponder {
   private async headFromVerifiedFill(request: RegistryRequest, content: ContentTarget): Promise<boolean> {
     const fill = await this.coordinator.running(fillKey(request, content));
     if (!fill?.verified) return false;
-    if ((await this.mayServe(request, content, undefined)) !== 'yes') return true;
+    if ((await this.admit(request, content, undefined, 'fill-head')) !== 'yes') return true;
     request.record.cache = 'HIT';
     writeContentHead(request.res, { digest: fill.digest, mediaType: fill.mediaType, size: fill.written }, undefined);
     request.res.end();
@@ -247,16 +249,23 @@ export class ContentResponder {
   }
 
   /**
-   * Whether this request may have content of this origin that the store (entry) or a fill holds: 'yes';
-   * 'elsewhere' when stored content is private to other origins (the caller goes upstream, as for a MISS:
-   * another host, port or mirror ns= never gets it from the store); 'answered' when this client was
+   * The gate's verdict on content of this origin that the store (entry) or a fill holds, acted on: 'yes';
+   * 'elsewhere' when it is not this request's to have from the store (the caller goes upstream, as for a
+   * MISS: another host, port or mirror ns= never gets it from the store); 'answered' when this client was
    * refused, answered with upstream's own answer to its request, so that a refusal of stored content is
    * byte for byte what upstream says of content it does not have (no cache oracle).
    */
-  private async mayServe(request: RegistryRequest, content: ContentTarget, entry: Entry | undefined): Promise<'yes' | 'elsewhere' | 'answered'> {
-    if (!content.from.ref) return 'yes';
-    const decision = await this.access.check(content.kind, content.digest, entry, content.from.ref, request.credentials);
-    if (decision.allowed) return 'yes';
+  private async admit(
+    request: RegistryRequest,
+    content: ContentTarget,
+    entry: Entry | undefined,
+    answer: StoreAnswer,
+    originNamedIt = false,
+  ): Promise<'yes' | 'elsewhere' | 'answered'> {
+    const { kind, digest } = content;
+    const decision = await mayServe(this.access, { answer, kind, digest, entry, ref: content.from.ref, credentials: request.credentials, originNamedIt });
+    request.record.gate.push(`${answer}:${decision.serve ? 'serve' : decision.elsewhere ? 'elsewhere' : 'refused'}`);
+    if (decision.serve) return 'yes';
     if (decision.elsewhere) return 'elsewhere';
     request.record.cache = 'DENIED';
     request.record.reason = decision.reason;
@@ -303,6 +312,17 @@ function skipFirst(n: number): Transform {
     },
   });
 }
+
+/** The answers read from the store itself (the others redirect to it, or read a fill). */
+type FromStore = Exclude<StoreAnswer, 'digest-redirect' | 'fill-joined' | 'fill-head'>;
+
+/** How the access log labels each answer from the store. */
+const LABELS: Record<FromStore, CacheStatus> = {
+  'digest-hit': 'HIT',
+  'tag-hit': 'HIT',
+  'tag-revalidated': 'REVALIDATED',
+  'tag-stale': 'STALE',
+};
 
 /** The request's fill of this content: per origin (cache/fill-coordinator.ts). */
 function fillKey(request: RegistryRequest, content: ContentTarget): FillKey {

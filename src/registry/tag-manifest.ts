@@ -48,7 +48,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
   if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
-    if (await content.serveStoredContent(request, manifest(known.digest), 'HIT')) return;
+    if (await content.serveStoredContent(request, manifest(known.digest), 'tag-hit')) return;
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
@@ -56,7 +56,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
     if (!policy.serveStale || !digest) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStoredContent(request, manifest(digest), 'STALE');
+    return content.serveStoredContent(request, manifest(digest), 'tag-stale');
   };
 
   let head: UpstreamResponse;
@@ -78,9 +78,10 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
   if (digest) void index.setPointer(pointerKey, digest).catch(() => undefined);
   // Served when the store has it, whichever process or replica stored it (a fleet replica asks the bucket):
-  // a tag another replica pulled costs this one a HEAD upstream, never a GET.
+  // a tag another replica pulled costs this one a HEAD upstream, never a GET. Only when the gate agrees: a
+  // digest an origin names is no proof that it has the bytes (issue 20).
   if (digest) {
-    if (await content.serveStoredContent(request, manifest(digest), 'REVALIDATED')) return;
+    if (await content.serveStoredContent(request, manifest(digest), 'tag-revalidated', true)) return;
   }
   record.cache = 'MISS';
   if (request.method === 'HEAD') {

@@ -42,6 +42,7 @@ export class RequestRecord {
   coalesced = false;
   redirect = false; // S3_REDIRECT: answered 307 to a presigned URL of the bucket's object (never logged: a credential)
   reason: string | undefined; // why a cacheable request was not cached (BYPASS)
+  gate: string[] = []; // "answer:verdict" for each time the content gate was asked (registry/content-gate.ts)
   ratelimitRemaining: string | undefined; // Docker Hub's pull allowance, when upstream tells it
   error: string | undefined;
   bytes = 0;
@@ -116,6 +117,7 @@ export class RequestRecord {
     if (this.coalesced) line.coalesced = true;
     if (this.redirect) line.redirect = true;
     if (this.reason) line.reason = this.reason;
+    if (this.gate.length > 0) line.gate = this.gate;
     if (this.ratelimitRemaining) line.ratelimitRemaining = this.ratelimitRemaining;
     if (!this.res.writableFinished) line.aborted = true;
     if (this.error) line.error = this.error;

@@ -118,7 +118,8 @@ export class LocalStore extends EventEmitter implements ContentStore {
     await fs.rename(spoolFile, target); // same filesystem; replaces identical bytes if already present
     if (this.index.get(kind, digest)) return this.noteSource(kind, digest, from); // a second fill of the same bytes (another origin)
     const now = Date.now();
-    const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
+    const origin = from.ref ? [from.ref] : [];
+    const entry: Entry = { kind, digest, size, mediaType, created: now, lastAccess: now, refs: origin, sources: [...origin], tags: from.tag ? [from.tag] : [] };
     await this.index.put(entry);
     this.emit('committed', entry, from.ref);
     return { entry, ref: from.ref };
@@ -130,7 +131,11 @@ export class LocalStore extends EventEmitter implements ContentStore {
    */
   async noteSource(kind: ContentKind, digest: string, from: Provenance): Promise<Committed | null> {
     const entry = this.index.get(kind, digest);
-    return entry ? storedAgain(this, entry, from, () => this.index.reference(kind, digest, from.ref, from.tag)) : null;
+    const learn = async () => {
+      await this.index.reference(kind, digest, from.ref, from.tag);
+      if (from.ref !== null) await this.index.addSource(kind, digest, from.ref);
+    };
+    return entry ? storedAgain(this, entry, from, learn) : null;
   }
 
   putVerified(content: StoredContent, data: Buffer, from: Provenance): Promise<void> {

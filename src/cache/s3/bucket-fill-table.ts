@@ -46,8 +46,10 @@ export class BucketFillTable implements FillTable {
         const claimed = await this.locks.acquire(key);
         if ('lease' in claimed) {
           // A generation after the first: an earlier fill may have committed since the caller looked in
-          // the store (a request that waited here on this replica's own wait for another replica).
-          if (claimed.lease.generation > 0 && (await this.storedOrLetGo(key, claimed.lease))) {
+          // the store (a request that waited here on this replica's own wait for another replica). Only
+          // for a claim that would join: one that would not found the store no answer for it (content not
+          // its to have, content-gate.ts) and must fetch, or it would be sent to look there again forever.
+          if (join && claimed.lease.generation > 0 && (await this.storedOrLetGo(key, claimed.lease))) {
             await claimed.lease.release().catch(() => undefined);
             pending.done(null);
             return { stored: true };

@@ -57,7 +57,9 @@ export class BucketIndex extends ReplicaIndex {
   async delete(kind: ContentKind, digest: string): Promise<Entry | undefined> {
     const entry = this.replica.get(kind, digest);
     await this.bucket.delete(this.layout.entry(kind, digest));
-    const markers = await Promise.all([this.bucket.list(this.layout.refsOf(kind, digest)), this.bucket.list(this.layout.accessOf(kind, digest))]);
+    const markers = await Promise.all(
+      [this.layout.refsOf(kind, digest), this.layout.sourcesOf(kind, digest), this.layout.accessOf(kind, digest)].map((prefix) => this.bucket.list(prefix)),
+    );
     await Promise.all(markers.flat().map((o) => this.bucket.delete(o.key)));
     this.forget(kind, digest);
     return entry;
@@ -80,17 +82,19 @@ export class BucketIndex extends ReplicaIndex {
     if (this.replica.get(kind, digest)) this.replica.applyOps(ops);
   }
 
-  /** One entry as the bucket has it (facts, repositories, access), put in memory; null when it is not there. */
+  /** One entry as the bucket has it (facts, repositories, sources, access), put in memory; null when it is not there. */
   async fetchEntry(kind: ContentKind, digest: string): Promise<Entry | null> {
-    const [facts, refs, access] = await Promise.all([
+    const [facts, refs, sources, access] = await Promise.all([
       this.readFacts(this.layout.entry(kind, digest)),
       this.bucket.list(this.layout.refsOf(kind, digest)),
+      this.bucket.list(this.layout.sourcesOf(kind, digest)),
       this.bucket.list(this.layout.accessOf(kind, digest)),
     ]);
     if (!facts) return null;
     const entry = this.entryOf(
       facts,
       refs.map((o) => this.layout.parseRef(o.key)?.ref).filter((r): r is string => r !== undefined),
+      sources.map((o) => this.layout.parseSource(o.key)?.ref).filter((r): r is string => r !== undefined),
       accessOf(access.map((o) => this.layout.parseAccess(o.key)?.access)),
     );
     this.learn(entry);
@@ -113,12 +117,19 @@ export class BucketIndex extends ReplicaIndex {
    */
   async refresh(): Promise<void> {
     const began = Date.now();
-    const [entries, refs, access, tags, pointers] = await Promise.all(
-      [this.layout.entries, this.layout.refs, this.layout.access, this.layout.tags, this.layout.pointers].map((prefix) => this.bucket.list(prefix)),
+    const [entries, refs, sources, access, tags, pointers] = await Promise.all(
+      [this.layout.entries, this.layout.refs, this.layout.sources, this.layout.access, this.layout.tags, this.layout.pointers].map((prefix) =>
+        this.bucket.list(prefix),
+      ),
     );
     const refsByKey = groupBy(
       refs!,
       (o) => this.layout.parseRef(o.key),
+      (m) => m.ref,
+    );
+    const sourcesByKey = groupBy(
+      sources!,
+      (o) => this.layout.parseSource(o.key),
       (m) => m.ref,
     );
     const accessByKey = groupBy(
@@ -140,6 +151,7 @@ export class BucketIndex extends ReplicaIndex {
         continue;
       }
       for (const r of refsByKey.get(key) ?? []) if (!known.refs.includes(r)) ops.push({ op: 'ref', k: key, r });
+      for (const r of sourcesByKey.get(key) ?? []) if (!known.sources.includes(r)) ops.push({ op: 'src', k: key, s: r });
       const a = accessOf(accessByKey.get(key) ?? []);
       if (a && a !== known.access) ops.push({ op: 'acc', k: key, a });
     }
@@ -151,7 +163,9 @@ export class BucketIndex extends ReplicaIndex {
     await inBatches(missing, FETCH_CONCURRENCY, async ({ kind, digest }) => {
       const facts = await this.readFacts(this.layout.entry(kind, digest));
       const key = entryKey(kind, digest);
-      if (facts) this.replica.applyOps([{ op: 'put', e: this.entryOf(facts, refsByKey.get(key) ?? [], accessOf(accessByKey.get(key) ?? [])) }]);
+      if (!facts) return;
+      const e = this.entryOf(facts, refsByKey.get(key) ?? [], sourcesByKey.get(key) ?? [], accessOf(accessByKey.get(key) ?? []));
+      this.replica.applyOps([{ op: 'put', e }]);
     });
     await this.refreshTags(tags!);
     await this.refreshPointers(pointers!);
@@ -193,12 +207,15 @@ export class BucketIndex extends ReplicaIndex {
   }
 
   /** An entry from the bucket's facts; the tags it already has here are kept. */
-  private entryOf(facts: EntryFacts, refs: string[], access: Access | undefined): Entry {
+  private entryOf(facts: EntryFacts, refs: string[], sources: string[], access: Access | undefined): Entry {
     const known = this.replica.get(facts.kind, facts.digest);
     const entry: Entry = {
       ...facts,
       lastAccess: known?.lastAccess ?? facts.created,
       refs: [...new Set([...(known?.refs ?? []), ...refs])],
+      // A bucket written before sources were recorded has none: its private content is then served to
+      // no one from the store until an origin delivers it again (a MISS, which records that origin).
+      sources: [...new Set([...(known?.sources ?? []), ...sources])],
       tags: known?.tags ?? [],
     };
     if (access ?? known?.access) entry.access = access ?? known?.access;

@@ -7,6 +7,7 @@
 //   content/sha256/<hex>                                the bytes, one object per digest (blob and manifest share it)
 //   entries/<kind>/sha256/<hex>                         JSON: size, media type, created; its presence makes the content visible
 //   refs/<kind>/sha256/<hex>/<b64url repository>        empty: requested under "registry/repository"
+//   sources/<kind>/sha256/<hex>/<b64url repository>     empty: that origin delivered bytes that hashed to the digest
 //   access/<kind>/sha256/<hex>/<public|private>         empty: what upstream said (public wins over private)
 //   tags/<b64url "registry/repository:tag">             the manifest digest the tag names (last writer wins)
 //   pointers/<b64url "registry/repository:tag|accept">  JSON: digest, checkedAt (last writer wins)
@@ -64,6 +65,22 @@ export class BucketLayout {
 
   parseRef(key: string): { kind: EntryKind; digest: string; ref: string } | null {
     return parseMarker(key.slice(this.refs.length), (last) => ({ ref: decode(last) }));
+  }
+
+  get sources(): string {
+    return `${this.prefix}sources/`;
+  }
+
+  sourcesOf(kind: EntryKind, digest: string): string {
+    return `${this.sources}${kind}/${digestPath(digest)}/`;
+  }
+
+  source(kind: EntryKind, digest: string, ref: string): string {
+    return this.sourcesOf(kind, digest) + encode(ref);
+  }
+
+  parseSource(key: string): { kind: EntryKind; digest: string; ref: string } | null {
+    return parseMarker(key.slice(this.sources.length), (last) => ({ ref: decode(last) }));
   }
 
   get access(): string {

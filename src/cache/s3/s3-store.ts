@@ -237,23 +237,30 @@ export class S3Store extends EventEmitter implements ContentStore {
   private async record(content: StoredContent, from: Provenance): Promise<void> {
     const { kind, digest, size, mediaType } = content;
     const facts: EntryFacts = { kind, digest, size, mediaType, created: Date.now() };
-    if (from.ref !== null) await this.watched(() => this.bucket.put(this.layout.ref(kind, digest, from.ref!), Buffer.alloc(0)));
+    if (from.ref !== null) {
+      const markers = [this.layout.ref(kind, digest, from.ref), this.layout.source(kind, digest, from.ref)];
+      await this.watched(() => Promise.all(markers.map((key) => this.bucket.put(key, Buffer.alloc(0)))));
+    }
     const first = await this.watched(() => this.bucket.put(this.layout.entry(kind, digest), Buffer.from(JSON.stringify(facts)), { ifNoneMatch: true }));
     if (!first) {
       const known = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
-      const learn = () => this.watched(() => this.reference(kind, digest, from));
+      const learn = () => this.watched(() => this.reference(kind, digest, from, true));
       if (known) await storedAgain(this, known, from, learn, () => this.index.get(kind, digest));
       else await learn();
       return;
     }
-    const entry: Entry = { ...facts, lastAccess: facts.created, refs: from.ref ? [from.ref] : [], tags: from.tag ? [from.tag] : [] };
+    const origin = from.ref ? [from.ref] : [];
+    const entry: Entry = { ...facts, lastAccess: facts.created, refs: origin, sources: [...origin], tags: from.tag ? [from.tag] : [] };
     if (from.tag !== null) await this.watched(() => this.bucket.put(this.layout.tag(from.tag!), Buffer.from(digest)));
     this.index.learn(entry);
     this.emit('committed', this.index.get(kind, digest) ?? entry, from.ref);
   }
 
-  /** Writes the markers of a repository or tag the replica's entry does not list yet. */
-  private async reference(kind: ContentKind, digest: string, from: Provenance): Promise<void> {
+  /**
+   * Writes the markers of a repository or tag the replica's entry does not list yet, and (`delivered`: the
+   * origin just delivered bytes that hashed to the digest) of a source.
+   */
+  private async reference(kind: ContentKind, digest: string, from: Provenance, delivered = false): Promise<void> {
     const entry = this.index.get(kind, digest);
     if (!entry) return;
     const ops: IndexOp[] = [];
@@ -262,6 +269,10 @@ export class S3Store extends EventEmitter implements ContentStore {
     if (from.ref !== null && !entry.refs.includes(from.ref)) {
       writes.push(this.bucket.put(this.layout.ref(kind, digest, from.ref), Buffer.alloc(0)));
       ops.push({ op: 'ref', k: key, r: from.ref });
+    }
+    if (delivered && from.ref !== null && !entry.sources.includes(from.ref)) {
+      writes.push(this.bucket.put(this.layout.source(kind, digest, from.ref), Buffer.alloc(0)));
+      ops.push({ op: 'src', k: key, s: from.ref });
     }
     if (from.tag !== null && !entry.tags.includes(from.tag)) {
       writes.push(this.bucket.put(this.layout.tag(from.tag), Buffer.from(digest)));
