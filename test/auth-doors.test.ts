@@ -1,3 +1,4 @@
+// tier: e2e
 // One authentication for every door (real regcache processes, real HTTP, curl, skopeo, a token-auth
 // docker-registry): with PROXY_AUTH set the admin endpoints and the mirror ask for its users unless
 // ADMIN_AUTH / MIRROR_AUTH say otherwise; /, /ca.crt, /healthz and /readyz stay open; listings name

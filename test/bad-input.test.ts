@@ -1,3 +1,4 @@
+// tier: e2e
 // Hostile and broken input: each case gets a 4xx or a closed socket and a log line, and the proxy stays up.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';

@@ -1,3 +1,4 @@
+// tier: e2e
 // The command line as users meet it: every command's --help (with examples), `ca path|export` (which
 // never create a CA), and a clear message for a bad value of every variable.
 import assert from 'node:assert/strict';

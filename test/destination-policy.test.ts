@@ -1,3 +1,4 @@
+// tier: unit
 // Where regcache connects and who may use it, decided in-process against fakes (fast): the destination
 // policy on resolved addresses, the Dialer that applies it (names resolving to loopback, operator routes,
 // the upstream proxy), ALLOWED_CLIENTS, and the configuration syntax behind them.

@@ -1,3 +1,4 @@
+// tier: e2e
 // Faults around a running proxy: an upstream that answers 429/5xx or does not speak HTTP at all, and a
 // CA that cannot be loaded at startup. Every case: no wrong byte served or stored, a log line saying what
 // happened, and (at run time) the process still serving afterwards. Truncation, wrong bytes, stalls, bad

@@ -1,3 +1,4 @@
+// tier: e2e
 // regcache is not an open proxy into its host or its network (issue 12, item 1-2), tried as an attacker
 // on the same network would: tunnels and plain-HTTP requests to local services, to regcache's own ports,
 // to cloud metadata, to names that resolve to loopback, through a registry's redirect or token realm, on

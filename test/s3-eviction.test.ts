@@ -1,3 +1,4 @@
+// tier: unit
 // The fleet's bound in process, over an in-memory bucket (test/support/fake-bucket.ts): the eviction lease
 // held by exactly one replica and taken over when it lapses, least-recently-used order from two replicas'
 // access batches, CACHE_MAX_SIZE reached, CACHE_INACTIVE, and evicted content kept while a replica reads

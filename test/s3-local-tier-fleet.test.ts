@@ -1,3 +1,4 @@
+// tier: e2e
 // The local tier end to end (LOCAL_TIER_MAX_SIZE, decision #89): two regcache replicas (separate processes)
 // on one bucket of a real Ceph RADOS Gateway started by the test; B keeps a local tier. A blob A fetched is
 // a HIT on B twice: the first reads the bucket, the second makes no request for the content object at all

@@ -1,3 +1,4 @@
+// tier: e2e
 // Manifests by tag against a real docker-registry: revalidated with a HEAD each time, keyed by the
 // client's Accept set, moved tags followed, and served STALE when upstream is gone.
 import assert from 'node:assert/strict';

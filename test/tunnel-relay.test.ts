@@ -1,3 +1,4 @@
+// tier: e2e
 // Tunnels copy downloads through one reused buffer (src/server/reused-buffer-copy.ts): every byte must
 // still arrive intact and in order when the client reads slowly (writes pending, reading paused), when
 // the origin speaks first (bytes read before the tunnel is set up), and half-closes must still pass both

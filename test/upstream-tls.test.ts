@@ -1,3 +1,4 @@
+// tier: e2e
 // Upstream TLS is verified against the system roots plus UPSTREAM_CA_FILE; VERIFY_SSL=false is the
 // explicit, logged way out.
 import assert from 'node:assert/strict';
