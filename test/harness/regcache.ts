@@ -33,7 +33,14 @@ export interface Regcache {
   logs(): Promise<LogLine[]>;
   /** Request lines (msg "request") logged since the given count of lines. */
   requests(since?: number): Promise<LogLine[]>;
-  waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>;
+  /**
+   * The first line matching `predicate`, waiting up to timeoutMs (default 15 s) for it; with `since` (a
+   * logMark() taken before the action), only among the lines logged after the mark, so that a line an
+   * earlier step or test wrote cannot satisfy the wait.
+   */
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, options?: number | { timeoutMs?: number; since?: number }): Promise<LogLine>;
+  /** How many lines are logged so far: a mark for waitForLog's `since`. */
+  logMark(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -72,12 +79,17 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const logs = async (): Promise<LogLine[]> => {
     return parseLogLines(await readFile(logFile, 'utf8').catch(() => ''));
   };
-  const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
+  const waitForLog = async (
+    predicate: (line: LogLine) => boolean,
+    what: string,
+    options: number | { timeoutMs?: number; since?: number } = {},
+  ): Promise<LogLine> => {
+    const { timeoutMs = 15_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
     let found: LogLine | undefined;
     await waitFor(
       async () => {
         if (!daemon.isRunning()) throw new Error(`regcache exited while waiting for ${what}:\n${await logTail(logFile)}`);
-        found = (await logs()).find(predicate);
+        found = (await logs()).slice(since).find(predicate);
         return found !== undefined;
       },
       { timeoutMs, what, intervalMs: 25 },
@@ -108,6 +120,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
         .slice(since)
         .filter((l) => l.msg === 'request'),
     waitForLog,
+    logMark: async () => (await logs()).length,
     stop: () => daemon.stop(5000),
   };
 }
