@@ -214,7 +214,7 @@ function failure(r: JobResult): string | null {
   if (r.job.testFile && r.outcomes.length === 0) return 'ran no test';
   if (r.outcomes.some((o) => o.outcome === 'fail')) return 'a test failed';
   if (process.getuid?.() === 0) {
-    const rootSkips = r.outcomes.filter((o) => o.outcome === 'skip' && /needs root/i.test(o.reason));
+    const rootSkips = r.outcomes.filter((o) => o.outcome === 'skip' && /\bneeds? root\b/i.test(o.reason));
     if (rootSkips.length > 0) return `${rootSkips.length} root-only check(s) skipped though running as root`;
   }
   return null;
