@@ -34,7 +34,7 @@ export interface Regcache {
   /** Request lines (msg "request") logged since the given count of lines. */
   requests(since?: number): Promise<LogLine[]>;
   /**
-   * The first line matching `predicate`, waiting up to timeoutMs (default 15 s) for it; with `since` (a
+   * The first line matching `predicate`, waiting up to timeoutMs (default 30 s) for it; with `since` (a
    * logMark() taken before the action), only among the lines logged after the mark, so that a line an
    * earlier step or test wrote cannot satisfy the wait.
    */
@@ -51,7 +51,7 @@ export interface RegcacheOptions {
   cacheDir?: string;
   umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
   cli?: string; // another build's dist/cli.js (a bench comparing builds); default this tree's
-  startTimeoutMs?: number; // how long it may take to listen (default 15 s); past it the process is stopped
+  startTimeoutMs?: number; // how long it may take to listen (default 60 s); past it the process is stopped
 }
 
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
@@ -84,7 +84,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     what: string,
     options: number | { timeoutMs?: number; since?: number } = {},
   ): Promise<LogLine> => {
-    const { timeoutMs = 15_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
+    const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
     let found: LogLine | undefined;
     await waitFor(
       async () => {
@@ -98,8 +98,10 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   };
 
   // With WORKERS > 1 the primary says 'listening' once every worker does.
-  // A start that fails or times out leaves no process behind holding the ports.
-  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen', opts.startTimeoutMs).catch(async (err: unknown) => {
+  // A start that fails or times out leaves no process behind holding the ports. The wait ends as soon as
+  // the line comes, or the process exits: its limit only bounds a hang, so it is generous (a loaded machine
+  // running test files side by side took more than 15 s to start WORKERS=2).
+  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen', opts.startTimeoutMs ?? 60_000).catch(async (err: unknown) => {
     await daemon.stop(5000);
     throw err;
   });
