@@ -37,7 +37,18 @@ const MAX_JOBS = 12;
  * Seconds a file took in the whole suite (measured), to start the long ones first when no earlier run's
  * durations are at hand (a clean clone in CI). Only the order depends on these.
  */
-const KNOWN_SECONDS: Record<string, number> = {};
+const KNOWN_SECONDS: Record<string, number> = {
+  'test/image.test.ts': 180,
+  'test/clients.test.ts': 150,
+  'test/cli.test.ts': 100,
+  'test/mirror.test.ts': 90,
+  'test/e2e-skopeo.test.ts': 80,
+  'test/deploy.test.ts': 80,
+  'test/s3-fleet.test.ts': 80,
+  'test/workers.test.ts': 70,
+  'test/status-figures.test.ts': 70,
+  'test/offline-pulls.test.ts': 60,
+};
 
 type Tier = 'unit' | 'e2e';
 
@@ -157,7 +168,7 @@ function checkJobs(): Job[] {
 async function runJob(job: Job, slot: number, eventsFile: string | null): Promise<JobResult> {
   const started = performance.now();
   const low = PORT_BAND_BASE + slot * PORT_BAND_SIZE;
-  const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}` };
+  const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind };
   // A test file runs directly (no --test: one process, not a runner and a child), with the spec reporter for
   // people and test-events.ts for the summary.
   const [command, ...args] =
