@@ -9,6 +9,7 @@
 //   --unit          the unit tier only, no checks (what a developer runs every few minutes)
 //   --jobs N        how many files run side by side (default: unit 3, whole suite REGCACHE_TEST_JOBS or 4)
 //   --verbose       with --unit: every file's spec output (by default only a failed file's)
+//   --list          print each file's tier and stop
 //   FILE...         just these files (each still run as its tier needs: e2e files after the build)
 //
 // The whole suite: the build, then the checks (typecheck, imports, format, lint when package.json has it)
@@ -76,8 +77,9 @@ interface JobResult {
   output: string;
 }
 
-function parseArgs(argv: string[]): { unit: boolean; verbose: boolean; jobs: number | null; files: string[] } {
+function parseArgs(argv: string[]): { unit: boolean; verbose: boolean; list: boolean; jobs: number | null; files: string[] } {
   let unit = false;
+  let list = false;
   let verbose = false;
   let jobs: number | null = null;
   const files: string[] = [];
@@ -85,13 +87,14 @@ function parseArgs(argv: string[]): { unit: boolean; verbose: boolean; jobs: num
     const arg = argv[i]!;
     if (arg === '--unit') unit = true;
     else if (arg === '--verbose') verbose = true;
+    else if (arg === '--list') list = true;
     else if (arg === '--jobs') jobs = Number(argv[++i]);
     else if (arg.startsWith('--jobs=')) jobs = Number(arg.slice('--jobs='.length));
     else if (arg.startsWith('-')) throw new Error(`unknown option ${arg}`);
     else files.push(path.relative(ROOT, path.resolve(arg)));
   }
   if (jobs !== null && !(Number.isInteger(jobs) && jobs >= 1 && jobs <= MAX_JOBS)) throw new Error(`--jobs takes 1 to ${MAX_JOBS}`);
-  return { unit, verbose, jobs, files };
+  return { unit, verbose, list, jobs, files };
 }
 
 /** The tier and exclusivity a file declares in the comments at its top. */
@@ -276,6 +279,10 @@ async function main(): Promise<number> {
         untiered.map((f) => `  ${f}\n`).join(''),
     );
     return 2;
+  }
+  if (args.list) {
+    for (const f of files) process.stdout.write(`${f.tier.padEnd(4)} ${f.exclusive ? 'alone' : '     '} ${f.file}\n`);
+    return 0;
   }
   let chosen: TestFile[];
   if (args.files.length > 0) {
