@@ -2,7 +2,7 @@
 // Tunnels copy downloads through one reused buffer (src/server/reused-buffer-copy.ts): every byte must
 // still arrive intact and in order when the client reads slowly (writes pending, reading paused), when
 // the origin speaks first (bytes read before the tunnel is set up), and half-closes must still pass both
-// ways. A real regcache process and plain TCP origins behind CONNECT_TO; the copy on its own for bytes
+// ways. regcache in process and plain TCP origins behind CONNECT_TO; the copy on its own for bytes
 // that arrive before it is started.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
