@@ -360,11 +360,12 @@ function summary(results: JobResult[], t0: number): number {
 }
 
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // exitCode, not exit(): output to a pipe (CI's log) is written asynchronously and must not be cut.
   main().then(
-    (code) => process.exit(code),
+    (code) => (process.exitCode = code),
     (err: unknown) => {
       process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(2);
+      process.exitCode = 2;
     },
   );
 }
