@@ -19,19 +19,16 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { copyFile, mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { Agent, ProxyAgent, request, type Dispatcher } from 'undici';
-import { integrityOf } from '../src/cache/local/local-store.js';
+import { contentPath } from '../src/cache/content-files.js';
 import { MediaTypes, type LayerFile } from '../test/harness/images.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import type { Registry } from '../test/harness/registry.js';
 import { startBlobRegistry } from './blob-registry.js';
 import { cpuSeconds, cpuTimes, describeMachine, envInt, median, memoryMb, runBench, stopRegcache, writeDocsSection } from './measure.js';
-
-const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
 const HOST = 'registry.bench';
 const REPO = 'bench/store';
@@ -247,7 +244,7 @@ async function prime(s: Setup): Promise<Prime> {
   const cpu1 = (await cpuSeconds(rc.daemon.pid)) ?? NaN;
   await expectRequests(rc, 0, s, 'MISS', 1, 'priming fetch');
   const peakRssMb = await stopProxy(rc, 'prime');
-  const contentFile = contentPath(s.cacheDir, integrityOf(s.blob.digest));
+  const contentFile = contentPath(s.cacheDir, s.blob.digest);
   const st = await stat(contentFile).catch(() => null);
   if (st?.size !== s.blob.size) throw new Error(`content file ${contentFile}: ${st ? `${st.size} bytes` : 'missing'}, expected ${s.blob.size} bytes`);
   await run('sync', []); // the fill's dirty pages must not be written back during the timed reads

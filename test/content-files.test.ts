@@ -3,10 +3,12 @@
 // synced, handed to the commit) leaves no file behind when any step fails: the soak (issue 25) found a
 // spool file left by a manifest whose write hit a full disk, which nothing removes before a restart.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it, mock } from 'node:test';
-import { commitSmall, newSpoolName, openSpoolDir, spoolDirOf } from '../src/cache/content-files.js';
+import cacache from 'cacache';
+import { commitSmall, contentPath, newSpoolName, openSpoolDir, spoolDirOf } from '../src/cache/content-files.js';
 import { TmpDirs } from './harness/tmp.js';
 
 describe('commitSmall', () => {
@@ -46,5 +48,23 @@ describe('commitSmall', () => {
       await fs.rename(file, moved);
     });
     assert.equal(await fs.readFile(moved, 'utf8'), '{"ok":1}', 'a commit that works gets the bytes');
+  });
+});
+
+describe('contentPath: cacache content layout, owned by regcache', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it("puts content where cacache's public API reads it by integrity", async () => {
+    const dir = await tmp.make('regcache-content-layout');
+    const body = Buffer.from('a layer, as regcache stores it');
+    const hash = createHash('sha256').update(body);
+    const digest = `sha256:${hash.copy().digest('hex')}`;
+    const file = contentPath(dir, digest);
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.writeFile(file, body);
+    const integrity = `sha256-${hash.digest('base64')}`;
+    assert.ok(await cacache.get.hasContent(dir, integrity), 'cacache finds the file regcache wrote');
+    assert.deepEqual(await cacache.get.byDigest(dir, integrity), body);
   });
 });

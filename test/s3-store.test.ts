@@ -19,6 +19,7 @@ import { FillLocks } from '../src/cache/s3/fill-lock.js';
 import { Room } from '../src/cache/room.js';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { createLogger } from '../src/telemetry/log.js';
+import { waitFor } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeBucket } from './support/fake-bucket.js';
 
@@ -235,6 +236,28 @@ describe('S3 store over an in-memory bucket', () => {
       true,
     );
     assert.deepEqual(claim, { stored: true });
+  });
+
+  it('lets go of a lease it took when the bucket fails while it asks whether the content was stored meanwhile', async () => {
+    const bucket = new FakeBucket();
+    const lapsed = await locks(bucket, 'dead', 200).acquire(KEY);
+    assert.ok('lease' in lapsed);
+    await lapsed.lease.release(); // generation 0 lapsed: the next claim takes generation 1 and asks the store
+    const lockB = locks(bucket, 'b', 300);
+    let asked = 0;
+    const table = new BucketFillTable(lockB, {
+      stored: () => {
+        asked++;
+        return Promise.reject(new Error('the gateway is down'));
+      },
+      pollMs: 20,
+    });
+    await assert.rejects(table.claim(KEY, true), /the gateway is down/);
+    assert.equal(asked, 1);
+    // Renewed for ever, the lock would stay live with no fill behind it: let go, it is lapsed at once.
+    await waitFor(async () => (await lockB.holder(KEY)) === null, { timeoutMs: 2_000, what: 'the lock to be lapsed' });
+    await sleep(400); // more than a lease, so more than three renewal periods: none may revive it
+    assert.equal(await lockB.holder(KEY), null, 'no renewal revived it');
   });
 
   it("takes over a fill whose leader's lease lapsed", async () => {

@@ -5,11 +5,10 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { chmod, mkdir, open, readdir, rm, stat, statfs, truncate, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
-import { integrityOf } from '../src/cache/local/local-store.js';
+import { contentPath } from '../src/cache/content-files.js';
 import { RING_BUFFERS } from '../src/cache/ring-writer.js';
 import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { run, sleep, waitFor } from './harness/proc.js';
@@ -21,12 +20,11 @@ import { ProxyClient } from './support/proxy-client.js';
 import { Sink } from './support/sink.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
-const contentPath = createRequire(import.meta.url)('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 const MiB = 1024 * 1024;
 const REG = 'https://registry.test';
 
 const sha256 = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
-const storedFile = (cacheDir: string, digest: string): string => contentPath(cacheDir, integrityOf(digest));
+const storedFile = (cacheDir: string, digest: string): string => contentPath(cacheDir, digest);
 const blobUrl = (b: FakeBlob): string => `${REG}/v2/lib/app/blobs/${b.digest}`;
 
 async function flipByte(file: string, offset: number): Promise<void> {

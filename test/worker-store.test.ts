@@ -7,7 +7,7 @@
 // byte and leaving nothing stored; eviction done once, seen by both replicas; index writes shared.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { EventEmitter, once } from 'node:events';
+import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -21,9 +21,9 @@ import { spoolPrefixOf, StoreHost } from '../src/cache/workers/store-host.js';
 import { connectWorkerBackend } from '../src/cache/workers/worker-backend.js';
 import type { WorkerStore } from '../src/cache/workers/worker-store.js';
 import { createLogger } from '../src/telemetry/log.js';
-import { ProcessChannel, type MessagePort } from '../src/ipc/process-channel.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeFetches } from './support/fake-fetches.js';
+import { channelPair } from './support/channel-pair.js';
 import { Sink } from './support/sink.js';
 
 const log = createLogger('silent', false);
@@ -31,29 +31,6 @@ const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256
 const FROM = { ref: 'registry.test/lib/app', tag: null };
 const admitAll = () => Promise.resolve(true);
 const MAX_BYTES = 1024 * 1024;
-
-/** Two ends of an IPC channel: JSON copies, delivered in order on a later turn of the event loop. */
-function channelPair(): [ProcessChannel, ProcessChannel, () => void] {
-  const ends = [new EventEmitter(), new EventEmitter()];
-  let open = true;
-  const port = (self: EventEmitter, other: EventEmitter): MessagePort => ({
-    send(message, callback) {
-      if (!open) return callback(new Error('channel closed'));
-      const copy: unknown = JSON.parse(JSON.stringify(message));
-      setImmediate(() => open && other.emit('message', copy));
-      callback(null);
-    },
-    on: (event, listener) => self.on(event, listener),
-  });
-  const a = new ProcessChannel(port(ends[0]!, ends[1]!));
-  const b = new ProcessChannel(port(ends[1]!, ends[0]!));
-  const cut = () => {
-    open = false;
-    a.close();
-    b.close();
-  };
-  return [a, b, cut];
-}
 
 interface FakeWorker {
   id: number;

@@ -1,17 +1,13 @@
-// The files of a store directory as any process working on it opens them: content files where cacache's
-// own lib/content/path.js puts them (one per digest), spool files named in CACHE_DIR/spool (another
-// process follows a fill by the name), the modes regcache creates them with, and the free space. Used by
-// LocalStore (the process that owns the directory), WorkerStore (a worker process beside it) and S3Store
-// (a bucket replica's spool files and local copies).
+// The files of a store directory as any process working on it opens them: content files in cacache's
+// content layout (one per digest, content-v2/sha256/ab/cd/<rest of the hex>; regcache owns that layout
+// openly, decisions.md #101), spool files named in CACHE_DIR/spool (another process follows a fill by the
+// name), the modes regcache creates them with, and the free space. Used by LocalStore (the process that
+// owns the directory), WorkerStore (a worker process beside it) and S3Store (a bucket replica's spool
+// files and local copies).
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import type { ContentFile, DiskSpace, Spool } from './content-store.js';
-
-const require = createRequire(import.meta.url);
-// cacache's own content-path function, so that content lands exactly where cacache's tools look.
-const cacachePath = require('cacache/lib/content/path.js') as (cache: string, integrity: string) => string;
 
 // Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
 // images are no business of other local users.
@@ -22,14 +18,14 @@ const DISK_RESERVE_SHARE = 0.02;
 // What a spool name looks like: fill-<prefix><uuid>, the prefix naming the worker that wrote it (if any).
 const SPOOL_NAME = /^fill-[a-z0-9-]+$/;
 
-/** "sha256:<hex>" -> the SRI string cacache keys content by. Only sha256 digests are cached. */
-export function integrityOf(digest: string): string {
-  const hex = digest.slice('sha256:'.length);
-  return 'sha256-' + Buffer.from(hex, 'hex').toString('base64');
-}
-
+/**
+ * Where the content of "sha256:<hex>" lives under a store directory: cacache's layout (version 2, the
+ * algorithm, then the hex cut 2/2/rest), so cacache's readers find it (a test reads it back through
+ * cacache's public API). Only sha256 digests are cached.
+ */
 export function contentPath(dir: string, digest: string): string {
-  return cacachePath(dir, integrityOf(digest));
+  const hex = digest.slice('sha256:'.length);
+  return path.join(dir, 'content-v2', 'sha256', hex.slice(0, 2), hex.slice(2, 4), hex.slice(4));
 }
 
 export function spoolDirOf(dir: string): string {

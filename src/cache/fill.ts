@@ -160,8 +160,9 @@ class SpoolingFill extends Fill {
     };
     return new Writable({
       highWaterMark: SPOOL_BUFFER,
-      write: (chunk: Buffer, _encoding, callback) => write([chunk]).then(() => callback(), callback),
-      writev: (chunks, callback) => write(chunks.map((c) => c.chunk as Buffer)).then(() => callback(), callback),
+      // Both outcomes reach the stream through its callback: nothing is left for the promise to report.
+      write: (chunk: Buffer, _encoding, callback) => void write([chunk]).then(() => callback(), callback),
+      writev: (chunks, callback) => void write(chunks.map((c) => c.chunk as Buffer)).then(() => callback(), callback),
     });
   }
 }

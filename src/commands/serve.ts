@@ -5,6 +5,7 @@ import { Option, type Command } from 'commander';
 import { CacheDirInUseError } from '../admin/control-socket.js';
 import { ConfigError, loadConfig } from '../config/config.js';
 import { createLogger } from '../telemetry/log.js';
+import { logProcessCrashes } from '../telemetry/process-crashes.js';
 import { logProcessWarnings } from '../telemetry/process-warnings.js';
 import { CaError } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
@@ -44,6 +45,7 @@ Examples:
       const workerId = role === 'single' ? undefined : role === 'primary' ? 0 : cluster.worker!.id;
       const log = createLogger(config.logLevel, config.logFormat === null ? undefined : config.logFormat === 'pretty', workerId);
       logProcessWarnings(log);
+      logProcessCrashes(log);
       // Loaded here, not at the top: the server (the AWS SDK and all) is most of the CLI's start-up time,
       // which every other command and --help would pay for nothing.
       const [{ startProxy }, { StartupError }, { startPrimary }, { startWorker }] = await Promise.all([

@@ -479,14 +479,16 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
 async function noCrash(nodes: Node[], events: FaultEvent[]): Promise<InvariantResult> {
   const crashes = nodes.flatMap((n) => n.crashes);
   const lines = (await Promise.all(nodes.flatMap((n) => n.runs.map((r) => r.logs())))).flat();
-  const workerExits = lines.filter((l) => l.msg.startsWith('worker exited')).length;
-  const workerKills = events.filter((e) => e.kind === 'kill-worker' && !e.skipped).length;
+  const exitLines = lines.filter((l) => l.msg.startsWith('worker exited'));
+  const workerExits = exitLines.length;
+  const kills = events.filter((e) => e.kind === 'kill-worker' && !e.skipped);
+  const workerKills = kills.length;
   const fatal = lines.filter((l) => l.level === 'fatal').map((l) => `${l.msg}${l.error ? `: ${String(l.error)}` : ''}`);
   return {
     name: 'no regcache process ended unless the soak ended it (no crash, no fatal line)',
     passed: crashes.length === 0 && workerExits <= workerKills && fatal.length === 0,
     checks: nodes.reduce((n, node) => n + node.runs.length, 0) + workerExits,
-    detail: `${crashes.join('; ') || 'no tree exited unasked'}; workers exited ${workerExits}, killed ${workerKills}; fatal lines: ${fatal.join('; ') || 'none'}`,
+    detail: `${crashes.join('; ') || 'no tree exited unasked'}; workers exited ${workerExits} (${exitLines.map((l) => `pid ${l.pid} code ${l.code} signal ${l.signal}`).join(', ') || 'none'}), killed ${workerKills} (${kills.map((e) => e.target).join(', ') || 'none'}); fatal lines: ${fatal.join('; ') || 'none'}`,
   };
 }
 

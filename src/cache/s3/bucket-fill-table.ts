@@ -47,7 +47,7 @@ export class BucketFillTable implements FillTable {
         if ('lease' in claimed) {
           // A generation after the first: an earlier fill may have committed since the caller looked in
           // the store (a request that waited here on this replica's own wait for another replica).
-          if (claimed.lease.generation > 0 && (await this.options.stored(key))) {
+          if (claimed.lease.generation > 0 && (await this.storedOrLetGo(key, claimed.lease))) {
             await claimed.lease.release().catch(() => undefined);
             pending.done(null);
             return { stored: true };
@@ -63,6 +63,20 @@ export class BucketFillTable implements FillTable {
       }
     } catch (err) {
       pending.done(null); // the bucket failed: this replica's joiners look again, as does the caller
+      throw err;
+    }
+  }
+
+  /**
+   * Whether the content is stored, asked while holding a lease nobody else knows of yet: when the bucket
+   * fails to answer, the lease is let go before the error goes up, or it would be renewed for ever with no
+   * fill behind it and every replica would wait on it (the soak found one live lock at rest).
+   */
+  private async storedOrLetGo(key: FillKey, lease: Lease): Promise<boolean> {
+    try {
+      return await this.options.stored(key);
+    } catch (err) {
+      void lease.release().catch(() => undefined); // unwritten (the bucket is failing), it lapses
       throw err;
     }
   }
