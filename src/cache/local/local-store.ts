@@ -23,7 +23,6 @@ import { storedAgain } from '../content-store.js';
 import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, type Entry } from '../entry-index.js';
 
-
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
   private readonly commits = new CommitsInProgress(); // small writes, and the commits workers ask for
