@@ -133,7 +133,7 @@ function readDurations(): Record<string, number> {
 
 function writeDurations(previous: Record<string, number>, results: JobResult[]): void {
   const next = { ...previous };
-  for (const r of results) if (r.job.testFile && !r.timedOut) next[r.job.name] = Math.round(r.seconds * 10) / 10;
+  for (const r of results) if (r.job.testFile && !r.timedOut && r.job.name.startsWith('test/')) next[r.job.name] = Math.round(r.seconds * 10) / 10;
   try {
     mkdirSync(path.dirname(DURATIONS_FILE), { recursive: true });
     writeFileSync(DURATIONS_FILE, JSON.stringify(next, null, 2) + '\n');
@@ -151,6 +151,27 @@ function testJob(f: TestFile): Job {
     timeoutMs: f.tier === 'unit' ? 120_000 : f.exclusive ? 1_800_000 : 900_000,
     testFile: true,
   };
+}
+
+/**
+ * The unit tier as `slots` processes, each running a share of the files one after another
+ * (unit-group.ts), shares balanced by the files' expected durations: starting node and tsx costs more CPU
+ * than most unit files take.
+ */
+function unitGroups(files: TestFile[], slots: number, estimate: (f: TestFile) => number): Job[] {
+  const groups = Array.from({ length: Math.min(slots, files.length) }, () => ({ files: [] as string[], seconds: 0 }));
+  for (const f of [...files].sort((a, b) => estimate(b) - estimate(a))) {
+    const lightest = groups.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+    lightest.files.push(f.file);
+    lightest.seconds += estimate(f);
+  }
+  return groups.map((g, i) => ({
+    name: `unit group ${i + 1} (${g.files.length} files)`,
+    kind: 'unit' as const,
+    command: ['test/harness/unit-group.ts', ...g.files],
+    timeoutMs: 300_000,
+    testFile: true,
+  }));
 }
 
 function checkJobs(): Job[] {
@@ -313,13 +334,15 @@ async function main(): Promise<number> {
       if (failure(build) !== null) return summary(results, t0);
     }
     const previous = readDurations();
-    const estimate = (j: Job): number => previous[j.name] ?? KNOWN_SECONDS[j.name] ?? (j.kind === 'e2e' ? 30 : 2);
+    const estimate = (j: Job): number =>
+      previous[j.name] ?? KNOWN_SECONDS[j.name] ?? (j.command[0] === 'test/harness/unit-group.ts' ? 2 * (j.command.length - 1) : j.kind === 'e2e' ? 30 : 2);
+    // Named files run a process each (what one is debugging); otherwise the unit files run in groups.
+    const grouped = args.files.length === 0;
+    const unitFiles = chosen.filter((f) => f.tier === 'unit' && !f.exclusive);
+    const unitJobs = grouped ? unitGroups(unitFiles, args.unit ? slots : 2, (f) => estimate(testJob(f))) : unitFiles.map((f) => testJob(f));
     const concurrent = [
       ...(whole ? checkJobs() : []), // first: short, and a failure shows early
-      ...chosen
-        .filter((f) => !f.exclusive)
-        .map((f) => testJob(f))
-        .sort((a, b) => estimate(b) - estimate(a)),
+      ...[...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort((a, b) => estimate(b) - estimate(a)),
     ];
     results.push(...(await pool(concurrent, slots, eventsDir)));
     // Files that need the machine to themselves, one at a time once the pool has drained.
@@ -338,10 +361,11 @@ async function main(): Promise<number> {
 }
 
 function summary(results: JobResult[], t0: number): number {
-  const outcomes = results.flatMap((r) => r.outcomes.map((o) => ({ ...o, file: r.job.name })));
+  const outcomes = results.flatMap((r) => r.outcomes.map((o) => ({ ...o, file: o.file === undefined ? r.job.name : path.relative(ROOT, o.file) })));
   const failed = results.filter((r) => failure(r) !== null);
   const skips = outcomes.filter((o) => o.outcome === 'skip' || o.outcome === 'todo');
-  const lines = ['', `══ ${results.filter((r) => r.job.testFile).length} files, ${tally(outcomes)}, in ${((performance.now() - t0) / 1000).toFixed(0)} s`];
+  const files = new Set(outcomes.map((o) => o.file)).size;
+  const lines = ['', `══ ${files} files, ${tally(outcomes)}, in ${((performance.now() - t0) / 1000).toFixed(0)} s`];
   if (skips.length > 0) {
     lines.push('Skipped:');
     for (const s of skips) lines.push(`  ${s.file}: ${s.name}${s.reason === '' ? '' : ` (${s.reason})`}`);
@@ -352,7 +376,8 @@ function summary(results: JobResult[], t0: number): number {
     lines.push('FAILED:');
     for (const r of failed) {
       lines.push(`  ${r.job.name}: ${failure(r)}`);
-      for (const o of r.outcomes.filter((x) => x.outcome === 'fail')) lines.push(`    ✖ ${o.name}: ${(o.error ?? '').split('\n')[0]}`);
+      for (const o of r.outcomes.filter((x) => x.outcome === 'fail'))
+        lines.push(`    ✖ ${o.file === undefined ? '' : `${path.relative(ROOT, o.file)}: `}${o.name}: ${(o.error ?? '').split('\n')[0]}`);
     }
   }
   process.stdout.write(lines.join('\n') + '\n');

@@ -11,10 +11,13 @@ export interface TestOutcome {
   reason: string;
   /** The failure's message, for the summary. */
   error?: string;
+  /** The file the test is in (several files share a process in the unit tier). */
+  file?: string;
 }
 
 interface TestEventData {
   name: string;
+  file?: string;
   skip?: string | boolean;
   todo?: string | boolean;
   details?: { type?: string; error?: { message?: string; cause?: { message?: string } } };
@@ -35,6 +38,7 @@ export default async function* testEvents(source: AsyncIterable<{ type: string; 
       const error = data.details?.error;
       line = { name: data.name, outcome: 'fail', reason: '', error: error?.cause?.message ?? error?.message ?? 'failed' };
     }
+    if (data.file !== undefined) line.file = data.file;
     yield JSON.stringify(line) + '\n';
   }
 }
