@@ -145,6 +145,29 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     );
   });
 
+  it('a tag one replica resolved costs the other a HEAD upstream, never a GET: REVALIDATED before any index refresh', async () => {
+    const mediaType = 'application/vnd.oci.image.manifest.v1+json';
+    const manifest = makeBlob(3000, 'fleet-tag-manifest', mediaType);
+    slow.tags.set('lib/tagged:v1', manifest);
+    const target = '/v2/lib/tagged/manifests/v1?ns=slow.test';
+    const first = await get(a.mirrorPort!, target, undefined, { accept: mediaType });
+    assert.ok(first.status === 200 && first.body.equals(manifest.data));
+    const stored = `entries/manifest/sha256/${hexOf(manifest.digest)}`;
+    await waitFor(async () => (await listKeys('entries/manifest/')).has(stored), { timeoutMs: 10_000, what: 'the manifest in the bucket' });
+    await waitFor(async () => (await listKeys('pointers/')).size > 0, { timeoutMs: 10_000, what: 'the tag pointer in the bucket' });
+    const gets = slow.count('GET', '/lib/tagged/manifests/v1');
+    const mark = (await b.logs()).length;
+    const second = await get(b.mirrorPort!, target, undefined, { accept: mediaType });
+    assert.ok(second.status === 200 && second.body.equals(manifest.data), 'the same manifest from the other replica');
+    assert.equal(slow.count('GET', '/lib/tagged/manifests/v1'), gets, 'no upstream GET of the tag: the bucket had it');
+    const lines = (await b.requests(mark)).filter((l) => l.path?.endsWith('/manifests/v1'));
+    assert.deepEqual(
+      lines.map((l) => l.cache),
+      ['REVALIDATED'],
+      JSON.stringify(lines),
+    );
+  });
+
   it("a request on the other replica during a fill waits for the leader's commit, then is served from the bucket", async (t) => {
     const blob = slow.add(makeBlob(10 * MIB, 'fleet-follow'), { kind: 'slow', chunk: 256 * 1024, delayMs: 40 });
     const target = blobPath('lib/follow', blob);

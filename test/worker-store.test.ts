@@ -10,6 +10,7 @@ import crypto from 'node:crypto';
 import { once } from 'node:events';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { FillCoordinator, type FillKey } from '../src/cache/fill-coordinator.js';
 import { FillReader } from '../src/cache/fill-reader.js';
@@ -122,6 +123,26 @@ describe('one store for several worker processes (in-process, fake channels)', (
     assert.ok(follower!.beforeVerified > 0, 'the follower streamed bytes before the fill was verified');
     await waitUntil(() => b.store.index.get('blob', key.digest) !== undefined, 'the commit reached worker 2');
     assert.equal(store.index.get('blob', key.digest)?.size, data.length, "stored once, in the primary's index");
+  });
+
+  it("goes on with a fill of unknown length while another worker's client reads it, and gives it up once none does", async () => {
+    const body = new PassThrough();
+    const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: 'sha256:' + crypto.randomBytes(32).toString('hex') };
+    const fetch = () => Promise.resolve({ answer: null, body: { stream: body, mediaType: 'application/octet-stream', size: null } });
+    const led = await a.coordinator.fill(key, FROM, fetch, admitAll);
+    assert.equal(led.kind, 'started');
+    const leader = (led as { fill: Fill }).fill;
+    body.write(crypto.randomBytes(10_000));
+    const joined = await b.coordinator.fill(key, FROM, fetch, admitAll);
+    assert.equal(joined.kind, 'joined', "worker 2 follows worker 1's fill");
+    leader.release(); // worker 1's client leaves; worker 2's still reads
+    assert.equal(body.destroyed, false, 'the fill goes on for the other worker');
+    body.write(crypto.randomBytes(10_000));
+    const settled = once(leader, 'settled');
+    (joined as { fill: Fill }).fill.release(); // and now worker 2's client leaves too
+    await settled;
+    assert.equal(leader.error?.reason, 'unread');
+    assert.ok(body.destroyed, 'the upstream body was closed');
   });
 
   it('answers a HIT in one worker right after the other committed', async () => {

@@ -123,7 +123,7 @@ export interface ServeParts {
 export async function serveProxy(config: Config, log: Logger, parts: ServeParts): Promise<RunningProxy> {
   const { metrics, guard, doors, ca, leaves, backend } = parts;
   // One coordinator, shared by the proxy and the mirror: one fill per origin and digest.
-  const coordinator = new FillCoordinator(backend, log);
+  const coordinator = new FillCoordinator(backend, log, { manifestMaxBytes: config.manifestMaxSize });
   const store = coordinator.store;
   const allowlist = new Allowlist(config.registries);
   const accessLog = new AccessLog(log, metrics, (origin) => allowlist.label(origin));
@@ -134,7 +134,8 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   );
   coordinator.on('fill-joined', () => metrics.joined());
   coordinator.on('fill-settled', (fill: Fill) => {
-    if (fill.error && fill.error.reason !== 'store') metrics.upstreamError(fill.error.reason);
+    // Our disk, or no client left: not upstream's failures.
+    if (fill.error && !['store', 'unread'].includes(fill.error.reason)) metrics.upstreamError(fill.error.reason);
   });
 
   const destinations = new DestinationPolicy({ allow: config.allowDestinations, deny: config.denyDestinations });
@@ -154,7 +155,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     bodyTimeoutMs: config.timeouts.idleMs,
     credentials: config.authRegistries,
   });
-  const tagPolicy = { serveStale: config.serveStale, manifestCache: config.manifestCache };
+  const tagPolicy = { serveStale: config.serveStale, manifestCache: config.manifestCache, manifestMaxBytes: config.manifestMaxSize };
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();

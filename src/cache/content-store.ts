@@ -5,7 +5,7 @@
 // and sha256 digest, written once through a spool (readable while it fills, committed when its digest is
 // verified), and read by position.
 import type { EventEmitter } from 'node:events';
-import type { Entry, EntryIndex, EntryKind } from './entry-index.js';
+import type { Entry, EntryIndex, EntryKind, TagPointer } from './entry-index.js';
 
 export type ContentKind = EntryKind;
 
@@ -106,6 +106,11 @@ export interface ContentStore extends EventEmitter {
   readonly index: ContentIndex;
   /** The stored content of this kind and digest; waits for a small write of it in progress. */
   lookup(kind: ContentKind, digest: string): Promise<StoredContent | null>;
+  /**
+   * A tag pointer ("registry/repository:tag|accept"), also when this process has not heard of it yet: a
+   * fleet replica asks the bucket, so a tag another replica resolved costs no upstream GET here.
+   */
+  lookupPointer(key: string): Promise<TagPointer | undefined>;
   /** Opens stored content; null when it is gone (removed meanwhile, or behind the store's back). */
   open(content: StoredContent): Promise<ContentFile | null>;
   /** The whole of small stored content (a manifest); null when it is gone. */

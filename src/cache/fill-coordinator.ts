@@ -14,7 +14,8 @@ import type { Logger } from '../telemetry/log.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type Provenance, type StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
 import type { Backend } from './backend.js';
-import { Fill } from './fill.js';
+import { FillBound } from './fill-bound.js';
+import { FILL_STALL_MS, Fill } from './fill.js';
 import type { FillKey, FillTable } from './fill-table.js';
 import type { Room } from './room.js';
 
@@ -32,7 +33,23 @@ export type FillOutcome<T> =
   | { kind: 'refused' } // admit() turned this request away from the running fill (and answered it)
   | { kind: 'ended' } // the running fill ended without content, or before it could be joined: look in the store, then fill alone
   | { kind: 'declined'; answer: T } // the fetch gave nothing to fill (not a 200)
-  | { kind: 'bypassed'; answer: T; reason: string; storeError?: string }; // a body the store cannot take: relay it uncached
+  // a body the store cannot take: relay it uncached (oversize: past CACHE_MAX_SIZE or MANIFEST_MAX_SIZE)
+  | { kind: 'bypassed'; answer: T; reason: string; storeError?: string; oversize?: boolean };
+
+/** Bounds of fills beyond the store's own (Room: CACHE_MAX_SIZE and the disk). */
+export interface FillLimits {
+  /** MANIFEST_MAX_SIZE: no manifest larger than this is stored (or served: the caller refuses it). */
+  manifestMaxBytes: number;
+  /** A fill no client reads is given up after this long without progress (fill.ts). */
+  stallMs?: number;
+  /** How long content found too large is remembered, so that a retry streams it at once instead of spooling it again. */
+  rememberOversizeMs?: number;
+}
+
+// distribution's own bound on a manifest it accepts.
+export const DEFAULT_MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
+const REMEMBER_OVERSIZE_MS = 60 * 60 * 1000;
+const MAX_REMEMBERED_OVERSIZE = 1000;
 
 /** Stored content (found whatever its origin: access is the caller's to decide), or a running fill. */
 export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
@@ -45,11 +62,21 @@ export class FillCoordinator extends EventEmitter {
   private readonly room: Room;
   private readonly fills: FillTable;
 
+  /** Content (per origin) found larger than its bound while it filled, and until when that is remembered. */
+  private readonly oversize = new Map<string, { until: number; reason: string }>();
+  private readonly limits: Required<FillLimits>;
+
   constructor(
     backend: Pick<Backend, 'store' | 'room' | 'fills'>,
     private readonly log: Logger,
+    limits: Partial<FillLimits> = {},
   ) {
     super();
+    this.limits = {
+      manifestMaxBytes: limits.manifestMaxBytes ?? DEFAULT_MANIFEST_MAX_BYTES,
+      stallMs: limits.stallMs ?? FILL_STALL_MS,
+      rememberOversizeMs: limits.rememberOversizeMs ?? REMEMBER_OVERSIZE_MS,
+    };
     this.store = backend.store;
     this.room = backend.room;
     this.fills = backend.fills;
@@ -86,6 +113,12 @@ export class FillCoordinator extends EventEmitter {
    * throws rejects the same way (the caller answers it); requests waiting on it then see 'ended'.
    */
   async fill<T>(key: FillKey, from: Provenance, fetch: () => Promise<Fetched<T>>, admit: ((fill: Fill) => Promise<boolean>) | null): Promise<FillOutcome<T>> {
+    const oversize = this.rememberedOversize(key);
+    if (oversize) {
+      // Found too large a moment ago: streamed through without a spool, no fill to join or to wait for.
+      const { answer, body } = await fetch();
+      return body ? { kind: 'bypassed', answer, reason: `${oversize} (remembered)`, oversize: true } : { kind: 'declined', answer };
+    }
     const claim = await this.fills.claim(key, admit !== null);
     if ('stored' in claim) return { kind: 'ended' };
     if ('join' in claim) {
@@ -102,17 +135,18 @@ export class FillCoordinator extends EventEmitter {
       const started = Date.now();
       const { answer, body } = await fetch();
       if (!body) return { kind: 'declined', answer };
-      const refusal =
-        body.size === null
-          ? null
-          : !this.room.fits(body.size)
-            ? 'larger than CACHE_MAX_SIZE'
-            : (await this.room.makeRoom(body.size))
-              ? null
-              : 'not enough free disk space';
-      if (refusal) return { kind: 'bypassed', answer, reason: refusal };
+      const { hard, hardReason } = this.hardBound(key.kind);
+      let bound: FillBound | string;
+      if (body.size !== null) {
+        bound = body.size > hard ? hardReason : (await this.room.makeRoom(body.size)) ? FillBound.known(body.size) : 'not enough free disk space';
+      } else {
+        // Unknown length: checked as it grows (fill-bound.ts); nothing evicted for it.
+        const headroom = await this.room.headroom().catch(() => 0);
+        bound = headroom > 0 ? FillBound.growing(hard, hardReason, headroom, () => this.room.headroom()) : 'not enough free disk space';
+      }
+      if (typeof bound === 'string') return { kind: 'bypassed', answer, reason: bound, oversize: bound === hardReason };
       try {
-        fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from);
+        fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from, { bound, stallMs: this.limits.stallMs });
       } catch (err) {
         // The store cannot take it (disk full, permissions): the client is still served, uncached.
         this.log.error({ digest: key.digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
@@ -190,10 +224,37 @@ export class FillCoordinator extends EventEmitter {
     this.room.afterCommit();
   }
 
+  /** The most a fill of this kind may be, and what a refusal for that says. */
+  private hardBound(kind: ContentKind): { hard: number; hardReason: string } {
+    if (kind === 'manifest' && this.limits.manifestMaxBytes < this.room.maxBytes) {
+      return { hard: this.limits.manifestMaxBytes, hardReason: 'larger than MANIFEST_MAX_SIZE' };
+    }
+    return { hard: this.room.maxBytes, hardReason: 'larger than CACHE_MAX_SIZE' };
+  }
+
+  private rememberedOversize(key: FillKey): string | null {
+    const id = `${key.origin} ${key.kind} ${key.digest}`;
+    const known = this.oversize.get(id);
+    if (known && known.until > Date.now()) return known.reason;
+    if (known) this.oversize.delete(id);
+    return null;
+  }
+
+  private rememberOversize(key: FillKey, reason: string): void {
+    if (this.oversize.size >= MAX_REMEMBERED_OVERSIZE) this.oversize.delete(this.oversize.keys().next().value!);
+    this.oversize.set(`${key.origin} ${key.kind} ${key.digest}`, { until: Date.now() + this.limits.rememberOversizeMs, reason });
+  }
+
   private settled(fill: Fill, key: FillKey, ms: number): void {
     const line = { digest: key.digest, host: key.origin, bytes: fill.written, ms };
     if (fill.state === 'committed') this.log.info(line, 'fill committed');
-    else this.log.warn({ ...line, reason: fill.error?.reason, error: fill.error?.message }, 'fill failed; nothing stored');
+    else if (fill.error?.reason === 'oversize') {
+      // Past its bound (length unknown, or more than announced): nothing stored, nothing evicted for it.
+      this.log.warn({ ...line, reason: fill.error.reason, error: fill.error.message }, 'fill too large; spool dropped, clients served from upstream (BYPASS)');
+      // The content's size, not the disk's state of the moment, is worth remembering.
+      const reason = fill.error.message.split(':', 1)[0]!;
+      if (reason.startsWith('larger than ')) this.rememberOversize(key, reason);
+    } else this.log.warn({ ...line, reason: fill.error?.reason, error: fill.error?.message }, 'fill failed; nothing stored');
     this.emit('fill-settled', fill, key);
     if (fill.state === 'committed') this.room.afterCommit();
     if (fill.error?.reason === 'store') void this.room.makeRoom(fill.written); // e.g. ENOSPC: free space for the next one

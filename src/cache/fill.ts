@@ -8,14 +8,18 @@ import { EventEmitter } from 'node:events';
 import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, Spool } from './content-store.js';
+import { FillBound } from './fill-bound.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
 export class FillError extends Error {
   constructor(
     message: string,
-    // abandoned: the process writing it (a worker) died; its readers elsewhere are cut, as for any failure
-    readonly reason: 'digest-mismatch' | 'truncated' | 'upstream' | 'store' | 'abandoned',
+    // abandoned: the process writing it (a worker) died; its readers elsewhere are cut, as for any failure.
+    // oversize: past its bound (fill-bound.ts), the spool dropped: readers continue from upstream (BYPASS).
+    // unread: its length unknown and no client reading it any more; stalled: no client reading it, and
+    // upstream sent nothing for the stall timeout (both: given up, nothing stored).
+    readonly reason: 'digest-mismatch' | 'truncated' | 'upstream' | 'store' | 'abandoned' | 'oversize' | 'unread' | 'stalled',
   ) {
     super(message);
     this.name = 'FillError';
@@ -25,6 +29,17 @@ export class FillError extends Error {
 /** The part of a spool a fill's readers use: reads by position, and its name in the store. */
 export type FillBytes = Pick<Spool, 'name' | 'read' | 'close'>;
 
+/** What bounds a fill: bytes in its spool (checked on every write), and time without progress once unread. */
+export interface FillOptions {
+  /** Default: the announced size, and nothing without one. */
+  bound?: FillBound;
+  /** A fill no client reads any more is given up after this long without a byte from upstream. */
+  stallMs?: number;
+}
+
+/** Upstream's body timeout is 60 s; a fill nobody waits for gets half of that. */
+export const FILL_STALL_MS = 30_000;
+
 // Chunks queue up while a write is in flight and go to disk together (writev): upstream reads and disk
 // writes overlap, and one syscall covers many of the ~16 KiB pieces TLS delivers.
 const SPOOL_BUFFER = 1024 * 1024;
@@ -33,7 +48,7 @@ const SPOOL_BUFFER = 1024 * 1024;
  * A fill as its readers see it: how many bytes are in the spool, whether they are verified, how it
  * ended. Fill.start makes one that downloads into a spool of this process; another process's fill,
  * followed from its reports, is a FollowedFill (followed-fill.ts). Events: 'progress' (more bytes, or
- * verified), 'settled'.
+ * verified), 'settled', 'reading' (true: its first reader came, false: its last went, while it runs).
  */
 export class Fill extends EventEmitter {
   written = 0;
@@ -41,6 +56,8 @@ export class Fill extends EventEmitter {
   /** The bytes match the digest: readers may have all of them, before the sync and commit finish. */
   verified = false;
   error: FillError | null = null;
+  /** Another process's clients read this fill (a worker that follows it says so through the primary). */
+  private readElsewhere = false;
   private readers = 0;
   private closed = false;
 
@@ -64,9 +81,12 @@ export class Fill extends EventEmitter {
     expectedSize: number | null,
     body: Readable,
     from: Provenance,
+    options: FillOptions = {},
   ): Promise<Fill> {
+    const bound = options.bound ?? (expectedSize === null ? null : FillBound.known(expectedSize));
+    if (!bound) throw new Error('a fill of unknown length needs a bound'); // never a spool without one
     const spool = await store.beginSpool({ kind, digest });
-    const fill = new SpoolingFill(kind, digest, mediaType, expectedSize, spool);
+    const fill = new SpoolingFill(kind, digest, mediaType, expectedSize, spool, bound, options.stallMs ?? FILL_STALL_MS);
     void fill.run(store, spool, body, from);
     return fill;
   }
@@ -83,14 +103,30 @@ export class Fill extends EventEmitter {
   /** Registers a reader; false when the fill failed or is over and closed (look in the store instead). */
   acquire(): boolean {
     if (this.closed || this.state === 'failed') return false;
-    this.readers++;
+    if (this.readers++ === 0 && !this.settled) this.emit('reading', true);
     return true;
   }
 
   release(): void {
     this.readers--;
     this.closeIfIdle();
+    if (this.readers === 0 && !this.settled) this.emit('reading', false);
+    if (this.unread) this.lastReaderGone();
   }
+
+  /** Whether clients of another process read it (told by the primary); when none do, the unread rules apply. */
+  setReadElsewhere(reading: boolean): void {
+    this.readElsewhere = reading;
+    if (this.unread) this.lastReaderGone();
+  }
+
+  /** Still filling, and no client here or in another process reads it. */
+  protected get unread(): boolean {
+    return !this.settled && this.readers === 0 && !this.readElsewhere;
+  }
+
+  /** The fill's last reader went while it runs: a fill this process writes decides whether to go on. */
+  protected lastReaderGone(): void {}
 
   read(buffer: Buffer, position: number, length: number): Promise<number> {
     return this.spool.read(buffer, length, position);
@@ -106,15 +142,36 @@ export class Fill extends EventEmitter {
 
 /** A fill this process downloads: upstream body -> hash and spool file -> verify -> sync -> commit. */
 class SpoolingFill extends Fill {
+  private body: Readable | null = null;
+  private givenUp: FillError | null = null;
+  private stallTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    kind: ContentKind,
+    digest: string,
+    mediaType: string,
+    expectedSize: number | null,
+    spool: FillBytes,
+    private readonly bound: FillBound,
+    private readonly stallMs: number,
+  ) {
+    super(kind, digest, mediaType, expectedSize, spool);
+  }
+
   async run(store: ContentStore, spool: Spool, body: Readable, from: Provenance): Promise<void> {
     const hash = crypto.createHash('sha256');
+    this.body = body;
+    // Armed while the fill runs, moved on by every write; it only acts when no client reads the fill.
+    this.stallTimer = setTimeout(() => this.stallCheck(), this.stallMs);
     try {
       try {
         await pipeline(body, this.spoolWriter(spool, hash));
       } catch (err) {
+        if (this.givenUp) throw this.givenUp;
         if (err instanceof FillError) throw err;
         throw new FillError(`upstream body failed after ${this.written} bytes: ${(err as Error).message}`, 'upstream');
       }
+      if (this.givenUp) throw this.givenUp; // given up as the body ended
       if (this.expectedSize !== null && this.written !== this.expectedSize) {
         throw new FillError(`upstream sent ${this.written} of ${this.expectedSize} bytes`, 'truncated');
       }
@@ -131,9 +188,11 @@ class SpoolingFill extends Fill {
         throw new FillError(`storing ${this.digest} failed: ${(err as Error).message}`, 'store');
       }
       this.state = 'committed';
+      clearTimeout(this.stallTimer);
     } catch (err) {
       body.destroy();
       this.state = 'failed';
+      clearTimeout(this.stallTimer);
       this.error = err instanceof FillError ? err : new FillError(String(err), 'store');
       await store.discard(spool).catch(() => undefined);
     }
@@ -141,8 +200,45 @@ class SpoolingFill extends Fill {
     this.closeIfIdle();
   }
 
+  /** A fill being given up takes no new reader (it would only be cut): look in the store, then fetch. */
+  override acquire(): boolean {
+    return !this.givenUp && super.acquire();
+  }
+
+  /**
+   * No client reads it any more. Of unknown length, it is given up at once: nobody waits for it, and
+   * nothing says it will end (an endless body would fill the spool up to its bound for nothing). Of known
+   * size it goes on (its room was made and the next pull gets a HIT) while upstream keeps sending.
+   */
+  protected override lastReaderGone(): void {
+    if (this.expectedSize === null) this.giveUp(new FillError(`no client reads it and its length is unknown: given up after ${this.written} bytes`, 'unread'));
+  }
+
+  private stallCheck(): void {
+    if (this.settled) return;
+    if (this.unread)
+      this.giveUp(new FillError(`no client reads it and upstream sent nothing for ${this.stallMs} ms: given up after ${this.written} bytes`, 'stalled'));
+    else this.stallTimer?.refresh();
+  }
+
+  /** Stops the download; run() then fails the fill with this error and drops the spool. */
+  private giveUp(error: FillError): void {
+    if (this.settled || this.givenUp || this.verified) return;
+    this.givenUp = error;
+    this.body?.destroy(error);
+  }
+
   private spoolWriter(spool: Spool, hash: crypto.Hash): Writable {
     const write = async (chunks: Buffer[]): Promise<void> => {
+      if (this.givenUp) throw this.givenUp;
+      const more = chunks.reduce((n, c) => n + c.length, 0);
+      const refused = await this.bound.admit(this.written, more);
+      if (refused) {
+        throw new FillError(
+          `${refused}: ${this.written + more} bytes and the length ${this.expectedSize === null ? 'unknown' : 'exceeded'}; spool dropped`,
+          'oversize',
+        );
+      }
       for (const chunk of chunks) hash.update(chunk);
       let pending = chunks;
       while (pending.length > 0) {
@@ -156,6 +252,7 @@ class SpoolingFill extends Fill {
         this.written += bytesWritten;
         pending = dropBytes(pending, bytesWritten);
       }
+      this.stallTimer?.refresh();
       this.emit('progress');
     };
     return new Writable({

@@ -34,6 +34,15 @@ export class Room {
     return this.keeper.evictFor ? this.keeper.evictFor(bytes) : false;
   }
 
+  /**
+   * Free bytes beyond the reserve on the disk a spool goes to, evicting nothing: what a fill of unknown
+   * length may still write (fill-bound.ts).
+   */
+  async headroom(): Promise<number> {
+    const { free, reserve } = await this.store.space();
+    return free - reserve;
+  }
+
   /** After a commit (the fill coordinator says so): the bound is enforced where the store is past it. */
   afterCommit(): void {
     this.keeper.afterCommit?.();

@@ -14,6 +14,8 @@ import { formatBytes } from '../telemetry/format-bytes.js';
 import { parseImageReference, type ImageReference } from '../reference/image-reference.js';
 import { registryDisplayName } from '../reference/registry-name.js';
 import { TransferProgress } from './transfer-progress.js';
+import { readBounded } from '../upstream/bounded-body.js';
+import { DEFAULT_MANIFEST_MAX_BYTES } from '../cache/fill-coordinator.js';
 
 const ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -39,6 +41,7 @@ interface Mirror {
   headers: Record<string, string>; // Authorization, when credentials were given
   dispatcher: Dispatcher | undefined;
   cacheDir: string | null; // the server's cache, asked what it holds; null: a mirror given by URL
+  manifestMaxBytes?: number; // MANIFEST_MAX_SIZE: a manifest is read into memory up to this, never more
 }
 
 type Image = ImageReference & { image: string };
@@ -68,7 +71,7 @@ export function addPrefetchCommand(program: Command): void {
       ].join('\n'),
     )
     .action(async (images: string[], options: { platform?: string; cacheDir?: string; mirror?: string; user?: string }) => {
-      const { cacheDir } = configOrFail(options.cacheDir ? { cacheDir: options.cacheDir } : {});
+      const { cacheDir, manifestMaxSize } = configOrFail(options.cacheDir ? { cacheDir: options.cacheDir } : {});
       const refs = images.map((image) => {
         try {
           return { image, ...parseImageReference(image) };
@@ -76,7 +79,8 @@ export function addPrefetchCommand(program: Command): void {
           fail((err as Error).message, 2);
         }
       });
-      const mirror = options.mirror ? givenMirror(options.mirror) : await localMirror(cacheDir);
+      const found = options.mirror ? givenMirror(options.mirror) : await localMirror(cacheDir);
+      const mirror: Mirror = { ...found, manifestMaxBytes: manifestMaxSize };
       if (options.user !== undefined) mirror.headers = basicAuthorization(options.user);
       for (const ref of refs) {
         try {
@@ -201,7 +205,9 @@ async function present(cacheDir: string, digests: string[], registry: string): P
 
 async function getManifest(mirror: Mirror, url: string): Promise<ManifestDoc> {
   const res = await request(url, { headers: { accept: ACCEPT, ...mirror.headers }, dispatcher: mirror.dispatcher });
-  const text = await res.body.text();
+  const text = (await readBounded(res.body, mirror.manifestMaxBytes ?? DEFAULT_MANIFEST_MAX_BYTES, `the manifest at ${new URL(url).pathname}`)).toString(
+    'utf8',
+  );
   if (res.statusCode === 401) throw new Error('the mirror asks for credentials (MIRROR_AUTH, else PROXY_AUTH users): pass them with --user user:password');
   if (res.statusCode !== 200) throw new Error(`${new URL(url).pathname}: the mirror answered ${res.statusCode} ${text.slice(0, 200)}`);
   return JSON.parse(text) as ManifestDoc;

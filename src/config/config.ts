@@ -45,6 +45,7 @@ export interface Config {
   cacheStore: CacheStore | null; // CACHE_STORE=s3://bucket/prefix: the store is a bucket shared by replicas
   s3: S3Settings;
   cacheMaxSize: number; // bytes (CACHE_MAX_SIZE, nginx size syntax)
+  manifestMaxSize: number; // bytes (MANIFEST_MAX_SIZE): a larger manifest from upstream is refused
   localTierMaxSize: number; // bytes of hot content a fleet replica keeps in CACHE_DIR/tier (LOCAL_TIER_MAX_SIZE); 0: off
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
   verifyOnRead: boolean; // VERIFY_ON_READ: a HIT is hashed while served and cut if it does not match its digest
@@ -122,6 +123,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
       redirectTtlMs: v.S3_REDIRECT_TTL,
     },
     cacheMaxSize: v.CACHE_MAX_SIZE,
+    manifestMaxSize: v.MANIFEST_MAX_SIZE,
     localTierMaxSize: v.LOCAL_TIER_MAX_SIZE,
     cacheInactiveMs: v.CACHE_INACTIVE,
     verifyOnRead: v.VERIFY_ON_READ,

@@ -247,6 +247,15 @@ export const SETTINGS = {
     summary: 'Bound on stored content (nginx size syntax: 32g, 500m, 1024k, bytes); least recently used goes first.',
     description: 'Bound on the stored content, nginx size syntax (`500m`, `1024k`, bytes); least recently used goes first.',
   }),
+  MANIFEST_MAX_SIZE: defaulted({
+    section: 'store',
+    default: '4m',
+    example: '4m',
+    parse: size,
+    summary: 'Largest manifest regcache takes from upstream (nginx size syntax); a larger one is answered 502, never held or stored.',
+    description:
+      "Largest manifest regcache takes from upstream (nginx size syntax; distribution's own bound is 4 MiB). A larger one is refused with `502` and a log line: never held in memory or stored.",
+  }),
   CACHE_INACTIVE: defaulted({
     section: 'store',
     default: '60d',

@@ -2,7 +2,7 @@
 // is stored and which fills run; this file decides who may have it (ContentAccess), writes the head
 // (content-head.ts) and streams the body: a stored file (hashed on the way out unless
 // VERIFY_ON_READ=false), or a fill shared with every concurrent request of the same origin.
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CacheStatus } from '../telemetry/access-log.js';
 import type { BlobRedirect } from '../cache/backend.js';
@@ -18,6 +18,7 @@ import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js'
 import type { ContentAccess } from './content-access.js';
 import { writeContentHead, type BodyRange } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
+import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 
 /** The content a request asks for, and where it was asked for (kept in the index when it is read or stored). */
@@ -158,6 +159,14 @@ export class ContentResponder {
         record.reason = `upstream answered ${outcome.answer.statusCode}; not cached`; // a MISS line would otherwise read as stored
         return relayResponse(outcome.answer, res, record); // 401, 404, 5xx: the client's business, never cached
       case 'bypassed':
+        if (outcome.oversize && content.kind === 'manifest') {
+          // A manifest past MANIFEST_MAX_SIZE is refused, as distribution refuses it on push; not relayed.
+          outcome.answer.body.destroy();
+          record.cache = 'BYPASS';
+          record.reason = outcome.reason;
+          sendRegistryError(res, 'upstream-too-large', `the upstream manifest is ${outcome.reason} (regcache's bound)`);
+          return;
+        }
         record.cache = 'BYPASS';
         if (outcome.storeError === undefined) record.reason = outcome.reason;
         else record.error = `store: ${outcome.storeError}`;
@@ -223,6 +232,16 @@ export class ContentResponder {
       await this.continueFromUpstream(request, range.start + sent, range.end ?? total - 1);
       return;
     }
+    if (failure instanceof FillError && failure.reason === 'oversize') {
+      // Past its bound as it grew: the spool is gone, nothing was evicted for it; this client gets the rest
+      // from upstream uncached (a manifest that large is cut: no client takes one).
+      record.cache = 'BYPASS';
+      record.reason = failure.message;
+      if (fill.kind === 'blob') {
+        await this.continueFromUpstream(request, range.start + sent, range.end ?? (total === null ? null : total - 1));
+        return;
+      }
+    }
     record.error = `${failure.name}: ${failure.message}`;
     res.destroy(failure); // the client sees a cut, not bad data
   }
@@ -245,23 +264,44 @@ export class ContentResponder {
     return 'answered';
   }
 
-  /** Sends bytes [offset, last] of the object from upstream with a Range request, or cuts the client. */
-  private async continueFromUpstream(request: RegistryRequest, offset: number, last: number): Promise<void> {
+  /**
+   * Sends bytes [offset, last] of the object (last null: to its end, its length unknown) from upstream
+   * with a Range request, or cuts the client. Of unknown length, a 200 (no ranges there) is read past the
+   * first `offset` bytes instead.
+   */
+  private async continueFromUpstream(request: RegistryRequest, offset: number, last: number | null): Promise<void> {
     const { res, record } = request;
     try {
-      const headers = { ...contentRequestHeaders(request.headers), range: `bytes=${offset}-${last}` };
+      const headers = { ...contentRequestHeaders(request.headers), range: `bytes=${offset}-${last ?? ''}` };
       const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers });
-      if (response.statusCode !== 206) {
+      const whole = last === null && response.statusCode === 200;
+      if (response.statusCode !== 206 && !whole) {
         response.body.destroy();
         throw new Error(`upstream answered the continuation with ${response.statusCode}, not 206`);
       }
       response.body.on('data', (chunk: Buffer) => (record.bytes += chunk.length));
-      await pipeline(response.body, res);
+      await (whole ? pipeline(response.body, skipFirst(offset), res) : pipeline(response.body, res));
     } catch (err) {
       record.error = `continuation: ${(err as Error).message}`;
       res.destroy();
     }
   }
+}
+
+/** Passes on what comes after the first n bytes. */
+function skipFirst(n: number): Transform {
+  let left = n;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (left >= chunk.length) {
+        left -= chunk.length;
+        return callback();
+      }
+      const rest = chunk.subarray(left);
+      left = 0;
+      callback(null, rest);
+    },
+  });
 }
 
 /** The request's fill of this content: per origin (cache/fill-coordinator.ts). */

@@ -3,6 +3,7 @@
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
 import type { RequestRecord } from '../telemetry/access-log.js';
+import { BodyTooLargeError } from '../upstream/bounded-body.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { upstreamFailure } from '../upstream/upstream-failure.js';
@@ -68,6 +69,12 @@ export function noteStreamError(record: RequestRecord, err: unknown): void {
  * ("connection refused", an address) would make regcache a port scanner of its network.
  */
 export function answerUpstreamFailure(res: ServerResponse, record: RequestRecord, err: unknown): void {
+  if (err instanceof BodyTooLargeError) {
+    // Upstream answered, with more than regcache holds in memory (a token response): its size is no secret.
+    record.error = `upstream: ${err.message}`;
+    sendRegistryError(res, 'upstream-too-large', err.message);
+    return;
+  }
   const failure = upstreamFailure(err);
   if (failure.failure === 'refused') {
     record.cache = 'REJECTED';

@@ -14,6 +14,7 @@ export const REGISTRY_ERRORS = {
   internal: { status: 500, code: 'UNKNOWN' },
   'upstream-unreachable': { status: 502, code: 'UNAVAILABLE' },
   'upstream-timeout': { status: 504, code: 'UNAVAILABLE' },
+  'upstream-too-large': { status: 502, code: 'UNAVAILABLE' }, // a manifest, tags list or token past regcache's bound
   'store-unavailable': { status: 503, code: 'UNAVAILABLE' }, // CACHE_STORE's bucket cannot be reached or refuses
 } as const satisfies Record<string, { status: number; code: string }>;
 

@@ -12,18 +12,18 @@ import type { ManifestCacheTier } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { isSha256Digest } from '../reference/digest.js';
 import { formatRepository, formatTag, type TagReference } from '../reference/repository-reference.js';
-import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
+import { contentRequestHeaders, headerValue, upstreamRequestHeaders } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
-import { answerUpstreamFailure, passThrough, relayResponse } from './pass-through.js';
+import { answerUpstreamFailure, relayResponse } from './pass-through.js';
+import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
-
-// distribution refuses manifests over 4 MiB; anything larger is not worth buffering.
-const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
 export interface TagPolicy {
   serveStale: boolean;
   manifestCache: ManifestCacheTier[] | null;
+  /** MANIFEST_MAX_SIZE: a larger manifest is refused (502), or cut when upstream did not say its length. */
+  manifestMaxBytes: number;
 }
 
 export interface TagManifestDeps {
@@ -37,11 +37,13 @@ export interface TagManifestDeps {
 export async function serveTagManifest(deps: TagManifestDeps, request: RegistryRequest, tagged: TagReference): Promise<void> {
   const { content, policy } = deps;
   const { res, record } = request;
-  const index = deps.coordinator.store.index;
+  const store = deps.coordinator.store;
+  const index = store.index;
   const from: Provenance = { ref: formatRepository(tagged), tag: formatTag(tagged) };
   const pointerKey = `${from.tag}|${normaliseAccept(request.headers.accept)}`;
-  const pointer = index.pointer(pointerKey);
-  const known = pointer && index.get('manifest', pointer.digest) ? pointer : undefined;
+  // From the store, not only this process's index: a fleet replica reads what another one resolved.
+  const pointer = await store.lookupPointer(pointerKey);
+  const known = pointer && (await store.lookup('manifest', pointer.digest)) ? pointer : undefined;
   const manifest = (digest: string) => ({ kind: 'manifest' as const, digest, from });
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
@@ -75,7 +77,9 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   // Remembered even before the manifest is stored: dockerd and containerd resolve a tag with this HEAD and
   // then GET the manifest by digest, which is never tagged itself. The index tags it when it arrives.
   if (digest) void index.setPointer(pointerKey, digest).catch(() => undefined);
-  if (digest && index.get('manifest', digest)) {
+  // Served when the store has it, whichever process or replica stored it (a fleet replica asks the bucket):
+  // a tag another replica pulled costs this one a HEAD upstream, never a GET.
+  if (digest) {
     if (await content.serveStoredContent(request, manifest(digest), 'REVALIDATED')) return;
   }
   record.cache = 'MISS';
@@ -83,7 +87,30 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
     await relayResponse(head, res, record); // a HEAD stays a HEAD: upstream's answer is the answer
     return;
   }
-  await passThrough(deps.upstream, request, { observe: (response) => storeBody(deps, response, record, from, pointerKey) });
+  let response: UpstreamResponse;
+  try {
+    // As a pass-through: redirects go back to the client.
+    response = await deps.upstream.request({
+      url: upstreamUrl(request),
+      method: 'GET',
+      headers: upstreamRequestHeaders(request.headers),
+      followRedirects: false,
+    });
+  } catch (err) {
+    answerUpstreamFailure(res, record, err);
+    return;
+  }
+  const length = headerValue(response.headers['content-length']);
+  const max = policy.manifestMaxBytes;
+  if (response.statusCode === 200 && length !== undefined && Number(length) > max) {
+    response.body.destroy();
+    record.noteUpstream(response.headers);
+    record.cache = 'BYPASS';
+    record.reason = `larger than MANIFEST_MAX_SIZE: upstream announced ${length} bytes, the bound is ${max}`;
+    sendRegistryError(res, 'upstream-too-large', `the upstream manifest is larger than MANIFEST_MAX_SIZE (regcache's bound)`);
+    return;
+  }
+  await relayResponse(response, res, record, (r) => storeBody(deps, r, record, from, pointerKey));
 }
 
 /** Collects the body of a 200 as it streams to the client, and stores it under its verified digest. */
@@ -91,12 +118,20 @@ function storeBody(deps: TagManifestDeps, response: UpstreamResponse, record: Re
   if (response.statusCode !== 200) return;
   const chunks: Buffer[] = [];
   let size = 0;
+  const max = deps.policy.manifestMaxBytes;
   response.body.on('data', (chunk: Buffer) => {
     size += chunk.length;
-    if (size <= MAX_MANIFEST_BYTES) chunks.push(chunk);
+    if (size <= max) chunks.push(chunk);
+    else if (!response.body.destroyed) {
+      // No Content-Length, and past the bound: the client is cut (no client takes such a manifest), nothing held.
+      chunks.length = 0;
+      record.cache = 'BYPASS';
+      record.reason = `larger than MANIFEST_MAX_SIZE: past ${max} bytes with no Content-Length; cut`;
+      response.body.destroy(new Error(`upstream manifest larger than MANIFEST_MAX_SIZE (${max} bytes)`));
+    }
   });
   response.body.once('end', () => {
-    if (size > MAX_MANIFEST_BYTES) return;
+    if (size > max) return;
     const body = Buffer.concat(chunks);
     const digest = 'sha256:' + crypto.createHash('sha256').update(body).digest('hex');
     const claimed = headerValue(response.headers['docker-content-digest']);

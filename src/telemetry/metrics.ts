@@ -40,7 +40,7 @@ const CONTENT_KINDS = new Set(['blob', 'manifest-by-digest', 'manifest-by-tag'])
 const CONTENT_SOURCE: Record<string, 'cache' | 'upstream'> = { HIT: 'cache', REVALIDATED: 'cache', STALE: 'cache', MISS: 'upstream', BYPASS: 'upstream' };
 // Every cause and reason a series is made for at start: a series that appears only with its first event
 // hides that event from rate() and increase(), and so from the alerts.
-const UPSTREAM_ERROR_CAUSES = ['refused', 'timeout', 'tls', 'connect', 'upstream', 'truncated', 'digest-mismatch', 'abandoned'];
+const UPSTREAM_ERROR_CAUSES = ['refused', 'timeout', 'tls', 'connect', 'upstream', 'truncated', 'digest-mismatch', 'abandoned', 'oversize', 'stalled'];
 const EVICTION_REASONS = ['size', 'inactive', 'disk'];
 const ADMIN_ENDPOINTS = new Set(['/', '/status', '/ca.crt', '/healthz', '/readyz', '/metrics', '/api/v1/cache', '/api/v1/cache/summary', '/api/v1/status']);
 

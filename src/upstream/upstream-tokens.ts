@@ -2,6 +2,7 @@
 // `WWW-Authenticate: Bearer realm=...,service=...,scope=...` challenge, fetch a token from the realm
 // (anonymously, or with AUTH_REGISTRIES credentials, which the upstream client injects for the realm's
 // host) and retry once. Tokens are cached until they expire.
+import { readBounded } from './bounded-body.js';
 import type { Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse } from './upstream-client.js';
 
 interface CachedToken {
@@ -69,21 +70,14 @@ export function parseBearerChallenge(header: string | string[] | undefined): Bea
   return params.realm ? { realm: params.realm, service: params.service ?? '', scope: params.scope ?? '' } : null;
 }
 
+// Docker Hub's tokens are ~1-2 KiB; a realm that sends more than this is not answering a token request.
 const MAX_TOKEN_RESPONSE = 64 * 1024;
 
+/** The token response's JSON (null when it is not JSON); BodyTooLargeError past MAX_TOKEN_RESPONSE: the request fails (502). */
 async function readJson(res: UpstreamResponse): Promise<{ token?: string; access_token?: string; expires_in?: number } | null> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > MAX_TOKEN_RESPONSE) {
-      res.body.destroy();
-      return null;
-    }
-    chunks.push(chunk);
-  }
+  const body = await readBounded(res.body, MAX_TOKEN_RESPONSE, `the token response of ${res.url.host}`, res.headers['content-length']);
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as { token?: string; access_token?: string; expires_in?: number };
+    return JSON.parse(body.toString('utf8')) as { token?: string; access_token?: string; expires_in?: number };
   } catch {
     return null;
   }

@@ -21,7 +21,7 @@ import {
 } from '../content-files.js';
 import { storedAgain } from '../content-store.js';
 import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
-import { EntryIndex, type Entry } from '../entry-index.js';
+import { EntryIndex, type Entry, type TagPointer } from '../entry-index.js';
 
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
@@ -53,6 +53,11 @@ export class LocalStore extends EventEmitter implements ContentStore {
     const entry = this.index.get(kind, digest);
     if (!entry) return null;
     return { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  }
+
+  /** The directory's index is the whole truth: this process writes every pointer. */
+  lookupPointer(key: string): Promise<TagPointer | undefined> {
+    return Promise.resolve(this.index.pointer(key));
   }
 
   open(content: StoredContent): Promise<ContentFile | null> {

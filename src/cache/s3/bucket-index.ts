@@ -7,7 +7,7 @@
 import type { Bucket, ObjectInfo } from './bucket.js';
 import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from '../content-store.js';
-import { EntryIndex, entryKey, type Access, type Entry, type IndexOp } from '../entry-index.js';
+import { EntryIndex, entryKey, type Access, type Entry, type IndexOp, type TagPointer } from '../entry-index.js';
 import { ReplicaIndex } from '../replica-index.js';
 
 /** What a replica keeps of an entries/ object: the facts that never change once written. */
@@ -95,6 +95,16 @@ export class BucketIndex extends ReplicaIndex {
     );
     this.learn(entry);
     return this.replica.get(kind, digest) ?? null;
+  }
+
+  /** A pointer another replica wrote since this one's last refresh, read from the bucket (undefined: none). */
+  async fetchPointer(key: string): Promise<TagPointer | undefined> {
+    const object = this.layout.pointer(key);
+    const body = await this.bucket.get(object);
+    const pointer = body && parseJson<{ digest: string; checkedAt: number }>(body);
+    if (!pointer) return undefined;
+    this.replica.applyOps([{ op: 'ptr', p: key, d: pointer.digest, t: pointer.checkedAt }]);
+    return this.replica.pointer(key);
   }
 
   /**

@@ -24,7 +24,7 @@ import { CommitsInProgress } from '../commits-in-progress.js';
 import { createSpool, diskSpace, newSpoolName, openSpoolDir } from '../content-files.js';
 import { storedAgain, StoreUnavailableError } from '../content-store.js';
 import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, SpooledContent, StoredContent } from '../content-store.js';
-import { entryKey, type Entry, type IndexOp } from '../entry-index.js';
+import { entryKey, type Entry, type IndexOp, type TagPointer } from '../entry-index.js';
 import { LocalTier } from './local-tier.js';
 import { lapsedLocks } from './fill-lock.js';
 
@@ -102,6 +102,11 @@ export class S3Store extends EventEmitter implements ContentStore {
     await this.commits.settled(kind, digest);
     const entry = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
     return entry && { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  }
+
+  /** The replica first; else the bucket's (another replica resolved the tag since this one's last refresh). */
+  async lookupPointer(key: string): Promise<TagPointer | undefined> {
+    return this.index.pointer(key) ?? (await this.watched(() => this.index.fetchPointer(key)));
   }
 
   /** The local copy when there is one (the caller found the entry); else the bucket's, copied as it is read. */

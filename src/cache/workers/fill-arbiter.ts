@@ -6,7 +6,16 @@
 import type { ProcessChannel } from '../../ipc/process-channel.js';
 import type { ContentKind } from '../content-store.js';
 import { fillKeyId } from '../fill-table.js';
-import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillSettled, type FillStarted, type FollowInfo } from './store-protocol.js';
+import {
+  FILL,
+  type ClaimAnswer,
+  type ClaimRequest,
+  type FillProgress,
+  type FillReading,
+  type FillSettled,
+  type FillStarted,
+  type FollowInfo,
+} from './store-protocol.js';
 import type { FillKey } from '../fill-table.js';
 
 interface Arbitrated {
@@ -15,6 +24,7 @@ interface Arbitrated {
   leader: number; // worker id
   info: FollowInfo | null; // null while the leader's fetch has not answered
   followers: Set<number>;
+  reading: Set<number>; // the followers whose clients read it now (the leader goes on for them)
   waiting: { worker: number; answer: (info: FollowInfo | null) => void }[];
 }
 
@@ -38,6 +48,7 @@ export class FillArbiter {
     channel.on<FillStarted>(FILL.started, (p) => this.started(worker, p));
     channel.on<{ fill: number }>(FILL.ended, ({ fill }) => this.led(worker, fill) && this.end(this.byId.get(fill)!));
     channel.on<FillProgress>(FILL.progress, (p) => this.progressed(worker, p));
+    channel.on<FillReading>(FILL.reading, (p) => this.readingIn(worker, p));
     channel.on<FillSettled>(FILL.settled, (p) => this.led(worker, p.fill) && this.settle(this.byId.get(p.fill)!, p));
   }
 
@@ -55,6 +66,7 @@ export class FillArbiter {
         continue;
       }
       fill.followers.delete(worker);
+      this.readingIn(worker, { fill: fill.id, reading: false });
       fill.waiting = fill.waiting.filter((w) => w.worker !== worker);
     }
   }
@@ -69,7 +81,7 @@ export class FillArbiter {
     }
     if (join && this.isStored(key.kind, key.digest)) return { kind: 'stored' };
     const id = this.nextId++;
-    const created: Arbitrated = { id, key, leader: worker, info: null, followers: new Set(), waiting: [] };
+    const created: Arbitrated = { id, key, leader: worker, info: null, followers: new Set(), reading: new Set(), waiting: [] };
     this.byKey.set(fillKeyId(key), created);
     this.byId.set(id, created);
     return { kind: 'lead', fill: id };
@@ -88,6 +100,19 @@ export class FillArbiter {
     const watchedBefore = fill.followers.size > 0;
     fill.followers.add(worker);
     if (!watchedBefore) this.workers.get(fill.leader)?.notify(FILL.watch, { fill: fill.id });
+    else this.readingIn(worker, { fill: fill.id, reading: true }); // FILL.watch says as much the first time
+    fill.reading.add(worker);
+  }
+
+  /** A follower's clients started or stopped reading: the leader hears when no other worker reads it, or one does again. */
+  private readingIn(worker: number, p: FillReading): void {
+    const fill = this.byId.get(p.fill);
+    if (!fill || (!fill.followers.has(worker) && p.reading)) return;
+    const before = fill.reading.size > 0;
+    if (p.reading) fill.reading.add(worker);
+    else fill.reading.delete(worker);
+    const now = fill.reading.size > 0;
+    if (before !== now) this.workers.get(fill.leader)?.notify(FILL.readers, { fill: fill.id, reading: now } satisfies FillReading);
   }
 
   private led(worker: number, id: number): boolean {

@@ -8,7 +8,7 @@ import type { ProcessChannel } from '../../ipc/process-channel.js';
 import type { Fill, FillBytes } from '../fill.js';
 import { fillKeyId, registerPending, type FillClaim, type FillKey, type FillLead, type FillTable, type PendingFill } from '../fill-table.js';
 import { FollowedFill, reportedError } from './followed-fill.js';
-import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillSettled, type FollowInfo } from './store-protocol.js';
+import { FILL, type ClaimAnswer, type ClaimRequest, type FillProgress, type FillReading, type FillSettled, type FollowInfo } from './store-protocol.js';
 
 /** A fill another worker writes, from the moment the primary named it until it settles. */
 interface Followed {
@@ -34,6 +34,7 @@ export class SharedFillTable implements FillTable {
     channel.on<FillProgress>(FILL.progress, (p) => this.progressed(p));
     channel.on<FillSettled>(FILL.settled, (p) => this.settledElsewhere(p));
     channel.on<{ fill: number }>(FILL.watch, ({ fill }) => this.led.get(fill)?.watch());
+    channel.on<FillReading>(FILL.readers, ({ fill, reading }) => this.led.get(fill)?.readElsewhere(reading));
   }
 
   get size(): number {
@@ -117,6 +118,8 @@ export class SharedFillTable implements FillTable {
         }
         const fill = new FollowedFill(followed.info, bytes);
         followed.fill = fill;
+        // The leader goes on for readers here too (an unread fill of unknown length is given up: fill.ts).
+        fill.on('reading', (reading: boolean) => this.channel.notify(FILL.reading, { fill: info.fill, reading } satisfies FillReading));
         if (followed.settled) this.settle(fill, followed.settled);
         return fill;
       },
@@ -180,7 +183,12 @@ class LeadReporter {
 
   watch(): void {
     this.watched = true;
+    this.fill.setReadElsewhere(true); // a follower's request is waiting for it
     this.report();
+  }
+
+  readElsewhere(reading: boolean): void {
+    this.fill.setReadElsewhere(reading);
   }
 
   private readonly progressed = (): void => {

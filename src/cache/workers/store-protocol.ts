@@ -31,12 +31,20 @@ export const FILL = {
   // Notes, worker -> primary.
   started: 'fill.started', // FillStarted: the leader's fetch gave a body, its spool is named
   ended: 'fill.ended', // { fill }: the leader's fetch gave nothing to fill
+  reading: 'fill.reading', // FillReading: a follower's clients started or stopped reading the fill
   // Notes both ways: the leader's, and relayed by the primary to the workers that follow the fill.
   progress: 'fill.progress', // FillProgress: the leader's bytes (sent while watched, and once verified)
   settled: 'fill.settled', // FillSettled: committed, or failed
   // Notes, primary -> worker.
   watch: 'fill.watch', // { fill }: to the leader: readers in other workers follow it, report progress
+  readers: 'fill.readers', // FillReading: to the leader: whether any other worker's clients read it now
 } as const;
+
+/** Whether clients read a fill: a follower's own (fill.reading), or any follower's (fill.readers). */
+export interface FillReading {
+  fill: number;
+  reading: boolean;
+}
 
 export interface CommitRequest {
   spool: string; // the spool file's name (verified and synced)

@@ -9,7 +9,7 @@ import type { ProcessChannel } from '../../ipc/process-channel.js';
 import { CommitsInProgress } from '../commits-in-progress.js';
 import { commitSmall, contentPath, createSpool, diskSpace, followSpool, newSpoolName, openContent, spoolPath } from '../content-files.js';
 import type { Committed, ContentFile, ContentIndex, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
-import { EntryIndex, entryKey, type Access, type Entry } from '../entry-index.js';
+import { EntryIndex, entryKey, type Access, type Entry, type TagPointer } from '../entry-index.js';
 import type { FillBytes } from '../fill.js';
 import { ReplicaIndex } from '../replica-index.js';
 import { STORE, type CommitRequest, type IndexCall, type IndexOp, type Use } from './store-protocol.js';
@@ -58,6 +58,11 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     const entry = this.replica.get(kind, digest);
     if (entry) return { kind, digest, size: entry.size, mediaType: entry.mediaType };
     return this.channel.request<StoredContent | null>(STORE.lookup, { kind, digest });
+  }
+
+  /** The replica's: every pointer set in the tree reaches it with the index's ops. */
+  lookupPointer(key: string): Promise<TagPointer | undefined> {
+    return Promise.resolve(this.replica.pointer(key));
   }
 
   open(content: StoredContent): Promise<ContentFile | null> {
