@@ -1,3 +1,4 @@
+// tier: e2e
 // The proxy's own endpoints after real pulls: the cache API, Prometheus metrics, health and readiness,
 // and the dockerd set-up script.
 import assert from 'node:assert/strict';

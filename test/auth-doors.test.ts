@@ -1,3 +1,4 @@
+// tier: e2e
 // One authentication for every door (real regcache processes, real HTTP, curl, skopeo, a token-auth
 // docker-registry): with PROXY_AUTH set the admin endpoints and the mirror ask for its users unless
 // ADMIN_AUTH / MIRROR_AUTH say otherwise; /, /ca.crt, /healthz and /readyz stay open; listings name
@@ -5,6 +6,7 @@
 // costs a bcrypt per identical attempt, and one address that keeps guessing is slowed down.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,7 +15,7 @@ import bcrypt from 'bcryptjs';
 import { startContainerd, type Containerd } from './harness/containerd.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { freePort } from './harness/ports.js';
-import { run } from './harness/proc.js';
+import { run, waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
@@ -326,11 +328,13 @@ describe('listings and private images', () => {
 describe('a flood of wrong bcrypt passwords', () => {
   const tmp = new TmpDirs();
   let proxy: Regcache;
+  let root: string;
+  let htpasswd: string;
   const ALICE = basic('alice', 'the right one');
 
   before(async () => {
-    const root = await tmp.make('regcache-doors-flood');
-    const htpasswd = path.join(root, 'htpasswd');
+    root = await tmp.make('regcache-doors-flood');
+    htpasswd = path.join(root, 'htpasswd');
     await writeFile(htpasswd, `alice:${bcrypt.hashSync('the right one', 10)}\nbob:${bcrypt.hashSync('bobs', 10)}\n`);
     proxy = await startRegcache({ dir: path.join(root, 'proxy'), env: { PROXY_AUTH: htpasswd, MIRROR_PORT: String(await freePort()) } });
   });
@@ -341,8 +345,8 @@ describe('a flood of wrong bcrypt passwords', () => {
   });
 
   /** regcache_auth_checks_total by result, read with alice's (by then cached) credentials. */
-  const checks = async (): Promise<Record<string, number>> => {
-    const text = (await get(proxy.port, '/metrics', { authorization: ALICE })).body;
+  const checks = async (rc: Regcache = proxy): Promise<Record<string, number>> => {
+    const text = (await get(rc.port, '/metrics', { authorization: ALICE })).body;
     const out: Record<string, number> = {};
     for (const m of text.matchAll(/^regcache_auth_checks_total\{result="(\w+)"\} (\d+)$/gm)) out[m[1]!] = Number(m[2]);
     return out;
@@ -364,51 +368,68 @@ describe('a flood of wrong bcrypt passwords', () => {
   });
 
   it('keeps the event loop responsive while distinct wrong passwords flood in from 40 addresses', async () => {
-    const timed = async (fn: () => Promise<Reply>, expect: number): Promise<number> => {
-      const started = performance.now();
-      assert.equal((await fn()).status, expect);
-      return performance.now() - started;
-    };
-    const sample = async () => {
-      const health: number[] = [];
-      const authed: number[] = [];
-      for (let i = 0; i < 15; i++) {
-        health.push(await timed(() => get(proxy.port, '/healthz'), 200));
-        authed.push(await timed(() => get(proxy.mirrorPort!, '/v2/', { authorization: ALICE }), 200));
-      }
-      const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
-      const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-      return {
-        health: { median: sorted(health)[7]!, mean: mean(health), max: Math.max(...health) },
-        authed: { median: sorted(authed)[7]!, mean: mean(authed), max: Math.max(...authed) },
+    // A regcache of its own: the flood leaves up to 40 comparisons queued for the bcrypt thread, which runs
+    // at nice 19 and, on a machine busy with other tests, takes minutes to work through them. They go with
+    // this process instead of holding up the other tests' password checks.
+    const own = await startRegcache({ dir: path.join(root, 'flood'), env: { PROXY_AUTH: htpasswd, MIRROR_PORT: String(await freePort()) } });
+    const stop = new AbortController();
+    setMaxListeners(50, stop.signal); // one listener per attacker's request in flight
+    try {
+      const checksOf = async (): Promise<Record<string, number>> => checks(own);
+      const timed = async (fn: () => Promise<Reply>, expect: number): Promise<number> => {
+        const started = performance.now();
+        assert.equal((await fn()).status, expect);
+        return performance.now() - started;
       };
-    };
-    const before = await checks(); // alice's header is verified by now: her requests are cached checks
-    const quiet = await sample();
-    let flooding = true;
-    let attempts = 0;
-    // Distinct addresses, so that the per-address throttle does not hold most of them back: what is
-    // measured is the bcrypt work itself, kept off the event loop.
-    const attackers = Array.from({ length: 40 }, async (_, i) => {
-      while (flooding) {
-        const user = i % 2 === 0 ? 'alice' : `nobody-${i}`;
-        await get(proxy.mirrorPort!, '/v2/', { authorization: basic(user, crypto.randomBytes(9).toString('base64')) }, `127.0.1.${i + 1}`);
-        attempts++;
+      const sample = async () => {
+        const health: number[] = [];
+        const authed: number[] = [];
+        for (let i = 0; i < 15; i++) {
+          health.push(await timed(() => get(own.port, '/healthz'), 200));
+          authed.push(await timed(() => get(own.mirrorPort!, '/v2/', { authorization: ALICE }), 200));
+        }
+        const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+        const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+        return {
+          health: { median: sorted(health)[7]!, mean: mean(health), max: Math.max(...health) },
+          authed: { median: sorted(authed)[7]!, mean: mean(authed), max: Math.max(...authed) },
+        };
+      };
+      await checksOf(); // alice's header verified (one bcrypt) and cached from here on
+      const before = await checksOf();
+      const quiet = await sample();
+      let attempts = 0;
+      // Distinct addresses, so that the per-address throttle does not hold most of them back: what is
+      // measured is the bcrypt work itself, kept off the event loop. Each attacker keeps one attempt in
+      // flight until the flood is called off; the attempts then in flight are abandoned, not waited for.
+      const attackers = Array.from({ length: 40 }, async (_, i) => {
+        while (!stop.signal.aborted) {
+          const user = i % 2 === 0 ? 'alice' : `nobody-${i}`;
+          const headers = { authorization: basic(user, crypto.randomBytes(9).toString('base64')) };
+          await request(own.mirrorPort!, '/v2/', { headers, localAddress: `127.0.1.${i + 1}`, signal: stop.signal }).catch((err: unknown) => {
+            if (!stop.signal.aborted) throw err;
+          });
+          attempts++;
+        }
+      });
+      // The bcrypt thread is busy with the flood once comparisons of it have finished.
+      await waitFor(async () => delta(before, await checksOf(), 'invalid') >= 2, { timeoutMs: 120_000, what: 'two comparisons of the flood', intervalMs: 50 });
+      const flood = await sample();
+      const ran = delta(before, await checksOf(), 'invalid');
+      stop.abort();
+      await Promise.all(attackers);
+      const report = JSON.stringify({ quiet, flood, bcryptRuns: ran, attempts });
+      // Generous, relative bounds. With bcrypt on the event loop (bcryptjs' async compare, as before) this
+      // machine measured a mean of 200 ms for /healthz and 800 ms for the authenticated request under the
+      // same flood, with single requests taking 2-3 s; off it, 2-4 ms and at most ~10 ms (alone; more while
+      // other test files load the machine, hence the floors).
+      for (const what of ['health', 'authed'] as const) {
+        assert.ok(flood[what].mean < Math.max(100, 5 * quiet[what].median), `${what}: ${report}`);
+        assert.ok(flood[what].max < 1500, `${what}: ${report}`);
       }
-    });
-    await new Promise((resolve) => setTimeout(resolve, 1000)); // the worker's queue fills up
-    const flood = await sample();
-    flooding = false;
-    await Promise.all(attackers);
-    const ran = delta(before, await checks(), 'invalid');
-    const report = JSON.stringify({ quiet, flood, bcryptRuns: ran, attempts });
-    assert.ok(ran >= 10, `the flood ran bcrypt: ${report}`);
-    // Generous, relative bounds. With bcrypt on the event loop (bcryptjs' async compare, as before) this
-    // machine measured a mean of 200 ms for /healthz and 800 ms for the authenticated request under the
-    // same flood, with single requests taking 2-3 s; off it, 2-4 ms and at most ~10 ms.
-    for (const what of ['health', 'authed'] as const) {
-      assert.ok(flood[what].mean < Math.max(50, 5 * quiet[what].median), `${what}: ${report}`);
-      assert.ok(flood[what].max < 1000, `${what}: ${report}`);
+    } finally {
+      stop.abort();
+      await own.stop();
     }
   });
 

@@ -1,3 +1,4 @@
+// tier: e2e
 // Hostile and broken input: each case gets a 4xx or a closed socket and a log line, and the proxy stays up.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
@@ -88,20 +89,26 @@ describe('bad input', () => {
   const stillUp = async () => assert.equal((await fetch(`${proxy.proxyUrl}/healthz`)).status, 200);
 
   it('closes an intercepted tunnel that does not speak TLS', async () => {
+    const mark = await proxy.logMark();
     const socket = await connectTunnel(proxy.port, 'registry.test:443');
     const reply = await exchange(socket, 'GET / HTTP/1.1\r\nHost: registry.test\r\n\r\n');
     assert.doesNotMatch(reply, /HTTP\/1\.1 200/);
-    await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && l.host === 'registry.test:443', 'a log line about the failed handshake');
+    await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && l.host === 'registry.test:443', 'a log line about the failed handshake', {
+      since: mark,
+    });
     await stillUp();
   });
 
   it("logs a client that rejects regcache's certificate with its address and the hint to install /ca.crt", async () => {
     // curl (OpenSSL) answers an unknown CA with a TLS alert, as dockerd and containerd do.
+    const mark = await proxy.logMark();
     const r = await run('curl', ['-sS', '--max-time', '5', '-x', proxy.proxyUrl, 'https://registry.test/v2/'], {
       env: { PATH: process.env.PATH ?? '', HOME: '/nonexistent' },
     });
     assert.notEqual(r.code, 0, 'curl must not trust regcache without its CA');
-    const line = await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /unknown ca/.test(String(l.error)), 'the refusal logged');
+    const line = await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /unknown ca/.test(String(l.error)), 'the refusal logged', {
+      since: mark,
+    });
     assert.match(String(line.client), /127\.0\.0\.1$/);
     assert.match(String(line.hint), /install GET \/ca\.crt/);
     await stillUp();
@@ -117,15 +124,22 @@ describe('bad input', () => {
   });
 
   it('answers oversized and too many headers with 431, on the listener and inside a tunnel', async () => {
+    // Each refusal is logged: waited for from a mark taken before it, so one line cannot count for all three.
+    const refused = async (where: string, exchanged: () => Promise<string>, what: string): Promise<void> => {
+      const mark = await proxy.logMark();
+      assert.match(await exchanged(), /^HTTP\/1\.1 431/, what);
+      await proxy.waitForLog((l) => l.msg === 'bad request refused' && l.where === where && l.code === 'HPE_HEADER_OVERFLOW', `the refusal line of ${what}`, {
+        since: mark,
+      });
+    };
     const huge = `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`;
-    assert.match(await exchange(net.connect(proxy.port, '127.0.0.1'), huge), /^HTTP\/1\.1 431/);
+    await refused('listener', () => exchange(net.connect(proxy.port, '127.0.0.1'), huge), 'an oversized header');
     const many = `GET / HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 600 }, (_, i) => `X-H${i}: ${'v'.repeat(30)}\r\n`).join('')}\r\n`;
-    assert.match(await exchange(net.connect(proxy.port, '127.0.0.1'), many), /^HTTP\/1\.1 431/);
+    await refused('listener', () => exchange(net.connect(proxy.port, '127.0.0.1'), many), 'too many headers');
     const socket = await connectTunnel(proxy.port, 'registry.test:443');
     const secure = tls.connect({ socket, ca: caPem, servername: 'registry.test' });
     await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
-    assert.match(await exchange(secure, huge), /^HTTP\/1\.1 431/);
-    await proxy.waitForLog((l) => l.msg === 'bad request refused' && l.code === 'HPE_HEADER_OVERFLOW', 'the refusal line');
+    await refused('intercepted', () => exchange(secure, huge), 'an oversized header in a tunnel');
     await stillUp();
   });
 
@@ -176,6 +190,7 @@ describe('bad input', () => {
   });
 
   it('cuts off clients that dribble a request head (slowloris) after CLIENT_HEADERS_TIMEOUT, and serves others meanwhile', async () => {
+    const mark = await proxy.logMark();
     const slowHead = `GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ${'a'.repeat(200)}`;
     const slowConnect = `CONNECT registry.test:443 HTTP/1.1\r\nHost: registry.test:443\r\nX-Slow: ${'a'.repeat(200)}`;
     const listener = dribble(net.connect(proxy.port, '127.0.0.1'), slowHead);
@@ -204,9 +219,15 @@ describe('bad input', () => {
     assert.ok((await noHandshake).openMs < 4000, `an unfinished handshake is cut too (${(await noHandshake).openMs} ms)`);
     // Waited for, not read once: under load a line can land a moment after the client saw the close.
     for (const where of ['listener', 'intercepted']) {
-      await proxy.waitForLog((l) => l.msg === 'bad request refused' && l.where === where && l.code === 'ERR_HTTP_REQUEST_TIMEOUT', `a ${where} line`, 5000);
+      await proxy.waitForLog((l) => l.msg === 'bad request refused' && l.where === where && l.code === 'ERR_HTTP_REQUEST_TIMEOUT', `a ${where} line`, {
+        timeoutMs: 5000,
+        since: mark,
+      });
     }
-    await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /handshake timed out/.test(String(l.error)), 'a handshake timeout line', 5000);
+    await proxy.waitForLog((l) => l.msg === 'TLS interception failed' && /handshake timed out/.test(String(l.error)), 'a handshake timeout line', {
+      timeoutMs: 5000,
+      since: mark,
+    });
     await stillUp();
   });
 

@@ -1,3 +1,4 @@
+// tier: e2e
 // The cache CLI and API of a running regcache, with Docker Hub played by a scripted registry that
 // CONNECT_TO routes registry-1.docker.io to: docker.io is one name in `cache ls/du`, `ls --images` and
 // /api/v1/cache; `cache rm` of one tag keeps what another image uses and --dry-run removes nothing; a

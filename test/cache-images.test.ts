@@ -1,3 +1,4 @@
+// tier: unit
 // What belongs to a stored image, in-process against a real LocalStore in a temp dir: `cache rm` removes
 // only what no other stored image (another tag, another repository, an index listing the manifest) or
 // repository uses, --dry-run reports exactly that, `ls --images` agrees, and Docker Hub is docker.io.

@@ -1,3 +1,4 @@
+// tier: e2e
 // The bounded, crash-safe store with real parts: real pulls (docker-registry + skopeo) for the bound and
 // LRU order; the real regcache process killed with SIGKILL mid-fill; `regcache cache ...` run as the CLI
 // against a running server.

@@ -1,3 +1,4 @@
+// tier: e2e
 // The CA in CA_DIR and the leaves minted from it, checked by real TLS handshakes against the CA.
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';

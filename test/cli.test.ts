@@ -1,17 +1,44 @@
+// tier: e2e
 // The command line as users meet it: every command's --help (with examples), `ca path|export` (which
 // never create a CA), and a clear message for a bad value of every variable.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { run } from './harness/proc.js';
+import { run, waitFor } from './harness/proc.js';
 import { startRegcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
 const regcache = (args: string[], env: Record<string, string> = {}) =>
   run(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, timeoutMs: 20_000 });
+
+/**
+ * Runs a serving command until its output says it listens (however long a loaded machine takes), then
+ * stops it and its children (its own process group); the output up to then.
+ */
+async function outputUntilListening(command: string, args: string[]): Promise<string> {
+  const child = spawn(command, args, { env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString('utf8')));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString('utf8')));
+  const closed = new Promise<void>((resolve) => child.once('close', () => resolve()));
+  try {
+    await waitFor(async () => /listening/.test(output), { timeoutMs: 60_000, what: `${command} to say it listens`, intervalMs: 50 }).catch((err: Error) => {
+      throw new Error(`${err.message}; output:\n${output}`);
+    });
+  } finally {
+    try {
+      process.kill(-child.pid!, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+    await closed;
+  }
+  return output;
+}
 
 describe('regcache CLI', () => {
   const tmp = new TmpDirs();
@@ -55,13 +82,12 @@ describe('regcache CLI', () => {
 
   it('logs human-readable lines on a terminal and JSON otherwise', async () => {
     const dir = await tmp.make('regcache-cli-tty');
-    // One process, and time to reach 'listening' on a loaded machine (3 s was not, with a worker per CPU).
-    const serve = `PORT=0 MIRROR_PORT=0 WORKERS=1 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache timeout 10 ${process.execPath} ${CLI} serve`;
-    const tty = await run('script', ['-qec', serve, '/dev/null']); // a pseudo-terminal for stdout
-    assert.match(tty.stdout, /INFO.*listening/);
-    assert.doesNotMatch(tty.stdout, /^\{"level"/m);
-    const piped = await run('sh', ['-c', serve]);
-    assert.match(piped.stdout, /^\{"level":"info".*"msg":"listening"\}$/m);
+    const serve = `PORT=0 MIRROR_PORT=0 WORKERS=1 CA_DIR=${dir}/certs CACHE_DIR=${dir}/cache exec ${process.execPath} ${CLI} serve`;
+    const tty = await outputUntilListening('script', ['-qec', serve, '/dev/null']); // a pseudo-terminal for stdout
+    assert.match(tty, /INFO.*listening/);
+    assert.doesNotMatch(tty, /^\{"level"/m);
+    const piped = await outputUntilListening('sh', ['-c', serve]);
+    assert.match(piped, /^\{"level":"info".*"msg":"listening"\}$/m);
   });
 
   // commander's own usage errors exit 2, as the README says and as regcache's own do (a bad value, below).

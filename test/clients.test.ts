@@ -1,3 +1,4 @@
+// tier: e2e
 // Every common client through both doors, as the README's table of tested clients says: dockerd (proxy and
 // registry-mirrors), docker build with BuildKit pulling its FROM image, containerd (ctr with hosts.toml),
 // podman and buildah (HTTPS_PROXY, and registries.conf mirrors), skopeo. Each pulls an image of its own

@@ -1,3 +1,4 @@
+// tier: e2e
 // docker-compose.yaml as operators use it: `up` in a fresh clone with no .env, or with a .env (from
 // .env.example) that may also hold npm start's PORT, CA_DIR and CACHE_DIR. Compose v1 (Debian's
 // docker-compose) checks it here; Compose v2 does too where it is installed (not packaged by Debian 12).

@@ -1,3 +1,4 @@
+// tier: unit
 // The README's configuration and migration tables and .env.example are written from the settings table
 // (`npm run docs:config`, scripts/config-docs.ts): this fails when either file drifts from it, when the
 // generated text leaves a variable out, and when the image's ENV and the table disagree.

@@ -1,3 +1,4 @@
+// tier: unit
 // Configuration parsing: defaults, the rpardini variable names, errors that name the variable; the settings
 // table itself (every default and example valid, secrets never shown), the startup description and summary,
 // and the rpardini variables regcache does not read.

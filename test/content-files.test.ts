@@ -1,3 +1,4 @@
+// tier: unit
 // The content files' helpers in process. commitSmall (how a manifest is stored: a spool file written,
 // synced, handed to the commit) leaves no file behind when any step fails: the soak (issue 25) found a
 // spool file left by a manifest whose write hit a full disk, which nothing removes before a restart.

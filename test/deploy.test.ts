@@ -1,3 +1,4 @@
+// tier: e2e
 // The fleet's deploy files (deploy/, docs/scale-out.md "Deploying a fleet"): the Compose files as Debian's
 // docker-compose (v1) reads them, haproxy's configuration as haproxy checks it, and the Kubernetes
 // manifests parsed and held against what regcache reads and listens on. No cluster, no Docker Hub: what

@@ -1,3 +1,4 @@
+// tier: unit
 // Where regcache connects and who may use it, decided in-process against fakes (fast): the destination
 // policy on resolved addresses, the Dialer that applies it (names resolving to loopback, operator routes,
 // the upstream proxy), ALLOWED_CLIENTS, and the configuration syntax behind them.
@@ -118,18 +119,29 @@ describe('dialer and destination policy', () => {
     assert.equal(accepted, before);
   });
 
+  /** The server's next accepted connection (its 'connection' listener has counted it by then). */
+  const nextAccept = (): Promise<void> => new Promise((resolve) => server.once('connection', () => resolve()));
+
   it('connects to the allowed address of a name that also resolves to a refused one', async () => {
     const before = accepted;
+    const accept = nextAccept();
     const socket = await dialer({ allow: ['127.0.0.1'], resolve: async () => ['169.254.169.254', '127.0.0.1'] }).connect('mixed.example', port);
     assert.equal(socket.remoteAddress, '127.0.0.1');
+    await accept;
     socket.destroy();
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(accepted, before + 1);
+    assert.equal(accepted, before + 1, 'one connection, to the allowed address');
   });
 
   it("follows the operator's CONNECT_TO route without judging it", async () => {
+    const before = accepted;
+    const accept = nextAccept();
+    // 127.0.0.1 is loopback, which the policy refuses for a name that resolves to it: the route is not judged.
     const socket = await dialer({ connectTo: `registry.test:443:127.0.0.1:${port}` }).connect('registry.test', 443);
+    assert.equal(socket.remoteAddress, '127.0.0.1');
+    assert.equal(socket.remotePort, port, 'connected to the route, not registry.test:443');
+    await accept;
     socket.destroy();
+    assert.equal(accepted, before + 1);
   });
 
   it('refuses a loopback target before asking the upstream proxy', async () => {

@@ -1,3 +1,4 @@
+// tier: e2e
 // A private dockerd (Debian's docker.io) pulling docker.io/library/<name> through regcache: Docker Hub is
 // played by a real docker-registry that CONNECT_TO routes registry-1.docker.io to.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: e2e
 // End to end with real parts: distribution's docker-registry as the TLS upstream, skopeo as the client
 // (HTTPS_PROXY pointing at regcache), regcache as a real process routed to the registry by CONNECT_TO.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: unit
 // The entry index on disk: replayed in LRU order after a restart, tolerant of a torn last line,
 // compacted without leftovers; and the nginx-syntax bounds that configure it.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: e2e
 // The working directory's .env: read in-process (syntax, precedence, errors), .env.example as shipped,
 // and the CLI's commands reading it from where they run.
 import assert from 'node:assert/strict';

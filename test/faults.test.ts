@@ -1,3 +1,4 @@
+// tier: e2e
 // Faults around a running proxy: an upstream that answers 429/5xx or does not speak HTTP at all, and a
 // CA that cannot be loaded at startup. Every case: no wrong byte served or stored, a log line saying what
 // happened, and (at run time) the process still serving afterwards. Truncation, wrong bytes, stalls, bad
@@ -108,6 +109,9 @@ describe('upstream faults', () => {
         const again = await client.fetch(url);
         assert.ok(again.body.equals(item.data));
         assert.equal(upstream.count('GET', item.digest), 2, `${route} ${status}: the error was not cached, the 200 was`);
+        // The HIT's line is written when regcache sees its response close, which can come after the client
+        // has the body (on a loaded machine, after the log looked settled): waited for.
+        await proxy.waitForLog((l) => l.msg === 'request' && l.digest === item.digest && l.cache === 'HIT', 'the HIT line');
         const lines = (await proxy.requests()).filter((l) => l.digest === item.digest);
         assert.deepEqual(
           lines.map((l) => [l.cache, l.status]),

@@ -1,3 +1,4 @@
+// tier: e2e
 // Fills bounded on every byte (issue 20, items 3 and 4). In process: the fill coordinator over a temp-dir
 // store with a small CACHE_MAX_SIZE, fed endless and stalling upstream bodies. Against a real regcache
 // process (one process and WORKERS=2), attack 2 as it was made: a hostile TLS origin (routed by CONNECT_TO)

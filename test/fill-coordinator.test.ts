@@ -1,3 +1,4 @@
+// tier: unit
 // The cache core in process, as distribution's proxyblobstore_test.go tests its proxy blob store: a real
 // LocalStore in a temp dir, the FillCoordinator shared by every door, a fake upstream fetch that counts
 // its calls. Coalescing (one fetch for concurrent requests of one origin, none shared across origins), a

@@ -1,3 +1,4 @@
+// tier: unit
 // A fill and its readers, in process against a real store directory: bounded memory for stalled
 // readers, the withheld last byte, and no joining a failed fill.
 import assert from 'node:assert/strict';

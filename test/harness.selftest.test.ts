@@ -1,3 +1,4 @@
+// tier: e2e
 // Proves the e2e harness against real clients (docker-registry, skopeo, dockerd)
 // with no proxy in between, so later proxy test failures point at the proxy.
 import assert from 'node:assert/strict';

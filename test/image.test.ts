@@ -1,3 +1,4 @@
+// tier: e2e
 // The Docker image as an operator runs it. Docker Hub is out of reach, so its FROM image is a stand-in
 // built from Debian's packages and the npm registry (test/image/build-base-image.sh); then the real
 // Dockerfile is built (BuildKit, as Docker 23+ does by default) and run on a private dockerd with

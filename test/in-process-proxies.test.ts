@@ -1,3 +1,4 @@
+// tier: unit
 // startProxy runs in-process, more than once: each proxy has its own metrics (a prom-client registry of
 // its own), so two proxies in one process count apart and neither's start fails on the other's metric
 // names.

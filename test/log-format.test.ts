@@ -1,3 +1,4 @@
+// tier: e2e
 // LOG_FORMAT with real processes: JSON lines only (even the AWS SDK's plain-text warning goes through the
 // logger), a two-line startup summary, worker warm-up probes at debug; on a terminal (a pseudo-terminal
 // from util-linux's `script`) readable coloured lines by default, and JSON when LOG_FORMAT=json says so.

@@ -1,3 +1,4 @@
+// tier: unit
 // LOG_FORMAT=pretty's lines in process (fast tier): a request line starts with its cache status
 // (coloured on a terminal), then registry, repository, kind, short digest, size and time; other lines
 // with their level; one record is always one line.

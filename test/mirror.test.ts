@@ -1,3 +1,4 @@
+// tier: e2e
 // Registry-mirror mode (MIRROR_PORT): dockerd with registry-mirrors and containerd with a hosts.toml pull
 // Docker Hub names through the same cache, no proxy or CA involved; ns= and virtual-host routing,
 // catalog and tags from the cache, writes refused, MIRROR_AUTH.

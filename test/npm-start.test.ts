@@ -1,3 +1,4 @@
+// tier: e2e
 // `npm start` as the README has a user run it, in a copy of the package (its own dist/, so this checkout's
 // build is never touched): it compiles only when dist/ is missing or older than src/, and a SIGTERM to the
 // npm process, the one the user (or a service manager) started, stops regcache and every worker.

@@ -1,3 +1,4 @@
+// tier: e2e
 // "Every image pulled before still pulls" with upstream down, for every client and both doors: dockerd,
 // containerd (ctr) and skopeo, each through the proxy (HTTPS_PROXY) and through the mirror (registry-mirrors,
 // hosts.toml, a mirror URL). dockerd and containerd resolve a tag with a HEAD and GET the manifest by

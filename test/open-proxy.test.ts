@@ -1,3 +1,4 @@
+// tier: e2e
 // regcache is not an open proxy into its host or its network (issue 12, item 1-2), tried as an attacker
 // on the same network would: tunnels and plain-HTTP requests to local services, to regcache's own ports,
 // to cloud metadata, to names that resolve to loopback, through a registry's redirect or token realm, on
@@ -9,7 +10,7 @@ import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { after, afterEach, before, describe, it } from 'node:test';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
@@ -80,6 +81,9 @@ describe('destination policy, default settings', () => {
     await tmp.cleanup();
   });
 
+  // After every test, whichever ran (alone, or with a name pattern): no attempt reached the service.
+  afterEach(() => assert.equal(internal.connections(), 0, 'the internal service saw a connection'));
+
   it('refuses tunnels into the host: another loopback address, IPv6 loopback, 0.0.0.0', async () => {
     // Also as names the resolver reads as numbers: 2130706434 and 127.2 are 127.0.0.2.
     for (const authority of [
@@ -149,10 +153,6 @@ describe('destination policy, default settings', () => {
     // The mirror fetches upstream tokens itself: the realm is a destination like any other.
     const mirrored = await fetch(`http://127.0.0.1:${proxy.mirrorPort}/v2/lib/app/manifests/v1?ns=evil.test`);
     assert.equal(mirrored.status, 403);
-  });
-
-  it('the internal service never saw a connection', () => {
-    assert.equal(internal.connections(), 0);
   });
 });
 

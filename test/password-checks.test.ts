@@ -1,3 +1,4 @@
+// tier: unit
 // The password checks behind every door, in-process: verdict caches and de-duplication (the 2nd..Nth
 // identical attempt compares nothing), unknown users checked like known ones, per-address throttling
 // on a fake clock, the bcrypt worker off the event loop, client addresses, and the listing rule.

@@ -1,3 +1,4 @@
+// tier: e2e
 // Private images: content upstream would not serve anonymously is only served to clients whose own
 // credentials upstream accepts for the repository they name (DENIED otherwise), only for the origin it
 // came from, and a refusal is exactly upstream's answer. Token-auth registry, test token server, a hostile

@@ -1,3 +1,4 @@
+// tier: e2e
 // deploy/prometheus with the real tools: `promtool check rules` accepts the alert rules, and `promtool test
 // rules` runs their unit tests, one at least for every alert. (A real Prometheus loading them and
 // scraping regcache: test/status-figures.test.ts.)

@@ -1,3 +1,4 @@
+// tier: e2e
 // PROXY_AUTH: htpasswd (bcrypt, SHA) or inline users; real skopeo and dockerd with credentials in
 // HTTPS_PROXY; 407 without them; the proxy's own endpoints stay open.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: e2e
 // regcache as a real process in front of an in-process registry-shaped upstream: the cache's rules
 // (HIT/MISS, HEAD, Range, verification, coalescing, redirects) and its refusals.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: e2e
 // ALLOW_PUSH=true: real pushes through the proxy to an intercepted registry (skopeo: monolithic and
 // chunked uploads, a cross-repository mount; dockerd: docker push), nothing of it cached.
 import assert from 'node:assert/strict';

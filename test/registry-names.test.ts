@@ -1,3 +1,4 @@
+// tier: unit
 // Docker Hub's three names are one registry, shown as docker.io; image references and digests as people
 // type them; the mirror routes every Docker Hub name to its API host. In-process.
 import assert from 'node:assert/strict';

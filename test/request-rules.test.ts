@@ -1,3 +1,4 @@
+// tier: unit
 // The pure decisions on the data path: CONNECT targets, the allowlist, request classification, Range,
 // NO_PROXY and CONNECT_TO routing.
 import assert from 'node:assert/strict';

@@ -1,3 +1,4 @@
+// tier: unit
 // How long the primary waits before replacing a worker that exited: doubling per exit in a row of a
 // slot, capped, and back to the first delay once a worker ran long enough.
 import assert from 'node:assert/strict';

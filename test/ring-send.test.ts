@@ -1,3 +1,4 @@
+// tier: e2e
 // HIT and MISS bodies are written from a ring of reused buffers (src/cache/ring-writer.ts): a buffer is
 // read into again once its write called back. That must hold for a plain HTTP response and for one on a
 // TLS socket (intercepted connections), with clients that read in bursts (writes pending) so that a buffer

@@ -1,3 +1,4 @@
+// tier: e2e
 // The fleet's bound end to end: two regcache replicas (separate processes) on one bucket of a real Ceph
 // RADOS Gateway started by the test, with a small CACHE_MAX_SIZE and short sweep, flush and grace periods
 // (S3_SWEEP_INTERVAL, S3_ACCESS_FLUSH, S3_EVICT_GRACE: settings for tests). Each replica fills blobs of

@@ -1,3 +1,4 @@
+// tier: unit
 // The fleet's bound in process, over an in-memory bucket (test/support/fake-bucket.ts): the eviction lease
 // held by exactly one replica and taken over when it lapses, least-recently-used order from two replicas'
 // access batches, CACHE_MAX_SIZE reached, CACHE_INACTIVE, and evicted content kept while a replica reads
@@ -9,9 +10,10 @@ import type { Bucket } from '../src/cache/s3/bucket.js';
 import { FleetEvictor, type FleetBudget } from '../src/cache/s3/bucket-eviction.js';
 import { BucketLayout } from '../src/cache/s3/bucket-layout.js';
 import { StoreUnavailableError, type StoredContent } from '../src/cache/content-store.js';
-import { FillLocks } from '../src/cache/s3/fill-lock.js';
+import { FillLocks, type LockBody } from '../src/cache/s3/fill-lock.js';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { createLogger } from '../src/telemetry/log.js';
+import { waitFor } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeBucket } from './support/fake-bucket.js';
 
@@ -71,6 +73,14 @@ describe('the fleet bound over an in-memory bucket', () => {
     return content;
   };
   const has = (bucket: FakeBucket, key: string) => bucket.objects.has(key);
+  /** The eviction lease's highest generation, as the bucket holds it. */
+  const sweepLease = (bucket: FakeBucket): LockBody => {
+    const top = [...bucket.objects.keys()]
+      .filter((k) => k.startsWith(layout.sweepLease))
+      .sort((a, b) => layout.parseGeneration(a)! - layout.parseGeneration(b)!)
+      .at(-1);
+    return JSON.parse(bucket.objects.get(top!)!.body.toString()) as LockBody;
+  };
   const entryOf = (c: StoredContent) => layout.entry(c.kind, c.digest);
   const contentOf = (c: StoredContent) => layout.content(c.digest);
 
@@ -78,11 +88,19 @@ describe('the fleet bound over an in-memory bucket', () => {
     const bucket = new FakeBucket();
     bucket.latencyMs = 5;
     const views = [0, 1, 2].map(() => view(bucket));
-    const replicas = await Promise.all(views.map((v, i) => replica(v.bucket, `r${i}`, {}, 300)));
+    // Renewed every third of a lease: long enough that a machine busy with other tests does not let it lapse.
+    const leaseMs = 600;
+    const replicas = await Promise.all(views.map((v, i) => replica(v.bucket, `r${i}`, {}, leaseMs)));
     await Promise.all(replicas.map((r) => r.evictor.tick()));
     const holders = replicas.filter((r) => r.evictor.sweeping);
     assert.equal(holders.length, 1, 'one sweeper');
-    await sleep(700); // renewed past its lease: still the only one
+    // Past the first lease's expiry, renewed: still the only one.
+    const first = sweepLease(bucket).expires;
+    await waitFor(async () => Date.now() > first && sweepLease(bucket).expires > Date.now(), {
+      timeoutMs: 10_000,
+      what: 'the lease renewed past its first expiry',
+      intervalMs: 10,
+    });
     await Promise.all(replicas.map((r) => r.evictor.tick()));
     assert.deepEqual(
       replicas.map((r) => r.evictor.sweeping),
@@ -91,7 +109,7 @@ describe('the fleet bound over an in-memory bucket', () => {
 
     const old = replicas.indexOf(holders[0]!);
     views[old]!.cut(true); // its renewals fail: the lease lapses
-    await sleep(500);
+    await waitFor(async () => sweepLease(bucket).expires < Date.now(), { timeoutMs: 10_000, what: "the cut-off holder's lease to lapse", intervalMs: 10 });
     const others = replicas.filter((_, i) => i !== old);
     await Promise.all(others.map((r) => r.evictor.tick()));
     assert.equal(others.filter((r) => r.evictor.sweeping).length, 1, 'taken over by exactly one');
@@ -171,9 +189,8 @@ describe('the fleet bound over an in-memory bucket', () => {
     await file.close();
     await claimed.lease.release();
     await b.store.usage.flush(); // the last time b says so
-    await sleep(grace + 50);
     await b.store.usage.flush(); // nothing open: nothing to write
-    const result = await a.evictor.sweep();
+    const result = await a.evictor.sweep(Date.now() + grace + 50); // once the grace has passed
     assert.equal(result.deleted, 2);
     for (const c of [read, filled]) {
       assert.ok(!has(bucket, contentOf(c)), `${c.digest}'s bytes deleted`);
@@ -191,8 +208,7 @@ describe('the fleet bound over an in-memory bucket', () => {
     await a.evictor.tick();
     assert.ok(!has(bucket, entryOf(c)) && has(bucket, contentOf(c)), 'evicted, its bytes in their grace');
     await put(a.store, 'again'); // requested and stored again
-    await sleep(100);
-    await a.evictor.sweep(); // evicts 'newer' now (the least recently used), and leaves 'again' alone
+    await a.evictor.sweep(Date.now() + 100); // past the grace: evicts 'newer' now (the least recently used), and leaves 'again' alone
     assert.ok(has(bucket, entryOf(c)) && has(bucket, contentOf(c)), 'stored again: entry and bytes');
     assert.ok(!has(bucket, layout.trashMarker('blob', c.digest)), 'its trash marker dropped');
     assert.ok(!has(bucket, entryOf(newer)));

@@ -1,3 +1,4 @@
+// tier: e2e
 // A fleet on one bucket, end to end: two regcache replicas (separate processes, CACHE_STORE on one bucket of
 // a real Ceph RADOS Gateway started by the test), a real docker-registry behind them (skopeo pulls) and a
 // scripted registry that sends its blobs slowly (raw GETs on each replica's mirror port). What one replica

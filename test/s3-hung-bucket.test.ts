@@ -1,3 +1,4 @@
+// tier: unit
 // S3Bucket against a bucket that accepts connections and never answers (RGW under SIGSTOP): each attempt
 // ends after the idle timeout counted from the request's start. Issue 25: a paused gateway turned new HITs
 // into 503 after 26 s where the docs say about 20 s: the SDK arms a socket timeout of 6 s or more only

@@ -1,3 +1,4 @@
+// tier: e2e
 // The local tier end to end (LOCAL_TIER_MAX_SIZE, decision #89): two regcache replicas (separate processes)
 // on one bucket of a real Ceph RADOS Gateway started by the test; B keeps a local tier. A blob A fetched is
 // a HIT on B twice: the first reads the bucket, the second makes no request for the content object at all
@@ -10,6 +11,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
+import { waitFor } from './harness/proc.js';
 import { startRegcache, type Regcache } from './harness/regcache.js';
 import { startS3Server, type S3Server } from './harness/s3-server.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -20,7 +22,6 @@ const BUCKET = 'regcache-tier';
 const PREFIX = 'cache/';
 const MIB = 1024 * 1024;
 const sha256 = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe('the local tier of a replica on an S3 bucket (Ceph RGW)', () => {
   const tmp = new TmpDirs();
@@ -50,6 +51,17 @@ describe('the local tier of a replica on an S3 bucket (Ceph RGW)', () => {
   const gatewayRequests = async (method: string, key: string): Promise<number> => {
     const text = await readFile(s3.gatewayLogFile, 'utf8');
     return text.split('\n').filter((line) => line.includes(`"${method} /${BUCKET}/${PREFIX}${key}`)).length;
+  };
+
+  /**
+   * Sends radosgw a request of its own and waits for its line in the log: the requests that ended before
+   * it was sent are logged by then, so counting them is final (no waiting for a request that never comes).
+   */
+  const loggedMarker = async (): Promise<void> => {
+    const key = `marker-${crypto.randomBytes(6).toString('hex')}`;
+    const res = await fetch(`${s3.endpoint}/${BUCKET}/${PREFIX}${key}`, { method: 'HEAD' });
+    await res.arrayBuffer();
+    await waitFor(async () => (await gatewayRequests('HEAD', key)) > 0, { timeoutMs: 10_000, what: `radosgw to log HEAD ${key}` });
   };
 
   before(async () => {
@@ -82,18 +94,15 @@ describe('the local tier of a replica on an S3 bucket (Ceph RGW)', () => {
     const first = await get(b.mirrorPort!, target);
     assert.ok(first.status === 200 && first.complete && first.body.equals(blob.data), `first HIT: ${first.status}`);
     // The control: radosgw logged B's read of the content (the log is written, and read right).
-    let afterFirst = before;
-    for (let i = 0; i < 50 && afterFirst === before; i++) {
-      await sleep(100);
-      afterFirst = await gatewayRequests('GET', key);
-    }
-    assert.ok(afterFirst > before, 'the first HIT read the bucket');
+    await waitFor(async () => (await gatewayRequests('GET', key)) > before, { timeoutMs: 10_000, what: "the first HIT's GET in the gateway's log" });
+    const afterFirst = await gatewayRequests('GET', key);
+    await loggedMarker(); // and nothing more of the first HIT comes after this
     const heads = await gatewayRequests('HEAD', key);
 
     const second = await get(b.mirrorPort!, target);
     assert.ok(second.status === 200 && second.complete && second.body.equals(blob.data), `second HIT: ${second.status}`);
     assert.ok(second.body.equals(first.body), 'bytes identical');
-    await sleep(1500); // as long as the control ever needed, and more
+    await loggedMarker(); // a request of the second HIT would have been logged before this one
     assert.equal(await gatewayRequests('GET', key), afterFirst, 'no GET of the content for the second HIT');
     assert.equal(await gatewayRequests('HEAD', key), heads, 'no HEAD either');
     const lines = (await b.requests()).filter((l) => l.digest === blob.digest);

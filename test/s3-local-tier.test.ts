@@ -1,3 +1,4 @@
+// tier: unit
 // The S3 store's local tier (LOCAL_TIER_MAX_SIZE, decision #89) over an in-memory bucket: a warm replica
 // reads hot content from local disk, not the bucket; the tier keeps to its bound; a local copy that no
 // longer hashes to its digest is caught by a verified read and only the copy is dropped; a copy whose

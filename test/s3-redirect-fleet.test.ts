@@ -1,3 +1,4 @@
+// tier: e2e
 // S3_REDIRECT against a real S3 server (Ceph RGW, started by the test): a replica with S3_REDIRECT=true
 // answers a warm pull's blob GETs 307 to presigned URLs that skopeo follows to the gateway itself, so the
 // replica sends none of the blobs' bytes (its log lines and regcache_bytes_served_total say so) and the

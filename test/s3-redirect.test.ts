@@ -1,3 +1,4 @@
+// tier: unit
 // S3_REDIRECT in process, over an in-memory bucket (test/support/fake-bucket.ts): a GET of a stored blob
 // that the client may read is answered 307 to a presigned URL of its object; HEADs and manifests are
 // answered locally; content refused to this client stays refused (upstream's own answer, no URL minted);

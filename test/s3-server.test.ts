@@ -1,3 +1,4 @@
+// tier: e2e
 // The S3 test server (test/harness/s3-server.ts: a single-node Ceph and its RADOS Gateway) does what the S3
 // store relies on, driven with the AWS SDK as the store drives it: streamed and multipart uploads, ranges,
 // metadata, conditional create, listing pages, presigned URLs, and a gateway that goes away and comes back.

@@ -1,3 +1,4 @@
+// tier: unit
 // The S3 store and the fill locks in process, over an in-memory bucket (test/support/fake-bucket.ts):
 // exactly one winner among replicas racing for a fill's lock, a lapsed lease taken over by exactly one,
 // content invisible until verified (an upload aborted on failure leaves nothing), what one replica

@@ -1,3 +1,4 @@
+// tier: e2e
 // The set-up scripts regcache hands out (/setup/systemd, /setup/containerd.sh), run for real by bash in a
 // directory standing in for / (REGCACHE_ROOT), with curl, update-ca-certificates and systemctl stubbed
 // to record what they were asked to do (issue 13, item 13).

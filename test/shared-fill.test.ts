@@ -1,3 +1,4 @@
+// tier: e2e
 // One blob pulled through the proxy (CONNECT, intercepted) and the mirror (MIRROR_PORT, ?ns=) at the same
 // moment, from the same origin: the doors share the store's fill coordinator, so the real docker-registry
 // behind them serves one blob GET, and both clients get the verified bytes.

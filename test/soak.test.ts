@@ -1,3 +1,4 @@
+// tier: e2e
 // exclusive: alone (a minute of load from three configurations' processes, radosgw and skopeo: it needs the machine's CPU to itself; it also mounts a tmpfs, as root)
 // The soak in `npm test`: one minute (SOAK_MINUTES, default 1) of mixed pulls through both configurations
 // (WORKERS=2 on a small CACHE_MAX_SIZE and a tmpfs; two replicas on Ceph RGW behind haproxy) while faults

@@ -1,3 +1,4 @@
+// tier: e2e
 // Startup failures name the setting behind them and the fix, and are found before anything is touched:
 // no CA is created and no cache directory appears when the configuration cannot work (issue 13, item 8).
 // The real CLI, as root and as uid 1000 (the image's user), against real files, mounts and ports.

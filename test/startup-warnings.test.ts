@@ -1,3 +1,4 @@
+// tier: unit
 // What a server says before it serves (assembly/startup.ts), in process: the whole configuration at debug
 // with its secrets redacted, one warning for each rpardini variable regcache does not read naming what
 // replaces it, and a warning for an allowlisted registry that is a refused destination, by name or by the

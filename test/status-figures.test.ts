@@ -1,3 +1,4 @@
+// tier: e2e
 // The status figures, end to end: a known sequence of pulls through a real regcache (two workers) — a
 // MISS, a HIT, a refused private pull, an eviction — and then the same numbers on the status page in a
 // real browser (headless Chromium), in `regcache status --json`, in /metrics, and in a real Prometheus

@@ -1,3 +1,4 @@
+// tier: unit
 // The status summary in process (fast tier): the counters, the windows and the lists fed by one call per
 // request line; the summary built from the counters' JSON agrees with /metrics; windows per minute over a
 // day; several processes merged; a refused MISS is DENIED; the page escapes what clients name.

@@ -1,3 +1,4 @@
+// tier: e2e
 // Store integrity (issue 12, items 7-9) with real parts: the verifying reader in-process against temp
 // files; the real regcache process with a fake upstream for stored files that changed or shrank on disk,
 // a small tmpfs as a full disk, and a process started under umask 000.

@@ -1,3 +1,4 @@
+// tier: e2e
 // Manifests by tag against a real docker-registry: revalidated with a HEAD each time, keyed by the
 // client's Accept set, moved tags followed, and served STALE when upstream is gone.
 import assert from 'node:assert/strict';
@@ -49,8 +50,17 @@ describe('manifests by tag', () => {
     await tmp.cleanup();
   });
 
-  const getTag = (repo: string, tag: string, accept: string) => client.fetch(`https://registry.test/v2/${repo}/manifests/${tag}`, { headers: { accept } });
-  const lastLine = async (repo: string) => (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag' && l.path?.includes(`/${repo}/`)).at(-1);
+  let lastMark = 0; // the log's length before the last getTag
+  const getTag = async (repo: string, tag: string, accept: string) => {
+    lastMark = await proxy.logMark();
+    return client.fetch(`https://registry.test/v2/${repo}/manifests/${tag}`, { headers: { accept } });
+  };
+  // The last getTag's line, waited for: it is written when regcache sees the response close, which on a
+  // loaded machine can come after the client has the body and the log looked settled.
+  const lastLine = async (repo: string) =>
+    proxy.waitForLog((l) => l.msg === 'request' && l.kind === 'manifest-by-tag' && l.path?.includes(`/${repo}/`) === true, `the line of ${repo}`, {
+      since: lastMark,
+    });
   const manifestGets = async (repo: string, tag: string) =>
     (await upstream.registry.requests()).filter((e) => e.method === 'GET' && e.path === `/v2/${repo}/manifests/${tag}`).length;
 
@@ -167,9 +177,10 @@ describe('ENABLE_MANIFEST_CACHE (rpardini tiers)', () => {
   const heads = async (tag: string) =>
     (await upstream.registry.requests()).filter((e) => e.method === 'HEAD' && e.path === `/v2/lib/app/manifests/${tag}`).length;
   const get = async (tag: string) => {
+    const mark = await proxy.logMark();
     const res = await client.fetch(`https://registry.test/v2/lib/app/manifests/${tag}`, { headers: { accept: WITH_LISTS } });
     assert.ok(res.body.equals(upstream.image.manifest));
-    return (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1)?.cache;
+    return (await proxy.waitForLog((l) => l.msg === 'request' && l.kind === 'manifest-by-tag', `the line of ${tag}`, { since: mark })).cache;
   };
 
   it('serves a primary-tier tag without asking upstream, and revalidates a default-tier tag once its time is up', async () => {
@@ -241,8 +252,9 @@ describe('no cache state across schemes', () => {
     );
 
   it('never lets a plain-HTTP answer become what an HTTPS pull is served', async () => {
+    const mark = await proxy.logMark();
     assert.match(await plainGet('stable'), /^HTTP\/1\.1 200/);
-    const line = (await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1);
+    const line = await proxy.waitForLog((l) => l.msg === 'request' && l.kind === 'manifest-by-tag', 'the plain-HTTP line', { since: mark });
     assert.equal(line?.cache, 'BYPASS');
     assert.equal(line?.reason, 'plain HTTP is never cached');
     const secure = await client.fetch('https://registry.test/v2/lib/app/manifests/stable', { headers: { accept: DOCKER_ONLY } });

@@ -1,3 +1,4 @@
+// tier: unit
 // prefetch's progress line, in-process on a fake clock: bytes, total, rate and blob count on a terminal,
 // redrawn at most every interval, cleared at the end; nothing at all when the output is not a terminal.
 import assert from 'node:assert/strict';

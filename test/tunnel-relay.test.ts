@@ -1,7 +1,8 @@
+// tier: unit
 // Tunnels copy downloads through one reused buffer (src/server/reused-buffer-copy.ts): every byte must
 // still arrive intact and in order when the client reads slowly (writes pending, reading paused), when
 // the origin speaks first (bytes read before the tunnel is set up), and half-closes must still pass both
-// ways. A real regcache process and plain TCP origins behind CONNECT_TO; the copy on its own for bytes
+// ways. regcache in process and plain TCP origins behind CONNECT_TO; the copy on its own for bytes
 // that arrive before it is started.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -10,8 +11,8 @@ import path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { ReusedBufferCopy } from '../src/doors/reused-buffer-copy.js';
-import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
+import { startInProcessRegcache, type InProcessRegcache } from './support/in-process-regcache.js';
 
 const BULK_BYTES = 48 * 1024 * 1024;
 
@@ -80,7 +81,7 @@ async function readAll(socket: net.Socket, first: Buffer, slow: boolean): Promis
 
 describe('tunnel relay: a reused read buffer', () => {
   const tmp = new TmpDirs();
-  let proxy: Regcache;
+  let proxy: InProcessRegcache;
   let bulk: net.Server;
   let banner: net.Server;
   let shout: net.Server;
@@ -98,7 +99,7 @@ describe('tunnel relay: a reused read buffer', () => {
       socket.once('end', () => socket.end(Buffer.concat(got).toString('latin1').toUpperCase()));
     });
     const port = (s: net.Server): number => (s.address() as net.AddressInfo).port;
-    proxy = await startRegcache({
+    proxy = await startInProcessRegcache({
       dir: path.join(root, 'proxy'),
       env: {
         CONNECT_TO: [`bulk.test:443:127.0.0.1:${port(bulk)}`, `banner.test:443:127.0.0.1:${port(banner)}`, `shout.test:443:127.0.0.1:${port(shout)}`].join(','),

@@ -1,3 +1,4 @@
+// tier: unit
 // An upstream request that gets no answer fails with a typed cause, set where the failure happens (the
 // destination policy, the TLS handshake, undici's head timeout), not read out of its message. In-process.
 import assert from 'node:assert/strict';

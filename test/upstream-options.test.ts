@@ -1,3 +1,4 @@
+// tier: e2e
 // Upstream options: AUTH_REGISTRIES credentials (injected only when the client sent none), configurable
 // timeouts, and Docker Hub's rate-limit header in the log.
 import assert from 'node:assert/strict';

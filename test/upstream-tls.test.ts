@@ -1,22 +1,23 @@
+// tier: unit
 // Upstream TLS is verified against the system roots plus UPSTREAM_CA_FILE; VERIFY_SSL=false is the
 // explicit, logged way out.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { createTestCA } from './harness/pki.js';
-import { startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
+import { startInProcessRegcache, type InProcessRegcache } from './support/in-process-regcache.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
 import { ProxyClient } from './support/proxy-client.js';
 
 describe('upstream certificate verification', () => {
   const tmp = new TmpDirs();
   const upstream = new FakeRegistry();
-  const running: { proxy: Regcache; client: ProxyClient }[] = [];
+  const running: { proxy: InProcessRegcache; client: ProxyClient }[] = [];
   const blob = makeBlob(10_000, 'tls');
   let dir: string;
 
   const start = async (name: string, env: Record<string, string>) => {
-    const proxy = await startRegcache({
+    const proxy = await startInProcessRegcache({
       dir: `${dir}/${name}`,
       env: { ADDITIONAL_REGISTRIES: 'registry.test', CONNECT_TO: `registry.test:443:127.0.0.1:${upstream.port}`, ...env },
     });

@@ -1,3 +1,4 @@
+// tier: unit
 // The store shared by worker processes (WORKERS > 1), in one process: the primary's LocalStore, DiskEvictor
 // and StoreHost, and two "workers" (a worker backend and a FillCoordinator each) talking
 // to it over fake channels that carry JSON copies of the messages a moment later, as Node's IPC does.

@@ -1,3 +1,4 @@
+// tier: e2e
 // WORKERS=2 end to end: a real regcache primary with two worker processes, a real docker-registry behind it
 // (skopeo pulls) and a scripted registry that sends its blobs slowly (raw HTTP clients on the mirror port,
 // one new connection per request, so that Node's cluster hands them to both workers in turn). One store for

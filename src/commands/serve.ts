@@ -2,12 +2,8 @@
 // and (in forked processes running this same command) the workers, and stops them on SIGTERM/SIGINT.
 import cluster from 'node:cluster';
 import { Option, type Command } from 'commander';
-import { startProxy } from '../assembly/proxy.js';
-import { StartupError } from '../assembly/startup-checks.js';
 import { CacheDirInUseError } from '../admin/control-socket.js';
 import { ConfigError, loadConfig } from '../config/config.js';
-import { startPrimary } from '../process/primary.js';
-import { startWorker } from '../process/worker.js';
 import { createLogger } from '../telemetry/log.js';
 import { logProcessCrashes } from '../telemetry/process-crashes.js';
 import { logProcessWarnings } from '../telemetry/process-warnings.js';
@@ -50,6 +46,14 @@ Examples:
       const log = createLogger(config.logLevel, config.logFormat === null ? undefined : config.logFormat === 'pretty', workerId);
       logProcessWarnings(log);
       logProcessCrashes(log);
+      // Loaded here, not at the top: the server (the AWS SDK and all) is most of the CLI's start-up time,
+      // which every other command and --help would pay for nothing.
+      const [{ startProxy }, { StartupError }, { startPrimary }, { startWorker }] = await Promise.all([
+        import('../assembly/proxy.js'),
+        import('../assembly/startup-checks.js'),
+        import('../process/primary.js'),
+        import('../process/worker.js'),
+      ]);
       let stopping = false;
       const stopWith = (close: (graceMs?: number) => Promise<void>) => (signal: string, graceMs?: number) => {
         if (stopping) return;

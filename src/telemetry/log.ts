@@ -15,14 +15,17 @@ const ATOMIC_PIPE_WRITE = 4096;
 /**
  * JSON lines; `humanReadable` (default: on a terminal), the same records as readable lines, coloured on a
  * terminal. `worker`: this process's place in a tree of processes (0 for the
- * primary), added to every line.
+ * primary), added to every line. `to`: where the JSON lines go instead of stdout (a regcache started in a
+ * test's own process: test/support/in-process-regcache.ts).
  */
-export function createLogger(level: string, humanReadable = process.stdout.isTTY === true, worker?: number): Logger {
-  const destination = humanReadable
-    ? prettyDestination(process.stdout.isTTY === true)
-    : worker !== undefined
-      ? pino.destination({ dest: 1, maxWrite: ATOMIC_PIPE_WRITE })
-      : undefined;
+export function createLogger(level: string, humanReadable = process.stdout.isTTY === true, worker?: number, to?: DestinationStream): Logger {
+  const destination =
+    to ??
+    (humanReadable
+      ? prettyDestination(process.stdout.isTTY === true)
+      : worker !== undefined
+        ? pino.destination({ dest: 1, maxWrite: ATOMIC_PIPE_WRITE })
+        : undefined);
   const options: LoggerOptions = {
     level,
     base: worker === undefined ? undefined : { worker }, // no pid/hostname noise

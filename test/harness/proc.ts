@@ -28,7 +28,13 @@ process.once('exit', () => {
   for (const child of live) child.kill('SIGKILL');
 });
 
+/** The unit tier runs in process: a child process there is a file in the wrong tier (test/README.md). */
+function refuseInUnitTier(command: string): void {
+  if (process.env.REGCACHE_TEST_TIER === 'unit') throw new Error(`a // tier: unit file starts no process (${command}): make it // tier: e2e`);
+}
+
 export function spawnDaemon(command: string, args: string[], opts: SpawnDaemonOptions): Daemon {
+  refuseInUnitTier(command);
   // Plain fds instead of pipes: nothing to drain, and logs survive for post-mortems.
   const out = openSync(opts.stdoutFile, 'a');
   const err = opts.stderrFile !== undefined && opts.stderrFile !== opts.stdoutFile ? openSync(opts.stderrFile, 'a') : out;
@@ -81,6 +87,7 @@ export interface RunResult {
 
 /** Run a short command to completion, capturing output (never throws on non-zero exit). */
 export function run(command: string, args: string[], opts: { env?: Record<string, string>; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  refuseInUnitTier(command);
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     const out: Buffer[] = [];

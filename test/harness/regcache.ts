@@ -33,7 +33,14 @@ export interface Regcache {
   logs(): Promise<LogLine[]>;
   /** Request lines (msg "request") logged since the given count of lines. */
   requests(since?: number): Promise<LogLine[]>;
-  waitForLog(predicate: (line: LogLine) => boolean, what: string, timeoutMs?: number): Promise<LogLine>;
+  /**
+   * The first line matching `predicate`, waiting up to timeoutMs (default 30 s) for it; with `since` (a
+   * logMark() taken before the action), only among the lines logged after the mark, so that a line an
+   * earlier step or test wrote cannot satisfy the wait.
+   */
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, options?: number | { timeoutMs?: number; since?: number }): Promise<LogLine>;
+  /** How many lines are logged so far: a mark for waitForLog's `since`. */
+  logMark(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -44,7 +51,7 @@ export interface RegcacheOptions {
   cacheDir?: string;
   umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
   cli?: string; // another build's dist/cli.js (a bench comparing builds); default this tree's
-  startTimeoutMs?: number; // how long it may take to listen (default 15 s); past it the process is stopped
+  startTimeoutMs?: number; // how long it may take to listen (default 60 s); past it the process is stopped
 }
 
 export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
@@ -72,12 +79,17 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const logs = async (): Promise<LogLine[]> => {
     return parseLogLines(await readFile(logFile, 'utf8').catch(() => ''));
   };
-  const waitForLog = async (predicate: (line: LogLine) => boolean, what: string, timeoutMs = 15_000): Promise<LogLine> => {
+  const waitForLog = async (
+    predicate: (line: LogLine) => boolean,
+    what: string,
+    options: number | { timeoutMs?: number; since?: number } = {},
+  ): Promise<LogLine> => {
+    const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
     let found: LogLine | undefined;
     await waitFor(
       async () => {
         if (!daemon.isRunning()) throw new Error(`regcache exited while waiting for ${what}:\n${await logTail(logFile)}`);
-        found = (await logs()).find(predicate);
+        found = (await logs()).slice(since).find(predicate);
         return found !== undefined;
       },
       { timeoutMs, what, intervalMs: 25 },
@@ -86,8 +98,10 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   };
 
   // With WORKERS > 1 the primary says 'listening' once every worker does.
-  // A start that fails or times out leaves no process behind holding the ports.
-  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen', opts.startTimeoutMs).catch(async (err: unknown) => {
+  // A start that fails or times out leaves no process behind holding the ports. The wait ends as soon as
+  // the line comes, or the process exits: its limit only bounds a hang, so it is generous (a loaded machine
+  // running test files side by side took more than 15 s to start WORKERS=2).
+  const listening = await waitForLog((l) => l.msg === 'listening', 'regcache to listen', opts.startTimeoutMs ?? 60_000).catch(async (err: unknown) => {
     await daemon.stop(5000);
     throw err;
   });
@@ -108,6 +122,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
         .slice(since)
         .filter((l) => l.msg === 'request'),
     waitForLog,
+    logMark: async () => (await logs()).length,
     stop: () => daemon.stop(5000),
   };
 }

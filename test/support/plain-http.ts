@@ -13,6 +13,7 @@ export interface RequestOptions {
   headers?: Record<string, string>;
   method?: string;
   localAddress?: string; // e.g. 127.0.1.7: another client address as regcache sees it
+  signal?: AbortSignal; // aborts the request: it rejects, its connection is closed
 }
 
 export function request(port: number, pathAndQuery: string, opts: RequestOptions = {}): Promise<Reply> {
@@ -26,6 +27,7 @@ export function request(port: number, pathAndQuery: string, opts: RequestOptions
         headers: opts.headers ?? {},
         agent: false,
         ...(opts.localAddress ? { localAddress: opts.localAddress } : {}),
+        ...(opts.signal ? { signal: opts.signal } : {}),
       },
       (res) => {
         let body = '';

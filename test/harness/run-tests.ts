@@ -1,0 +1,402 @@
+// The test runner behind `npm test` and `npm run test:unit` (test/README.md).
+//
+// Every test/*.test.ts says its tier in a header comment near its top:
+//   // tier: unit   in process: no daemon, no system package, no build (tsx runs the sources); seconds
+//   // tier: e2e    real processes: dist/ built, daemons, clients, system packages (test/install-deps.sh)
+// and a file that needs the machine to itself also says `// exclusive: alone`. A file with no tier stops the
+// run before anything starts, so nothing is left out unnoticed.
+//
+//   --unit          the unit tier only, no checks (what a developer runs every few minutes)
+//   --jobs N        how many files run side by side (default: unit 3, whole suite REGCACHE_TEST_JOBS or 4)
+//   --verbose       with --unit: every file's spec output (by default only a failed file's)
+//   --list          print each file's tier and stop
+//   FILE...         just these files (each still run as its tier needs: e2e files after the build)
+//
+// The whole suite: the build, then the checks (typecheck, imports, format, lint when package.json has it)
+// and every non-exclusive file in one pool of N slots, longest first; then the exclusive files one at a
+// time. Each file runs as its own process group with a band of ports of its own (ports.ts), its output held
+// and printed whole when it ends. The summary counts tests, lists every skip with its reason and fails the
+// run on a failure, a file that ran no test, a time-out, or (as root) a skip saying it needs root.
+import { spawn } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestOutcome } from './test-events.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const EVENTS_REPORTER = './test/harness/test-events.ts';
+/** Where the last run's durations are kept to order the next one (outside the tree, like any cache). */
+const DURATIONS_FILE = path.join(ROOT, 'node_modules/.cache/regcache-tests/durations.json');
+/** Bands of ports for running files, one per slot, below the kernel's ephemeral range (32768-60999). */
+const PORT_BAND_BASE = 20_000;
+const PORT_BAND_SIZE = 1000;
+const MAX_JOBS = 12;
+
+/**
+ * Seconds a file took in the whole suite (measured 2026-12-05 with 4 slots on the 2-core machine while other
+ * work loaded it: only their order matters), to start the long ones first when no earlier run's durations
+ * are at hand (a clean clone in CI). Only the order depends on these.
+ */
+const KNOWN_SECONDS: Record<string, number> = {
+  'test/image.test.ts': 765,
+  'test/npm-start.test.ts': 194,
+  'test/cache-store.test.ts': 139,
+  'test/s3-fleet.test.ts': 121,
+  'test/ring-send.test.ts': 121,
+  'test/cli.test.ts': 104,
+  'test/e2e-skopeo.test.ts': 96,
+  'test/workers.test.ts': 88,
+  'test/auth-doors.test.ts': 82,
+  'test/s3-bound.test.ts': 82,
+  'test/status-figures.test.ts': 79,
+  'test/store-integrity.test.ts': 68,
+  'test/cache-cli.test.ts': 68,
+  'test/mirror.test.ts': 67,
+  'test/proxy-cache.test.ts': 59,
+};
+
+type Tier = 'unit' | 'e2e';
+
+interface TestFile {
+  file: string; // relative to ROOT
+  tier: Tier;
+  exclusive: boolean;
+}
+
+interface Job {
+  name: string;
+  kind: 'check' | Tier;
+  command: string[];
+  timeoutMs: number;
+  /** A test file (command: the file): run directly by node with tsx, reporting its tests; a check reports only an exit code. */
+  testFile: boolean;
+}
+
+interface JobResult {
+  job: Job;
+  code: number | string;
+  seconds: number;
+  timedOut: boolean;
+  outcomes: TestOutcome[];
+  output: string;
+}
+
+function parseArgs(argv: string[]): { unit: boolean; verbose: boolean; list: boolean; jobs: number | null; files: string[] } {
+  let unit = false;
+  let list = false;
+  let verbose = false;
+  let jobs: number | null = null;
+  const files: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--unit') unit = true;
+    else if (arg === '--verbose') verbose = true;
+    else if (arg === '--list') list = true;
+    else if (arg === '--jobs') jobs = Number(argv[++i]);
+    else if (arg.startsWith('--jobs=')) jobs = Number(arg.slice('--jobs='.length));
+    else if (arg.startsWith('-')) throw new Error(`unknown option ${arg}`);
+    else files.push(path.relative(ROOT, path.resolve(arg)));
+  }
+  if (jobs !== null && !(Number.isInteger(jobs) && jobs >= 1 && jobs <= MAX_JOBS)) throw new Error(`--jobs takes 1 to ${MAX_JOBS}`);
+  return { unit, verbose, list, jobs, files };
+}
+
+/** The tier and exclusivity a file declares in the comments at its top. */
+export function readHeader(text: string): { tier: Tier | null; exclusive: boolean } {
+  let tier: Tier | null = null;
+  let exclusive = false;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('//')) break;
+    const m = /^\/\/\s*tier:\s*(\S+)/.exec(line);
+    if (m !== null) tier = m[1] === 'unit' || m[1] === 'e2e' ? m[1] : null;
+    if (/^\/\/\s*exclusive:\s*alone\b/.test(line)) exclusive = true;
+  }
+  return { tier, exclusive };
+}
+
+function discover(): { files: TestFile[]; untiered: string[] } {
+  const files: TestFile[] = [];
+  const untiered: string[] = [];
+  for (const name of readdirSync(path.join(ROOT, 'test')).sort()) {
+    if (!name.endsWith('.test.ts')) continue;
+    const file = `test/${name}`;
+    const { tier, exclusive } = readHeader(readFileSync(path.join(ROOT, file), 'utf8'));
+    if (tier === null) untiered.push(file);
+    else files.push({ file, tier, exclusive });
+  }
+  return { files, untiered };
+}
+
+function readDurations(): Record<string, number> {
+  try {
+    return JSON.parse(readFileSync(DURATIONS_FILE, 'utf8')) as Record<string, number>;
+  } catch {
+    return {};
+  }
+}
+
+function writeDurations(previous: Record<string, number>, results: JobResult[]): void {
+  const next = { ...previous };
+  for (const r of results) if (r.job.testFile && !r.timedOut && r.job.name.startsWith('test/')) next[r.job.name] = Math.round(r.seconds * 10) / 10;
+  try {
+    mkdirSync(path.dirname(DURATIONS_FILE), { recursive: true });
+    writeFileSync(DURATIONS_FILE, JSON.stringify(next, null, 2) + '\n');
+  } catch {
+    // only the next run's order depends on it
+  }
+}
+
+function testJob(f: TestFile): Job {
+  return {
+    name: f.file,
+    kind: f.tier,
+    command: [f.file],
+    // Far above what any file takes: a file that hangs ends the run with its name instead of CI's timeout.
+    timeoutMs: f.tier === 'unit' ? 120_000 : f.exclusive ? 1_800_000 : 900_000,
+    testFile: true,
+  };
+}
+
+/**
+ * The unit tier as `slots` processes, each running a share of the files one after another
+ * (unit-group.ts), shares balanced by the files' expected durations: starting node and tsx costs more CPU
+ * than most unit files take.
+ */
+function unitGroups(files: TestFile[], slots: number, estimate: (f: TestFile) => number): Job[] {
+  const groups = Array.from({ length: Math.min(slots, files.length) }, () => ({ files: [] as string[], seconds: 0 }));
+  for (const f of [...files].sort((a, b) => estimate(b) - estimate(a))) {
+    const lightest = groups.reduce((a, b) => (b.seconds < a.seconds ? b : a));
+    lightest.files.push(f.file);
+    lightest.seconds += estimate(f);
+  }
+  return groups.map((g, i) => ({
+    name: `unit group ${i + 1} (${g.files.length} files)`,
+    kind: 'unit' as const,
+    command: ['test/harness/unit-group.ts', ...g.files],
+    timeoutMs: 300_000,
+    testFile: true,
+  }));
+}
+
+function checkJobs(): Job[] {
+  const scripts = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
+  const bin = (name: string): string => path.join(ROOT, 'node_modules/.bin', name);
+  const jobs: Job[] = [
+    // The build has type-checked src/; this covers the tests, bench/ and scripts/ (and src/ again, cheaply).
+    { name: 'typecheck', kind: 'check', command: [bin('tsc'), '-p', 'test/tsconfig.json', '--noEmit'], timeoutMs: 300_000, testFile: false },
+    // Imports point downward only (.dependency-cruiser.cjs).
+    { name: 'check:imports', kind: 'check', command: ['npm', 'run', '--silent', 'check:imports'], timeoutMs: 300_000, testFile: false },
+    { name: 'format', kind: 'check', command: [bin('prettier'), '--check', '--log-level', 'warn', '.'], timeoutMs: 300_000, testFile: false },
+  ];
+  if (scripts.lint !== undefined) jobs.push({ name: 'lint', kind: 'check', command: ['npm', 'run', '--silent', 'lint'], timeoutMs: 600_000, testFile: false });
+  return jobs;
+}
+
+/** Runs one job as its own process group; its output is held and returned whole. */
+async function runJob(job: Job, slot: number, eventsFile: string | null): Promise<JobResult> {
+  const started = performance.now();
+  const low = PORT_BAND_BASE + slot * PORT_BAND_SIZE;
+  const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind };
+  // A test file runs directly (no --test: one process, not a runner and a child), with the spec reporter for
+  // people and test-events.ts for the summary.
+  const [command, ...args] =
+    eventsFile === null
+      ? job.command
+      : [
+          process.execPath,
+          '--import',
+          'tsx',
+          '--test-reporter=spec',
+          '--test-reporter-destination=stdout',
+          `--test-reporter=${EVENTS_REPORTER}`,
+          `--test-reporter-destination=${eventsFile}`,
+          ...job.command,
+        ];
+  const child = spawn(command!, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  const chunks: Buffer[] = [];
+  child.stdout.on('data', (b: Buffer) => chunks.push(b));
+  child.stderr.on('data', (b: Buffer) => chunks.push(b));
+  let timedOut = false;
+  const killGroup = (signal: NodeJS.Signals): void => {
+    try {
+      process.kill(-child.pid!, signal);
+    } catch {
+      // the group is gone
+    }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup('SIGTERM');
+    setTimeout(() => killGroup('SIGKILL'), 10_000).unref();
+  }, job.timeoutMs);
+  const code = await new Promise<number | string>((resolve) => {
+    child.once('error', () => resolve(127));
+    child.once('close', (c, signal) => resolve(c ?? signal ?? 'unknown'));
+  });
+  clearTimeout(timer);
+  // Daemons a file left behind (its exit hooks did not run) go with its group.
+  killGroup('SIGKILL');
+  const outcomes: TestOutcome[] =
+    eventsFile === null
+      ? []
+      : (await readFile(eventsFile, 'utf8').catch(() => ''))
+          .split('\n')
+          .filter((l) => l.startsWith('{'))
+          .map((l) => JSON.parse(l) as TestOutcome);
+  return { job, code, seconds: (performance.now() - started) / 1000, timedOut, outcomes, output: Buffer.concat(chunks).toString('utf8') };
+}
+
+/** Why a finished job fails the run, or null. */
+function failure(r: JobResult): string | null {
+  if (r.timedOut) return `timed out after ${r.job.timeoutMs / 1000} s`;
+  if (r.code !== 0) return `exit ${r.code}`;
+  if (r.job.testFile && r.outcomes.length === 0) return 'ran no test';
+  if (r.outcomes.some((o) => o.outcome === 'fail')) return 'a test failed';
+  if (process.getuid?.() === 0) {
+    const rootSkips = r.outcomes.filter((o) => o.outcome === 'skip' && /\bneeds? root\b/i.test(o.reason));
+    if (rootSkips.length > 0) return `${rootSkips.length} root-only check(s) skipped though running as root`;
+  }
+  return null;
+}
+
+/** Whether a passing test file's spec output is printed (the unit tier shows only failures unless --verbose). */
+let showPassingOutput = true;
+
+function report(r: JobResult): void {
+  const why = failure(r);
+  const counts = r.job.testFile ? ` (${tally(r.outcomes)})` : '';
+  const head = `── ${r.job.name} [${r.job.kind}] ${r.seconds.toFixed(1)} s: ${why === null ? 'ok' : `FAILED, ${why}`}${counts}`;
+  // Checks that pass have nothing to say; test files show their spec output (diagnostics: timings, tables).
+  const body = why === null && (!r.job.testFile || !showPassingOutput) ? '' : r.output.trimEnd();
+  process.stdout.write(`${head}\n${body === '' ? '' : body + '\n'}`);
+}
+
+function tally(outcomes: TestOutcome[]): string {
+  const n = (o: TestOutcome['outcome']): number => outcomes.filter((x) => x.outcome === o).length;
+  return `${n('pass')} passed, ${n('fail')} failed, ${n('skip')} skipped${n('todo') > 0 ? `, ${n('todo')} todo` : ''}`;
+}
+
+/** Runs jobs `slots` at a time in the order given; each result is reported as it comes. */
+async function pool(jobs: Job[], slots: number, eventsDir: string): Promise<JobResult[]> {
+  const results: JobResult[] = [];
+  let next = 0;
+  let eventsSeq = 0;
+  const worker = async (slot: number): Promise<void> => {
+    while (next < jobs.length) {
+      const job = jobs[next++]!;
+      const eventsFile = job.testFile ? path.join(eventsDir, `${eventsSeq++}.jsonl`) : null;
+      const r = await runJob(job, slot, eventsFile);
+      report(r);
+      results.push(r);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(slots, jobs.length) }, (_, slot) => worker(slot)));
+  return results;
+}
+
+async function main(): Promise<number> {
+  const t0 = performance.now();
+  const args = parseArgs(process.argv.slice(2));
+  const { files, untiered } = discover();
+  if (untiered.length > 0) {
+    process.stderr.write(
+      `These test files declare no tier; add "// tier: unit" (in process, no build, no daemon) or "// tier: e2e" at the top:\n` +
+        untiered.map((f) => `  ${f}\n`).join(''),
+    );
+    return 2;
+  }
+  if (args.list) {
+    for (const f of files) process.stdout.write(`${f.tier.padEnd(4)} ${f.exclusive ? 'alone' : '     '} ${f.file}\n`);
+    return 0;
+  }
+  let chosen: TestFile[];
+  if (args.files.length > 0) {
+    const byName = new Map(files.map((f) => [f.file, f]));
+    const unknown = args.files.filter((f) => !byName.has(f));
+    if (unknown.length > 0) {
+      process.stderr.write(`Not test files here: ${unknown.join(', ')}\n`);
+      return 2;
+    }
+    chosen = args.files.map((f) => byName.get(f)!);
+  } else chosen = args.unit ? files.filter((f) => f.tier === 'unit') : files;
+  if (args.unit && chosen.some((f) => f.tier !== 'unit')) {
+    process.stderr.write(`--unit runs unit files only: ${chosen.filter((f) => f.tier !== 'unit').map((f) => f.file)}\n`);
+    return 2;
+  }
+  const whole = !args.unit && args.files.length === 0;
+  showPassingOutput = !args.unit || args.verbose;
+  const needsBuild = chosen.some((f) => f.tier === 'e2e');
+  const slots = args.jobs ?? (args.unit ? 3 : Number(process.env.REGCACHE_TEST_JOBS ?? 4));
+
+  const eventsDir = await mkdtemp(path.join(os.tmpdir(), 'regcache-test-events-'));
+  const results: JobResult[] = [];
+  try {
+    if (needsBuild || whole) {
+      const build = await runJob({ name: 'build', kind: 'check', command: ['npm', 'run', '--silent', 'build'], timeoutMs: 300_000, testFile: false }, 0, null);
+      report(build);
+      results.push(build);
+      if (failure(build) !== null) return summary(results, t0);
+    }
+    const previous = readDurations();
+    const estimate = (j: Job): number =>
+      previous[j.name] ?? KNOWN_SECONDS[j.name] ?? (j.command[0] === 'test/harness/unit-group.ts' ? 2 * (j.command.length - 1) : j.kind === 'e2e' ? 30 : 2);
+    // Named files run a process each (what one is debugging); otherwise the unit files run in groups.
+    const grouped = args.files.length === 0;
+    const unitFiles = chosen.filter((f) => f.tier === 'unit' && !f.exclusive);
+    const unitJobs = grouped ? unitGroups(unitFiles, args.unit ? slots : 2, (f) => estimate(testJob(f))) : unitFiles.map((f) => testJob(f));
+    const concurrent = [
+      ...(whole ? checkJobs() : []), // first: short, and a failure shows early
+      ...[...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort((a, b) => estimate(b) - estimate(a)),
+    ];
+    results.push(...(await pool(concurrent, slots, eventsDir)));
+    // Files that need the machine to themselves, one at a time once the pool has drained.
+    results.push(
+      ...(await pool(
+        chosen.filter((f) => f.exclusive).map((f) => testJob(f)),
+        1,
+        eventsDir,
+      )),
+    );
+    writeDurations(previous, results);
+  } finally {
+    await rm(eventsDir, { recursive: true, force: true });
+  }
+  return summary(results, t0);
+}
+
+function summary(results: JobResult[], t0: number): number {
+  const outcomes = results.flatMap((r) => r.outcomes.map((o) => ({ ...o, file: o.file === undefined ? r.job.name : path.relative(ROOT, o.file) })));
+  const failed = results.filter((r) => failure(r) !== null);
+  const skips = outcomes.filter((o) => o.outcome === 'skip' || o.outcome === 'todo');
+  const files = new Set(outcomes.map((o) => o.file)).size;
+  const lines = ['', `══ ${files} files, ${tally(outcomes)}, in ${((performance.now() - t0) / 1000).toFixed(0)} s`];
+  if (skips.length > 0) {
+    lines.push('Skipped:');
+    for (const s of skips) lines.push(`  ${s.file}: ${s.name}${s.reason === '' ? '' : ` (${s.reason})`}`);
+  }
+  lines.push('Slowest:');
+  for (const r of [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 8)) lines.push(`  ${r.seconds.toFixed(1).padStart(6)} s  ${r.job.name}`);
+  if (failed.length > 0) {
+    lines.push('FAILED:');
+    for (const r of failed) {
+      lines.push(`  ${r.job.name}: ${failure(r)}`);
+      for (const o of r.outcomes.filter((x) => x.outcome === 'fail'))
+        lines.push(`    ✖ ${o.file === undefined ? '' : `${path.relative(ROOT, o.file)}: `}${o.name}: ${(o.error ?? '').split('\n')[0]}`);
+    }
+  }
+  process.stdout.write(lines.join('\n') + '\n');
+  return failed.length > 0 ? 1 : 0;
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  // exitCode, not exit(): output to a pipe (CI's log) is written asynchronously and must not be cut.
+  main().then(
+    (code) => (process.exitCode = code),
+    (err: unknown) => {
+      process.stderr.write(`${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 2;
+    },
+  );
+}

@@ -1,0 +1,80 @@
+// regcache started in the test's own process (startProxy, as `regcache serve` with WORKERS=1 does), its log
+// lines kept in memory: what test/harness/regcache.ts offers for a spawned one, without the build, the
+// process start or a log file. For tests of what one process does; signals, exit codes, WORKERS > 1 and
+// the CLI need the real process (harness/regcache.ts).
+import path from 'node:path';
+import { startProxy } from '../../src/assembly/proxy.js';
+import { loadConfig } from '../../src/config/config.js';
+import { createLogger } from '../../src/telemetry/log.js';
+import type { LogLine } from '../harness/regcache.js';
+import { sleep, waitFor } from '../harness/proc.js';
+
+export interface InProcessRegcache {
+  port: number;
+  mirrorPort: number | null;
+  proxyUrl: string;
+  caFile: string;
+  cacheDir: string;
+  logs(): Promise<LogLine[]>;
+  /** Request lines logged since the given count of lines (once no line has come for a moment). */
+  requests(since?: number): Promise<LogLine[]>;
+  waitForLog(predicate: (line: LogLine) => boolean, what: string, options?: number | { timeoutMs?: number; since?: number }): Promise<LogLine>;
+  logMark(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export interface InProcessOptions {
+  dir: string; // holds certs/ and cache/ unless caDir, cacheDir say otherwise
+  env?: Record<string, string>;
+  caDir?: string;
+  cacheDir?: string;
+}
+
+export async function startInProcessRegcache(opts: InProcessOptions): Promise<InProcessRegcache> {
+  const caDir = opts.caDir ?? path.join(opts.dir, 'certs');
+  const cacheDir = opts.cacheDir ?? path.join(opts.dir, 'cache');
+  // The same defaults as a spawned regcache in the tests (harness/regcache.ts).
+  const config = loadConfig({ PORT: '0', MIRROR_PORT: '0', CA_DIR: caDir, CACHE_DIR: cacheDir, LOG_LEVEL: 'debug', WORKERS: '1', ...opts.env });
+  const lines: LogLine[] = [];
+  let written = 0; // lines so far, for a settled read
+  const log = createLogger(config.logLevel, false, undefined, {
+    write(record: string): void {
+      for (const text of record.split('\n')) if (text.startsWith('{')) lines.push(JSON.parse(text) as LogLine);
+      written++;
+    },
+  });
+  const proxy = await startProxy(config, log);
+  const mirrorPort = proxy.ports.mirror?.port ?? null;
+
+  const logs = async (): Promise<LogLine[]> => [...lines];
+  const waitForLog = async (
+    predicate: (line: LogLine) => boolean,
+    what: string,
+    options: number | { timeoutMs?: number; since?: number } = {},
+  ): Promise<LogLine> => {
+    const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
+    let found: LogLine | undefined;
+    await waitFor(async () => (found = lines.slice(since).find(predicate)) !== undefined, { timeoutMs, what, intervalMs: 10 });
+    return found!;
+  };
+  return {
+    port: proxy.port,
+    mirrorPort,
+    proxyUrl: `http://127.0.0.1:${proxy.port}`,
+    caFile: path.join(caDir, 'ca.crt'),
+    cacheDir,
+    logs,
+    // A request line is written when the server sees the response close, which can come just after the
+    // client has its last byte: wait until no line has come for a moment before reading.
+    requests: async (since = 0) => {
+      for (let last = -1, i = 0; i < 40 && written !== last; i++) {
+        last = written;
+        await sleep(25);
+      }
+      return lines.slice(since).filter((l) => l.msg === 'request');
+    },
+    waitForLog,
+    logMark: async () => lines.length,
+    stop: () => proxy.close(0),
+  };
+}
