@@ -1,3 +1,4 @@
+// tier: e2e
 // Issue 20, attack 1, at every door that answers from the store, over every store. Alice pulls a private
 // image from registry.test with her credentials; evil.test, another allowlisted origin (a hostile TLS
 // server this test starts, routed by CONNECT_TO), answers every manifest HEAD by tag 200 with

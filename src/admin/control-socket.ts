@@ -86,6 +86,7 @@ async function respond(line: string, handler: ControlHandler): Promise<ControlRe
     request = JSON.parse(line) as ControlRequest;
     if (typeof request.cmd !== 'string' || typeof request.args !== 'object' || request.args === null) throw new Error('bad shape');
   } catch {
+    // answered as malformed: the client gets the error, nothing else is affected.
     return { ok: false, error: 'malformed control request' };
   }
   try {

@@ -60,6 +60,7 @@ function pemCertificates(text: string): crypto.X509Certificate[] {
     try {
       return [new crypto.X509Certificate(pem)];
     } catch {
+      // not a certificate: the check reports the file as holding none.
       return [];
     }
   });
@@ -70,6 +71,7 @@ function parsesAsKey(text: string): boolean {
     crypto.createPrivateKey(text);
     return true;
   } catch {
+    // not a key: that is what this check answers.
     return false;
   }
 }
@@ -78,6 +80,7 @@ function parsesAsKey(text: string): boolean {
 async function checkDirectory(variable: string, dir: string, write: boolean): Promise<void> {
   let target = dir;
   while (!(await exists(target)) && path.dirname(target) !== target) target = path.dirname(target);
+  // nothing there to check yet: the caller creates it.
   const stat = await fs.stat(target).catch(() => null);
   if (!stat?.isDirectory()) throw new StartupError(variable, `${variable}=${dir}: ${target} is not a directory: point ${variable} at a directory`);
   const where = target === dir ? dir : `${target} (where ${dir} would be created)`;

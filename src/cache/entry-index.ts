@@ -124,6 +124,7 @@ export class EntryIndex {
     if (!ordered) index.sortByLastAccess();
     index.journalLines = lines;
     index.handle = await fs.open(file, 'a', 0o600);
+    // a failed compaction leaves the journal as it was (still valid); the next append retries it.
     if (!clean || !ordered || lines !== index.entries.size + index.pointers.size) index.appending = index.compact().catch(() => undefined);
     // A flush that cannot write (ENOSPC: the disk is full) keeps its touches for the next tick; a rejected
     // promise left to a timer would end the process (the soak's full disk did: a primary gone).
@@ -284,7 +285,9 @@ export class EntryIndex {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    // closing: access times not flushed are only LRU order, rebuilt as content is used.
     await this.flushTouches().catch(() => undefined);
+    // closing: a failed append was reported to its caller; nothing is left to do with it here.
     await this.appending.catch(() => undefined);
     await this.handle?.close();
     this.handle = null;
@@ -433,6 +436,7 @@ export class EntryIndex {
     // Serialised: batches never interleave, and each waits for those before it. A failed write (disk
     // full) fails only the callers whose lines were in its batch.
     batch.written = this.appending
+      // the previous batch's failure was its caller's to hear; this batch still goes.
       .catch(() => undefined)
       .then(async () => {
         this.openBatch = null; // appends from now on form the next batch, which waits for this one

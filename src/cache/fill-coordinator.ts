@@ -181,6 +181,7 @@ export class FillCoordinator extends EventEmitter {
       // Evicted a moment ago (the index no longer has it), or removed behind our back (drop the entry).
       if (this.store.index.get(kind, digest)) {
         this.log.warn({ digest, path: this.store.where(digest) }, 'content file missing; entry dropped');
+        // the entry is gone or the next read finds it missing again: removing is best effort.
         await this.store.remove(kind, digest).catch(() => undefined);
       }
       return null;
@@ -188,6 +189,7 @@ export class FillCoordinator extends EventEmitter {
     if (file.size !== stored.size) {
       await file.close();
       this.log.warn({ digest, kind, path: this.store.where(digest), size: stored.size, actualSize: file.size }, 'stored content has the wrong size; dropped');
+      // the entry is gone or the next read finds it wrong again: removing is best effort.
       await this.store.remove(kind, digest).catch(() => undefined);
       return null;
     }

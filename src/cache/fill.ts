@@ -135,6 +135,7 @@ export class Fill extends EventEmitter {
   protected closeIfIdle(): void {
     if (this.settled && this.readers === 0 && !this.closed) {
       this.closed = true;
+      // the fill already failed and said why; a close error adds nothing.
       void this.spool.close().catch(() => undefined);
     }
   }
@@ -194,6 +195,7 @@ class SpoolingFill extends Fill {
       this.state = 'failed';
       clearTimeout(this.stallTimer);
       this.error = err instanceof FillError ? err : new FillError(String(err), 'store');
+      // the fill's own error is what is reported; a spool left by a failed discard is wiped at the next start.
       await store.discard(spool).catch(() => undefined);
     }
     this.emit('settled');

@@ -144,6 +144,7 @@ function parseLinks(text: string): ManifestLinks | null {
   try {
     doc = JSON.parse(text);
   } catch {
+    // not JSON: not a manifest this listing can read (the image is listed without its links).
     return null;
   }
   if (typeof doc !== 'object' || doc === null) return null;

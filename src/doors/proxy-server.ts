@@ -151,6 +151,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
   try {
     url = new URL(req.url ?? '');
   } catch {
+    // not a URL: refused below as a request that is not an absolute http:// URI.
     url = new URL('invalid:');
   }
   if (url.protocol !== 'http:' || !url.hostname) {

@@ -88,6 +88,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   };
   // Every worker's answer to `ask` and the primary's own; a worker that does not answer in time is left out.
   const gather = async <T>(ask: string, own: T): Promise<T[]> => {
+    // a worker that does not answer in time is left out of the sum; the others' figures still count.
     const asked = [...running.values()].map((r) => r.channel.request<T>(ask, null, ASK_TIMEOUT_MS).catch(() => null));
     return [own, ...(await Promise.all(asked)).filter((m): m is Awaited<T> => m !== null)];
   };

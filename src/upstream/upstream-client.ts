@@ -140,6 +140,7 @@ function redirectTarget(status: number, location: string | string[] | undefined,
     const next = new URL(location, base); // relative Locations resolve against the current URL
     return next.protocol === 'https:' || next.protocol === 'http:' ? next : null;
   } catch {
+    // not a URL: no redirect to follow, the response is relayed as it is.
     return null;
   }
 }

@@ -37,6 +37,7 @@ export class UpstreamTokens {
     try {
       realm = new URL(challenge.realm);
     } catch {
+      // an unusable realm: no token, the caller relays upstream's 401.
       return null;
     }
     if (challenge.service) realm.searchParams.set('service', challenge.service);
@@ -79,6 +80,7 @@ async function readJson(res: UpstreamResponse): Promise<{ token?: string; access
   try {
     return JSON.parse(body.toString('utf8')) as { token?: string; access_token?: string; expires_in?: number };
   } catch {
+    // not JSON: no token, the caller relays upstream's 401.
     return null;
   }
 }

@@ -115,6 +115,7 @@ export class DiskEvictor extends EventEmitter {
   }
 
   private serialised(task: () => Promise<void>): Promise<void> {
+    // the previous run's failure was logged by it; this task still runs.
     const run = this.running.catch(() => undefined).then(task);
     this.running = run.catch((err: Error) => this.log.warn({ error: err.message }, 'eviction failed'));
     return this.running;

@@ -65,6 +65,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
   }
 
   async readAll(content: StoredContent): Promise<Buffer | null> {
+    // gone (evicted, removed): null is the answer, the caller refetches.
     return fs.readFile(this.contentPath(content.digest)).catch(() => null);
   }
 
@@ -75,6 +76,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
   /** A HIT: most recently used now, and the repository/tag noted. */
   use(kind: ContentKind, digest: string, from: Provenance, now = Date.now()): void {
     this.index.touch(kind, digest, now);
+    // where content was read from is listing data only; a failed write loses one reference.
     void this.index.reference(kind, digest, from.ref, from.tag).catch(() => undefined);
   }
 
@@ -107,6 +109,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   /** Removes the spool files whose names start with `fill-<prefix>` (a worker's, after it died). */
   async discardSpooled(prefix: string): Promise<void> {
+    // no spool directory: no spool files to list.
     const names = await fs.readdir(this.spoolDir).catch(() => [] as string[]);
     await Promise.all(names.filter((n) => n.startsWith(`fill-${prefix}`)).map((n) => fs.rm(spoolPath(this.dir, n), { force: true })));
   }
@@ -178,6 +181,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
     for (const file of await listFiles(path.join(this.dir, 'content-v2'))) {
       if (known.has(file)) continue;
       files++;
+      // removed while counting: it counts nothing.
       bytes += (await fs.stat(file).catch(() => null))?.size ?? 0;
       await fs.rm(file, { force: true });
     }
@@ -195,6 +199,7 @@ function spoolFileOf(spool: Spool): SpoolFile {
 }
 
 async function listFiles(dir: string): Promise<string[]> {
+  // no such directory: nothing stored there.
   const entries = await fs.readdir(dir, { withFileTypes: true, recursive: true }).catch(() => []);
   return entries.filter((d) => d.isFile()).map((d) => path.join(d.parentPath ?? (d as unknown as { path: string }).path, d.name));
 }

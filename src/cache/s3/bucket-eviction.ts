@@ -80,7 +80,9 @@ export class UsageBatches {
 
   /** Writes a batch when there is anything to say; touches that could not be written go in the next one. */
   flush(): Promise<void> {
+    // the previous flush's failure was logged by write(); this one still runs.
     const run = this.flushing.catch(() => undefined).then(() => this.write());
+    // logged by write(); the chain must not reject for the next flush.
     this.flushing = run.catch(() => undefined);
     return run;
   }
@@ -161,10 +163,13 @@ export class FleetEvictor extends EventEmitter {
     this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
     if (this.soon) clearTimeout(this.soon);
+    // closing: a sweep failure was logged where it happened.
     await this.running.catch(() => undefined);
+    // closing: unflushed access times only delay another replica's eviction.
     await this.parts.usage.flush().catch(() => undefined);
     const lease = this.lease;
     this.lease = null;
+    // closing: an unreleased eviction lease lapses; another replica sweeps after it.
     await lease?.release().catch(() => undefined);
   }
 

@@ -50,6 +50,7 @@ export class BucketFillTable implements FillTable {
           // for a claim that would join: one that would not found the store no answer for it (content not
           // its to have, content-gate.ts) and must fetch, or it would be sent to look there again forever.
           if (join && claimed.lease.generation > 0 && (await this.storedOrLetGo(key, claimed.lease))) {
+            // an unreleased lease lapses: the others wait a lease longer.
             await claimed.lease.release().catch(() => undefined);
             pending.done(null);
             return { stored: true };

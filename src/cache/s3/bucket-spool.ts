@@ -81,6 +81,7 @@ export class BucketSpool implements Spool {
   async abort(): Promise<void> {
     if (this.uploadId === null) return;
     await Promise.allSettled([...this.inFlight]);
+    // no upload was created: nothing to abort.
     const id = await this.uploadId.catch(() => null);
     if (id !== null) await this.bucket.abortUpload(this.key, id);
   }

@@ -71,6 +71,7 @@ export class Lease {
         return;
       }
       await this.locks.bucket.put(this.key, this.locks.body());
+      // a failed renewal is retried at the next tick; enough of them and the lease lapses.
     })().catch(() => undefined);
   }
 }
@@ -168,6 +169,7 @@ function parseLock(raw: Buffer): LockBody | null {
     const body = JSON.parse(raw.toString('utf8')) as LockBody;
     return typeof body.expires === 'number' && typeof body.owner === 'string' ? body : null;
   } catch {
+    // not a lock body (torn or foreign): treated as no lock.
     return null;
   }
 }

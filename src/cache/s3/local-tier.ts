@@ -49,6 +49,7 @@ export class LocalTier {
   async open(digest: string): Promise<ContentFile | null> {
     const size = this.copies.get(digest);
     if (size === undefined) return null;
+    // no local copy (evicted, never kept): the bucket answers.
     const file = await openContent(this.dir, digest).catch(() => null);
     if (!file || file.size !== size) {
       await file?.close();
@@ -191,6 +192,7 @@ class TeeFile implements ContentFile {
       if (this.size === 0) return this.giveUp();
       await this.tier.adopt(this.file, this.digest, this.size);
     } catch {
+      // the copy could not be kept: it is given up and the bucket stays the answer.
       await this.giveUp();
     }
   }
@@ -199,6 +201,7 @@ class TeeFile implements ContentFile {
     this.next = -1;
     const handle = this.handle;
     this.handle = null;
+    // the copy is given up; a close error adds nothing.
     await handle?.close().catch(() => undefined);
     await fs.rm(this.file, { force: true });
   }

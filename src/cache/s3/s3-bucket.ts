@@ -79,6 +79,7 @@ export class S3Bucket implements Bucket {
       },
     };
     const probe = new S3Client(shared);
+    // no region configured: the SDK's default chain had none, the fallback works for RGW and MinIO.
     const region = await probe.config.region().catch(() => FALLBACK_REGION);
     probe.destroy();
     return new S3Bucket(new S3Client({ ...shared, region }), options.bucket, options.display);

@@ -128,6 +128,7 @@ export class S3Store extends EventEmitter implements ContentStore {
       await this.tier!.drop(content.digest); // changed on disk: the bucket answers
     }
     const data = await this.watched(() => this.bucket.get(this.layout.content(content.digest)));
+    // the local copy is an optimisation: the bucket still answers the next read.
     if (data && this.tier && digestOf(data) === content.digest) await this.tier.keep(content.digest, data).catch(() => undefined);
     return data;
   }
@@ -168,6 +169,7 @@ export class S3Store extends EventEmitter implements ContentStore {
     return this.commits.run(stored.kind, stored.digest, async () => {
       await this.watched(() => this.bucket.put(this.layout.content(content.digest), data));
       await this.record(stored, from);
+      // the local copy is an optimisation: the bucket still answers the next read.
       await this.tier?.keep(content.digest, data).catch(() => undefined);
     });
   }
@@ -306,6 +308,7 @@ export class S3Store extends EventEmitter implements ContentStore {
   }
 
   private async probe(): Promise<void> {
+    // watched() logged it and marked the bucket unreachable; the next probe retries.
     await this.watched(() => this.bucket.probe()).catch(() => undefined);
     if (this.up) await this.abortLeftUploads();
   }

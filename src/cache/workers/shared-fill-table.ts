@@ -113,6 +113,7 @@ export class SharedFillTable implements FillTable {
       (bytes) => {
         if (!bytes || followed.settled?.error) {
           this.followed.delete(info.fill);
+          // the followed fill is over; a close error adds nothing.
           void bytes?.close().catch(() => undefined);
           return null;
         }

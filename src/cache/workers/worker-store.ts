@@ -70,6 +70,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   readAll(content: StoredContent): Promise<Buffer | null> {
+    // gone (evicted, removed): null is the answer, the caller refetches.
     return fs.readFile(this.where(content.digest)).catch(() => null);
   }
 
