@@ -14,6 +14,8 @@
 // BENCH_CPU_RUNS (default 5) rounds, every measurement once per round in a rotating order; medians.
 // BENCH_CPU_COMPARE="<label>=<another build's dist/cli.js>[,<label>=<path>...]" adds those builds' four
 // paths to every round, each row beside this tree's: a before/after in one run.
+// BENCH_SCRUB_RATE sets SCRUB_RATE for every regcache (e.g. 0: no background scrub; builds without a
+// scrubber ignore it).
 // Exit code non-zero only when something broke (wrong size, no HIT/MISS).
 // Results: stdout, bench/results/cpu-<time>.json and the cpu-bench section of docs/benchmarks.md.
 // Run by `npm run bench`, or once built: `node --import tsx bench/cpu-bench.ts`.

@@ -24,7 +24,7 @@ describe('loadConfig', () => {
     assert.equal(loadConfig({ VERIFY_ON_READ: 'true' }).verifyOnRead, 'always');
     assert.equal(loadConfig({ VERIFY_ON_READ: 'false' }).verifyOnRead, 'off');
     assert.equal(loadConfig({ VERIFY_ON_READ: 'OFF' }).verifyOnRead, 'off');
-    assert.equal(c.scrubBytesPerSecond, 16 * 1024 * 1024);
+    assert.equal(c.scrubBytesPerSecond, 4 * 1024 * 1024);
     assert.equal(loadConfig({ SCRUB_RATE: '0' }).scrubBytesPerSecond, 0);
     assert.throws(() => loadConfig({ SCRUB_RATE: 'fast' }), /SCRUB_RATE="fast" is not valid/);
     assert.throws(() => loadConfig({ VERIFY_ON_READ: 'maybe' }), /VERIFY_ON_READ="maybe" is not valid/);

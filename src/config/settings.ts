@@ -282,7 +282,7 @@ export const SETTINGS = {
   }),
   SCRUB_RATE: defaulted({
     section: 'store',
-    default: '16m',
+    default: '4m',
     example: '64m',
     parse: (value, at) => (value === '0' ? 0 : size(value, at)),
     summary:
