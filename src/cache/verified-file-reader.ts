@@ -5,8 +5,9 @@
 // (VERIFY_ON_READ=once: trusted-files.ts), a file that is still what it was when it hashed right is read
 // as a range only, its last byte held until an fstat shows it still unchanged (else the client is cut and
 // the file hashed in full next time); one that is not is hashed as above and trusted afterwards.
-// Unverified (VERIFY_ON_READ=off), it reads the range only. Chunks are read into a ring of reused buffers (ring-writer.ts) and written straight to
-// the response; it reads only while a buffer is free, so a slow client costs nothing but an open file.
+// Unverified (VERIFY_ON_READ=off), it reads the range only. Chunks are read into a ring of reused
+// buffers (ring-writer.ts) and written straight to the response; it reads only while a buffer is free,
+// so a slow client costs nothing but an open file.
 import crypto from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { ContentFile } from './content-store.js';
@@ -64,7 +65,9 @@ export class VerifiedFileReader {
         complete = await this.sendVerified(ring, options.onBytes, async () => {
           // Trusted only if nothing changed the file while it was hashed.
           const identity = this.file.identity;
-          if (trusted && identity && (await this.file.restat!()).key === identity.key) trusted.record(digest, identity, startedMs);
+          if (!trusted || !identity) return;
+          const now = await this.file.restat!().catch(() => null); // not known: not trusted, the read goes on
+          if (now?.key === identity.key) trusted.record(digest, identity, startedMs);
         });
       } else if (trust) {
         complete = await this.sendTrusted(ring, options.onBytes, trusted!);
