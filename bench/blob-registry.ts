@@ -32,6 +32,7 @@ export async function startBlobRegistry(root: string, o: { host: string; repo: s
     UPSTREAM_CA_FILE: ca.certFile,
     CONNECT_TO: `${o.host}:443:127.0.0.1:${registry.port}`,
     LOG_LEVEL: 'info', // what operators run: one line per request
+    ...(process.env.BENCH_SCRUB_RATE ? { SCRUB_RATE: process.env.BENCH_SCRUB_RATE } : {}),
   };
   return { registry, blob: image.layers[0]!, ca, regcacheEnv };
 }

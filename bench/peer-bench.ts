@@ -19,8 +19,10 @@
 // Options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5, small
 // image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5).
 // Output: a report on stdout, bench/results/peer-<time>.json, and the peer-bench section of
-// docs/benchmarks.md. Targets get PASS/FAIL; the exit code is non-zero only when something broke (a pull
-// failed or pulled wrong bytes, a process died).
+// docs/benchmarks.md. Targets get PASS/FAIL. A peer's failure (a pull that fails, e.g. an HTTP 500 to one of
+// the concurrent clients, wrong bytes, a process that dies or never stores) is recorded as that peer's
+// result for that run and the bench goes on, so every row is reported; the exit code is non-zero when a
+// direct or regcache pull failed, or the bench itself broke.
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -193,6 +195,12 @@ function directSource(b: Bench, up: Upstream, repoTag: string): Source {
   return { what: 'direct', ref: `${up.address}:${up.port}/${repoTag}`, env: {}, certDir: b.directCertDir };
 }
 
+/** What went wrong, on one line and short enough for a table's footnote (skopeo's stderr can be long). */
+function failureOf(err: unknown): string {
+  const text = (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
+  return text.length > 400 ? `${text.slice(0, 400)}...` : text;
+}
+
 /** One `skopeo copy` to out (which must not exist), timed; throws when skopeo fails. */
 async function pull(src: Source, out: string, scratch: string): Promise<number> {
   const started = performance.now();
@@ -232,8 +240,9 @@ async function upstreamGets(up: Upstream, since: number, image: Image): Promise<
 interface Rounds {
   image: string;
   runs: number;
-  seconds: Record<Mode, number[]>;
-  upstreamGets: Record<Mode, number[][]>; // per run, per blob
+  seconds: Record<Mode, number[]>; // the runs that succeeded
+  upstreamGets: Record<Mode, number[][]>; // per succeeded run, per blob
+  failures: Record<Mode, string[]>; // one per failed run: what went wrong
 }
 
 /**
@@ -244,66 +253,123 @@ interface Rounds {
 async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: string, runs: number, label: string): Promise<Rounds> {
   const seconds = Object.fromEntries(MODES.map((m) => [m, [] as number[]])) as Record<Mode, number[]>;
   const gets = Object.fromEntries(MODES.map((m) => [m, [] as number[][]])) as Record<Mode, number[][]>;
+  const failures = Object.fromEntries(MODES.map((m) => [m, [] as string[]])) as Record<Mode, string[]>;
+  const fail = (mode: Mode, what: string): void => {
+    failures[mode].push(what);
+    process.stderr.write(`${label}: ${mode} failed: ${what}\n`);
+  };
   // Starting a proxy does not reach the upstream: whatever it logs after a mark is the next pull's.
-  const measure = async (mode: Mode, src: Source): Promise<void> => {
+  const measure = async (mode: Mode, src: Source): Promise<string> => {
     const since = await logMark(up);
-    seconds[mode].push(await timedPull(b, src, image));
-    gets[mode].push(await upstreamGets(up, since, image));
+    try {
+      const s = await timedPull(b, src, image);
+      seconds[mode].push(s);
+      gets[mode].push(await upstreamGets(up, since, image));
+      return `${s.toFixed(2)} s`;
+    } catch (err) {
+      fail(mode, failureOf(err));
+      return 'FAILED';
+    }
   };
   const paths = ['direct', ...PEERS] as const;
   for (let i = 0; i < runs; i++) {
     const order = paths.map((_, k) => paths[(i + k) % paths.length]!);
+    const done: string[] = [];
     for (const p of order) {
       if (p === 'direct') {
-        await measure('direct', directSource(b, up, repoTag));
+        done.push(`direct ${await measure('direct', directSource(b, up, repoTag))}`);
         continue;
       }
+      const [cold, warm] = [`${p} cold`, `${p} warm`] as const;
       const dir = path.join(b.root, `${label}-${p}`);
-      const r = await startPeer(b, p, up, dir);
+      const r = await startPeer(b, p, up, dir).catch((err: unknown) => {
+        fail(cold, `did not start: ${failureOf(err)}`);
+        fail(warm, 'not run: the proxy did not start');
+        return null;
+      });
+      if (r === null) {
+        done.push(`${p} did not start`);
+        await rm(dir, { recursive: true, force: true });
+        continue;
+      }
       try {
-        await measure(`${p} cold`, r.source(repoTag));
-        await r.settle(blobsOf(image));
-        await measure(`${p} warm`, r.source(repoTag));
+        const coldResult = await measure(cold, r.source(repoTag));
+        if (coldResult === 'FAILED') {
+          fail(warm, 'not run: the cold pull failed');
+          done.push(`${cold} FAILED`);
+          continue;
+        }
+        const stored = await r.settle(blobsOf(image)).then(
+          () => true,
+          (err: unknown) => (fail(warm, `not run: the cold pull's blobs were not stored: ${failureOf(err)}`), false),
+        );
+        done.push(`${cold} ${coldResult}`, `${warm} ${stored ? await measure(warm, r.source(repoTag)) : 'not run'}`);
       } finally {
-        await r.stop();
+        // A proxy that died mid-round fails to stop cleanly: that is its warm result too.
+        await r.stop().catch((err: unknown) => fail(warm, `stopping: ${failureOf(err)}`));
         await rm(dir, { recursive: true, force: true });
       }
     }
-    const done = order.flatMap((p): Mode[] => (p === 'direct' ? ['direct'] : [`${p} cold`, `${p} warm`]));
-    process.stderr.write(`${label} round ${i + 1}/${runs}: ${done.map((m) => `${m} ${seconds[m].at(-1)!.toFixed(2)} s`).join(', ')}\n`);
+    process.stderr.write(`${label} round ${i + 1}/${runs}: ${done.join(', ')}\n`);
   }
-  return { image: repoTag, runs, seconds, upstreamGets: gets };
+  return { image: repoTag, runs, seconds, upstreamGets: gets, failures };
 }
 
 interface Concurrent {
   peer: Peer;
   clients: number;
-  wallSeconds: number;
+  wallSeconds: number | null; // null: the proxy did not start
   upstreamGets: number[]; // per blob, config first
-  peakRssMb: { main: number; withChildren: number; processes: number };
+  peakRssMb: { main: number; withChildren: number; processes: number } | null; // null: the process was gone
+  failedClients: number; // pulls that failed or pulled wrong bytes
+  failures: string[];
 }
 
 /** clients concurrent cold pulls of image through a fresh proxy; every copy is checked once all are done. */
 async function measureConcurrent(b: Bench, up: Upstream, peer: Peer, image: Image, repoTag: string): Promise<Concurrent> {
   const dir = path.join(b.root, `concurrent-${peer}`);
   const outs = Array.from({ length: b.opts.clients }, (_, i) => path.join(dir, `pulled-${i}`));
-  const r = await startPeer(b, peer, up, path.join(dir, 'proxy'));
-  let result: Concurrent;
+  const result: Concurrent = { peer, clients: outs.length, wallSeconds: null, upstreamGets: [], peakRssMb: null, failedClients: 0, failures: [] };
+  const fail = (what: string): void => {
+    result.failures.push(what);
+    process.stderr.write(`${peer} concurrent: ${what}\n`);
+  };
+  const r = await startPeer(b, peer, up, path.join(dir, 'proxy')).catch((err: unknown) => (fail(`did not start: ${failureOf(err)}`), null));
+  if (r === null) {
+    result.failedClients = outs.length;
+    await rm(dir, { recursive: true, force: true });
+    return result;
+  }
+  const pulled: boolean[] = [];
   try {
     const since = await logMark(up);
     await run('sync', []);
     const started = performance.now();
     const pulls = await Promise.allSettled(outs.map((out, i) => pull(r.source(repoTag), out, path.join(dir, `skopeo-${i}`))));
-    const wallSeconds = (performance.now() - started) / 1000;
-    const failed = pulls.find((p) => p.status === 'rejected');
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    await r.settle(blobsOf(image));
-    result = { peer, clients: outs.length, wallSeconds, upstreamGets: await upstreamGets(up, since, image), peakRssMb: await r.peakRss() };
+    result.wallSeconds = (performance.now() - started) / 1000;
+    pulls.forEach((p, i) => {
+      pulled.push(p.status === 'fulfilled');
+      if (p.status === 'rejected') fail(`client ${i}: ${failureOf(p.reason)}`);
+    });
+    // What a peer stores after a failed client may never complete: wait, but record rather than throw.
+    await r.settle(blobsOf(image)).catch((err: unknown) => fail(`not all blobs stored: ${failureOf(err)}`));
+    result.upstreamGets = await upstreamGets(up, since, image);
+    result.peakRssMb = await r.peakRss().catch((err: unknown) => (fail(failureOf(err)), null));
   } finally {
-    await r.stop();
+    await r.stop().catch((err: unknown) => fail(`stopping: ${failureOf(err)}`));
   }
   // Two at a time: hashing is CPU-bound and there are two cores.
-  for (let i = 0; i < outs.length; i += 2) await Promise.all(outs.slice(i, i + 2).map((out) => verify(out, image, `${peer} concurrent`)));
+  const check = async (i: number): Promise<boolean> => {
+    if (pulled[i] !== true) return false;
+    return verify(outs[i]!, image, `${peer} concurrent client ${i}`).then(
+      () => true,
+      (err: unknown) => (fail(failureOf(err)), false),
+    );
+  };
+  for (let i = 0; i < outs.length; i += 2) {
+    const ok = await Promise.all([i, i + 1].filter((k) => k < outs.length).map(check));
+    result.failedClients += ok.filter((x) => !x).length;
+  }
   await rm(dir, { recursive: true, force: true });
   return result;
 }
@@ -313,7 +379,9 @@ interface BlobReaders {
   blobBytes: number;
   wallSeconds: number;
   upstreamGets: number;
-  peakRssMb: number;
+  peakRssMb: number | null; // null: regcache was gone
+  failedClients: number;
+  failures: string[];
 }
 
 /**
@@ -345,12 +413,14 @@ async function measureBlobReaders(b: Bench, up: Upstream, image: Image, repoTag:
     const started = performance.now();
     const reads = await Promise.allSettled(Array.from({ length: b.opts.clients }, (_, i) => read(i)));
     const wallSeconds = (performance.now() - started) / 1000;
-    const failed = reads.find((p) => p.status === 'rejected');
-    if (failed !== undefined) throw (failed as PromiseRejectedResult).reason;
-    await r.settle([blob]);
+    const failures = reads.flatMap((p) => (p.status === 'rejected' ? [failureOf(p.reason)] : []));
+    await r.settle([blob]).catch((err: unknown) => failures.push(`not stored: ${failureOf(err)}`));
     const entries = (await up.registry.requests()).slice(since);
     const upstreamGets = entries.filter((e) => e.method === 'GET' && e.status < 400 && e.path.endsWith(`/blobs/${blob.digest}`)).length;
-    return { clients: b.opts.clients, blobBytes: blob.size, wallSeconds, upstreamGets, peakRssMb: (await r.peakRss()).main };
+    const rss = await r.peakRss().catch((err: unknown) => (failures.push(failureOf(err)), null));
+    for (const f of failures) process.stderr.write(`blob readers: ${f}\n`);
+    const failedClients = reads.filter((p) => p.status === 'rejected').length;
+    return { clients: b.opts.clients, blobBytes: blob.size, wallSeconds, upstreamGets, peakRssMb: rss?.main ?? null, failedClients, failures };
   } finally {
     await agent.close();
     await r.stop();
@@ -511,6 +581,7 @@ const verdict = (ok: boolean): Verdict => (ok ? 'PASS' : 'FAIL');
 /** "1" when every run fetched every blob once, else the range over runs and blobs. */
 function getsLabel(runs: number[][]): string {
   const all = runs.flat();
+  if (all.length === 0) return '-';
   const [lo, hi] = [Math.min(...all), Math.max(...all)];
   return lo === hi ? String(lo) : `${lo}-${hi}`;
 }
@@ -525,24 +596,39 @@ function table(header: string[], rows: string[][]): string[] {
   return [line(header), ...rows.map(line)];
 }
 
+/** Median of the runs that succeeded; NaN when none did. */
+const medianOf = (xs: number[]): number => (xs.length === 0 ? NaN : median(xs));
+const fixed = (x: number, digits: number, suffix = ''): string => (Number.isFinite(x) ? `${x.toFixed(digits)}${suffix}` : '-');
+
 function roundsTable(r: Rounds, bytes: number): string[] {
-  const direct = median(r.seconds.direct);
-  return table(
-    ['path', 'median s', 'min s', 'max s', 'MB/s', 'vs direct', 'upstream GETs/blob'],
-    MODES.map((mode) => {
-      const s = r.seconds[mode];
-      const m = median(s);
-      return [
-        mode,
-        m.toFixed(3),
-        Math.min(...s).toFixed(3),
-        Math.max(...s).toFixed(3),
-        (bytes / 1e6 / m).toFixed(1),
-        `${(m / direct).toFixed(2)}x`,
-        getsLabel(r.upstreamGets[mode]),
-      ];
-    }),
-  );
+  const direct = medianOf(r.seconds.direct);
+  return [
+    ...table(
+      ['path', 'median s', 'min s', 'max s', 'MB/s', 'vs direct', 'upstream GETs/blob', 'failed'],
+      MODES.map((mode) => {
+        const s = r.seconds[mode];
+        const m = medianOf(s);
+        return [
+          mode,
+          fixed(m, 3),
+          fixed(Math.min(...s), 3),
+          fixed(Math.max(...s), 3),
+          fixed(bytes / 1e6 / m, 1),
+          fixed(m / direct, 2, 'x'),
+          getsLabel(r.upstreamGets[mode]),
+          `${r.failures[mode].length}/${r.runs}`,
+        ];
+      }),
+    ),
+    ...failureLines(MODES.flatMap((mode) => r.failures[mode].map((f) => `${mode}: ${f}`))),
+  ];
+}
+
+/** Each distinct failure once, with how often it happened; times and counts only cover what succeeded. */
+function failureLines(failures: string[]): string[] {
+  const counts = new Map<string, number>();
+  for (const f of failures) counts.set(f, (counts.get(f) ?? 0) + 1);
+  return [...counts].map(([f, n]) => `  failed${n > 1 ? ` (${n}x)` : ''}: ${f}`);
 }
 
 interface Target {
@@ -556,17 +642,18 @@ function targets(r: Result): Target[] {
   for (const size of ['small', 'big'] as const) {
     const rounds = r.loopback[size];
     const mb = `${size} ${(r.images[size].bytes / 1e6).toFixed(0)} MB`;
-    const med = (m: Mode): number => median(rounds.seconds[m]);
+    const med = (m: Mode): number => medianOf(rounds.seconds[m]);
     const warm = med('regcache warm') / med('direct');
     const cold = med('regcache cold') / med('direct');
     out.push(
-      { what: `warm <= ${TARGETS.warmRatio.toFixed(2)}x direct (${mb})`, value: `${warm.toFixed(2)}x`, result: verdict(warm <= TARGETS.warmRatio) },
+      { what: `warm <= ${TARGETS.warmRatio.toFixed(2)}x direct (${mb})`, value: fixed(warm, 2, 'x'), result: verdict(warm <= TARGETS.warmRatio) },
       {
+        // A squid that failed every run leaves nothing to compare with: FAIL, not a vacuous PASS.
         what: `warm below squid warm (${mb})`,
-        value: `${med('regcache warm').toFixed(3)} s vs ${med('squid warm').toFixed(3)} s`,
+        value: `${fixed(med('regcache warm'), 3, ' s')} vs ${fixed(med('squid warm'), 3, ' s')}`,
         result: verdict(med('regcache warm') < med('squid warm')),
       },
-      { what: `cold <= ${TARGETS.coldRatio.toFixed(2)}x direct (${mb})`, value: `${cold.toFixed(2)}x`, result: verdict(cold <= TARGETS.coldRatio) },
+      { what: `cold <= ${TARGETS.coldRatio.toFixed(2)}x direct (${mb})`, value: fixed(cold, 2, 'x'), result: verdict(cold <= TARGETS.coldRatio) },
     );
   }
   const rc = r.concurrent.find((c) => c.peer === 'regcache')!;
@@ -574,18 +661,18 @@ function targets(r: Result): Target[] {
   out.push(
     {
       what: `one upstream fetch per blob, ${rc.clients} concurrent cold pulls`,
-      value: `GETs per blob: ${rc.upstreamGets.join(', ')}`,
-      result: verdict(rc.upstreamGets.every((n) => n === TARGETS.fetchesPerBlob)),
+      value: `GETs per blob: ${rc.upstreamGets.join(', ') || '-'}`,
+      result: verdict(rc.failedClients === 0 && rc.upstreamGets.length > 0 && rc.upstreamGets.every((n) => n === TARGETS.fetchesPerBlob)),
     },
     {
       what: `one upstream fetch, ${readers.clients} concurrent cold GETs of the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
       value: `GETs: ${readers.upstreamGets}`,
-      result: verdict(readers.upstreamGets === TARGETS.fetchesPerBlob),
+      result: verdict(readers.failedClients === 0 && readers.upstreamGets === TARGETS.fetchesPerBlob),
     },
     {
       what: `peak RSS <= ${TARGETS.concurrentRssMb} MB, ${readers.clients} clients on the ${(readers.blobBytes / 1e6).toFixed(0)} MB blob`,
-      value: `${readers.peakRssMb.toFixed(1)} MB`,
-      result: verdict(readers.peakRssMb <= TARGETS.concurrentRssMb),
+      value: readers.peakRssMb === null ? 'regcache was gone' : `${readers.peakRssMb.toFixed(1)} MB`,
+      result: verdict(readers.peakRssMb !== null && readers.peakRssMb <= TARGETS.concurrentRssMb),
     },
   );
   return out;
@@ -610,23 +697,31 @@ function report(r: Result, env: Record<string, string>): string {
     '',
     `${o.clients} concurrent cold pulls of the small image (fresh proxy each):`,
   ];
-  const oneCold = (peer: Peer): number => median(r.loopback.small.seconds[`${peer} cold`]);
+  const oneCold = (peer: Peer): number => medianOf(r.loopback.small.seconds[`${peer} cold`]);
+  const rss = (c: Concurrent): string => {
+    if (c.peakRssMb === null) return '-';
+    return c.peer === 'squid' ? `${c.peakRssMb.main.toFixed(1)} (+helpers ${c.peakRssMb.withChildren.toFixed(1)})` : c.peakRssMb.main.toFixed(1);
+  };
+  const readers = r.blobReaders;
   lines.push(
     ...table(
-      ['proxy', 'wall s', 'vs one cold pull', 'upstream GETs per blob', 'peak RSS MB'],
+      ['proxy', 'wall s', 'vs one cold pull', 'upstream GETs per blob', 'peak RSS MB', 'failed clients'],
       r.concurrent.map((c) => [
         c.peer,
-        c.wallSeconds.toFixed(2),
-        `${(c.wallSeconds / oneCold(c.peer)).toFixed(1)}x`,
-        c.upstreamGets.join(', '),
-        c.peer === 'squid' ? `${c.peakRssMb.main.toFixed(1)} (+helpers ${c.peakRssMb.withChildren.toFixed(1)})` : c.peakRssMb.main.toFixed(1),
+        fixed(c.wallSeconds ?? NaN, 2),
+        fixed((c.wallSeconds ?? NaN) / oneCold(c.peer), 1, 'x'),
+        c.upstreamGets.join(', ') || '-',
+        rss(c),
+        `${c.failedClients}/${c.clients}`,
       ]),
     ),
+    ...failureLines(r.concurrent.flatMap((c) => c.failures.map((f) => `${c.peer}: ${f}`))),
     `  peak RSS is VmHWM of the proxy process; for squid of its one worker (-N: no kids), "+helpers" adds the`,
-    `  peaks of its ${(r.concurrent.find((c) => c.peer === 'squid')?.peakRssMb.processes ?? 1) - 1} helper processes (certificate generator, unlinkd): an upper bound.`,
+    `  peaks of its ${(r.concurrent.find((c) => c.peer === 'squid')?.peakRssMb?.processes ?? 1) - 1} helper processes (certificate generator, unlinkd): an upper bound.`,
     '',
-    `${r.blobReaders.clients} concurrent cold GETs of the ${mb(r.blobReaders.blobBytes)} blob through a fresh regcache, clients in the bench process`,
-    `  hashing what they get (no disk): ${r.blobReaders.wallSeconds.toFixed(2)} s, ${r.blobReaders.upstreamGets} upstream GET, regcache peak RSS ${r.blobReaders.peakRssMb.toFixed(1)} MB`,
+    `${readers.clients} concurrent cold GETs of the ${mb(readers.blobBytes)} blob through a fresh regcache, clients in the bench process`,
+    `  hashing what they get (no disk): ${readers.wallSeconds.toFixed(2)} s, ${readers.upstreamGets} upstream GET, regcache peak RSS ${fixed(readers.peakRssMb ?? NaN, 1, ' MB')}, ${readers.failedClients}/${readers.clients} clients failed`,
+    ...failureLines(readers.failures),
   );
   if (r.slowUpstream !== null) {
     lines.push(
@@ -695,11 +790,24 @@ function docsSection(text: string, date: string, env: Record<string, string>, o:
   ].join('\n');
 }
 
+/** Failures that are not a peer's result but regcache's own (or the upstream's, under direct): they fail the bench. */
+function ownFailures(r: Result): string[] {
+  const rounds = [r.loopback.small, r.loopback.big, ...(r.slowUpstream === null ? [] : [r.slowUpstream.rounds])];
+  const own: Mode[] = ['direct', 'regcache cold', 'regcache warm'];
+  return [
+    ...rounds.flatMap((x) => own.flatMap((m) => x.failures[m].map((f) => `${x.image} ${m}: ${f}`))),
+    ...r.concurrent.filter((c) => c.peer === 'regcache').flatMap((c) => c.failures.map((f) => `regcache concurrent: ${f}`)),
+    ...r.blobReaders.failures.map((f) => `blob readers: ${f}`),
+  ];
+}
+
+let ownFailed = 0;
 process.exitCode = await runBench('peer-bench', 'peer-', async (root) => {
   const opts = parseOptions();
   const env = await describeEnvironment();
   const date = new Date().toISOString();
   const result = await bench(root, opts);
+  ownFailed = ownFailures(result).length;
   const text = report(result, env);
   const doc = await writeDocsSection('peer-bench', docsSection(text, date, env, opts));
   return {
@@ -707,3 +815,7 @@ process.exitCode = await runBench('peer-bench', 'peer-', async (root) => {
     json: { environment: env, ...result, targets: TARGETS, verdicts: targets(result) },
   };
 });
+if (ownFailed > 0) {
+  process.stderr.write(`peer-bench: ${ownFailed} direct or regcache run(s) failed (listed in the report)\n`);
+  process.exitCode = 1;
+}

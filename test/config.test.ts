@@ -19,8 +19,15 @@ describe('loadConfig', () => {
     assert.deepEqual(c.registries, ['registry-1.docker.io', 'auth.docker.io', 'registry.k8s.io', 'gcr.io', 'quay.io', 'ghcr.io']);
     assert.equal(c.allowPush, false);
     assert.equal(c.verifySsl, true);
-    assert.equal(c.verifyOnRead, true);
-    assert.equal(loadConfig({ VERIFY_ON_READ: 'false' }).verifyOnRead, false);
+    assert.equal(c.verifyOnRead, 'once');
+    assert.equal(loadConfig({ VERIFY_ON_READ: 'always' }).verifyOnRead, 'always');
+    // The booleans it took before it had modes keep their meaning.
+    assert.equal(loadConfig({ VERIFY_ON_READ: 'true' }).verifyOnRead, 'always');
+    assert.equal(loadConfig({ VERIFY_ON_READ: 'false' }).verifyOnRead, 'off');
+    assert.equal(loadConfig({ VERIFY_ON_READ: 'OFF' }).verifyOnRead, 'off');
+    assert.equal(c.scrubBytesPerSecond, 4 * 1024 * 1024);
+    assert.equal(loadConfig({ SCRUB_RATE: '0' }).scrubBytesPerSecond, 0);
+    assert.throws(() => loadConfig({ SCRUB_RATE: 'fast' }), /SCRUB_RATE="fast" is not valid/);
     assert.throws(() => loadConfig({ VERIFY_ON_READ: 'maybe' }), /VERIFY_ON_READ="maybe" is not valid/);
     assert.equal(c.upstreamProxy, null);
     assert.equal(c.clientHeadersTimeoutMs, 30_000);

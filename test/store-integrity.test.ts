@@ -295,6 +295,34 @@ describe('stored bytes are checked on the way out', () => {
     assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest));
   });
 
+  it('the scrubber (SCRUB_RATE) drops a stored file whose byte flipped while regcache was down; the next GET refetches', async () => {
+    // Stopped, flipped, restarted: the index is loaded with the entry, so the first pass starts at once.
+    const where = path.join(dir, 'scrubbed');
+    const blob = fx.upstream.add(makeBlob(2 * MiB, 'scrubbed'));
+    const first = await fx.regcache({ dir: where, env: { SCRUB_RATE: '0' } });
+    try {
+      await stored(first.proxy, first.client, blob);
+    } finally {
+      await first.client.close();
+      await first.proxy.stop();
+    }
+    await flipByte(storedFile(first.proxy.cacheDir, blob.digest), 4321);
+    const { proxy: scrubbing, client: scrubbingClient } = await fx.regcache({ dir: where, env: { SCRUB_RATE: '1g' } });
+    try {
+      const line = await scrubbing.waitForLog((l) => l.msg === 'stored content does not match its digest; dropped' && l.digest === blob.digest, 'the scrub');
+      assert.equal(line.by, 'scrub');
+      assert.equal(line.cache, 'CORRUPT');
+      assert.ok(!(await storedDigests(scrubbing.cacheDir)).includes(blob.digest), 'the entry is dropped');
+      const again = await scrubbingClient.fetch(blobUrl(blob));
+      assert.ok(again.body.equals(blob.data));
+      assert.equal((await lastLine(scrubbing, blob.digest))?.cache, 'MISS', 'refetched, never served from the flipped file');
+      assert.equal(fx.upstream.count('GET', blob.digest), 2);
+    } finally {
+      await scrubbingClient.close();
+      await scrubbing.stop();
+    }
+  });
+
   it('with VERIFY_ON_READ=false serves the flipped file as it is (the check is what catches it)', async () => {
     const { proxy: plain, client: plainClient } = await fx.regcache({ dir: path.join(dir, 'not-verifying'), env: { VERIFY_ON_READ: 'false' } });
     try {

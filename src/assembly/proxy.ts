@@ -19,6 +19,7 @@ import type { Fill } from '../cache/fill.js';
 import type { FillKey } from '../cache/fill-table.js';
 import type { Provenance } from '../cache/content-store.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
+import { TrustedFiles } from '../cache/trusted-files.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import { summarizeConfig, type Config } from '../config/config.js';
 import { Metrics, type MetricsExposition } from '../telemetry/metrics.js';
@@ -159,7 +160,9 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  const contentOptions = { verifyOnRead: config.verifyOnRead, redirect: backend.redirect };
+  // VERIFY_ON_READ=once: one record of verified files for both doors (the proxy's and the mirror's).
+  const trusted = config.verifyOnRead === 'once' ? new TrustedFiles() : null;
+  const contentOptions = { verifyOnRead: config.verifyOnRead !== 'off', trusted, redirect: backend.redirect };
   const content = new ContentResponder(coordinator, upstream, access, contentOptions);
   const registry = new RegistryHandler({
     log,

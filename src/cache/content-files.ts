@@ -6,8 +6,9 @@
 // files and local copies).
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
-import type { ContentFile, DiskSpace, Spool } from './content-store.js';
+import type { ContentFile, DiskSpace, FileIdentity, Spool } from './content-store.js';
 
 // Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
 // images are no business of other local users.
@@ -119,7 +120,8 @@ export async function openContent(dir: string, digest: string): Promise<ContentF
     throw err;
   }
   try {
-    return new LocalFile(handle, (await handle.stat()).size);
+    const stat = await handle.stat({ bigint: true });
+    return new LocalFile(handle, Number(stat.size), identityOf(stat));
   } catch (err) {
     await handle.close();
     throw err;
@@ -132,12 +134,22 @@ export async function diskSpace(dir: string): Promise<DiskSpace> {
   return { free: s.bavail * s.bsize, reserve: Math.min(DISK_RESERVE_BYTES, Math.floor(s.blocks * s.bsize * DISK_RESERVE_SHARE)) };
 }
 
+/** ContentFile.identity of a stat: what changes when the file or its inode is changed in any way. */
+function identityOf(s: BigIntStats): FileIdentity {
+  return { key: `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, changedMs: Number(s.ctimeMs) };
+}
+
 /** A content file opened for reading. */
 class LocalFile implements ContentFile {
   constructor(
     private readonly handle: fs.FileHandle,
     readonly size: number,
+    readonly identity: FileIdentity,
   ) {}
+
+  async restat(): Promise<FileIdentity> {
+    return identityOf(await this.handle.stat({ bigint: true }));
+  }
 
   read(buffer: Buffer, length: number, position: number): Promise<number> {
     return this.handle.read(buffer, 0, length, position).then((r) => r.bytesRead);

@@ -23,10 +23,26 @@ export interface StoredContent {
   mediaType: string;
 }
 
+/**
+ * A stored file as the filesystem describes it. Anything that writes, truncates, touches (utimes), chmods
+ * or links the file moves its ctime, which no caller can set back (only the clock can).
+ */
+export interface FileIdentity {
+  key: string; // device, inode, size, mtime and ctime (ns)
+  changedMs: number; // ctime
+}
+
 /** Stored content opened for reading. */
 export interface ContentFile {
   /** The size found when it was opened (the caller compares it with the index's). */
   readonly size: number;
+  /**
+   * What the file was when opened; absent where there is no such thing (a bucket's object). VERIFY_ON_READ
+   * =once trusts a file it verified only while this stays the same (trusted-files.ts).
+   */
+  readonly identity?: FileIdentity;
+  /** The identity now (an fstat of the open file). */
+  restat?(): Promise<FileIdentity>;
   /** Reads up to `length` bytes at `position` into the start of `buffer`; 0 at the end. */
   read(buffer: Buffer, length: number, position: number): Promise<number>;
   close(): Promise<void>;

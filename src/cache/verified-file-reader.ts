@@ -1,13 +1,18 @@
 // Sends bytes [start, end] of a stored content file to a response. Verified, it hashes the whole file on
 // the way and holds back the last byte it sends until the file has hashed to its digest (as FillReader
 // does for fills): a file that changed on disk after it was stored cuts the client instead of completing
-// a wrong body, and a range costs a read of the whole file. Unverified (VERIFY_ON_READ=false), it reads
-// the range only. Chunks are read into a ring of reused buffers (ring-writer.ts) and written straight to
-// the response; it reads only while a buffer is free, so a slow client costs nothing but an open file.
+// a wrong body, and a range costs a read of the whole file. Given the files this process has verified
+// (VERIFY_ON_READ=once: trusted-files.ts), a file that is still what it was when it hashed right is read
+// as a range only, its last byte held until an fstat shows it still unchanged (else the client is cut and
+// the file hashed in full next time); one that is not is hashed as above and trusted afterwards.
+// Unverified (VERIFY_ON_READ=off), it reads the range only. Chunks are read into a ring of reused
+// buffers (ring-writer.ts) and written straight to the response; it reads only while a buffer is free,
+// so a slow client costs nothing but an open file.
 import crypto from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { ContentFile } from './content-store.js';
 import { RingWriter } from './ring-writer.js';
+import type { TrustedFiles } from './trusted-files.js';
 
 const CHUNK = 256 * 1024;
 
@@ -23,8 +28,14 @@ export interface VerifiedRead {
   end: number; // last byte to deliver (inclusive), held back until the digest matched
 }
 
+/** A trusted file changed while it was read: what was sent may not be its content. */
+export class ChangedContentError extends Error {
+  override name = 'ChangedContentError';
+}
+
 export interface SendOptions {
   verify: boolean; // hash the whole file (VERIFY_ON_READ); false: read the range only, as it is
+  trusted?: TrustedFiles | null; // with verify (VERIFY_ON_READ=once): skip the hash of a file verified before and unchanged since
   onBytes: (n: number) => void; // bytes handed to the destination (the request's log line and metrics)
 }
 
@@ -42,11 +53,27 @@ export class VerifiedFileReader {
    * closed before it settles.
    */
   async sendTo(destination: Writable, options: SendOptions): Promise<void> {
-    const { start, end } = this.want;
-    const ring = new RingWriter(destination, Math.min(CHUNK, options.verify ? this.want.size : end - start + 1));
+    const { start, end, digest } = this.want;
+    const startedMs = Date.now();
+    const trusted = options.verify ? (options.trusted ?? null) : null;
+    const trust = trusted?.trusts(digest, this.file.identity) === true;
+    const hash = options.verify && !trust;
+    const ring = new RingWriter(destination, Math.min(CHUNK, hash ? this.want.size : end - start + 1));
     let complete: boolean;
     try {
-      complete = options.verify ? await this.sendVerified(ring, options.onBytes) : await this.sendRange(ring, options.onBytes);
+      if (hash) {
+        complete = await this.sendVerified(ring, options.onBytes, async () => {
+          // Trusted only if nothing changed the file while it was hashed.
+          const identity = this.file.identity;
+          if (!trusted || !identity) return;
+          const now = await this.file.restat!().catch(() => null); // not known: not trusted, the read goes on
+          if (now?.key === identity.key) trusted.record(digest, identity, startedMs);
+        });
+      } else if (trust) {
+        complete = await this.sendTrusted(ring, options.onBytes, trusted!);
+      } else {
+        complete = await this.sendRange(ring, options.onBytes, start, end);
+      }
     } finally {
       await this.file.close().catch(() => undefined); // a local file's close waits for a read in flight
     }
@@ -54,7 +81,7 @@ export class VerifiedFileReader {
   }
 
   /** Hashes the whole file, sends the range but its last byte, then that byte once the digest matched. */
-  private async sendVerified(ring: RingWriter, onBytes: (n: number) => void): Promise<boolean> {
+  private async sendVerified(ring: RingWriter, onBytes: (n: number) => void, matched: () => Promise<void>): Promise<boolean> {
     const { size, start, end, digest } = this.want;
     const hash = crypto.createHash('sha256');
     let scratch: Buffer | null = null; // for chunks outside the range: hashed, never sent
@@ -79,6 +106,7 @@ export class VerifiedFileReader {
     }
     const actual = 'sha256:' + hash.digest('hex');
     if (actual !== digest) throw new CorruptContentError(`the stored bytes hash to ${actual}, not ${digest}`);
+    await matched();
     const last = await ring.next();
     if (!last) return false;
     last[0] = held;
@@ -87,9 +115,23 @@ export class VerifiedFileReader {
     return true;
   }
 
+  /**
+   * A file verified before: the range but its last byte, then that byte once an fstat shows the file as it
+   * was when it was verified (a change while it was read cuts the client, as a failed hash would).
+   */
+  private async sendTrusted(ring: RingWriter, onBytes: (n: number) => void, trusted: TrustedFiles): Promise<boolean> {
+    const { start, end, digest } = this.want;
+    if (!(await this.sendRange(ring, onBytes, start, end - 1))) return false;
+    const now = await this.file.restat!();
+    if (now.key !== this.file.identity!.key) {
+      trusted.forget(digest);
+      throw new ChangedContentError(`the stored file of ${digest} changed while it was read (it was verified before; it is hashed again next time)`);
+    }
+    return this.sendRange(ring, onBytes, end, end);
+  }
+
   /** Sends bytes [start, end] as the file has them. */
-  private async sendRange(ring: RingWriter, onBytes: (n: number) => void): Promise<boolean> {
-    const { start, end } = this.want;
+  private async sendRange(ring: RingWriter, onBytes: (n: number) => void, start: number, end: number): Promise<boolean> {
     let position = start;
     while (position <= end) {
       const buffer = await ring.next();

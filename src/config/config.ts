@@ -4,11 +4,11 @@
 // the value and an example.
 import type { AddressRange } from '../reference/address-ranges.js';
 import { retiredVariablesIn, type RetiredVariable } from './rpardini-variables.js';
-import { readSettings, SETTING_NAMES, showSetting, type ConfigOverrides, type Env, type ReadSettings } from './settings.js';
+import { readSettings, SETTING_NAMES, showSetting, type ConfigOverrides, type Env, type ReadSettings, type VerifyMode } from './settings.js';
 import type { CacheStore, ConnectToRule, DestinationRule, PortRange, RegistryCredentials, UpstreamProxy } from './value-syntax.js';
 
 export { ConfigError } from './config-error.js';
-export type { ConfigOverrides, Env } from './settings.js';
+export type { ConfigOverrides, Env, VerifyMode } from './settings.js';
 export type { RetiredVariable } from './rpardini-variables.js';
 
 /** LOG_FORMAT: how log records are written (telemetry/log.ts, telemetry/pretty-lines.ts). */
@@ -48,7 +48,8 @@ export interface Config {
   manifestMaxSize: number; // bytes (MANIFEST_MAX_SIZE): a larger manifest from upstream is refused
   localTierMaxSize: number; // bytes of hot content a fleet replica keeps in CACHE_DIR/tier (LOCAL_TIER_MAX_SIZE); 0: off
   cacheInactiveMs: number; // entries unused this long are swept (CACHE_INACTIVE, nginx time syntax)
-  verifyOnRead: boolean; // VERIFY_ON_READ: a HIT is hashed while served and cut if it does not match its digest
+  verifyOnRead: VerifyMode; // VERIFY_ON_READ: how a HIT is checked against its digest (once, always, off)
+  scrubBytesPerSecond: number; // SCRUB_RATE: the background re-hash of stored files; 0: off
   registries: string[]; // allowlist patterns, lower-case, optional :port, optional *. prefix
   allowPush: boolean;
   serveStale: boolean; // SERVE_STALE: the last known manifest of a tag when upstream fails
@@ -127,6 +128,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     localTierMaxSize: v.LOCAL_TIER_MAX_SIZE,
     cacheInactiveMs: v.CACHE_INACTIVE,
     verifyOnRead: v.VERIFY_ON_READ,
+    scrubBytesPerSecond: v.SCRUB_RATE,
     registries: [...ALWAYS_INTERCEPTED, ...v.REGISTRIES, ...(v.ADDITIONAL_REGISTRIES ?? [])],
     allowPush: v.ALLOW_PUSH,
     proxyAuth: v.PROXY_AUTH,

@@ -29,6 +29,10 @@ import {
 
 export type Env = Record<string, string | undefined>;
 
+/** VERIFY_ON_READ's modes (decisions.md #107). */
+export const VERIFY_MODES = ['once', 'always', 'off'] as const;
+export type VerifyMode = (typeof VERIFY_MODES)[number];
+
 /** CLI flags that override the environment variable of the same meaning (`flag` in the table). */
 export interface ConfigOverrides {
   port?: string;
@@ -137,6 +141,17 @@ function redirectTtl(value: string, at: SettingContext): number {
   const ms = duration(value, at);
   if (ms < 1000 || ms > MAX_REDIRECT_TTL_MS || ms % 1000 !== 0) throw invalid(at, value, 'whole seconds from 1s to 7d (what a presigned URL allows)');
   return ms;
+}
+
+/** VERIFY_ON_READ: a mode, or the boolean it was before modes (true: always, false: off). */
+function verifyMode(value: string, at: SettingContext): VerifyMode {
+  const v = value.toLowerCase();
+  if ((VERIFY_MODES as readonly string[]).includes(v)) return v as VerifyMode;
+  try {
+    return bool(value, at) ? 'always' : 'off';
+  } catch {
+    throw invalid(at, value, `one of ${VERIFY_MODES.join(', ')} (true: always, false: off)`);
+  }
 }
 
 /** WORKERS: 1-256; 1 with CACHE_STORE (one process per replica: the workers' shared store is a directory). */
@@ -266,12 +281,23 @@ export const SETTINGS = {
   }),
   VERIFY_ON_READ: defaulted({
     section: 'store',
-    default: 'true',
-    example: 'false',
-    parse: bool,
-    summary: 'Hash every cached blob while serving it; a file changed on disk is cut off, dropped and refetched.',
+    default: 'once',
+    example: 'always',
+    parse: verifyMode,
+    summary:
+      'once: hash a cached blob in full the first time it is served, then serve it unhashed while its file is unchanged (inode, size, mtime, ctime), with SCRUB_RATE re-hashing stored files in the background; always: hash every HIT; off: trust the disk. A mismatch cuts the client, drops the entry and refetches.',
     description:
-      'Hash every HIT while serving it and cut it if the stored bytes no longer match their digest (`CORRUPT`, entry dropped, refetched next time). `false` saves that CPU and trusts the disk; the size check stays.',
+      'How a HIT is checked against its digest. `once`: hashed in full the first time this process serves it, then trusted while its file is unchanged (device, inode, size, mtime, ctime, checked again before the last byte: a change cuts the client and the file is hashed again); `SCRUB_RATE` re-hashes stored files in the background and drops what no longer matches. `always` (or `true`): every HIT is hashed while served. `off` (or `false`): the disk is trusted; the size check stays. A mismatch while serving holds back the last byte and cuts the client (`CORRUPT`, entry dropped, refetched next time). What each mode lets through and who catches it: decision #107.',
+  }),
+  SCRUB_RATE: defaulted({
+    section: 'store',
+    default: '4m',
+    example: '64m',
+    parse: (value, at) => (value === '0' ? 0 : size(value, at)),
+    summary:
+      'Bytes per second the background scrubber re-hashes stored files at (nginx size syntax); a file that no longer matches its digest is dropped. 0: off.',
+    description:
+      'Bytes per second (nginx size syntax, `0`: off) at which the process owning `CACHE_DIR` re-hashes stored files, oldest use first, round and round, and drops one that no longer matches its digest (log: `stored content does not match its digest; dropped`, `scrub`). What catches a change no timestamp shows (the disk itself) with `VERIFY_ON_READ=once`. Not with `CACHE_STORE`.',
   }),
 
   // A fleet

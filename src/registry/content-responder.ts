@@ -11,6 +11,7 @@ import type { Entry } from '../cache/entry-index.js';
 import type { FillCoordinator, FillKey } from '../cache/fill-coordinator.js';
 import { FillReader } from '../cache/fill-reader.js';
 import { FillError, type Fill } from '../cache/fill.js';
+import type { TrustedFiles } from '../cache/trusted-files.js';
 import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-reader.js';
 import { formatRepository } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
@@ -30,7 +31,8 @@ export interface ContentTarget {
 }
 
 export interface ContentResponderOptions {
-  verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served
+  verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served (always), or a file's first (once)
+  trusted?: TrustedFiles | null; // VERIFY_ON_READ=once: the files this process verified, served unhashed while unchanged
   redirect?: BlobRedirect | null; // S3_REDIRECT: stored blobs' GETs answered 307 to their object in the bucket
 }
 
@@ -118,7 +120,7 @@ export class ContentResponder {
     const end = range.end ?? stored.size - 1;
     const reader = new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start: range.start, end });
     try {
-      await reader.sendTo(res, { verify: this.options.verifyOnRead, onBytes: (n) => (record.bytes += n) });
+      await reader.sendTo(res, { verify: this.options.verifyOnRead, trusted: this.options.trusted, onBytes: (n) => (record.bytes += n) });
     } catch (err) {
       // Noted before the cut: the log line is written when the response closes.
       if (err instanceof CorruptContentError) {
