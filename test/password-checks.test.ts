@@ -10,7 +10,7 @@ import { BcryptBusyError, BcryptWorker } from '../src/auth/bcrypt-worker.js';
 import { clientAddress } from '../src/auth/client-address.js';
 import type { Clock } from '../src/auth/clock.js';
 import { ExpiringSet } from '../src/auth/expiring-set.js';
-import { delayAfter } from '../src/auth/failure-throttle.js';
+import { delayAfter, FailureThrottle } from '../src/auth/failure-throttle.js';
 import { PasswordGuard, type AuthResult } from '../src/auth/password-guard.js';
 import { UserSet } from '../src/auth/user-set.js';
 import type { Entry } from '../src/cache/entry-index.js';
@@ -246,6 +246,19 @@ describe('the bcrypt worker', () => {
     }
   });
 
+  it('queues at most 64 comparisons by default, and refuses the 65th at once', async () => {
+    const worker = new BcryptWorker();
+    try {
+      const hash = bcrypt.hashSync('x', 4);
+      const queued = Array.from({ length: 64 }, (_, i) => worker.compare(`guess-${i}`, hash));
+      await assert.rejects(worker.compare('one more', hash), BcryptBusyError);
+      assert.equal((await Promise.all(queued)).filter(Boolean).length, 0);
+      assert.equal(worker.runs, 64);
+    } finally {
+      await worker.close();
+    }
+  });
+
   it('refuses at once past its queue', async () => {
     const worker = new BcryptWorker(2);
     try {
@@ -261,6 +274,9 @@ describe('the bcrypt worker', () => {
 });
 
 describe('client addresses, bounded sets, listings', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
   it('counts IPv4-mapped addresses as IPv4 and IPv6 by /64', () => {
     assert.equal(clientAddress({ remoteAddress: '::ffff:192.0.2.7' }), '192.0.2.7');
     assert.equal(clientAddress({ remoteAddress: '192.0.2.7' }), '192.0.2.7');
@@ -279,6 +295,35 @@ describe('client addresses, bounded sets, listings', () => {
       [false, true, true, true],
     );
     assert.equal(set.has('d', 1000), false, 'expired');
+  });
+
+  it('keeps at most 10,000 refused and 1,000 verified headers per user set, whatever a client sends', async () => {
+    const guard = new PasswordGuard({ clock: new FakeClock(), bcrypt: () => Promise.reject(new Error('no bcrypt in a SHA file')) });
+    const file = path.join(await tmp.make('regcache-htpasswd'), 'htpasswd');
+    await writeFile(file, `alice:${sha('right')}\n`);
+    const users = UserSet.load(file, 'PROXY_AUTH', guard);
+    for (let i = 0; i < 10_050; i++) assert.equal(refusal(await users.check(basic('alice', `guess-${i}`), `10.1.${i >> 8}.${i & 255}`)), 'wrong');
+    assert.equal(users.refused.size, 10_000);
+    // One password, 1,050 spellings of its header (the scheme's case, the spaces around the credentials).
+    const right = basic('alice', 'right').slice('Basic '.length);
+    for (let i = 0; i < 1_050; i++) assert.ok(ok(await users.check(`${i & 1 ? 'basic' : 'Basic'}${' '.repeat(1 + (i >> 1))}${right}`, '10.2.0.1')));
+    assert.equal(users.verified.size, 1_000);
+    await guard.close();
+  });
+
+  it('tracks at most 10,000 client addresses, dropping the one whose last failure is oldest', async () => {
+    const clock = new FakeClock();
+    const throttle = new FailureThrottle(clock);
+    for (let i = 0; i < 10_050; i++) {
+      clock.t += 1;
+      await throttle.attempt(`10.3.${i >> 8}.${i & 255}`, async () => 'bad');
+    }
+    assert.equal(throttle.tracked, 10_000);
+    // An address still tracked keeps its failures; one dropped starts over (the first 50 went first).
+    for (let i = 0; i < 5; i++) await throttle.attempt('10.3.39.50', async () => 'bad'); // the 10,035th: still tracked
+    assert.deepEqual(clock.slept, [250], 'its sixth failure waits');
+    for (let i = 0; i < 5; i++) await throttle.attempt('10.3.0.0', async () => 'bad'); // the first: dropped
+    assert.deepEqual(clock.slept, [250], 'five free failures again');
   });
 
   it('names an entry to anyone only when upstream serves it to anyone', () => {
