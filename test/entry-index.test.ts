@@ -98,6 +98,25 @@ describe('EntryIndex', () => {
     await index.close();
   });
 
+  it('records whether content is public or private as told, and keeps it across restarts (journal replayed, compacted)', async () => {
+    const dir = await tmp.make('regcache-index-access');
+    const index = await EntryIndex.open(dir);
+    for (const n of [1, 2, 3]) await index.put(entry(n));
+    await index.setAccess('blob', digest(1), 'private');
+    await index.setAccess('blob', digest(2), 'public');
+    await index.setAccess('blob', digest(4), 'public'); // not stored: nothing to say it of
+    const accessOf = (i: EntryIndex) => [1, 2, 3, 4].map((n) => i.get('blob', digest(n))?.access);
+    assert.deepEqual(accessOf(index), ['private', 'public', undefined, undefined]);
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.deepEqual(accessOf(reopened), ['private', 'public', undefined, undefined], 'after a restart');
+    await reopened.setAccess('blob', digest(1), 'public'); // another origin serves it to anyone
+    await reopened.close();
+    const again = await EntryIndex.open(dir);
+    assert.deepEqual(accessOf(again), ['public', 'public', undefined, undefined], 'after the compaction at the restart, and the public op appended');
+    await again.close();
+  });
+
   it('keeps entries, sizes and LRU order across a restart', async () => {
     const dir = await tmp.make('regcache-index');
     const index = await EntryIndex.open(dir);
