@@ -70,7 +70,13 @@ export const groups = {
       ]),
       ...linesOf('src/cache/entry-index.ts', [/async setAccess\(/, /case 'acc': \{/]),
     ],
-    tests: ['test/fill-coordinator.test.ts', 'test/s3-private-content.test.ts', 'test/entry-index.test.ts', 'test/s3-redirect.test.ts'],
+    tests: [
+      'test/content-access.test.ts',
+      'test/fill-coordinator.test.ts',
+      'test/s3-private-content.test.ts',
+      'test/entry-index.test.ts',
+      'test/s3-redirect.test.ts',
+    ],
   },
   // When src/registry/content-gate.ts lands (issue 20 item 1), add it here with its fast tests:
   // gate: { mutate: ['src/registry/content-gate.ts'], tests: [...] },
