@@ -83,8 +83,16 @@ export const groups = {
 };
 
 const name = process.env.MUTATE_GROUP ?? 'policy';
-const group = groups[name];
-if (!group) throw new Error(`MUTATE_GROUP=${name}: one of ${Object.keys(groups).join(', ')}`);
+const chosen = groups[name];
+if (!chosen) throw new Error(`MUTATE_GROUP=${name}: one of ${Object.keys(groups).join(', ')}`);
+// A second look at some mutants (the survivors of a run, after a test was added): MUTATE_ONLY names the
+// ranges ("file:first-last", space-separated), MUTATE_TESTS the test files; the report gets a suffix.
+const only = process.env.MUTATE_ONLY?.split(/\s+/).filter(Boolean);
+const group = {
+  mutate: only?.length ? only : chosen.mutate,
+  tests: process.env.MUTATE_TESTS?.split(/\s+/).filter(Boolean) ?? chosen.tests,
+};
+const report = only?.length ? `${name}-recheck` : name;
 
 /** @type {import('@stryker-mutator/api/core').PartialStrykerOptions} */
 export default {
@@ -96,7 +104,7 @@ export default {
   coverageAnalysis: 'off', // the command runner knows no coverage: every mutant runs the group's files
   timeoutMS: 20_000,
   reporters: ['clear-text', 'progress-append-only', 'json'],
-  jsonReporter: { fileName: `reports/mutation/${name}.json` },
+  jsonReporter: { fileName: `reports/mutation/${report}.json` },
   clearTextReporter: { allowEmojis: false, logTests: false, reportScoreTable: true },
   // What the sandbox needs: src, test and the configs; nothing generated.
   ignorePatterns: ['dist', 'bench', 'docs', 'deploy', 'certs', 'reports', '.test-tmp', '.test-artifacts', '.tsbuild-test'],

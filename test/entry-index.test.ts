@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { appendFile, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { EntryIndex, type Entry } from '../src/cache/entry-index.js';
+import { EntryIndex, entryKey, type Entry } from '../src/cache/entry-index.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config/config.js';
 import { TmpDirs } from './harness/tmp.js';
 
@@ -115,6 +115,14 @@ describe('EntryIndex', () => {
     const again = await EntryIndex.open(dir);
     assert.deepEqual(accessOf(again), ['public', 'public', undefined, undefined], 'after the compaction at the restart, and the public op appended');
     await again.close();
+  });
+
+  it('ignores a public/private fact about an entry it does not hold (a replica that dropped it, a journal line after its removal)', () => {
+    const replica = EntryIndex.replica([]);
+    replica.applyOps([{ op: 'acc', k: entryKey('blob', digest(5)), a: 'public' }]);
+    assert.equal(replica.get('blob', digest(5)), undefined);
+    replica.applyOps([{ op: 'put', e: entry(5) }]);
+    assert.equal(replica.get('blob', digest(5))?.access, undefined, 'not public from before it was held');
   });
 
   it('keeps entries, sizes and LRU order across a restart', async () => {
