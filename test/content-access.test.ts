@@ -137,6 +137,22 @@ describe('content access (in-process, scripted upstream)', () => {
     );
   });
 
+  it('classifies what the store commits, asking the origin that delivered it; a classification that failed is asked again', async () => {
+    const upstream = new ScriptedUpstream(() => 503);
+    const access = accessWith(upstream);
+    access.start();
+    const entry = await stored();
+    await new Promise((resolve) => setImmediate(resolve)); // the listener's HEAD is sent synchronously; let it settle
+    assert.ok(
+      upstream.seen.some((r) => String(r.url) === `https://registry.test/v2/lib/app/blobs/${entry.digest}`),
+      'asked on commit',
+    );
+    const before = upstream.seen.length;
+    upstream.answer = () => 401;
+    assert.equal(await access.classify(store.index.get('blob', entry.digest)!), 'private', 'asked again after the 503');
+    assert.equal(upstream.seen.length, before + 1);
+  });
+
   it('remembers a grant for a minute, then asks again', async (t) => {
     let now = 1_900_000_000_000;
     t.mock.method(Date, 'now', () => now);
