@@ -51,7 +51,7 @@ export const groups = {
   // Digests: which are stored, and the reader that serves stored bytes only when they hash to theirs.
   digest: {
     mutate: ['src/reference/digest.ts', 'src/cache/verified-file-reader.ts'],
-    tests: ['test/verified-file-reader.test.ts', 'test/request-rules.test.ts', 'test/log-lines.test.ts'],
+    tests: ['test/digests.test.ts', 'test/verified-file-reader.test.ts', 'test/request-rules.test.ts'],
   },
   // Each store's facts of who may read stored content, and the decision made from them.
   access: {
