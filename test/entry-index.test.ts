@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { appendFile, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
-import { EntryIndex, type Entry } from '../src/cache/entry-index.js';
+import { EntryIndex, entryKey, type Entry } from '../src/cache/entry-index.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from '../src/config/config.js';
 import { TmpDirs } from './harness/tmp.js';
 
@@ -122,6 +122,33 @@ describe('EntryIndex', () => {
     assert.equal(index.taggedManifest(tag), undefined);
     assert.deepEqual(index.pointersOf(tag), []);
     await index.close();
+  });
+
+  it('records whether content is public or private as told, and keeps it across restarts (journal replayed, compacted)', async () => {
+    const dir = await tmp.make('regcache-index-access');
+    const index = await EntryIndex.open(dir);
+    for (const n of [1, 2, 3]) await index.put(entry(n));
+    await index.setAccess('blob', digest(1), 'private');
+    await index.setAccess('blob', digest(2), 'public');
+    await index.setAccess('blob', digest(4), 'public'); // not stored: nothing to say it of
+    const accessOf = (i: EntryIndex) => [1, 2, 3, 4].map((n) => i.get('blob', digest(n))?.access);
+    assert.deepEqual(accessOf(index), ['private', 'public', undefined, undefined]);
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.deepEqual(accessOf(reopened), ['private', 'public', undefined, undefined], 'after a restart');
+    await reopened.setAccess('blob', digest(1), 'public'); // another origin serves it to anyone
+    await reopened.close();
+    const again = await EntryIndex.open(dir);
+    assert.deepEqual(accessOf(again), ['public', 'public', undefined, undefined], 'after the compaction at the restart, and the public op appended');
+    await again.close();
+  });
+
+  it('ignores a public/private fact about an entry it does not hold (a replica that dropped it, a journal line after its removal)', () => {
+    const replica = EntryIndex.replica([]);
+    replica.applyOps([{ op: 'acc', k: entryKey('blob', digest(5)), a: 'public' }]);
+    assert.equal(replica.get('blob', digest(5)), undefined);
+    replica.applyOps([{ op: 'put', e: entry(5) }]);
+    assert.equal(replica.get('blob', digest(5))?.access, undefined, 'not public from before it was held');
   });
 
   it('keeps entries, sizes and LRU order across a restart', async () => {

@@ -1,3 +1,4 @@
+// tier: unit
 // VERIFY_ON_READ=once and the scrubber (issue 24, decision #107), in process over real files in a temp
 // directory store: a file is hashed in full on its first read and trusted while unchanged; a flipped byte
 // is never delivered as a complete blob, whether it was flipped before a read (with its mtime set back:
