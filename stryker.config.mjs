@@ -53,6 +53,11 @@ export const groups = {
     mutate: ['src/reference/digest.ts', 'src/cache/verified-file-reader.ts'],
     tests: ['test/digests.test.ts', 'test/verified-file-reader.test.ts', 'test/request-rules.test.ts'],
   },
+  // The one gate: whether stored content may be served to this request (issue 20), asked by every door.
+  gate: {
+    mutate: ['src/registry/content-gate.ts'],
+    tests: ['test/content-access.test.ts', 'test/s3-private-content.test.ts', 'test/fill-coordinator.test.ts'],
+  },
   // Each store's facts of who may read stored content, and the decision made from them.
   access: {
     mutate: [

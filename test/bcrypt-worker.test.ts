@@ -37,16 +37,25 @@ describe('password check timing (real worker)', () => {
         assert.equal(refusal(await users.check(basic(user, `guess-${i}`), `10.1.${user.length}.${i}`)), 'wrong');
         return performance.now() - started;
       };
-      const known: number[] = [];
-      const unknown: number[] = [];
-      for (let i = 0; i < 5; i++) {
-        known.push(await timed('alice', i));
-        unknown.push(await timed('mallory', i));
-      }
       const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[2]!;
-      const ratio = median(unknown) / median(known);
-      assert.ok(median(known) > 10, `a cost-10 bcrypt ran (${median(known).toFixed(1)} ms)`);
-      assert.ok(ratio > 0.5 && ratio < 2, `unknown ${median(unknown).toFixed(1)} ms vs known ${median(known).toFixed(1)} ms`);
+      // The worker runs at nice 19: on a machine busy with other test files one round can be skewed either
+      // way. Without the stand-in an unknown user costs no bcrypt at all (a ratio near 0) in every round;
+      // up to three rounds are measured, and one within a factor of two shows the stand-in's cost.
+      const rounds: string[] = [];
+      let even = false;
+      for (let round = 0; round < 3 && !even; round++) {
+        const known: number[] = [];
+        const unknown: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          known.push(await timed('alice', 5 * round + i));
+          unknown.push(await timed('mallory', 5 * round + i));
+        }
+        assert.ok(median(known) > 10, `a cost-10 bcrypt ran (${median(known).toFixed(1)} ms)`);
+        const ratio = median(unknown) / median(known);
+        rounds.push(`unknown ${median(unknown).toFixed(1)} ms vs known ${median(known).toFixed(1)} ms`);
+        even = ratio > 0.5 && ratio < 2;
+      }
+      assert.ok(even, rounds.join('; '));
     } finally {
       await guard.close();
     }

@@ -261,7 +261,16 @@ describe('crash safety, verify and the cache CLI', () => {
     await client.fetch(`${REG}/v2/lib/other/blobs/${shared.digest}`); // the config is shared with another repository
     await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === own.digest, 'the commit');
 
-    const listed = await cliJson<Listed[]>(proxy.cacheDir, 'ls', '--registry', 'registry.test');
+    // With WORKERS > 1 (the default here) a HIT's repository reaches the primary's index as a message of its
+    // own after the response: the listing has it moments later, not necessarily at once.
+    let listed: Listed[] = [];
+    await waitFor(
+      async () => {
+        listed = await cliJson<Listed[]>(proxy.cacheDir, 'ls', '--registry', 'registry.test');
+        return (listed.find((e) => e.digest === shared.digest)?.repositories.length ?? 0) >= 2;
+      },
+      { timeoutMs: 10_000, what: 'the shared blob listed under both repositories' },
+    ).catch(() => undefined); // the assertions below say what is missing
     const tool = listed.find((e) => e.digest === m.digest);
     assert.deepEqual(tool?.tags, ['registry.test/lib/tool:v2']);
     assert.deepEqual(listed.find((e) => e.digest === shared.digest)?.repositories, ['registry.test/lib/other', 'registry.test/lib/tool']);

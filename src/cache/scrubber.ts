@@ -69,6 +69,7 @@ export class Scrubber {
 
   /** Hashes one stored file; 'dropped' when it was not its content; null when it was gone or the pass stopped. */
   private async check(content: StoredContent, read: (n: number) => Promise<void>): Promise<'dropped' | 'ok' | null> {
+    // Gone (evicted, removed) or unreadable now: nothing to scrub this pass; a read would find it the same.
     const file = await this.store.open(content).catch(() => null);
     if (!file) return null;
     const hash = crypto.createHash('sha256');
@@ -84,14 +85,14 @@ export class Scrubber {
         if (this.abort.signal.aborted) return null;
       }
     } finally {
-      await file.close().catch(() => undefined);
+      await file.close().catch(() => undefined); // read to the end or given up: a close error changes nothing
     }
     const actual = 'sha256:' + hash.digest('hex');
     if (position === content.size && actual === content.digest) return 'ok';
     // Removed and stored again while this pass hashed the old file: the new one is not what was read.
     const now = await this.store.open(content).catch(() => null);
     const same = now !== null && (now.identity === undefined || now.identity.key === file.identity?.key);
-    await now?.close().catch(() => undefined);
+    await now?.close().catch(() => undefined); // only its identity was needed
     if (!same || this.store.index.get(content.kind, content.digest) === undefined) return null;
     const error =
       position === content.size ? `the stored bytes hash to ${actual}, not ${content.digest}` : `the stored file holds ${position} of ${content.size} bytes`;
@@ -112,6 +113,6 @@ export class Scrubber {
   }
 
   private async pause(ms: number): Promise<void> {
-    await sleep(ms, undefined, { signal: this.abort.signal, ref: false }).catch(() => undefined);
+    await sleep(ms, undefined, { signal: this.abort.signal, ref: false }).catch(() => undefined); // aborted: the scrubber is stopping
   }
 }
