@@ -297,6 +297,9 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
         await sleep(50);
       }
       for (const socket of connections) socket.destroy();
+      // A download that just ended leaves its fill verifying, syncing and committing (with WORKERS > 1, through
+      // the primary): closing the store under it would lose what the client already has. Within the grace.
+      while (coordinator.fillsInFlight > 0 && Date.now() < deadline) await sleep(50);
       await upstream.close();
       await backend.close();
       await guard.close();
