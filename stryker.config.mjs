@@ -83,8 +83,6 @@ export const groups = {
       'test/s3-redirect.test.ts',
     ],
   },
-  // When src/registry/content-gate.ts lands (issue 20 item 1), add it here with its fast tests:
-  // gate: { mutate: ['src/registry/content-gate.ts'], tests: [...] },
 };
 
 const name = process.env.MUTATE_GROUP ?? 'policy';
