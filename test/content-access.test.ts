@@ -11,6 +11,7 @@ import type { StoredContent } from '../src/cache/content-store.js';
 import type { Entry } from '../src/cache/entry-index.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
 import { ContentAccess } from '../src/registry/content-access.js';
+import { mayServe } from '../src/registry/content-gate.js';
 import { createLogger } from '../src/telemetry/log.js';
 import type { Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse } from '../src/upstream/upstream-client.js';
 import { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
@@ -184,6 +185,33 @@ describe('content access (in-process, scripted upstream)', () => {
     await check(10_000); // the 10,001st: the grants are cleared to make room
     await check(0);
     assert.equal(upstream.seen.length, 10_002, 'the first client is asked again');
+  });
+
+  it("the gate: a request that names no repository is never served another's private content (elsewhere, nothing asked)", async () => {
+    const upstream = new ScriptedUpstream(() => 200);
+    const entry = await stored();
+    await store.index.setAccess('blob', entry.digest, 'private');
+    const verdict = await mayServe(accessWith(upstream), {
+      answer: 'digest-hit',
+      kind: 'blob',
+      digest: entry.digest,
+      entry: store.index.get('blob', entry.digest),
+      ref: null,
+      credentials: 'Bearer alice',
+    });
+    assert.deepEqual(verdict, { serve: false, elsewhere: true });
+    assert.equal(upstream.seen.length, 0, 'no origin to ask');
+  });
+
+  it("the gate: a source that just named the digest to this client's own request authorises it, without another HEAD", async () => {
+    const upstream = new ScriptedUpstream(() => 401); // asked again, the origin would refuse
+    const entry = await stored('manifest');
+    await store.index.setAccess('manifest', entry.digest, 'private');
+    const asked = { answer: 'tag-revalidated' as const, kind: 'manifest' as const, digest: entry.digest, ref: REF, credentials: 'Bearer alice' };
+    const current = store.index.get('manifest', entry.digest);
+    assert.deepEqual(await mayServe(accessWith(upstream), { ...asked, entry: current, originNamedIt: true }), { serve: true });
+    assert.equal(upstream.seen.length, 0, 'the HEAD the origin answered was the proof');
+    assert.equal((await mayServe(accessWith(upstream), { ...asked, entry: current })).serve, false, 'without it, the origin is asked and refuses');
   });
 
   it('refuses, with the reason, when upstream cannot be asked', async () => {
