@@ -35,7 +35,7 @@ export const groups = {
   // Which destinations regcache connects to (#45), and the address classes it judges by.
   policy: {
     mutate: ['src/upstream/destination-policy.ts', 'src/reference/address-ranges.ts'],
-    tests: ['test/destination-policy.test.ts'],
+    tests: ['test/destination-policy.test.ts', 'test/address-ranges.test.ts'],
   },
   // Password checks behind every door: verdict caches, throttle, user files, doors (bcrypt a stand-in).
   auth: {

@@ -4,6 +4,7 @@
 // the upstream proxy), ALLOWED_CLIENTS, and the configuration syntax behind them.
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import os from 'node:os';
 import { after, before, describe, it } from 'node:test';
 import { ConfigError, loadConfig, parseDestination, portAllowed, type DestinationRule } from '../src/config/config.js';
 import type { IncomingMessage } from 'node:http';
@@ -83,6 +84,60 @@ describe('destination policy', () => {
     assert.equal(p.refusalOfName('123.example', 443), null);
     assert.match(p.refusalOfName('a.corp.example', 443)!, /DENY_DESTINATIONS/);
     assert.equal(p.refusalOfName('registry.example', 443), null);
+  });
+});
+
+describe("destination policy, edge by edge (killing the policy group's surviving mutants)", () => {
+  it('names its refusals: the error, unspecified, multicast and broadcast', () => {
+    const p = policy();
+    const err = new DestinationRefusedError('x:1', 'why');
+    assert.equal(err.name, 'DestinationRefusedError');
+    assert.match(err.message, /does not connect to x:1: why/);
+    assert.match(p.refusal('0.0.0.0', '0.0.0.0', 443)!, /unspecified/);
+    assert.match(p.refusal('224.0.0.1', '224.0.0.1', 443)!, /multicast or broadcast/);
+    assert.match(p.refusal('255.255.255.255', '255.255.255.255', 443)!, /multicast or broadcast/);
+  });
+
+  it('counts loopback as this host, and link-local or multicast as not, with no interface addresses known', () => {
+    const p = new DestinationPolicy({ allow: rules('127.0.0.0/8', '169.254.0.0/16', '224.0.0.0/4'), deny: [], localAddresses: () => [] });
+    p.listeningPorts.add(3128);
+    assert.match(p.refusal('127.0.0.1', '127.0.0.1', 3128)!, /own listener/);
+    assert.equal(p.refusal('169.254.1.1', '169.254.1.1', 3128), null, 'link-local is a neighbour, not this host');
+    assert.equal(p.refusal('224.0.0.1', '224.0.0.1', 3128), null);
+  });
+
+  it('uses the interface addresses it is given, and reads them again only after a while', () => {
+    let reads = 0;
+    const p = new DestinationPolicy({ allow: [], deny: [], localAddresses: () => (reads++, ['203.0.113.5', 'fe80::9%eth0']) });
+    assert.match(p.refusal('203.0.113.5', '203.0.113.5', 443)!, /this host's own addresses/);
+    assert.equal(p.refusal('203.0.113.6', '203.0.113.6', 443), null);
+    for (let i = 0; i < 5; i++) p.refusal('8.8.8.8', '8.8.8.8', 443);
+    assert.equal(reads, 1, 'read once, not per connection');
+  });
+
+  it("reads this host's real interface addresses by default", () => {
+    const p = new DestinationPolicy({ allow: [], deny: [] });
+    const own = Object.values(os.networkInterfaces())
+      .flat()
+      .map((a) => a?.address)
+      .find((a) => a && net.isIPv4(a) && !a.startsWith('127.'));
+    if (!own) return assert.match(p.refusal('127.0.0.1', '127.0.0.1', 443)!, /loopback/); // a machine with lo only
+    assert.match(p.refusal(own, own, 443)!, /this host's own addresses/, own);
+  });
+
+  it('judges an IPv6 literal as an address before resolution', () => {
+    const p = policy();
+    assert.match(p.refusalOfName('::1', 443)!, /loopback/);
+    assert.match(p.refusalOfName('fe80::1', 443)!, /link-local/);
+    assert.equal(p.refusalOfName('2001:db8::1', 443), null);
+  });
+
+  it('denies a name when any one DENY_DESTINATIONS rule matches, and a name rule is not a suffix rule', () => {
+    const p = policy([], ['metadata.internal', '*.corp.example']);
+    assert.equal(p.refusalOfName('metadata.internal', 80), 'listed in DENY_DESTINATIONS');
+    assert.equal(p.refusalOfName('a.corp.example', 80), 'listed in DENY_DESTINATIONS');
+    assert.equal(p.refusalOfName('xmetadata.internal', 80), null, 'an exact name does not match a longer one');
+    assert.equal(p.refusalOfName('corp.example', 80), null, '*.corp.example is subdomains only');
   });
 });
 
