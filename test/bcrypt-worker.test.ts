@@ -5,10 +5,12 @@
 // the file's kind and cost, is checked without timing in test/password-checks.test.ts). Apart from those
 // fast checks because a nice-19 thread on a busy machine takes its time (npm run mutate runs them often).
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import bcrypt from 'bcryptjs';
 import { BcryptBusyError, BcryptWorker } from '../src/auth/bcrypt-worker.js';
 import { PasswordGuard, type AuthResult } from '../src/auth/password-guard.js';
@@ -123,5 +125,55 @@ describe('the bcrypt worker', () => {
     } finally {
       await worker.close();
     }
+  });
+
+  it('names its refusal', () => {
+    const err = new BcryptBusyError();
+    assert.equal(err.name, 'BcryptBusyError');
+    assert.equal(err.message, 'password checks are overloaded');
+  });
+
+  it('fails what a closed thread owed, and answers the next comparison from a new thread', async () => {
+    const worker = new BcryptWorker();
+    await worker.close(); // never started: nothing to stop
+    const slow = bcrypt.hashSync('x', 12);
+    const owed = worker.compare('x', slow);
+    const closing = worker.close();
+    // Asked while the closed thread is still exiting: that thread's exit must not fail it.
+    const next = worker.compare('x', bcrypt.hashSync('x', 4));
+    await closing;
+    await assert.rejects(owed, /the bcrypt worker exited/);
+    try {
+      assert.equal(await next, true);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('starts a new thread after its thread dies', async () => {
+    const worker = new BcryptWorker();
+    try {
+      const hash = bcrypt.hashSync('x', 4);
+      assert.equal(await worker.compare('x', hash), true);
+      // The thread dying as a crash would: not through close(), so the worker still holds it.
+      const exited = new Promise<void>((resolve) => (worker as unknown as { worker: Worker }).worker.once('exit', () => resolve()));
+      await (worker as unknown as { worker: Worker }).worker.terminate();
+      await exited;
+      assert.equal(await worker.compare('x', hash), true);
+      assert.equal(worker.runs, 2);
+    } finally {
+      await worker.close();
+    }
+  });
+
+  it('lets the process exit once no answer is owed', () => {
+    // A child process that compares once and does nothing else: it ends by itself only if the idle thread
+    // does not hold the event loop open.
+    const module = JSON.stringify(path.resolve(import.meta.dirname, '../src/auth/bcrypt-worker.ts'));
+    const hash = JSON.stringify(bcrypt.hashSync('x', 4));
+    // CommonJS with a dynamic import: --input-type=module would be inherited by the worker's own eval.
+    const code = `import(${module}).then(async ({ BcryptWorker }) => console.log(await new BcryptWorker().compare('x', ${hash})));`;
+    const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', code], { timeout: 60_000, encoding: 'utf8' });
+    assert.equal(out.trim(), 'true');
   });
 });

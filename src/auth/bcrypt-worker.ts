@@ -43,6 +43,7 @@ export class BcryptBusyError extends Error {
 interface Pending {
   resolve: (match: boolean) => void;
   reject: (err: Error) => void;
+  worker: Worker; // the thread that owes the answer: only its loss fails the comparison
 }
 
 export class BcryptWorker {
@@ -64,7 +65,7 @@ export class BcryptWorker {
     const worker = this.started();
     const id = this.nextId++;
     return new Promise<boolean>((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, worker });
       if (this.pending.size === 1) worker.ref(); // keep the process alive while an answer is owed
       worker.postMessage({ id, password, hash });
     });
@@ -89,11 +90,15 @@ export class BcryptWorker {
       if (this.pending.size === 0) worker.unref();
       job.resolve(match);
     });
-    // A worker that dies fails what it owed; the next comparison starts a new one.
+    // A worker that dies fails what it owed, and only that (a closed thread's exit can arrive after the
+    // next comparison started a new one); the next comparison starts a new one.
     const lost = (err: Error) => {
       if (this.worker === worker) this.worker = null;
-      for (const job of this.pending.values()) job.reject(err);
-      this.pending.clear();
+      for (const [id, job] of this.pending) {
+        if (job.worker !== worker) continue;
+        this.pending.delete(id);
+        job.reject(err);
+      }
     };
     worker.on('error', lost);
     worker.on('exit', (code) => lost(new Error(`the bcrypt worker exited (${code})`)));
