@@ -210,6 +210,74 @@ describe('the Docker image', () => {
     assert.ok(tag.length > 0 && tag.every((l) => l.cache === 'STALE'), `the tag is served from the cache because upstream is down: ${JSON.stringify(tag)}`);
   });
 
+  it("docker-compose up in a fresh clone, with no .env and then with npm start's .env: healthy on 3128 and 5000, /ca and the cache on their volumes", async (t) => {
+    // Compose publishes the file's own ports on the host: they must be free here.
+    for (const port of [3128, 5000])
+      assert.equal(
+        (await fetch(`http://127.0.0.1:${port}/`).catch(() => null))?.status,
+        undefined,
+        `port ${port} is in use on this host: stop what listens there`,
+      );
+    const project = path.join(root, 'compose');
+    await mkdir(project);
+    await copyFile(path.join(ROOT, 'docker-compose.yaml'), path.join(project, 'docker-compose.yaml'));
+    await docker(['tag', IMAGE, 'regcache:latest']); // the file's image; --no-build: built above from this tree
+    const compose = async (args: string[]) => {
+      const r = await run('docker-compose', ['--project-directory', project, '-p', 'regcachecompose', ...args], {
+        env: { PATH: BASE_PATH, HOME: project, DOCKER_HOST: `unix://${dockerd.socket}` },
+        cwd: project,
+        timeoutMs: 180_000,
+      });
+      assert.equal(r.code, 0, `docker-compose ${args.join(' ')}:\n${r.stdout}\n${r.stderr}`);
+      return r.stdout.trim();
+    };
+    const healthy = async (what: string): Promise<LogLine> => {
+      const started = Date.now();
+      await waitFor(async () => (await fetch('http://127.0.0.1:3128/healthz').catch(() => null))?.status === 200, {
+        timeoutMs: 120_000,
+        intervalMs: 500,
+        what: `/healthz on the published port 3128 (${what})`,
+      });
+      t.diagnostic(`${what}: /healthz answered ${seconds(started)} s after up`);
+      assert.equal((await fetch('http://127.0.0.1:5000/v2/')).status, 200, 'the mirror on the published port 5000');
+      const id = await compose(['ps', '-q', 'regcache']);
+      const listening = (await logs(id)).filter((l) => l.msg === 'listening').at(-1);
+      assert.ok(listening, 'a listening line');
+      return listening;
+    };
+    try {
+      await compose(['up', '-d', '--no-build']);
+      const first = await healthy('no .env');
+      const firstId = await compose(['ps', '-q', 'regcache']);
+      assert.equal(first.port, 3128);
+      assert.equal(first.mirrorPort, 5000);
+      assert.equal(first.store, '/docker_mirror_cache');
+      const ca = await (await fetch('http://127.0.0.1:3128/ca.crt')).text();
+
+      // .env.example's npm start lines uncommented, as its header tells npm start users to do, plus a setting.
+      const dotenv = (await readFile(path.join(ROOT, '.env.example'), 'utf8'))
+        .replace(/^#((?:PORT|CA_DIR|MIRROR_PORT|CACHE_DIR)=.*)$/gm, '$1')
+        .replace(/^CACHE_MAX_SIZE=.*$/m, 'CACHE_MAX_SIZE=3g')
+        // npm start's values away from the image's, as a user's would be:
+        .concat('\nPORT=9128\nMIRROR_PORT=9500\nCA_DIR=./data/ca\nCACHE_DIR=./data/cache\n');
+      await writeFile(path.join(project, '.env'), dotenv);
+      await compose(['up', '-d', '--no-build']); // recreates the container: its environment changed
+      const second = await healthy('with .env');
+      assert.equal(second.port, 3128);
+      assert.equal(second.mirrorPort, 5000);
+      assert.equal(second.store, '/docker_mirror_cache');
+      assert.ok((second.settings as string[]).includes('CACHE_MAX_SIZE'), `the .env setting reached regcache: ${JSON.stringify(second.settings)}`);
+      const id = await compose(['ps', '-q', 'regcache']);
+      assert.notEqual(id, firstId, 'the container was recreated with the .env');
+      const env = JSON.parse(await docker(['inspect', '--format', '{{json .Config.Env}}', id])) as string[];
+      for (const setting of ['PORT=3128', 'MIRROR_PORT=5000', 'CA_DIR=/ca', 'CACHE_DIR=/docker_mirror_cache', 'CACHE_MAX_SIZE=3g'])
+        assert.ok(env.includes(setting), `${setting} in ${JSON.stringify(env)}`);
+      assert.equal(await (await fetch('http://127.0.0.1:3128/ca.crt')).text(), ca, 'the same CA, from the ca volume');
+    } finally {
+      await compose(['down', '-v', '--timeout', '15']);
+    }
+  });
+
   it('a volume owned by root, as a root-run container leaves it, stops it with one fatal line: chown 1000:1000', async () => {
     for (const [variable, dir] of [
       ['CA_DIR', '/ca'],
