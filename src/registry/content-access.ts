@@ -68,7 +68,9 @@ export class ContentAccess {
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
       // Public at any origin makes it public; private at one origin does not undo that.
-      if (access === 'public' || (access === 'private' && entry.access === undefined)) await this.store.index.setAccess(entry.kind, entry.digest, access);
+      // Read again: another question about the same entry (a referrers list's subject) may have answered meanwhile.
+      const known = this.store.index.get(entry.kind, entry.digest)?.access ?? entry.access;
+      if (access === 'public' || (access === 'private' && known === undefined)) await this.store.index.setAccess(entry.kind, entry.digest, access);
       this.log.debug({ digest: entry.digest, access: access ?? 'unknown', status: res.statusCode }, 'content access learned');
       return access;
     } catch (err) {

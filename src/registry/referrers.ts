@@ -73,6 +73,7 @@ export async function serveReferrers(deps: TagManifestDeps, request: RegistryReq
   if (response.statusCode >= 500 || response.statusCode === 429) {
     if (await serveStale(`status ${response.statusCode}`)) {
       record.noteUpstream(response.headers);
+      response.body.on('error', () => undefined); // undici reports its own abort as an error: not one here
       response.body.destroy();
       return;
     }
