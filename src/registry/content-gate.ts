@@ -10,6 +10,8 @@
 // MISS. A request for a source needs that origin to authorise this client for the repository it names:
 // either the origin just answered this client's own request 200 naming the digest (a tag's revalidation),
 // or a HEAD by digest with the client's credentials (content-access.ts, remembered for a minute).
+// A referrers list, which no origin serves by its own digest, is asked about as its subject manifest in
+// the same repository (askedAs: the same pull scope).
 import type { Entry, EntryKind } from '../cache/entry-index.js';
 import { parseRepository } from '../reference/repository-reference.js';
 import type { AskedContent, ContentAccess } from './content-access.js';
