@@ -50,6 +50,22 @@ describe('EntryIndex', () => {
     await reopened.close();
   });
 
+  it('keeps a referrers pointer across a restart without tagging the list it names', async () => {
+    const dir = await tmp.make('regcache-index-referrers');
+    const index = await EntryIndex.open(dir);
+    const key = `registry.test/lib/app@${digest(1)}|referrers;artifactType=`;
+    await index.put({ ...entry(2), kind: 'manifest', tags: [] });
+    await index.setPointer(key, digest(2));
+    assert.deepEqual(index.get('manifest', digest(2))?.tags, [], 'a referrers list carries no tag');
+    await index.put({ ...entry(3), kind: 'manifest', tags: [] });
+    await index.setPointer(key, digest(3)); // the list grew
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.pointer(key)?.digest, digest(3));
+    assert.deepEqual(reopened.get('manifest', digest(3))?.tags, []);
+    await reopened.close();
+  });
+
   it('keeps the origins that delivered an entry across a restart, apart from those it was only requested under', async () => {
     const dir = await tmp.make('regcache-index-sources');
     const index = await EntryIndex.open(dir);

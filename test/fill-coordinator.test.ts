@@ -284,6 +284,25 @@ describe('access decisions (in-process, fake upstream)', () => {
     assert.equal(head.url.href, `https://registry.test/v2/lib/app/blobs/${entry.digest}`);
   });
 
+  it('asks about the subject manifest, not the list, for a private referrers list; the grant is the subject’s', async () => {
+    const entry = await stored('a private referrers list', 'registry.test/alice/private', 'private');
+    const subject = digestOf(Buffer.from('the subject manifest'));
+    const upstream = new FakeUpstream((authorization) => (authorization === 'Bearer alice' ? 200 : 401));
+    const access = accessWith(upstream);
+    const list = { answer: 'referrers-stale', kind: 'manifest', askedAs: { kind: 'manifest', digest: subject } } as const;
+    const anonymous = await mayServe(access, ask(entry, 'registry.test/alice/private', undefined, list));
+    assert.equal(anonymous.serve, false);
+    assert.deepEqual(await mayServe(access, ask(entry, 'registry.test/alice/private', 'Bearer alice', list)), { serve: true });
+    assert.deepEqual(
+      upstream.seen.map((r) => `${r.method} ${r.url.pathname}`),
+      [`HEAD /v2/alice/private/manifests/${subject}`, `HEAD /v2/alice/private/manifests/${subject}`],
+    );
+    // Her grant for the subject manifest (a pull by digest a moment ago) covers its list: nothing more is asked.
+    const pulled = await mayServe(access, ask(entry, 'registry.test/alice/private', 'Bearer alice', { kind: 'manifest', digest: subject }));
+    assert.deepEqual(pulled, { serve: true });
+    assert.equal(upstream.seen.length, 2);
+  });
+
   it('binds private content to the origins that delivered it, not to those that only named it or asked for it', async () => {
     const entry = await stored('private, named elsewhere', 'registry.test/lib/app', 'private');
     store.use('blob', entry.digest, { ref: 'hostile.test/lib/app', tag: null }); // a request by digest via another origin
@@ -292,7 +311,7 @@ describe('access decisions (in-process, fake upstream)', () => {
     assert.deepEqual(named.sources, ['registry.test/lib/app']);
     const upstream = new FakeUpstream(() => 200); // the hostile origin says yes to everything
     const access = accessWith(upstream);
-    for (const answer of ['digest-hit', 'tag-revalidated', 'tag-stale', 'tag-hit', 'digest-redirect'] as const) {
+    for (const answer of ['digest-hit', 'tag-revalidated', 'tag-stale', 'tag-hit', 'digest-redirect', 'referrers-stale'] as const) {
       const verdict = await mayServe(access, ask(named, 'hostile.test/lib/app', undefined, { answer, kind: 'blob', originNamedIt: true }));
       assert.deepEqual(verdict, { serve: false, elsewhere: true }, answer);
     }

@@ -48,6 +48,28 @@ describe('classify', () => {
     assert.deepEqual(classify('HEAD', `/v2/a/b/c/manifests/${D}`), { kind: 'manifest-by-digest', name: 'a/b/c', digest: D });
     assert.deepEqual(classify('GET', '/v2/alpine/manifests/3.20?x=1'), { kind: 'manifest-by-tag', name: 'alpine', tag: '3.20' });
   });
+  it('caches a referrers GET by sha256 digest with at most an artifactType filter; passes other referrers requests through', () => {
+    const sig = 'application/vnd.dev.cosign.artifact.sig.v1+json';
+    assert.deepEqual(classify('GET', `/v2/lib/app/referrers/${D}`), { kind: 'referrers', name: 'lib/app', digest: D, artifactType: null });
+    assert.deepEqual(classify('GET', `/v2/lib/app/referrers/${D}?artifactType=${encodeURIComponent(sig)}`), {
+      kind: 'referrers',
+      name: 'lib/app',
+      digest: D,
+      artifactType: sig,
+    });
+    for (const target of [
+      `/v2/lib/app/referrers/${D}?n=10&last=x`, // a page: not cached
+      `/v2/lib/app/referrers/${D}?artifactType=a/b&artifactType=c/d`,
+      `/v2/lib/app/referrers/${D}?artifactType=not-a-media-type`,
+      `/v2/lib/app/referrers/${D}?artifactType=`,
+      `/v2/lib/app/referrers/sha512:${'a'.repeat(128)}`,
+    ]) {
+      assert.deepEqual(classify('GET', target), { kind: 'passthrough', what: 'referrers' }, target);
+    }
+    assert.deepEqual(classify('HEAD', `/v2/lib/app/referrers/${D}`), { kind: 'passthrough', what: 'referrers' });
+    assert.equal(classify('GET', '/v2/lib/app/referrers/sha256:abc').kind, 'invalid');
+    assert.equal(classify('DELETE', `/v2/lib/app/referrers/${D}`).kind, 'write');
+  });
   it('passes the rest through and gates writes', () => {
     assert.equal(classify('GET', '/v2/').kind, 'passthrough');
     assert.equal(classify('GET', '/token?scope=x').kind, 'passthrough');

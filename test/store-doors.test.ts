@@ -53,6 +53,11 @@ interface Attempt {
  */
 const EXCLUDED: Partial<Record<StoreAnswer, { stores: StoreName[]; reason: string }>> = {
   'digest-redirect': { stores: ['local', 'workers'], reason: 'S3_REDIRECT needs CACHE_STORE: there is no bucket object to redirect to' },
+  'referrers-stale': {
+    stores: ['local', 'workers', 's3'],
+    reason:
+      "a referrers pointer is written only for a list its own origin just delivered (registry/referrers.ts), which makes that origin a source: evil.test can point only at its own bytes, never at Alice's list, so no request for evil.test reaches it as elsewhere (registry.test, docker-registry 2.8, has no referrers API to store one from). The same-origin rule, an anonymous client refused Alice's private list at both doors: referrers.test.ts",
+  },
   'fill-head': {
     stores: ['local', 'workers', 's3'],
     reason:

@@ -38,6 +38,7 @@ export type IndexOp =
   | { op: 'del'; k: string }
   | { op: 'acc'; k: string; a: Access }
   | { op: 'ptr'; p: string; d: string; t: number }; // tag pointer: "host/repo:tag|accept" -> manifest digest, checked at t
+// (a referrers pointer, "host/repo@subject|referrers;artifactType=...", names a stored referrers list and tags nothing)
 
 export interface TagPointer {
   digest: string;
@@ -62,9 +63,10 @@ export function entryKey(kind: EntryKind, digest: string): string {
   return `${kind}/${digest}`;
 }
 
-/** "registry/repository:tag|<Accept set>" -> "registry/repository:tag" */
-function tagOfPointer(key: string): string {
-  return key.slice(0, key.indexOf('|'));
+/** "registry/repository:tag|<Accept set>" -> "registry/repository:tag"; null for a referrers pointer ("...@digest|..."). */
+function tagOfPointer(key: string): string | null {
+  const tag = key.slice(0, key.indexOf('|'));
+  return tag.includes('@') ? null : tag;
 }
 
 export class EntryIndex {
@@ -313,7 +315,12 @@ export class EntryIndex {
         this.entries.set(key, { ...op.e, refs: [...op.e.refs], sources: [...sources], tags: [] });
         this.bytes += op.e.size;
         for (const tag of op.e.tags) this.assignTag(key, tag);
-        if (op.e.kind === 'manifest') for (const p of this.pointedAt.get(op.e.digest) ?? []) this.assignTag(key, tagOfPointer(p));
+        if (op.e.kind === 'manifest') {
+          for (const p of this.pointedAt.get(op.e.digest) ?? []) {
+            const tag = tagOfPointer(p);
+            if (tag !== null) this.assignTag(key, tag);
+          }
+        }
         return;
       }
       case 'touch': {
@@ -357,7 +364,8 @@ export class EntryIndex {
         const keys = this.pointedAt.get(op.d) ?? new Set<string>();
         this.pointedAt.set(op.d, keys.add(op.p));
         const stored = this.entries.get(entryKey('manifest', op.d));
-        if (stored) this.assignTag(entryKey('manifest', op.d), tagOfPointer(op.p));
+        const tag = tagOfPointer(op.p);
+        if (stored && tag !== null) this.assignTag(entryKey('manifest', op.d), tag);
         return;
       }
       case 'del': {

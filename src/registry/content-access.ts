@@ -24,6 +24,16 @@ const MANIFEST_ACCEPT = [
 /** Whether an origin lets a client read content: what the gate (content-gate.ts) weighs. */
 export type OriginGrant = { granted: true } | { granted: false; reason: string };
 
+/**
+ * What an origin is asked about for stored content: the content itself, or for a referrers list (no origin
+ * serves one by its own digest) the subject manifest it lists for, in the same repository: the same pull
+ * scope answers for both.
+ */
+export interface AskedContent {
+  kind: EntryKind;
+  digest: string;
+}
+
 export class ContentAccess {
   private readonly grants = new Map<string, number>(); // sha256(credential, repository, digest) -> expiry
   private readonly classifying = new Set<string>(); // digests being asked about now
@@ -41,33 +51,39 @@ export class ContentAccess {
     this.store.on('committed', (entry: Entry, ref: string | null) => void this.classify(entry, ref ?? entry.sources[0]));
   }
 
-  /** Asks a source of the entry (`ref`: the one that just delivered it) whether it serves it anonymously. */
-  async classify(entry: Entry, ref = entry.sources[0]): Promise<Access | undefined> {
-    if (!ref || entry.access === 'public' || this.classifying.has(entry.digest)) return undefined;
-    this.classifying.add(entry.digest);
+  /**
+   * Asks a source of the entry (`ref`: the one that just delivered it) whether it serves it anonymously
+   * (`asked`: what to ask about, when the origin does not serve the entry by its own digest).
+   */
+  async classify(entry: Entry, ref = entry.sources[0], asked: AskedContent = entry): Promise<Access | undefined> {
+    const asking = `${entry.digest} ${asked.digest}`;
+    if (!ref || entry.access === 'public' || this.classifying.has(asking)) return undefined;
+    this.classifying.add(asking);
     try {
       const res = await this.tokens.request({
-        url: contentUrl(ref, entry.kind, entry.digest),
+        url: contentUrl(ref, asked.kind, asked.digest),
         method: 'HEAD',
-        headers: entry.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {},
+        headers: asked.kind === 'manifest' ? { accept: MANIFEST_ACCEPT } : {},
       });
       res.body.resume();
       const access: Access | undefined = res.statusCode === 200 ? 'public' : [401, 403, 404].includes(res.statusCode) ? 'private' : undefined;
       // Public at any origin makes it public; private at one origin does not undo that.
-      if (access === 'public' || (access === 'private' && entry.access === undefined)) await this.store.index.setAccess(entry.kind, entry.digest, access);
+      // Read again: another question about the same entry (a referrers list's subject) may have answered meanwhile.
+      const known = this.store.index.get(entry.kind, entry.digest)?.access ?? entry.access;
+      if (access === 'public' || (access === 'private' && known === undefined)) await this.store.index.setAccess(entry.kind, entry.digest, access);
       this.log.debug({ digest: entry.digest, access: access ?? 'unknown', status: res.statusCode }, 'content access learned');
       return access;
     } catch (err) {
       this.log.debug({ digest: entry.digest, error: (err as Error).message }, 'could not learn whether content is public');
       return undefined;
     } finally {
-      this.classifying.delete(entry.digest);
+      this.classifying.delete(asking);
     }
   }
 
   /** The first try to learn whether the entry is public failed (upstream down?): ask again, in the background. */
-  classifyAgain(entry: Entry): void {
-    void this.classify(entry);
+  classifyAgain(entry: Entry, ref?: string, asked?: AskedContent): void {
+    void this.classify(entry, ref ?? entry.sources[0], asked ?? entry);
   }
 
   /**

@@ -10,9 +10,11 @@
 // MISS. A request for a source needs that origin to authorise this client for the repository it names:
 // either the origin just answered this client's own request 200 naming the digest (a tag's revalidation),
 // or a HEAD by digest with the client's credentials (content-access.ts, remembered for a minute).
+// A referrers list, which no origin serves by its own digest, is asked about as its subject manifest in
+// the same repository (askedAs: the same pull scope).
 import type { Entry, EntryKind } from '../cache/entry-index.js';
 import { parseRepository } from '../reference/repository-reference.js';
-import type { ContentAccess } from './content-access.js';
+import type { AskedContent, ContentAccess } from './content-access.js';
 
 /** Every way regcache answers a request from content it holds (the door test enumerates these). */
 export const STORE_ANSWERS = {
@@ -23,6 +25,7 @@ export const STORE_ANSWERS = {
   'tag-hit': 'a manifest by tag trusted for its tier without asking upstream (ENABLE_MANIFEST_CACHE, HIT)',
   'tag-revalidated': 'a manifest by tag whose digest upstream just confirmed with a HEAD (REVALIDATED)',
   'tag-stale': 'a manifest by tag, last known, while upstream fails (SERVE_STALE, STALE)',
+  'referrers-stale': "a subject's referrers list (OCI 1.1 referrers API), last known, while upstream fails (SERVE_STALE, STALE)",
 } as const;
 
 export type StoreAnswer = keyof typeof STORE_ANSWERS;
@@ -39,6 +42,8 @@ export interface StoreRequest {
   credentials: string | undefined;
   /** The request's origin answered this client's own request 200 naming this digest (a tag's HEAD). */
   originNamedIt?: boolean;
+  /** What the origin is asked about instead of the content (a referrers list: its subject manifest). */
+  askedAs?: AskedContent;
 }
 
 export type Verdict =
@@ -57,10 +62,11 @@ export async function mayServe(access: ContentAccess, asked: StoreRequest): Prom
   const origin = registryOf(ref);
   // A fill is keyed by the request's origin (cache/fill-coordinator.ts): that origin is delivering it.
   if (entry && !entry.sources.some((source) => registryOf(source) === origin)) return ELSEWHERE;
-  if (entry && entry.access === undefined) access.classifyAgain(entry); // the first try failed (upstream down?)
+  if (entry && entry.access === undefined) access.classifyAgain(entry, asked.askedAs && ref, asked.askedAs); // the first try failed (upstream down?)
   // A source that answers this client's own request naming the digest authorises it: it has the bytes.
   if (asked.originNamedIt) return SERVE;
-  const grant = await access.authorises(asked.kind, asked.digest, ref, asked.credentials);
+  const about = asked.askedAs ?? asked;
+  const grant = await access.authorises(about.kind, about.digest, ref, asked.credentials);
   return grant.granted ? SERVE : { serve: false, elsewhere: false, reason: grant.reason };
 }
 

@@ -16,7 +16,7 @@ import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-
 import { formatRepository } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
-import type { ContentAccess } from './content-access.js';
+import type { AskedContent, ContentAccess } from './content-access.js';
 import { mayServe, type StoreAnswer } from './content-gate.js';
 import { writeContentHead, type BodyRange } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
@@ -28,6 +28,8 @@ export interface ContentTarget {
   kind: ContentKind;
   digest: string;
   from: Provenance;
+  /** What the origin is asked about for this client instead (a referrers list: its subject manifest). */
+  askedAs?: AskedContent;
 }
 
 export interface ContentResponderOptions {
@@ -59,6 +61,15 @@ export class ContentResponder {
       return;
     }
     await this.serveMiss(request, content, true);
+  }
+
+  /**
+   * Learns, in the background, whether stored content that its origin does not serve by its own digest
+   * (a referrers list) is public, by asking about `asked` (its subject manifest) at `ref` anonymously.
+   */
+  learnAccess(kind: ContentKind, digest: string, ref: string, asked: AskedContent): void {
+    const entry = this.coordinator.store.index.get(kind, digest);
+    if (entry) void this.access.classify(entry, ref, asked);
   }
 
   /**
@@ -265,7 +276,16 @@ export class ContentResponder {
     originNamedIt = false,
   ): Promise<'yes' | 'elsewhere' | 'answered'> {
     const { kind, digest } = content;
-    const decision = await mayServe(this.access, { answer, kind, digest, entry, ref: content.from.ref, credentials: request.credentials, originNamedIt });
+    const decision = await mayServe(this.access, {
+      answer,
+      kind,
+      digest,
+      entry,
+      ref: content.from.ref,
+      credentials: request.credentials,
+      originNamedIt,
+      askedAs: content.askedAs,
+    });
     request.record.gate.push(`${answer}:${decision.serve ? 'serve' : decision.elsewhere ? 'elsewhere' : 'refused'}`);
     if (decision.serve) return 'yes';
     if (decision.elsewhere) return 'elsewhere';
@@ -324,6 +344,7 @@ const LABELS: Record<FromStore, CacheStatus> = {
   'tag-hit': 'HIT',
   'tag-revalidated': 'REVALIDATED',
   'tag-stale': 'STALE',
+  'referrers-stale': 'STALE',
 };
 
 /** The request's fill of this content: per origin (cache/fill-coordinator.ts). */

@@ -10,6 +10,7 @@ import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
 import { registryRequest, type DoorRequest } from './registry-request.js';
+import { serveReferrers } from './referrers.js';
 import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 
 export interface RegistryHandlerDeps {
@@ -35,7 +36,7 @@ export class RegistryHandler {
     if ('name' in route && route.name !== null) record.repository = route.name;
     if (route.kind === 'manifest-by-tag') record.tag = route.tag;
     try {
-      if (origin.protocol !== 'https:' && (route.kind === 'blob' || route.kind === 'manifest-by-digest' || route.kind === 'manifest-by-tag')) {
+      if (origin.protocol !== 'https:' && ['blob', 'manifest-by-digest', 'manifest-by-tag', 'referrers'].includes(route.kind)) {
         // Plain HTTP can be forged by anyone on the path: what it says must never become what an HTTPS pull
         // is served (a tag pointer, a stored manifest), and it is not served from what HTTPS stored either.
         record.reason = 'plain HTTP is never cached';
@@ -57,6 +58,13 @@ export class RegistryHandler {
             registry: origin.host,
             repository: route.name,
             tag: route.tag,
+          });
+        case 'referrers':
+          return await serveReferrers({ upstream, coordinator, content, log, policy: this.deps.tagPolicy }, request, {
+            registry: origin.host,
+            repository: route.name,
+            subject: route.digest,
+            artifactType: route.artifactType,
           });
         case 'passthrough':
           if (route.what === 'ping' && this.deps.tagPolicy.serveStale) {

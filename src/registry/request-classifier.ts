@@ -9,6 +9,8 @@ export type Route =
   | { kind: 'blob'; name: string; digest: string }
   | { kind: 'manifest-by-digest'; name: string; digest: string }
   | { kind: 'manifest-by-tag'; name: string; tag: string }
+  // OCI 1.1 referrers API: GET, no query but an optional artifactType filter (pages and the rest pass through)
+  | { kind: 'referrers'; name: string; digest: string; artifactType: string | null }
   | { kind: 'write'; name: string | null } // push, delete: gated by ALLOW_PUSH
   | { kind: 'passthrough'; what: string } // ping, tags/list, referrers, catalog, token endpoints
   | { kind: 'invalid'; error: RegistryErrorKind; message: string };
@@ -67,8 +69,23 @@ export function classify(method: string, rawPath: string): Route {
     case 'tags':
       return { kind: 'passthrough', what: 'tags' };
     default:
-      return { kind: 'passthrough', what: 'referrers' };
+      return referrers(method, name, rest, rawPath);
   }
+}
+
+// A media type as the artifactType filter names one (RFC 6838 names, bounded): anything else goes upstream as it is.
+const MEDIA_TYPE = /^[A-Za-z0-9][\w.+-]{0,126}\/[A-Za-z0-9][\w.+-]{0,126}$/;
+
+/** /v2/<name>/referrers/<digest>[?artifactType=<type>]: cached when it is a GET by sha256 digest with at most that filter. */
+function referrers(method: string, name: string, rest: string, rawPath: string): Route {
+  const form = digestForm(rest);
+  if (form === 'malformed') return invalid('digest-invalid', 'invalid digest');
+  const query = new URLSearchParams(rawPath.split('#', 1)[0]!.split('?').slice(1).join('?'));
+  const keys = [...query.keys()];
+  const artifactType = query.get('artifactType');
+  const onlyFilter = keys.length === 0 || (keys.length === 1 && keys[0] === 'artifactType' && artifactType !== null && MEDIA_TYPE.test(artifactType));
+  if (method !== 'GET' || form !== 'sha256' || !onlyFilter) return { kind: 'passthrough', what: 'referrers' };
+  return { kind: 'referrers', name, digest: rest, artifactType: keys.length === 0 ? null : artifactType };
 }
 
 function invalid(error: RegistryErrorKind, message: string): Route {
