@@ -26,4 +26,26 @@ export default tseslint.config(
       'max-len': ['error', { code: 180, ignoreUrls: true, ignoreStrings: true, ignoreTemplateLiterals: true, ignoreRegExpLiterals: true }],
     },
   },
+  {
+    // A cast reads undefined from whatever was thrown that is no Error (a string, a library's object):
+    // src/telemetry/error-message.ts turns any thrown value into a message (errorMessage) or a code (errorCode).
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "TSAsExpression > TSTypeReference.typeAnnotation[typeName.name='Error']",
+          message: 'Use errorMessage(err) / errorCode(err) from src/telemetry/error-message.ts, or narrow with instanceof Error.',
+        },
+        {
+          selector: "TSAsExpression > TSTypeReference.typeAnnotation[typeName.right.name='ErrnoException']",
+          message: 'Use errorCode(err) from src/telemetry/error-message.ts.',
+        },
+        {
+          selector: "TSAsExpression > TSIntersectionType.typeAnnotation > TSTypeReference[typeName.name='Error']",
+          message: 'Use errorMessage(err) / errorCode(err) from src/telemetry/error-message.ts, or narrow with instanceof Error.',
+        },
+      ],
+    },
+  },
 );

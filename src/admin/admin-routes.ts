@@ -19,6 +19,7 @@ import type { StatusReport } from '../telemetry/status-report.js';
 import { renderStatusPage } from './status-page.js';
 import { publicStatus } from './public-status.js';
 import { containerdHostsToml, containerdSetupScript, systemdSetupScript, type SetupTarget } from './setup-script.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 /** /healthz: the checks (all must hold), and with WORKERS > 1 how many workers serve. */
 export interface HealthReport {
@@ -116,7 +117,7 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
         // An open door: names of what upstream does not serve to anyone stay hidden, as in the cache listing.
         if (viewer !== 'admin') report = publicStatus(report, await deps.listing('anyone'));
       } catch (err) {
-        record.error = (err as Error).message; // WORKERS > 1: the primary did not answer
+        record.error = errorMessage(err); // WORKERS > 1: the primary did not answer
         send(503, TEXT, `regcache: ${record.path} is not available now\n`);
         return;
       }
@@ -185,7 +186,7 @@ export async function handleAdmin(deps: AdminDeps, req: IncomingMessage, res: Se
                 body: JSON.stringify(record.path === '/api/v1/cache' ? await deps.listing(viewer) : (await deps.listing(viewer)).summary, null, 2) + '\n',
               };
       } catch (err) {
-        record.error = (err as Error).message;
+        record.error = errorMessage(err);
         send(503, TEXT, `regcache: ${record.path} is not available now\n`);
         return;
       }

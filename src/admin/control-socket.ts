@@ -5,6 +5,7 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export interface ControlRequest {
   cmd: string;
@@ -92,7 +93,7 @@ async function respond(line: string, handler: ControlHandler): Promise<ControlRe
   try {
     return { ok: true, result: await handler(request) };
   } catch (err) {
-    return { ok: false, error: (err as Error).message };
+    return { ok: false, error: errorMessage(err) };
   }
 }
 

@@ -46,6 +46,7 @@ import { Dialer } from '../upstream/dialer.js';
 import { UpstreamClient } from '../upstream/upstream-client.js';
 import { TokenUpstream, UpstreamTokens } from '../upstream/upstream-tokens.js';
 import { VERSION } from '../config/version.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export interface RunningProxy {
   port: number;
@@ -312,7 +313,7 @@ async function listen(server: Server, variable: string, port: number, disableIpv
   try {
     await bind(server, port, disableIpv6);
   } catch (err) {
-    throw listenError(variable, port, err as NodeJS.ErrnoException);
+    throw listenError(variable, port, err);
   }
 }
 
@@ -343,7 +344,7 @@ async function warmUp(port: number, log: Logger): Promise<void> {
     const res = await client.request({ method: 'GET', path: '/readyz' });
     await res.body.dump();
   } catch (err) {
-    log.debug({ error: (err as Error).message }, 'warm-up request failed (harmless: only the first request is slower)');
+    log.debug({ error: errorMessage(err) }, 'warm-up request failed (harmless: only the first request is slower)');
   } finally {
     await client.close();
   }

@@ -8,6 +8,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Config } from '../config/config.js';
+import { errorCode, errorMessage } from '../telemetry/error-message.js';
 
 export class StartupError extends Error {
   constructor(
@@ -32,15 +33,16 @@ export async function checkStartup(config: Config): Promise<void> {
 }
 
 /** What a listener's bind failure means, naming the variable that chose the port. */
-export function listenError(variable: string, port: number, err: NodeJS.ErrnoException): StartupError {
-  if (err.code === 'EADDRINUSE')
+export function listenError(variable: string, port: number, err: unknown): StartupError {
+  const code = errorCode(err);
+  if (code === 'EADDRINUSE')
     return new StartupError(variable, `${variable}=${port} is in use by another process: stop it, or choose another port, e.g. ${variable}=${port + 1}`);
-  if (err.code === 'EACCES')
+  if (code === 'EACCES')
     return new StartupError(
       variable,
       `${variable}=${port} needs privileges this process lacks (ports below 1024): choose a port of 1024 or more, e.g. ${variable}=${port + 3000}`,
     );
-  return new StartupError(variable, `cannot listen on ${variable}=${port}: ${err.code ?? err.message}`);
+  return new StartupError(variable, `cannot listen on ${variable}=${port}: ${code ?? errorMessage(err)}`);
 }
 
 async function checkPem(variable: string, file: string, what: 'certificate' | 'private key'): Promise<void> {
@@ -48,7 +50,7 @@ async function checkPem(variable: string, file: string, what: 'certificate' | 'p
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (err) {
-    throw new StartupError(variable, `${variable}=${file} cannot be read (${(err as NodeJS.ErrnoException).code}): point it at a readable PEM ${what} file`);
+    throw new StartupError(variable, `${variable}=${file} cannot be read (${errorCode(err)}): point it at a readable PEM ${what} file`);
   }
   const valid = what === 'certificate' ? pemCertificates(text).length > 0 : parsesAsKey(text);
   if (!valid) throw new StartupError(variable, `${variable}=${file} holds no PEM ${what} ("-----BEGIN ...-----" block): point it at a PEM ${what} file`);
@@ -88,7 +90,7 @@ async function checkDirectory(variable: string, dir: string, write: boolean): Pr
     try {
       await fs.access(target, mode);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EROFS')
+      if (errorCode(err) === 'EROFS')
         throw new StartupError(variable, `${variable}=${dir}: ${where} is on a read-only filesystem: mount it read-write, or point ${variable} elsewhere`);
       throw new StartupError(variable, `${variable}=${dir}: ${where} is not ${what} by this process (${identity()}): ${ownershipFix(target)}`);
     }
@@ -133,7 +135,7 @@ async function checkPortFree(variable: string, port: number, disableIpv6: boolea
           err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL' ? bind('0.0.0.0') : Promise.reject(err),
         ));
   } catch (err) {
-    throw listenError(variable, port, err as NodeJS.ErrnoException);
+    throw listenError(variable, port, err);
   }
 }
 

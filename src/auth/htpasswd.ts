@@ -5,6 +5,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import bcrypt from 'bcryptjs';
 import { ConfigError } from '../config/config.js';
+import { errorCode } from '../telemetry/error-message.js';
 
 export type Secret = { kind: 'bcrypt'; hash: string } | { kind: 'sha1'; digest: Buffer } | { kind: 'plain'; sha256: Buffer };
 
@@ -27,7 +28,7 @@ export function loadUsers(value: string, variable: string): Users {
     try {
       text = fs.readFileSync(value, 'utf8');
     } catch (err) {
-      throw new ConfigError(variable, value, `a readable htpasswd file (${(err as NodeJS.ErrnoException).code}), e.g. ${variable}=/etc/regcache/htpasswd`);
+      throw new ConfigError(variable, value, `a readable htpasswd file (${errorCode(err)}), e.g. ${variable}=/etc/regcache/htpasswd`);
     }
     return withStandIns(parseHtpasswd(variable, value, text), `htpasswd ${value}`);
   }

@@ -9,6 +9,7 @@ import { BcryptBusyError, BcryptWorker } from './bcrypt-worker.js';
 import { systemClock, type Clock } from './clock.js';
 import { FailureThrottle, type Verdict } from './failure-throttle.js';
 import { UserSet, type AuthResult, type BcryptCompare, type CredentialChecks } from './user-set.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export type { AuthResult };
 
@@ -106,7 +107,7 @@ export class PasswordGuard implements CredentialChecks {
       return result;
     } catch (err) {
       if (err instanceof BcryptBusyError) await this.clock.sleep(OVERLOAD_HOLD_MS);
-      else this.log?.error({ error: (err as Error).message, users: set.variable }, 'password check failed');
+      else this.log?.error({ error: errorMessage(err), users: set.variable }, 'password check failed');
       return 'unchecked';
     }
   }

@@ -9,6 +9,7 @@ import fs from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import path from 'node:path';
 import type { ContentFile, DiskSpace, FileIdentity, Spool } from './content-store.js';
+import { errorCode } from '../telemetry/error-message.js';
 
 // Every directory regcache creates under CACHE_DIR; files are created 0600. Cached layers of private
 // images are no business of other local users.
@@ -56,7 +57,7 @@ export async function followSpool(dir: string, name: string): Promise<SpoolFile 
   try {
     return new SpoolFile(name, file, await fs.open(file, 'r'));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (errorCode(err) === 'ENOENT') return null;
     throw err;
   }
 }
@@ -106,7 +107,7 @@ async function restrictToOwner(dir: string): Promise<void> {
   try {
     await fs.chmod(dir, PRIVATE_DIR);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') throw err;
+    if (errorCode(err) !== 'EPERM') throw err;
   }
 }
 
@@ -116,7 +117,7 @@ export async function openContent(dir: string, digest: string): Promise<ContentF
   try {
     handle = await fs.open(contentPath(dir, digest), 'r');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    if (errorCode(err) === 'ENOENT') return null;
     throw err;
   }
   try {

@@ -18,6 +18,7 @@ import { FillBound } from './fill-bound.js';
 import { FILL_STALL_MS, Fill } from './fill.js';
 import type { FillKey, FillTable } from './fill-table.js';
 import type { Room } from './room.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export type { FillKey } from './fill-table.js';
 
@@ -149,8 +150,8 @@ export class FillCoordinator extends EventEmitter {
         fill = await Fill.start(this.store, key.kind, key.digest, body.mediaType, body.size, body.stream, from, { bound, stallMs: this.limits.stallMs });
       } catch (err) {
         // The store cannot take it (disk full, permissions): the client is still served, uncached.
-        this.log.error({ digest: key.digest, error: (err as Error).message }, 'cache store unavailable; serving uncached');
-        return { kind: 'bypassed', answer, reason: 'cache store unavailable', storeError: (err as Error).message };
+        this.log.error({ digest: key.digest, error: errorMessage(err) }, 'cache store unavailable; serving uncached');
+        return { kind: 'bypassed', answer, reason: 'cache store unavailable', storeError: errorMessage(err) };
       }
       this.emit('fill-started', key, fill, from);
       fill.acquire(); // this request's reference, taken before any waiter can see the fill settle

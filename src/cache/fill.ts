@@ -9,6 +9,7 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, Spool } from './content-store.js';
 import { FillBound } from './fill-bound.js';
+import { errorCode, errorMessage } from '../telemetry/error-message.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
@@ -170,7 +171,7 @@ class SpoolingFill extends Fill {
       } catch (err) {
         if (this.givenUp) throw this.givenUp;
         if (err instanceof FillError) throw err;
-        throw new FillError(`upstream body failed after ${this.written} bytes: ${(err as Error).message}`, 'upstream');
+        throw new FillError(`upstream body failed after ${this.written} bytes: ${errorMessage(err)}`, 'upstream');
       }
       if (this.givenUp) throw this.givenUp; // given up as the body ended
       if (this.expectedSize !== null && this.written !== this.expectedSize) {
@@ -186,7 +187,7 @@ class SpoolingFill extends Fill {
         await spool.sync(); // the index must never point at bytes a power cut could lose
         await store.commit(spool, { kind: this.kind, digest: this.digest, size: this.written, mediaType: this.mediaType }, from);
       } catch (err) {
-        throw new FillError(`storing ${this.digest} failed: ${(err as Error).message}`, 'store');
+        throw new FillError(`storing ${this.digest} failed: ${errorMessage(err)}`, 'store');
       }
       this.state = 'committed';
       clearTimeout(this.stallTimer);
@@ -248,8 +249,7 @@ class SpoolingFill extends Fill {
         try {
           bytesWritten = await spool.write(pending, this.written);
         } catch (err) {
-          const e = err as NodeJS.ErrnoException;
-          throw new FillError(`writing the spool file failed after ${this.written} bytes: ${e.code ?? e.message}`, 'store');
+          throw new FillError(`writing the spool file failed after ${this.written} bytes: ${errorCode(err) ?? errorMessage(err)}`, 'store');
         }
         this.written += bytesWritten;
         pending = dropBytes(pending, bytesWritten);

@@ -4,6 +4,7 @@
 // none (the rest are newer still, or the target is reached). A bound once passed is enforced down to a
 // low-water mark, so that eviction does not run again on every commit.
 import type { Logger } from '../telemetry/log.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export type EvictionReason = 'size' | 'inactive' | 'disk';
 
@@ -49,7 +50,7 @@ export async function evictOldestFirst<C extends EvictionCandidate>(
     try {
       await evict(candidate);
     } catch (err) {
-      log.warn({ digest, error: (err as Error).message }, 'eviction failed');
+      log.warn({ digest, error: errorMessage(err) }, 'eviction failed');
       continue;
     }
     const counted = (tally[reason] ??= { entries: 0, bytes: 0 });

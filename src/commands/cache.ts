@@ -11,6 +11,7 @@ import { fail } from './exit.js';
 import { formatBytes } from '../telemetry/format-bytes.js';
 import { ImageReferenceError, isDigestArgument, parseImageReference } from '../reference/image-reference.js';
 import { registryDisplayName } from '../reference/registry-name.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 interface CommonOptions {
   cacheDir?: string;
@@ -122,7 +123,7 @@ async function execute<T>(
     try {
       result = await new CacheAdmin(store, config.cacheMaxSize).run(request.cmd, request.args);
     } catch (err) {
-      fail((err as Error).message, 1);
+      fail(errorMessage(err), 1);
     } finally {
       await store.close();
       await new Promise((resolve) => lock.close(resolve));

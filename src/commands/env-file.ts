@@ -3,6 +3,7 @@
 // the file and line number instead of being skipped (Node 20's parser even folds it into the next name).
 import fs from 'node:fs';
 import { parseEnv } from 'node:util';
+import { errorMessage, errorCode } from '../telemetry/error-message.js';
 
 export class EnvFileError extends Error {
   override name = 'EnvFileError';
@@ -18,8 +19,8 @@ export function readEnvFile(file: string): Record<string, string> {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
-    throw new EnvFileError(`cannot read ${file}: ${(err as Error).message}`);
+    if (errorCode(err) === 'ENOENT') return {};
+    throw new EnvFileError(`cannot read ${file}: ${errorMessage(err)}`);
   }
   const problem = firstProblem(text);
   if (problem) throw new EnvFileError(`${file} line ${problem.line}: ${problem.what}`);

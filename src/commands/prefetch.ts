@@ -16,6 +16,7 @@ import { registryDisplayName } from '../reference/registry-name.js';
 import { TransferProgress } from './transfer-progress.js';
 import { readBounded } from '../upstream/bounded-body.js';
 import { DEFAULT_MANIFEST_MAX_BYTES } from '../cache/fill-coordinator.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 const ACCEPT = [
   'application/vnd.oci.image.index.v1+json',
@@ -76,7 +77,7 @@ export function addPrefetchCommand(program: Command): void {
         try {
           return { image, ...parseImageReference(image) };
         } catch (err) {
-          fail((err as Error).message, 2);
+          fail(errorMessage(err), 2);
         }
       });
       const found = options.mirror ? givenMirror(options.mirror) : await localMirror(cacheDir);
@@ -86,7 +87,7 @@ export function addPrefetchCommand(program: Command): void {
         try {
           process.stdout.write(await prefetch(mirror, ref, options.platform));
         } catch (err) {
-          fail(`${ref.image}: ${(err as Error).message}`, 1);
+          fail(`${ref.image}: ${errorMessage(err)}`, 1);
         }
       }
       await mirror.dispatcher?.close();
@@ -120,7 +121,7 @@ async function localMirror(cacheDir: string): Promise<Mirror> {
   try {
     ports = await askServerPorts(cacheDir);
   } catch (err) {
-    fail(`the regcache server for CACHE_DIR=${cacheDir} did not say where it listens: ${(err as Error).message}`, 1);
+    fail(`the regcache server for CACHE_DIR=${cacheDir} did not say where it listens: ${errorMessage(err)}`, 1);
   }
   if (ports === null) {
     fail(

@@ -9,6 +9,7 @@ import { logProcessCrashes } from '../telemetry/process-crashes.js';
 import { logProcessWarnings } from '../telemetry/process-warnings.js';
 import { CaError } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
+import { errorMessage, errorCode } from '../telemetry/error-message.js';
 
 export function addServeCommand(program: Command): void {
   program
@@ -82,7 +83,7 @@ Examples:
         if (err instanceof CaError) log.fatal({ error: err.message }, 'cannot load the CA');
         else if (err instanceof StartupError) log.fatal({ variable: err.variable, error: err.message }, 'startup failed');
         else if (err instanceof CacheDirInUseError) log.fatal({ variable: 'CACHE_DIR', error: err.message }, 'startup failed');
-        else log.fatal({ error: (err as Error).message, code: (err as NodeJS.ErrnoException).code }, 'startup failed');
+        else log.fatal({ error: errorMessage(err), code: errorCode(err) }, 'startup failed');
         process.exit(1);
       }
     });

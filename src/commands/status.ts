@@ -9,6 +9,7 @@ import { shortDigest } from '../reference/digest.js';
 import { formatBytes } from '../telemetry/format-bytes.js';
 import type { Ratio, StatusReport } from '../telemetry/status-report.js';
 import { fail } from './exit.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export function addStatusCommand(program: Command): void {
   program
@@ -23,7 +24,7 @@ export function addStatusCommand(program: Command): void {
       try {
         answer = await askControl(cacheDir, { cmd: STATUS_COMMAND, args: {} });
       } catch (err) {
-        fail(`cannot ask the server for CACHE_DIR=${cacheDir}: ${(err as Error).message}`, 1);
+        fail(`cannot ask the server for CACHE_DIR=${cacheDir}: ${errorMessage(err)}`, 1);
       }
       if (answer === null) fail(`no regcache server is running for CACHE_DIR=${cacheDir} (start one with \`regcache serve\`, or pass --cache-dir)`, 1);
       if (!answer.ok) fail(answer.error, 1);

@@ -8,6 +8,7 @@ import type { Logger } from '../telemetry/log.js';
 import type { LeafCertificates } from '../tls/leaf-certificates.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
 import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 const targets = new WeakMap<object, ConnectTarget>();
 // The alerts a TLS client sends when it does not accept the certificate it was shown (OpenSSL's wording).
@@ -31,7 +32,7 @@ export class TlsInterceptor {
     try {
       context = this.leaves.contextFor(target.host);
     } catch (err) {
-      this.log.error({ host: target.host, error: (err as Error).message }, 'minting a leaf certificate failed');
+      this.log.error({ host: target.host, error: errorMessage(err) }, 'minting a leaf certificate failed');
       refuseSocket(client, 500);
       return;
     }

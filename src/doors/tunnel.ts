@@ -6,6 +6,7 @@ import type { Dialer } from '../upstream/dialer.js';
 import { formatAuthority, type ConnectTarget } from './connect-target.js';
 import { ReusedBufferCopy } from './reused-buffer-copy.js';
 import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export class Tunnels {
   active = 0;
@@ -32,7 +33,7 @@ export class Tunnels {
       }
       // The cause stays in the log: "connection refused" against "timed out" would tell a port scan
       // which ports are open, closed or filtered.
-      this.log.warn({ tunnel: authority, error: (err as Error).message }, 'tunnel failed');
+      this.log.warn({ tunnel: authority, error: errorMessage(err) }, 'tunnel failed');
       refuseSocket(client, 502);
       return;
     }

@@ -2,6 +2,7 @@
 // WORKERS > 1) over Node's IPC channel: a worker's store asks the primary, the primary relays the progress
 // of fills and asks the workers for their metrics. Messages are JSON and never carry content bytes; Node's
 // own cluster messages on the same channel are left alone (they never reach 'message' listeners).
+import { errorMessage } from '../telemetry/error-message.js';
 
 /** One end of the IPC channel: `process` in a worker, a cluster `Worker` in the primary, or a test's fake. */
 export interface MessagePort {
@@ -90,7 +91,7 @@ export class ProcessChannel {
         if (err) this.close(`sending failed: ${err.message}`);
       });
     } catch (err) {
-      this.close(`sending failed: ${(err as Error).message}`);
+      this.close(`sending failed: ${errorMessage(err)}`);
     }
   }
 

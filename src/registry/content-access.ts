@@ -11,6 +11,7 @@ import type { Logger } from '../telemetry/log.js';
 import { parseRepository } from '../reference/repository-reference.js';
 import type { Upstream } from '../upstream/upstream-client.js';
 import type { UpstreamTokens } from '../upstream/upstream-tokens.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 const GRANT_MS = 60_000;
 const MAX_GRANTS = 10_000;
@@ -74,7 +75,7 @@ export class ContentAccess {
       this.log.debug({ digest: entry.digest, access: access ?? 'unknown', status: res.statusCode }, 'content access learned');
       return access;
     } catch (err) {
-      this.log.debug({ digest: entry.digest, error: (err as Error).message }, 'could not learn whether content is public');
+      this.log.debug({ digest: entry.digest, error: errorMessage(err) }, 'could not learn whether content is public');
       return undefined;
     } finally {
       this.classifying.delete(asking);
@@ -112,7 +113,7 @@ export class ContentAccess {
       res.body.resume();
       status = res.statusCode;
     } catch (err) {
-      return { granted: false, reason: `cannot ask upstream whether this client may read private content: ${(err as Error).message}` };
+      return { granted: false, reason: `cannot ask upstream whether this client may read private content: ${errorMessage(err)}` };
     }
     if (status === 200) {
       if (this.grants.size >= MAX_GRANTS) this.grants.clear();

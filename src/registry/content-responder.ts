@@ -22,6 +22,7 @@ import { writeContentHead, type BodyRange } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 /** The content a request asks for, and where it was asked for (kept in the index when it is read or stored). */
 export interface ContentTarget {
@@ -141,7 +142,7 @@ export class ContentResponder {
       } else {
         noteStreamError(record, err);
       }
-      res.destroy(err as Error); // the client sees a cut, never a complete bad body
+      res.destroy(err instanceof Error ? err : new Error(errorMessage(err))); // the client sees a cut, never a complete bad body
     }
   }
 
@@ -313,7 +314,7 @@ export class ContentResponder {
       response.body.on('data', (chunk: Buffer) => (record.bytes += chunk.length));
       await (whole ? pipeline(response.body, skipFirst(offset), res) : pipeline(response.body, res));
     } catch (err) {
-      record.error = `continuation: ${(err as Error).message}`;
+      record.error = `continuation: ${errorMessage(err)}`;
       res.destroy();
     }
   }

@@ -9,6 +9,7 @@ import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js'
 import { upstreamFailure } from '../upstream/upstream-failure.js';
 import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import { errorCode, errorMessage } from '../telemetry/error-message.js';
 
 export interface PassThroughOptions {
   followRedirects?: boolean;
@@ -59,8 +60,7 @@ export async function relayResponse(
 
 /** A client that goes away is not an error (the record says aborted); anything else is. */
 export function noteStreamError(record: RequestRecord, err: unknown): void {
-  const e = err as Error & { code?: string };
-  if (e.code !== 'ERR_STREAM_PREMATURE_CLOSE') record.error = `${e.name}: ${e.message}`;
+  if (errorCode(err) !== 'ERR_STREAM_PREMATURE_CLOSE') record.error = `${err instanceof Error ? err.name : 'Error'}: ${errorMessage(err)}`;
 }
 
 /**

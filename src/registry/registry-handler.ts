@@ -12,6 +12,7 @@ import { sendRegistryError } from './registry-errors.js';
 import { registryRequest, type DoorRequest } from './registry-request.js';
 import { serveReferrers } from './referrers.js';
 import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export interface RegistryHandlerDeps {
   log: Logger;
@@ -95,7 +96,7 @@ export class RegistryHandler {
         return sendRegistryError(res, 'store-unavailable', 'the cache store is unavailable');
       }
       // Anything unforeseen: answer 500 if we still can, never take the process down.
-      record.error = `internal: ${(err as Error).message}`;
+      record.error = `internal: ${errorMessage(err)}`;
       sendRegistryError(res, 'internal', 'regcache internal error');
     }
   }
@@ -103,7 +104,7 @@ export class RegistryHandler {
 
 function answerPingLocally(res: ServerResponse, record: RequestRecord, err: unknown): boolean {
   record.cache = 'STALE';
-  record.reason = `upstream unreachable (${(err as Error).message}); ping answered locally`;
+  record.reason = `upstream unreachable (${errorMessage(err)}); ping answered locally`;
   res
     .writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', warning: '110 regcache "Response is Stale"' })
     .end('{}');

@@ -18,6 +18,7 @@ import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import { errorMessage } from '../telemetry/error-message.js';
 
 export interface TagPolicy {
   serveStale: boolean;
@@ -63,7 +64,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   try {
     head = await deps.upstream.request({ url: upstreamUrl(request), method: 'HEAD', headers: contentRequestHeaders(request.headers) });
   } catch (err) {
-    if (await serveStale((err as Error).message)) return;
+    if (await serveStale(errorMessage(err))) return;
     answerUpstreamFailure(res, record, err);
     return;
   }

@@ -6,6 +6,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Logger } from './log.js';
 import type { Metrics } from './metrics.js';
+import { errorMessage } from './error-message.js';
 
 /** What a request's line is counted in. */
 export type RequestCounters = Pick<Metrics, 'request' | 'rateLimitRemaining' | 'upstreamError'>;
@@ -66,7 +67,7 @@ export class RequestRecord {
         this.write();
       } catch (err) {
         // A bug in a log line costs that line, not the process and every transfer in it.
-        log.error({ error: (err as Error).message }, 'writing a request line failed');
+        log.error({ error: errorMessage(err) }, 'writing a request line failed');
       }
     });
   }

@@ -3,7 +3,7 @@
 // does. An errno error without its code in the message gets it appended (ENOSPC says more than the text).
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errorCode(err);
     return typeof code === 'string' && !err.message.includes(code) ? `${err.message} (${code})` : err.message;
   }
   if (typeof err === 'string') return err;

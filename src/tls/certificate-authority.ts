@@ -7,6 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { signCertificate, subjectOf, type SubjectAttr } from './x509-signer.js';
+import { errorMessage, errorCode } from '../telemetry/error-message.js';
 
 export interface CertificateAuthority {
   certPem: string;
@@ -49,7 +50,7 @@ export async function loadOrCreateCa(dir: string, passphrase: string | null = nu
       ca = await createCa(dir, certFile, keyFile, passphrase);
     } catch (err) {
       // e.g. CA_DIR on a read-only volume or behind a dangling link: say it was the CA that failed.
-      throw new CaError(`cannot create a CA in ${dir}: ${(err as Error).message}`);
+      throw new CaError(`cannot create a CA in ${dir}: ${errorMessage(err)}`);
     }
     if (ca) return { ca, created: true, keyPassphrase: passphrase === null ? null : 'CA_KEY_PASSPHRASE' };
     [certPem, keyPem] = await readPair(certFile, keyFile); // another process's key is in place: load its pair
@@ -83,7 +84,7 @@ function parseCaCertificate(certPem: string, certFile: string): crypto.X509Certi
   try {
     x509 = new crypto.X509Certificate(certPem);
   } catch (err) {
-    throw new CaError(`${certFile} is not a PEM certificate: ${(err as Error).message}`);
+    throw new CaError(`${certFile} is not a PEM certificate: ${errorMessage(err)}`);
   }
   if (!x509.ca) throw new CaError(`${certFile} is not a CA certificate (basicConstraints CA:FALSE)`);
   return x509;
@@ -122,8 +123,8 @@ async function readIfExists(file: string): Promise<string | null> {
   try {
     return await fs.readFile(file, 'utf8');
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw new CaError(`cannot read ${file}: ${(err as Error).message}`);
+    if (errorCode(err) === 'ENOENT') return null;
+    throw new CaError(`cannot read ${file}: ${errorMessage(err)}`);
   }
 }
 
@@ -147,7 +148,7 @@ function readKey(keyPem: string, keyFile: string, passphrase: string | null): { 
   } catch (err) {
     // A wrong passphrase mostly fails the padding check ("bad decrypt"); now and then it decrypts to bytes
     // that are no key, which OpenSSL calls "unsupported", as it does a cipher it cannot read.
-    const code = (err as NodeJS.ErrnoException).code ?? '';
+    const code = errorCode(err) ?? '';
     const cipherNote = /UNSUPPORTED/.test(code)
       ? ' (if it is right, ca.key uses a cipher this Node.js cannot read: re-encrypt it, e.g. openssl pkcs8 -topk8 -v2 aes-256-cbc -in ca.key -out ca.key.new)'
       : '';
@@ -160,7 +161,8 @@ function readKey(keyPem: string, keyFile: string, passphrase: string | null): { 
 
 /** OpenSSL's own words without its error-code prefix ("error:1C800064:Provider routines::bad decrypt"). */
 function openSslReason(err: unknown): string {
-  const message = (err as Error).message;
+  // Its message alone: errorMessage would append the ERR_OSSL_ code, which says the reason again.
+  const message = err instanceof Error ? err.message : errorMessage(err);
   return message.replace(/^error:[0-9A-Fa-f]+:[^:]*:[^:]*:/, '');
 }
 
@@ -237,7 +239,7 @@ async function linkKey(temp: string, keyFile: string): Promise<boolean> {
     await fs.link(temp, keyFile);
     return true;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
+    const code = errorCode(err);
     if (code === 'EEXIST') return false;
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
   }

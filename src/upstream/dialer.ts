@@ -6,6 +6,7 @@ import dns from 'node:dns/promises';
 import net from 'node:net';
 import type { ConnectToRule, UpstreamProxy } from '../config/config.js';
 import { DestinationRefusedError, type DestinationPolicy } from './destination-policy.js';
+import { errorMessage, errorCode } from '../telemetry/error-message.js';
 
 export interface DialerOptions {
   connectTo: ConnectToRule[];
@@ -77,7 +78,7 @@ export class Dialer {
     try {
       addresses = net.isIP(host) ? [host] : await (this.opts.resolve ?? resolveAll)(host);
     } catch (err) {
-      throw new DialError(`cannot resolve ${host}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, 'connect');
+      throw new DialError(`cannot resolve ${host}: ${errorCode(err) ?? errorMessage(err)}`, 'connect');
     }
     const refusals = addresses.map((address) => this.opts.policy.refusal(host.toLowerCase(), address, port));
     const allowed = addresses.filter((_, i) => refusals[i] === null);

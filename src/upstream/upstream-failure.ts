@@ -3,6 +3,7 @@
 import { errors } from 'undici';
 import { DestinationRefusedError } from './destination-policy.js';
 import { DialError } from './dialer.js';
+import { errorCode } from '../telemetry/error-message.js';
 
 /**
  * refused: the destination policy does not connect there; timeout: no connection or no response head in
@@ -20,7 +21,7 @@ export class UpstreamFailure extends Error {
   ) {
     super(underlying.message);
     this.name = 'UpstreamFailure';
-    this.code = (underlying as NodeJS.ErrnoException).code;
+    this.code = errorCode(underlying);
   }
 }
 

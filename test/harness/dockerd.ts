@@ -1,5 +1,5 @@
 import { accessSync, constants } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { BASE_PATH, startContainerd, type Containerd } from './containerd.js';
@@ -18,6 +18,11 @@ export interface DockerdOptions {
    * never touched): certs.d/<registry>/ca.crt in it is the per-registry trust an operator would set up.
    */
   etcDocker?: string;
+  /**
+   * overlay2 where this kernel mounts overlayfs on dir's file system (a layer or container costs no copy),
+   * else vfs; by default vfs, which needs no kernel support and copies every layer and container in full.
+   */
+  overlay?: boolean;
 }
 
 export interface Dockerd {
@@ -28,6 +33,26 @@ export interface Dockerd {
   /** Run the docker CLI against this daemon (isolated DOCKER_CONFIG); env adds e.g. DOCKER_BUILDKIT. */
   docker(args: string[], opts?: { timeoutMs?: number; env?: Record<string, string> }): Promise<RunResult>;
   stop(): Promise<void>;
+  /** The storage driver it runs with. */
+  storageDriver: 'vfs' | 'overlay2';
+}
+
+/** Whether an overlayfs mounts in dir (the kernel has it, dir's file system can be its upper layer). */
+async function overlayMounts(dir: string): Promise<boolean> {
+  const probe = await mkdtemp(path.join(dir, 'overlay-probe-'));
+  const [lower, upper, work, merged] = ['l', 'u', 'w', 'm'].map((d) => path.join(probe, d)) as [string, string, string, string];
+  try {
+    for (const d of [lower, upper, work, merged]) await mkdir(d);
+    const mounted = await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${work}`, merged], {
+      timeoutMs: 10_000,
+    });
+    if (mounted.code !== 0) return false;
+    await run('umount', [merged], { timeoutMs: 10_000 });
+    return true;
+  } finally {
+    await unmountAllUnder(probe);
+    await rm(probe, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -59,7 +84,7 @@ function ping(socketPath: string): Promise<boolean> {
 }
 
 /**
- * Start dockerd (vfs, no bridge, no iptables) on its own containerd, entirely
+ * Start dockerd (vfs or overlay2, no bridge, no iptables) on its own containerd, entirely
  * inside dir, and wait until `docker info` works.
  */
 export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
@@ -74,6 +99,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
   const configFile = path.join(dir, 'daemon.json');
   // deprecated-key-path has no CLI flag in 20.10; without it dockerd writes /etc/docker/key.json.
   const daemonConfig = { 'deprecated-key-path': path.join(dir, 'key.json'), ...opts.daemonConfig };
+  const storageDriver = opts.overlay === true && (await overlayMounts(dir)) ? 'overlay2' : 'vfs';
   await writeFile(configFile, JSON.stringify(daemonConfig, null, 2));
 
   // Our own containerd: dockerd would otherwise adopt /run/containerd's if one
@@ -95,7 +121,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
       `--exec-root=${execRoot}`,
       `--pidfile=${path.join(dir, 'docker.pid')}`,
       `--host=unix://${socket}`,
-      '--storage-driver=vfs',
+      `--storage-driver=${storageDriver}`,
       '--bridge=none',
       '--iptables=false',
       '--ip6tables=false',
@@ -122,7 +148,7 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
     await daemon.stop(20_000);
     await containerd.stop();
     await unmountAllUnder(dir);
-    // vfs copies every layer in full: free the space now, keep the logs.
+    // vfs copies every layer in full (overlay2 holds them once): free the space now, keep the logs.
     for (const sub of [dataRoot, execRoot, path.join(dir, 'cli')]) await rm(sub, { recursive: true, force: true });
   };
 
@@ -141,5 +167,5 @@ export async function startDockerd(opts: DockerdOptions): Promise<Dockerd> {
     throw err;
   }
 
-  return { socket, logFile, containerd, docker, stop };
+  return { socket, logFile, containerd, docker, stop, storageDriver };
 }

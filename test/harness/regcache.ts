@@ -22,14 +22,13 @@ export interface LogLine {
   [field: string]: unknown;
 }
 
-export interface Regcache {
+/** A running regcache as a test sees it: spawned (startRegcache) or in the test's process (test/support/in-process-regcache.ts). */
+export interface RunningRegcache {
   port: number;
   mirrorPort: number | null; // MIRROR_PORT when the test turned the mirror on
   proxyUrl: string; // http://127.0.0.1:PORT
   caFile: string;
   cacheDir: string;
-  logFile: string;
-  daemon: Daemon;
   logs(): Promise<LogLine[]>;
   /** Request lines (msg "request") logged since the given count of lines. */
   requests(since?: number): Promise<LogLine[]>;
@@ -42,6 +41,35 @@ export interface Regcache {
   /** How many lines are logged so far: a mark for waitForLog's `since`. */
   logMark(): Promise<number>;
   stop(): Promise<void>;
+}
+
+export interface Regcache extends RunningRegcache {
+  logFile: string;
+  daemon: Daemon;
+}
+
+/**
+ * RunningRegcache.waitForLog over `read` (the lines so far), polled every intervalMs; `check` may throw
+ * to end the wait early (the process is gone).
+ */
+export async function waitForLogLine(
+  read: () => Promise<LogLine[]>,
+  predicate: (line: LogLine) => boolean,
+  what: string,
+  options: number | { timeoutMs?: number; since?: number },
+  poll: { intervalMs: number; check?: () => Promise<void> },
+): Promise<LogLine> {
+  const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
+  let found: LogLine | undefined;
+  await waitFor(
+    async () => {
+      await poll.check?.();
+      found = (await read()).slice(since).find(predicate);
+      return found !== undefined;
+    },
+    { timeoutMs, what, intervalMs: poll.intervalMs },
+  );
+  return found!;
 }
 
 export interface RegcacheOptions {
@@ -79,23 +107,13 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const logs = async (): Promise<LogLine[]> => {
     return parseLogLines(await readFile(logFile, 'utf8').catch(() => ''));
   };
-  const waitForLog = async (
-    predicate: (line: LogLine) => boolean,
-    what: string,
-    options: number | { timeoutMs?: number; since?: number } = {},
-  ): Promise<LogLine> => {
-    const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
-    let found: LogLine | undefined;
-    await waitFor(
-      async () => {
+  const waitForLog: Regcache['waitForLog'] = (predicate, what, options = {}) =>
+    waitForLogLine(logs, predicate, what, options, {
+      intervalMs: 25,
+      check: async () => {
         if (!daemon.isRunning()) throw new Error(`regcache exited while waiting for ${what}:\n${await logTail(logFile)}`);
-        found = (await logs()).slice(since).find(predicate);
-        return found !== undefined;
       },
-      { timeoutMs, what, intervalMs: 25 },
-    );
-    return found!;
-  };
+    });
 
   // With WORKERS > 1 the primary says 'listening' once every worker does.
   // A start that fails or times out leaves no process behind holding the ports. The wait ends as soon as

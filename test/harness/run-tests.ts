@@ -37,10 +37,15 @@ const MAX_JOBS = 12;
 /**
  * Seconds a file took in the whole suite (measured 2026-12-05 with 4 slots on the 2-core machine while other
  * work loaded it: only their order matters), to start the long ones first when no earlier run's durations
- * are at hand (a clean clone in CI). Only the order depends on these.
+ * are at hand (a clean clone in CI). Only the order depends on these. The checks' are rough guesses (they
+ * share the pool; a run records what they took).
  */
 const KNOWN_SECONDS: Record<string, number> = {
   'test/image.test.ts': 765,
+  lint: 120,
+  typecheck: 60,
+  'check:imports': 20,
+  format: 15,
   'test/npm-start.test.ts': 194,
   'test/cache-store.test.ts': 139,
   'test/s3-fleet.test.ts': 121,
@@ -139,7 +144,8 @@ function readDurations(): Record<string, number> {
 
 function writeDurations(previous: Record<string, number>, results: JobResult[]): void {
   const next = { ...previous };
-  for (const r of results) if (r.job.testFile && !r.timedOut && r.job.name.startsWith('test/')) next[r.job.name] = Math.round(r.seconds * 10) / 10;
+  // Test files and the checks (they share the pool); not unit groups, whose make-up changes.
+  for (const r of results) if (!r.timedOut && (r.job.name.startsWith('test/') || r.job.kind === 'check')) next[r.job.name] = Math.round(r.seconds * 10) / 10;
   try {
     mkdirSync(path.dirname(DURATIONS_FILE), { recursive: true });
     writeFileSync(DURATIONS_FILE, JSON.stringify(next, null, 2) + '\n');
@@ -347,10 +353,11 @@ async function main(): Promise<number> {
     const grouped = args.files.length === 0;
     const unitFiles = chosen.filter((f) => f.tier === 'unit' && !f.exclusive);
     const unitJobs = grouped ? unitGroups(unitFiles, args.unit ? slots : 2, (f) => estimate(testJob(f))) : unitFiles.map((f) => testJob(f));
-    const concurrent = [
-      ...(whole ? checkJobs() : []), // first: short, and a failure shows early
-      ...[...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort((a, b) => estimate(b) - estimate(a)),
-    ];
+    // Longest first, checks among the files: a check put before them all held a slot the longest file
+    // (the image's, most of the run) then waited for; a long file started last ends the run late.
+    const concurrent = [...(whole ? checkJobs() : []), ...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort(
+      (a, b) => estimate(b) - estimate(a),
+    );
     results.push(...(await pool(concurrent, slots, eventsDir)));
     // Files that need the machine to themselves, one at a time once the pool has drained.
     results.push(

@@ -6,22 +6,11 @@ import path from 'node:path';
 import { startProxy } from '../../src/assembly/proxy.js';
 import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/telemetry/log.js';
-import type { LogLine } from '../harness/regcache.js';
-import { sleep, waitFor } from '../harness/proc.js';
+import { waitForLogLine, type LogLine, type RunningRegcache } from '../harness/regcache.js';
+import { sleep } from '../harness/proc.js';
 
-export interface InProcessRegcache {
-  port: number;
-  mirrorPort: number | null;
-  proxyUrl: string;
-  caFile: string;
-  cacheDir: string;
-  logs(): Promise<LogLine[]>;
-  /** Request lines logged since the given count of lines (once no line has come for a moment). */
-  requests(since?: number): Promise<LogLine[]>;
-  waitForLog(predicate: (line: LogLine) => boolean, what: string, options?: number | { timeoutMs?: number; since?: number }): Promise<LogLine>;
-  logMark(): Promise<number>;
-  stop(): Promise<void>;
-}
+/** The spawned one's interface (requests() reads once no line has come for a moment). */
+export type InProcessRegcache = RunningRegcache;
 
 export interface InProcessOptions {
   dir: string; // holds certs/ and cache/ unless caDir, cacheDir say otherwise
@@ -47,16 +36,7 @@ export async function startInProcessRegcache(opts: InProcessOptions): Promise<In
   const mirrorPort = proxy.ports.mirror?.port ?? null;
 
   const logs = async (): Promise<LogLine[]> => [...lines];
-  const waitForLog = async (
-    predicate: (line: LogLine) => boolean,
-    what: string,
-    options: number | { timeoutMs?: number; since?: number } = {},
-  ): Promise<LogLine> => {
-    const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
-    let found: LogLine | undefined;
-    await waitFor(async () => (found = lines.slice(since).find(predicate)) !== undefined, { timeoutMs, what, intervalMs: 10 });
-    return found!;
-  };
+  const waitForLog: InProcessRegcache['waitForLog'] = (predicate, what, options = {}) => waitForLogLine(logs, predicate, what, options, { intervalMs: 10 });
   return {
     port: proxy.port,
     mirrorPort,

@@ -27,6 +27,7 @@ import { entryKey, type Entry } from '../entry-index.js';
 import { evictOldestFirst, lowWater } from '../lru-eviction.js';
 import { lapsedLocks, type FillLocks, type Lease } from './fill-lock.js';
 import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
+import { errorMessage } from '../../telemetry/error-message.js';
 
 /** One replica's batch (usage/...): request start times, and reads open when it was written. */
 interface UsageBatch {
@@ -191,7 +192,7 @@ export class FleetEvictor extends EventEmitter {
         if (!(await this.holdLease())) return;
         await this.sweep();
       } catch (err) {
-        this.log.warn({ error: (err as Error).message }, 'fleet sweep failed');
+        this.log.warn({ error: errorMessage(err) }, 'fleet sweep failed');
       }
     });
     this.running = run;

@@ -24,6 +24,7 @@ import {
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import type { Bucket, ObjectInfo, UploadedPart } from './bucket.js';
 import { StoreUnavailableError } from '../content-store.js';
+import { errorMessage } from '../../telemetry/error-message.js';
 
 export interface S3BucketOptions {
   bucket: string;
@@ -208,8 +209,8 @@ export class S3Bucket implements Bucket {
   /** The operation, status and the service's code: enough to act on, nothing secret (the SDK's messages hold no signature). */
   private unavailable(operation: string, err: unknown): StoreUnavailableError {
     const status = statusOf(err);
-    const code = codeOf(err) ?? (err as Error).name;
-    const message = (err as Error).message;
+    const code = codeOf(err) ?? (err instanceof Error ? err.name : undefined);
+    const message = errorMessage(err);
     const said = message && message !== code && message !== 'UnknownError' ? `: ${message}` : '';
     return new StoreUnavailableError(`${this.display}: ${operation} failed (${status === undefined ? 'no answer' : `HTTP ${status}`}, ${code}${said})`);
   }

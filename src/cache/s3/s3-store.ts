@@ -27,6 +27,7 @@ import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spo
 import { entryKey, type Entry, type IndexOp, type TagPointer } from '../entry-index.js';
 import { LocalTier } from './local-tier.js';
 import { lapsedLocks } from './fill-lock.js';
+import { errorMessage } from '../../telemetry/error-message.js';
 
 export interface S3StoreOptions {
   bucket: Bucket;
@@ -321,7 +322,7 @@ export class S3Store extends EventEmitter implements ContentStore {
         this.unaborted.delete(spool);
         this.log.info({ key: spool.key }, 'upload of a failed fill aborted after the bucket came back');
       } catch (err) {
-        this.log.debug({ key: spool.key, error: (err as Error).message }, 'aborting the upload of a failed fill failed; retried at the next probe');
+        this.log.debug({ key: spool.key, error: errorMessage(err) }, 'aborting the upload of a failed fill failed; retried at the next probe');
         return;
       }
     }
