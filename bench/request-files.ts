@@ -51,6 +51,7 @@ async function main(): Promise<void> {
     await session.post('Profiler.takePreciseCoverage'); // resets the counters
     const { status } = await send();
     await settled();
+    await new Promise((resolve) => setImmediate(resolve));
     await new Promise((resolve) => setImmediate(resolve)); // the response's close (the log line) runs too
     const { result } = await session.post('Profiler.takePreciseCoverage');
     const ran = result
@@ -86,12 +87,22 @@ async function main(): Promise<void> {
       const log = createLogger('debug', false, undefined, events);
       const running = store === 'worker' ? await startWorkerOverPrimary(config, log) : { proxy: await startProxy(config, log), close: () => Promise.resolve() };
       const client = new ProxyClient(`http://127.0.0.1:${running.proxy.port}`, path.join(env.CA_DIR!, 'ca.crt'));
-      const viaProxy = (digest: string) => client.fetch(`https://registry.test/v2/lib/img/blobs/${digest}`);
-      const viaMirror = async (digest: string) => {
-        const res = await request(`http://127.0.0.1:${mirrorPort}/v2/lib/img/blobs/${digest}?ns=registry.test`);
-        await res.body.dump();
-        return { status: res.statusCode };
+      // Each request is over once its line is written (its response closed) and what that resolved has run:
+      // no tail of it lands in the next row.
+      const answered = async <T>(send: () => Promise<T>): Promise<T> => {
+        const line = events.next(['request']);
+        const result = await send();
+        await line;
+        await new Promise((resolve) => setImmediate(resolve));
+        return result;
       };
+      const viaProxy = (digest: string) => answered(() => client.fetch(`https://registry.test/v2/lib/img/blobs/${digest}`));
+      const viaMirror = (digest: string) =>
+        answered(async () => {
+          const res = await request(`http://127.0.0.1:${mirrorPort}/v2/lib/img/blobs/${digest}?ns=registry.test`);
+          await res.body.dump();
+          return { status: res.statusCode };
+        });
       const [warm, cold] = blobs as [ReturnType<typeof makeBlob>, ReturnType<typeof makeBlob>];
       // Stores it (the warm rows read it back: its commit and the access learned after it are waited for,
       // or a warm row would join the fill still syncing, or count the access check).
