@@ -20,7 +20,6 @@ import { openLocalBackend } from '../src/cache/local/local-backend.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
 import { LocalFillTable } from '../src/cache/fill-table.js';
 import { Room } from '../src/cache/room.js';
-import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ContentAccess } from '../src/registry/content-access.js';
 import { mayServe, type StoreRequest } from '../src/registry/content-gate.js';
@@ -80,8 +79,9 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     for (const got of await Promise.all(reads)) assert.ok(got.equals(data));
     await settled(fills[0]!);
     assert.equal(fills[0]!.state, 'committed');
-    const found = await coordinator.get(key);
-    assert.ok(found && 'stored' in found && found.stored.size === data.length, 'stored afterwards');
+    const body = await coordinator.read(key, FROM, { redirect: false }, () => Promise.resolve(true));
+    assert.equal(body?.size, data.length, 'stored afterwards');
+    await body?.close();
     assert.equal(coordinator.fillsInFlight, 0);
   });
 
@@ -186,13 +186,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const storedData = crypto.randomBytes(2 * 1024 * 1024);
     const storedDigest = digestOf(storedData);
     await store.putVerified({ kind: 'blob', digest: storedDigest, size: storedData.length, mediaType: 'application/octet-stream' }, storedData, FROM);
-    const found = await tightCoordinator.stored('blob', storedDigest);
-    assert.ok(found);
-    const file = await tightCoordinator.open(found.stored);
-    assert.ok(file);
-    const reader = new VerifiedFileReader(file, { size: storedData.length, digest: storedDigest, start: 0, end: storedData.length - 1 });
+    const body = await tightCoordinator.read({ kind: 'blob', digest: storedDigest }, FROM, { redirect: false }, () => Promise.resolve(true));
+    assert.ok(body);
     const sink = new Sink();
-    const read = reader.sendTo(sink, { verify: true, onBytes: () => undefined }).then(() => sink.data);
+    const read = body.sendTo(sink, { start: 0, end: null }, () => undefined).then(() => sink.data);
     // A fill running meanwhile: not in the index, so no eviction can take it.
     const data = crypto.randomBytes(1024 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
