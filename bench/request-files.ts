@@ -58,7 +58,7 @@ async function main(): Promise<void> {
       .filter((script) => script.url.startsWith('file://') && new URL(script.url).pathname.startsWith(SRC))
       .map((script) => ({
         file: path.relative(SRC, new URL(script.url).pathname),
-        names: script.functions.filter((f) => f.ranges.some((r) => r.count > 0)).map((f) => f.functionName || '(anonymous)'),
+        names: script.functions.filter((f) => f.ranges.some((r) => r.count > 0)).map((f) => f.functionName || `(anonymous@${f.ranges[0]!.startOffset})`),
       }))
       .filter((script) => script.names.length > 0)
       .sort((a, b) => a.file.localeCompare(b.file));
@@ -100,7 +100,7 @@ async function main(): Promise<void> {
       const viaMirror = (digest: string) =>
         answered(async () => {
           const res = await request(`http://127.0.0.1:${mirrorPort}/v2/lib/img/blobs/${digest}?ns=registry.test`);
-          await res.body.dump();
+          await res.body.arrayBuffer(); // the whole body: dump() stops reading after 128 KiB and closes the connection
           return { status: res.statusCode };
         });
       const [warm, cold] = blobs as [ReturnType<typeof makeBlob>, ReturnType<typeof makeBlob>];

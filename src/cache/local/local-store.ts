@@ -49,7 +49,7 @@ export class LocalStore extends EventEmitter implements ContentStore {
    * shows up when it is opened.
    */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.commits.settled(kind, digest);
+    if (this.commits.pending.size > 0) await this.commits.settled(kind, digest);
     const entry = this.index.get(kind, digest);
     if (!entry) return null;
     return { kind, digest, size: entry.size, mediaType: entry.mediaType };

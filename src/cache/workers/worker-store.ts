@@ -54,7 +54,7 @@ export class WorkerStore extends EventEmitter implements ContentStore {
 
   /** The replica first; else the primary, which waits for a commit of it in progress (another worker's fill). */
   async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.commits.settled(kind, digest);
+    if (this.commits.pending.size > 0) await this.commits.settled(kind, digest);
     const entry = this.replica.get(kind, digest);
     if (entry) return { kind, digest, size: entry.size, mediaType: entry.mediaType };
     return this.channel.request<StoredContent | null>(STORE.lookup, { kind, digest });
