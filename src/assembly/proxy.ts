@@ -192,13 +192,14 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     proxyAuth: doors.proxy,
     mirrorAuth: doors.mirror,
   };
+  const reachable = backend.reachable;
   const storeGauges = {
     fillsInFlight: () => coordinator.fillsInFlight,
     storeBytes: () => backend.index.totalBytes,
     storeEntries: () => backend.index.size,
     storeMaxBytes: () => config.cacheMaxSize,
-    // With CACHE_STORE: the bucket's check of /readyz.
-    ...(config.cacheStore ? { storeReachable: async () => (await backend.readiness()).store !== false } : {}),
+    // A store that can be out of reach (a bucket): the check /readyz makes.
+    ...(reachable ? { storeReachable: () => Promise.resolve(reachable()) } : {}),
   };
   metrics.watch({
     ...(parts.storeGauges ? storeGauges : {}),
