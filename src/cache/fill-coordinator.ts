@@ -156,9 +156,9 @@ export class FillCoordinator extends EventEmitter {
    */
   async read(content: { kind: ContentKind; digest: string }, from: Provenance, options: { redirect: boolean }, admit: AdmitStored): Promise<StoredBody | null> {
     const { kind, digest } = content;
-    const stored = await this.store.lookup(kind, digest);
-    const entry = stored && this.store.index.get(kind, digest);
-    if (!stored || !entry) return null;
+    const entry = await this.store.lookup(kind, digest);
+    if (!entry) return null;
+    const stored: StoredContent = { kind, digest, size: entry.size, mediaType: entry.mediaType };
     const redirect = options.redirect && kind === 'blob' ? this.redirect : null;
     if (!(await admit(entry, redirect !== null))) return null;
     const file = await this.open(stored);
