@@ -178,6 +178,38 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     if (again.kind === 'started') assert.ok((await drain(again.fill)).equals(data));
   });
 
+  it('reads stored content in one call: one lookup, the gate asked with the entry before anything is opened, a refusal noted nowhere', async () => {
+    const data = crypto.randomBytes(100_000);
+    const digest = digestOf(data);
+    await store.putVerified({ kind: 'blob', digest, size: data.length, mediaType: 'application/x-test' }, data, FROM);
+    const opened: string[] = [];
+    const open = store.open.bind(store);
+    store.open = (content: StoredContent) => (opened.push(content.digest), open(content));
+    try {
+      const asked: [Entry, boolean][] = [];
+      const refused = await coordinator.read({ kind: 'blob', digest }, FROM, { redirect: true }, (entry, redirect) => {
+        asked.push([entry, redirect]);
+        return Promise.resolve(false);
+      });
+      assert.equal(refused, null);
+      assert.equal(asked.length, 1, 'the gate is asked once');
+      assert.equal(asked[0]![0].digest, digest, 'with the entry (its sources and access)');
+      assert.equal(asked[0]![1], false, 'a directory never redirects');
+      assert.deepEqual(opened, [], 'nothing opened for a refused request');
+      const lastAccess = store.index.get('blob', digest)!.lastAccess;
+      const body = await coordinator.read({ kind: 'blob', digest }, { ref: 'registry.test/other/app', tag: null }, { redirect: false }, admitAll);
+      assert.ok(body && body.location === null);
+      assert.deepEqual(opened, [digest]);
+      assert.ok(store.index.get('blob', digest)!.refs.includes('registry.test/other/app'), 'the read is noted under its repository');
+      assert.ok(store.index.get('blob', digest)!.lastAccess >= lastAccess);
+      const sink = new Sink();
+      await body.sendTo(sink, { start: 10, end: 99 }, () => undefined);
+      assert.ok(sink.data.equals(data.subarray(10, 100)), 'the span, verified against the whole file');
+    } finally {
+      store.open = open;
+    }
+  });
+
   it('never evicts content being filled, and a read in progress outlives the eviction of its entry', async () => {
     // Room for the 1 MiB fill, not for the 2 MiB stored beside it: enforcing the bound evicts every entry.
     const tight = new DiskEvictor(store, { maxBytes: 1.5 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
