@@ -72,6 +72,7 @@ export class ContentResponder {
     if (!body) return verdict === 'answered'; // answered with upstream's refusal; else not here: upstream
     const { res, record } = request;
     record.cache = LABELS[answer];
+    record.digest = body.digest; // a tag's line names the manifest it was answered with
     if (body.location !== null) {
       // S3_REDIRECT: the client reads the blob from the bucket and verifies its digest itself (every registry
       // client does); only blobs: a manifest is small and its Content-Type and digest headers matter.
