@@ -31,7 +31,8 @@ const SRC = path.resolve(import.meta.dirname, '../src') + path.sep;
 type Store = 'directory' | 'worker' | 's3';
 
 async function main(): Promise<void> {
-  const list = process.argv.includes('--list');
+  const functions = process.argv.includes('--functions'); // each file's functions that ran, too
+  const list = functions || process.argv.includes('--list');
   const stores: Store[] = ['directory', 'worker', ...(process.argv.includes('--s3') ? (['s3'] as const) : [])];
   const tmp = new TmpDirs();
   const dir = await tmp.make('regcache-request-files');
@@ -44,18 +45,25 @@ async function main(): Promise<void> {
   session.connect();
   await session.post('Profiler.enable');
   await session.post('Profiler.startPreciseCoverage', { callCount: true, detailed: false });
-  const measure = async (name: string, send: () => Promise<{ status: number }>): Promise<void> => {
+  const events = new LogEvents();
+  // `settled`: what the request leaves running and is waited for before the count (a cold GET's commit).
+  const measure = async (name: string, send: () => Promise<{ status: number }>, settled: () => Promise<void> = () => Promise.resolve()): Promise<void> => {
     await session.post('Profiler.takePreciseCoverage'); // resets the counters
     const { status } = await send();
+    await settled();
+    await new Promise((resolve) => setImmediate(resolve));
     await new Promise((resolve) => setImmediate(resolve)); // the response's close (the log line) runs too
     const { result } = await session.post('Profiler.takePreciseCoverage');
-    const files = result
+    const ran = result
       .filter((script) => script.url.startsWith('file://') && new URL(script.url).pathname.startsWith(SRC))
-      .filter((script) => script.functions.some((f) => f.ranges.some((r) => r.count > 0)))
-      .map((script) => path.relative(SRC, new URL(script.url).pathname))
-      .sort();
-    console.log(`${name.padEnd(48)} status ${status}  ${String(files.length).padStart(3)} files`);
-    if (list) for (const file of files) console.log(`    ${file}`);
+      .map((script) => ({
+        file: path.relative(SRC, new URL(script.url).pathname),
+        names: script.functions.filter((f) => f.ranges.some((r) => r.count > 0)).map((f) => f.functionName || `(anonymous@${f.ranges[0]!.startOffset})`),
+      }))
+      .filter((script) => script.names.length > 0)
+      .sort((a, b) => a.file.localeCompare(b.file));
+    console.log(`${name.padEnd(48)} status ${status}  ${String(ran.length).padStart(3)} files`);
+    if (list) for (const { file, names } of ran) console.log(`    ${file}${functions ? `: ${[...new Set(names)].join(', ')}` : ''}`);
   };
 
   try {
@@ -76,22 +84,42 @@ async function main(): Promise<void> {
       };
       if (store === 's3') Object.assign(process.env, s3!.env); // the AWS SDK's credential chain reads them here
       const config = loadConfig(env);
-      const log = createLogger('silent', false);
+      const log = createLogger('debug', false, undefined, events);
       const running = store === 'worker' ? await startWorkerOverPrimary(config, log) : { proxy: await startProxy(config, log), close: () => Promise.resolve() };
       const client = new ProxyClient(`http://127.0.0.1:${running.proxy.port}`, path.join(env.CA_DIR!, 'ca.crt'));
-      const viaProxy = (digest: string) => client.fetch(`https://registry.test/v2/lib/img/blobs/${digest}`);
-      const viaMirror = async (digest: string) => {
-        const res = await request(`http://127.0.0.1:${mirrorPort}/v2/lib/img/blobs/${digest}?ns=registry.test`);
-        await res.body.dump();
-        return { status: res.statusCode };
+      // Each request is over once its line is written (its response closed) and what that resolved has run:
+      // no tail of it lands in the next row.
+      const answered = async <T>(send: () => Promise<T>): Promise<T> => {
+        const line = events.next(['request']);
+        const result = await send();
+        await line;
+        await new Promise((resolve) => setImmediate(resolve));
+        return result;
       };
+      const viaProxy = (digest: string) => answered(() => client.fetch(`https://registry.test/v2/lib/img/blobs/${digest}`));
+      const viaMirror = (digest: string) =>
+        answered(async () => {
+          const res = await request(`http://127.0.0.1:${mirrorPort}/v2/lib/img/blobs/${digest}?ns=registry.test`);
+          await res.body.arrayBuffer(); // the whole body: dump() stops reading after 128 KiB and closes the connection
+          return { status: res.statusCode };
+        });
       const [warm, cold] = blobs as [ReturnType<typeof makeBlob>, ReturnType<typeof makeBlob>];
-      await viaProxy(warm.digest); // stores it; the warm rows read it back
+      // Stores it (the warm rows read it back: its commit and the access learned after it are waited for,
+      // or a warm row would join the fill still syncing, or count the access check).
+      const stored = events.next(['fill committed', 'content access learned']);
+      await viaProxy(warm.digest);
+      await stored;
       await viaProxy(warm.digest);
       await viaMirror(warm.digest);
       await measure(`${store}: warm blob GET through the proxy`, () => viaProxy(warm.digest));
       await measure(`${store}: warm blob GET through the mirror`, () => viaMirror(warm.digest));
-      await measure(`${store}: cold blob GET through the proxy`, () => viaProxy(cold.digest));
+      // A cold GET counts what it causes: the fill's commit after the response, and the access learned.
+      const filled = events.next(['fill committed', 'content access learned']);
+      await measure(
+        `${store}: cold blob GET through the proxy`,
+        () => viaProxy(cold.digest),
+        () => filled,
+      );
       await client.close();
       await running.proxy.close(0);
       await running.close();
@@ -101,6 +129,25 @@ async function main(): Promise<void> {
     await upstream.close();
     await s3?.stop();
     await tmp.cleanup();
+  }
+}
+
+/** The log's messages as they are written: what a request leaves running is waited for by its line. */
+class LogEvents {
+  private waiting: { messages: Set<string>; done: () => void }[] = [];
+
+  write(record: string): void {
+    for (const text of record.split('\n')) {
+      if (!text.startsWith('{')) continue;
+      const { msg } = JSON.parse(text) as { msg: string };
+      for (const wait of this.waiting) wait.messages.delete(msg);
+      this.waiting = this.waiting.filter((wait) => wait.messages.size > 0 || (wait.done(), false));
+    }
+  }
+
+  /** Resolves once each of `messages` has been logged after this call. */
+  next(messages: string[]): Promise<void> {
+    return new Promise((done) => this.waiting.push({ messages: new Set(messages), done }));
   }
 }
 

@@ -20,7 +20,6 @@ import { openLocalBackend } from '../src/cache/local/local-backend.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
 import { LocalFillTable } from '../src/cache/fill-table.js';
 import { Room } from '../src/cache/room.js';
-import { VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ContentAccess } from '../src/registry/content-access.js';
 import { mayServe, type StoreRequest } from '../src/registry/content-gate.js';
@@ -80,8 +79,9 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     for (const got of await Promise.all(reads)) assert.ok(got.equals(data));
     await settled(fills[0]!);
     assert.equal(fills[0]!.state, 'committed');
-    const found = await coordinator.get(key);
-    assert.ok(found && 'stored' in found && found.stored.size === data.length, 'stored afterwards');
+    const body = await coordinator.read(key, FROM, { redirect: false }, () => Promise.resolve(true));
+    assert.equal(body?.size, data.length, 'stored afterwards');
+    await body?.close();
     assert.equal(coordinator.fillsInFlight, 0);
   });
 
@@ -178,6 +178,38 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     if (again.kind === 'started') assert.ok((await drain(again.fill)).equals(data));
   });
 
+  it('reads stored content in one call: one lookup, the gate asked with the entry before anything is opened, a refusal noted nowhere', async () => {
+    const data = crypto.randomBytes(100_000);
+    const digest = digestOf(data);
+    await store.putVerified({ kind: 'blob', digest, size: data.length, mediaType: 'application/x-test' }, data, FROM);
+    const opened: string[] = [];
+    const open = store.open.bind(store);
+    store.open = (content: StoredContent) => (opened.push(content.digest), open(content));
+    try {
+      const asked: [Entry, boolean][] = [];
+      const refused = await coordinator.read({ kind: 'blob', digest }, FROM, { redirect: true }, (entry, redirect) => {
+        asked.push([entry, redirect]);
+        return Promise.resolve(false);
+      });
+      assert.equal(refused, null);
+      assert.equal(asked.length, 1, 'the gate is asked once');
+      assert.equal(asked[0]![0].digest, digest, 'with the entry (its sources and access)');
+      assert.equal(asked[0]![1], false, 'a directory never redirects');
+      assert.deepEqual(opened, [], 'nothing opened for a refused request');
+      const lastAccess = store.index.get('blob', digest)!.lastAccess;
+      const body = await coordinator.read({ kind: 'blob', digest }, { ref: 'registry.test/other/app', tag: null }, { redirect: false }, admitAll);
+      assert.ok(body && body.location === null);
+      assert.deepEqual(opened, [digest]);
+      assert.ok(store.index.get('blob', digest)!.refs.includes('registry.test/other/app'), 'the read is noted under its repository');
+      assert.ok(store.index.get('blob', digest)!.lastAccess >= lastAccess);
+      const sink = new Sink();
+      await body.sendTo(sink, { start: 10, end: 99 }, () => undefined);
+      assert.ok(sink.data.equals(data.subarray(10, 100)), 'the span, verified against the whole file');
+    } finally {
+      store.open = open;
+    }
+  });
+
   it('never evicts content being filled, and a read in progress outlives the eviction of its entry', async () => {
     // Room for the 1 MiB fill, not for the 2 MiB stored beside it: enforcing the bound evicts every entry.
     const tight = new DiskEvictor(store, { maxBytes: 1.5 * 1024 * 1024, inactiveMs: 86_400_000 }, log);
@@ -186,13 +218,10 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     const storedData = crypto.randomBytes(2 * 1024 * 1024);
     const storedDigest = digestOf(storedData);
     await store.putVerified({ kind: 'blob', digest: storedDigest, size: storedData.length, mediaType: 'application/octet-stream' }, storedData, FROM);
-    const found = await tightCoordinator.stored('blob', storedDigest);
-    assert.ok(found);
-    const file = await tightCoordinator.open(found.stored);
-    assert.ok(file);
-    const reader = new VerifiedFileReader(file, { size: storedData.length, digest: storedDigest, start: 0, end: storedData.length - 1 });
+    const body = await tightCoordinator.read({ kind: 'blob', digest: storedDigest }, FROM, { redirect: false }, () => Promise.resolve(true));
+    assert.ok(body);
     const sink = new Sink();
-    const read = reader.sendTo(sink, { verify: true, onBytes: () => undefined }).then(() => sink.data);
+    const read = body.sendTo(sink, { start: 0, end: null }, () => undefined).then(() => sink.data);
     // A fill running meanwhile: not in the index, so no eviction can take it.
     const data = crypto.randomBytes(1024 * 1024);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };

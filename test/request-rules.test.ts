@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Allowlist } from '../src/registry/allowlist.js';
-import { parseRange } from '../src/registry/byte-range.js';
+import { parseRange } from '../src/registry/content-head.js';
 import { REGISTRY_ERRORS } from '../src/registry/registry-errors.js';
 import { classify } from '../src/registry/request-classifier.js';
 import { parseConnectTarget } from '../src/doors/connect-target.js';

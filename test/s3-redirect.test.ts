@@ -61,7 +61,10 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
       manifest,
       from('library/public'),
     );
-    const coordinator = new FillCoordinator({ store, room: new Room(store, 1e12), fills: new LocalFillTable() }, log);
+    const coordinator = new FillCoordinator(
+      { store, room: new Room(store, 1e12), fills: new LocalFillTable(), redirect: (digest) => bucket.presign(store.layout.content(digest), 60) },
+      log,
+    );
     // The private blob: only a client with ALLOWED credentials may read it; upstream refuses the others.
     const access = {
       classifyAgain: () => undefined,
@@ -81,10 +84,7 @@ describe('S3_REDIRECT (in process, fake bucket)', () => {
         };
       },
     };
-    const responder = new ContentResponder(coordinator, upstream, access, {
-      verifyOnRead: true,
-      redirect: (digest) => bucket.presign(store.layout.content(digest), 60),
-    });
+    const responder = new ContentResponder(coordinator, upstream, access);
     const accessLog = new AccessLog(log, metrics);
     server = http.createServer((req, res) => {
       const request = registryRequest({ origin: ORIGIN, target: req.url ?? '/', req, res }, accessLog.record(req, res, ORIGIN.host));

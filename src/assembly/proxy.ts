@@ -124,8 +124,13 @@ export interface ServeParts {
 /** Wires the coordinator, the upstream client, the handlers and the listeners over the store, and listens. */
 export async function serveProxy(config: Config, log: Logger, parts: ServeParts): Promise<RunningProxy> {
   const { metrics, guard, doors, ca, leaves, backend } = parts;
-  // One coordinator, shared by the proxy and the mirror: one fill per origin and digest.
-  const coordinator = new FillCoordinator(backend, log, { manifestMaxBytes: config.manifestMaxSize });
+  // One coordinator, shared by the proxy and the mirror: one fill per origin and digest, and (VERIFY_ON_READ
+  // =once) one record of the files verified.
+  const coordinator = new FillCoordinator(backend, log, {
+    manifestMaxBytes: config.manifestMaxSize,
+    verifyOnRead: config.verifyOnRead !== 'off',
+    trusted: config.verifyOnRead === 'once' ? new TrustedFiles() : null,
+  });
   const store = coordinator.store;
   const allowlist = new Allowlist(config.registries);
   const accessLog = new AccessLog(log, metrics, (origin) => allowlist.label(origin));
@@ -161,10 +166,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const tokens = new UpstreamTokens(upstream);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
-  // VERIFY_ON_READ=once: one record of verified files for both doors (the proxy's and the mirror's).
-  const trusted = config.verifyOnRead === 'once' ? new TrustedFiles() : null;
-  const contentOptions = { verifyOnRead: config.verifyOnRead !== 'off', trusted, redirect: backend.redirect };
-  const content = new ContentResponder(coordinator, upstream, access, contentOptions);
+  const content = new ContentResponder(coordinator, upstream, access);
   const registry = new RegistryHandler({
     log,
     accessLog,
@@ -191,13 +193,14 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     proxyAuth: doors.proxy,
     mirrorAuth: doors.mirror,
   };
+  const reachable = backend.reachable;
   const storeGauges = {
     fillsInFlight: () => coordinator.fillsInFlight,
     storeBytes: () => backend.index.totalBytes,
     storeEntries: () => backend.index.size,
     storeMaxBytes: () => config.cacheMaxSize,
-    // With CACHE_STORE: the bucket's check of /readyz.
-    ...(config.cacheStore ? { storeReachable: async () => (await backend.readiness()).store !== false } : {}),
+    // A store that can be out of reach (a bucket): the check /readyz makes.
+    ...(reachable ? { storeReachable: () => Promise.resolve(reachable()) } : {}),
   };
   metrics.watch({
     ...(parts.storeGauges ? storeGauges : {}),
@@ -233,7 +236,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   // The registry mirror: same store and policies, but upstream requests go out as regcache itself.
   if (config.mirrorPort !== 0) {
     const asRegcache = new TokenUpstream(tokens);
-    const mirrorContent = new ContentResponder(coordinator, asRegcache, new ContentAccess(store, asRegcache, tokens, log), contentOptions);
+    const mirrorContent = new ContentResponder(coordinator, asRegcache, new ContentAccess(store, asRegcache, tokens, log));
     const mirrorDeps = {
       log,
       accessLog,

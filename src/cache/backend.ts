@@ -29,6 +29,11 @@ export interface Backend<S extends ContentStore = ContentStore> {
   readonly eviction: EventEmitter;
   /** S3_REDIRECT: stored blobs' GETs answered 307 to their object; null: served from here (always, but for a bucket). */
   readonly redirect: BlobRedirect | null;
+  /**
+   * Whether the store answered the last time it was asked (regcache_store_reachable); null for a store
+   * that cannot be out of reach (a directory, the primary's).
+   */
+  readonly reachable: (() => boolean) | null;
   /** What /readyz checks of the store (never throws: a check that cannot be made is false). */
   readiness(): Promise<StoreReadiness>;
   /** Stops eviction and timers, closes the store. */

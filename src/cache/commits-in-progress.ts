@@ -6,7 +6,8 @@ import type { ContentKind } from './content-store.js';
 import { entryKey } from './entry-index.js';
 
 export class CommitsInProgress {
-  private readonly pending = new Map<string, Promise<unknown>>();
+  /** By entry key; read by a lookup first (a plain HIT, nothing in progress: no wait at all). */
+  readonly pending = new Map<string, Promise<unknown>>();
 
   /** Waits for a commit of this content in progress, whatever becomes of it. */
   async settled(kind: ContentKind, digest: string): Promise<void> {

@@ -121,8 +121,11 @@ export async function storedAgain(
  */
 export interface ContentStore extends EventEmitter {
   readonly index: ContentIndex;
-  /** The stored content of this kind and digest; waits for a small write of it in progress. */
-  lookup(kind: ContentKind, digest: string): Promise<StoredContent | null>;
+  /**
+   * The entry of the stored content of this kind and digest (what it is, and who may have it: its
+   * sources, whether it is public); waits for a commit of it in progress.
+   */
+  lookup(kind: ContentKind, digest: string): Promise<Entry | null>;
   /**
    * A tag pointer ("registry/repository:tag|accept"), also when this process has not heard of it yet: a
    * fleet replica asks the bucket, so a tag another replica resolved costs no upstream GET here.

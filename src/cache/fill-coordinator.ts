@@ -1,7 +1,9 @@
 // The cache's one way in and out, one per store and shared by every door (the proxy's requests and the
-// mirror's): what the store holds (get, open), the fills running now (fill), and what goes with them:
-// room on disk before a fill, eviction after a commit, the fill log lines and events. The HTTP side
-// (registry/content-responder.ts) turns these into responses and decides who may read what.
+// mirror's): stored content read in one call (read: looked up once, the caller's gate asked with its
+// entry, opened, size-checked, noted as used, and handed back as a body that sends itself, or as where
+// the client reads it: S3_REDIRECT), the fills running now (fill), and what goes with them: room on disk
+// before a fill, eviction after a commit, the fill log lines and events. The HTTP side
+// (registry/content-responder.ts) writes the heads and decides who may read what; it never opens a file.
 //
 // Fills are per origin: bytes fetched from one registry are never handed to a request that named another
 // (another host, port or mirror ns=), so a request joins only a fill of its own origin; the proxy and
@@ -9,28 +11,76 @@
 // copy per digest, whichever origin delivered it. Which fills run is the FillTable's (fill-table.ts): this
 // process's, or, in a worker, the whole process tree's.
 import { EventEmitter } from 'node:events';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '../telemetry/log.js';
 import { StoreUnavailableError, type ContentFile, type ContentKind, type ContentStore, type Provenance, type StoredContent } from './content-store.js';
 import type { Entry } from './entry-index.js';
-import type { Backend } from './backend.js';
+import type { Backend, BlobRedirect } from './backend.js';
 import { FillBound } from './fill-bound.js';
+import { FillReader } from './fill-reader.js';
 import { FILL_STALL_MS, Fill } from './fill.js';
 import type { FillKey, FillTable } from './fill-table.js';
 import type { Room } from './room.js';
 import { errorMessage } from '../telemetry/error-message.js';
+import type { TrustedFiles } from './trusted-files.js';
+import { CorruptContentError, VerifiedFileReader } from './verified-file-reader.js';
 
 export type { FillKey } from './fill-table.js';
+export { CorruptContentError } from './verified-file-reader.js';
+export { FillError } from './fill.js';
+
+/** Bytes [start, end] of a body (end null: to its end, its length unknown). */
+export interface ByteSpan {
+  start: number;
+  end: number | null;
+}
+
+/** Content on its way to one client, stored or filling: what its head says, and a body that sends itself. */
+export interface ContentBody {
+  readonly kind: ContentKind;
+  readonly digest: string;
+  readonly mediaType: string;
+  /** null: not known yet (a fill without Content-Length). */
+  readonly size: number | null;
+  /**
+   * Sends `span` and ends `destination`; resolves once it finished or the destination closed early.
+   * Rejects (the caller cuts the destination: its body is short) with CorruptContentError for stored bytes
+   * that are not their digest (the bad copy already dropped), a fill's FillError, or a read's error.
+   */
+  sendTo(destination: Writable, span: ByteSpan, onBytes: (n: number) => void): Promise<void>;
+  /** Nothing is sent (a HEAD, a 416, an empty body): lets go of the file or the fill. */
+  close(): Promise<void>;
+}
+
+/** Stored content opened for one request: its body, or where the client reads it (S3_REDIRECT). */
+export interface StoredBody extends ContentBody {
+  readonly size: number;
+  /** A presigned URL of the blob's object (a bearer credential: never logged); null: sent from here. */
+  readonly location: string | null;
+}
+
+/**
+ * The gate, asked once the entry is known and before anything is opened: whether this request may have
+ * the content (`redirect`: it would be answered with a redirect to the bucket).
+ */
+export type AdmitStored = (entry: Entry, redirect: boolean) => Promise<boolean>;
+
+/** An upstream body to fill from (a 200). */
+export interface FetchedBody {
+  stream: Readable;
+  mediaType: string;
+  size: number | null; // its Content-Length, if it sent one
+}
 
 /** What a fetch for a fill got: a body to fill from (a 200), or only an answer for its own client. */
 export interface Fetched<T> {
   answer: T; // the caller's (an upstream response): relayed when nothing is filled from it
-  body: { stream: Readable; mediaType: string; size: number | null } | null;
+  body: FetchedBody | null;
 }
 
 export type FillOutcome<T> =
-  | { kind: 'started'; fill: Fill; answer: T } // this request's fetch fills; acquired for it
-  | { kind: 'joined'; fill: Fill } // a fill of this origin was running; acquired for this request
+  | { kind: 'started'; fill: Fill; body: ContentBody; answer: T } // this request's fetch fills; acquired for it (body releases it)
+  | { kind: 'joined'; fill: Fill; body: ContentBody } // a fill of this origin was running; acquired for this request
   | { kind: 'refused' } // admit() turned this request away from the running fill (and answered it)
   | { kind: 'ended' } // the running fill ended without content, or before it could be joined: look in the store, then fill alone
   | { kind: 'declined'; answer: T } // the fetch gave nothing to fill (not a 200)
@@ -47,13 +97,18 @@ export interface FillLimits {
   rememberOversizeMs?: number;
 }
 
+/** How stored content is read (VERIFY_ON_READ). */
+export interface ReadOptions {
+  /** Hash every byte read (always, or once with `trusted`); false: VERIFY_ON_READ=off. */
+  verifyOnRead?: boolean;
+  /** VERIFY_ON_READ=once: the files this process verified, read unhashed while unchanged. */
+  trusted?: TrustedFiles | null;
+}
+
 // distribution's own bound on a manifest it accepts.
 export const DEFAULT_MANIFEST_MAX_BYTES = 4 * 1024 * 1024;
 const REMEMBER_OVERSIZE_MS = 60 * 60 * 1000;
 const MAX_REMEMBERED_OVERSIZE = 1000;
-
-/** Stored content (found whatever its origin: access is the caller's to decide), or a running fill. */
-export type Found = { stored: StoredContent; entry: Entry } | { fill: Fill };
 
 /**
  * Events: 'fill-started' (key, fill, from), 'fill-joined' (key), 'fill-settled' (fill, key): counted by proxy.ts.
@@ -62,15 +117,18 @@ export class FillCoordinator extends EventEmitter {
   readonly store: ContentStore;
   private readonly room: Room;
   private readonly fills: FillTable;
+  private readonly redirect: BlobRedirect | null;
+  private readonly verifyOnRead: boolean;
+  private readonly trusted: TrustedFiles | null;
 
   /** Content (per origin) found larger than its bound while it filled, and until when that is remembered. */
   private readonly oversize = new Map<string, { until: number; reason: string }>();
   private readonly limits: Required<FillLimits>;
 
   constructor(
-    backend: Pick<Backend, 'store' | 'room' | 'fills'>,
+    backend: Pick<Backend, 'store' | 'room' | 'fills'> & Partial<Pick<Backend, 'redirect'>>,
     private readonly log: Logger,
-    limits: Partial<FillLimits> = {},
+    limits: Partial<FillLimits> & ReadOptions = {},
   ) {
     super();
     this.limits = {
@@ -81,25 +139,61 @@ export class FillCoordinator extends EventEmitter {
     this.store = backend.store;
     this.room = backend.room;
     this.fills = backend.fills;
+    this.redirect = backend.redirect ?? null;
+    this.verifyOnRead = limits.verifyOnRead ?? true;
+    this.trusted = limits.trusted ?? null;
   }
 
   get fillsInFlight(): number {
     return this.fills.size;
   }
 
-  /** Stored content of this kind and digest, else this origin's running fill once it has started; null when neither. */
-  async get(key: FillKey): Promise<Found | null> {
-    const found = await this.stored(key.kind, key.digest);
-    if (found) return found;
-    const fill = await this.running(key);
-    return fill ? { fill } : null;
-  }
-
-  /** Stored content of this kind and digest, and its entry (its origins, whether it is public). */
-  async stored(kind: ContentKind, digest: string): Promise<{ stored: StoredContent; entry: Entry } | null> {
-    const stored = await this.store.lookup(kind, digest);
-    const entry = stored && this.store.index.get(kind, digest);
-    return stored && entry ? { stored, entry } : null;
+  /**
+   * Stored content for one request, in one call: looked up once; `admit` (the caller's gate) asked with its
+   * entry; opened and checked against the entry's size; noted as read under `from`; and returned as a body
+   * that sends itself, or, with `redirect` (a GET) for a blob of a store that redirects (S3_REDIRECT), as
+   * where the client reads it. null when it is not stored, `admit` said no, or it cannot be read (gone,
+   * the wrong size: then the entry is dropped so the next request refetches).
+   */
+  async read(content: { kind: ContentKind; digest: string }, from: Provenance, options: { redirect: boolean }, admit: AdmitStored): Promise<StoredBody | null> {
+    const { kind, digest } = content;
+    const entry = await this.store.lookup(kind, digest);
+    if (!entry) return null;
+    const stored: StoredContent = { kind, digest, size: entry.size, mediaType: entry.mediaType };
+    const redirect = options.redirect && kind === 'blob' ? this.redirect : null;
+    if (!(await admit(entry, redirect !== null))) return null;
+    const file = await this.open(stored);
+    if (!file) return null;
+    this.store.use(kind, digest, from);
+    if (redirect) {
+      // Found (a bucket's open is a HEAD: no redirect leads to a 404); the client reads it from there.
+      await file.close();
+      return { ...stored, location: await redirect(digest), sendTo: () => Promise.reject(new Error('a redirect has no body')), close: () => Promise.resolve() };
+    }
+    return {
+      ...stored,
+      location: null,
+      sendTo: async (destination, span, onBytes) => {
+        const end = span.end ?? stored.size - 1;
+        if (stored.size === 0) {
+          // Stored, so verified: nothing to read or hash.
+          await file.close();
+          destination.end();
+          return;
+        }
+        try {
+          await new VerifiedFileReader(file, { size: stored.size, digest, start: span.start, end }).sendTo(destination, {
+            verify: this.verifyOnRead,
+            trusted: this.trusted,
+            onBytes,
+          });
+        } catch (err) {
+          if (err instanceof CorruptContentError) this.dropCorrupt(stored, err);
+          throw err;
+        }
+      },
+      close: () => file.close(),
+    };
   }
 
   /** This origin's running fill of the content once it has started (null: none, or it gave nothing to fill). */
@@ -128,7 +222,7 @@ export class FillCoordinator extends EventEmitter {
       if (fill && !(await admit!(fill))) return { kind: 'refused' };
       if (!fill?.acquire()) return { kind: 'ended' }; // finished meanwhile (then it is stored), or its leader got no 200
       this.emit('fill-joined', key);
-      return { kind: 'joined', fill };
+      return { kind: 'joined', fill, body: fillBody(fill) };
     }
 
     let fill: Fill | null = null;
@@ -158,7 +252,7 @@ export class FillCoordinator extends EventEmitter {
       const current = fill;
       current.once('settled', () => this.settled(current, key, Date.now() - started));
       claim.lead.started(fill);
-      return { kind: 'started', fill, answer };
+      return { kind: 'started', fill, body: fillBody(fill), answer };
     } finally {
       if (!fill) claim.lead.ended();
     }
@@ -169,7 +263,7 @@ export class FillCoordinator extends EventEmitter {
    * Content-Length and then stall); null when it cannot be read, and then an entry whose content is gone
    * or has the wrong size is dropped, so the next request refetches.
    */
-  async open(stored: StoredContent): Promise<ContentFile | null> {
+  private async open(stored: StoredContent): Promise<ContentFile | null> {
     const { kind, digest } = stored;
     let file: ContentFile | null;
     try {
@@ -197,16 +291,11 @@ export class FillCoordinator extends EventEmitter {
     return file;
   }
 
-  /** A read of stored content: most recently used now, and the repository (or tag) it was read under. */
-  use(stored: StoredContent, from: Provenance): void {
-    this.store.use(stored.kind, stored.digest, from);
-  }
-
   /**
    * Stored bytes that do not hash to their digest: the entry goes, so the next request refetches; or, when
    * what was read is a replica's local copy (the S3 store's local tier), that copy only.
    */
-  dropCorrupt(stored: StoredContent, err: Error): void {
+  private dropCorrupt(stored: StoredContent, err: Error): void {
     const { kind, digest } = stored;
     void (async () => {
       if (await this.store.dropCorruptCopy(digest)) {
@@ -262,4 +351,19 @@ export class FillCoordinator extends EventEmitter {
     if (fill.state === 'committed') this.room.afterCommit();
     if (fill.error?.reason === 'store') void this.room.makeRoom(fill.written); // e.g. ENOSPC: free space for the next one
   }
+}
+
+/** A fill the caller acquired, as a body: read by a FillReader (released at its end), or released unread. */
+function fillBody(fill: Fill): ContentBody {
+  return {
+    kind: fill.kind,
+    digest: fill.digest,
+    mediaType: fill.mediaType,
+    size: fill.expectedSize,
+    sendTo: (destination, span, onBytes) => new FillReader(fill, span.start, span.end).sendTo(destination, onBytes),
+    close: () => {
+      fill.release();
+      return Promise.resolve();
+    },
+  };
 }

@@ -113,9 +113,8 @@ async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.Ser
 async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, listing: 'catalog' | 'tags' | null): Promise<ListingViewer | null> {
   const { auth, adminAuth } = deps;
   const header = req.headers.authorization;
-  const address = clientAddress(req.socket);
   if (listing === 'catalog' && adminAuth) {
-    const result = await deps.guard.authenticate(header, address, [adminAuth]);
+    const result = await deps.guard.authenticate(header, clientAddress(req.socket), [adminAuth]);
     if ('users' in result) return 'admin';
     refuse(deps, req, res, 'unauthorized', `the catalog needs admin credentials (${adminAuth.variable} users; credentials: ${result.refused})`, {
       'www-authenticate': 'Basic realm="regcache admin"',
@@ -123,8 +122,8 @@ async function admit(deps: MirrorDeps, req: http.IncomingMessage, res: http.Serv
     return null;
   }
   const sets = [...(listing && adminAuth && adminAuth !== auth ? [adminAuth] : []), ...(auth ? [auth] : [])];
-  if (sets.length === 0) return 'anyone';
-  const result = await deps.guard.authenticate(header, address, sets);
+  if (sets.length === 0) return 'anyone'; // an open mirror: no credentials to check, no address to throttle
+  const result = await deps.guard.authenticate(header, clientAddress(req.socket), sets);
   if ('users' in result) return result.users === adminAuth ? 'admin' : 'anyone';
   if (!auth) return 'anyone'; // an open mirror: without admin credentials, a tags list of what anyone may see
   refuse(deps, req, res, 'unauthorized', `this mirror needs credentials (${auth.variable} users; credentials: ${result.refused})`, {

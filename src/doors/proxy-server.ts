@@ -15,7 +15,7 @@ import type { UpstreamClient } from '../upstream/upstream-client.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { formatAuthority, parseConnectTarget } from './connect-target.js';
-import { interceptedTarget, type TlsInterceptor } from './tls-interceptor.js';
+import { InterceptedSocket, type TlsInterceptor } from './tls-interceptor.js';
 import { refuseSocket } from './socket-refusal.js';
 import type { Tunnels } from './tunnel.js';
 
@@ -55,13 +55,11 @@ export function createProxyServers(deps: ProxyServerDeps): { server: http.Server
   const options = clientServerOptions(deps.headersTimeoutMs);
 
   const intercepted = http.createServer(options, (req, res) => {
-    const target = interceptedTarget(req);
-    if (!target) {
+    if (!(req.socket instanceof InterceptedSocket)) {
       res.writeHead(500).end();
       return;
     }
-    const origin = new URL(`https://${formatAuthority(target.host, target.port)}`); // URL drops :443 itself
-    void deps.registry.handle({ origin, target: req.url ?? '/', req, res });
+    void deps.registry.handle({ origin: new URL(req.socket.origin), target: req.url ?? '/', req, res });
   });
   intercepted.on('clientError', (err, socket) => refuseBadRequest(log, err, socket, 'intercepted'));
   // Node starts connection tracking (headersTimeout checks, closeIdleConnections) on 'listening'; this

@@ -1,5 +1,6 @@
 // Allowlisted CONNECT targets: answer 200, terminate TLS with a leaf certificate for the host, and hand
-// the decrypted socket to an HTTP/1.1 server whose requests know which host they were meant for.
+// the decrypted socket to an HTTP/1.1 server; the socket carries the origin its CONNECT named, so each
+// request on it knows which host it was meant for without asking anyone.
 import http from 'node:http';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -10,13 +11,19 @@ import { formatAuthority, type ConnectTarget } from './connect-target.js';
 import { CONNECT_ESTABLISHED, refuseSocket } from './socket-refusal.js';
 import { errorMessage } from '../telemetry/error-message.js';
 
-const targets = new WeakMap<object, ConnectTarget>();
 // The alerts a TLS client sends when it does not accept the certificate it was shown (OpenSSL's wording).
 const REJECTED_OUR_CERTIFICATE = /alert (unknown ca|bad certificate|certificate unknown|certificate required)/i;
 
-/** The CONNECT target a decrypted request arrived through. */
-export function interceptedTarget(req: http.IncomingMessage): ConnectTarget | undefined {
-  return targets.get(req.socket);
+/** A decrypted connection, and the origin its CONNECT named. */
+export class InterceptedSocket extends tls.TLSSocket {
+  constructor(
+    client: Duplex,
+    options: tls.TLSSocketOptions,
+    /** "https://host[:port]" (the port only when not 443), as URL writes it. */
+    readonly origin: string,
+  ) {
+    super(client, options);
+  }
 }
 
 export class TlsInterceptor {
@@ -38,13 +45,17 @@ export class TlsInterceptor {
     }
     client.write(CONNECT_ESTABLISHED);
     if (head.length > 0) client.unshift(head);
-    const socket = new tls.TLSSocket(client, {
-      isServer: true,
-      secureContext: context,
-      // Only HTTP/1.1 inside: clients that offer h2 (Go, curl) fall back to it.
-      ALPNProtocols: ['http/1.1'],
-    });
-    targets.set(socket, target);
+    const authority = formatAuthority(target.host, target.port);
+    const socket = new InterceptedSocket(
+      client,
+      {
+        isServer: true,
+        secureContext: context,
+        // Only HTTP/1.1 inside: clients that offer h2 (Go, curl) fall back to it.
+        ALPNProtocols: ['http/1.1'],
+      },
+      new URL(`https://${authority}`).origin, // URL drops :443 itself
+    );
     // A client that never finishes the handshake must not hold the socket forever (slowloris).
     const handshake = setTimeout(() => socket.destroy(new Error('TLS handshake timed out')), this.handshakeTimeoutMs);
     let secure = false;
@@ -57,12 +68,12 @@ export class TlsInterceptor {
     socket.once('error', (err) => {
       if (secure) {
         // After the handshake: the client went away, or regcache cut a response (its request line says why).
-        this.log.debug({ host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message }, 'client socket error');
+        this.log.debug({ host: authority, client: clientAddress, error: err.message }, 'client socket error');
         socket.destroy();
         return;
       }
       // Handshake failures (client does not trust the CA, non-TLS bytes) end here with a log line.
-      const line: Record<string, unknown> = { host: formatAuthority(target.host, target.port), client: clientAddress, error: err.message };
+      const line: Record<string, unknown> = { host: authority, client: clientAddress, error: err.message };
       if (REJECTED_OUR_CERTIFICATE.test(err.message))
         line.hint = "the client does not trust regcache's CA: install GET /ca.crt in its trust store and restart it";
       this.log.warn(line, 'TLS interception failed');

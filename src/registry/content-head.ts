@@ -1,8 +1,8 @@
 // The one writer of a content response's head, for stored content, a running fill and a HEAD answered
 // from a verified fill: media type, digest and ETag, and the single byte range a client may ask for
-// (206 with Content-Range, 416 when unsatisfiable; malformed or multi-range headers are ignored).
+// (206 with Content-Range, 416 when unsatisfiable; malformed or multi-range headers are ignored, RFC 9110
+// 14.2: registry clients send a single "bytes=" range to resume).
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { parseRange } from './byte-range.js';
 
 export interface ContentHead {
   digest: string;
@@ -40,4 +40,22 @@ export function writeContentHead(res: ServerResponse, head: ContentHead, rangeHe
   headers['content-length'] = end - start + 1;
   res.writeHead(status, headers);
   return { start, end };
+}
+
+export type RangeResult = { kind: 'none' } | { kind: 'range'; start: number; end: number } | { kind: 'unsatisfiable' };
+
+/** The client's Range header against a body of `size` bytes. */
+export function parseRange(header: string | undefined, size: number): RangeResult {
+  if (!header) return { kind: 'none' };
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === '' && m[2] === '')) return { kind: 'none' }; // malformed or multi-range: ignore (RFC 9110 14.2)
+  if (m[1] === '') {
+    const suffix = Number(m[2]);
+    if (suffix === 0 || size === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'range', start: Math.max(0, size - suffix), end: size - 1 };
+  }
+  const start = Number(m[1]);
+  const end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
+  if (!Number.isSafeInteger(start) || start >= size || end < start) return { kind: 'unsatisfiable' };
+  return { kind: 'range', start, end };
 }

@@ -1,24 +1,28 @@
-// Content addressed by digest (blobs, manifests by digest) as HTTP: the cache's FillCoordinator says what
-// is stored and which fills run; the gate (content-gate.ts) decides who may have it, this file answers: the head
-// (content-head.ts) and streams the body: a stored file (hashed on the way out unless
-// VERIFY_ON_READ=false), or a fill shared with every concurrent request of the same origin.
-import { Transform, type Readable } from 'node:stream';
+// Content addressed by digest (blobs, manifests by digest) as HTTP. The cache's FillCoordinator reads
+// stored content in one call (read, asking the gate, content-gate.ts, with the entry it found) or fills it
+// (fill), and hands back a body that sends itself; this file answers: the head (content-head.ts), then the
+// body (a stored file, hashed on the way out as VERIFY_ON_READ says, or a fill shared with every
+// concurrent request of the same origin), or a redirect to the bucket (S3_REDIRECT).
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { CacheStatus } from '../telemetry/access-log.js';
-import type { BlobRedirect } from '../cache/backend.js';
-import { StoreUnavailableError, type ContentFile, type ContentKind, type Provenance, type StoredContent } from '../cache/content-store.js';
+import { StoreUnavailableError, type ContentKind, type Provenance } from '../cache/content-store.js';
 import type { Entry } from '../cache/entry-index.js';
-import type { FillCoordinator, FillKey } from '../cache/fill-coordinator.js';
-import { FillReader } from '../cache/fill-reader.js';
-import { FillError, type Fill } from '../cache/fill.js';
-import type { TrustedFiles } from '../cache/trusted-files.js';
-import { CorruptContentError, VerifiedFileReader } from '../cache/verified-file-reader.js';
+import {
+  CorruptContentError,
+  FillError,
+  type ByteSpan,
+  type ContentBody,
+  type FetchedBody,
+  type FillCoordinator,
+  type FillKey,
+} from '../cache/fill-coordinator.js';
 import { formatRepository } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import type { AskedContent, ContentAccess } from './content-access.js';
 import { mayServe, type StoreAnswer } from './content-gate.js';
-import { writeContentHead, type BodyRange } from './content-head.js';
+import { writeContentHead } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
@@ -33,18 +37,11 @@ export interface ContentTarget {
   askedAs?: AskedContent;
 }
 
-export interface ContentResponderOptions {
-  verifyOnRead: boolean; // VERIFY_ON_READ: hash every HIT while it is served (always), or a file's first (once)
-  trusted?: TrustedFiles | null; // VERIFY_ON_READ=once: the files this process verified, served unhashed while unchanged
-  redirect?: BlobRedirect | null; // S3_REDIRECT: stored blobs' GETs answered 307 to their object in the bucket
-}
-
 export class ContentResponder {
   constructor(
     private readonly coordinator: FillCoordinator,
     private readonly upstream: Upstream,
     private readonly access: ContentAccess,
-    private readonly options: ContentResponderOptions,
   ) {}
 
   /** A blob or a manifest by digest, named under the request's repository. */
@@ -52,8 +49,7 @@ export class ContentResponder {
     const { record } = request;
     record.digest = digest;
     const content: ContentTarget = { kind, digest, from: { ref: request.repository && formatRepository(request.repository), tag: null } };
-    const found = await this.coordinator.get(fillKey(request, content));
-    if (found && 'stored' in found && (await this.serveStored(request, content, found.stored, found.entry))) return;
+    if (await this.serveStored(request, content)) return;
     record.cache = 'MISS';
     if (request.method === 'HEAD') {
       if (await this.headFromVerifiedFill(request, content)) return;
@@ -74,76 +70,66 @@ export class ContentResponder {
   }
 
   /**
-   * From the store, as `answer` (digest-hit; tag-hit, tag-revalidated or tag-stale for a tag); false when
-   * the content is not there, vanished before it was opened, or is not this request's to have from the
-   * store (the caller goes upstream). `originNamedIt`: this origin just answered this client's own request
-   * 200 naming the digest (the gate weighs it; it is no pass by itself).
+   * From the store, as `answer` (digest-hit; tag-hit, tag-revalidated or tag-stale for a tag), in one
+   * call to the coordinator, which asks the gate with the entry it found; false when the content is not
+   * there, vanished before it was opened, or is not this request's to have from the store (the caller goes
+   * upstream). `originNamedIt`: this origin just answered this client's own request 200 naming the digest
+   * (the gate weighs it; it is no pass by itself).
    */
-  async serveStoredContent(request: RegistryRequest, content: ContentTarget, answer: FromStore = 'digest-hit', originNamedIt = false): Promise<boolean> {
-    const found = await this.coordinator.stored(content.kind, content.digest);
-    return found !== null && this.serveStored(request, content, found.stored, found.entry, answer, originNamedIt);
-  }
-
-  private async serveStored(
-    request: RegistryRequest,
-    content: ContentTarget,
-    stored: StoredContent,
-    entry: Entry,
-    answer: FromStore = 'digest-hit',
-    originNamedIt = false,
-  ): Promise<boolean> {
-    const redirect = this.options.redirect && request.method === 'GET' && stored.kind === 'blob' ? this.options.redirect : null;
-    const may = await this.admit(request, content, entry, redirect ? 'digest-redirect' : answer, originNamedIt);
-    if (may !== 'yes') return may === 'answered';
-    const file = await this.coordinator.open(stored);
-    if (!file) return false;
-    this.coordinator.use(stored, content.from);
-    request.record.cache = LABELS[answer];
-    request.record.digest = stored.digest;
-    if (redirect) {
-      await file.close();
-      await this.redirectStored(request, stored, redirect);
+  async serveStored(request: RegistryRequest, content: ContentTarget, answer: FromStore = 'digest-hit', originNamedIt = false): Promise<boolean> {
+    let verdict = 'elsewhere' as Admission; // set by admit, if the coordinator asks
+    const admit = async (entry: Entry, redirect: boolean): Promise<boolean> =>
+      (verdict = await this.admit(request, content, entry, redirect ? 'digest-redirect' : answer, originNamedIt)) === 'yes';
+    const body = await this.coordinator.read(content, content.from, { redirect: request.method === 'GET' }, admit);
+    if (!body) return verdict === 'answered'; // answered with upstream's refusal; else not here: upstream
+    const { res, record } = request;
+    record.cache = LABELS[answer];
+    record.digest = body.digest; // a tag's line names the manifest it was answered with
+    if (body.location !== null) {
+      // S3_REDIRECT: the client reads the blob from the bucket and verifies its digest itself (every registry
+      // client does); only blobs: a manifest is small and its Content-Type and digest headers matter.
+      record.redirect = true;
+      res.writeHead(307, { location: body.location, 'docker-content-digest': body.digest, 'content-length': 0 }).end();
       return true;
     }
-    await this.sendStored(request, stored, file);
+    const failure = (await this.sendBody(request, body))?.failure;
+    if (failure) {
+      // Noted before the cut: the log line is written when the response closes.
+      if (failure instanceof CorruptContentError) {
+        record.cache = 'CORRUPT'; // the coordinator dropped the bad copy: the next request refetches
+        record.error = `${failure.name}: ${failure.message}`;
+      } else {
+        noteStreamError(record, failure);
+      }
+      res.destroy(failure); // the client sees a cut, never a complete bad body
+    }
     return true;
   }
 
   /**
-   * S3_REDIRECT: the client reads the blob from the bucket itself (a 307 to a presigned URL), after the
-   * access check and once the object was found (coordinator.open: a HEAD, so no 307 leads to a 404). Only
-   * blobs: a manifest is small and its Content-Type and digest headers matter. The client verifies the
-   * digest of what it gets (every registry client does); VERIFY_ON_READ has nothing to hash here.
+   * Writes the head for the client's Range, then sends the body unless the request is a HEAD or was
+   * answered 416 (then null: nothing sent). What was sent, and what it failed with (the response is then
+   * the caller's to continue or cut).
    */
-  private async redirectStored(request: RegistryRequest, stored: StoredContent, redirect: BlobRedirect): Promise<void> {
-    const url = await redirect(stored.digest);
-    request.record.redirect = true;
-    request.res.writeHead(307, { location: url, 'docker-content-digest': stored.digest, 'content-length': 0 }).end();
-  }
-
-  private async sendStored(request: RegistryRequest, stored: StoredContent, file: ContentFile): Promise<void> {
+  private async sendBody(request: RegistryRequest, body: ContentBody): Promise<{ span: ByteSpan; sent: number; failure: Error | null } | null> {
     const { res, record } = request;
-    const range = writeContentHead(res, { digest: stored.digest, mediaType: stored.mediaType, size: stored.size }, request.range);
-    if (!range || request.method === 'HEAD' || stored.size === 0) {
-      await file.close();
-      if (range) res.end();
-      return;
+    const span = writeContentHead(res, body, request.range);
+    if (!span || request.method === 'HEAD') {
+      await body.close();
+      if (span) res.end();
+      return null;
     }
-    const end = range.end ?? stored.size - 1;
-    const reader = new VerifiedFileReader(file, { size: stored.size, digest: stored.digest, start: range.start, end });
-    try {
-      await reader.sendTo(res, { verify: this.options.verifyOnRead, trusted: this.options.trusted, onBytes: (n) => (record.bytes += n) });
-    } catch (err) {
-      // Noted before the cut: the log line is written when the response closes.
-      if (err instanceof CorruptContentError) {
-        record.cache = 'CORRUPT';
-        record.error = `${err.name}: ${err.message}`;
-        this.coordinator.dropCorrupt(stored, err);
-      } else {
-        noteStreamError(record, err);
-      }
-      res.destroy(err instanceof Error ? err : new Error(errorMessage(err))); // the client sees a cut, never a complete bad body
-    }
+    let sent = 0;
+    const failure = await body
+      .sendTo(res, span, (n) => {
+        sent += n;
+        record.bytes += n;
+      })
+      .then(
+        () => null,
+        (err: Error) => err,
+      );
+    return { span, sent, failure };
   }
 
   /** A GET that the store cannot answer: join this origin's running fill, or start one. */
@@ -163,14 +149,14 @@ export class ContentResponder {
         return; // answered with upstream's own answer
       case 'ended':
         // The fill finished meanwhile (then it is stored), or its leader got no 200: try on our own.
-        if (await this.serveStoredContent(request, content)) return;
+        if (await this.serveStored(request, content)) return;
         return this.serveMiss(request, content, false);
       case 'joined':
         record.coalesced = true;
         if (outcome.fill.verified) record.cache = 'HIT'; // verified bytes, syncing to the store: no upstream involved
-        return this.serveFill(request, outcome.fill);
+        return this.serveFill(request, outcome.body);
       case 'started':
-        return this.serveFill(request, outcome.fill);
+        return this.serveFill(request, outcome.body);
       case 'declined':
         record.reason = `upstream answered ${outcome.answer.statusCode}; not cached`; // a MISS line would otherwise read as stored
         return relayResponse(outcome.answer, res, record); // 401, 404, 5xx: the client's business, never cached
@@ -191,9 +177,7 @@ export class ContentResponder {
   }
 
   /** The upstream GET a fill starts from: only a 200 is filled. */
-  private async fetch(
-    request: RegistryRequest,
-  ): Promise<{ answer: UpstreamResponse; body: { stream: Readable; mediaType: string; size: number | null } | null }> {
+  private async fetch(request: RegistryRequest): Promise<{ answer: UpstreamResponse; body: FetchedBody | null }> {
     const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers: contentRequestHeaders(request.headers) });
     request.record.noteUpstream(response.headers);
     if (response.statusCode !== 200) return { answer: response, body: null };
@@ -222,25 +206,13 @@ export class ContentResponder {
     return true;
   }
 
-  /** Streams a fill that the caller has acquired. */
-  private async serveFill(request: RegistryRequest, fill: Fill): Promise<void> {
+  /** Streams a fill that the caller has acquired (its body releases it). */
+  private async serveFill(request: RegistryRequest, body: ContentBody): Promise<void> {
     const { res, record } = request;
-    const total = fill.expectedSize;
-    const range: BodyRange | null = writeContentHead(res, { digest: fill.digest, mediaType: fill.mediaType, size: total }, request.range);
-    if (!range) {
-      fill.release();
-      return;
-    }
-    let sent = 0;
-    const failure = await new FillReader(fill, range.start, range.end)
-      .sendTo(res, (n) => {
-        sent += n;
-        record.bytes += n;
-      })
-      .then(
-        () => null,
-        (err: Error) => err,
-      );
+    const total = body.size;
+    const result = await this.sendBody(request, body);
+    if (!result) return;
+    const { span: range, sent, failure } = result;
     if (!failure || res.destroyed) return;
     if (failure instanceof FillError && failure.reason === 'store' && total !== null) {
       // Our disk failed (full), not the upstream: the client still gets the rest, from upstream, uncached.
@@ -253,7 +225,7 @@ export class ContentResponder {
       // from upstream uncached (a manifest that large is cut: no client takes one).
       record.cache = 'BYPASS';
       record.reason = failure.message;
-      if (fill.kind === 'blob') {
+      if (body.kind === 'blob') {
         await this.continueFromUpstream(request, range.start + sent, range.end ?? (total === null ? null : total - 1));
         return;
       }
@@ -275,7 +247,7 @@ export class ContentResponder {
     entry: Entry | undefined,
     answer: StoreAnswer,
     originNamedIt = false,
-  ): Promise<'yes' | 'elsewhere' | 'answered'> {
+  ): Promise<Admission> {
     const { kind, digest } = content;
     const decision = await mayServe(this.access, {
       answer,
@@ -335,6 +307,9 @@ function skipFirst(n: number): Transform {
     },
   });
 }
+
+/** The gate's verdict acted on: serve; not here (go upstream); refused and answered with upstream's answer. */
+type Admission = 'yes' | 'elsewhere' | 'answered';
 
 /** The answers read from the store itself (the others redirect to it, or read a fill). */
 type FromStore = Exclude<StoreAnswer, 'digest-redirect' | 'fill-joined' | 'fill-head'>;

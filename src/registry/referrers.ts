@@ -15,6 +15,7 @@ import type { UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentTarget } from './content-responder.js';
 import { answerUpstreamFailure, relayResponse } from './pass-through.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import { errorMessage } from '../telemetry/error-message.js';
 import type { TagManifestDeps } from './tag-manifest.js';
 
 const IMAGE_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -49,7 +50,7 @@ export async function serveReferrers(deps: TagManifestDeps, request: RegistryReq
       record.reason = `upstream failed (${why}); last known referrers list served`;
       res.setHeader('warning', '110 regcache "Response is Stale"');
       if (key === filtered) res.setHeader('oci-filters-applied', 'artifactType');
-      if (await content.serveStoredContent(request, list(pointer.digest), 'referrers-stale')) return true;
+      if (await content.serveStored(request, list(pointer.digest), 'referrers-stale')) return true;
       res.removeHeader('warning');
       res.removeHeader('oci-filters-applied');
       return false;
@@ -66,7 +67,7 @@ export async function serveReferrers(deps: TagManifestDeps, request: RegistryReq
       followRedirects: false,
     });
   } catch (err) {
-    if (await serveStale((err as Error).message)) return;
+    if (await serveStale(errorMessage(err))) return;
     answerUpstreamFailure(res, record, err);
     return;
   }

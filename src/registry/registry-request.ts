@@ -5,7 +5,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestRecord } from '../telemetry/access-log.js';
 import type { RepositoryReference } from '../reference/repository-reference.js';
-import { headerValue } from '../upstream/header-filter.js';
 import { classify, type Route } from './request-classifier.js';
 
 export interface RegistryRequest {
@@ -48,8 +47,9 @@ export function registryRequest({ origin, target, req, res }: DoorRequest, recor
     route,
     repository: name === null ? null : { registry: origin.host, repository: name },
     headers: req.headers,
-    range: headerValue(req.headers.range),
-    credentials: headerValue(req.headers.authorization),
+    // Node keeps the first Authorization and joins repeated Range headers (a list: ignored, as multi-range).
+    range: req.headers.range,
+    credentials: req.headers.authorization,
     body: req,
     res,
     record,

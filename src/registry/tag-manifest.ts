@@ -49,7 +49,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
 
   const ttl = policy.manifestCache?.find((tier) => tier.pattern.test(tagged.tag))?.ttlMs;
   if (known && ttl !== undefined && Date.now() - known.checkedAt < ttl) {
-    if (await content.serveStoredContent(request, manifest(known.digest), 'tag-hit')) return;
+    if (await content.serveStored(request, manifest(known.digest), 'tag-hit')) return;
   }
 
   const serveStale = async (why: string): Promise<boolean> => {
@@ -57,7 +57,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
     if (!policy.serveStale || !digest) return false;
     record.reason = `upstream failed (${why}); last known manifest served`;
     res.setHeader('warning', '110 regcache "Response is Stale"');
-    return content.serveStoredContent(request, manifest(digest), 'tag-stale');
+    return content.serveStored(request, manifest(digest), 'tag-stale');
   };
 
   let head: UpstreamResponse;
@@ -82,7 +82,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   // a tag another replica pulled costs this one a HEAD upstream, never a GET. Only when the gate agrees: a
   // digest an origin names is no proof that it has the bytes (issue 20).
   if (digest) {
-    if (await content.serveStoredContent(request, manifest(digest), 'tag-revalidated', true)) return;
+    if (await content.serveStored(request, manifest(digest), 'tag-revalidated', true)) return;
   }
   record.cache = 'MISS';
   if (request.method === 'HEAD') {

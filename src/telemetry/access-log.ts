@@ -14,20 +14,35 @@ export type RequestCounters = Pick<Metrics, 'request' | 'rateLimitRemaining' | '
 /** The registry label of an origin ("host" or "host:port"): its allowlist entry, or "other". */
 export type RegistryLabel = (origin: string) => string;
 
+// Plain-HTTP forwards may name any host: past this many origins, labels are worked out each time.
+const MAX_LABELS = 1000;
+
 /** The request lines of one proxy: its logger, its counters, and how an origin is named in them. */
 export class AccessLog {
+  private readonly labels = new Map<string, string>();
+
   constructor(
     private readonly log: Logger,
     private readonly counters: RequestCounters,
     private readonly registryOf: RegistryLabel = () => 'other',
   ) {}
 
+  /** An origin's label, worked out once: its allowlist entry does not change while regcache runs. */
+  private readonly labelOf = (origin: string): string => {
+    let label = this.labels.get(origin);
+    if (label === undefined) {
+      label = this.registryOf(origin);
+      if (this.labels.size < MAX_LABELS) this.labels.set(origin, label);
+    }
+    return label;
+  };
+
   /**
    * Starts the line of a request, written when the response closes. `host` is the origin as logged;
    * `path` the request's path as it is meant (default: the request target), its query string removed.
    */
   record(req: IncomingMessage, res: ServerResponse, host: string, path = req.url ?? ''): RequestRecord {
-    return new RequestRecord(this.log, this.counters, req, res, host, path.split('?', 1)[0] ?? '', this.registryOf);
+    return new RequestRecord(this.log, this.counters, req, res, host, path.split('?', 1)[0] ?? '', this.labelOf);
   }
 }
 

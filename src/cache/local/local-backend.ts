@@ -30,6 +30,7 @@ export async function openLocalBackend(config: LocalBackendConfig, log: Logger):
     index: store.index,
     eviction: evictor,
     redirect: null,
+    reachable: null,
     readiness: async () => ({ diskSpace: await room.hasSpace() }),
     async close() {
       await scrubber.stop();

@@ -48,11 +48,9 @@ export class LocalStore extends EventEmitter implements ContentStore {
    * O(1): the index says what is there, once a commit of it in progress settled; a file that vanished
    * shows up when it is opened.
    */
-  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.commits.settled(kind, digest);
-    const entry = this.index.get(kind, digest);
-    if (!entry) return null;
-    return { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  async lookup(kind: ContentKind, digest: string): Promise<Entry | null> {
+    if (this.commits.pending.size > 0) await this.commits.settled(kind, digest);
+    return this.index.get(kind, digest) ?? null;
   }
 
   /** The directory's index is the whole truth: this process writes every pointer. */

@@ -82,6 +82,7 @@ export async function openS3Backend(config: S3BackendConfig, cacheStore: CacheSt
     index: store.index.replica,
     eviction: evictor,
     redirect,
+    reachable: () => store.reachable,
     readiness: async () => ({ diskSpace: await room.hasSpace(), store: store.reachable }),
     async close() {
       await evictor.stop();

@@ -99,10 +99,9 @@ export class S3Store extends EventEmitter implements ContentStore {
   }
 
   /** The replica first; else the bucket (another replica's commit), after a commit of it in progress here. */
-  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.commits.settled(kind, digest);
-    const entry = this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest)));
-    return entry && { kind, digest, size: entry.size, mediaType: entry.mediaType };
+  async lookup(kind: ContentKind, digest: string): Promise<Entry | null> {
+    if (this.commits.pending.size > 0) await this.commits.settled(kind, digest);
+    return this.index.get(kind, digest) ?? (await this.watched(() => this.index.fetchEntry(kind, digest))) ?? null;
   }
 
   /** The replica first; else the bucket's (another replica resolved the tag since this one's last refresh). */

@@ -25,6 +25,7 @@ export async function connectWorkerBackend(channel: ProcessChannel, config: Work
     index: store.replica,
     eviction: new EventEmitter(), // the primary's: it counts what it evicts
     redirect: null,
+    reachable: null,
     readiness: async () => ({ diskSpace: await room.hasSpace() }),
     close: () => store.close(),
   };

@@ -53,11 +53,10 @@ export class WorkerStore extends EventEmitter implements ContentStore {
   }
 
   /** The replica first; else the primary, which waits for a commit of it in progress (another worker's fill). */
-  async lookup(kind: ContentKind, digest: string): Promise<StoredContent | null> {
-    await this.commits.settled(kind, digest);
-    const entry = this.replica.get(kind, digest);
-    if (entry) return { kind, digest, size: entry.size, mediaType: entry.mediaType };
-    return this.channel.request<StoredContent | null>(STORE.lookup, { kind, digest });
+  async lookup(kind: ContentKind, digest: string): Promise<Entry | null> {
+    if (this.commits.pending.size > 0) await this.commits.settled(kind, digest);
+    // Not here yet: the primary's, once a commit of it there is over (its op reaches the replica first).
+    return this.replica.get(kind, digest) ?? (await this.channel.request<Entry | null>(STORE.lookup, { kind, digest }));
   }
 
   /** The replica's: every pointer set in the tree reaches it with the index's ops. */
