@@ -9,7 +9,6 @@ import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ContentKind, ContentStore, Provenance, Spool } from './content-store.js';
 import { FillBound } from './fill-bound.js';
-import { FillTail } from './fill-tail.js';
 
 export type FillState = 'filling' | 'committed' | 'failed';
 
@@ -147,8 +146,6 @@ class SpoolingFill extends Fill {
   private body: Readable | null = null;
   private givenUp: FillError | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
-  // What was written last, for readers that keep up: as much as the writer may queue.
-  private readonly tail = new FillTail(SPOOL_BUFFER);
 
   constructor(
     kind: ContentKind,
@@ -201,15 +198,8 @@ class SpoolingFill extends Fill {
       // the fill's own error is what is reported; a spool left by a failed discard is wiped at the next start.
       await store.discard(spool).catch(() => undefined);
     }
-    this.tail.clear(); // settled: late readers read the file (or the committed content)
     this.emit('settled');
     this.closeIfIdle();
-  }
-
-  /** From the tail in memory when it holds `position` (a reader keeping up), else from the spool file. */
-  override read(buffer: Buffer, position: number, length: number): Promise<number> {
-    const copied = this.tail.copy(buffer, position, Math.min(length, this.written - position));
-    return copied === null ? super.read(buffer, position, length) : Promise.resolve(copied);
   }
 
   /** A fill being given up takes no new reader (it would only be cut): look in the store, then fetch. */
@@ -252,7 +242,6 @@ class SpoolingFill extends Fill {
         );
       }
       for (const chunk of chunks) hash.update(chunk);
-      const at = this.written;
       let pending = chunks;
       while (pending.length > 0) {
         let bytesWritten: number;
@@ -265,7 +254,6 @@ class SpoolingFill extends Fill {
         this.written += bytesWritten;
         pending = dropBytes(pending, bytesWritten);
       }
-      this.tail.append(at, chunks);
       this.stallTimer?.refresh();
       this.emit('progress');
     };
