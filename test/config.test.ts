@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { ConfigError, describeConfig, loadConfig, summarizeConfig, type Env } from '../src/config/config.js';
 import { RPARDINI_VARIABLES, retiredVariablesIn } from '../src/config/rpardini-variables.js';
-import { SETTINGS, SETTING_NAMES, variableNames, type Setting } from '../src/config/settings.js';
+import { SETTINGS, SETTING_NAMES, defaultWorkers, variableNames, type Setting } from '../src/config/settings.js';
 
 describe('loadConfig', () => {
   it('has the documented defaults', () => {
@@ -32,7 +32,11 @@ describe('loadConfig', () => {
     assert.equal(c.upstreamProxy, null);
     assert.equal(c.clientHeadersTimeoutMs, 30_000);
     assert.equal(loadConfig({ CLIENT_HEADERS_TIMEOUT: '1500ms' }).clientHeadersTimeoutMs, 1500);
-    assert.equal(c.workers, os.availableParallelism());
+    assert.equal(c.workers, defaultWorkers(os.availableParallelism()));
+  });
+
+  it('defaults WORKERS to one process below 4 CPUs and to one per CPU from 4 on', () => {
+    assert.deepEqual([1, 2, 3, 4, 16].map(defaultWorkers), [1, 1, 1, 4, 16]);
   });
 
   it('keeps Docker Hub when REGISTRIES is replaced, and adds ADDITIONAL_REGISTRIES', () => {
@@ -215,7 +219,7 @@ describe('the settings table', () => {
       const d = table[name]!.default;
       if (typeof d === 'string') assert.equal(c.settings.texts[name], d, name);
     }
-    assert.equal(c.settings.texts.WORKERS, String(os.availableParallelism()), "WORKERS' computed default");
+    assert.equal(c.settings.texts.WORKERS, String(defaultWorkers(os.availableParallelism())), "WORKERS' computed default");
     assert.equal(c.settings.texts.CACHE_STORE, undefined);
     assert.deepEqual(c.settings.given, []);
   });

@@ -111,6 +111,14 @@ const DEFAULT_ALLOWED_CLIENTS = '127.0.0.0/8 ::1 10.0.0.0/8 172.16.0.0/12 192.16
 const DEFAULT_FORWARD_PORTS = '80 1025-65535';
 // More processes than this buys nothing on any machine regcache runs on, and each costs ~60 MB.
 const MAX_WORKERS = 256;
+// Below this many usable CPUs the default is one process: on 2 cores a primary and two workers spent
+// 1.2-1.35x the CPU of one process per pull and pulled no faster (docs/decisions.md, issue 24).
+const WORKERS_FROM_CPUS = 4;
+
+/** WORKERS' default without CACHE_STORE: one per usable CPU from WORKERS_FROM_CPUS on, else one process. */
+export function defaultWorkers(cpus: number): number {
+  return cpus >= WORKERS_FROM_CPUS ? cpus : 1;
+}
 // SigV4 presigned URLs are valid for 1 s to 7 days.
 const MAX_REDIRECT_TTL_MS = 7 * 24 * 3600_000;
 const MIRROR_TLS = {
@@ -691,13 +699,13 @@ export const SETTINGS = {
   // Processes and logs
   WORKERS: defaulted({
     section: 'process',
-    default: (at) => (at.text('CACHE_STORE') === undefined ? String(os.availableParallelism()) : '1'),
-    defaultText: 'usable CPUs (`1` with `CACHE_STORE`)',
+    default: (at) => (at.text('CACHE_STORE') === undefined ? String(defaultWorkers(os.availableParallelism())) : '1'),
+    defaultText: 'usable CPUs when 4 or more, else `1` (`1` with `CACHE_STORE`)',
     example: '4',
     parse: workers,
     summary: 'Worker processes on the same ports and cache; 1 runs a single process.',
     description:
-      'Worker processes serving the same ports and the same `CACHE_DIR`, under a primary that serves nothing itself (see "Processes" under "Operate it"); `1`: one process, no primary. The default counts the CPUs regcache may run on (`docker run --cpuset-cpus`), not a CPU quota (`--cpus`): with a quota, set it. With `CACHE_STORE`, `1` is the default and the only value (each replica is one process).',
+      'Worker processes serving the same ports and the same `CACHE_DIR`, under a primary that serves nothing itself (see "Processes" under "Operate it"); `1`: one process, no primary. The default is one per CPU regcache may run on (`docker run --cpuset-cpus`, not a CPU quota such as `--cpus`: with a quota, set it) when there are 4 or more, and `1` on fewer: on 2 cores a second process cost CPU on every pull and made none faster, but under hundreds of concurrent connections it did shorten the wait of new ones (`WORKERS=2` for that). With `CACHE_STORE`, `1` is the default and the only value (each replica is one process).',
   }),
   LOG_LEVEL: defaulted({
     section: 'process',
