@@ -483,7 +483,21 @@ async function noCrash(nodes: Node[], events: FaultEvent[]): Promise<InvariantRe
   const workerExits = exitLines.length;
   const kills = events.filter((e) => e.kind === 'kill-worker' && !e.skipped);
   const workerKills = kills.length;
-  const fatal = lines.filter((l) => l.level === 'fatal').map((l) => `${l.msg}${l.error ? `: ${String(l.error)}` : ''}`);
+  // With the stack (the 60-minute soak of 2026-12-05 saw one worker "crashed: Request aborted" and no more).
+  const fatal = lines
+    .filter((l) => l.level === 'fatal')
+    .map(
+      (l) =>
+        `${l.msg}${l.error ? `: ${String(l.error)}` : ''}${
+          typeof l.stack === 'string'
+            ? ` (${l.stack
+                .split('\n')
+                .slice(1, 8)
+                .map((f) => f.trim())
+                .join(' < ')})`
+            : ''
+        }`,
+    );
   return {
     name: 'no regcache process ended unless the soak ended it (no crash, no fatal line)',
     passed: crashes.length === 0 && workerExits <= workerKills && fatal.length === 0,
