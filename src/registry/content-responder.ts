@@ -19,7 +19,7 @@ import {
 } from '../cache/fill-coordinator.js';
 import { formatRepository } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
-import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
+import { discardBody, type Upstream, type UpstreamResponse } from '../upstream/upstream-client.js';
 import type { AskedContent, ContentAccess } from './content-access.js';
 import { mayServe, type StoreAnswer } from './content-gate.js';
 import { writeContentHead } from './content-head.js';
@@ -163,7 +163,7 @@ export class ContentResponder {
       case 'bypassed':
         if (outcome.oversize && content.kind === 'manifest') {
           // A manifest past MANIFEST_MAX_SIZE is refused, as distribution refuses it on push; not relayed.
-          outcome.answer.body.destroy();
+          discardBody(outcome.answer.body);
           record.cache = 'BYPASS';
           record.reason = outcome.reason;
           sendRegistryError(res, 'upstream-too-large', `the upstream manifest is ${outcome.reason} (regcache's bound)`);
@@ -280,7 +280,7 @@ export class ContentResponder {
       const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers });
       const whole = last === null && response.statusCode === 200;
       if (response.statusCode !== 206 && !whole) {
-        response.body.destroy();
+        discardBody(response.body);
         throw new Error(`upstream answered the continuation with ${response.statusCode}, not 206`);
       }
       response.body.on('data', (chunk: Buffer) => (record.bytes += chunk.length));

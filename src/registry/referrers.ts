@@ -11,7 +11,7 @@ import crypto from 'node:crypto';
 import type { Provenance } from '../cache/content-store.js';
 import { formatRepository, type RepositoryReference } from '../reference/repository-reference.js';
 import { headerValue, upstreamRequestHeaders } from '../upstream/header-filter.js';
-import type { UpstreamResponse } from '../upstream/upstream-client.js';
+import { discardBody, type UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentTarget } from './content-responder.js';
 import { answerUpstreamFailure, relayResponse } from './pass-through.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
@@ -74,8 +74,7 @@ export async function serveReferrers(deps: TagManifestDeps, request: RegistryReq
   if (response.statusCode >= 500 || response.statusCode === 429) {
     if (await serveStale(`status ${response.statusCode}`)) {
       record.noteUpstream(response.headers);
-      response.body.on('error', () => undefined); // undici reports its own abort as an error: not one here
-      response.body.destroy();
+      discardBody(response.body);
       return;
     }
   }

@@ -13,7 +13,7 @@ import type { Logger } from '../telemetry/log.js';
 import { isSha256Digest } from '../reference/digest.js';
 import { formatRepository, formatTag, type TagReference } from '../reference/repository-reference.js';
 import { contentRequestHeaders, headerValue, upstreamRequestHeaders } from '../upstream/header-filter.js';
-import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
+import { discardBody, type Upstream, type UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
@@ -105,7 +105,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   const length = headerValue(response.headers['content-length']);
   const max = policy.manifestMaxBytes;
   if (response.statusCode === 200 && length !== undefined && Number(length) > max) {
-    response.body.destroy();
+    discardBody(response.body);
     record.noteUpstream(response.headers);
     record.cache = 'BYPASS';
     record.reason = `larger than MANIFEST_MAX_SIZE: upstream announced ${length} bytes, the bound is ${max}`;

@@ -2,6 +2,7 @@
 // reads. Whatever upstream sends (no Content-Length, an endless body), at most `limit` bytes are held; past
 // it the body is destroyed and the read fails with a BodyTooLargeError that says what and how large.
 import type { Readable } from 'node:stream';
+import { discardBody } from './upstream-client.js';
 
 export class BodyTooLargeError extends Error {
   override name = 'BodyTooLargeError';
@@ -18,7 +19,7 @@ export class BodyTooLargeError extends Error {
 export async function readBounded(body: Readable, limit: number, what: string, contentLength?: string | string[]): Promise<Buffer> {
   const announced = Array.isArray(contentLength) ? contentLength[0] : contentLength;
   if (announced !== undefined && /^\d+$/.test(announced) && Number(announced) > limit) {
-    body.destroy();
+    discardBody(body);
     throw new BodyTooLargeError(what, limit);
   }
   const chunks: Buffer[] = [];
@@ -26,7 +27,7 @@ export async function readBounded(body: Readable, limit: number, what: string, c
   for await (const chunk of body as AsyncIterable<Buffer>) {
     size += chunk.length;
     if (size > limit) {
-      body.destroy();
+      discardBody(body);
       throw new BodyTooLargeError(what, limit);
     }
     chunks.push(chunk);
