@@ -111,18 +111,36 @@ describe('EntryIndex', () => {
     assert.deepEqual(unhandled, [], 'no rejection left to end the process');
     handle.appendFile = appendFile; // room again
     await index.flushTouches();
-    assert.match(
-      await readFile(
-        path.join(
-          dir,
-          (await readdir(dir)).find((n) => !n.endsWith('.tmp'))!,
-        ),
-        'utf8',
-      ),
-      /"op":"touch".*1800000000000/,
-      'the kept touch written',
-    );
     await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.get('blob', digest(21))?.lastAccess, 1_800_000_000_000, 'the kept touch written');
+    await reopened.close();
+  });
+
+  it('journals a removal the full disk refused (torn mid-line) at the next write, which never glues onto the torn line', async () => {
+    for (const next of ['flush timer', 'another write'] as const) {
+      const dir = await tmp.make('regcache-index-torn');
+      const index = await EntryIndex.open(dir);
+      for (const n of [31, 32, 33]) await index.put(entry(n));
+      const handle = (index as unknown as { handle: { appendFile: (text: string) => Promise<void> } }).handle;
+      const appendFile = handle.appendFile.bind(handle);
+      handle.appendFile = async (text) => {
+        await appendFile(text.slice(0, 12)); // a short write, then the disk is full
+        throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+      };
+      await assert.rejects(index.delete('blob', digest(31)), /ENOSPC/);
+      handle.appendFile = appendFile; // room again
+      if (next === 'flush timer') await index.flushTouches();
+      else await index.delete('blob', digest(32));
+      await index.close();
+      const reopened = await EntryIndex.open(dir); // a restart: what the journal says
+      assert.deepEqual(
+        [...reopened.oldestFirst()].map((e) => e.digest),
+        next === 'flush timer' ? [digest(32), digest(33)] : [digest(33)],
+        `after ${next}`,
+      );
+      await reopened.close();
+    }
   });
 
   it('keeps a removed tag removed when its manifest is stored again (cache rm, then a pull by digest)', async () => {

@@ -69,6 +69,8 @@ export class CacheAdmin {
   constructor(
     private readonly store: ContentStore,
     private readonly maxBytes: number,
+    // entries dropped when the store was opened because their file was gone: the first verify reports them
+    private missingAtOpen: readonly string[] = [],
   ) {}
 
   /** One command as the CLI or the control socket names it. */
@@ -226,11 +228,13 @@ export class CacheAdmin {
 
   /** Re-hashes every content file; removes corrupt or missing entries and files no entry refers to. */
   async verify(): Promise<VerifyReport> {
-    const report: VerifyReport = { checked: 0, corrupt: [], missing: [], orphans: 0, bytesFreed: 0 };
+    const report: VerifyReport = { checked: 0, corrupt: [], missing: [...this.missingAtOpen], orphans: 0, bytesFreed: 0 };
+    this.missingAtOpen = [];
     for (const e of [...this.store.index.oldestFirst()]) {
       report.checked++;
       const file = await this.store.open(e);
       if (!file) {
+        if (this.store.index.get(e.kind, e.digest) !== e) continue; // removed meanwhile (evicted, rm): not missing
         report.missing.push(e.digest);
         await this.store.index.delete(e.kind, e.digest);
         continue;

@@ -82,6 +82,10 @@ export class EntryIndex {
   private timer: NodeJS.Timeout | null = null;
   private appending: Promise<void> = Promise.resolve();
   private openBatch: Batch | null = null; // journal lines waiting for the write in flight to finish
+  // A write failed (the disk full): memory went on without it, so the journal lacks lines (a removal
+  // lost there would bring an entry back at the next start, its file gone) and may end in a torn line
+  // that the next append would glue onto. The next write rewrites the journal from memory first.
+  private behind = false;
   private observer: ((ops: IndexOp[]) => void) | null = null;
 
   private constructor(
@@ -270,7 +274,10 @@ export class EntryIndex {
   }
 
   async flushTouches(): Promise<void> {
-    if (this.pendingTouches.size === 0) return;
+    if (this.pendingTouches.size === 0) {
+      if (this.behind) await this.append([], false); // nothing new, but a journal to catch up once the disk has room
+      return;
+    }
     const touches = [...this.pendingTouches];
     this.pendingTouches.clear();
     try {
@@ -428,7 +435,7 @@ export class EntryIndex {
   }
 
   private append(ops: IndexOp[], durable: boolean): Promise<void> {
-    const text = ops.map((op) => JSON.stringify(op)).join('\n') + '\n';
+    const text = ops.length > 0 ? ops.map((op) => JSON.stringify(op)).join('\n') + '\n' : '';
     // Group commit: lines that arrive while an earlier write is in flight join one batch, written with
     // one appendFile and (if any of them must be durable) one datasync. Without it every commit waited
     // for its own sync behind all earlier ones, and under many concurrent MISSes commits fell seconds
@@ -449,8 +456,18 @@ export class EntryIndex {
       .then(async () => {
         this.openBatch = null; // appends from now on form the next batch, which waits for this one
         if (!this.handle) return;
-        await this.handle.appendFile(batch.texts.join(''));
-        if (batch.durable) await this.handle.datasync();
+        try {
+          if (this.behind) {
+            await this.compact(); // memory already holds this batch's lines: the rewrite carries them
+            this.behind = false;
+            return;
+          }
+          await this.handle.appendFile(batch.texts.join(''));
+          if (batch.durable) await this.handle.datasync();
+        } catch (err) {
+          this.behind = true;
+          throw err;
+        }
         this.journalLines += batch.lines;
         if (this.journalLines > this.entries.size + this.compactSlack) await this.compact().catch(() => undefined); // retried at the next append
       });

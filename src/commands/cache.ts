@@ -121,7 +121,11 @@ async function execute<T>(
     const lock = await listenControl(config.cacheDir, () => Promise.reject(new Error('busy with a regcache cache command')));
     const store = await LocalStore.open(config.cacheDir);
     try {
-      result = await new CacheAdmin(store, config.cacheMaxSize).run(request.cmd, request.args);
+      result = await new CacheAdmin(
+        store,
+        config.cacheMaxSize,
+        store.lostAtOpen.map((e) => e.digest),
+      ).run(request.cmd, request.args);
     } catch (err) {
       fail(errorMessage(err), 1);
     } finally {

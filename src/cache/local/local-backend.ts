@@ -22,6 +22,13 @@ export async function openLocalBackend(config: LocalBackendConfig, log: Logger):
   evictor.start();
   const scrubber = new Scrubber(store, config.scrubBytesPerSecond ?? 0, log);
   scrubber.start();
+  if (store.lostAtOpen.length > 0) {
+    const lost = store.lostAtOpen;
+    log.warn(
+      { entries: lost.length, bytes: lost.reduce((n, e) => n + e.size, 0), digests: lost.slice(0, 10).map((e) => e.digest) },
+      'content files missing at start; entries dropped',
+    );
+  }
   log.info({ entries: store.index.size, bytes: store.index.totalBytes, maxBytes: config.cacheMaxSize }, 'cache opened');
   return {
     store,

@@ -22,10 +22,13 @@ import {
 import { storedAgain } from '../content-store.js';
 import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, type Entry, type TagPointer } from '../entry-index.js';
+import { errorCode } from '../../telemetry/error-message.js';
 
 export class LocalStore extends EventEmitter implements ContentStore {
   readonly spoolDir: string;
   private readonly commits = new CommitsInProgress(); // small writes, and the commits workers ask for
+  /** Entries the journal named whose content file was gone at open (dropped then). */
+  lostAtOpen: Entry[] = [];
 
   private constructor(
     readonly dir: string,
@@ -41,7 +44,30 @@ export class LocalStore extends EventEmitter implements ContentStore {
    */
   static async open(dir: string): Promise<LocalStore> {
     await openSpoolDir(dir);
-    return new LocalStore(dir, await EntryIndex.open(dir));
+    const store = new LocalStore(dir, await EntryIndex.open(dir));
+    store.lostAtOpen = await store.dropEntriesWithoutFiles();
+    return store;
+  }
+
+  /**
+   * The journal can name content whose file is gone: a process killed between a removal's unlink and its
+   * journal line (issued together, see remove), or a removal the full disk did not let it journal. Checked
+   * once at open (a stat per entry, a few at a time), so that what the index says is there, is.
+   */
+  private async dropEntriesWithoutFiles(): Promise<Entry[]> {
+    const entries = [...this.index.oldestFirst()];
+    const lost: Entry[] = [];
+    const next = { i: 0 };
+    const check = async (): Promise<void> => {
+      while (next.i < entries.length) {
+        const e = entries[next.i++]!;
+        if (!(await fileExists(this.contentPath(e.digest)))) lost.push(e);
+      }
+    };
+    await Promise.all(Array.from({ length: 16 }, check));
+    // a deletion the disk cannot take now stays in memory and is journalled with the next write (entry-index.ts)
+    for (const e of lost) await this.index.delete(e.kind, e.digest).catch(() => undefined);
+    return lost;
   }
 
   /**
@@ -188,6 +214,16 @@ export class LocalStore extends EventEmitter implements ContentStore {
 
   close(): Promise<void> {
     return this.index.close();
+  }
+}
+
+async function fileExists(file: string): Promise<boolean> {
+  try {
+    await fs.stat(file);
+    return true;
+  } catch (err) {
+    if (errorCode(err) === 'ENOENT') return false;
+    throw err;
   }
 }
 
