@@ -13,6 +13,7 @@
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
@@ -53,11 +54,6 @@ interface Attempt {
  */
 const EXCLUDED: Partial<Record<StoreAnswer, { stores: StoreName[]; reason: string }>> = {
   'digest-redirect': { stores: ['local', 'workers'], reason: 'S3_REDIRECT needs CACHE_STORE: there is no bucket object to redirect to' },
-  'referrers-stale': {
-    stores: ['local', 'workers', 's3'],
-    reason:
-      "a referrers pointer is written only for a list its own origin just delivered (registry/referrers.ts), which makes that origin a source: evil.test can point only at its own bytes, never at Alice's list, so no request for evil.test reaches it as elsewhere (registry.test, docker-registry 2.8, has no referrers API to store one from). The same-origin rule, an anonymous client refused Alice's private list at both doors: referrers.test.ts",
-  },
   'fill-head': {
     stores: ['local', 'workers', 's3'],
     reason:
@@ -66,13 +62,15 @@ const EXCLUDED: Partial<Record<StoreAnswer, { stores: StoreName[]; reason: strin
 };
 
 /**
- * Store answers another origin cannot reach (fills are keyed by origin), tried here by the attack they do
- * face: an anonymous client of the same origin joining Alice's private fill while it runs.
+ * Store answers another origin cannot reach (fills are keyed by origin, referrers pointers by origin and
+ * repository), tried here by the attack they do face: an anonymous client of the same origin joining
+ * Alice's private fill while it runs, or asking for her last referrers list while that origin fails.
  */
-const SAME_ORIGIN: StoreAnswer[] = ['fill-joined'];
+const SAME_ORIGIN: StoreAnswer[] = ['fill-joined', 'referrers-stale'];
+const IMAGE_INDEX = 'application/vnd.oci.image.index.v1+json';
 const ALICE_BASIC = `Basic ${Buffer.from('alice:s3cret').toString('base64')}`;
 
-function attemptsFor(store: StoreName, manifestDigest: string, layerDigest: string, hostile: HostileOrigin): Attempt[] {
+function attemptsFor(store: StoreName, manifestDigest: string, layerDigest: string, hostile: HostileOrigin, subject: string): Attempt[] {
   const blobGet: StoreAnswer = store === 's3' ? 'digest-redirect' : 'digest-hit'; // S3_REDIRECT on the S3 run
   const flaky = `flaky-${store}`;
   const stable = `stable-${store}`; // MANIFEST_CACHE_PRIMARY_REGEX: trusted for 10 days once known
@@ -90,6 +88,14 @@ function attemptsFor(store: StoreName, manifestDigest: string, layerDigest: stri
     { what: 'tag, before upstream fails', method: 'GET', path: `manifests/${flaky}`, answer: 'tag-revalidated' },
     { what: 'tag, upstream failing', method: 'GET', path: `manifests/${flaky}`, answer: 'tag-stale', before: () => hostile.failing.add(flaky), retry: true },
     { what: 'tag, upstream failing, HEAD', method: 'HEAD', path: `manifests/${flaky}`, answer: 'tag-stale', retry: true },
+    // Alice's referrers list of private.test is stored; a pointer is per origin: nothing of it to reach here.
+    {
+      what: "referrers of Alice's subject, upstream failing",
+      method: 'GET',
+      path: `referrers/${subject}`,
+      answer: null,
+      before: () => hostile.failing.add('referrers'),
+    },
   ];
 }
 
@@ -106,6 +112,10 @@ async function startHostile(upstream: Upstream, root: string, privateManifest: {
   const saw: string[] = [];
   const server = await listenHttps(tls, (req, res) => {
     saw.push(`${req.method} ${req.url}`);
+    if (/^\/v2\/.+\/referrers\//.test(req.url ?? '') && failing.has('referrers')) {
+      res.writeHead(503, { 'content-type': 'text/plain', 'content-length': 5 }).end('down\n');
+      return;
+    }
     const m = /^\/v2\/(.+)\/(manifests|blobs)\/([^/?]+)$/.exec(req.url ?? '');
     const reference = m?.[3] ?? '';
     if (!m || reference.startsWith('sha256:')) {
@@ -131,9 +141,16 @@ async function startHostile(upstream: Upstream, root: string, privateManifest: {
   return { server, failing, saw };
 }
 
-/** private.test: blobs for Alice's Basic credentials only; a GET sends half, then waits for release(). */
+/**
+ * private.test: blobs for Alice's Basic credentials only; a GET sends half, then waits for release(). And
+ * one manifest of hers (the subject) with its referrers list, for her only; the list answered 503 while
+ * referrersDown.
+ */
 interface GatedOrigin {
   server: RunningServer;
+  subject: { digest: string; data: Buffer };
+  list: { digest: string; data: Buffer };
+  referrersDown: boolean;
   add(data: Buffer): string;
   halfSent(digest: string): Promise<void>;
   release(digest: string): void;
@@ -154,20 +171,52 @@ async function startGated(upstream: Upstream, root: string): Promise<GatedOrigin
     }
     return entry;
   };
+  const subjectData = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', alice: 'private' }));
+  const subject = { digest: sha256(subjectData), data: subjectData };
+  const listData = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: IMAGE_INDEX,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: sha256(Buffer.from('her signature')),
+          size: 13,
+          artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json',
+        },
+      ],
+    }),
+  );
+  const list = { digest: sha256(listData), data: listData };
+  const origin = { referrersDown: false };
+  const refuse = (req: IncomingMessage, res: ServerResponse): void => {
+    const body = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}';
+    res
+      .writeHead(401, { 'content-type': 'application/json', 'content-length': body.length, 'www-authenticate': 'Basic realm="private.test"' })
+      .end(req.method === 'HEAD' ? undefined : body);
+  };
   const server = await listenHttps(tls, async (req, res) => {
+    if (req.url === `/v2/${REPO}/referrers/${subject.digest}`) {
+      if (origin.referrersDown) return void res.writeHead(503, { 'content-type': 'text/plain', 'content-length': 5 }).end('down\n');
+      if (req.headers.authorization !== ALICE_BASIC) return refuse(req, res);
+      return void res.writeHead(200, { 'content-type': IMAGE_INDEX, 'content-length': list.data.length }).end(list.data);
+    }
+    if (req.url === `/v2/${REPO}/manifests/${subject.digest}`) {
+      if (req.headers.authorization !== ALICE_BASIC) return refuse(req, res);
+      res.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'content-length': subject.data.length,
+        'docker-content-digest': subject.digest,
+      });
+      return void res.end(req.method === 'HEAD' ? undefined : subject.data);
+    }
     const digest = /^\/v2\/.+\/blobs\/(sha256:[0-9a-f]{64})$/.exec(req.url ?? '')?.[1];
     const data = digest === undefined ? undefined : blobs.get(digest);
     if (!digest || !data) {
       res.writeHead(404, { 'content-type': 'application/json' }).end(req.method === 'HEAD' ? undefined : '{"errors":[{"code":"BLOB_UNKNOWN"}]}');
       return;
     }
-    if (req.headers.authorization !== ALICE_BASIC) {
-      const body = '{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}';
-      res
-        .writeHead(401, { 'content-type': 'application/json', 'content-length': body.length, 'www-authenticate': 'Basic realm="private.test"' })
-        .end(req.method === 'HEAD' ? undefined : body);
-      return;
-    }
+    if (req.headers.authorization !== ALICE_BASIC) return refuse(req, res);
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': data.length, 'docker-content-digest': digest });
     if (req.method === 'HEAD') return void res.end();
     res.write(data.subarray(0, data.length / 2));
@@ -177,14 +226,26 @@ async function startGated(upstream: Upstream, root: string): Promise<GatedOrigin
   });
   return {
     server,
+    subject,
+    list,
+    get referrersDown() {
+      return origin.referrersDown;
+    },
+    set referrersDown(down: boolean) {
+      origin.referrersDown = down;
+    },
     add: (data) => {
-      const digest = 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
+      const digest = sha256(data);
       blobs.set(digest, data);
       return digest;
     },
     halfSent: (digest) => signal(sent, digest).promise,
     release: (digest) => signal(released, digest).resolve(),
   };
+}
+
+function sha256(data: Buffer): string {
+  return 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
 }
 
 interface Answer {
@@ -236,7 +297,7 @@ describe('every door that answers from the store, against a hostile origin (issu
 
   it('lists a case or a reasoned exclusion for every way the code answers from the store', () => {
     for (const store of ['local', 'workers', 's3'] as const) {
-      const covered = new Set([...attemptsFor(store, 'sha256:x', 'sha256:y', hostile).map((a) => a.answer), ...SAME_ORIGIN]);
+      const covered = new Set([...attemptsFor(store, 'sha256:x', 'sha256:y', hostile, 'sha256:z').map((a) => a.answer), ...SAME_ORIGIN]);
       for (const answer of Object.keys(STORE_ANSWERS) as StoreAnswer[]) {
         const excluded = EXCLUDED[answer]?.stores.includes(store) ?? false;
         assert.ok(covered.has(answer) || excluded, `${store}: no case for the store answer "${answer}" (${STORE_ANSWERS[answer]})`);
@@ -284,7 +345,11 @@ describe('every door that answers from the store, against a hostile origin (issu
           'alice:s3cret',
         );
         assert.equal(pulled.code, 0, pulled.stderr);
-        for (const digest of [upstream.image.manifestDigest, upstream.image.layers[0]!.digest]) {
+        // And her referrers list of private.test (the subject's access is asked: private).
+        const hers = await client.fetch(`https://private.test/v2/${REPO}/referrers/${gated.subject.digest}`, { headers: { authorization: ALICE_BASIC } });
+        assert.equal(hers.status, 200);
+        assert.ok(hers.body.equals(gated.list.data));
+        for (const digest of [upstream.image.manifestDigest, upstream.image.layers[0]!.digest, gated.list.digest]) {
           await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === 'private', `${digest} known as private`);
         }
       });
@@ -327,7 +392,7 @@ describe('every door that answers from the store, against a hostile origin (issu
           hostile.failing.clear();
           const reached = new Set<StoreAnswer>();
           privateBytes = [upstream.image.manifest, ...(await Promise.all(upstream.image.layers.map((l) => readFile(l.file))))];
-          for (const attempt of attemptsFor(store, upstream.image.manifestDigest, upstream.image.layers[0]!.digest, hostile)) {
+          for (const attempt of attemptsFor(store, upstream.image.manifestDigest, upstream.image.layers[0]!.digest, hostile, gated.subject.digest)) {
             attempt.before?.();
             for (let tries = 0; ; tries++) {
               const since = (await proxy.logs()).length;
@@ -391,6 +456,37 @@ describe('every door that answers from the store, against a hostile origin (issu
         const mine = await alice;
         assert.equal(mine.status, 200);
         assert.ok(mine.body.equals(data), 'Alice gets her blob');
+      });
+
+      it("referrers-stale: an anonymous client of the same origin, while it fails, gets that origin's failure, never Alice's last list", async () => {
+        const referrers = `v2/${REPO}/referrers/${gated.subject.digest}`;
+        gated.referrersDown = true;
+        try {
+          const own = await read(await request(`https://127.0.0.1:${gated.server.port}/${referrers}`, { dispatcher: directGated }));
+          assert.equal(own.status, 503);
+          for (const door of ['proxy', 'mirror'] as const) {
+            const since = (await proxy.logs()).length;
+            const got =
+              door === 'proxy'
+                ? await client.fetch(`https://private.test/${referrers}`)
+                : await read(await request(`http://127.0.0.1:${proxy.mirrorPort}/${referrers}?ns=private.test`));
+            assert.equal(got.status, own.status, `${door}: private.test's status`);
+            assert.ok(got.body.equals(own.body), `${door}: private.test's body, got ${got.body.subarray(0, 80).toString()}`);
+            assert.ok(!got.body.includes(gated.list.data.subarray(0, 64)), `${door}: the private list`);
+            const line = await lineOf(since, 'private.test', door);
+            assert.deepEqual(line.gate, ['referrers-stale:refused'], `${door}: ${JSON.stringify(line)}`);
+          }
+          // Alice, whose credentials private.test accepts for the subject, is served her last list: the path is live.
+          const since = (await proxy.logs()).length;
+          const hers = await client.fetch(`https://private.test/${referrers}`, { headers: { authorization: ALICE_BASIC } });
+          assert.equal(hers.status, 200);
+          assert.ok(hers.body.equals(gated.list.data));
+          const line = await lineOf(since, 'private.test', 'alice');
+          assert.equal(line.cache, 'STALE', JSON.stringify(line));
+          assert.deepEqual(line.gate, ['referrers-stale:serve']);
+        } finally {
+          gated.referrersDown = false;
+        }
       });
 
       it('never makes evil.test a source of the entry, and still serves Alice from the store', async () => {
