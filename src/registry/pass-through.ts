@@ -40,6 +40,11 @@ export async function passThrough(upstream: Upstream, request: PassThroughReques
   await relayResponse(response, request.res, request.record, options.observe);
 }
 
+/** A GET sent upstream as the client sent it (its headers filtered), redirects left for the client. */
+export function forwardGet(upstream: Upstream, request: PassThroughRequest): Promise<UpstreamResponse> {
+  return upstream.request({ url: upstreamUrl(request), method: 'GET', headers: upstreamRequestHeaders(request.headers), followRedirects: false });
+}
+
 /** Sends an upstream response to the client as it is. */
 export async function relayResponse(
   response: UpstreamResponse,

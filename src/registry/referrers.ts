@@ -10,11 +10,11 @@
 import crypto from 'node:crypto';
 import type { Provenance } from '../cache/content-store.js';
 import { formatRepository, type RepositoryReference } from '../reference/repository-reference.js';
-import { headerValue, upstreamRequestHeaders } from '../upstream/header-filter.js';
+import { headerValue } from '../upstream/header-filter.js';
 import { discardBody, type UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentTarget } from './content-responder.js';
-import { answerUpstreamFailure, relayResponse } from './pass-through.js';
-import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import { answerUpstreamFailure, forwardGet, relayResponse } from './pass-through.js';
+import type { RegistryRequest } from './registry-request.js';
 import { errorMessage } from '../telemetry/error-message.js';
 import type { TagManifestDeps } from './tag-manifest.js';
 
@@ -60,12 +60,7 @@ export async function serveReferrers(deps: TagManifestDeps, request: RegistryReq
 
   let response: UpstreamResponse;
   try {
-    response = await deps.upstream.request({
-      url: upstreamUrl(request),
-      method: 'GET',
-      headers: upstreamRequestHeaders(request.headers),
-      followRedirects: false,
-    });
+    response = await forwardGet(deps.upstream, request); // redirects go back to the client
   } catch (err) {
     if (await serveStale(errorMessage(err))) return;
     answerUpstreamFailure(res, record, err);

@@ -12,10 +12,10 @@ import type { ManifestCacheTier } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
 import { isSha256Digest } from '../reference/digest.js';
 import { formatRepository, formatTag, type TagReference } from '../reference/repository-reference.js';
-import { contentRequestHeaders, headerValue, upstreamRequestHeaders } from '../upstream/header-filter.js';
+import { contentRequestHeaders, headerValue } from '../upstream/header-filter.js';
 import { discardBody, type Upstream, type UpstreamResponse } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
-import { answerUpstreamFailure, relayResponse } from './pass-through.js';
+import { answerUpstreamFailure, forwardGet, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
 import { upstreamUrl, type RegistryRequest } from './registry-request.js';
 import { errorMessage } from '../telemetry/error-message.js';
@@ -91,13 +91,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
   }
   let response: UpstreamResponse;
   try {
-    // As a pass-through: redirects go back to the client.
-    response = await deps.upstream.request({
-      url: upstreamUrl(request),
-      method: 'GET',
-      headers: upstreamRequestHeaders(request.headers),
-      followRedirects: false,
-    });
+    response = await forwardGet(deps.upstream, request); // redirects go back to the client
   } catch (err) {
     answerUpstreamFailure(res, record, err);
     return;
