@@ -97,7 +97,13 @@ export class BucketSpool implements Spool {
   }
 
   private startPart(start: number, end: number): void {
-    this.uploadId ??= this.bucket.createUpload(this.key);
+    if (this.uploadId === null) {
+      this.uploadId = this.bucket.createUpload(this.key);
+      // Awaited by each part once it has read its bytes from disk, and by abort: a bucket that refuses at
+      // once rejects before anyone awaits it, which would end the process as unhandled (the soak's stopped
+      // gateway did). The parts and abort still see the rejection.
+      this.uploadId.catch(() => undefined);
+    }
     this.queued = end;
     const partNumber = Math.ceil(end / this.partSize);
     const upload = (async () => {
