@@ -74,6 +74,35 @@ describe('S3 store over an in-memory bucket', () => {
     leases[0]!.abandon();
   });
 
+  it("leaves one leader when the content's locks are deleted while a replica takes over (the soak's two overlapping fetches)", async () => {
+    const bucket = new FakeBucket();
+    const past = locks(bucket, 'past');
+    for (let i = 0; i < 3; i++) {
+      const claim = await past.acquire(KEY);
+      assert.ok('lease' in claim);
+      await claim.lease.release(); // generations 0..2, lapsed
+    }
+    // Replica Y reads generation 2, lapsed; before it creates 3, replica X removes the content (its locks
+    // go with it) and claims the fill afresh: generation 0.
+    let x: Awaited<ReturnType<FillLocks['acquire']>> | null = null;
+    const get = bucket.get.bind(bucket);
+    bucket.get = async (key) => {
+      const body = await get(key);
+      if (x === null) {
+        x = { heldBy: { owner: 'racing', expires: 0, nonce: '' } };
+        for (const o of await bucket.list(key.slice(0, key.lastIndexOf('/') + 1))) await bucket.delete(o.key);
+        x = await locks(bucket, 'x').acquire(KEY);
+      }
+      return body;
+    };
+    const y = await locks(bucket, 'y').acquire(KEY);
+    const claims = [x!, y] as Awaited<ReturnType<FillLocks['acquire']>>[];
+    const leases = claims.flatMap((c) => ('lease' in c ? [c.lease] : []));
+    assert.equal(leases.length, 1, 'one leader');
+    assert.ok('heldBy' in y && y.heldBy.owner === 'x', 'the replica that yields names the leader');
+    for (const l of leases) l.abandon();
+  });
+
   it('renews a lease while it is held, and a released lock is claimed again as the next generation', async () => {
     const bucket = new FakeBucket();
     const held = await locks(bucket, 'holder', 150).acquire(KEY);

@@ -4,11 +4,12 @@
 // A lock whose lease lapsed (its replica died, or lost the bucket) is taken over by creating the next
 // generation, again with If-None-Match: *: of replicas racing for it exactly one creation succeeds. No
 // generation is ever deleted while the content is stored (a release writes its generation as lapsed), so
-// generations only grow and no key is ever created twice: the window a delete-then-put takeover has, in
-// which two creators both win, does not exist. The live holder is the highest generation. The objects go
-// with the content (S3Store.remove, the sweeper), and only when no generation is live (`lapsedLocks`):
-// deleting a live one let a second replica create generation 0 and lead the same fill. Expiry is the
-// owner's clock read by the others: replicas' clocks must agree to well within a lease (NTP does).
+// generations grow and a takeover never deletes: the window a delete-then-put takeover has, in which two
+// creators both win, does not exist. The live holder is the highest generation. The objects go with the
+// content (S3Store.remove, the sweeper), and only when no generation is live (`lapsedLocks`): deleting a
+// live one let a second replica create generation 0 and lead the same fill. That delete still races a
+// takeover that listed before it, so a creator checks for a live rival after creating (`rival`). Expiry
+// is the owner's clock read by the others: replicas' clocks must agree to well within a lease (NTP does).
 import crypto from 'node:crypto';
 import type { Bucket } from './bucket.js';
 import type { BucketLayout } from './bucket-layout.js';
@@ -103,7 +104,12 @@ export class FillLocks {
       // None, or lapsed: the next generation.
       const generation = top ? top.generation + 1 : 0;
       const lockKey = this.layout.generation(prefix, generation);
-      if (await this.bucket.put(lockKey, this.body(), { ifNoneMatch: true })) return { lease: new Lease(this, lockKey, generation) };
+      if (await this.bucket.put(lockKey, this.body(), { ifNoneMatch: true })) {
+        const rival = await this.rival(prefix, generation);
+        if (rival === null) return { lease: new Lease(this, lockKey, generation) };
+        await this.bucket.put(lockKey, this.body(0)); // lapsed: the rival leads
+        return { heldBy: rival };
+      }
       if (attempt >= ATTEMPTS) {
         // Lost every race: whoever won holds it now (or is releasing it), as far as this caller knows.
         const winner = await this.top(prefix);
@@ -132,6 +138,18 @@ export class FillLocks {
   body(leaseMs = this.leaseMs): Buffer {
     const body: LockBody = { owner: this.owner, expires: Date.now() + leaseMs, nonce: crypto.randomBytes(8).toString('hex') };
     return Buffer.from(JSON.stringify(body));
+  }
+
+  /**
+   * A live generation other than the one this replica just created. Content removed (its locks deleted)
+   * while another replica was taking over lets two creations win: one restarts at generation 0 after the
+   * delete, the other creates the next number after the list it read before. Each creator lists again
+   * after creating; of two, at least one sees the other's key (its list follows both creations) and yields.
+   */
+  private async rival(prefix: string, mine: number): Promise<LockBody | null> {
+    const others = (await this.bucket.list(prefix)).filter((o) => this.layout.parseGeneration(o.key) !== mine);
+    const bodies = await Promise.all(others.map(async (o) => ((raw) => raw && parseLock(raw))(await this.bucket.get(o.key))));
+    return bodies.find((b): b is LockBody => b !== null && live(b)) ?? null;
   }
 
   /** The highest generation and what it says (null body: it vanished or cannot be read). */
