@@ -9,6 +9,7 @@ import path from 'node:path';
 import { after, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { BcryptBusyError } from '../src/auth/bcrypt-worker.js';
+import { ConfigError } from '../src/config/config.js';
 import { clientAddress } from '../src/auth/client-address.js';
 import type { Clock } from '../src/auth/clock.js';
 import { ExpiringSet } from '../src/auth/expiring-set.js';
@@ -108,6 +109,23 @@ describe('password checks', () => {
     assert.notEqual(counting.hashes[1], counting.hashes[0]);
   });
 
+  it('reads an htpasswd file with CRLF line ends and comments, takes the most common bcrypt cost for the stand-in, and refuses inline users without a name or a password', async () => {
+    const lines = `# regcache users\r\n\r\nalice:${bcrypt.hashSync('right', 4)}\r\n  # bob left\r\ncarl:${bcrypt.hashSync('c', 6)}\r\ndora:${bcrypt.hashSync('d', 6)}\r\n`;
+    const { counting, users } = await setUp(lines);
+    assert.ok(ok(await users.check(basic('alice', 'right'), '10.0.0.1')));
+    assert.equal(refusal(await users.check(basic('nobody', 'x'), '10.0.0.2')), 'wrong');
+    assert.match(counting.hashes[1]!, /^\$2[aby]\$06\$/, 'two of three entries have cost 6');
+    for (const value of ['alice:', ':secret', 'alice:right bob:', 'alice:right,:x'])
+      assert.throws(
+        () => UserSet.load(value, 'PROXY_AUTH', new PasswordGuard()),
+        (e: unknown) => e instanceof ConfigError,
+        value,
+      );
+    const inline = UserSet.load('alice:right, bob:b0b', 'PROXY_AUTH', new PasswordGuard({ bcrypt: counting.compare }));
+    assert.ok(ok(await inline.check(basic('bob', 'b0b'), '10.0.0.3')));
+    assert.equal(refusal(await inline.check(basic('bob', 'right'), '10.0.0.3')), 'wrong');
+  });
+
   it('gives every check of a mixed file one bcrypt, and a SHA-only file none', async () => {
     const mixed = await setUp(`alice:${bcrypt.hashSync('right', 4)}\nbob:${sha('b0b')}\n`);
     assert.ok(ok(await mixed.users.check(basic('bob', 'b0b'), '10.0.0.1')));
@@ -187,6 +205,47 @@ describe('password checks', () => {
       assert.equal(refusal(await users.check(bad, '10.0.0.1')), 'wrong', bad);
     assert.equal(counting.runs, 0);
   });
+
+  it('takes Basic credentials only as the whole header, spaces around them allowed; an empty user name is an unknown user', async () => {
+    const { counting, users } = await setUp(`alice:${sha('right')}\n`);
+    const creds = basic('alice', 'right').slice('Basic '.length);
+    assert.ok(ok(await users.check(`Basic ${creds}  `, '10.0.0.1')), 'trailing spaces');
+    for (const bad of [`XBasic ${creds}`, `Proxy Basic ${creds}`, `Basic ${creds}!`, `Basic ${creds} trailing`])
+      assert.equal(refusal(await users.check(bad, '10.0.0.1')), 'wrong', bad);
+    const bcryptFile = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    assert.equal(refusal(await bcryptFile.users.check(basic('', 'right'), '10.0.0.1')), 'wrong');
+    assert.equal(bcryptFile.counting.runs, 1, 'compared with the stand-in, as any unknown user is');
+    assert.equal(counting.runs, 0);
+  });
+
+  it('refuses an unknown user even when the stand-in comparison says yes', async () => {
+    const guard = new PasswordGuard({ clock: new FakeClock(), bcrypt: async () => true });
+    const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 4)}\n`), 'PROXY_AUTH', guard);
+    assert.equal(refusal(await users.check(basic('mallory', 'anything'), '10.0.0.1')), 'wrong');
+    assert.ok(ok(await users.check(basic('alice', 'anything'), '10.0.0.1')), 'the comparison decides for a known user');
+  });
+
+  it('never lets a check for one user set answer for another: a header good for PROXY_AUTH is refused by ADMIN_AUTH while both run', async () => {
+    const { guard, users: proxyUsers } = await setUp(`alice:${bcrypt.hashSync('right', 4)}\n`);
+    const adminUsers = UserSet.load(await htpasswd(`root:${bcrypt.hashSync('other', 4)}\n`), 'ADMIN_AUTH', guard);
+    const header = basic('alice', 'right');
+    const [proxy, admin] = await Promise.all([proxyUsers.check(header, '10.0.0.1'), adminUsers.check(header, '10.0.0.1')]);
+    assert.ok(ok(proxy));
+    assert.equal(refusal(admin), 'wrong');
+  });
+
+  it('refuses unchecked, after a second, a distinct header beyond 10,000 checks in flight', async () => {
+    const clock = new FakeClock();
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const guard = new PasswordGuard({ clock, bcrypt: () => gate.then(() => false) });
+    const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 4)}\n`), 'PROXY_AUTH', guard);
+    const held = Array.from({ length: 10_000 }, (_, i) => users.check(basic('alice', `g${i}`), `10.4.${i >> 8}.${i & 255}`));
+    assert.equal(refusal(await users.check(basic('alice', 'one-more'), '10.5.0.1')), 'unchecked');
+    assert.deepEqual(clock.slept, [1000]);
+    release();
+    assert.ok((await Promise.all(held)).every((r) => refusal(r) === 'wrong'));
+  });
 });
 
 describe('client addresses, bounded sets, listings', () => {
@@ -200,6 +259,34 @@ describe('client addresses, bounded sets, listings', () => {
     assert.equal(clientAddress({ remoteAddress: '2001:0db8:0000:0001:ffff:1:2:3' }), '2001:db8:0:1::/64');
     assert.equal(clientAddress({ remoteAddress: '::1' }), '0:0:0:0::/64');
     assert.equal(clientAddress({ remoteAddress: undefined }), 'unknown');
+    assert.equal(clientAddress({ remoteAddress: '::FFFF:192.168.100.200' }), '192.168.100.200');
+    assert.equal(clientAddress({ remoteAddress: '2001:db8::ffff:10.0.0.1' }), '2001:db8:0:0::/64', 'not IPv4-mapped: IPv6');
+    assert.equal(clientAddress({ remoteAddress: 'FE80::1%eth0' }), 'fe80:0:0:0::/64');
+    assert.equal(clientAddress({ remoteAddress: '1:2::3:4:5:6:7' }), '1:2:0:3::/64');
+    assert.equal(clientAddress({ remoteAddress: 'a:b:c::' }), 'a:b:c:0::/64');
+  });
+
+  it('warns once when an address starts being slowed down, and forgets an address with no failures', async () => {
+    const clock = new FakeClock();
+    const warned: [string, number][] = [];
+    const throttle = new FailureThrottle(clock, (address, failures) => warned.push([address, failures]));
+    await throttle.attempt('10.6.0.1', async () => 'good');
+    assert.equal(throttle.tracked, 0, 'a good attempt leaves nothing behind');
+    for (let i = 0; i < 8; i++) await throttle.attempt('10.6.0.2', async () => 'bad');
+    assert.deepEqual(warned, [['10.6.0.2', 5]]);
+    assert.equal(throttle.tracked, 1);
+  });
+
+  it('keeps an address that keeps failing when the bound drops the oldest', async () => {
+    const clock = new FakeClock();
+    const throttle = new FailureThrottle(clock);
+    for (let i = 0; i < 5; i++) await throttle.attempt('10.7.0.1', async () => 'bad'); // first tracked
+    for (let i = 0; i < 9_999; i++) await throttle.attempt(`10.8.${i >> 8}.${i & 255}`, async () => 'bad');
+    await throttle.attempt('10.7.0.1', async () => 'bad'); // its sixth: waits, and it is the youngest now
+    assert.deepEqual(clock.slept, [250]);
+    await throttle.attempt('10.9.0.1', async () => 'bad'); // one more address: the oldest goes, not 10.7.0.1
+    await throttle.attempt('10.7.0.1', async () => 'bad');
+    assert.deepEqual(clock.slept, [250, 500]);
   });
 
   it('keeps at most its bound of keys, oldest out first, each until it expires', () => {
