@@ -288,7 +288,8 @@ export class S3Store extends EventEmitter implements ContentStore {
   /** Reads the index again; local copies whose entries are gone (removed or swept by any replica) go too. */
   async refresh(): Promise<void> {
     await this.watched(() => this.index.refresh()).catch(() => undefined); // logged by watched; the next one retries
-    await this.pruneTier();
+    // Run from a timer with nothing awaiting it: a rejection here would end the process (decision #115).
+    await this.pruneTier().catch((err: unknown) => this.log.warn({ error: errorMessage(err) }, 'dropping local copies failed; retried at the next refresh'));
   }
 
   /**
