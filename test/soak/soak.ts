@@ -502,7 +502,7 @@ async function noCrash(nodes: Node[], events: FaultEvent[]): Promise<InvariantRe
     name: 'no regcache process ended unless the soak ended it (no crash, no fatal line)',
     passed: crashes.length === 0 && workerExits <= workerKills && fatal.length === 0,
     checks: nodes.reduce((n, node) => n + node.runs.length, 0) + workerExits,
-    detail: `${crashes.join('; ') || 'no tree exited unasked'}; workers exited ${workerExits} (${exitLines.map((l) => `pid ${l.pid} code ${l.code} signal ${l.signal}`).join(', ') || 'none'}), killed ${workerKills} (${kills.map((e) => e.target).join(', ') || 'none'}); fatal lines: ${fatal.join('; ') || 'none'}`,
+    detail: `${crashes.join('; ') || 'no tree exited unasked'}; workers exited ${workerExits} (${formatCounts(countBy(exitLines, (l) => (l.signal ? `signal ${String(l.signal)}` : `code ${String(l.code)}`)))}), killed ${workerKills}; fatal lines: ${fatal.join('; ') || 'none'}`,
   };
 }
 
@@ -547,11 +547,7 @@ function resourcePlot(monitor: Monitor): Buffer {
 }
 
 export function reportMarkdown(r: SoakReport): string {
-  const table = (rows: Record<string, number>) =>
-    Object.entries(rows)
-      .sort((a, b) => b[1] - a[1])
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ') || 'none';
+  const table = formatCounts;
   const judged = r.resources.filter((x) => x.judged);
   return [
     `Soak of ${r.minutes} min (seed ${r.seed}, \`SOAK_SEED=${r.seed} SOAK_MINUTES=${r.minutes} npm run soak\` replays it), ${r.wallSeconds} s wall in all.`,
@@ -565,15 +561,31 @@ export function reportMarkdown(r: SoakReport): string {
     `- Faults injected: ${table(r.faults)}.`,
     `- Errors seen by clients (allowed; a wrong body is not): ${table(r.errors)}.`,
     `- regcache's warnings and errors: ${table(r.logged)}.`,
-    `- Resources (${judged.length} processes judged of ${r.resources.length}): ` +
-      judged.map((x) => `${x.role} RSS ${mib(x.rssWarm)} -> ${mib(x.rssEnd)} MiB, fds ${x.fdsWarm} -> ${x.fdsEnd}`).join('; ') +
-      '.',
+    `- Resources (${judged.length} processes judged of ${r.resources.length}; warm-up to end, per role): ${resourceSummary(judged)}.`,
     '',
     '| Invariant | Checks | Result |',
     '| --- | --- | --- |',
     ...r.invariants.map((i) => `| ${i.name} | ${i.checks} | ${i.passed ? 'held' : `**failed**: ${i.detail.replace(/\|/g, '/')}`} |`),
     '',
   ].join('\n');
+}
+
+/** Per role: how many processes, the RSS range, and the largest growth of RSS and descriptors of any one. */
+function resourceSummary(judged: SoakReport['resources']): string {
+  const roles = new Map<string, SoakReport['resources']>();
+  for (const x of judged) roles.set(x.role, [...(roles.get(x.role) ?? []), x]);
+  return (
+    [...roles]
+      .map(([role, xs]) => {
+        const growth = xs.map((x) => x.rssEnd - x.rssWarm).sort((a, b) => a - b);
+        const fds = Math.max(...xs.map((x) => x.fdsEnd - x.fdsWarm));
+        return (
+          `${role} x${xs.length} RSS ${mib(Math.min(...xs.map((x) => x.rssWarm)))}-${mib(Math.max(...xs.map((x) => x.rssEnd)))} MiB, ` +
+          `growth median ${mib(growth[Math.floor(growth.length / 2)]!)} / max ${mib(growth.at(-1)!)} MiB, descriptors growth max ${fds}`
+        );
+      })
+      .join('; ') || 'none'
+  );
 }
 
 function latencies(ledger: Ledger): Record<string, { p50: number; p95: number }> {
@@ -603,6 +615,16 @@ async function certDir(root: string, name: string, caFile: string): Promise<stri
   await mkdir(dir, { recursive: true });
   await copyFile(caFile, path.join(dir, 'ca.crt'));
   return dir;
+}
+
+/** "a 3, b 1": counts, largest first. */
+function formatCounts(rows: Record<string, number>): string {
+  return (
+    Object.entries(rows)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ') || 'none'
+  );
 }
 
 function countBy<T>(items: T[], key: (t: T) => string): Record<string, number> {
