@@ -100,6 +100,7 @@ describe('S3 store over an in-memory bucket', () => {
     const leases = claims.flatMap((c) => ('lease' in c ? [c.lease] : []));
     assert.equal(leases.length, 1, 'one leader');
     assert.ok('heldBy' in y && y.heldBy.owner === 'x', 'the replica that yields names the leader');
+    assert.equal((await locks(bucket, 'z').holder(KEY))?.owner, 'x', 'a follower finds the leader below the lapsed top');
     for (const l of leases) l.abandon();
   });
 

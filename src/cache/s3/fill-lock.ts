@@ -125,7 +125,10 @@ export class FillLocks {
 
   async holderUnder(prefix: string): Promise<LockBody | null> {
     const top = await this.top(prefix);
-    return top?.body && live(top.body) ? top.body : null;
+    if (top === null) return null;
+    if (top.body && live(top.body)) return top.body;
+    // A claimant that yielded to a live rival below it wrote the top lapsed (`rival`): look below.
+    return this.rival(prefix, top.generation);
   }
 
   /** The highest generation's number under `prefix` (null: none). */
@@ -141,7 +144,7 @@ export class FillLocks {
   }
 
   /**
-   * A live generation other than the one this replica just created. Content removed (its locks deleted)
+   * A live generation other than `mine` (the one this replica just created, or a lapsed top). Content removed (its locks deleted)
    * while another replica was taking over lets two creations win: one restarts at generation 0 after the
    * delete, the other creates the next number after the list it read before. Each creator lists again
    * after creating; of two, at least one sees the other's key (its list follows both creations) and yields.
