@@ -16,6 +16,7 @@ import { ExpiringSet } from '../src/auth/expiring-set.js';
 import { delayAfter, FailureThrottle } from '../src/auth/failure-throttle.js';
 import { PasswordGuard, type AuthResult } from '../src/auth/password-guard.js';
 import { UserSet } from '../src/auth/user-set.js';
+import type { Logger } from '../src/telemetry/log.js';
 import type { Entry } from '../src/cache/entry-index.js';
 import { mayList } from '../src/cache/tag-listing.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -232,6 +233,44 @@ describe('password checks', () => {
     const [proxy, admin] = await Promise.all([proxyUsers.check(header, '10.0.0.1'), adminUsers.check(header, '10.0.0.1')]);
     assert.ok(ok(proxy));
     assert.equal(refusal(admin), 'wrong');
+  });
+
+  it('logs the start of a slow-down once and a comparison that failed, and counts every check by result', async () => {
+    const clock = new FakeClock();
+    const logged: { level: string; fields: Record<string, unknown>; msg: string }[] = [];
+    const log = Object.fromEntries(
+      ['warn', 'error'].map((level) => [level, (fields: Record<string, unknown>, msg: string) => logged.push({ level, fields, msg })]),
+    ) as unknown as Logger;
+    const counted: string[] = [];
+    let failure: Error | null = null;
+    const counting = new CountingBcrypt();
+    const guard = new PasswordGuard({
+      clock,
+      log,
+      metrics: { authCheck: (result) => counted.push(result) },
+      bcrypt: (password, hash) => (failure ? Promise.reject(failure) : counting.compare(password, hash)),
+    });
+    const users = UserSet.load(await htpasswd(`alice:${bcrypt.hashSync('right', 4)}\n`), 'PROXY_AUTH', guard);
+    for (let i = 0; i < 7; i++) await users.check(basic('alice', `guess-${i}`), '10.0.0.5');
+    assert.deepEqual(
+      logged.map((l) => [l.level, l.fields, l.msg.startsWith('repeated wrong credentials')]),
+      [['warn', { address: '10.0.0.5', failures: 5 }, true]],
+    );
+    await users.check(basic('alice', 'guess-0'), '10.0.0.5');
+    await users.check(basic('alice', 'right'), '10.0.0.6');
+    await users.check(basic('alice', 'right'), '10.0.0.6');
+    await users.check(`Basic ${Buffer.from('no-colon').toString('base64')}`, '10.0.0.6');
+    assert.deepEqual(counted, [...Array<string>(7).fill('invalid'), 'cached_invalid', 'valid', 'cached_valid', 'malformed']);
+    counted.length = 0;
+    failure = new Error('worker gone');
+    assert.equal(refusal(await users.check(basic('alice', 'new-1'), '10.0.0.6')), 'unchecked');
+    assert.deepEqual(logged.at(-1), { level: 'error', fields: { error: 'worker gone', users: 'PROXY_AUTH' }, msg: 'password check failed' });
+    const slept = clock.slept.length;
+    failure = new BcryptBusyError();
+    assert.equal(refusal(await users.check(basic('alice', 'new-2'), '10.0.0.6')), 'unchecked');
+    assert.deepEqual(clock.slept.slice(slept), [1000], 'held only when the worker is busy');
+    assert.equal(logged.length, 2, 'a busy worker is not an error');
+    assert.deepEqual(counted, ['unchecked', 'unchecked']);
   });
 
   it('refuses unchecked, after a second, a distinct header beyond 10,000 checks in flight', async () => {
