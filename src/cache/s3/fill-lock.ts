@@ -144,14 +144,14 @@ export class FillLocks {
   }
 
   /**
-   * A live generation other than `mine` (the one this replica just created, or a lapsed top). Content removed (its locks deleted)
-   * while another replica was taking over lets two creations win: one restarts at generation 0 after the
+   * A live generation other than `mine` (the one this replica just created, or a lapsed top). Content
+   * removed (its locks deleted) while another replica was taking over lets two creations win: one restarts at generation 0 after the
    * delete, the other creates the next number after the list it read before. Each creator lists again
    * after creating; of two, at least one sees the other's key (its list follows both creations) and yields.
    */
   private async rival(prefix: string, mine: number): Promise<LockBody | null> {
     const others = (await this.bucket.list(prefix)).filter((o) => this.layout.parseGeneration(o.key) !== mine);
-    const bodies = await Promise.all(others.map(async (o) => ((raw) => raw && parseLock(raw))(await this.bucket.get(o.key))));
+    const bodies = await Promise.all(others.map((o) => readLock(this.bucket, o.key)));
     return bodies.find((b): b is LockBody => b !== null && live(b)) ?? null;
   }
 
@@ -162,8 +162,7 @@ export class FillLocks {
       .filter((g): g is { key: string; generation: number } => g.generation !== null);
     const top = generations.sort((a, b) => a.generation - b.generation).at(-1);
     if (!top) return null;
-    const raw = await this.bucket.get(top.key);
-    return { generation: top.generation, body: raw && parseLock(raw) };
+    return { generation: top.generation, body: await readLock(this.bucket, top.key) };
   }
 }
 
@@ -174,8 +173,7 @@ export class FillLocks {
 export async function lapsedLocks(bucket: Bucket, prefix: string): Promise<string[] | null> {
   const keys = (await bucket.list(prefix)).map((o) => o.key);
   for (const key of keys) {
-    const raw = await bucket.get(key);
-    const body = raw && parseLock(raw);
+    const body = await readLock(bucket, key);
     if (body && live(body)) return null;
   }
   return keys;
@@ -183,6 +181,12 @@ export async function lapsedLocks(bucket: Bucket, prefix: string): Promise<strin
 
 function live(body: LockBody): boolean {
   return body.expires > Date.now();
+}
+
+/** A generation's body; null when it is gone or not a lock. */
+async function readLock(bucket: Bucket, key: string): Promise<LockBody | null> {
+  const raw = await bucket.get(key);
+  return raw && parseLock(raw);
 }
 
 function parseLock(raw: Buffer): LockBody | null {
