@@ -17,7 +17,9 @@
 //   3. with BENCH_NETEM=1 (or --netem): the small image from an upstream behind a 200 Mbit/s, 30 ms link
 //      (bench/peers/netem.ts), where what a cache saves shows.
 // Options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5, small
-// image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5).
+// image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5);
+// BENCH_PEER_COMPARE="<label>=<another build's dist/cli.js>[,...]" adds those builds as peers `regcache@<label>`
+// in the same rounds (cold and warm only), so a change is measured against the build before it.
 // Output: a report on stdout, bench/results/peer-<time>.json, and the peer-bench section of
 // docs/benchmarks.md. Targets get PASS/FAIL. A peer's failure (a pull that fails, e.g. an HTTP 500 to one of
 // the concurrent clients, wrong bytes, a process that dies or never stores) is recorded as that peer's
@@ -42,13 +44,16 @@ import { squidVersion, startSquid } from './peers/squid.js';
 const HOST = 'registry.bench';
 const SMALL = 'bench/small:v1';
 const BIG = 'bench/big:v1';
-const TARGETS = { warmRatio: 1.05, coldRatio: 1.1, fetchesPerBlob: 1, concurrentRssMb: 200 };
+const TARGETS = { warmRatio: 1.05, coldRatio: 1.1, warmVsPullThrough: 0.95, fetchesPerBlob: 1, concurrentRssMb: 200 };
 const NETEM = { rateMbit: 200, delayMs: 30 };
 const PULL_TIMEOUT_MS = 1_800_000; // 1 GB, or twenty clients at once, on a busy two-core machine: slow, but never forever
 const PEERS = ['regcache', 'squid', 'pull-through'] as const;
-type Peer = (typeof PEERS)[number];
+/** A peer, or another regcache build beside this one (BENCH_PEER_COMPARE). */
+type Peer = (typeof PEERS)[number] | `regcache@${string}`;
 type Mode = 'direct' | `${Peer} ${'cold' | 'warm'}`;
-const MODES: Mode[] = ['direct', ...PEERS.flatMap((p) => [`${p} cold`, `${p} warm`] as const)];
+/** A mode's list in a record of the rounds' modes (every mode of the rounds has one). */
+const of = <T>(rec: Partial<Record<Mode, T[]>>, mode: Mode): T[] => rec[mode] ?? [];
+const modesOf = (peers: readonly Peer[]): Mode[] => ['direct', ...peers.flatMap((p) => [`${p} cold`, `${p} warm`] as const)];
 
 interface Options {
   smallMb: number;
@@ -58,6 +63,7 @@ interface Options {
   clients: number;
   netem: boolean;
   netemRuns: number;
+  compare: { label: string; cli: string }[];
 }
 
 function parseOptions(): Options {
@@ -70,8 +76,20 @@ function parseOptions(): Options {
     clients: envInt('BENCH_PEER_CLIENTS', 20),
     netem: values.netem === true || ['1', 'true', 'yes'].includes(process.env.BENCH_NETEM ?? ''),
     netemRuns: envInt('BENCH_PEER_NETEM_RUNS', 5),
+    compare: (process.env.BENCH_PEER_COMPARE ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '')
+      .map((x) => {
+        const m = /^([\w.-]+)=(.+)$/.exec(x);
+        if (m === null) throw new Error(`BENCH_PEER_COMPARE: expected <label>=<path to dist/cli.js>, got ${JSON.stringify(x)}`);
+        return { label: m[1]!, cli: path.resolve(m[2]!) };
+      }),
   };
 }
+
+/** The peers of the rounds: regcache, the other builds to compare it with, squid and pull-through. */
+const roundPeers = (o: Options): Peer[] => ['regcache', ...o.compare.map((c) => `regcache@${c.label}` as const), 'squid', 'pull-through'];
 
 /** What every phase shares: the test CA, each client's trusted CA, each proxy's CA, the images. */
 interface Bench {
@@ -126,9 +144,10 @@ async function certDirWith(dir: string, caFile: string): Promise<string> {
 async function startPeer(b: Bench, peer: Peer, up: Upstream, dir: string): Promise<Running> {
   await mkdir(dir, { recursive: true });
   let r: Running;
-  if (peer === 'regcache') {
+  if (peer === 'regcache' || peer.startsWith('regcache@')) {
     const rc = await startRegcache({
       dir,
+      cli: b.opts.compare.find((c) => peer === `regcache@${c.label}`)?.cli,
       caDir: b.regcacheCaDir,
       cacheDir: path.join(dir, 'cache'),
       env: {
@@ -141,13 +160,13 @@ async function startPeer(b: Bench, peer: Peer, up: Upstream, dir: string): Promi
     await certDirWith(b.regcacheCertDir, rc.caFile);
     r = {
       peer,
-      source: (repoTag) => ({ what: 'regcache', ref: `${HOST}/${repoTag}`, env: { HTTPS_PROXY: rc.proxyUrl }, certDir: b.regcacheCertDir }),
+      source: (repoTag) => ({ what: peer, ref: `${HOST}/${repoTag}`, env: { HTTPS_PROXY: rc.proxyUrl }, certDir: b.regcacheCertDir }),
       async settle(blobs) {
         for (const blob of blobs) {
           await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, `regcache to commit ${blob.digest}`, 300_000);
         }
       },
-      peakRss: () => peak(rc.daemon.pid, 'regcache'),
+      peakRss: () => peak(rc.daemon.pid, peer),
       stop: () => rc.stop(),
     };
   } else if (peer === 'squid') {
@@ -240,9 +259,9 @@ async function upstreamGets(up: Upstream, since: number, image: Image): Promise<
 interface Rounds {
   image: string;
   runs: number;
-  seconds: Record<Mode, number[]>; // the runs that succeeded
-  upstreamGets: Record<Mode, number[][]>; // per succeeded run, per blob
-  failures: Record<Mode, string[]>; // one per failed run: what went wrong
+  seconds: Partial<Record<Mode, number[]>>; // the runs that succeeded
+  upstreamGets: Partial<Record<Mode, number[][]>>; // per succeeded run, per blob
+  failures: Partial<Record<Mode, string[]>>; // one per failed run: what went wrong
 }
 
 /**
@@ -251,11 +270,12 @@ interface Rounds {
  * the warm one (after what the first fetched is stored); then it is stopped and its cache removed.
  */
 async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: string, runs: number, label: string): Promise<Rounds> {
-  const seconds = Object.fromEntries(MODES.map((m) => [m, [] as number[]])) as Record<Mode, number[]>;
-  const gets = Object.fromEntries(MODES.map((m) => [m, [] as number[][]])) as Record<Mode, number[][]>;
-  const failures = Object.fromEntries(MODES.map((m) => [m, [] as string[]])) as Record<Mode, string[]>;
+  const modes = modesOf(roundPeers(b.opts));
+  const seconds = Object.fromEntries(modes.map((m) => [m, [] as number[]])) as Partial<Record<Mode, number[]>>;
+  const gets = Object.fromEntries(modes.map((m) => [m, [] as number[][]])) as Partial<Record<Mode, number[][]>>;
+  const failures = Object.fromEntries(modes.map((m) => [m, [] as string[]])) as Partial<Record<Mode, string[]>>;
   const fail = (mode: Mode, what: string): void => {
-    failures[mode].push(what);
+    of(failures, mode).push(what);
     process.stderr.write(`${label}: ${mode} failed: ${what}\n`);
   };
   // Starting a proxy does not reach the upstream: whatever it logs after a mark is the next pull's.
@@ -263,15 +283,15 @@ async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: stri
     const since = await logMark(up);
     try {
       const s = await timedPull(b, src, image);
-      seconds[mode].push(s);
-      gets[mode].push(await upstreamGets(up, since, image));
+      of(seconds, mode).push(s);
+      of(gets, mode).push(await upstreamGets(up, since, image));
       return `${s.toFixed(2)} s`;
     } catch (err) {
       fail(mode, failureOf(err));
       return 'FAILED';
     }
   };
-  const paths = ['direct', ...PEERS] as const;
+  const paths = ['direct', ...roundPeers(b.opts)] as const;
   for (let i = 0; i < runs; i++) {
     const order = paths.map((_, k) => paths[(i + k) % paths.length]!);
     const done: string[] = [];
@@ -601,12 +621,12 @@ const medianOf = (xs: number[]): number => (xs.length === 0 ? NaN : median(xs));
 const fixed = (x: number, digits: number, suffix = ''): string => (Number.isFinite(x) ? `${x.toFixed(digits)}${suffix}` : '-');
 
 function roundsTable(r: Rounds, bytes: number): string[] {
-  const direct = medianOf(r.seconds.direct);
+  const direct = medianOf(of(r.seconds, 'direct'));
   return [
     ...table(
       ['path', 'median s', 'min s', 'max s', 'MB/s', 'vs direct', 'upstream GETs/blob', 'failed'],
-      MODES.map((mode) => {
-        const s = r.seconds[mode];
+      (Object.keys(r.seconds) as Mode[]).map((mode) => {
+        const s = of(r.seconds, mode);
         const m = medianOf(s);
         return [
           mode,
@@ -615,12 +635,12 @@ function roundsTable(r: Rounds, bytes: number): string[] {
           fixed(Math.max(...s), 3),
           fixed(bytes / 1e6 / m, 1),
           fixed(m / direct, 2, 'x'),
-          getsLabel(r.upstreamGets[mode]),
-          `${r.failures[mode].length}/${r.runs}`,
+          getsLabel(of(r.upstreamGets, mode)),
+          `${of(r.failures, mode).length}/${r.runs}`,
         ];
       }),
     ),
-    ...failureLines(MODES.flatMap((mode) => r.failures[mode].map((f) => `${mode}: ${f}`))),
+    ...failureLines((Object.keys(r.failures) as Mode[]).flatMap((mode) => of(r.failures, mode).map((f) => `${mode}: ${f}`))),
   ];
 }
 
@@ -642,7 +662,7 @@ function targets(r: Result): Target[] {
   for (const size of ['small', 'big'] as const) {
     const rounds = r.loopback[size];
     const mb = `${size} ${(r.images[size].bytes / 1e6).toFixed(0)} MB`;
-    const med = (m: Mode): number => medianOf(rounds.seconds[m]);
+    const med = (m: Mode): number => medianOf(of(rounds.seconds, m));
     const warm = med('regcache warm') / med('direct');
     const cold = med('regcache cold') / med('direct');
     out.push(
@@ -654,6 +674,17 @@ function targets(r: Result): Target[] {
         result: verdict(med('regcache warm') < med('squid warm')),
       },
       { what: `cold <= ${TARGETS.coldRatio.toFixed(2)}x direct (${mb})`, value: fixed(cold, 2, 'x'), result: verdict(cold <= TARGETS.coldRatio) },
+      {
+        // Issue 24: ahead of distribution's pull-through on warm pulls, of every peer on cold ones.
+        what: `warm <= ${TARGETS.warmVsPullThrough.toFixed(2)}x pull-through warm (${mb})`,
+        value: fixed(med('regcache warm') / med('pull-through warm'), 3, 'x'),
+        result: verdict(med('regcache warm') <= TARGETS.warmVsPullThrough * med('pull-through warm')),
+      },
+      {
+        what: `cold <= the best peer's cold (${mb})`,
+        value: `${fixed(med('regcache cold'), 3, ' s')} vs ${fixed(Math.min(med('squid cold'), med('pull-through cold')), 3, ' s')}`,
+        result: verdict(med('regcache cold') <= Math.min(med('squid cold'), med('pull-through cold'))),
+      },
     );
   }
   const rc = r.concurrent.find((c) => c.peer === 'regcache')!;
@@ -678,6 +709,20 @@ function targets(r: Result): Target[] {
   return out;
 }
 
+/** This tree's medians over each other build's (BENCH_PEER_COMPARE), same rounds: below 1 is faster. */
+function comparedBuilds(r: Result): string[] {
+  if (r.options.compare.length === 0) return [];
+  const lines = ['', 'this build over the compared builds (median seconds, same rounds; below 1.00x is faster):'];
+  for (const c of r.options.compare) {
+    for (const size of ['small', 'big'] as const) {
+      const s = r.loopback[size].seconds;
+      const ratio = (m: 'cold' | 'warm'): string => fixed(medianOf(of(s, `regcache ${m}`)) / medianOf(of(s, `regcache@${c.label} ${m}`)), 3, 'x');
+      lines.push(`  ${size} image, regcache / regcache@${c.label}: cold ${ratio('cold')}, warm ${ratio('warm')}`);
+    }
+  }
+  return lines;
+}
+
 function report(r: Result, env: Record<string, string>): string {
   const o = r.options;
   const mb = (bytes: number): string => `${(bytes / 1e6).toFixed(1)} MB`;
@@ -697,7 +742,7 @@ function report(r: Result, env: Record<string, string>): string {
     '',
     `${o.clients} concurrent cold pulls of the small image (fresh proxy each):`,
   ];
-  const oneCold = (peer: Peer): number => medianOf(r.loopback.small.seconds[`${peer} cold`]);
+  const oneCold = (peer: Peer): number => medianOf(of(r.loopback.small.seconds, `${peer} cold`));
   const rss = (c: Concurrent): string => {
     if (c.peakRssMb === null) return '-';
     return c.peer === 'squid' ? `${c.peakRssMb.main.toFixed(1)} (+helpers ${c.peakRssMb.withChildren.toFixed(1)})` : c.peakRssMb.main.toFixed(1);
@@ -744,6 +789,7 @@ function report(r: Result, env: Record<string, string>): string {
       ['target', 'measured', 'result'],
       targets(r).map((t) => [t.what, t.value, t.result]),
     ).map((l) => `  ${l}`),
+    ...comparedBuilds(r),
     '',
     `phases: ${Object.entries(r.phaseSeconds)
       .map(([name, sec]) => `${name.replace(/:.*/, '')} ${sec.toFixed(0)} s`)
@@ -795,7 +841,7 @@ function ownFailures(r: Result): string[] {
   const rounds = [r.loopback.small, r.loopback.big, ...(r.slowUpstream === null ? [] : [r.slowUpstream.rounds])];
   const own: Mode[] = ['direct', 'regcache cold', 'regcache warm'];
   return [
-    ...rounds.flatMap((x) => own.flatMap((m) => x.failures[m].map((f) => `${x.image} ${m}: ${f}`))),
+    ...rounds.flatMap((x) => own.flatMap((m) => of(x.failures, m).map((f) => `${x.image} ${m}: ${f}`))),
     ...r.concurrent.filter((c) => c.peer === 'regcache').flatMap((c) => c.failures.map((f) => `regcache concurrent: ${f}`)),
     ...r.blobReaders.failures.map((f) => `blob readers: ${f}`),
   ];
