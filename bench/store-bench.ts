@@ -27,13 +27,14 @@ import { MediaTypes, type LayerFile } from '../test/harness/images.js';
 import { run } from '../test/harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from '../test/harness/regcache.js';
 import type { Registry } from '../test/harness/registry.js';
+import { FILE_CHUNK } from '../src/cache/verified-file-reader.js';
 import { startBlobRegistry } from './blob-registry.js';
 import { cpuSeconds, cpuTimes, describeMachine, envInt, median, memoryMb, runBench, stopRegcache, writeDocsSection } from './measure.js';
 
 const HOST = 'registry.bench';
 const REPO = 'bench/store';
 const TARGETS = { concurrentPeakRssMb: 200, startupMs: 2000 };
-const READ_CHUNK = 256 * 1024; // what regcache reads content files with
+const READ_CHUNK = FILE_CHUNK; // what regcache reads content files with
 // Reading 1 GB at a few hundred MB/s, or twenty of them at once, takes a while; nothing should hang forever.
 const FETCH_TIMEOUT_MS = 600_000;
 

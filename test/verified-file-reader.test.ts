@@ -8,8 +8,7 @@ import crypto from 'node:crypto';
 import { open, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { RING_BUFFERS } from '../src/cache/ring-writer.js';
-import { CorruptContentError, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
+import { CorruptContentError, FILE_CHUNK, FILE_RING_BUFFERS, VerifiedFileReader } from '../src/cache/verified-file-reader.js';
 import { sleep } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { makeBlob } from './support/fake-registry.js';
@@ -33,7 +32,7 @@ async function drain(reader: VerifiedFileReader, sink = new Sink()): Promise<{ d
 describe('VerifiedFileReader (in-process, temp files)', () => {
   const tmp = new TmpDirs();
   let dir: string;
-  // Not a multiple of the 256 KiB read chunk, so the last chunk is short.
+  // Not a multiple of the 1 MiB read chunk, so the last chunk is short.
   const data = makeBlob(3 * MiB + 12_345, 'verified-reader').data;
   const digest = sha256(data);
   const size = data.length;
@@ -113,7 +112,7 @@ describe('VerifiedFileReader (in-process, temp files)', () => {
     const sent = reader.sendTo(sink, { verify: true, onBytes: (n) => (handed += n) });
     await sleep(200);
     assert.ok(handed > 0, 'the first chunks were written');
-    assert.ok(handed <= RING_BUFFERS * 256 * 1024, `${handed} bytes read for a stalled consumer`);
+    assert.ok(handed <= FILE_RING_BUFFERS * FILE_CHUNK && handed < size, `${handed} bytes read for a stalled consumer`);
     sink.destroy(); // the client leaves
     await sent;
     assert.equal(handle.fd, -1, 'the reader closed its file');

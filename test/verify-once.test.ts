@@ -68,7 +68,7 @@ function logCapture(): { log: Logger; lines: Record<string, unknown>[] } {
 describe('VERIFY_ON_READ=once (in-process, a directory store)', () => {
   const tmp = new TmpDirs();
   let store: LocalStore;
-  // Not a multiple of the 256 KiB read chunk.
+  // Not a multiple of the 1 MiB read chunk.
   const data = makeBlob(2 * MiB + 4321, 'verify-once').data;
   const digest = sha256(data);
   const size = data.length;
