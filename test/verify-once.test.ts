@@ -6,7 +6,7 @@
 // no longer matches.
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { open, stat, utimes } from 'node:fs/promises';
+import { open, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
@@ -166,6 +166,32 @@ describe('VERIFY_ON_READ=once (in-process, a directory store)', () => {
     const next = await serve(trusted);
     assert.ok(next.error instanceof CorruptContentError, 'the next read hashes it and finds it corrupt');
     await flipByte(file, size - 5);
+  });
+
+  it('a trusted file removed while it is read (cache rm, eviction, a commit over it): the client gets every byte', async () => {
+    const trusted = new TrustedFiles({ settleMs: 0 });
+    await utimes(file, 1_700_000_000, 1_700_000_000);
+    assert.equal((await serve(trusted)).error, null);
+    const f = counted((await openContent(dir, digest))!, () => unlink(file));
+    const r = await serve(trusted, f);
+    assert.equal(r.error, null, `got ${String(r.error)}`);
+    assert.ok(r.data.equals(data), 'the whole blob');
+    assert.equal(r.bytesRead, size, 'trusted: read as a range, not hashed');
+    await writeFile(file, data); // stored again for the next tests
+  });
+
+  it('a byte flipped and the file removed while a trusted file is read: still cut (its mtime moved)', async () => {
+    const trusted = new TrustedFiles({ settleMs: 0 });
+    await utimes(file, 1_700_000_000, 1_700_000_000);
+    assert.equal((await serve(trusted)).error, null);
+    const f = counted((await openContent(dir, digest))!, async () => {
+      await flipByte(file, size - 5);
+      await unlink(file); // no name left, as a removal leaves it
+    });
+    const r = await serve(trusted, f);
+    assert.ok(r.error instanceof ChangedContentError, `got ${String(r.error)}`);
+    assert.equal(r.data.length, size - 1, 'all but the last byte, never a complete blob');
+    await writeFile(file, data);
   });
 
   it('the scrubber drops a file that no longer matches its digest and keeps one that does (log: CORRUPT)', async () => {

@@ -137,7 +137,8 @@ export async function diskSpace(dir: string): Promise<DiskSpace> {
 
 /** ContentFile.identity of a stat: what changes when the file or its inode is changed in any way. */
 function identityOf(s: BigIntStats): FileIdentity {
-  return { key: `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}:${s.ctimeNs}`, changedMs: Number(s.ctimeMs) };
+  const contentKey = `${s.dev}:${s.ino}:${s.size}:${s.mtimeNs}`;
+  return { key: `${contentKey}:${s.ctimeNs}`, changedMs: Number(s.ctimeMs), contentKey, linked: s.nlink > 0n };
 }
 
 /** A content file opened for reading. */

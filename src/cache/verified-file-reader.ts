@@ -10,7 +10,7 @@
 // so a slow client costs nothing but an open file.
 import crypto from 'node:crypto';
 import type { Writable } from 'node:stream';
-import type { ContentFile } from './content-store.js';
+import { type ContentFile, unchangedSince } from './content-store.js';
 import { RingWriter } from './ring-writer.js';
 import type { TrustedFiles } from './trusted-files.js';
 
@@ -127,7 +127,7 @@ export class VerifiedFileReader {
     const { start, end, digest } = this.want;
     if (!(await this.sendRange(ring, onBytes, start, end - 1))) return false;
     const now = await this.file.restat!();
-    if (now.key !== this.file.identity!.key) {
+    if (!unchangedSince(this.file.identity!, now)) {
       trusted.forget(digest);
       throw new ChangedContentError(`the stored file of ${digest} changed while it was read (it was verified before; it is hashed again next time)`);
     }
