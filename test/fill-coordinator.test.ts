@@ -20,6 +20,7 @@ import { openLocalBackend } from '../src/cache/local/local-backend.js';
 import { LocalStore } from '../src/cache/local/local-store.js';
 import { LocalFillTable } from '../src/cache/fill-table.js';
 import { Room } from '../src/cache/room.js';
+import { TrustedFiles } from '../src/cache/trusted-files.js';
 import { createLogger } from '../src/telemetry/log.js';
 import { ContentAccess } from '../src/registry/content-access.js';
 import { mayServe, type StoreRequest } from '../src/registry/content-gate.js';
@@ -83,6 +84,32 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     assert.equal(body?.size, data.length, 'stored afterwards');
     await body?.close();
     assert.equal(coordinator.fillsInFlight, 0);
+  });
+
+  it('trusts what its own fill committed (VERIFY_ON_READ=once, decision #116), nothing of a fill that failed', async () => {
+    const trusted = new TrustedFiles();
+    const trusting = new FillCoordinator(backend, log, { trusted });
+    const fillOf = async (digest: string, bytes: Buffer): Promise<Fill> => {
+      const upstream = new FakeFetches();
+      const outcome = await trusting.fill({ origin: 'registry.test', kind: 'blob', digest }, FROM, upstream.ok(bytes.length), admitAll);
+      assert.equal(outcome.kind, 'started');
+      const fill = (outcome as { fill: Fill }).fill;
+      const reading = drain(fill).catch(() => null);
+      upstream.bodies[0]!.end(bytes);
+      await reading;
+      await settled(fill);
+      return fill;
+    };
+    const data = crypto.randomBytes(300_000);
+    const digest = digestOf(data);
+    assert.equal((await fillOf(digest, data)).state, 'committed');
+    const file = (await store.open({ kind: 'blob', digest, size: data.length, mediaType: 'application/octet-stream' }))!;
+    await file.close();
+    assert.ok(trusted.trusts(digest, file.identity), 'its first read is not hashed again');
+
+    const wrong = digestOf(Buffer.from('something else'));
+    assert.equal((await fillOf(wrong, data)).state, 'failed', 'the bytes do not hash to the digest asked for');
+    assert.equal(trusted.trusts(wrong, file.identity), false);
   });
 
   it('never lets a request join a fill of another origin', async () => {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import { open, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { contentPath, openContent } from '../src/cache/content-files.js';
@@ -192,6 +193,34 @@ describe('VERIFY_ON_READ=once (in-process, a directory store)', () => {
     assert.ok(r.error instanceof ChangedContentError, `got ${String(r.error)}`);
     assert.equal(r.data.length, size - 1, 'all but the last byte, never a complete blob');
     await writeFile(file, data);
+  });
+
+  it('trusts a file its own fill committed from the first read (decision #116): the range only, not the whole file', async () => {
+    const trusted = new TrustedFiles({ settleMs: 60_000 }); // a read's verification of this fresh file would not count
+    trusted.recordCommit(digest, Date.now());
+    const first = await serve(trusted, undefined, [0, 99]);
+    assert.equal(first.error, null);
+    assert.ok(first.data.equals(data.subarray(0, 100)));
+    assert.equal(first.bytesRead, 100, 'trusted from the commit: not hashed');
+    assert.ok(trusted.trusts(digest, await identityNow()), 'and trusted as the file is now');
+    trusted.forget(digest);
+    assert.equal((await serve(trusted, undefined, [0, 99])).bytesRead, size, 'forgotten: hashed again');
+  });
+
+  it('a file changed after its fill committed it is hashed at its first read: a flipped byte is never a complete blob', async () => {
+    const trusted = new TrustedFiles({ settleMs: 0 });
+    const committedMs = Date.now();
+    trusted.recordCommit(digest, committedMs);
+    // A change later than the commit (a change within the commit's own clock tick shows in no timestamp:
+    // the scrubber's and the client's to catch, decision #116).
+    await sleep(20);
+    await flipByte(file, 7);
+    assert.ok((await identityNow())!.changedMs > committedMs, 'the ctime moved past the commit');
+    const r = await serve(trusted);
+    assert.ok(r.error instanceof CorruptContentError, `got ${String(r.error)}`);
+    assert.equal(r.data.length, size - 1, 'all but the last byte: the client sees a cut');
+    assert.equal(r.bytesRead, size, 'hashed in full');
+    await flipByte(file, 7);
   });
 
   it('the scrubber drops a file that no longer matches its digest and keeps one that does (log: CORRUPT)', async () => {

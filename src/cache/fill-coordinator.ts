@@ -339,6 +339,8 @@ export class FillCoordinator extends EventEmitter {
 
   private settled(fill: Fill, key: FillKey, ms: number): void {
     const line = { digest: key.digest, host: key.origin, bytes: fill.written, ms };
+    // Every byte was hashed to the digest on its way to the file: its first HIT need not hash it again.
+    if (fill.state === 'committed') this.trusted?.recordCommit(key.digest, Date.now());
     if (fill.state === 'committed') this.log.info(line, 'fill committed');
     else if (fill.error?.reason === 'oversize') {
       // Past its bound (length unknown, or more than announced): nothing stored, nothing evicted for it.

@@ -4,7 +4,9 @@
 // chmod, a link: each moves its ctime) makes the next read hash it in full again. What changes no
 // timestamp (the disk's own bit rot, a write to the block device) is the scrubber's (scrubber.ts) and
 // the client's digest check's to catch: decisions.md, "VERIFY_ON_READ=once". In memory, per process: a
-// restart, or another worker, hashes a file once more.
+// restart, or another worker, hashes a file once more. A file this process's own fill wrote (every byte
+// hashed to the digest on its way to disk) is trusted from its commit: its first HIT is not hashed again
+// unless the file changed after the commit (decision #116).
 import type { FileIdentity } from './content-store.js';
 
 // Bounds memory (~200 B an entry); past it the oldest verifications are forgotten and hashed again.
@@ -21,6 +23,8 @@ export interface TrustedFilesOptions {
 
 export class TrustedFiles {
   private readonly verified = new Map<string, { key: string; at: number }>();
+  /** Content this process's fills committed, and when each commit was done (ms): not yet read since. */
+  private readonly committed = new Map<string, number>();
   private readonly max: number;
   private readonly settleMs: number;
 
@@ -33,9 +37,30 @@ export class TrustedFiles {
     return this.verified.size;
   }
 
-  /** Whether the file of digest, as it is now (identity), is the one that was verified. */
+  /**
+   * Whether the file of digest, as it is now (identity), is the one that was verified: hashed by a read,
+   * or written by a fill of this process and unchanged since its commit (its ctime no later than the
+   * commit; the file is then trusted as it is now).
+   */
   trusts(digest: string, identity: FileIdentity | undefined): boolean {
-    return identity !== undefined && this.verified.get(digest)?.key === identity.key;
+    if (identity === undefined) return false;
+    if (this.verified.get(digest)?.key === identity.key) return true;
+    const committedMs = this.committed.get(digest);
+    if (committedMs === undefined || identity.changedMs > committedMs) return false;
+    this.committed.delete(digest);
+    this.set(digest, identity.key, committedMs);
+    return true;
+  }
+
+  /**
+   * A fill of this process hashed every byte of digest's content to its digest as it wrote them and has
+   * committed the file, by `atMs`. Its identity is taken at the first read: a file whose ctime is later
+   * than atMs changed after the commit and is hashed in full.
+   */
+  recordCommit(digest: string, atMs: number): void {
+    this.committed.delete(digest);
+    this.committed.set(digest, atMs);
+    if (this.committed.size > this.max) this.committed.delete(this.committed.keys().next().value!);
   }
 
   /**
@@ -44,14 +69,19 @@ export class TrustedFiles {
    */
   record(digest: string, identity: FileIdentity, startedMs: number): void {
     if (identity.changedMs > startedMs - this.settleMs) return;
-    this.verified.delete(digest);
-    this.verified.set(digest, { key: identity.key, at: startedMs });
-    if (this.verified.size > this.max) this.verified.delete(this.verified.keys().next().value!);
+    this.set(digest, identity.key, startedMs);
   }
 
   /** The file changed, or did not hash to its digest: the next read hashes it in full. */
   forget(digest: string): void {
     this.verified.delete(digest);
+    this.committed.delete(digest);
+  }
+
+  private set(digest: string, key: string, at: number): void {
+    this.verified.delete(digest);
+    this.verified.set(digest, { key, at });
+    if (this.verified.size > this.max) this.verified.delete(this.verified.keys().next().value!);
   }
 
   /** When the file of digest was last verified (ms), if it is trusted. */
