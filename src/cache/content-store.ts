@@ -34,18 +34,6 @@ export interface FileIdentity {
   linked: boolean; // the file still has a name (a link count above 0)
 }
 
-/**
- * Whether an open file (now) is still what it was (before). Removing the file (cache rm, eviction, a
- * commit renamed over it) moves its ctime but not its bytes; a file with no name left whose size and
- * mtime are as they were is taken as unchanged, so a reader of removed content is not cut for it
- * (decision #118). What this lets by: a write with its mtime set back and the file unlinked, all during
- * one read; only someone who may write the cache directory can do that, and the client's digest check
- * is still there.
- */
-export function unchangedSince(before: FileIdentity, now: FileIdentity): boolean {
-  return now.key === before.key || (!now.linked && now.contentKey === before.contentKey);
-}
-
 /** Stored content opened for reading. */
 export interface ContentFile {
   /** The size found when it was opened (the caller compares it with the index's). */
