@@ -6,6 +6,7 @@
 // needs the admin users when they are configured, and listings name private images only to admins.
 import http from 'node:http';
 import https from 'node:https';
+import type net from 'node:net';
 import type tls from 'node:tls';
 import { clientAddress } from '../auth/client-address.js';
 import type { PasswordGuard } from '../auth/password-guard.js';
@@ -53,18 +54,26 @@ export function mirrorTarget(ns: string | null, host: string | undefined, regist
 /** Plain HTTP, or HTTPS when given a certificate (and optionally an SNI callback that renews it). */
 export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] }): http.Server {
   const options = clientServerOptions(deps.headersTimeoutMs);
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res);
-  return tlsOptions ? https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...tlsOptions }, handler) : http.createServer(options, handler);
+  // ALLOWED_CLIENTS is decided once per connection, as CONNECT's is: a client's address does not change
+  // while it is connected, and a kept-alive connection's requests then run no address match. A refused
+  // connection's requests are still answered 403 and logged one by one (admits).
+  const refused = new WeakSet<net.Socket>();
+  const decide = (socket: net.Socket) => {
+    if (!deps.clients.allows(socket.remoteAddress)) refused.add(socket);
+  };
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res, refused.has(req.socket));
+  if (!tlsOptions) return http.createServer(options, handler).on('connection', decide);
+  return https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...tlsOptions }, handler).on('secureConnection', decide);
 }
 
-async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, refusedClient: boolean): Promise<void> {
   // Path and query split by hand: new URL() would resolve "..", "%2e%2e" and "\\" and hide them from
   // the classifier (which refuses them, and anything that is not a path).
   const sent = req.url ?? '/';
   const q = sent.indexOf('?');
   const pathname = q < 0 ? sent : sent.slice(0, q);
   const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
-  if (!deps.clients.admits(req, deps.log, 'mirror')) {
+  if (refusedClient && !deps.clients.admits(req, deps.log, 'mirror')) {
     refuse(deps, req, res, 'denied', CLIENT_REFUSED);
     return;
   }
