@@ -19,7 +19,7 @@ import { loadConfig } from '../src/config/config.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 import type { ContentAccess } from '../src/registry/content-access.js';
 import { ContentResponder } from '../src/registry/content-responder.js';
-import { registryRequest } from '../src/registry/registry-request.js';
+import { registryRequest } from '../src/registry/registry-handler.js';
 import type { Upstream, UpstreamRequest } from '../src/upstream/upstream-client.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FAKE_SIGNATURE, FakeBucket } from './support/fake-bucket.js';

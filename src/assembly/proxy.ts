@@ -137,7 +137,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   metrics.expectRegistries(config.registries.map((entry) => allowlist.label(entry)));
   leaves.warmUp();
   coordinator.on('fill-started', (key: FillKey, fill: Fill, from: Provenance) =>
-    metrics.fillStarted(fill, allowlist.label(key.origin), from.ref ? parseRepository(from.ref).repository : null),
+    metrics.fillStarted(fill, accessLog.labelOf(key.origin), from.ref ? parseRepository(from.ref).repository : null),
   );
   coordinator.on('fill-joined', () => metrics.joined());
   coordinator.on('fill-settled', (fill: Fill) => {

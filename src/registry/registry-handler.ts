@@ -9,7 +9,8 @@ import type { Upstream } from '../upstream/upstream-client.js';
 import type { ContentResponder } from './content-responder.js';
 import { passThrough } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
-import { registryRequest, type DoorRequest } from './registry-request.js';
+import type { DoorRequest, RegistryRequest } from './registry-request.js';
+import { classify } from './request-classifier.js';
 import { serveReferrers } from './referrers.js';
 import { serveTagManifest, type TagPolicy } from './tag-manifest.js';
 import { errorMessage } from '../telemetry/error-message.js';
@@ -109,4 +110,25 @@ function answerPingLocally(res: ServerResponse, record: RequestRecord, err: unkn
     .writeHead(200, { 'content-type': 'application/json', 'docker-distribution-api-version': 'registry/2.0', warning: '110 regcache "Response is Stale"' })
     .end('{}');
   return true;
+}
+
+/** The request as everything below the doors sees it (registry-request.ts), built once per request. */
+export function registryRequest({ origin, target, req, res }: DoorRequest, record: RequestRecord): RegistryRequest {
+  const method = req.method ?? 'GET';
+  const route = classify(method, target);
+  const name = 'name' in route ? route.name : null;
+  return {
+    origin,
+    method,
+    target,
+    route,
+    repository: name === null ? null : { registry: origin.host, repository: name },
+    headers: req.headers,
+    // Node keeps the first Authorization and joins repeated Range headers (a list: ignored, as multi-range).
+    range: req.headers.range,
+    credentials: req.headers.authorization,
+    body: req,
+    res,
+    record,
+  };
 }

@@ -1,11 +1,11 @@
 // One client request to a registry, as everything below the doors sees it. The door that received it (an
 // intercepted connection, a plain-HTTP forward, the mirror) knows the origin it is for and the path as
-// meant for upstream (the mirror's ns= removed, a forward's absolute URI cut to its path); it builds this
-// object once, and nothing downstream reads or rewrites req.url.
+// meant for upstream (the mirror's ns= removed, a forward's absolute URI cut to its path); the registry
+// handler builds this object from it once, and nothing downstream reads or rewrites req.url.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { RequestRecord } from '../telemetry/access-log.js';
 import type { RepositoryReference } from '../reference/repository-reference.js';
-import { classify, type Route } from './request-classifier.js';
+import type { Route } from './request-classifier.js';
 
 export interface RegistryRequest {
   /** https://host[:port] the request is for (http: for a plain-HTTP forward, which is never cached). */
@@ -34,26 +34,6 @@ export interface DoorRequest {
   target: string; // path and query, origin-form
   req: IncomingMessage;
   res: ServerResponse;
-}
-
-export function registryRequest({ origin, target, req, res }: DoorRequest, record: RequestRecord): RegistryRequest {
-  const method = req.method ?? 'GET';
-  const route = classify(method, target);
-  const name = 'name' in route ? route.name : null;
-  return {
-    origin,
-    method,
-    target,
-    route,
-    repository: name === null ? null : { registry: origin.host, repository: name },
-    headers: req.headers,
-    // Node keeps the first Authorization and joins repeated Range headers (a list: ignored, as multi-range).
-    range: req.headers.range,
-    credentials: req.headers.authorization,
-    body: req,
-    res,
-    record,
-  };
 }
 
 /** The URL of the request at its origin. */

@@ -27,8 +27,11 @@ export class AccessLog {
     private readonly registryOf: RegistryLabel = () => 'other',
   ) {}
 
-  /** An origin's label, worked out once: its allowlist entry does not change while regcache runs. */
-  private readonly labelOf = (origin: string): string => {
+  /**
+   * An origin's label, worked out once: its allowlist entry does not change while regcache runs. Fills
+   * are counted under the same labels (proxy.ts), from this one memo.
+   */
+  readonly labelOf = (origin: string): string => {
     let label = this.labels.get(origin);
     if (label === undefined) {
       label = this.registryOf(origin);
