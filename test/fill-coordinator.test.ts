@@ -26,6 +26,7 @@ import { ContentAccess } from '../src/registry/content-access.js';
 import { mayServe, type StoreRequest } from '../src/registry/content-gate.js';
 import type { Upstream, UpstreamRequest, UpstreamResponse } from '../src/upstream/upstream-client.js';
 import type { UpstreamTokens } from '../src/upstream/upstream-tokens.js';
+import { waitFor } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeFetches } from './support/fake-fetches.js';
 import { Sink } from './support/sink.js';
@@ -33,6 +34,7 @@ import { Sink } from './support/sink.js';
 const log = createLogger('silent', false);
 const digestOf = (data: Buffer): string => 'sha256:' + crypto.createHash('sha256').update(data).digest('hex');
 const FROM = { ref: 'registry.test/lib/app', tag: null };
+const OTHER = { ref: 'registry.test/lib/other', tag: null };
 const admitAll = () => Promise.resolve(true);
 
 async function drain(fill: Fill): Promise<Buffer> {
@@ -60,13 +62,15 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     await tmp.cleanup();
   });
 
-  it('makes one upstream fetch for concurrent requests of one origin, and every request gets the bytes', async () => {
+  it('makes one upstream fetch for concurrent requests of one origin, and every request gets the bytes; each is listed under its repository', async () => {
     const data = crypto.randomBytes(3 * 1024 * 1024 + 17);
     const key: FillKey = { origin: 'registry.test', kind: 'blob', digest: digestOf(data) };
     const upstream = new FakeFetches();
     const events: string[] = [];
     coordinator.on('fill-started', () => events.push('started')).on('fill-joined', () => events.push('joined'));
-    const outcomes = await Promise.all(Array.from({ length: 5 }, () => coordinator.fill(key, FROM, upstream.ok(data.length), admitAll)));
+    // The first request leads; the others join it from another repository of the same origin.
+    const outcomes = await Promise.all(Array.from({ length: 5 }, (_, i) => coordinator.fill(key, i === 0 ? FROM : OTHER, upstream.ok(data.length), admitAll)));
+    assert.equal(outcomes[0]!.kind, 'started');
     assert.equal(upstream.calls, 1, 'one upstream GET');
     assert.deepEqual(outcomes.map((o) => o.kind).sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
     assert.deepEqual(events.sort(), ['joined', 'joined', 'joined', 'joined', 'started']);
@@ -80,6 +84,9 @@ describe('fill coordinator (in-process, temp-dir store, fake upstream)', () => {
     for (const got of await Promise.all(reads)) assert.ok(got.equals(data));
     await settled(fills[0]!);
     assert.equal(fills[0]!.state, 'committed');
+    await waitFor(async () => (store.index.get('blob', key.digest)?.refs.length ?? 0) >= 2, { timeoutMs: 5000, what: 'both repositories noted' });
+    assert.deepEqual(store.index.get('blob', key.digest)?.refs.sort(), [FROM.ref, OTHER.ref], "the joiners' repository too, not only the leader's");
+    assert.deepEqual(store.index.get('blob', key.digest)?.sources, [FROM.ref], 'only the leader delivered bytes');
     const body = await coordinator.read(key, FROM, { redirect: false }, () => Promise.resolve(true));
     assert.equal(body?.size, data.length, 'stored afterwards');
     await body?.close();

@@ -221,6 +221,13 @@ export class FillCoordinator extends EventEmitter {
       // The leader's bytes are this origin's; whether this request may have them is the caller's to say.
       if (fill && !(await admit!(fill))) return { kind: 'refused' };
       if (!fill?.acquire()) return { kind: 'ended' }; // finished meanwhile (then it is stored), or its leader got no 200
+      // The leader's commit notes the leader's repository; this request's is noted as a read's would be,
+      // once there is an entry to note it on (a joiner from another repository is listed under it too).
+      const note = () => {
+        if (fill.state === 'committed') this.store.use(key.kind, key.digest, from);
+      };
+      if (fill.settled) note();
+      else fill.once('settled', note);
       this.emit('fill-joined', key);
       return { kind: 'joined', fill, body: fillBody(fill) };
     }
