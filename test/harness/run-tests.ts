@@ -83,6 +83,7 @@ interface JobResult {
   job: Job;
   code: number | string;
   seconds: number;
+  cpuSeconds: number | null; // the job's processes' CPU (user + system), where /proc tells it
   timedOut: boolean;
   outcomes: TestOutcome[];
   output: string;
@@ -200,6 +201,25 @@ function checkJobs(): Job[] {
   return jobs;
 }
 
+/**
+ * CPU seconds (user + system) of this process's children that have exited and were reaped, as Linux counts
+ * them in /proc/self/stat (cutime, cstime: a child's own and its reaped descendants'); null without /proc.
+ * Read when a job's process closes, the difference from the last reading is that job's CPU: the suite is
+ * CPU-bound on a small machine, so this, not wall time under contention, says which file costs the run
+ * most. Two jobs ending in the same instant may have their sums swapped between them.
+ */
+export function childrenCpuSeconds(): number | null {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // the name in parentheses may hold spaces
+    // Fields 16 and 17 of proc(5) (cutime, cstime), counted from the state (field 3), in USER_HZ (100 on Linux).
+    return (Number(fields[13]) + Number(fields[14])) / 100;
+  } catch {
+    return null; // not Linux: no CPU column
+  }
+}
+let childrenCpuRead = childrenCpuSeconds();
+
 /** Runs one job as its own process group; its output is held and returned whole. */
 async function runJob(job: Job, slot: number, eventsFile: string | null): Promise<JobResult> {
   const started = performance.now();
@@ -242,6 +262,9 @@ async function runJob(job: Job, slot: number, eventsFile: string | null): Promis
     child.once('close', (c, signal) => resolve(c ?? signal ?? 'unknown'));
   });
   clearTimeout(timer);
+  const cpuNow = childrenCpuSeconds();
+  const cpuSeconds = cpuNow === null || childrenCpuRead === null ? null : cpuNow - childrenCpuRead;
+  childrenCpuRead = cpuNow;
   // Daemons a file left behind (its exit hooks did not run) go with its group.
   killGroup('SIGKILL');
   const outcomes: TestOutcome[] =
@@ -251,7 +274,7 @@ async function runJob(job: Job, slot: number, eventsFile: string | null): Promis
           .split('\n')
           .filter((l) => l.startsWith('{'))
           .map((l) => JSON.parse(l) as TestOutcome);
-  return { job, code, seconds: (performance.now() - started) / 1000, timedOut, outcomes, output: Buffer.concat(chunks).toString('utf8') };
+  return { job, code, seconds: (performance.now() - started) / 1000, cpuSeconds, timedOut, outcomes, output: Buffer.concat(chunks).toString('utf8') };
 }
 
 /** Why a finished job fails the run, or null. */
@@ -273,7 +296,8 @@ let showPassingOutput = true;
 function report(r: JobResult): void {
   const why = failure(r);
   const counts = r.job.testFile ? ` (${tally(r.outcomes)})` : '';
-  const head = `── ${r.job.name} [${r.job.kind}] ${r.seconds.toFixed(1)} s: ${why === null ? 'ok' : `FAILED, ${why}`}${counts}`;
+  const cpu = r.cpuSeconds === null ? '' : ` (${r.cpuSeconds.toFixed(1)} s CPU)`;
+  const head = `── ${r.job.name} [${r.job.kind}] ${r.seconds.toFixed(1)} s${cpu}: ${why === null ? 'ok' : `FAILED, ${why}`}${counts}`;
   // Checks that pass have nothing to say; test files show their spec output (diagnostics: timings, tables).
   const body = why === null && (!r.job.testFile || !showPassingOutput) ? '' : r.output.trimEnd();
   process.stdout.write(`${head}\n${body === '' ? '' : body + '\n'}`);
@@ -389,13 +413,24 @@ function summary(results: JobResult[], t0: number, flaky: JobResult[] = []): num
   const failed = results.filter((r) => failure(r) !== null);
   const skips = outcomes.filter((o) => o.outcome === 'skip' || o.outcome === 'todo');
   const files = new Set(outcomes.map((o) => o.file)).size;
-  const lines = ['', `══ ${files} files, ${tally(outcomes)}, in ${((performance.now() - t0) / 1000).toFixed(0)} s`];
+  const wall = (performance.now() - t0) / 1000;
+  const lines = ['', `══ ${files} files, ${tally(outcomes)}, in ${wall.toFixed(0)} s`];
   if (skips.length > 0) {
     lines.push('Skipped:');
     for (const s of skips) lines.push(`  ${s.file}: ${s.name}${s.reason === '' ? '' : ` (${s.reason})`}`);
   }
   lines.push('Slowest:');
   for (const r of [...results].sort((a, b) => b.seconds - a.seconds).slice(0, 8)) lines.push(`  ${r.seconds.toFixed(1).padStart(6)} s  ${r.job.name}`);
+  const costed = results.filter((r) => r.cpuSeconds !== null);
+  if (costed.length > 0) {
+    // What the machine could give in the time (every core) against what the jobs used: near 100%, only less
+    // CPU per file makes the run shorter; well below, better packing would.
+    const used = costed.reduce((n, r) => n + r.cpuSeconds!, 0);
+    const cores = os.availableParallelism();
+    lines.push(`CPU: ${used.toFixed(0)} s used of ${(wall * cores).toFixed(0)} s (${cores} cores × ${wall.toFixed(0)} s); most:`);
+    for (const r of [...costed].sort((a, b) => b.cpuSeconds! - a.cpuSeconds!).slice(0, 8))
+      lines.push(`  ${r.cpuSeconds!.toFixed(1).padStart(6)} s  ${r.job.name}`);
+  }
   if (flaky.length > 0) {
     lines.push('FLAKY (failed beside other files, passed alone; not counted as failures, but look at them):');
     for (const r of flaky)
