@@ -55,25 +55,26 @@ export function mirrorTarget(ns: string | null, host: string | undefined, regist
 export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string; key: string; SNICallback?: tls.TlsOptions['SNICallback'] }): http.Server {
   const options = clientServerOptions(deps.headersTimeoutMs);
   // ALLOWED_CLIENTS is decided once per connection, as CONNECT's is: a client's address does not change
-  // while it is connected, and a kept-alive connection's requests then run no address match. A refused
-  // connection's requests are still answered 403 and logged one by one (admits).
-  const refused = new WeakSet<net.Socket>();
+  // while it is connected, and a kept-alive connection's requests then run no address match. Only an
+  // admitted connection is remembered: a request on any other (refused, or one this listener did not see
+  // open) is checked, answered 403 and logged on its own (admits).
+  const admitted = new WeakSet<net.Socket>();
   const decide = (socket: net.Socket) => {
-    if (!deps.clients.allows(socket.remoteAddress)) refused.add(socket);
+    if (deps.clients.allows(socket.remoteAddress)) admitted.add(socket);
   };
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res, refused.has(req.socket));
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res, admitted.has(req.socket));
   if (!tlsOptions) return http.createServer(options, handler).on('connection', decide);
   return https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...tlsOptions }, handler).on('secureConnection', decide);
 }
 
-async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, refusedClient: boolean): Promise<void> {
+async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, admittedClient: boolean): Promise<void> {
   // Path and query split by hand: new URL() would resolve "..", "%2e%2e" and "\\" and hide them from
   // the classifier (which refuses them, and anything that is not a path).
   const sent = req.url ?? '/';
   const q = sent.indexOf('?');
   const pathname = q < 0 ? sent : sent.slice(0, q);
   const params = new URLSearchParams(q < 0 ? '' : sent.slice(q + 1));
-  if (refusedClient && !deps.clients.admits(req, deps.log, 'mirror')) {
+  if (!admittedClient && !deps.clients.admits(req, deps.log, 'mirror')) {
     refuse(deps, req, res, 'denied', CLIENT_REFUSED);
     return;
   }
