@@ -25,7 +25,8 @@ import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from '../content-store.js';
 import { entryKey, type Entry } from '../entry-index.js';
 import { evictOldestFirst, lowWater } from '../lru-eviction.js';
-import { lapsedLocks, type FillLocks, type Lease } from './fill-lock.js';
+import { type FillLocks, type Lease } from './fill-lock.js';
+import { deleteContent } from './content-deletion.js';
 import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
 import { errorMessage } from '../../telemetry/error-message.js';
 
@@ -279,7 +280,7 @@ export class FleetEvictor extends EventEmitter {
 
   /** Deletes the content of evicted entries whose grace passed with no use recorded meanwhile. */
   private async emptyTrash(merged: MergedUsage, now: number, result: SweepResult): Promise<void> {
-    const { bucket, layout, index } = this.parts;
+    const { bucket, layout } = this.parts;
     const cutoff = now - this.budget.graceMs;
     for (const o of await bucket.list(layout.trash)) {
       const t = layout.parseTrash(o.key);
@@ -290,25 +291,13 @@ export class FleetEvictor extends EventEmitter {
       const keys = (['blob', 'manifest'] as const).map((kind) => entryKey(kind, t.digest));
       const lastUse = Math.max(0, ...keys.map((k) => Math.max(merged.t[k] ?? 0, merged.u[k] ?? 0)));
       if (lastUse > cutoff) continue; // served (or still being read) within the grace: wait
-      if (await bucket.head(layout.entry(t.kind, t.digest))) {
-        await bucket.delete(o.key); // stored again since: nothing to delete
-        continue;
+      // Stored again since (the marker just goes), or a fill of it runs (its commit needs the bytes: later).
+      const deletion = await deleteContent(this.parts, t.digest, [t.kind]);
+      if (deletion === 'filling') continue;
+      if (deletion !== 'referenced' && deletion.bytes !== null) {
+        result.deleted++;
+        result.deletedBytes += deletion.bytes;
       }
-      const locks = await lapsedLocks(bucket, layout.fillsOf(t.kind, t.digest));
-      if (locks === null) continue; // a fill of it is running: its commit needs the content key
-      const other: ContentKind = t.kind === 'blob' ? 'manifest' : 'blob';
-      if (!(await bucket.head(layout.entry(other, t.digest)))) {
-        const content = await bucket.head(layout.content(t.digest));
-        await bucket.delete(layout.content(t.digest));
-        if (content) {
-          result.deleted++;
-          result.deletedBytes += content.size;
-        }
-        // A fill that claimed, fetched and committed between the checks above and the delete (a few
-        // requests' time) left an entry whose bytes are gone: make it a miss again.
-        for (const kind of ['blob', 'manifest'] as const) if (await bucket.head(layout.entry(kind, t.digest))) await index.delete(kind, t.digest);
-      }
-      await Promise.all(locks.map((key) => bucket.delete(key)));
       await bucket.delete(o.key);
     }
   }

@@ -26,7 +26,7 @@ import { storedAgain, StoreUnavailableError } from '../content-store.js';
 import type { ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, SpooledContent, StoredContent } from '../content-store.js';
 import { entryKey, type Entry, type IndexOp, type TagPointer } from '../entry-index.js';
 import { LocalTier } from './local-tier.js';
-import { lapsedLocks } from './fill-lock.js';
+import { deleteContent, type BucketParts } from './content-deletion.js';
 import { errorMessage } from '../../telemetry/error-message.js';
 
 export interface S3StoreOptions {
@@ -59,6 +59,8 @@ export class S3Store extends EventEmitter implements ContentStore {
   /** Uploads of failed fills whose abort the bucket refused (down): aborted again once it answers. */
   private readonly unaborted = new Set<BucketSpool>();
   private up = true;
+  /** What deleting content needs (content-deletion.ts). */
+  private readonly parts: BucketParts;
 
   private constructor(
     private readonly options: S3StoreOptions,
@@ -71,6 +73,7 @@ export class S3Store extends EventEmitter implements ContentStore {
     this.index = new BucketIndex(this.bucket, this.layout);
     this.usage = new UsageBatches(this.bucket, this.layout, options.replica);
     this.tier = tier;
+    this.parts = { bucket: this.bucket, layout: this.layout, index: this.index };
   }
 
   /**
@@ -115,6 +118,11 @@ export class S3Store extends EventEmitter implements ContentStore {
     if (local) return local;
     const key = this.layout.content(content.digest);
     const found = await this.watched(() => this.bucket.head(key));
+    if (!found && !(await this.watched(() => this.bucket.head(this.layout.entry(content.kind, content.digest))))) {
+      // Evicted by another replica's sweep, its bytes deleted since this replica's last refresh: gone, not missing.
+      this.index.forget(content.kind, content.digest);
+      return null;
+    }
     // Open reads are reported in every access batch: the sweeper does not delete content being read.
     const file = found && new BucketFile(this.bucket, key, found.size, this.usage.opened(content.kind, content.digest));
     return file && this.tier ? this.tier.filling(file, content.digest) : file;
@@ -183,17 +191,7 @@ export class S3Store extends EventEmitter implements ContentStore {
   async remove(kind: ContentKind, digest: string): Promise<Entry | undefined> {
     return this.watched(async () => {
       const entry = await this.index.delete(kind, digest);
-      const locks = await lapsedLocks(this.bucket, this.layout.fillsOf(kind, digest));
-      if (locks === null) return entry;
-      const other: ContentKind = kind === 'blob' ? 'manifest' : 'blob';
-      if (!(await this.bucket.head(this.layout.entry(other, digest)))) {
-        await this.tier?.drop(digest);
-        await this.bucket.delete(this.layout.content(digest));
-        // A fill that claimed, fetched and committed between the lock check and the delete (a few
-        // requests' time) left an entry whose bytes are gone: make it a miss again (as the sweeper does).
-        for (const k of [kind, other]) if (await this.bucket.head(this.layout.entry(k, digest))) await this.index.delete(k, digest);
-      }
-      await Promise.all(locks.map((key) => this.bucket.delete(key)));
+      if (typeof (await deleteContent(this.parts, digest, [kind])) === 'object') await this.tier?.drop(digest);
       return entry;
     });
   }
@@ -210,18 +208,28 @@ export class S3Store extends EventEmitter implements ContentStore {
     return diskSpace(this.options.dir);
   }
 
-  /** Deletes content objects that no entry names (left by a replica that died between the upload and the entry). */
+  /**
+   * Deletes content objects that no entry names (left by a replica that died between the upload and the
+   * entry), but not those evicted and in their grace, nor those a fill on some replica is uploading.
+   */
   async removeUnreferenced(): Promise<{ files: number; bytes: number }> {
     return this.watched(async () => {
       await this.index.refresh();
       let files = 0;
       let bytes = 0;
+      // Evicted content waits for the sweeper, which deletes it once its grace passed with no replica reading it.
+      const trashed = new Set((await this.bucket.list(this.layout.trash)).map((o) => this.layout.parseTrash(o.key)?.digest));
       for (const o of await this.bucket.list(this.layout.contents)) {
         const digest = this.layout.parseContent(o.key);
-        if (digest && (this.index.get('blob', digest) || this.index.get('manifest', digest))) continue;
-        await this.bucket.delete(o.key);
+        if (digest && (this.index.get('blob', digest) || this.index.get('manifest', digest) || trashed.has(digest))) continue;
+        // A key that names no digest is no content at all.
+        const deletion = digest
+          ? await deleteContent(this.parts, digest, ['blob', 'manifest'])
+          : await this.bucket.delete(o.key).then(() => ({ bytes: o.size }));
+        if (typeof deletion !== 'object' || deletion.bytes === null) continue; // a fill is uploading it, or it was just committed
+        if (digest) await this.tier?.drop(digest);
         files++;
-        bytes += o.size;
+        bytes += deletion.bytes;
       }
       return { files, bytes };
     });
