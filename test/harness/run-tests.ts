@@ -24,10 +24,10 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { TestOutcome } from './test-events.js';
+import type { TestOutcome, TestProgress } from './test-events.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const EVENTS_REPORTER = './test/harness/test-events.ts';
+export const EVENTS_REPORTER = './test/harness/test-events.ts';
 /** Where the last run's durations are kept to order the next one (outside the tree, like any cache). */
 const DURATIONS_FILE = path.join(ROOT, 'node_modules/.cache/regcache-tests/durations.json');
 /** Bands of ports for running files, one per slot, below the kernel's ephemeral range (32768-60999). */
@@ -87,6 +87,7 @@ interface JobResult {
   cpuSeconds: number | null; // the job's processes' CPU (user + system), where /proc tells it
   timedOut: boolean;
   outcomes: TestOutcome[];
+  running: string[]; // tests (and suites) started and not ended when it stopped: where a time-out was stuck
   output: string;
 }
 
@@ -268,19 +269,41 @@ async function runJob(job: Job, slot: number, eventsFile: string | null): Promis
   childrenCpuRead = cpuNow;
   // Daemons a file left behind (its exit hooks did not run) go with its group.
   killGroup('SIGKILL');
-  const outcomes: TestOutcome[] =
-    eventsFile === null
-      ? []
-      : (await readFile(eventsFile, 'utf8').catch(() => ''))
-          .split('\n')
-          .filter((l) => l.startsWith('{'))
-          .map((l) => JSON.parse(l) as TestOutcome);
-  return { job, code, seconds: (performance.now() - started) / 1000, cpuSeconds, timedOut, outcomes, output: Buffer.concat(chunks).toString('utf8') };
+  const events = (eventsFile === null ? '' : await readFile(eventsFile, 'utf8').catch(() => ''))
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as TestOutcome | TestProgress);
+  const outcomes = events.filter((e): e is TestOutcome => 'outcome' in e);
+  return {
+    job,
+    code,
+    seconds: (performance.now() - started) / 1000,
+    cpuSeconds,
+    timedOut,
+    outcomes,
+    running: stillRunning(events.filter((e): e is TestProgress => 'progress' in e)),
+    output: Buffer.concat(chunks).toString('utf8'),
+  };
+}
+
+/** What was still running, outermost first ("file: suite > test"), from the start and end lines in order. */
+export function stillRunning(progress: TestProgress[]): string[] {
+  const open: TestProgress[] = [];
+  for (const p of progress) {
+    if (p.progress === 'start') open.push(p);
+    else {
+      const i = open.map((o) => o.name === p.name && o.file === p.file).lastIndexOf(true);
+      if (i >= 0) open.splice(i, 1);
+    }
+  }
+  const byFile = new Map<string, string[]>();
+  for (const o of open) byFile.set(o.file ?? '', [...(byFile.get(o.file ?? '') ?? []), o.name]);
+  return [...byFile].map(([file, names]) => `${file ? `${path.relative(ROOT, file)}: ` : ''}${names.join(' > ')}`);
 }
 
 /** Why a finished job fails the run, or null. */
 function failure(r: JobResult): string | null {
-  if (r.timedOut) return `timed out after ${r.job.timeoutMs / 1000} s`;
+  if (r.timedOut) return `timed out after ${r.job.timeoutMs / 1000} s${r.running.length ? `, still running ${r.running.join('; ')}` : ''}`;
   if (r.code !== 0) return `exit ${r.code}`;
   if (r.job.testFile && r.outcomes.length === 0) return 'ran no test';
   if (r.outcomes.some((o) => o.outcome === 'fail')) return 'a test failed';

@@ -1,5 +1,6 @@
 // A node:test reporter for test/harness/run-tests.ts: one JSON line per finished test (suites left out), so
-// the runner can count passes, failures and skips, and name every skip with its reason, across files.
+// the runner can count passes, failures and skips, and name every skip with its reason, across files; and
+// one per test started and ended, so that a file that times out names the test it was stuck in.
 // Loaded by `--test-reporter=./test/harness/test-events.ts` beside the spec reporter.
 
 /** One line of the reporter's output. */
@@ -25,8 +26,22 @@ interface TestEventData {
 
 const reason = (value: string | boolean | undefined): string => (typeof value === 'string' ? value : '');
 
+/** A test (or suite) began or ended running: on a time-out the runner names what was still running. */
+export interface TestProgress {
+  progress: 'start' | 'end';
+  name: string;
+  file?: string;
+}
+
 export default async function* testEvents(source: AsyncIterable<{ type: string; data: TestEventData }>): AsyncGenerator<string> {
   for await (const event of source) {
+    // test:dequeue comes right before a test runs, test:complete when it ended (test:pass comes later, in order).
+    if (event.type === 'test:dequeue' || event.type === 'test:complete') {
+      const progress: TestProgress = { progress: event.type === 'test:dequeue' ? 'start' : 'end', name: event.data.name };
+      if (event.data.file !== undefined) progress.file = event.data.file;
+      yield JSON.stringify(progress) + '\n';
+      continue;
+    }
     if (event.type !== 'test:pass' && event.type !== 'test:fail') continue;
     const { data } = event;
     if (data.details?.type === 'suite') continue;
