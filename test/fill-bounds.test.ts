@@ -166,8 +166,37 @@ describe('fill bounds in process (temp-dir store, CACHE_MAX_SIZE=1m, MANIFEST_MA
     outcome.fill.release();
     body.end(data.subarray(1000));
     await once(outcome.fill, 'settled');
-    assert.equal(outcome.fill.state, 'committed');
+    assert.equal(outcome.fill.state, 'committed', String(outcome.fill.error));
     assert.ok(await backend.store.lookup('blob', digestOf(data)));
+  });
+
+  it('does not take a spool write slower than the stall timeout for a stalled upstream', async () => {
+    // A loaded disk (or machine): each write takes longer than the stall timeout while upstream has sent
+    // everything. Before, the stall clock ran through the write and the fill was given up as stalled.
+    const store = backend.store;
+    const begin = store.beginSpool.bind(store);
+    store.beginSpool = async (...args: Parameters<typeof begin>) => {
+      const spool = await begin(...args);
+      const write = spool.write.bind(spool);
+      spool.write = async (chunks, position) => {
+        await new Promise((resolve) => setTimeout(resolve, 150));
+        return write(chunks, position);
+      };
+      return spool;
+    };
+    try {
+      const data = crypto.randomBytes(100 * KiB);
+      const body = new PassThrough();
+      const outcome = await coordinator.fill({ origin: 'registry.test', kind: 'blob', digest: digestOf(data) }, FROM, fetchOf(body, data.length), admitAll);
+      assert.equal(outcome.kind, 'started');
+      if (outcome.kind !== 'started') return;
+      outcome.fill.release(); // nobody reads it
+      body.end(data);
+      await once(outcome.fill, 'settled');
+      assert.equal(outcome.fill.state, 'committed', String(outcome.fill.error));
+    } finally {
+      store.beginSpool = begin;
+    }
   });
 
   it('gives up a fill of known size once no client reads it and upstream stalls', async () => {

@@ -147,6 +147,7 @@ class SpoolingFill extends Fill {
   private body: Readable | null = null;
   private givenUp: FillError | null = null;
   private stallTimer: NodeJS.Timeout | null = null;
+  private writing = false; // a spool write in progress holds upstream back: no silence of upstream's
 
   constructor(
     kind: ContentKind,
@@ -219,7 +220,7 @@ class SpoolingFill extends Fill {
 
   private stallCheck(): void {
     if (this.settled) return;
-    if (this.unread)
+    if (this.unread && !this.writing)
       this.giveUp(new FillError(`no client reads it and upstream sent nothing for ${this.stallMs} ms: given up after ${this.written} bytes`, 'stalled'));
     else this.stallTimer?.refresh();
   }
@@ -244,15 +245,20 @@ class SpoolingFill extends Fill {
       }
       for (const chunk of chunks) hash.update(chunk);
       let pending = chunks;
-      while (pending.length > 0) {
-        let bytesWritten: number;
-        try {
-          bytesWritten = await spool.write(pending, this.written);
-        } catch (err) {
-          throw new FillError(`writing the spool file failed after ${this.written} bytes: ${errorCode(err) ?? errorMessage(err)}`, 'store');
+      this.writing = true;
+      try {
+        while (pending.length > 0) {
+          let bytesWritten: number;
+          try {
+            bytesWritten = await spool.write(pending, this.written);
+          } catch (err) {
+            throw new FillError(`writing the spool file failed after ${this.written} bytes: ${errorCode(err) ?? errorMessage(err)}`, 'store');
+          }
+          this.written += bytesWritten;
+          pending = dropBytes(pending, bytesWritten);
         }
-        this.written += bytesWritten;
-        pending = dropBytes(pending, bytesWritten);
+      } finally {
+        this.writing = false;
       }
       this.stallTimer?.refresh();
       this.emit('progress');
