@@ -1,7 +1,6 @@
 // `regcache ca path|export`: the CA the server created, which clients must trust; never creates one.
 import type { Command } from 'commander';
 import { configOrFail } from './config-or-fail.js';
-import { CaError, readCaCertificate } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
 
 export function addCaCommands(program: Command): void {
@@ -29,6 +28,8 @@ export function addCaCommands(program: Command): void {
 
   /** The CA the server created (a client must trust that one, not a new one made here). */
   async function caCertificateOrFail(options: { caDir?: string }): Promise<{ certFile: string; certPem: string }> {
+    // Loaded here: node-forge is most of what the module costs, and other commands and --help need none of it.
+    const { CaError, readCaCertificate } = await import('../tls/certificate-authority.js');
     try {
       return await readCaCertificate(configOrFail(options).caDir);
     } catch (err) {

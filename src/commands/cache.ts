@@ -4,8 +4,7 @@
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
 import { askControl, listenControl, type ControlRequest } from '../admin/control-socket.js';
-import { CacheAdmin, type ListedEntry, type ListedImage, type RemovalReport, type Usage, type VerifyReport } from '../cache/cache-admin.js';
-import { LocalStore } from '../cache/local/local-store.js';
+import type { ListedEntry, ListedImage, RemovalReport, Usage, VerifyReport } from '../cache/cache-admin.js';
 import { ConfigError, loadConfig, parseDuration, parseSize } from '../config/config.js';
 import { fail } from './exit.js';
 import { formatBytes } from '../telemetry/format-bytes.js';
@@ -119,6 +118,8 @@ async function execute<T>(
   } else {
     if (!fs.existsSync(config.cacheDir)) fail(`there is no cache at ${config.cacheDir} (set CACHE_DIR or --cache-dir)`, 1);
     const lock = await listenControl(config.cacheDir, () => Promise.reject(new Error('busy with a regcache cache command')));
+    // The store's code is loaded only when no server answers: through a server, the command needs none of it.
+    const [{ LocalStore }, { CacheAdmin }] = await Promise.all([import('../cache/local/local-store.js'), import('../cache/cache-admin.js')]);
     const store = await LocalStore.open(config.cacheDir);
     try {
       result = await new CacheAdmin(

@@ -5,7 +5,7 @@
 // --platform narrows it. A mirror that asks for credentials (MIRROR_AUTH, or PROXY_AUTH's users) gets
 // those of --user, or of the --mirror URL.
 import type { Command } from 'commander';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { askControl, controlSocketPath } from '../admin/control-socket.js';
 import { askServerPorts } from '../admin/server-ports.js';
 import { fail } from './exit.js';
@@ -14,8 +14,6 @@ import { formatBytes } from '../telemetry/format-bytes.js';
 import { parseImageReference, type ImageReference } from '../reference/image-reference.js';
 import { registryDisplayName } from '../reference/registry-name.js';
 import { TransferProgress } from './transfer-progress.js';
-import { readBounded } from '../upstream/bounded-body.js';
-import { DEFAULT_MANIFEST_MAX_BYTES } from '../cache/fill-coordinator.js';
 import { errorMessage } from '../telemetry/error-message.js';
 
 const ACCEPT = [
@@ -42,8 +40,12 @@ interface Mirror {
   headers: Record<string, string>; // Authorization, when credentials were given
   dispatcher: Dispatcher | undefined;
   cacheDir: string | null; // the server's cache, asked what it holds; null: a mirror given by URL
-  manifestMaxBytes?: number; // MANIFEST_MAX_SIZE: a manifest is read into memory up to this, never more
+  manifestMaxBytes: number; // MANIFEST_MAX_SIZE: a manifest is read into memory up to this, never more
 }
+
+// undici is loaded when a pull begins, not with the command line: every other command and --help would
+// pay for it.
+const http = () => import('undici');
 
 type Image = ImageReference & { image: string };
 
@@ -95,7 +97,7 @@ export function addPrefetchCommand(program: Command): void {
 }
 
 /** --mirror URL: its credentials, if any, become the Authorization header, never part of a logged URL. */
-function givenMirror(text: string): Mirror {
+function givenMirror(text: string): Omit<Mirror, 'manifestMaxBytes'> {
   let url: URL;
   try {
     url = new URL(text);
@@ -116,7 +118,7 @@ function basicAuthorization(credentials: string): Record<string, string> {
 }
 
 /** The mirror of the server that holds cacheDir, or an exit that says how to get one. */
-async function localMirror(cacheDir: string): Promise<Mirror> {
+async function localMirror(cacheDir: string): Promise<Omit<Mirror, 'manifestMaxBytes'>> {
   let ports;
   try {
     ports = await askServerPorts(cacheDir);
@@ -140,7 +142,7 @@ async function localMirror(cacheDir: string): Promise<Mirror> {
   const { port, tls } = ports.mirror;
   // A TLS mirror's certificate names MIRROR_HOSTNAME (or the operator's host), not 127.0.0.1. This is the
   // server that told us its port over its own 0600 socket, and the fill verifies every byte by digest.
-  const dispatcher = tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
+  const dispatcher = tls ? new (await http()).Agent({ connect: { rejectUnauthorized: false } }) : undefined;
   return { base: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`, headers: {}, dispatcher, cacheDir };
 }
 
@@ -168,7 +170,7 @@ async function prefetch(mirror: Mirror, ref: Image, platform: string | undefined
   let fetched = 0;
   try {
     for (const [digest] of toFetch) {
-      const res = await request(url('blobs', digest), { headers: mirror.headers, dispatcher: mirror.dispatcher });
+      const res = await (await http()).request(url('blobs', digest), { headers: mirror.headers, dispatcher: mirror.dispatcher });
       if (res.statusCode !== 200) {
         await res.body.dump();
         throw new Error(`blob ${digest}: the mirror answered ${res.statusCode}`);
@@ -205,10 +207,9 @@ async function present(cacheDir: string, digests: string[], registry: string): P
 }
 
 async function getManifest(mirror: Mirror, url: string): Promise<ManifestDoc> {
-  const res = await request(url, { headers: { accept: ACCEPT, ...mirror.headers }, dispatcher: mirror.dispatcher });
-  const text = (await readBounded(res.body, mirror.manifestMaxBytes ?? DEFAULT_MANIFEST_MAX_BYTES, `the manifest at ${new URL(url).pathname}`)).toString(
-    'utf8',
-  );
+  const res = await (await http()).request(url, { headers: { accept: ACCEPT, ...mirror.headers }, dispatcher: mirror.dispatcher });
+  const { readBounded } = await import('../upstream/bounded-body.js'); // with undici, which it uses
+  const text = (await readBounded(res.body, mirror.manifestMaxBytes, `the manifest at ${new URL(url).pathname}`)).toString('utf8');
   if (res.statusCode === 401) throw new Error('the mirror asks for credentials (MIRROR_AUTH, else PROXY_AUTH users): pass them with --user user:password');
   if (res.statusCode !== 200) throw new Error(`${new URL(url).pathname}: the mirror answered ${res.statusCode} ${text.slice(0, 200)}`);
   return JSON.parse(text) as ManifestDoc;

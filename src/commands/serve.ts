@@ -4,10 +4,6 @@ import cluster from 'node:cluster';
 import { Option, type Command } from 'commander';
 import { CacheDirInUseError } from '../admin/control-socket.js';
 import { ConfigError, loadConfig } from '../config/config.js';
-import { createLogger } from '../telemetry/log.js';
-import { logProcessCrashes } from '../telemetry/process-crashes.js';
-import { logProcessWarnings } from '../telemetry/process-warnings.js';
-import { CaError } from '../tls/certificate-authority.js';
 import { fail } from './exit.js';
 import { errorMessage, errorCode } from '../telemetry/error-message.js';
 
@@ -44,16 +40,22 @@ Examples:
       // WORKERS > 1: this process is the primary, or (forked by it, running this same command) a worker.
       const role = config.workers === 1 ? 'single' : cluster.isPrimary ? 'primary' : 'worker';
       const workerId = role === 'single' ? undefined : role === 'primary' ? 0 : cluster.worker!.id;
+      // The logger first (its warnings handler sees what loading the server may warn), then the server. Both
+      // are loaded here, not at the top: every other command and --help would load them for nothing.
+      const [{ createLogger }, { logProcessWarnings }, { logProcessCrashes }] = await Promise.all([
+        import('../telemetry/log.js'),
+        import('../telemetry/process-warnings.js'),
+        import('../telemetry/process-crashes.js'),
+      ]);
       const log = createLogger(config.logLevel, config.logFormat === null ? undefined : config.logFormat === 'pretty', workerId);
       logProcessWarnings(log);
       logProcessCrashes(log);
-      // Loaded here, not at the top: the server (the AWS SDK and all) is most of the CLI's start-up time,
-      // which every other command and --help would pay for nothing.
-      const [{ startProxy }, { StartupError }, { startPrimary }, { startWorker }] = await Promise.all([
+      const [{ startProxy }, { StartupError }, { startPrimary }, { startWorker }, { CaError }] = await Promise.all([
         import('../assembly/proxy.js'),
         import('../assembly/startup-checks.js'),
         import('../process/primary.js'),
         import('../process/worker.js'),
+        import('../tls/certificate-authority.js'),
       ]);
       let stopping = false;
       const stopWith = (close: (graceMs?: number) => Promise<void>) => (signal: string, graceMs?: number) => {
