@@ -17,7 +17,9 @@
 //   3. with BENCH_NETEM=1 (or --netem): the small image from an upstream behind a 200 Mbit/s, 30 ms link
 //      (bench/peers/netem.ts), where what a cache saves shows.
 // Options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5, small
-// image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5);
+// image), BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20), BENCH_NETEM, BENCH_PEER_NETEM_RUNS (5),
+// BENCH_PEER_WARMUP (1: rounds run before the measured ones and not counted; the first rounds of a run were
+// slow for every build, which widened the spread the ratios are read against);
 // BENCH_PEER_COMPARE="<label>=<another build's dist/cli.js>[,...]" adds those builds as peers `regcache@<label>`
 // in the same rounds (cold and warm only), so a change is measured against the build before it.
 // Output: a report on stdout, bench/results/peer-<time>.json, and the peer-bench section of
@@ -63,6 +65,7 @@ interface Options {
   clients: number;
   netem: boolean;
   netemRuns: number;
+  warmup: number; // rounds run first and not counted
   compare: { label: string; cli: string }[];
 }
 
@@ -76,6 +79,7 @@ function parseOptions(): Options {
     clients: envInt('BENCH_PEER_CLIENTS', 20),
     netem: values.netem === true || ['1', 'true', 'yes'].includes(process.env.BENCH_NETEM ?? ''),
     netemRuns: envInt('BENCH_PEER_NETEM_RUNS', 5),
+    warmup: envInt('BENCH_PEER_WARMUP', 1),
     compare: (process.env.BENCH_PEER_COMPARE ?? '')
       .split(',')
       .map((x) => x.trim())
@@ -274,17 +278,21 @@ async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: stri
   const seconds = Object.fromEntries(modes.map((m) => [m, [] as number[]])) as Partial<Record<Mode, number[]>>;
   const gets = Object.fromEntries(modes.map((m) => [m, [] as number[][]])) as Partial<Record<Mode, number[][]>>;
   const failures = Object.fromEntries(modes.map((m) => [m, [] as string[]])) as Partial<Record<Mode, string[]>>;
+  let counted = false; // a warm-up round's results are not kept
   const fail = (mode: Mode, what: string): void => {
-    of(failures, mode).push(what);
-    process.stderr.write(`${label}: ${mode} failed: ${what}\n`);
+    if (counted) of(failures, mode).push(what);
+    process.stderr.write(`${label}: ${mode} failed${counted ? '' : ' (warm-up)'}: ${what}\n`);
   };
   // Starting a proxy does not reach the upstream: whatever it logs after a mark is the next pull's.
   const measure = async (mode: Mode, src: Source): Promise<string> => {
     const since = await logMark(up);
     try {
       const s = await timedPull(b, src, image);
-      of(seconds, mode).push(s);
-      of(gets, mode).push(await upstreamGets(up, since, image));
+      const upstream = await upstreamGets(up, since, image);
+      if (counted) {
+        of(seconds, mode).push(s);
+        of(gets, mode).push(upstream);
+      }
       return `${s.toFixed(2)} s`;
     } catch (err) {
       fail(mode, failureOf(err));
@@ -292,8 +300,9 @@ async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: stri
     }
   };
   const paths = ['direct', ...roundPeers(b.opts)] as const;
-  for (let i = 0; i < runs; i++) {
-    const order = paths.map((_, k) => paths[(i + k) % paths.length]!);
+  for (let i = -b.opts.warmup; i < runs; i++) {
+    counted = i >= 0;
+    const order = paths.map((_, k) => paths[(((i + k) % paths.length) + paths.length) % paths.length]!);
     const done: string[] = [];
     for (const p of order) {
       if (p === 'direct') {
@@ -330,7 +339,7 @@ async function measureRounds(b: Bench, up: Upstream, image: Image, repoTag: stri
         await rm(dir, { recursive: true, force: true });
       }
     }
-    process.stderr.write(`${label} round ${i + 1}/${runs}: ${done.join(', ')}\n`);
+    process.stderr.write(`${label} ${counted ? `round ${i + 1}/${runs}` : 'warm-up round (not counted)'}: ${done.join(', ')}\n`);
   }
   return { image: repoTag, runs, seconds, upstreamGets: gets, failures };
 }
@@ -731,7 +740,7 @@ function report(r: Result, env: Record<string, string>): string {
     `regcache peer bench: direct vs regcache vs squid (ssl-bump, ufs cache) vs docker-registry pull-through, skopeo copy to dir:`,
     `  ${env.machine}; node ${env.node}, ${env.skopeo}, ${env.squid}, ${env.registry}, regcache ${env.git}`,
     `  small image ${mb(r.images.small.bytes)} (${r.images.small.layers.length} layers + config), ${o.runs} runs; big image ${mb(r.images.big.bytes)} (1 layer + config), ${o.bigRuns} runs`,
-    '  runs interleaved in a rotating order; cold = a fresh proxy with an empty cache each run, warm = its second pull;',
+    `  runs interleaved in a rotating order, after ${o.warmup} warm-up round(s) not counted; cold = a fresh proxy with an empty cache each run, warm = its second pull;`,
     '  upstream GETs from its access log',
     '',
     `small image, upstream on loopback:`,
@@ -819,7 +828,7 @@ async function describeEnvironment(): Promise<Record<string, string>> {
 }
 
 function docsSection(text: string, date: string, env: Record<string, string>, o: Options): string {
-  const sizes = `BENCH_PEER_SMALL_MB=${o.smallMb} BENCH_PEER_BIG_MB=${o.bigMb} BENCH_PEER_RUNS=${o.runs} BENCH_PEER_BIG_RUNS=${o.bigRuns} BENCH_PEER_CLIENTS=${o.clients}`;
+  const sizes = `BENCH_PEER_SMALL_MB=${o.smallMb} BENCH_PEER_BIG_MB=${o.bigMb} BENCH_PEER_RUNS=${o.runs} BENCH_PEER_BIG_RUNS=${o.bigRuns} BENCH_PEER_CLIENTS=${o.clients} BENCH_PEER_WARMUP=${o.warmup}`;
   return [
     '## Peers: squid and a pull-through registry (bench/peer-bench.ts)',
     '',
