@@ -26,7 +26,7 @@ import type { ContentKind } from '../content-store.js';
 import { entryKey, type Entry } from '../entry-index.js';
 import { evictOldestFirst, lowWater } from '../lru-eviction.js';
 import { type FillLocks, type Lease } from './fill-lock.js';
-import { deleteContent } from './content-deletion.js';
+import { deleteContent, type BucketParts } from './content-deletion.js';
 import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
 import { errorMessage } from '../../telemetry/error-message.js';
 
@@ -120,10 +120,7 @@ export interface SweepResult {
   deletedBytes: number;
 }
 
-export interface FleetEvictorParts {
-  bucket: Bucket;
-  layout: BucketLayout;
-  index: BucketIndex;
+export interface FleetEvictorParts extends BucketParts {
   usage: UsageBatches;
   locks: FillLocks;
 }

@@ -221,13 +221,16 @@ export class S3Store extends EventEmitter implements ContentStore {
       const trashed = new Set((await this.bucket.list(this.layout.trash)).map((o) => this.layout.parseTrash(o.key)?.digest));
       for (const o of await this.bucket.list(this.layout.contents)) {
         const digest = this.layout.parseContent(o.key);
-        if (digest && (this.index.get('blob', digest) || this.index.get('manifest', digest) || trashed.has(digest))) continue;
-        // A key that names no digest is no content at all.
-        const deletion = digest
-          ? await deleteContent(this.parts, digest, ['blob', 'manifest'])
-          : await this.bucket.delete(o.key).then(() => ({ bytes: o.size }));
+        if (!digest) {
+          await this.bucket.delete(o.key); // a key that names no digest is no content at all
+          files++;
+          bytes += o.size;
+          continue;
+        }
+        if (this.index.get('blob', digest) || this.index.get('manifest', digest) || trashed.has(digest)) continue;
+        const deletion = await deleteContent(this.parts, digest, ['blob', 'manifest']);
         if (typeof deletion !== 'object' || deletion.bytes === null) continue; // a fill is uploading it, or it was just committed
-        if (digest) await this.tier?.drop(digest);
+        await this.tier?.drop(digest);
         files++;
         bytes += deletion.bytes;
       }
