@@ -45,22 +45,34 @@ function layerSize(rng: Rng): number {
   return rng.between(9 * MIB, 12 * MIB);
 }
 
+/** Images pushed at once: the push is the soak's set-up's longest step, wall time the whole suite waits for. */
+const PUSHING = 4;
+
 export async function buildCatalogue(hub: TokenAuthUpstream, dir: string, seed: number, counts: { public: number; private: number }): Promise<Catalogue> {
   const rng = new Rng(seed, 'catalogue');
-  const items: Item[] = [];
-  const blobs = new Map<string, Blob>();
   const total = counts.public + counts.private;
+  // Every draw first, in order (same seed, same catalogue), then the images made and pushed PUSHING at once.
   // A few base layers that public images share (the same digest under several repositories).
   const bases = Array.from({ length: 4 }, (_, i) => ({ size: layerSize(rng), seed: `soak-${seed}-base-${i}` }));
-  for (let i = 0; i < total; i++) {
+  const plans = Array.from({ length: total }, (_, i) => {
     const isPrivate = i >= counts.public;
     const repo = isPrivate ? `team/private-${i}` : `library/app-${i}`;
     const own = Array.from({ length: rng.between(1, 3) }, (_, j) => ({ size: layerSize(rng), seed: `soak-${seed}-${i}-${j}` }));
     const layers = !isPrivate && rng.chance(0.5) ? [rng.pick(bases), ...own] : own;
-    const image = await makeImage(path.join(dir, `image-${i}`), { layers, gzipLevel: 0 });
-    await pushImage(hub.upstream.registry.url, repo, 'v1', image, { caFile: hub.upstream.ca.certFile, token: hub.seedToken(repo) });
-    const item: Item = { repo, tag: 'v1', private: isPrivate, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
-    items.push(item);
+    return { i, isPrivate, repo, layers };
+  });
+  const items: Item[] = new Array<Item>(total);
+  let next = 0;
+  const pusher = async (): Promise<void> => {
+    for (let plan = plans[next++]; plan !== undefined; plan = plans[next++]) {
+      const image = await makeImage(path.join(dir, `image-${plan.i}`), { layers: plan.layers, gzipLevel: 0 });
+      await pushImage(hub.upstream.registry.url, plan.repo, 'v1', image, { caFile: hub.upstream.ca.certFile, token: hub.seedToken(plan.repo) });
+      items[plan.i] = { repo: plan.repo, tag: 'v1', private: plan.isPrivate, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
+    }
+  };
+  await Promise.all(Array.from({ length: PUSHING }, pusher));
+  const blobs = new Map<string, Blob>();
+  for (const { image, private: isPrivate } of items) {
     for (const b of [image.config, ...image.layers]) blobs.set(b.digest, { digest: b.digest, size: b.size, private: isPrivate, file: b.file, bytes: null });
     blobs.set(image.manifestDigest, { digest: image.manifestDigest, size: image.manifest.length, private: isPrivate, file: null, bytes: image.manifest });
   }

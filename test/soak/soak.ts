@@ -122,16 +122,29 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     mounted = true;
     unmountAtExit = () => execFileSync('umount', ['-l', cacheDir]); // a crash skips the finally below
     process.once('exit', unmountAtExit);
-    const local = await startLocal(root, cacheDir, upstreamInfo, localUpstream);
-    stops.push(() => local.stop());
-
+    // The two configurations start side by side (each mostly waits on its own processes).
+    const startingLocal = startLocal(root, cacheDir, upstreamInfo, localUpstream).then((node) => {
+      log(`soak: local configuration up (${secondsSince(began)} s)`);
+      stops.push(() => node.stop());
+      return node;
+    });
     // Fleet: two replicas on Ceph RGW, haproxy in front.
-    const s3: S3Server = await startS3Server();
-    stops.push(() => s3.stop());
-    const s3Client = new S3Client(s3ClientConfig(s3));
-    stops.push(async () => s3Client.destroy());
-    const fleet: Fleet = await startFleet(root, s3, upstreamInfo, fleetUpstream);
-    stops.push(...fleet.replicas.map((r) => () => r.stop()), () => fleet.balancer.stop());
+    const startingFleet = startS3Server().then(async (s3) => {
+      log(`soak: radosgw up (${secondsSince(began)} s)`);
+      stops.push(() => s3.stop());
+      const s3Client = new S3Client(s3ClientConfig(s3));
+      stops.push(async () => s3Client.destroy());
+      const fleet = await startFleet(root, s3, upstreamInfo, fleetUpstream);
+      log(`soak: fleet up (${secondsSince(began)} s)`);
+      stops.push(...fleet.replicas.map((r) => () => r.stop()), () => fleet.balancer.stop());
+      return { s3, s3Client, fleet };
+    });
+    // Both settle before either failure is thrown: what the other started is then in `stops`.
+    const [localStart, fleetStart] = await Promise.allSettled([startingLocal, startingFleet]);
+    if (localStart.status === 'rejected') throw localStart.reason;
+    if (fleetStart.status === 'rejected') throw fleetStart.reason;
+    const local = localStart.value;
+    const { s3, s3Client, fleet }: { s3: S3Server; s3Client: S3Client; fleet: Fleet } = fleetStart.value;
     const catalogue = await pushing;
     log(`soak: everything up (${secondsSince(began)} s)`);
 
@@ -198,7 +211,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         detail: violations(ledger, 'private-leak'),
       },
     );
-    invariants.push(...(await quiesceAndCheck(local, fleet, s3Client, faults.events)));
+    invariants.push(...(await quiesceAndCheck(local, fleet, s3Client, faults.events, log)));
     invariants.push(await noCrash([local, ...fleet.replicas], faults.events));
     invariants.push(await upstreamFetches('local', [local], localUpstream, faults.events));
     invariants.push(await upstreamFetches('fleet', fleet.replicas, fleetUpstream, faults.events));
@@ -328,33 +341,61 @@ async function load(
  * replicas that were killed (the lifecycle rule's), `regcache cache verify` finding only what the soak
  * damaged and clean on a second pass, and each store within CACHE_MAX_SIZE.
  */
-async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, events: FaultEvent[]): Promise<InvariantResult[]> {
-  const results: InvariantResult[] = [];
+async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, events: FaultEvent[], log: (line: string) => void): Promise<InvariantResult[]> {
+  const began = Date.now();
   const nodes = [local, ...fleet.replicas];
   const spools = async () => (await Promise.all(nodes.map(async (n) => (await n.spoolFiles()).map((f) => `${n.name}: ${f}`)))).flat();
   await waitFor(async () => (await spools()).length === 0, { timeoutMs: 90_000, what: 'spool files to go', intervalMs: 500 }).catch(() => undefined);
   const leftSpools = await spools();
-  results.push({ name: 'no spool file left once every fill ended', passed: leftSpools.length === 0, checks: nodes.length, detail: leftSpools.join(', ') });
+  const spoolResult: InvariantResult = {
+    name: 'no spool file left once every fill ended',
+    passed: leftSpools.length === 0,
+    checks: nodes.length,
+    detail: leftSpools.join(', '),
+  };
 
-  // Live fill locks: none once a lease has passed with no fill running.
-  await sleep(FLEET_LEASE_MS + 1000);
+  // With every fill over, the checks that follow read different things and run side by side (the soak
+  // runs alone: its wall time is the suite's); each says when it ended, for the next one who trims this.
+  const timed = async <T>(what: string, check: () => Promise<T>): Promise<T> => {
+    const result = await check();
+    log(`soak: checked ${what} (${((Date.now() - began) / 1000).toFixed(1)} s after the load)`);
+    return result;
+  };
+  const [bucketRest, verifies, localBound, fleetBound] = await Promise.all([
+    timed('fill locks and multipart uploads', () => bucketAtRest(s3Client, events)),
+    Promise.all(
+      (
+        [
+          [local, 'local'],
+          [fleet.replicas[0]!, 'fleet'],
+        ] as const
+      ).map(([node, lane]) => timed(`cache verify (${lane})`, () => verifyTwice(node, lane, events))),
+    ),
+    timed('the local bound', () => localWithinBound(local)),
+    timed('the bucket bound', () => fleetWithinBound(fleet, s3Client)),
+  ]);
+  return [spoolResult, ...bucketRest, ...verifies, localBound, fleetBound];
+}
+
+/**
+ * No live fill lock once a lease passed with no fill running, and no multipart upload but those of a
+ * replica killed (or stopped) while it filled, which the lifecycle rule reclaims: a failed fill's own
+ * upload is aborted, after the bucket came back if it was down.
+ */
+async function bucketAtRest(s3Client: S3Client, events: FaultEvent[]): Promise<InvariantResult[]> {
+  // A lease, and a probe period (aborts kept for the bucket's return run): one wait serves both.
+  await sleep(Math.max(FLEET_LEASE_MS + 1000, 6000));
   const lockKeys = [...(await listKeys(s3Client, BUCKET, PREFIX, 'fills/')).keys()];
   const live: string[] = [];
-  for (const key of lockKeys) {
-    const out = await s3Client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key })).catch(() => null);
-    const body = out?.Body ? (JSON.parse(Buffer.from(await out.Body.transformToByteArray()).toString()) as { expires: number }) : null;
-    if (body && body.expires > Date.now()) live.push(key);
-  }
-  results.push({
-    name: 'no live fill lock left in the bucket',
-    passed: live.length === 0,
-    checks: 1 + lockKeys.length,
-    detail: `${lockKeys.length} lock objects, live: ${live.join(', ') || 'none'}`,
-  });
-
-  // Incomplete uploads: only those of a replica killed (or stopped) while it filled, which the lifecycle
-  // rule reclaims; a failed fill's own upload is aborted, after the bucket came back if it was down.
-  await sleep(6000); // a probe period: aborts kept for the bucket's return run
+  let next = 0;
+  const reader = async (): Promise<void> => {
+    for (let key = lockKeys[next++]; key !== undefined; key = lockKeys[next++]) {
+      const out = await s3Client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key })).catch(() => null); // deleted since the list: not live
+      const body = out?.Body ? (JSON.parse(Buffer.from(await out.Body.transformToByteArray()).toString()) as { expires: number }) : null;
+      if (body && body.expires > Date.now()) live.push(key);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, reader)); // one GET each, a hundred or more of them
   const uploads = (await s3Client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: PREFIX }))).Uploads ?? [];
   const stops = events.filter((e) => e.lane === 'fleet' && (e.kind === 'kill-replica' || e.kind === 'sigterm-restart') && !e.skipped);
   const hung = events.filter((e) => e.lane === 'fleet' && (e.kind === 'gateway-pause' || e.kind === 'gateway-stop') && !e.skipped);
@@ -364,43 +405,53 @@ async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, ev
     const byHang = hung.some((e) => at >= e.start - 15_000 && at <= e.end + 5000); // a create the gateway did but never answered
     return !byStop && !byHang;
   });
-  results.push({
-    name: 'no multipart upload left but those of replicas killed or stopped mid-fill (the lifecycle rule) or created unanswered by a hung gateway',
-    passed: unexplained.length === 0,
-    checks: 1 + uploads.length,
-    detail: `${uploads.length} left, ${unexplained.length} unexplained${unexplained.length ? ': ' + unexplained.map((u) => `${u.Key} at ${u.Initiated?.toISOString()}`).join(', ') : ''}`,
-  });
+  return [
+    {
+      name: 'no live fill lock left in the bucket',
+      passed: live.length === 0,
+      checks: 1 + lockKeys.length,
+      detail: `${lockKeys.length} lock objects, live: ${live.join(', ') || 'none'}`,
+    },
+    {
+      name: 'no multipart upload left but those of replicas killed or stopped mid-fill (the lifecycle rule) or created unanswered by a hung gateway',
+      passed: unexplained.length === 0,
+      checks: 1 + uploads.length,
+      detail: `${uploads.length} left, ${unexplained.length} unexplained${unexplained.length ? ': ' + unexplained.map((u) => `${u.Key} at ${u.Initiated?.toISOString()}`).join(', ') : ''}`,
+    },
+  ];
+}
 
-  // cache verify: the first pass may find only what the soak damaged (never re-read since); the second is clean.
-  for (const [node, lane] of [
-    [local, 'local'],
-    [fleet.replicas[0]!, 'fleet'],
-  ] as const) {
-    const damaged = new Set(events.filter((e) => e.lane === lane && e.digest && (e.kind === 'flip-byte' || e.kind === 'truncate')).map((e) => e.digest!));
-    const first = await node.cache<{ checked: number; corrupt: string[]; missing: string[]; orphans: number }>('verify');
-    const second = await node.cache<{ checked: number; corrupt: string[]; missing: string[]; orphans: number }>('verify');
-    const found = first.out ? [...first.out.corrupt, ...first.out.missing] : [];
-    const stray = found.filter((d) => !damaged.has(d));
-    const clean = second.code === 0 && second.out !== null && second.out.corrupt.length === 0 && second.out.missing.length === 0 && second.out.orphans === 0;
-    results.push({
-      name: `regcache cache verify (${lane}): finds only what the soak damaged, then clean`,
-      passed: first.out !== null && stray.length === 0 && clean,
-      checks: (first.out?.checked ?? 0) + (second.out?.checked ?? 0),
-      detail: `first pass ${first.out ? `${first.out.checked} checked, ${first.out.corrupt.length} corrupt, ${first.out.missing.length} missing, ${first.out.orphans} orphans` : first.stderr}; damaged by the soak ${damaged.size}; not damaged by it: ${stray.join(', ') || 'none'}; second pass ${second.out ? `${second.out.checked} checked, ${second.out.corrupt.length} corrupt, ${second.out.missing.length} missing, ${second.out.orphans} orphans` : second.stderr}`,
-    });
-  }
+/** cache verify: the first pass may find only what the soak damaged (never re-read since); the second is clean. */
+async function verifyTwice(node: Node, lane: 'local' | 'fleet', events: FaultEvent[]): Promise<InvariantResult> {
+  const damaged = new Set(events.filter((e) => e.lane === lane && e.digest && (e.kind === 'flip-byte' || e.kind === 'truncate')).map((e) => e.digest!));
+  const first = await node.cache<{ checked: number; corrupt: string[]; missing: string[]; orphans: number }>('verify');
+  const second = await node.cache<{ checked: number; corrupt: string[]; missing: string[]; orphans: number }>('verify');
+  const found = first.out ? [...first.out.corrupt, ...first.out.missing] : [];
+  const stray = found.filter((d) => !damaged.has(d));
+  const clean = second.code === 0 && second.out !== null && second.out.corrupt.length === 0 && second.out.missing.length === 0 && second.out.orphans === 0;
+  return {
+    name: `regcache cache verify (${lane}): finds only what the soak damaged, then clean`,
+    passed: first.out !== null && stray.length === 0 && clean,
+    checks: (first.out?.checked ?? 0) + (second.out?.checked ?? 0),
+    detail: `first pass ${first.out ? `${first.out.checked} checked, ${first.out.corrupt.length} corrupt, ${first.out.missing.length} missing, ${first.out.orphans} orphans` : first.stderr}; damaged by the soak ${damaged.size}; not damaged by it: ${stray.join(', ') || 'none'}; second pass ${second.out ? `${second.out.checked} checked, ${second.out.corrupt.length} corrupt, ${second.out.missing.length} missing, ${second.out.orphans} orphans` : second.stderr}`,
+  };
+}
 
-  // The bound. Local: the index's total, and the bytes on its disk. Fleet: the entries' total once the
-  // sweeper ran, and the bucket's content once evicted bytes passed their grace.
+/** The local bound: the index's total, and the bytes on its disk. */
+async function localWithinBound(local: Node): Promise<InvariantResult> {
   const du = await local.cache<{ totalBytes: number; maxBytes: number }>('du');
   const disk = await statfs(local.cacheDir);
   const used = (disk.blocks - disk.bfree) * disk.bsize;
-  results.push({
+  return {
     name: 'local store within CACHE_MAX_SIZE',
     passed: du.out !== null && du.out.totalBytes <= LOCAL_MAX_BYTES && used <= LOCAL_MAX_BYTES + 8 * 1024 * 1024,
     checks: 2,
     detail: `entries ${mib(du.out?.totalBytes ?? NaN)} MiB, disk used ${mib(used)} MiB (index and journal included), bound ${mib(LOCAL_MAX_BYTES)} MiB`,
-  });
+  };
+}
+
+/** The fleet's bound: the entries' total once the sweeper ran, and the bucket's content once evicted bytes passed their grace. */
+async function fleetWithinBound(fleet: Fleet, s3Client: S3Client): Promise<InvariantResult> {
   let contentBytes = Infinity;
   await waitFor(
     async () => {
@@ -408,15 +459,14 @@ async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, ev
       return contentBytes <= FLEET_MAX_BYTES;
     },
     { timeoutMs: FLEET_GRACE_MS + 6 * FLEET_SWEEP_MS + 20_000, what: 'the bucket within its bound', intervalMs: 1000 },
-  ).catch(() => undefined);
+  ).catch(() => undefined); // not within it: the result below says by how much
   const fleetDu = await fleet.replicas[0]!.cache<{ totalBytes: number }>('du');
-  results.push({
+  return {
     name: 'fleet bucket within CACHE_MAX_SIZE (once evicted bytes passed S3_EVICT_GRACE)',
     passed: contentBytes <= FLEET_MAX_BYTES && fleetDu.out !== null && fleetDu.out.totalBytes <= FLEET_MAX_BYTES,
     checks: 2,
     detail: `content objects ${mib(contentBytes)} MiB, entries ${mib(fleetDu.out?.totalBytes ?? NaN)} MiB, bound ${mib(FLEET_MAX_BYTES)} MiB`,
-  });
-  return results;
+  };
 }
 
 /**
