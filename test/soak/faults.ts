@@ -34,9 +34,13 @@ export interface FaultPlan {
   windowMs: [number, number];
 }
 
+// A window begun just before the deadline still lasts this long: a fault too short to bite tests nothing.
+const SHORTEST_WINDOW_MS = 1000;
+
 export class Faults {
   readonly events: FaultEvent[] = [];
   private stopping = false;
+  private deadline = Infinity;
 
   constructor(
     private readonly plan: FaultPlan,
@@ -55,6 +59,7 @@ export class Faults {
 
   /** Runs the three lanes until `deadline`; every window fault is undone before it resolves. */
   async run(deadline: number, rngs: { upstream: Rng; local: Rng; fleet: Rng }): Promise<void> {
+    this.deadline = deadline;
     await Promise.all([
       this.lane('upstream', deadline, rngs.upstream, (rng, e) => this.upstreamFault(rng, e)),
       this.lane('local', deadline, rngs.local, (rng, e) => this.localFault(rng, e)),
@@ -106,8 +111,9 @@ export class Faults {
       : rng.pick([...this.ctx.catalogue.blobs.keys()].sort());
   }
 
+  /** A window's length: drawn (a seed replays the same draws), then cut at the deadline, which the suite waits for. */
   private window(rng: Rng): number {
-    return rng.between(...this.plan.windowMs);
+    return Math.max(SHORTEST_WINDOW_MS, Math.min(rng.between(...this.plan.windowMs), this.deadline - Date.now()));
   }
 
   private async upstreamFault(rng: Rng, event: FaultEvent): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
