@@ -6,6 +6,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { makeImage, pushImage, type Image } from '../harness/images.js';
 import type { TokenAuthUpstream } from '../support/upstream-fixture.js';
+import { eachAtOnce } from './at-once.js';
 import { Rng } from './rng.js';
 
 export interface Item {
@@ -62,15 +63,11 @@ export async function buildCatalogue(hub: TokenAuthUpstream, dir: string, seed: 
     return { i, isPrivate, repo, layers };
   });
   const items: Item[] = new Array<Item>(total);
-  let next = 0;
-  const pusher = async (): Promise<void> => {
-    for (let plan = plans[next++]; plan !== undefined; plan = plans[next++]) {
-      const image = await makeImage(path.join(dir, `image-${plan.i}`), { layers: plan.layers, gzipLevel: 0 });
-      await pushImage(hub.upstream.registry.url, plan.repo, 'v1', image, { caFile: hub.upstream.ca.certFile, token: hub.seedToken(plan.repo) });
-      items[plan.i] = { repo: plan.repo, tag: 'v1', private: plan.isPrivate, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
-    }
-  };
-  await Promise.all(Array.from({ length: PUSHING }, pusher));
+  await eachAtOnce(plans, PUSHING, async (plan) => {
+    const image = await makeImage(path.join(dir, `image-${plan.i}`), { layers: plan.layers, gzipLevel: 0 });
+    await pushImage(hub.upstream.registry.url, plan.repo, 'v1', image, { caFile: hub.upstream.ca.certFile, token: hub.seedToken(plan.repo) });
+    items[plan.i] = { repo: plan.repo, tag: 'v1', private: plan.isPrivate, image, blobs: [image.config.digest, ...image.layers.map((l) => l.digest)] };
+  });
   const blobs = new Map<string, Blob>();
   for (const { image, private: isPrivate } of items) {
     for (const b of [image.config, ...image.layers]) blobs.set(b.digest, { digest: b.digest, size: b.size, private: isPrivate, file: b.file, bytes: null });

@@ -10,6 +10,7 @@ import { run, sleep, waitFor } from '../harness/proc.js';
 import { listKeys, s3ClientConfig, startS3Server, type S3Server } from '../harness/s3-server.js';
 import { makeTmpDir, removeTmpDir } from '../harness/tmp.js';
 import { startTokenAuthUpstream, type TokenAuthUpstream } from '../support/upstream-fixture.js';
+import { eachAtOnce } from './at-once.js';
 import { buildCatalogue, type Catalogue, type Item } from './catalogue.js';
 import { Ledger, NodeClient, PASSWORD, skopeoPull, USER, type Op, type Target } from './clients.js';
 import { FaultUpstream } from './fault-upstream.js';
@@ -384,15 +385,12 @@ async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, ev
 async function bucketAtRest(s3Client: S3Client, events: FaultEvent[]): Promise<InvariantResult[]> {
   const lockKeys = [...(await listKeys(s3Client, BUCKET, PREFIX, 'fills/')).keys()];
   const live: string[] = [];
-  let next = 0;
-  const reader = async (): Promise<void> => {
-    for (let key = lockKeys[next++]; key !== undefined; key = lockKeys[next++]) {
-      const out = await s3Client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key })).catch(() => null); // deleted since the list: not live
-      const body = out?.Body ? (JSON.parse(Buffer.from(await out.Body.transformToByteArray()).toString()) as { expires: number }) : null;
-      if (body && body.expires > Date.now()) live.push(key);
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, reader)); // one GET each, a hundred or more of them
+  // One GET each, a hundred or more of them.
+  await eachAtOnce(lockKeys, 8, async (key) => {
+    const out = await s3Client.send(new GetObjectCommand({ Bucket: BUCKET, Key: PREFIX + key })).catch(() => null); // deleted since the list: not live
+    const body = out?.Body ? (JSON.parse(Buffer.from(await out.Body.transformToByteArray()).toString()) as { expires: number }) : null;
+    if (body && body.expires > Date.now()) live.push(key);
+  });
   const uploads = (await s3Client.send(new ListMultipartUploadsCommand({ Bucket: BUCKET, Prefix: PREFIX }))).Uploads ?? [];
   const stops = events.filter((e) => e.lane === 'fleet' && (e.kind === 'kill-replica' || e.kind === 'sigterm-restart') && !e.skipped);
   const hung = events.filter((e) => e.lane === 'fleet' && (e.kind === 'gateway-pause' || e.kind === 'gateway-stop') && !e.skipped);
