@@ -373,8 +373,7 @@ async function quiesceAndCheck(local: Node, fleet: Fleet, s3Client: S3Client, ev
     timed('the local bound', () => localWithinBound(local)),
     timed('the bucket bound', () => fleetWithinBound(fleet, s3Client)),
   ]);
-  const verifies = [localVerify, fleetVerify];
-  return [spoolResult, ...bucketRest, ...verifies, localBound, fleetBound];
+  return [spoolResult, ...bucketRest, localVerify, fleetVerify, localBound, fleetBound];
 }
 
 /**
