@@ -14,6 +14,7 @@ import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogger, type Logger } from '../src/telemetry/log.js';
 import { Metrics } from '../src/telemetry/metrics.js';
 import { openDoors, serveProxy, startProxy, type RunningProxy } from '../src/assembly/proxy.js';
+import { ownListeners } from '../src/assembly/listeners.js';
 import { ownDirectory, primaryStore } from '../src/assembly/store-owner.js';
 import { prepareStartup } from '../src/assembly/startup.js';
 import { StoreHost } from '../src/cache/workers/store-host.js';
@@ -173,6 +174,7 @@ async function startWorkerOverPrimary(config: Config, log: Logger): Promise<{ pr
     ca,
     leaves,
     backend,
+    listeners: ownListeners(config, log), // a real worker is handed its connections (one file more: process/connection-handoff.ts)
     storeGauges: false,
     views: { health: unused, listing: unused, metrics: { contentType: 'text/plain', metrics: unused }, status: unused },
   });

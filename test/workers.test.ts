@@ -19,7 +19,7 @@ import { run, waitFor } from './harness/proc.js';
 import { startRegcache, type LogLine, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
-import { get } from './support/plain-http.js';
+import { get, request } from './support/plain-http.js';
 import { assertConcurrentPullsFetchOnce, certDirFor, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
 
 const CLI = path.resolve(import.meta.dirname, '../dist/cli.js');
@@ -38,6 +38,20 @@ async function cacheCommand<T>(proxy: Regcache, ...args: string[]): Promise<T> {
 /** Worker id -> pid, from the primary's `worker started` lines. */
 async function workerPids(proxy: Regcache): Promise<Map<number, number>> {
   return new Map((await proxy.logs()).filter((l) => l.msg === 'worker started').map((l) => [Number(l.workerId), Number(l.pid)]));
+}
+
+/** The ids of the workers serving now (two, once a replacement started), from their `worker listening` lines. */
+async function waitForServing(proxy: Regcache): Promise<number[]> {
+  const exited = new Set((await proxy.logs()).filter((l) => /^worker exited/.test(String(l.msg))).map((l) => Number(l.workerId)));
+  let serving: number[] = [];
+  await waitFor(
+    async () => {
+      serving = (await proxy.logs()).filter((l) => l.msg === 'worker listening' && !exited.has(workerOf(l))).map(workerOf);
+      return serving.length === 2;
+    },
+    { timeoutMs: 15_000, what: 'two workers serving' },
+  );
+  return serving;
 }
 
 describe('WORKERS=2: two worker processes on one store', () => {
@@ -256,6 +270,40 @@ describe('WORKERS=2: two worker processes on one store', () => {
       timeoutMs: 10_000,
       what: 'two workers running again',
     });
+  });
+
+  it('a connection handed to a worker that dies before taking it is closed at once, never left open', async () => {
+    // A stopped worker cannot say it took a connection; the primary hands it one (the next in turn) and the
+    // others to the worker that answers. Killed, its connection must end: Node's cluster kept it open.
+    const pids = await workerPids(proxy);
+    const serving = await waitForServing(proxy);
+    const stopped = serving[0]!;
+    process.kill(pids.get(stopped)!, 'SIGSTOP');
+    const abort = new AbortController();
+    const held = setTimeout(() => abort.abort(new Error('no answer in 30 s: the connection was left open')), 30_000);
+    try {
+      const ends: { ok: boolean; error?: string }[] = [];
+      const requests = [1, 2, 3].map(() =>
+        request(proxy.port, '/readyz', { signal: abort.signal }).then(
+          () => ends.push({ ok: true }),
+          (err: Error) => ends.push({ ok: false, error: err.message }),
+        ),
+      );
+      await waitFor(async () => ends.length === 2, { timeoutMs: 10_000, what: 'the running worker to answer two' });
+      assert.ok(ends.every((e) => e.ok));
+      const mark = await proxy.logMark();
+      process.kill(pids.get(stopped)!, 'SIGKILL');
+      await Promise.all(requests);
+      assert.equal(ends.length, 3);
+      assert.equal(ends[2]!.ok, false, 'the stopped worker never answered it');
+      assert.ok(!abort.signal.aborted, 'closed when its worker died, not by the client giving up after 30 s');
+      const closed = await proxy.waitForLog((l) => l.msg === 'a connection handed to a worker that exited was closed', 'the primary to say so', {
+        since: mark,
+      });
+      assert.deepEqual([closed.workerId, closed.door], [stopped, 'proxy']);
+    } finally {
+      clearTimeout(held);
+    }
   });
 });
 

@@ -6,7 +6,6 @@ import { createServer, type Server } from 'node:http';
 import fs from 'node:fs/promises';
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client } from 'undici';
 import { cacheListing, handleAdmin, localHealth, openToAnyone, type HealthReport, type Listing } from '../admin/admin-routes.js';
@@ -26,7 +25,7 @@ import { Metrics, type MetricsExposition } from '../telemetry/metrics.js';
 import { buildStatusReport, type StatusReport } from '../telemetry/status-report.js';
 import { parseRepository } from '../reference/repository-reference.js';
 import { logStartupSummary, replicaName } from './startup-summary.js';
-import { listenError } from './startup-checks.js';
+import { ownListeners, serverPorts, type Listeners } from './listeners.js';
 import { prepareStartup } from './startup.js';
 import { ownStore } from './store-owner.js';
 import type { Logger } from '../telemetry/log.js';
@@ -72,6 +71,7 @@ export async function startProxy(config: Config, log: Logger): Promise<RunningPr
     ca,
     leaves,
     backend,
+    listeners: ownListeners(config, log),
     storeGauges: true,
     views: {
       health: () => localHealth(ca.certPem, config.cacheDir),
@@ -112,6 +112,7 @@ export interface ServeParts {
   ca: CertificateAuthority;
   leaves: LeafCertificates;
   backend: Backend; // the store, as this process sees it (a worker: its primary's); closed last
+  listeners: Listeners; // its own ports, or (a worker) the connections its primary hands it
   storeGauges: boolean; // the store's gauges and its fills' are this process's (a worker's are the primary's)
   views: {
     health: () => Promise<HealthReport>;
@@ -179,6 +180,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
   const tunnels = new Tunnels(dialer, log);
   let ready = false;
   let mirror: Server | null = null;
+  let mirrorPort: number | null = null;
   const adminDeps = {
     log,
     accessLog,
@@ -187,7 +189,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     ...parts.views,
     ready: () => ready,
     storeReadiness: () => backend.readiness(),
-    mirrorPort: () => (mirror ? (mirror.address() as AddressInfo).port : null),
+    mirrorPort: () => mirrorPort,
     registries: config.registries,
     auth: doors.admin,
     proxyAuth: doors.proxy,
@@ -252,37 +254,29 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     };
     mirror = createMirrorServer(mirrorDeps, await mirrorTls(config, leaves));
     mirror.on('connection', track);
-    await listen(mirror, 'MIRROR_PORT', config.mirrorPort, config.disableIpv6);
-    destinations.listeningPorts.add((mirror.address() as AddressInfo).port);
-    mirror.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'mirror listener error'));
+    mirrorPort = await parts.listeners.take('mirror', mirror);
+    destinations.listeningPorts.add(mirrorPort);
   }
 
   // ADMIN_PORT: the admin endpoints on a port of their own as well (e.g. for a metrics scraper).
   let admin: Server | null = null;
+  let adminPort: number | null = null;
   if (config.adminPort !== 0) {
     admin = createServer((req, res) => {
       if (openToAnyone(req) || clients.admits(req, log, 'admin')) void handleAdmin(adminDeps, req, res);
       else res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${CLIENT_REFUSED}\n`);
     });
     admin.on('connection', track);
-    await listen(admin, 'ADMIN_PORT', config.adminPort, config.disableIpv6);
-    destinations.listeningPorts.add((admin.address() as AddressInfo).port);
+    adminPort = await parts.listeners.take('admin', admin);
+    destinations.listeningPorts.add(adminPort);
   }
 
-  await listen(server, 'PORT', config.port, config.disableIpv6);
-  // After listen, an accept failure (EMFILE) must be logged, not crash the process.
-  server.on('error', (err: NodeJS.ErrnoException) => log.error({ error: err.message, code: err.code }, 'listener error'));
-  const port = (server.address() as AddressInfo).port;
+  const port = await parts.listeners.take('proxy', server);
   destinations.listeningPorts.add(port);
+  parts.listeners.open();
   await warmUp(port, log);
   ready = true;
-  const adminPort = admin ? (admin.address() as AddressInfo).port : null;
-  const mirrorPort = adminDeps.mirrorPort();
-  const ports: ServerPorts = {
-    proxy: port,
-    mirror: mirrorPort === null ? null : { port: mirrorPort, tls: config.mirrorTls !== null || config.mirrorHostname !== null },
-    admin: adminPort,
-  };
+  const ports = serverPorts(config, { proxy: port, mirror: mirrorPort, admin: adminPort });
   return {
     port,
     ports,
@@ -309,31 +303,6 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
       await guard.close();
     },
   };
-}
-
-/** Dual-stack on "::" unless IPv6 is disabled or missing, then 0.0.0.0; a failure names its variable. */
-async function listen(server: Server, variable: string, port: number, disableIpv6: boolean): Promise<void> {
-  try {
-    await bind(server, port, disableIpv6);
-  } catch (err) {
-    throw listenError(variable, port, err);
-  }
-}
-
-function bind(server: Server, port: number, disableIpv6: boolean): Promise<void> {
-  const attempt = (host: string) =>
-    new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen({ port, host, ipv6Only: false }, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-  if (disableIpv6) return attempt('0.0.0.0');
-  return attempt('::').catch((err: NodeJS.ErrnoException) => {
-    if (err.code === 'EAFNOSUPPORT' || err.code === 'EADDRNOTAVAIL') return attempt('0.0.0.0');
-    throw err;
-  });
 }
 
 /**

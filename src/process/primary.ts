@@ -1,8 +1,8 @@
 // The supervising primary (WORKERS > 1): it serves no traffic. It checks the configuration and makes the
 // CA once, owns CACHE_DIR (control socket, index, eviction: assembly/store-owner.ts) and answers the
-// workers' stores (cache/workers/store-host.ts), then forks WORKERS workers (worker.ts) that all listen on
-// PORT, MIRROR_PORT and ADMIN_PORT: Node's cluster accepts in the primary and hands each connection to the
-// next worker in turn. A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
+// workers' stores (cache/workers/store-host.ts), listens on PORT, MIRROR_PORT and ADMIN_PORT and hands
+// each connection to the next worker in turn (connection-handoff.ts), then forks WORKERS workers
+// (worker.ts). A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
 // worker drains as the one process does, then the primary closes the store. /healthz, /metrics,
 // /api/v1/cache and the status summary (the page, `regcache status`) are answered here for the whole
 // tree, whichever worker was asked: the summary from the same aggregate as /metrics.
@@ -27,12 +27,14 @@ import {
   TREE_LISTENING,
   TREE_LISTING,
   TREE_METRICS,
+  TREE_PORTS,
   TREE_STATUS,
   WORKER_ACTIVITY,
   WORKER_METRICS,
 } from './tree-messages.js';
 import { openDoors, SHUTDOWN_GRACE_MS } from '../assembly/proxy.js';
 import { RestartBackoff } from './restart-backoff.js';
+import { ConnectionHandoff, HANDOFF_OPEN } from './connection-handoff.js';
 import { prepareStartup } from '../assembly/startup.js';
 import { VERSION } from '../config/version.js';
 
@@ -63,6 +65,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const ca = await prepareStartup(config, log, doors.warnings);
   const owner = await ownDirectory(config, log, metrics);
   const host = new StoreHost(owner, log);
+  const handoff = new ConnectionHandoff(log);
   const running = new Map<number, Running>(); // by cluster worker id
   const restarts = new Map<number, { count: number; exitedAt: number }>(); // by slot
   const serving = () => [...running.values()].filter((r) => r.listening).length;
@@ -78,8 +81,8 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const backoff = new RestartBackoff();
   const restartTimers = new Set<NodeJS.Timeout>();
   let stopping = false;
-  let up: { resolve: (ports: ServerPorts) => void; reject: (err: Error) => void } | null = null;
-  let ports: ServerPorts | null = null;
+  let up: { resolve: () => void; reject: (err: Error) => void } | null = null;
+  let ports: ServerPorts | null = null; // once the primary listens, before any fork
 
   const health = async (): Promise<HealthReport> => {
     const report = await localHealth(ca.certPem, config.cacheDir);
@@ -129,10 +132,11 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     const entry: Running = { worker, channel, slot, startedAt: Date.now(), listening: false, exited: new Promise((resolve) => (exited = resolve)) };
     running.set(worker.id, entry);
     host.attach(worker.id, channel);
-    channel.on<ServerPorts>(TREE_LISTENING, (listening) => {
+    channel.handle(TREE_PORTS, () => ports);
+    channel.on(HANDOFF_OPEN, () => handoff.open(worker, channel));
+    channel.on(TREE_LISTENING, () => {
       entry.listening = true;
-      ports ??= listening;
-      if (up && [...running.values()].filter((r) => r.listening).length === config.workers) up.resolve(ports);
+      if (up && serving() === config.workers) up.resolve();
     });
     channel.handle(TREE_HEALTH, health);
     channel.handle(TREE_METRICS, treeMetrics);
@@ -142,6 +146,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     worker.once('online', () => log.info({ workerId: worker.id, pid: worker.process.pid, slot }, 'worker started'));
     worker.once('exit', (code: number | null, signal: string | null) => {
       running.delete(worker.id);
+      handoff.exited(worker.id);
       channel.close('the worker exited');
       void host.detach(worker.id); // its fills fail, its spool files go
       exited();
@@ -169,6 +174,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   };
   const close = async (graceMs = SHUTDOWN_GRACE_MS): Promise<void> => {
     stopping = true;
+    handoff.close(); // no new connections
     for (const timer of restartTimers) clearTimeout(timer);
     const exits = [...running.values()].map((r) => r.exited);
     for (const r of running.values()) r.channel.notify(TREE_DRAIN, { graceMs });
@@ -178,11 +184,10 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     await owner.close();
   };
 
-  // Round-robin: the primary accepts and hands connections out in turn (Linux's default for cluster;
-  // leaving it to the kernel piles connections onto a few workers).
-  cluster.schedulingPolicy = cluster.SCHED_RR;
   try {
-    const listening = await new Promise<ServerPorts>((resolve, reject) => {
+    const listening = await handoff.listen(config);
+    ports = listening;
+    await new Promise<void>((resolve, reject) => {
       up = { resolve, reject };
       for (let slot = 1; slot <= config.workers; slot++) fork(slot);
     });
@@ -205,6 +210,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   } catch (err) {
     up = null;
     stopping = true;
+    handoff.close();
     kill();
     await Promise.all([...running.values()].map((r) => r.exited));
     await owner.close();

@@ -1,11 +1,12 @@
 // What the primary and its workers say to each other besides the store's business (cache/store-protocol.ts):
-// a worker is listening, the tree's answers for /healthz, /metrics, /api/v1/cache and the status summary
+// where the primary listens and that a worker serves, the tree's answers for /healthz, /metrics, /api/v1/cache and the status summary
 // (asked by whichever worker got the request), a worker's own metrics and activity, and the order to drain.
 
 /** Notes, worker -> primary. */
-export const TREE_LISTENING = 'tree.listening'; // ServerPorts: this worker serves
+export const TREE_LISTENING = 'tree.listening'; // null: this worker serves (warmed up)
 
 /** Requests, worker -> primary: the tree's answers. */
+export const TREE_PORTS = 'tree.ports'; // null -> ServerPorts: where the primary listens for every worker
 export const TREE_HEALTH = 'tree.health'; // null -> HealthReport (admin-routes.ts)
 export const TREE_METRICS = 'tree.metrics'; // null -> Prometheus text, every process's metrics aggregated
 export const TREE_LISTING = 'tree.listing'; // { viewer } -> Listing (admin-routes.ts)

@@ -1,8 +1,9 @@
-// A worker process (WORKERS > 1, forked by primary.ts): the same listeners, handlers and upstream client as
-// the one process, on the ports the primary shares out (Node's cluster), over the primary's store: the
+// A worker process (WORKERS > 1, forked by primary.ts): the same servers, handlers and upstream client as
+// the one process, fed the connections the primary accepts (connection-handoff.ts), over the primary's store: the
 // workers' backend on the IPC channel (cache/workers/worker-backend.ts). The CA is the one the primary loaded or created;
 // the leaf key is this worker's own. /healthz, /metrics and /api/v1/cache are the primary's answers.
 import type { HealthReport, Listing } from '../admin/admin-routes.js';
+import type { ServerPorts } from '../admin/server-ports.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../telemetry/log.js';
@@ -16,6 +17,7 @@ import {
   TREE_LISTENING,
   TREE_LISTING,
   TREE_METRICS,
+  TREE_PORTS,
   TREE_STATUS,
   WORKER_ACTIVITY,
   WORKER_METRICS,
@@ -24,6 +26,7 @@ import { openDoors, serveProxy, type RunningProxy } from '../assembly/proxy.js';
 import { primaryStore } from '../assembly/store-owner.js';
 import { loadOrCreateCa } from '../tls/certificate-authority.js';
 import { LeafCertificates } from '../tls/leaf-certificates.js';
+import { handedListeners } from './connection-handoff.js';
 
 /** Serves as worker `id`; `drain` is called when the primary says to stop (with the grace it gives). */
 export async function startWorker(config: Config, log: Logger, id: number, drain: (graceMs: number) => void): Promise<RunningProxy> {
@@ -35,7 +38,11 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   channel.on<{ graceMs: number }>(TREE_DRAIN, ({ graceMs }) => drain(graceMs));
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
   const { ca } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase); // the primary's: it exists by now
-  const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), primaryStore(config, channel, id)]);
+  const [leaves, backend, ports] = await Promise.all([
+    LeafCertificates.create(ca),
+    primaryStore(config, channel, id),
+    channel.request<ServerPorts>(TREE_PORTS, null, ASK_TIMEOUT_MS),
+  ]);
   const proxy = await serveProxy(config, log, {
     metrics,
     guard,
@@ -43,6 +50,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
     ca,
     leaves,
     backend,
+    listeners: handedListeners(channel, ports),
     storeGauges: false, // the primary's
     views: {
       health: () => channel.request<HealthReport>(TREE_HEALTH, null, ASK_TIMEOUT_MS),
@@ -51,7 +59,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
       status: () => channel.request<StatusReport>(TREE_STATUS, null, ASK_TIMEOUT_MS),
     },
   });
-  channel.notify(TREE_LISTENING, proxy.ports);
+  channel.notify(TREE_LISTENING, null);
   log.debug({ pid: process.pid, port: proxy.port }, 'worker listening'); // the primary says when all are
   return proxy;
 }
