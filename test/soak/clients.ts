@@ -72,7 +72,12 @@ export class Ledger {
 
 export const USER = 'soak';
 export const PASSWORD = 'soak-pass';
-const REQUEST_TIMEOUT_MS = 90_000;
+// A client's limits, each over twice the slowest answer a fault explains (a gateway paused past the bucket's
+// two 10 s attempts: about 20 s): one reached is a request regcache left unanswered (the soak judges it).
+const REQUEST_TIMEOUT_MS = 60_000;
+const SKOPEO_TIMEOUT_MS = 180_000;
+/** A failure that is a client giving up on an answer that never came. */
+export const GAVE_UP = new Set(['timeout', 'skopeo-timeout']);
 const MANIFEST_TYPES = [
   'application/vnd.docker.distribution.manifest.v2+json',
   'application/vnd.docker.distribution.manifest.list.v2+json',
@@ -307,7 +312,7 @@ export async function skopeoPull(target: Target, item: Item, access: boolean, ce
       `docker://registry.test/${item.repo}:${item.tag}`,
       `dir:${out}`,
     ],
-    { dir: scratch, env: { HTTPS_PROXY: target.url, NO_PROXY: '' }, timeoutMs: 180_000 },
+    { dir: scratch, env: { HTTPS_PROXY: target.url, NO_PROXY: '' }, timeoutMs: SKOPEO_TIMEOUT_MS },
   ).catch((err: Error) => ({ code: -1, stdout: '', stderr: err.message }));
   let bytes = 0;
   if (result.code === 0) {
@@ -338,7 +343,7 @@ export async function skopeoPull(target: Target, item: Item, access: boolean, ce
     status: result.code === 0 ? 200 : 0,
     bytes,
     ms: Date.now() - started,
-    error: result.code === 0 ? null : skopeoErrorKind(result.stderr),
+    error: result.code === 0 ? null : Date.now() - started >= SKOPEO_TIMEOUT_MS ? 'skopeo-timeout' : skopeoErrorKind(result.stderr),
   });
 }
 

@@ -12,7 +12,7 @@ import { makeTmpDir, removeTmpDir } from '../harness/tmp.js';
 import { startTokenAuthUpstream, type TokenAuthUpstream } from '../support/upstream-fixture.js';
 import { eachAtOnce } from './at-once.js';
 import { buildCatalogue, type Catalogue, type Item } from './catalogue.js';
-import { Ledger, NodeClient, PASSWORD, skopeoPull, USER, type Op, type Target } from './clients.js';
+import { GAVE_UP, Ledger, NodeClient, PASSWORD, skopeoPull, USER, type Op, type Target } from './clients.js';
 import { FaultUpstream } from './fault-upstream.js';
 import { Faults, type FaultEvent } from './faults.js';
 import { Monitor, type Flatness, FD_SLACK, RSS_RATIO, RSS_SLACK } from './monitor.js';
@@ -212,6 +212,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         detail: violations(ledger, 'private-leak'),
       },
     );
+    const gaveUp = ledger.outcomes.filter((o) => o.error !== null && GAVE_UP.has(o.error));
+    invariants.push({
+      name: "no client left waiting: every request answered or failed before its client's time limit",
+      passed: gaveUp.length === 0,
+      checks: ledger.outcomes.length,
+      detail: gaveUp
+        .slice(0, 5)
+        .map((o) => `${o.target} ${o.op} began ${new Date(o.at).toISOString()}, gave up after ${o.ms} ms`)
+        .join('; '),
+    });
     invariants.push(...(await quiesceAndCheck(local, fleet, s3Client, faults.events, log)));
     invariants.push(await noCrash([local, ...fleet.replicas], faults.events));
     invariants.push(await upstreamFetches('local', [local], localUpstream, faults.events));
