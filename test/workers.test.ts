@@ -305,6 +305,28 @@ describe('WORKERS=2: two worker processes on one store', () => {
       clearTimeout(held);
     }
   });
+
+  it('hands a worker draining on its own SIGTERM no new connection: the other answers them', async () => {
+    const pids = await workerPids(proxy);
+    const serving = await waitForServing(proxy);
+    // Two slow transfers at once, one in each worker, so that the one told to stop drains for a while.
+    const blobs = [0, 1].map((i) => slow.add(makeBlob(3 * 1024 * 1024, `workers-drain-${i}`), { kind: 'slow', chunk: 64 * 1024, delayMs: 50 }));
+    const received = [0, 0];
+    const transfers = blobs.map((blob, i) => get(proxy.mirrorPort!, blobPath('lib/drain-one', blob, 'slow.test'), (n) => (received[i] = n)));
+    await waitFor(async () => received.every((n) => n > 0), { timeoutMs: 10_000, what: 'both transfers to start' });
+    const stopping = serving[0]!;
+    const mark = await proxy.logMark();
+    process.kill(pids.get(stopping)!, 'SIGTERM');
+    await proxy.waitForLog((l) => l.msg === 'shutting down' && workerOf(l) === stopping, 'the worker to drain', { since: mark });
+    for (let i = 0; i < 4; i++) assert.equal((await get(proxy.port, '/healthz')).status, 200);
+    const served = (await proxy.requests(mark)).filter((l) => l.path === '/healthz').map(workerOf);
+    assert.equal(served.length, 4);
+    assert.ok(!served.includes(stopping), `none handed to the draining worker ${stopping}: ${JSON.stringify(served)}`);
+    for (const [i, transfer] of transfers.entries()) {
+      const got = await transfer;
+      assert.ok(got.complete && sha256(got.body) === blobs[i]!.digest, "both transfers finish, the draining worker's too");
+    }
+  });
 });
 
 describe('WORKERS=2 with a small CACHE_MAX_SIZE, then SIGTERM', () => {

@@ -15,6 +15,8 @@ export interface Listeners {
   take(door: Door, server: net.Server): Promise<number>;
   /** Every door is taken: connections may come (a worker says so to its primary). */
   open(): void;
+  /** No new connections: the process drains (its servers close; a worker tells its primary). */
+  close(): void;
 }
 
 const VARIABLE: Record<Door, string> = { proxy: 'PORT', mirror: 'MIRROR_PORT', admin: 'ADMIN_PORT' };
@@ -43,6 +45,7 @@ export function ownListeners(config: Config, log: Logger): Listeners {
       return (server.address() as AddressInfo).port;
     },
     open: () => undefined,
+    close: () => undefined, // closing the servers stops their accepting
   };
 }
 

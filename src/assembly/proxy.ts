@@ -282,6 +282,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     ports,
     async close(graceMs = SHUTDOWN_GRACE_MS) {
       ready = false;
+      parts.listeners.close();
       server.close(); // no new connections
       mirror?.close();
       admin?.close();

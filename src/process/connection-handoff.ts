@@ -16,6 +16,7 @@ import { errorMessage } from '../telemetry/error-message.js';
 /** Notes, worker -> primary. */
 export const HANDOFF_OPEN = 'handoff.open'; // null: this worker's doors take connections
 export const HANDOFF_TAKEN = 'handoff.taken'; // { id }: the worker has the connection sent with this id
+export const HANDOFF_CLOSED = 'handoff.closed'; // null: this worker drains; no new connections for it
 
 /** The message a connection travels with (Node's IPC carries the socket beside it). */
 interface Handed {
@@ -29,6 +30,7 @@ const MAX_WAITING = 4_096;
 
 interface Target {
   worker: Worker;
+  draining: boolean;
   inFlight: { id: number; door: Door; socket: net.Socket } | null;
 }
 
@@ -60,8 +62,9 @@ export class ConnectionHandoff {
 
   /** The worker said its doors are open: it takes connections from now on. */
   open(worker: Worker, channel: ProcessChannel): void {
-    const target: Target = { worker, inFlight: null };
+    const target: Target = { worker, draining: false, inFlight: null };
     this.targets.set(worker.id, target);
+    channel.on(HANDOFF_CLOSED, () => (target.draining = true));
     channel.on<{ id: number }>(HANDOFF_TAKEN, ({ id }) => {
       if (target.inFlight?.id !== id) return;
       target.inFlight.socket.destroy(); // the worker has its own descriptor for it
@@ -115,7 +118,7 @@ export class ConnectionHandoff {
     const all = [...this.targets.values()];
     for (let i = 0; i < all.length; i++) {
       const target = all[(this.turn + i) % all.length]!;
-      if (target.inFlight === null && target.worker.isConnected()) {
+      if (target.inFlight === null && !target.draining && target.worker.isConnected()) {
         this.turn = (this.turn + i + 1) % all.length;
         return target;
       }
@@ -158,6 +161,7 @@ export function handedListeners(channel: ProcessChannel, ports: ServerPorts): Li
       return Promise.resolve(port);
     },
     open: () => channel.notify(HANDOFF_OPEN, null),
+    close: () => channel.notify(HANDOFF_CLOSED, null),
   };
 }
 
