@@ -8,6 +8,7 @@ import { formatRepository, parseRepository } from '../reference/repository-refer
 import type { ContentFile, ContentStore } from './content-store.js';
 import type { Entry, EntryKind } from './entry-index.js';
 import { ImageGraph, type Platforms } from './image-graph.js';
+import { eachAtOnce } from './each-at-once.js';
 
 export interface ListedEntry {
   kind: EntryKind;
@@ -230,29 +231,24 @@ export class CacheAdmin {
   async verify(): Promise<VerifyReport> {
     const report: VerifyReport = { checked: 0, corrupt: [], missing: [...this.missingAtOpen], orphans: 0, bytesFreed: 0 };
     this.missingAtOpen = [];
-    const entries = [...this.store.index.oldestFirst()];
-    let next = 0;
     // A few entries at once: on a bucket each costs round trips (a HEAD, a GET) that one at a time turned
     // a verify of a hundred small entries into five seconds of waiting.
-    const checker = async (): Promise<void> => {
-      for (let e = entries[next++]; e !== undefined; e = entries[next++]) {
-        report.checked++;
-        const file = await this.store.open(e);
-        if (!file) {
-          if (this.store.index.get(e.kind, e.digest) !== e) continue; // removed meanwhile (evicted, rm): not missing
-          report.missing.push(e.digest);
-          await this.store.index.delete(e.kind, e.digest);
-          continue;
-        }
-        const actual = await sha256Of(file);
-        if (actual !== e.digest) {
-          report.corrupt.push(e.digest);
-          report.bytesFreed += e.size;
-          await this.store.remove(e.kind, e.digest);
-        }
+    await eachAtOnce([...this.store.index.oldestFirst()], VERIFY_CONCURRENCY, async (e) => {
+      report.checked++;
+      const file = await this.store.open(e);
+      if (!file) {
+        if (this.store.index.get(e.kind, e.digest) !== e) return; // removed meanwhile (evicted, rm): not missing
+        report.missing.push(e.digest);
+        await this.store.index.delete(e.kind, e.digest);
+        return;
       }
-    };
-    await Promise.all(Array.from({ length: VERIFY_CONCURRENCY }, checker));
+      const actual = await sha256Of(file);
+      if (actual !== e.digest) {
+        report.corrupt.push(e.digest);
+        report.bytesFreed += e.size;
+        await this.store.remove(e.kind, e.digest);
+      }
+    });
     const unreferenced = await this.store.removeUnreferenced();
     report.orphans = unreferenced.files;
     report.bytesFreed += unreferenced.bytes;

@@ -6,7 +6,7 @@ import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { makeImage, pushImage, type Image } from '../harness/images.js';
 import type { TokenAuthUpstream } from '../support/upstream-fixture.js';
-import { eachAtOnce } from './at-once.js';
+import { eachAtOnce } from '../../src/cache/each-at-once.js';
 import { Rng } from './rng.js';
 
 export interface Item {

@@ -10,7 +10,7 @@ import { run, sleep, waitFor } from '../harness/proc.js';
 import { listKeys, s3ClientConfig, startS3Server, type S3Server } from '../harness/s3-server.js';
 import { makeTmpDir, removeTmpDir } from '../harness/tmp.js';
 import { startTokenAuthUpstream, type TokenAuthUpstream } from '../support/upstream-fixture.js';
-import { eachAtOnce } from './at-once.js';
+import { eachAtOnce } from '../../src/cache/each-at-once.js';
 import { buildCatalogue, type Catalogue, type Item } from './catalogue.js';
 import { GAVE_UP, Ledger, NodeClient, PASSWORD, skopeoPull, USER, type Op, type Target } from './clients.js';
 import { FaultUpstream } from './fault-upstream.js';

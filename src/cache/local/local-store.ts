@@ -22,6 +22,7 @@ import {
 import { storedAgain } from '../content-store.js';
 import type { Committed, ContentFile, ContentKind, ContentStore, DiskSpace, Provenance, Spool, StoredContent } from '../content-store.js';
 import { EntryIndex, type Entry, type TagPointer } from '../entry-index.js';
+import { eachAtOnce } from '../each-at-once.js';
 import { errorCode } from '../../telemetry/error-message.js';
 
 export class LocalStore extends EventEmitter implements ContentStore {
@@ -55,16 +56,10 @@ export class LocalStore extends EventEmitter implements ContentStore {
    * once at open (a stat per entry, a few at a time), so that what the index says is there, is.
    */
   private async dropEntriesWithoutFiles(): Promise<Entry[]> {
-    const entries = [...this.index.oldestFirst()];
     const lost: Entry[] = [];
-    const next = { i: 0 };
-    const check = async (): Promise<void> => {
-      while (next.i < entries.length) {
-        const e = entries[next.i++]!;
-        if (!(await fileExists(this.contentPath(e.digest)))) lost.push(e);
-      }
-    };
-    await Promise.all(Array.from({ length: 16 }, check));
+    await eachAtOnce([...this.index.oldestFirst()], 16, async (e) => {
+      if (!(await fileExists(this.contentPath(e.digest)))) lost.push(e);
+    });
     // a deletion the disk cannot take now stays in memory and is journalled with the next write (entry-index.ts)
     for (const e of lost) await this.index.delete(e.kind, e.digest).catch(() => undefined);
     return lost;

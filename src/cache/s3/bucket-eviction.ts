@@ -27,7 +27,8 @@ import { entryKey, type Entry } from '../entry-index.js';
 import { evictOldestFirst, lowWater } from '../lru-eviction.js';
 import { type FillLocks, type Lease } from './fill-lock.js';
 import { deleteContent, type BucketParts } from './content-deletion.js';
-import { inBatches, parseJson, type BucketIndex } from './bucket-index.js';
+import { parseJson, type BucketIndex } from './bucket-index.js';
+import { eachAtOnce } from '../each-at-once.js';
 import { errorMessage } from '../../telemetry/error-message.js';
 
 /** One replica's batch (usage/...): request start times, and reads open when it was written. */
@@ -260,7 +261,7 @@ export class FleetEvictor extends EventEmitter {
     for (const [k, v] of Object.entries(merged.u)) if (keep.has(k) || v > now - this.budget.graceMs) pruned.u[k] = v;
     await bucket.put(layout.usageMerged, Buffer.from(JSON.stringify(pruned)));
     // Only now: a batch deleted before the merged object holding it was written would be lost.
-    await inBatches(folded, FETCH_CONCURRENCY, (key) => bucket.delete(key));
+    await eachAtOnce(folded, FETCH_CONCURRENCY, (key) => bucket.delete(key));
 
     if (result.evicted > 0 || result.deleted > 0) {
       this.log.info({ ...result, totalBytes: index.totalBytes, maxBytes: this.budget.maxBytes, replica: this.parts.usage.replica }, 'fleet sweep');
@@ -310,7 +311,7 @@ export class FleetEvictor extends EventEmitter {
     const { bucket, layout } = this.parts;
     const listed = await bucket.list(layout.usage);
     const folded: string[] = [];
-    await inBatches(listed, FETCH_CONCURRENCY, async (o) => {
+    await eachAtOnce(listed, FETCH_CONCURRENCY, async (o) => {
       const raw = await bucket.get(o.key);
       const batch = raw && parseJson<UsageBatch>(raw);
       folded.push(o.key);

@@ -9,6 +9,7 @@ import type { BucketLayout } from './bucket-layout.js';
 import type { ContentKind } from '../content-store.js';
 import { EntryIndex, entryKey, type Access, type Entry, type IndexOp, type TagPointer } from '../entry-index.js';
 import { ReplicaIndex } from '../replica-index.js';
+import { eachAtOnce } from '../each-at-once.js';
 
 /** What a replica keeps of an entries/ object: the facts that never change once written. */
 export interface EntryFacts {
@@ -160,7 +161,7 @@ export class BucketIndex extends ReplicaIndex {
       if (!listed.has(key) && (this.learnedAt.get(key) ?? 0) < began) ops.push({ op: 'del', k: key });
     }
     this.replica.applyOps(ops);
-    await inBatches(missing, FETCH_CONCURRENCY, async ({ kind, digest }) => {
+    await eachAtOnce(missing, FETCH_CONCURRENCY, async ({ kind, digest }) => {
       const facts = await this.readFacts(this.layout.entry(kind, digest));
       const key = entryKey(kind, digest);
       if (!facts) return;
@@ -173,7 +174,7 @@ export class BucketIndex extends ReplicaIndex {
 
   private async refreshTags(listed: ObjectInfo[]): Promise<void> {
     const present = new Set<string>();
-    await inBatches(listed, FETCH_CONCURRENCY, async (o) => {
+    await eachAtOnce(listed, FETCH_CONCURRENCY, async (o) => {
       const tag = this.layout.parseTag(o.key);
       present.add(tag);
       if (this.seenTags.get(tag) === o.etag) return;
@@ -190,7 +191,7 @@ export class BucketIndex extends ReplicaIndex {
   }
 
   private async refreshPointers(listed: ObjectInfo[]): Promise<void> {
-    await inBatches(listed, FETCH_CONCURRENCY, async (o) => {
+    await eachAtOnce(listed, FETCH_CONCURRENCY, async (o) => {
       const key = this.layout.parsePointer(o.key);
       if (this.seenPointers.get(key) === o.etag) return;
       const body = await this.bucket.get(o.key);
@@ -241,11 +242,6 @@ function groupBy<M extends { kind: ContentKind; digest: string }, V>(
     groups.set(key, [...(groups.get(key) ?? []), value(m)]);
   }
   return groups;
-}
-
-/** `task` over `items`, `size` at a time. */
-export async function inBatches<T>(items: T[], size: number, task: (item: T) => Promise<unknown>): Promise<void> {
-  for (let i = 0; i < items.length; i += size) await Promise.all(items.slice(i, i + size).map(task));
 }
 
 /** A JSON object regcache wrote; null when it is not one. */
