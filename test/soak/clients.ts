@@ -103,6 +103,7 @@ export class NodeClient {
     private readonly ledger: Ledger,
     private readonly rng: Rng,
     private readonly service: string,
+    private readonly deadline = Infinity, // the load's end: an image pull stops between its blobs there
   ) {}
 
   async close(): Promise<void> {
@@ -121,6 +122,8 @@ export class NodeClient {
           ({ status, bytes } = m);
           if (this.settle(target, op, item, m, item.image.manifestDigest, true)) {
             for (const digest of item.blobs) {
+              // Past the load's end the rest of the image would only make the soak wait (each GET is checked whole).
+              if (Date.now() >= this.deadline) break;
               const b = await this.get(target, item, `blobs/${digest}`, true, {});
               bytes += b.bytes;
               status = b.status;

@@ -310,7 +310,7 @@ async function load(
   const choose = (rng: Rng, items: Item[]) => (rng.chance(0.6) ? items[rng.int(Math.min(8, items.length))]! : rng.pick(items));
   const nodeLoop = async (n: number): Promise<void> => {
     const rng = new Rng(seed, `client-${n}`);
-    const client = new NodeClient(catalogue, ledger, rng, service);
+    const client = new NodeClient(catalogue, ledger, rng, service, deadline);
     try {
       while (Date.now() < deadline) {
         const target = rng.pick(targets);
