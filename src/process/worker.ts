@@ -59,8 +59,9 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
       status: () => channel.request<StatusReport>(TREE_STATUS, null, ASK_TIMEOUT_MS),
     },
   });
+  // Said before the primary hears it: its one `listening` line then follows every worker's in the log.
+  log.debug({ pid: process.pid, port: proxy.port }, 'worker listening');
   channel.notify(TREE_LISTENING, null);
-  log.debug({ pid: process.pid, port: proxy.port }, 'worker listening'); // the primary says when all are
   return proxy;
 }
 
