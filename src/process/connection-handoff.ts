@@ -43,7 +43,10 @@ export class ConnectionHandoff {
   private turn = 0;
   private overflowing = false;
 
-  constructor(private readonly log: Logger) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly maxWaiting = MAX_WAITING,
+  ) {}
 
   /** Listens on every door the configuration opens; throws (naming the variable) if one cannot. */
   async listen(config: Config): Promise<ServerPorts> {
@@ -94,7 +97,7 @@ export class ConnectionHandoff {
     // A reset while it waits here must not become an uncaught error; the worker that takes it sees it closed.
     socket.on('error', (err) => this.log.debug({ door, error: err.message }, 'a waiting connection failed'));
     if (this.handTo(this.freeTarget(), door, socket)) return;
-    if (this.waiting.length >= MAX_WAITING) {
+    if (this.waiting.length >= this.maxWaiting) {
       if (!this.overflowing) this.log.warn({ waiting: this.waiting.length }, 'no worker takes connections: new ones are closed until one does');
       this.overflowing = true;
       socket.destroy();
