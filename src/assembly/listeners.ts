@@ -22,7 +22,7 @@ export interface Listeners {
 const VARIABLE: Record<Door, string> = { proxy: 'PORT', mirror: 'MIRROR_PORT', admin: 'ADMIN_PORT' };
 
 /** The configured port of a door. */
-export function configuredPort(config: Config, door: Door): number {
+function configuredPort(config: Config, door: Door): number {
   return door === 'proxy' ? config.port : door === 'mirror' ? config.mirrorPort : config.adminPort;
 }
 
