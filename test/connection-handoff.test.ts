@@ -112,8 +112,7 @@ describe('the primary hands each connection to a worker', () => {
     h.open(a);
     h.open(b);
     for (let i = 0; i < 3; i++) h.connect(proxy);
-    await until(() => a.sent.length === 1 && b.sent.length === 1, 'one connection each');
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await until(() => a.sent.length === 1 && b.sent.length === 1 && h.handoff.waiting === 1, 'one connection each, the third waiting');
     assert.equal(a.sent.length + b.sent.length, 2, 'the third waits: neither worker has taken its first');
     b.take(b.sent[0]!);
     await until(() => b.sent.length === 2, 'the third handed to the worker that took its first');
@@ -146,14 +145,15 @@ describe('the primary hands each connection to a worker', () => {
     await new Promise((resolve) => setImmediate(resolve)); // the note arrives on a later turn, as over IPC
     h.connect(proxy);
     h.connect(proxy);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    assert.equal(a.sent.length, 0, 'nothing for the draining worker');
+    await until(() => h.handoff.waiting === 2, 'both connections accepted');
+    assert.equal(a.sent.length, 0, 'nothing for the draining worker: both wait');
     const b = new FakeWorker(2);
     h.open(b);
     await until(() => b.sent.length === 1, 'a waiting connection handed to the worker that opened');
     b.take(b.sent[0]!);
     await until(() => b.sent.length === 2, 'then the next');
     assert.equal(a.sent.length, 0);
+    assert.equal(h.handoff.waiting, 0);
   });
 
   it('closes connections beyond the bound that wait for a worker (one warning), and the waiting ones on close', async () => {

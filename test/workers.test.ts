@@ -186,6 +186,7 @@ describe('WORKERS=2: two worker processes on one store', () => {
     const du = await cacheCommand<{ entries: number; totalBytes: number }>(proxy, 'du');
     assert.deepEqual(values('regcache_store_entries'), [du.entries], 'the store, once');
     assert.deepEqual(values('regcache_store_bytes'), [du.totalBytes]);
+    assert.deepEqual(values('regcache_connections_waiting'), [0], "the primary's: none waits for a worker when both serve");
     assert.equal(sum('regcache_upstream_fetches_total'), new Set((await proxy.logs()).filter((l) => l.msg === 'fill committed').map((l) => l.digest)).size);
   });
 

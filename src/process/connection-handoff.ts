@@ -38,7 +38,7 @@ interface Target {
 export class ConnectionHandoff {
   private readonly servers: net.Server[] = [];
   private readonly targets = new Map<number, Target>(); // by worker id, in the order they opened
-  private readonly waiting: { door: Door; socket: net.Socket }[] = [];
+  private readonly queue: { door: Door; socket: net.Socket }[] = []; // accepted, waiting for a worker
   private nextId = 1;
   private turn = 0;
   private overflowing = false;
@@ -47,6 +47,11 @@ export class ConnectionHandoff {
     private readonly log: Logger,
     private readonly maxWaiting = MAX_WAITING,
   ) {}
+
+  /** Connections accepted that wait for a worker to take them (regcache_connections_waiting). */
+  get waiting(): number {
+    return this.queue.length;
+  }
 
   /** Listens on every door the configuration opens; throws (naming the variable) if one cannot. */
   async listen(config: Config): Promise<ServerPorts> {
@@ -90,27 +95,27 @@ export class ConnectionHandoff {
   /** Stops accepting; connections still waiting for a worker are closed. */
   close(): void {
     for (const server of this.servers) server.close();
-    for (const { socket } of this.waiting.splice(0)) socket.destroy();
+    for (const { socket } of this.queue.splice(0)) socket.destroy();
   }
 
   private accepted(door: Door, socket: net.Socket): void {
     // A reset while it waits here must not become an uncaught error; the worker that takes it sees it closed.
     socket.on('error', (err) => this.log.debug({ door, error: err.message }, 'a waiting connection failed'));
     if (this.handTo(this.freeTarget(), door, socket)) return;
-    if (this.waiting.length >= this.maxWaiting) {
-      if (!this.overflowing) this.log.warn({ waiting: this.waiting.length }, 'no worker takes connections: new ones are closed until one does');
+    if (this.queue.length >= this.maxWaiting) {
+      if (!this.overflowing) this.log.warn({ waiting: this.queue.length }, 'no worker takes connections: new ones are closed until one does');
       this.overflowing = true;
       socket.destroy();
       return;
     }
-    this.waiting.push({ door, socket });
+    this.queue.push({ door, socket });
   }
 
   private serveWaiting(): void {
-    while (this.waiting.length > 0) {
+    while (this.queue.length > 0) {
       const target = this.freeTarget();
       if (!target) return;
-      const { door, socket } = this.waiting.shift()!;
+      const { door, socket } = this.queue.shift()!;
       this.handTo(target, door, socket);
     }
     this.overflowing = false;

@@ -76,6 +76,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     storeMaxBytes: () => config.cacheMaxSize,
     workersRunning: serving,
     workersExpected: () => config.workers,
+    connectionsWaiting: () => handoff.waiting,
   });
 
   const backoff = new RestartBackoff();

@@ -24,6 +24,7 @@ export interface MetricsSources {
   tunnelsOpen: () => number;
   workersRunning: () => number; // WORKERS > 1: the primary's count of workers serving
   workersExpected: () => number;
+  connectionsWaiting: () => number; // WORKERS > 1: accepted by the primary, no worker free to take them yet
 }
 
 /** What /metrics serves: one process's registry, or with WORKERS > 1 the whole tree's, aggregated. */
@@ -149,6 +150,7 @@ export class Metrics {
     gauge('regcache_tunnels_open', 'Pass-through tunnels open now', sources.tunnelsOpen);
     gauge('regcache_workers_running', 'Worker processes serving now (WORKERS > 1)', sources.workersRunning);
     gauge('regcache_workers_expected', 'Worker processes there should be (WORKERS)', sources.workersExpected);
+    gauge('regcache_connections_waiting', 'Connections the primary accepted that wait for a worker to take them (WORKERS > 1)', sources.connectionsWaiting);
   }
 
   /**
