@@ -8,6 +8,7 @@ import crypto from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import { S3Store } from '../src/cache/s3/s3-store.js';
 import { createLogger } from '../src/telemetry/log.js';
+import { waitFor } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeBucket } from './support/fake-bucket.js';
 import { privateContentOnS3 } from './support/s3-private-content.js';
@@ -68,6 +69,57 @@ describe('access facts in the bucket, at the edges (in-memory bucket)', () => {
     assert.ok(bucket.objects.has(a.layout.accessMarker('blob', digest, 'private')));
     await a.index.refresh();
     assert.equal(a.index.get('blob', digest)?.access, 'private');
+  });
+
+  /** Holds the bucket's first answer that `match`es until released: a refresh caught between reading and applying. */
+  const hold = (bucket: FakeBucket, match: (op: 'list' | 'get', key: string) => boolean) => {
+    let release: () => void = () => undefined;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let held = 0;
+    const [list, get] = [bucket.list.bind(bucket), bucket.get.bind(bucket)];
+    bucket.list = async (prefix) => {
+      const answer = await list(prefix);
+      if (held === 0 && match('list', prefix)) (held++, await released);
+      return answer;
+    };
+    bucket.get = async (key) => {
+      const answer = await get(key);
+      if (held === 0 && match('get', key)) (held++, await released);
+      return answer;
+    };
+    return { release, held: () => held };
+  };
+
+  it('keeps public what it learned while a refresh was reading older access markers', async () => {
+    const bucket = new FakeBucket();
+    const a = await replica(bucket);
+    const digest = await put(a, 'private at one origin, then public at another');
+    await a.index.setAccess('blob', digest, 'private');
+    const gate = hold(bucket, (op, key) => op === 'list' && key === a.layout.access);
+    const refreshing = a.index.refresh();
+    await waitFor(() => Promise.resolve(gate.held() === 1), { timeoutMs: 5_000, intervalMs: 5, what: 'the refresh to have listed the markers' });
+    await a.index.setAccess('blob', digest, 'public');
+    gate.release();
+    await refreshing;
+    assert.equal(a.index.get('blob', digest)?.access, 'public', 'the listing from before the public marker does not take it back');
+    await a.index.refresh();
+    assert.equal(a.index.get('blob', digest)?.access, 'public', 'and the next refresh reads both markers: public');
+  });
+
+  it("keeps what it learned of an entry while a refresh was reading that entry's object", async () => {
+    const bucket = new FakeBucket();
+    const [a, b] = [await replica(bucket), await replica(bucket)];
+    const digest = await put(b, 'stored by another replica');
+    await b.index.setAccess('blob', digest, 'private'); // what a's listing will read
+    const gate = hold(bucket, (op, key) => op === 'get' && key === a.layout.entry('blob', digest));
+    const refreshing = a.index.refresh();
+    await waitFor(() => Promise.resolve(gate.held() === 1), { timeoutMs: 5_000, intervalMs: 5, what: "the refresh to be reading the entry's object" });
+    await b.index.setAccess('blob', digest, 'public'); // after a's listing: public at another origin
+    assert.ok(await a.lookup('blob', digest)); // reads the entry and its markers (only the refresh's read is held)
+    assert.equal(a.index.get('blob', digest)?.access, 'public');
+    gate.release();
+    await refreshing;
+    assert.equal(a.index.get('blob', digest)?.access, 'public', "the refresh's older facts do not replace the entry");
   });
 
   it("removes an entry's access and repository markers with it: content stored again is asked about again", async () => {

@@ -154,7 +154,9 @@ export class BucketIndex extends ReplicaIndex {
       for (const r of refsByKey.get(key) ?? []) if (!known.refs.includes(r)) ops.push({ op: 'ref', k: key, r });
       for (const r of sourcesByKey.get(key) ?? []) if (!known.sources.includes(r)) ops.push({ op: 'src', k: key, s: r });
       const a = accessOf(accessByKey.get(key) ?? []);
-      if (a && a !== known.access) ops.push({ op: 'acc', k: key, a });
+      // Public is never undone (private at one origin does not undo it): a listing older than the public
+      // this replica learned meanwhile still says private, and must not take it back.
+      if (a && a !== known.access && known.access !== 'public') ops.push({ op: 'acc', k: key, a });
     }
     for (const e of [...this.replica.oldestFirst()]) {
       const key = entryKey(e.kind, e.digest);
@@ -164,7 +166,8 @@ export class BucketIndex extends ReplicaIndex {
     await eachAtOnce(missing, FETCH_CONCURRENCY, async ({ kind, digest }) => {
       const facts = await this.readFacts(this.layout.entry(kind, digest));
       const key = entryKey(kind, digest);
-      if (!facts) return;
+      // Learned here while its object was read (stored, or found by a lookup): fresher than this listing.
+      if (!facts || this.replica.get(kind, digest)) return;
       const e = this.entryOf(facts, refsByKey.get(key) ?? [], sourcesByKey.get(key) ?? [], accessOf(accessByKey.get(key) ?? []));
       this.replica.applyOps([{ op: 'put', e }]);
     });
