@@ -177,6 +177,26 @@ describe('EntryIndex', () => {
     await again.close();
   });
 
+  it('never takes a public back: a private told later (another origin, an older listing) leaves it public, in memory and replayed', async () => {
+    const dir = await tmp.make('regcache-index-public-stays');
+    const index = await EntryIndex.open(dir);
+    await index.put(entry(6));
+    await index.setAccess('blob', digest(6), 'public');
+    await index.setAccess('blob', digest(6), 'private');
+    assert.equal(index.get('blob', digest(6))?.access, 'public');
+    await index.close();
+    const reopened = await EntryIndex.open(dir);
+    assert.equal(reopened.get('blob', digest(6))?.access, 'public', 'after a restart');
+    await reopened.close();
+    const replica = EntryIndex.replica([]);
+    replica.applyOps([
+      { op: 'put', e: entry(7) },
+      { op: 'acc', k: entryKey('blob', digest(7)), a: 'public' },
+      { op: 'acc', k: entryKey('blob', digest(7)), a: 'private' },
+    ]);
+    assert.equal(replica.get('blob', digest(7))?.access, 'public', 'a replica applying the ops in order');
+  });
+
   it('ignores a public/private fact about an entry it does not hold (a replica that dropped it, a journal line after its removal)', () => {
     const replica = EntryIndex.replica([]);
     replica.applyOps([{ op: 'acc', k: entryKey('blob', digest(5)), a: 'public' }]);

@@ -360,8 +360,10 @@ export class EntryIndex {
         return;
       }
       case 'acc': {
+        // Public at any origin is never undone: a private learned later, or read from an older listing, does
+        // not take it back (the entry goes public or stays unknown until it is removed and stored again).
         const entry = this.entries.get(op.k);
-        if (entry) entry.access = op.a;
+        if (entry && entry.access !== 'public') entry.access = op.a;
         return;
       }
       case 'ptr': {

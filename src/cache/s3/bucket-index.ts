@@ -46,7 +46,7 @@ export class BucketIndex extends ReplicaIndex {
 
   async setAccess(kind: ContentKind, digest: string, access: Access): Promise<void> {
     await this.bucket.put(this.layout.accessMarker(kind, digest, access), Buffer.alloc(0));
-    this.replica.applyOps([{ op: 'acc', k: entryKey(kind, digest), a: this.replica.get(kind, digest)?.access === 'public' ? 'public' : access }]);
+    this.replica.applyOps([{ op: 'acc', k: entryKey(kind, digest), a: access }]); // a public is kept (entry-index.ts)
   }
 
   async setPointer(key: string, digest: string, checkedAt = Date.now()): Promise<void> {
@@ -154,9 +154,8 @@ export class BucketIndex extends ReplicaIndex {
       for (const r of refsByKey.get(key) ?? []) if (!known.refs.includes(r)) ops.push({ op: 'ref', k: key, r });
       for (const r of sourcesByKey.get(key) ?? []) if (!known.sources.includes(r)) ops.push({ op: 'src', k: key, s: r });
       const a = accessOf(accessByKey.get(key) ?? []);
-      // Public is never undone (private at one origin does not undo it): a listing older than the public
-      // this replica learned meanwhile still says private, and must not take it back.
-      if (a && a !== known.access && known.access !== 'public') ops.push({ op: 'acc', k: key, a });
+      // A listing older than a public this replica learned meanwhile says private: the op keeps the public.
+      if (a && a !== known.access) ops.push({ op: 'acc', k: key, a });
     }
     for (const e of [...this.replica.oldestFirst()]) {
       const key = entryKey(e.kind, e.digest);
