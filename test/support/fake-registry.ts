@@ -26,13 +26,13 @@ export interface FakeBlob {
   mediaType?: string;
 }
 
+/**
+ * `size` bytes that the seed alone determines: AES-256-CTR keystream keyed by the seed's hash (incompressible,
+ * ~1 GB/s; a hash chain of 32-byte blocks took 2.5 s of CPU for 24 MiB).
+ */
 export function makeBlob(size: number, seed: string, mediaType?: string): FakeBlob {
-  const data = Buffer.alloc(size);
-  let block = crypto.createHash('sha256').update(seed).digest();
-  for (let off = 0; off < size; off += block.length) {
-    block.copy(data, off);
-    block = crypto.createHash('sha256').update(block).digest();
-  }
+  const key = crypto.createHash('sha256').update(seed).digest();
+  const data = crypto.createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));
   return { digest: 'sha256:' + crypto.createHash('sha256').update(data).digest('hex'), data, mediaType };
 }
 
