@@ -57,6 +57,9 @@ describe('status figures: the page, regcache status, /metrics and Prometheus aft
     return result.length === 0 ? null : Number(result[0]!.value[1]);
   };
 
+  /** What the page and `regcache status --json` both show, compared whole. */
+  const figures = (r: StatusReport) => ({ hitRatio: r.hitRatio, requests: r.requests, saved: r.upstreamManifestGetsSaved, store: r.store, top: r.topImages });
+
   before(async () => {
     root = await tmp.make('regcache-status-figures');
     hub = await startUpstream(path.join(root, 'hub'), ['registry-1.docker.io'], ['status-a', 'status-b'], {
@@ -132,6 +135,18 @@ describe('status figures: the page, regcache status, /metrics and Prometheus aft
       timeoutMs: 15_000,
       what: 'the eviction after the second image',
     });
+    // A request is counted when its response closes, which can come after the client has its last byte, and
+    // an eviction removes entries one at a time: read once the figures stop moving (two reads alike).
+    let previous = '';
+    await waitFor(
+      async () => {
+        const now = JSON.stringify(figures(JSON.parse((await get('/api/v1/status')).text) as StatusReport));
+        const settled = now === previous;
+        previous = now;
+        return settled;
+      },
+      { timeoutMs: 15_000, intervalMs: 250, what: 'the status figures to settle' },
+    );
     metricsText = (await get('/metrics')).text;
     report = JSON.parse((await get('/api/v1/status')).text) as StatusReport;
   });
@@ -224,7 +239,6 @@ describe('status figures: the page, regcache status, /metrics and Prometheus aft
     const cli = await run(process.execPath, [CLI, 'status', '--json', '--cache-dir', proxy.cacheDir], { env: { PATH: process.env.PATH ?? '' } });
     assert.equal(cli.code, 0, cli.stderr);
     const fromCli = JSON.parse(cli.stdout) as StatusReport;
-    const figures = (r: StatusReport) => ({ hitRatio: r.hitRatio, requests: r.requests, saved: r.upstreamManifestGetsSaved, store: r.store, top: r.topImages });
     assert.deepEqual(figures(fromCli), figures(report));
 
     const text = await run(process.execPath, [CLI, 'status', '--cache-dir', proxy.cacheDir], { env: { PATH: process.env.PATH ?? '' } });
