@@ -71,7 +71,13 @@ describe('WORKERS=2: two worker processes on one store', () => {
     await slow.start(await upstream.ca.issue(['slow.test'], root, 'slow'));
     proxy = await startProxyFor(upstream, {
       dir: path.join(root, 'proxy'),
-      env: { WORKERS: '2', ADDITIONAL_REGISTRIES: 'registry.test slow.test', MIRROR_PORT: String(await freePort()), ADMIN_PORT: String(await freePort()) },
+      env: {
+        WORKERS: '2',
+        WORKER_STALL_TIMEOUT: '3s',
+        ADDITIONAL_REGISTRIES: 'registry.test slow.test',
+        MIRROR_PORT: String(await freePort()),
+        ADMIN_PORT: String(await freePort()),
+      },
       routes: { 'registry.test': upstream.registry.port, 'slow.test': slow.port },
     });
   });
@@ -273,12 +279,14 @@ describe('WORKERS=2: two worker processes on one store', () => {
     });
   });
 
-  it('a connection handed to a worker that dies before taking it is closed at once, never left open', async () => {
-    // A stopped worker cannot say it took a connection; the primary hands it one (the next in turn) and the
-    // others to the worker that answers. Killed, its connection must end: Node's cluster kept it open.
+  it('a worker that stops answering is killed and replaced; the connection handed to it is closed, never left open', async () => {
+    // A stopped worker (SIGSTOP: as stuck as a loop that never yields) cannot say it took a connection; the
+    // primary hands it one (the next in turn) and the others to the worker that answers. The watchdog
+    // (WORKER_STALL_TIMEOUT, 3 s here) kills it, and its connection must end then: Node's cluster kept it open.
     const pids = await workerPids(proxy);
     const serving = await waitForServing(proxy);
     const stopped = serving[0]!;
+    const mark = await proxy.logMark();
     process.kill(pids.get(stopped)!, 'SIGSTOP');
     const abort = new AbortController();
     const held = setTimeout(() => abort.abort(new Error('no answer in 30 s: the connection was left open')), 30_000);
@@ -292,16 +300,22 @@ describe('WORKERS=2: two worker processes on one store', () => {
       );
       await waitFor(async () => ends.length === 2, { timeoutMs: 10_000, what: 'the running worker to answer two' });
       assert.ok(ends.every((e) => e.ok));
-      const mark = await proxy.logMark();
-      process.kill(pids.get(stopped)!, 'SIGKILL');
       await Promise.all(requests);
       assert.equal(ends.length, 3);
       assert.equal(ends[2]!.ok, false, 'the stopped worker never answered it');
-      assert.ok(!abort.signal.aborted, 'closed when its worker died, not by the client giving up after 30 s');
+      assert.ok(!abort.signal.aborted, 'closed when its worker was killed, not by the client giving up after 30 s');
+      const killed = await proxy.waitForLog((l) => l.msg === 'worker stopped answering: killed, another starts', 'the watchdog to kill it', {
+        since: mark,
+      });
+      assert.equal(killed.workerId, stopped);
+      assert.ok(Number(killed.silentMs) >= 3000, `silent ${String(killed.silentMs)} ms`);
       const closed = await proxy.waitForLog((l) => l.msg === 'a connection handed to a worker that exited was closed', 'the primary to say so', {
         since: mark,
       });
       assert.deepEqual([closed.workerId, closed.door], [stopped, 'proxy']);
+      const exited = await proxy.waitForLog((l) => l.msg === 'worker exited; starting another' && Number(l.workerId) === stopped, 'its exit', { since: mark });
+      assert.equal(exited.signal, 'SIGKILL');
+      assert.equal((await waitForServing(proxy)).length, 2, 'another worker took its slot');
     } finally {
       clearTimeout(held);
     }

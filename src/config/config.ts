@@ -67,6 +67,7 @@ export interface Config {
   logLevel: string;
   logFormat: LogFormat | null; // LOG_FORMAT: json or pretty; null: pretty on a terminal, else json
   workers: number; // WORKERS: worker processes serving the same ports and store; 1 keeps one process
+  workerStallMs: number; // WORKER_STALL_TIMEOUT: a worker silent this long is killed and replaced; 0: never
   allowedClients: AddressRange[] | 'any'; // ALLOWED_CLIENTS: who may use any listener
   tunnelPorts: PortRange[]; // TUNNEL_PORTS: ports a tunnel to a host off the allowlist may reach
   forwardPorts: PortRange[]; // FORWARD_PORTS: ports a plain-HTTP forward to a host off the allowlist may reach
@@ -153,6 +154,7 @@ export function loadConfig(env: Env, overrides: ConfigOverrides = {}): Config {
     logLevel: v.LOG_LEVEL,
     logFormat: v.LOG_FORMAT,
     workers: v.WORKERS,
+    workerStallMs: v.WORKER_STALL_TIMEOUT,
     allowedClients: v.ALLOWED_CLIENTS,
     tunnelPorts: v.TUNNEL_PORTS,
     forwardPorts: v.FORWARD_PORTS,

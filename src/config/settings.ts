@@ -707,6 +707,15 @@ export const SETTINGS = {
     description:
       'Worker processes serving the same ports and the same `CACHE_DIR`, under a primary that serves nothing itself (see "Processes" under "Operate it"); `1`: one process, no primary. The default is one per CPU regcache may run on (`docker run --cpuset-cpus`, not a CPU quota such as `--cpus`: with a quota, set it) when there are 4 or more, and `1` on fewer: on 2 cores a second process cost CPU on every pull and made none faster, but under hundreds of concurrent connections it did shorten the wait of new ones (`WORKERS=2` for that). With `CACHE_STORE`, `1` is the default and the only value (each replica is one process).',
   }),
+  WORKER_STALL_TIMEOUT: defaulted({
+    section: 'process',
+    default: '30s',
+    example: '30s',
+    parse: (value, at) => (value === 'off' ? 0 : duration(value, at)),
+    summary: 'With workers: one whose event loop leaves the primary\'s check unanswered this long is killed and replaced; "off": never.',
+    description:
+      'With `WORKERS` > 1: the primary asks each serving worker a question its event loop answers, and kills one that leaves it unanswered this long (`worker stopped answering` at error, then the usual `worker exited; starting another`): a worker that is alive but stuck would otherwise hold its connections forever and never be replaced. `off`: never (a debugger paused on a breakpoint stops the loop too).',
+  }),
   LOG_LEVEL: defaulted({
     section: 'process',
     default: 'info',

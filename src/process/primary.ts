@@ -2,10 +2,11 @@
 // CA once, owns CACHE_DIR (control socket, index, eviction: assembly/store-owner.ts) and answers the
 // workers' stores (cache/workers/store-host.ts), listens on PORT, MIRROR_PORT and ADMIN_PORT and hands
 // each connection to the next worker in turn (connection-handoff.ts), then forks WORKERS workers
-// (worker.ts). A worker that exits is replaced after a backoff (restart-backoff.ts); on close every
-// worker drains as the one process does, then the primary closes the store. /healthz, /metrics,
-// /api/v1/cache and the status summary (the page, `regcache status`) are answered here for the whole
-// tree, whichever worker was asked: the summary from the same aggregate as /metrics.
+// (worker.ts). A worker that exits is replaced after a backoff (restart-backoff.ts), and one that stops
+// answering is killed first (worker-watchdog.ts); on close every worker drains as the one process does,
+// then the primary closes the store. /healthz, /metrics, /api/v1/cache and the status summary (the page,
+// `regcache status`) are answered here for the whole tree, whichever worker was asked: the summary from
+// the same aggregate as /metrics.
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry } from 'prom-client';
 import { cacheListing, localHealth, type HealthReport } from '../admin/admin-routes.js';
@@ -31,10 +32,12 @@ import {
   TREE_STATUS,
   WORKER_ACTIVITY,
   WORKER_METRICS,
+  WORKER_PING,
 } from './tree-messages.js';
 import { openDoors, SHUTDOWN_GRACE_MS } from '../assembly/proxy.js';
 import { RestartBackoff } from './restart-backoff.js';
 import { ConnectionHandoff, HANDOFF_OPEN } from './connection-handoff.js';
+import { WorkerWatchdog } from './worker-watchdog.js';
 import { prepareStartup } from '../assembly/startup.js';
 import { VERSION } from '../config/version.js';
 
@@ -66,6 +69,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const owner = await ownDirectory(config, log, metrics);
   const host = new StoreHost(owner, log);
   const handoff = new ConnectionHandoff(log);
+  const watchdog = config.workerStallMs > 0 ? new WorkerWatchdog(config.workerStallMs, log) : null;
   const running = new Map<number, Running>(); // by cluster worker id
   const restarts = new Map<number, { count: number; exitedAt: number }>(); // by slot
   const serving = () => [...running.values()].filter((r) => r.listening).length;
@@ -137,6 +141,11 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     channel.on(HANDOFF_OPEN, () => handoff.open(worker, channel));
     channel.on(TREE_LISTENING, () => {
       entry.listening = true;
+      watchdog?.watch(worker.id, {
+        ping: () => channel.request(WORKER_PING),
+        kill: () => worker.process.kill('SIGKILL'),
+        describe: { workerId: worker.id, pid: worker.process.pid, slot },
+      });
       if (up && serving() === config.workers) up.resolve();
     });
     channel.handle(TREE_HEALTH, health);
@@ -147,6 +156,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     worker.once('online', () => log.info({ workerId: worker.id, pid: worker.process.pid, slot }, 'worker started'));
     worker.once('exit', (code: number | null, signal: string | null) => {
       running.delete(worker.id);
+      watchdog?.forget(worker.id);
       handoff.exited(worker.id);
       channel.close('the worker exited');
       void host.detach(worker.id); // its fills fail, its spool files go
@@ -176,6 +186,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
   const close = async (graceMs = SHUTDOWN_GRACE_MS): Promise<void> => {
     stopping = true;
     handoff.close(); // no new connections
+    watchdog?.close(); // a draining worker is killed past its grace, not by the watchdog
     for (const timer of restartTimers) clearTimeout(timer);
     const exits = [...running.values()].map((r) => r.exited);
     for (const r of running.values()) r.channel.notify(TREE_DRAIN, { graceMs });
@@ -212,6 +223,7 @@ export async function startPrimary(config: Config, log: Logger): Promise<Running
     up = null;
     stopping = true;
     handoff.close();
+    watchdog?.close();
     kill();
     await Promise.all([...running.values()].map((r) => r.exited));
     await owner.close();

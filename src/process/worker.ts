@@ -21,6 +21,7 @@ import {
   TREE_STATUS,
   WORKER_ACTIVITY,
   WORKER_METRICS,
+  WORKER_PING,
 } from './tree-messages.js';
 import { openDoors, serveProxy, type RunningProxy } from '../assembly/proxy.js';
 import { primaryStore } from '../assembly/store-owner.js';
@@ -35,6 +36,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   const metrics = new Metrics();
   channel.handle(WORKER_METRICS, () => metrics.registry.getMetricsAsJSON());
   channel.handle(WORKER_ACTIVITY, () => metrics.activity.snapshot());
+  channel.handle(WORKER_PING, () => null);
   channel.on<{ graceMs: number }>(TREE_DRAIN, ({ graceMs }) => drain(graceMs));
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
   const { ca } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase); // the primary's: it exists by now
