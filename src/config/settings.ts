@@ -714,7 +714,7 @@ export const SETTINGS = {
     parse: (value, at) => (value === 'off' || value === '0' ? 0 : duration(value, at)),
     summary: 'With workers: one whose event loop leaves the primary\'s check unanswered this long is killed and replaced; "off" (or 0): never.',
     description:
-      'With `WORKERS` > 1: the primary asks each serving worker a question its event loop answers, and kills one that leaves it unanswered this long (`worker stopped answering` at error, then the usual `worker exited; starting another`): a worker that is alive but stuck would otherwise hold its connections forever and never be replaced. `off`: never (a debugger paused on a breakpoint stops the loop too).',
+      'With `WORKERS` > 1: the primary asks each serving worker a question its event loop answers, and kills one that leaves it unanswered this long (`worker stopped answering` at error, then the usual `worker exited; starting another`): a worker that is alive but stuck would otherwise hold its connections forever and never be replaced. `off` (or `0`): never (a debugger paused on a breakpoint stops the loop too).',
   }),
   LOG_LEVEL: defaulted({
     section: 'process',
