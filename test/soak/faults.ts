@@ -7,13 +7,13 @@
 import { open, readdir, rm, stat, truncate } from 'node:fs/promises';
 import path from 'node:path';
 import { GetObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
-import { sleep } from '../harness/proc.js';
+import { sleep, waitFor } from '../harness/proc.js';
 import type { S3Server } from '../harness/s3-server.js';
 import { listKeys } from '../harness/s3-server.js';
 import type { Catalogue } from './catalogue.js';
 import type { FaultUpstream, UpstreamMode } from './fault-upstream.js';
 import type { Rng } from './rng.js';
-import { BUCKET, PREFIX, type Fleet, type Node } from './systems.js';
+import { alive, BUCKET, LOCAL_WORKER_STALL_MS, PREFIX, type Fleet, type Node } from './systems.js';
 
 export interface FaultEvent {
   lane: 'upstream' | 'local' | 'fleet';
@@ -27,7 +27,12 @@ export interface FaultEvent {
   digest?: string;
   /** It could not be injected (nothing to corrupt yet, the bucket down): not counted as injected. */
   skipped?: string;
+  /** stop-worker: how long after its SIGSTOP the worker was gone (its primary killed it); absent if it was not. */
+  goneAfterMs?: number;
 }
+
+// How long past WORKER_STALL_TIMEOUT a stopped worker may stay before the soak kills it itself (and fails).
+const STALL_SLACK_MS = 10_000;
 
 export interface FaultPlan {
   gapMs: [number, number];
@@ -127,7 +132,16 @@ export class Faults {
 
   private async localFault(rng: Rng, event: FaultEvent): Promise<Omit<FaultEvent, 'lane' | 'start' | 'end'>> {
     const local = this.ctx.local;
-    const kind = rng.weighted({ 'kill-worker': 3, 'kill-primary': 1, 'sigterm-restart': 1, 'flip-byte': 2, truncate: 1, 'disk-full': 2, 'cache-rm': 2 });
+    const kind = rng.weighted({
+      'kill-worker': 3,
+      'stop-worker': 2,
+      'kill-primary': 1,
+      'sigterm-restart': 1,
+      'flip-byte': 2,
+      truncate: 1,
+      'disk-full': 2,
+      'cache-rm': 2,
+    });
     event.kind = kind;
     switch (kind) {
       case 'kill-worker': {
@@ -137,6 +151,24 @@ export class Faults {
         const at = Date.now();
         process.kill(pid, 'SIGKILL');
         return { kind, target: `local worker ${pid}`, at };
+      }
+      case 'stop-worker': {
+        // Alive but stuck (SIGSTOP): the primary's watchdog must kill it (WORKER_STALL_TIMEOUT); nothing else would.
+        const { workers } = await local.pids();
+        if (workers.length === 0) return { kind, target: 'local', skipped: 'no worker' };
+        const pid = workers.sort((a, b) => a - b)[rng.int(workers.length)]!;
+        const stoppedAt = Date.now();
+        process.kill(pid, 'SIGSTOP');
+        const gone = await waitFor(async () => !alive(pid), {
+          timeoutMs: LOCAL_WORKER_STALL_MS + STALL_SLACK_MS,
+          intervalMs: 100,
+          what: 'the stopped worker killed',
+        }).then(
+          () => true,
+          () => false,
+        );
+        if (!gone) process.kill(pid, 'SIGKILL'); // so the soak goes on; the invariant says it was not killed
+        return { kind, target: `local worker ${pid}`, at: Date.now(), ...(gone ? { goneAfterMs: Date.now() - stoppedAt } : {}) };
       }
       case 'kill-primary':
         await local.killAndRestart();

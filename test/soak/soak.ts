@@ -25,6 +25,7 @@ import {
   FLEET_MAX_BYTES,
   FLEET_SWEEP_MS,
   LOCAL_MAX_BYTES,
+  LOCAL_WORKER_STALL_MS,
   LOCAL_TMPFS_BYTES,
   PREFIX,
   startFleet,
@@ -78,6 +79,9 @@ const NODE_CLIENTS = 6;
 const SAMPLE_MS = 2000;
 // How long after its last upstream byte a fill may still be committing (the bucket's timeouts: two 10 s attempts per request).
 const FILL_COMMIT_MS = 60_000;
+// The watchdog asks every quarter of its limit, so a stall is seen up to a quarter late; then the kill and
+// the exit, on a loaded machine.
+const WATCHDOG_SLACK_MS = 5_000;
 
 export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const log = options.log ?? ((line: string) => process.stderr.write(line + '\n'));
@@ -224,6 +228,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     });
     invariants.push(...(await quiesceAndCheck(local, fleet, s3Client, faults.events, log)));
     invariants.push(await noCrash([local, ...fleet.replicas], faults.events));
+    invariants.push(stoppedWorkersKilled(faults.events));
     invariants.push(await upstreamFetches('local', [local], localUpstream, faults.events));
     invariants.push(await upstreamFetches('fleet', fleet.replicas, fleetUpstream, faults.events));
     await monitor.sample();
@@ -488,12 +493,15 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
     const isBypass = l.msg === 'request' && l.cache === 'BYPASS';
     if ((isFill || isBypass) && typeof l.digest === 'string') attempts.set(l.digest, (attempts.get(l.digest) ?? 0) + 1);
   }
-  const kills = events.filter((e) => e.lane === config && !e.skipped && ['kill-worker', 'kill-primary', 'sigterm-restart', 'kill-replica'].includes(e.kind));
+  const kills = events.filter(
+    (e) => e.lane === config && !e.skipped && ['kill-worker', 'stop-worker', 'kill-primary', 'sigterm-restart', 'kill-replica'].includes(e.kind),
+  );
   // What lets two GETs of one blob overlap: a leader killed or stopped (its lease lapses, or its fill dies
   // with it), a hung bucket (leases lapse), a failed fill (its waiters fetch on their own), a full disk
   // (answers served uncached, beside a fill).
   const excusing = [
     'kill-worker',
+    'stop-worker',
     'kill-primary',
     'sigterm-restart',
     'kill-replica',
@@ -537,6 +545,19 @@ async function upstreamFetches(config: 'local' | 'fleet', nodes: Node[], upstrea
   };
 }
 
+/** A worker stopped by the soak (alive, answering nothing) is killed by its primary's watchdog in time. */
+function stoppedWorkersKilled(events: FaultEvent[]): InvariantResult {
+  const stops = events.filter((e) => e.kind === 'stop-worker' && !e.skipped);
+  const limit = LOCAL_WORKER_STALL_MS + WATCHDOG_SLACK_MS;
+  const late = stops.filter((e) => e.goneAfterMs === undefined || e.goneAfterMs > limit);
+  return {
+    name: `a stopped worker is killed by its primary within WORKER_STALL_TIMEOUT + ${WATCHDOG_SLACK_MS / 1000} s (the watchdog)`,
+    passed: late.length === 0,
+    checks: stops.length,
+    detail: `${stops.length} stopped: gone after ${stops.map((e) => (e.goneAfterMs === undefined ? 'never' : `${e.goneAfterMs} ms`)).join(', ') || '-'}`,
+  };
+}
+
 /**
  * No regcache process ended unless the soak ended it: every tree that exited was killed or stopped by a
  * fault, and the workers that exited (the primary logs each) number at most the workers killed.
@@ -546,7 +567,7 @@ async function noCrash(nodes: Node[], events: FaultEvent[]): Promise<InvariantRe
   const lines = (await Promise.all(nodes.flatMap((n) => n.runs.map((r) => r.logs())))).flat();
   const exitLines = lines.filter((l) => l.msg.startsWith('worker exited'));
   const workerExits = exitLines.length;
-  const kills = events.filter((e) => e.kind === 'kill-worker' && !e.skipped);
+  const kills = events.filter((e) => (e.kind === 'kill-worker' || e.kind === 'stop-worker') && !e.skipped);
   const workerKills = kills.length;
   // With the stack (the 60-minute soak of 2026-12-05 saw one worker "crashed: Request aborted" and no more).
   const fatal = lines

@@ -16,6 +16,8 @@ import type { FaultUpstream } from './fault-upstream.js';
 const CLI = path.resolve(import.meta.dirname, '../../dist/cli.js');
 
 export const LOCAL_MAX_BYTES = 32 * 1024 * 1024;
+/** The local tree's WORKER_STALL_TIMEOUT: a stopped worker (the stop-worker fault) is killed by its primary after this. */
+export const LOCAL_WORKER_STALL_MS = 5000;
 export const LOCAL_TMPFS_BYTES = 128 * 1024 * 1024;
 export const FLEET_MAX_BYTES = 40 * 1024 * 1024;
 export const FLEET_LEASE_MS = 3000;
@@ -145,6 +147,7 @@ export async function startLocal(root: string, cacheDir: string, upstreams: Upst
   const node = new Node('local', path.join(root, 'local'), cacheDir, path.join(root, 'local', 'ca'), await threePorts(), {
     ...upstreamEnv(upstreams, fault),
     WORKERS: '2',
+    WORKER_STALL_TIMEOUT: `${LOCAL_WORKER_STALL_MS}ms`,
     CACHE_MAX_SIZE: String(LOCAL_MAX_BYTES),
   });
   await node.start();
