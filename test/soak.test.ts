@@ -27,7 +27,8 @@ describe('soak: a minute of pulls under faults', () => {
       'faults were injected',
     );
     for (const invariant of report.invariants)
-      await t.test(invariant.name, () => {
+      await t.test(invariant.name, (sub) => {
+        if (invariant.detail) sub.diagnostic(invariant.detail);
         assert.ok(invariant.checks > 0, 'checked at least once');
         assert.ok(invariant.passed, invariant.detail);
       });
