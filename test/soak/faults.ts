@@ -145,18 +145,16 @@ export class Faults {
     event.kind = kind;
     switch (kind) {
       case 'kill-worker': {
-        const { workers } = await local.pids();
-        if (workers.length === 0) return { kind, target: 'local', skipped: 'no worker' };
-        const pid = workers.sort((a, b) => a - b)[rng.int(workers.length)]!;
+        const pid = await pickWorker(local, rng);
+        if (pid === null) return { kind, target: 'local', skipped: 'no worker' };
         const at = Date.now();
         process.kill(pid, 'SIGKILL');
         return { kind, target: `local worker ${pid}`, at };
       }
       case 'stop-worker': {
         // Alive but stuck (SIGSTOP): the primary's watchdog must kill it (WORKER_STALL_TIMEOUT); nothing else would.
-        const { workers } = await local.pids();
-        if (workers.length === 0) return { kind, target: 'local', skipped: 'no worker' };
-        const pid = workers.sort((a, b) => a - b)[rng.int(workers.length)]!;
+        const pid = await pickWorker(local, rng);
+        if (pid === null) return { kind, target: 'local', skipped: 'no worker' };
         const stoppedAt = Date.now();
         process.kill(pid, 'SIGSTOP');
         const gone = await waitFor(async () => !alive(pid), {
@@ -292,4 +290,10 @@ async function flipByte(file: string, at: number): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/** One of the local tree's live workers, drawn from the seed (in pid order, so a replay draws alike); null if none. */
+async function pickWorker(local: Node, rng: Rng): Promise<number | null> {
+  const { workers } = await local.pids();
+  return workers.length === 0 ? null : workers.sort((a, b) => a - b)[rng.int(workers.length)]!;
 }
