@@ -22,6 +22,7 @@ import type { RegistryHandler } from '../registry/registry-handler.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import { CLIENT_REFUSED, type AllowedClients } from './allowed-clients.js';
 import { clientServerOptions } from './proxy-server.js';
+import { SERVER_CIPHERS } from '../tls/server-ciphers.js';
 
 export interface MirrorDeps {
   log: Logger;
@@ -64,7 +65,7 @@ export function createMirrorServer(deps: MirrorDeps, tlsOptions?: { cert: string
   };
   const handler = (req: http.IncomingMessage, res: http.ServerResponse) => void handle(deps, req, res, admitted.has(req.socket));
   if (!tlsOptions) return http.createServer(options, handler).on('connection', decide);
-  return https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...tlsOptions }, handler).on('secureConnection', decide);
+  return https.createServer({ ...options, handshakeTimeout: deps.headersTimeoutMs, ...SERVER_CIPHERS, ...tlsOptions }, handler).on('secureConnection', decide);
 }
 
 async function handle(deps: MirrorDeps, req: http.IncomingMessage, res: http.ServerResponse, admittedClient: boolean): Promise<void> {

@@ -5,6 +5,7 @@ import tls from 'node:tls';
 import type { CertificateAuthority } from './certificate-authority.js';
 import { generateRsa } from './certificate-authority.js';
 import { signCertificate } from './x509-signer.js';
+import { SERVER_CIPHERS } from './server-ciphers.js';
 
 const LEAF_VALIDITY_DAYS = 397; // the CA/Browser Forum ceiling; Apple clients refuse longer
 const RENEW_BEFORE_MS = 24 * 60 * 60 * 1000;
@@ -71,7 +72,7 @@ export class LeafCertificates {
   private mint(name: string, now: number): Leaf {
     const { certPem, notAfter } = this.mintPem(name, now);
     return {
-      context: tls.createSecureContext({ key: this.keyPem, cert: certPem }),
+      context: tls.createSecureContext({ key: this.keyPem, cert: certPem, ...SERVER_CIPHERS }),
       // Near the CA's own expiry a new leaf could not last longer: keep this one until it ends.
       renewAt: notAfter - now > 2 * RENEW_BEFORE_MS ? notAfter - RENEW_BEFORE_MS : notAfter,
     };
