@@ -13,12 +13,11 @@ import { request } from 'undici';
 import { loadConfig, type Config } from '../src/config/config.js';
 import { createLogger, type Logger } from '../src/telemetry/log.js';
 import { Metrics } from '../src/telemetry/metrics.js';
-import { openDoors, serveProxy, startProxy, type RunningProxy } from '../src/assembly/proxy.js';
+import { openDoors, openLeafCertificates, serveProxy, startProxy, type RunningProxy } from '../src/assembly/proxy.js';
 import { ownListeners } from '../src/assembly/listeners.js';
 import { ownDirectory, primaryStore } from '../src/assembly/store-owner.js';
 import { prepareStartup } from '../src/assembly/startup.js';
 import { StoreHost } from '../src/cache/workers/store-host.js';
-import { LeafCertificates } from '../src/tls/leaf-certificates.js';
 import { createTestCA } from '../test/harness/pki.js';
 import { freePort } from '../test/harness/ports.js';
 import { startS3Server } from '../test/harness/s3-server.js';
@@ -165,7 +164,7 @@ async function startWorkerOverPrimary(config: Config, log: Logger): Promise<{ pr
   const metrics = new Metrics();
   const { guard, doors, warnings } = openDoors(config, log, metrics);
   const ca = await prepareStartup(config, log, warnings);
-  const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), primaryStore(config, workerEnd, 1)]);
+  const [leaves, backend] = await Promise.all([openLeafCertificates(config, ca, log), primaryStore(config, workerEnd, 1)]);
   const unused = () => Promise.reject(new Error('not measured'));
   const proxy = await serveProxy(config, log, {
     metrics,

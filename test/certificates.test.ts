@@ -1,7 +1,7 @@
 // tier: e2e
 // The CA in CA_DIR and the leaves minted from it, checked by real TLS handshakes against the CA.
 import assert from 'node:assert/strict';
-import { X509Certificate } from 'node:crypto';
+import { X509Certificate, generateKeyPairSync } from 'node:crypto';
 import { copyFile, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -11,6 +11,7 @@ import { after, before, describe, it } from 'node:test';
 import forge from 'node-forge';
 import { CaError, loadOrCreateCa, type CertificateAuthority } from '../src/tls/certificate-authority.js';
 import { LeafCertificates } from '../src/tls/leaf-certificates.js';
+import { LEAF_KEY_FILE, loadOrCreateLeafKey } from '../src/tls/leaf-key.js';
 import { run, sleep } from './harness/proc.js';
 import { TmpDirs } from './harness/tmp.js';
 import { makeRpardiniCa } from './support/rpardini-ca.js';
@@ -111,7 +112,7 @@ describe('a CA made by rpardini/docker-registry-proxy (create_ca_cert.sh)', () =
       assert.equal(await readFile(made.keyFile, 'utf8'), keyBefore, 'ca.key is left as it was: encrypted');
       assert.deepEqual((await readdir(dir)).sort(), ['ca.crt', 'ca.key', 'ca.srl']);
 
-      const leaves = await LeafCertificates.create(ca, 2);
+      const leaves = LeafCertificates.create(ca, (await loadOrCreateLeafKey(dir, null)).key, 2);
       const leaf = leaves.pemFor('registry-1.docker.io').cert;
       assert.ok(new X509Certificate(leaf).checkIssued(new X509Certificate(ca.certPem)));
       // Go clients match a certificate to its issuer by these bytes: openssl wrote UTF8Strings.
@@ -157,8 +158,9 @@ describe('leaf certificates', () => {
   let port: number;
 
   before(async () => {
-    ca = (await loadOrCreateCa(await tmp.make('regcache-leaves'))).ca;
-    leaves = await LeafCertificates.create(ca, 2);
+    const dir = await tmp.make('regcache-leaves');
+    ca = (await loadOrCreateCa(dir)).ca;
+    leaves = LeafCertificates.create(ca, (await loadOrCreateLeafKey(dir, null)).key, 2);
     server = tls.createServer({ SNICallback: (name, cb) => cb(null, leaves.contextFor(name)) }, (s) => s.end());
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     port = (server.address() as AddressInfo).port;
@@ -213,5 +215,66 @@ describe('leaf certificates', () => {
     await handshake('c.test'); // bound 2: evicts a.test
     await handshake('a.test');
     assert.equal(leaves.minted, before + 4);
+  });
+});
+
+describe('the leaf key (CA_DIR/leaf.key)', () => {
+  const tmp = new TmpDirs();
+  after(() => tmp.cleanup());
+
+  it('is created once, 0600, and loaded by every later start', async () => {
+    const dir = await tmp.make('regcache-leaf-key');
+    const first = await loadOrCreateLeafKey(dir, null);
+    assert.equal(first.source, 'created');
+    assert.equal(first.problem, undefined);
+    assert.equal((await stat(path.join(dir, LEAF_KEY_FILE))).mode & 0o777, 0o600);
+    const again = await loadOrCreateLeafKey(dir, null);
+    assert.equal(again.source, 'loaded');
+    assert.equal(again.key.publicKeyPem, first.key.publicKeyPem);
+    assert.equal(again.key.keyPem, first.key.keyPem);
+  });
+
+  it('gives processes that start at once on an empty CA_DIR one and the same key', async () => {
+    const dir = await tmp.make('regcache-leaf-key-race');
+    const all = await Promise.all([1, 2, 3, 4].map(() => loadOrCreateLeafKey(dir, null)));
+    assert.equal(new Set(all.map((k) => k.key.publicKeyPem)).size, 1, 'one key for all');
+    assert.equal(all.filter((k) => k.source === 'created').length, 1);
+    assert.deepEqual(
+      (await readdir(dir)).filter((f) => f.startsWith(LEAF_KEY_FILE)),
+      [LEAF_KEY_FILE],
+      'no temp file left',
+    );
+  });
+
+  it('is written encrypted with CA_KEY_PASSPHRASE when it is set', async () => {
+    const dir = await tmp.make('regcache-leaf-key-encrypted');
+    const first = await loadOrCreateLeafKey(dir, 'pw');
+    assert.match(await readFile(path.join(dir, LEAF_KEY_FILE), 'utf8'), /BEGIN ENCRYPTED PRIVATE KEY/);
+    assert.equal((await loadOrCreateLeafKey(dir, 'pw')).key.publicKeyPem, first.key.publicKeyPem);
+    const wrong = await loadOrCreateLeafKey(dir, 'other');
+    assert.equal(wrong.source, 'created', 'a key the passphrase does not open is replaced');
+    assert.match(wrong.problem ?? '', /leaf\.key was not usable \(.*\): replaced with a new key/);
+  });
+
+  it('replaces a file that is no usable key, and serves from memory when CA_DIR cannot be written', async () => {
+    const dir = await tmp.make('regcache-leaf-key-bad');
+    const file = path.join(dir, LEAF_KEY_FILE);
+    await writeFile(file, 'not a key\n');
+    const replaced = await loadOrCreateLeafKey(dir, null);
+    assert.equal(replaced.source, 'created');
+    assert.match(replaced.problem ?? '', /was not usable/);
+    assert.equal((await loadOrCreateLeafKey(dir, null)).key.publicKeyPem, replaced.key.publicKeyPem);
+    // An EC key is a key, but not one the leaves can carry.
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    await writeFile(file, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    assert.match((await loadOrCreateLeafKey(dir, null)).problem ?? '', /not an RSA key of 2048 bits or more/);
+
+    // /sys refuses new files even to root: a stand-in for a read-only Secret volume.
+    const readOnly = await loadOrCreateLeafKey('/sys', null);
+    assert.equal(readOnly.source, 'memory');
+    assert.match(readOnly.problem ?? '', /cannot write \/sys\/leaf\.key: .*EACCES/);
+    const ca = (await loadOrCreateCa(await tmp.make('regcache-leaf-key-ca'))).ca;
+    const leaf = LeafCertificates.create(ca, readOnly.key, 2).pemFor('example.test').cert;
+    assert.equal(new X509Certificate(leaf).publicKey.export({ type: 'spki', format: 'pem' }).toString(), readOnly.key.publicKeyPem);
   });
 });

@@ -195,7 +195,7 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
       blobLines(await proxy.requests(mark)).map((l) => l.cache),
       upstream.blobs.map(() => 'HIT'),
     );
-    assert.equal(cdn.requests.length, cdnBefore);
+    assert.deepEqual(cdn.requests.slice(cdnBefore), [], 'nothing more from the CDN');
 
     const logText = await readFile(proxy.logFile, 'utf8');
     assert.doesNotMatch(logText, /s3cret|YWxpY2U6czNjcmV0|Bearer /, 'credentials and tokens stay out of the log');

@@ -339,7 +339,7 @@ describe('modes regardless of umask', () => {
     await mkdir(cacheDir);
     await chmod(cacheDir, 0o777); // a CACHE_DIR that exists already, wide open: it is narrowed
     const caDir = path.join(dir, 'ca', 'nested'); // created by regcache, parents included
-    const { proxy, client } = await fx.regcache({ dir, cacheDir, caDir, umask: '000' });
+    const { proxy, client } = await fx.regcache({ dir, cacheDir, caDir, umask: '000', freshCa: true });
     try {
       const blob = fx.upstream.add(makeBlob(100_000, 'umask-blob'));
       const manifest = makeBlob(0, 'unused');
@@ -356,6 +356,7 @@ describe('modes regardless of umask', () => {
       assert.equal((await stat(caDir)).mode & 0o777, 0o700, 'CA_DIR');
       assert.equal((await stat(path.join(dir, 'ca'))).mode & 0o777, 0o700, "CA_DIR's parent, created too");
       assert.equal((await stat(path.join(caDir, 'ca.key'))).mode & 0o777, 0o600, 'the CA key');
+      assert.equal((await stat(path.join(caDir, 'leaf.key'))).mode & 0o777, 0o600, 'the leaf key');
       const rows = await modesBelow(cacheDir);
       const files = rows.filter(([, , type]) => type === 'file').map(([name]) => name);
       assert.ok(files.includes('index.jsonl'), 'the journal is there');

@@ -40,6 +40,7 @@ import { TlsInterceptor } from '../doors/tls-interceptor.js';
 import { Tunnels } from '../doors/tunnel.js';
 import type { CertificateAuthority } from '../tls/certificate-authority.js';
 import { LeafCertificates } from '../tls/leaf-certificates.js';
+import { loadOrCreateLeafKey } from '../tls/leaf-key.js';
 import { DestinationPolicy } from '../upstream/destination-policy.js';
 import { Dialer } from '../upstream/dialer.js';
 import { UpstreamClient } from '../upstream/upstream-client.js';
@@ -57,13 +58,23 @@ export interface RunningProxy {
 // Under Docker's default 10 s stop timeout, with room to exit cleanly.
 export const SHUTDOWN_GRACE_MS = 8_000;
 
+/** Leaf certificates over CA_DIR/leaf.key (created by the first process to start on CA_DIR). */
+export async function openLeafCertificates(config: Config, ca: CertificateAuthority, log: Logger): Promise<LeafCertificates> {
+  const { key, source, problem } = await loadOrCreateLeafKey(config.caDir, config.caKeyPassphrase);
+  // In memory only is what a read-only CA_DIR (a Secret volume) gives at every start: said, not warned.
+  if (problem === undefined) log.debug({ leafKey: source }, 'leaf key');
+  else if (source === 'memory') log.info({ leafKey: source }, `leaf key made for this process only: ${problem}`);
+  else log.warn({ leafKey: source }, `leaf key: ${problem}`);
+  return LeafCertificates.create(ca, key);
+}
+
 /** The one process (WORKERS=1): it owns CACHE_DIR (or, with CACHE_STORE, is a replica on the bucket) and serves. */
 export async function startProxy(config: Config, log: Logger): Promise<RunningProxy> {
   // This proxy's own counters: another proxy in the same process (tests) counts apart.
   const metrics = new Metrics();
   const { guard, doors, warnings } = openDoors(config, log, metrics);
   const ca = await prepareStartup(config, log, warnings);
-  const [leaves, backend] = await Promise.all([LeafCertificates.create(ca), ownStore(config, log, metrics)]);
+  const [leaves, backend] = await Promise.all([openLeafCertificates(config, ca, log), ownStore(config, log, metrics)]);
   const proxy = await serveProxy(config, log, {
     metrics,
     guard,

@@ -227,7 +227,8 @@ export const SETTINGS = {
     parse: filePath,
     flag: '--ca-dir',
     summary: 'The CA certificate and key, generated on first start, reused afterwards (clients must trust CA_DIR/ca.crt).',
-    description: 'Where `ca.crt` and `ca.key` (mode 0600) are created and reused; a directory regcache creates is 0700, whatever the umask.',
+    description:
+      'Where `ca.crt` and `ca.key` (mode 0600) are created and reused, and `leaf.key` (0600), the key of the certificates regcache shows for intercepted hosts (when CA_DIR is read-only, it is made at each start instead); a directory regcache creates is 0700, whatever the umask.',
   }),
   CA_KEY_PASSPHRASE: optional({
     section: 'listeners',

@@ -1,7 +1,7 @@
 // A worker process (WORKERS > 1, forked by primary.ts): the same servers, handlers and upstream client as
 // the one process, fed the connections the primary accepts (connection-handoff.ts), over the primary's store: the
 // workers' backend on the IPC channel (cache/workers/worker-backend.ts). The CA is the one the primary loaded or created;
-// the leaf key is this worker's own. /healthz, /metrics and /api/v1/cache are the primary's answers.
+// so is the leaf key (CA_DIR/leaf.key). /healthz, /metrics and /api/v1/cache are the primary's answers.
 import type { HealthReport, Listing } from '../admin/admin-routes.js';
 import type { ServerPorts } from '../admin/server-ports.js';
 import type { ListingViewer } from '../cache/tag-listing.js';
@@ -23,10 +23,9 @@ import {
   WORKER_METRICS,
   WORKER_PING,
 } from './tree-messages.js';
-import { openDoors, serveProxy, type RunningProxy } from '../assembly/proxy.js';
+import { openDoors, openLeafCertificates, serveProxy, type RunningProxy } from '../assembly/proxy.js';
 import { primaryStore } from '../assembly/store-owner.js';
 import { loadOrCreateCa } from '../tls/certificate-authority.js';
-import { LeafCertificates } from '../tls/leaf-certificates.js';
 import { handedListeners } from './connection-handoff.js';
 
 /** Serves as worker `id`; `drain` is called when the primary says to stop (with the grace it gives). */
@@ -41,7 +40,7 @@ export async function startWorker(config: Config, log: Logger, id: number, drain
   const { guard, doors } = openDoors(config, log, metrics); // the primary said the warnings
   const { ca } = await loadOrCreateCa(config.caDir, config.caKeyPassphrase); // the primary's: it exists by now
   const [leaves, backend, ports] = await Promise.all([
-    LeafCertificates.create(ca),
+    openLeafCertificates(config, ca, log),
     primaryStore(config, channel, id),
     channel.request<ServerPorts>(TREE_PORTS, null, ASK_TIMEOUT_MS),
   ]);

@@ -1,9 +1,9 @@
 // Leaf certificates for intercepted hosts, minted on demand and kept in a bounded LRU map of
-// SecureContexts. All leaves share one key generated at startup: minting is then a signature only.
+// SecureContexts. All leaves share one key (leaf-key.ts): minting is then a signature only.
 import net from 'node:net';
 import tls from 'node:tls';
 import type { CertificateAuthority } from './certificate-authority.js';
-import { generateRsa } from './certificate-authority.js';
+import type { LeafKey } from './leaf-key.js';
 import { signCertificate } from './x509-signer.js';
 import { SERVER_CIPHERS } from './server-ciphers.js';
 
@@ -27,14 +27,8 @@ export class LeafCertificates {
     private readonly maxEntries: number,
   ) {}
 
-  static async create(ca: CertificateAuthority, maxEntries = 1000): Promise<LeafCertificates> {
-    const { publicKey, privateKey } = await generateRsa(2048);
-    return new LeafCertificates(
-      ca,
-      privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-      publicKey.export({ type: 'spki', format: 'pem' }).toString(),
-      maxEntries,
-    );
+  static create(ca: CertificateAuthority, key: LeafKey, maxEntries = 1000): LeafCertificates {
+    return new LeafCertificates(ca, key.keyPem, key.publicKeyPem, maxEntries);
   }
 
   /** Mints one throwaway leaf so that the first real CONNECT does not pay for cold code paths. */

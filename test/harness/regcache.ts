@@ -2,6 +2,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { seedCaDir } from './ca-template.js';
 import { logTail, settledRead, spawnDaemon, waitFor, type Daemon } from './proc.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
@@ -76,6 +77,7 @@ export interface RegcacheOptions {
   dir: string; // holds certs/, cache/, regcache.log
   env?: Record<string, string>;
   caDir?: string; // share a CA between runs (default DIR/certs)
+  freshCa?: boolean; // let regcache create CA_DIR and its CA (by default a new CA_DIR is seeded with the run's: ca-template.ts)
   cacheDir?: string;
   umask?: string; // e.g. '000': run under this umask (through sh, which execs node: the pid stays the daemon's)
   cli?: string; // another build's dist/cli.js (a bench comparing builds); default this tree's
@@ -86,6 +88,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
   const caDir = opts.caDir ?? path.join(opts.dir, 'certs');
   const cacheDir = opts.cacheDir ?? path.join(opts.dir, 'cache');
   await mkdir(opts.dir, { recursive: true });
+  if (opts.freshCa !== true) await seedCaDir(caDir);
   const logFile = path.join(opts.dir, `regcache-${Date.now()}.log`);
   const env: Record<string, string> = {
     PATH: process.env.PATH ?? '/usr/bin:/bin',

@@ -25,6 +25,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestOutcome, TestProgress } from './test-events.js';
+import { CA_TEMPLATE_ENV } from './ca-template.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const EVENTS_REPORTER = './test/harness/test-events.ts';
@@ -388,6 +389,7 @@ async function main(): Promise<number> {
   const slots = args.jobs ?? (args.unit ? 3 : Number(process.env.REGCACHE_TEST_JOBS ?? Math.min(MAX_JOBS, os.availableParallelism() + 1)));
 
   const eventsDir = await mkdtemp(path.join(os.tmpdir(), 'regcache-test-events-'));
+  process.env[CA_TEMPLATE_ENV] = path.join(eventsDir, 'ca'); // made by the first file that needs it (ca-template.ts)
   const results: JobResult[] = [];
   const flaky: JobResult[] = [];
   try {

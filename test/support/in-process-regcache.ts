@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/config/config.js';
 import { createLogger } from '../../src/telemetry/log.js';
 import { waitForLogLine, type LogLine, type RunningRegcache } from '../harness/regcache.js';
 import { sleep } from '../harness/proc.js';
+import { seedCaDir } from '../harness/ca-template.js';
 
 /** The spawned one's interface (requests() reads once no line has come for a moment). */
 export type InProcessRegcache = RunningRegcache;
@@ -23,6 +24,7 @@ export async function startInProcessRegcache(opts: InProcessOptions): Promise<In
   const caDir = opts.caDir ?? path.join(opts.dir, 'certs');
   const cacheDir = opts.cacheDir ?? path.join(opts.dir, 'cache');
   // The same defaults as a spawned regcache in the tests (harness/regcache.ts).
+  await seedCaDir(caDir);
   const config = loadConfig({ PORT: '0', MIRROR_PORT: '0', CA_DIR: caDir, CACHE_DIR: cacheDir, LOG_LEVEL: 'debug', WORKERS: '1', ...opts.env });
   const lines: LogLine[] = [];
   let written = 0; // lines so far, for a settled read
