@@ -8,7 +8,9 @@
 //                   every read), client TLS encrypted; its own process, whose file no cold run replaces
 //   warm unverified the same HIT with VERIFY_ON_READ=false
 // beside, in the same run and measured the same way: a bare Node relay (bench/cpu/bare-relay.ts, net +
-// pipe, the yardstick for the tunnel) and `openssl speed` of AES-256-GCM and SHA-256 at 16 KiB blocks (the
+// pipe, the yardstick for the tunnel), docker-registry's own CPU for sending the blob to curl directly (what
+// a Go registry spends on the warm path's job: read the file, encrypt it; distribution's pull-through
+// serves a warm pull so) and `openssl speed` of AES-256-GCM and SHA-256 at 16 KiB blocks (the
 // floors: a warm byte must be encrypted once and hashed once, a cold one decrypted, hashed and encrypted).
 // The client is curl (its own process: its CPU is not the proxy's) writing to /dev/null over HTTP/1.1.
 // BENCH_CPU_RUNS (default 5) rounds, every measurement once per round in a rotating order; medians.
@@ -44,7 +46,7 @@ type PathName = (typeof PATHS)[number];
 const PATH_LABEL: Record<PathName, string> = { tunnel: 'tunnel', cold: 'cold (MISS)', warm: 'warm (HIT)', warmUnverified: 'warm, VERIFY_ON_READ=false' };
 const CURRENT = 'current'; // this tree's build; other builds are named by their labels
 // Everything measured once per round: the relay, each path of each build, the two floors.
-type Item = { kind: 'relay' } | { kind: 'path'; path: PathName; build: string } | { kind: 'floor'; algorithm: 'aes-256-gcm' | 'sha256' };
+type Item = { kind: 'relay' } | { kind: 'registry' } | { kind: 'path'; path: PathName; build: string } | { kind: 'floor'; algorithm: 'aes-256-gcm' | 'sha256' };
 
 interface Options {
   mb: number;
@@ -159,14 +161,15 @@ interface Curl {
   tls: string | null; // with verbose: "TLSv1.3 / TLS_AES_256_GCM_SHA384"
 }
 
-/** curl through a CONNECT proxy to /dev/null over HTTP/1.1, timed by curl itself. */
-async function curl(s: Setup, proxyUrl: string, caFile: string, verbose = false): Promise<Curl> {
-  const args = ['-sS', '--http1.1', '-o', '/dev/null', '--max-time', String(FETCH_TIMEOUT_MS / 1000), '--cacert', caFile, '--proxy', proxyUrl];
+/** curl through a CONNECT proxy (null: straight to the registry) to /dev/null over HTTP/1.1, timed by curl itself. */
+async function curl(s: Setup, proxyUrl: string | null, caFile: string, verbose = false): Promise<Curl> {
+  const args = ['-sS', '--http1.1', '-o', '/dev/null', '--max-time', String(FETCH_TIMEOUT_MS / 1000), '--cacert', caFile];
+  args.push(...(proxyUrl === null ? ['--connect-to', `${HOST}:443:127.0.0.1:${s.registry.port}`] : ['--proxy', proxyUrl]));
   args.push(...(verbose ? ['-v'] : []), '-w', '%{http_code} %{size_download} %{time_total}', blobUrl(s));
   const r = await run('curl', args, { env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, timeoutMs: FETCH_TIMEOUT_MS + 10_000 });
   const [status, size, seconds] = r.stdout.trim().split(' ').map(Number);
-  if (r.code !== 0 || status !== 200) throw new Error(`curl via ${proxyUrl}: exit ${r.code}, HTTP ${status}: ${r.stderr.trim().slice(-500)}`);
-  if (size !== s.blob.size) throw new Error(`curl via ${proxyUrl}: ${size} bytes, expected ${s.blob.size}`);
+  if (r.code !== 0 || status !== 200) throw new Error(`curl via ${proxyUrl ?? 'no proxy'}: exit ${r.code}, HTTP ${status}: ${r.stderr.trim().slice(-500)}`);
+  if (size !== s.blob.size) throw new Error(`curl via ${proxyUrl ?? 'no proxy'}: ${size} bytes, expected ${s.blob.size}`);
   return { ms: seconds! * 1000, bytes: size, tls: /SSL connection using (.+)$/m.exec(r.stderr)?.[1]?.trim() ?? null };
 }
 
@@ -238,6 +241,7 @@ async function measurePath(s: Setup, b: BuildProcesses, p: PathName, what: strin
 /** Untimed: a first fetch on every path loads the code paths and JIT-compiles them; the fills prime the caches. */
 async function warmUp(s: Setup, b: BuildProcesses, relay: Relay | null): Promise<{ tunnelTls: string | null; interceptedTls: string | null }> {
   if (relay) await curl(s, relay.proxyUrl, s.testCaFile);
+  if (relay) await curl(s, null, s.testCaFile);
   const tunnelTls = (await curl(s, b.tunnel.proxyUrl, s.testCaFile, true)).tls;
   let interceptedTls: string | null = null;
   for (const rc of [b.cache, b.warm, b.unverified]) {
@@ -249,7 +253,8 @@ async function warmUp(s: Setup, b: BuildProcesses, relay: Relay | null): Promise
   return { tunnelTls, interceptedTls };
 }
 
-const itemKey = (item: Item): string => (item.kind === 'relay' ? 'relay' : item.kind === 'floor' ? item.algorithm : `${item.path}@${item.build}`);
+const itemKey = (item: Item): string =>
+  item.kind === 'relay' || item.kind === 'registry' ? item.kind : item.kind === 'floor' ? item.algorithm : `${item.path}@${item.build}`;
 
 interface Measured {
   samples: Record<string, Sample[]>;
@@ -272,6 +277,7 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
     for (const b of builds.values()) await curl(s, b.warm.proxyUrl, b.warm.caFile);
     const items: Item[] = [
       { kind: 'relay' },
+      { kind: 'registry' },
       ...[...builds.keys()].flatMap((build) => PATHS.map((p): Item => ({ kind: 'path', path: p, build }))),
       { kind: 'floor', algorithm: 'aes-256-gcm' },
       { kind: 'floor', algorithm: 'sha256' },
@@ -285,6 +291,7 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
         let sample: Sample;
         if (item.kind === 'floor') sample = { nsPerByte: await opensslNsPerByte(item.algorithm), clientNsPerByte: NaN, ms: NaN };
         else if (item.kind === 'relay') sample = await measure(relay.daemon.pid, s.blob.size, () => curl(s, relay.proxyUrl, s.testCaFile));
+        else if (item.kind === 'registry') sample = await measure(s.registry.pid, s.blob.size, () => curl(s, null, s.testCaFile));
         else sample = await measurePath(s, builds.get(item.build)!, item.path, what);
         samples[itemKey(item)]!.push(sample);
       }
@@ -364,6 +371,7 @@ function summarize(s: Setup, opts: Options, m: Measured): Summary {
     row('aes-256-gcm', 'openssl speed aes-256-gcm', null),
     row('sha256', 'openssl speed sha256', null),
     row('relay', 'bare Node relay (net, pipe)', null),
+    row('registry', 'docker-registry sending it, no proxy', null),
   ];
   // Each path of this tree, then the same path of every compared build.
   for (const p of PATHS) {

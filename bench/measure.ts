@@ -222,7 +222,7 @@ const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.resolve(BENCH_DIR, 'results');
 const BENCHMARKS_DOC = path.resolve(BENCH_DIR, '../docs/benchmarks.md');
 // The sections benches write into docs/benchmarks.md, in the order a new file lists them.
-const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'load-bench', 'workers-bench', 'auth-bench', 's3-bench'];
+const DOC_SECTIONS = ['store-bench', 'cpu-bench', 'peer-bench', 'warm-split', 'load-bench', 'workers-bench', 'auth-bench', 's3-bench'];
 
 /**
  * Puts body between `<!-- name:start -->` and `<!-- name:end -->` in docs/benchmarks.md, leaving the

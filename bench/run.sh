@@ -13,6 +13,8 @@
 # Peer bench options (environment): BENCH_PEER_SMALL_MB (150), BENCH_PEER_BIG_MB (1024), BENCH_PEER_RUNS (5),
 # BENCH_PEER_BIG_RUNS (3), BENCH_PEER_CLIENTS (20); BENCH_NETEM=1 adds a slow-upstream phase
 # (BENCH_PEER_NETEM_RUNS, 5); it also writes its section of docs/benchmarks.md.
+# Then the warm split: a big warm pull direct and as a HIT, its CPU split between skopeo and the server
+# (BENCH_SPLIT_MB (1024), BENCH_SPLIT_RUNS (5); see bench/warm-split.ts).
 # Last, the load bench: HIT requests/s and p99 of a small cached manifest (mirror port with wrk, intercepted
 # path with a node generator) beside docker-registry, and 500 concurrent connections mixing HITs, MISSes
 # and tunnels. Options (environment): BENCH_LOAD_SECONDS (30), BENCH_LOAD_CONNECTIONS (500),
@@ -45,6 +47,7 @@ node --import tsx bench/pull-bench.ts "$@" || status=$?
 node --import tsx bench/store-bench.ts || status=$?
 node --import tsx bench/cpu-bench.ts || status=$?
 node --import tsx bench/peer-bench.ts || status=$?
+node --import tsx bench/warm-split.ts || status=$? # a warm pull's CPU: skopeo's and the server's, direct and HIT
 # The load bench's 500 connections need about 4 descriptors each between its generator and regcache.
 # Node raises its own soft limit to the hard one, so the hard limit is what counts: raise it (as root)
 # when it is lower; otherwise the bench stops and names the limit.
