@@ -177,7 +177,16 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     res.writeHead(403, { 'content-type': 'text/plain; charset=utf-8' }).end(`regcache: ${record.error}\n`);
     return;
   }
-  await passThrough(deps.upstream, { origin, method: req.method ?? 'GET', target, headers: req.headers, body: req, res, record });
+  await passThrough(deps.upstream, {
+    origin,
+    method: req.method ?? 'GET',
+    target,
+    upstreamUrl: new URL(target, origin),
+    headers: req.headers,
+    body: req,
+    res,
+    record,
+  });
 }
 
 function refuseBadRequest(log: Logger, err: Error & { code?: string }, socket: Duplex, where: string): void {

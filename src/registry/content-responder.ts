@@ -25,7 +25,7 @@ import { mayServe, type StoreAnswer } from './content-gate.js';
 import { writeContentHead } from './content-head.js';
 import { answerUpstreamFailure, noteStreamError, passThrough, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
-import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import type { RegistryRequest } from './registry-request.js';
 import { errorMessage } from '../telemetry/error-message.js';
 
 /** The content a request asks for, and where it was asked for (kept in the index when it is read or stored). */
@@ -178,7 +178,7 @@ export class ContentResponder {
 
   /** The upstream GET a fill starts from: only a 200 is filled. */
   private async fetch(request: RegistryRequest): Promise<{ answer: UpstreamResponse; body: FetchedBody | null }> {
-    const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers: contentRequestHeaders(request.headers) });
+    const response = await this.upstream.request({ url: request.upstreamUrl, method: 'GET', headers: contentRequestHeaders(request.headers) });
     request.record.noteUpstream(response.headers);
     if (response.statusCode !== 200) return { answer: response, body: null };
     const length = headerValue(response.headers['content-length']);
@@ -277,7 +277,7 @@ export class ContentResponder {
     const { res, record } = request;
     try {
       const headers = { ...contentRequestHeaders(request.headers), range: `bytes=${offset}-${last ?? ''}` };
-      const response = await this.upstream.request({ url: upstreamUrl(request), method: 'GET', headers });
+      const response = await this.upstream.request({ url: request.upstreamUrl, method: 'GET', headers });
       const whole = last === null && response.statusCode === 200;
       if (response.statusCode !== 206 && !whole) {
         discardBody(response.body);

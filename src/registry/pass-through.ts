@@ -8,7 +8,7 @@ import { clientResponseHeaders, upstreamRequestHeaders } from '../upstream/heade
 import type { Upstream, UpstreamResponse } from '../upstream/upstream-client.js';
 import { upstreamFailure } from '../upstream/upstream-failure.js';
 import { sendRegistryError } from './registry-errors.js';
-import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import type { RegistryRequest } from './registry-request.js';
 import { errorCode, errorMessage } from '../telemetry/error-message.js';
 
 export interface PassThroughOptions {
@@ -20,14 +20,14 @@ export interface PassThroughOptions {
 }
 
 /** What a pass-through needs of a request (a forward to a host off the allowlist has no route). */
-export type PassThroughRequest = Pick<RegistryRequest, 'origin' | 'method' | 'target' | 'headers' | 'body' | 'res' | 'record'>;
+export type PassThroughRequest = Pick<RegistryRequest, 'origin' | 'method' | 'target' | 'upstreamUrl' | 'headers' | 'body' | 'res' | 'record'>;
 
 export async function passThrough(upstream: Upstream, request: PassThroughRequest, options: PassThroughOptions = {}): Promise<void> {
   const hasBody = request.method !== 'GET' && request.method !== 'HEAD';
   let response: UpstreamResponse;
   try {
     response = await upstream.request({
-      url: upstreamUrl(request),
+      url: request.upstreamUrl,
       method: request.method,
       headers: upstreamRequestHeaders(request.headers),
       body: hasBody ? request.body : null,
@@ -42,7 +42,7 @@ export async function passThrough(upstream: Upstream, request: PassThroughReques
 
 /** A GET sent upstream as the client sent it (its headers filtered), redirects left for the client. */
 export function forwardGet(upstream: Upstream, request: PassThroughRequest): Promise<UpstreamResponse> {
-  return upstream.request({ url: upstreamUrl(request), method: 'GET', headers: upstreamRequestHeaders(request.headers), followRedirects: false });
+  return upstream.request({ url: request.upstreamUrl, method: 'GET', headers: upstreamRequestHeaders(request.headers), followRedirects: false });
 }
 
 /** Sends an upstream response to the client as it is. */

@@ -117,10 +117,14 @@ export function registryRequest({ origin, target, req, res }: DoorRequest, recor
   const method = req.method ?? 'GET';
   const route = classify(method, target);
   const name = 'name' in route ? route.name : null;
+  let url: URL | undefined;
   return {
     origin,
     method,
     target,
+    get upstreamUrl() {
+      return (url ??= new URL(target, origin));
+    },
     route,
     repository: name === null ? null : { registry: origin.host, repository: name },
     headers: req.headers,

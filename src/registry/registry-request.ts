@@ -13,6 +13,8 @@ export interface RegistryRequest {
   readonly method: string;
   /** Path and query as upstream gets them (origin-form). */
   readonly target: string;
+  /** The request's URL at its origin (origin + target), made when first asked for: a HIT never asks. */
+  readonly upstreamUrl: URL;
   readonly route: Route;
   /** The repository the route names, at this origin; null for routes that name none (ping, catalog, tokens). */
   readonly repository: RepositoryReference | null;
@@ -34,9 +36,4 @@ export interface DoorRequest {
   target: string; // path and query, origin-form
   req: IncomingMessage;
   res: ServerResponse;
-}
-
-/** The URL of the request at its origin. */
-export function upstreamUrl(request: Pick<RegistryRequest, 'origin' | 'target'>): URL {
-  return new URL(request.target, request.origin);
 }

@@ -17,7 +17,7 @@ import { discardBody, type Upstream, type UpstreamResponse } from '../upstream/u
 import type { ContentResponder } from './content-responder.js';
 import { answerUpstreamFailure, forwardGet, relayResponse } from './pass-through.js';
 import { sendRegistryError } from './registry-errors.js';
-import { upstreamUrl, type RegistryRequest } from './registry-request.js';
+import type { RegistryRequest } from './registry-request.js';
 import { errorMessage } from '../telemetry/error-message.js';
 
 export interface TagPolicy {
@@ -62,7 +62,7 @@ export async function serveTagManifest(deps: TagManifestDeps, request: RegistryR
 
   let head: UpstreamResponse;
   try {
-    head = await deps.upstream.request({ url: upstreamUrl(request), method: 'HEAD', headers: contentRequestHeaders(request.headers) });
+    head = await deps.upstream.request({ url: request.upstreamUrl, method: 'HEAD', headers: contentRequestHeaders(request.headers) });
   } catch (err) {
     if (await serveStale(errorMessage(err))) return;
     answerUpstreamFailure(res, record, err);
