@@ -185,6 +185,11 @@ describe('a Docker-Hub-shaped upstream: token auth and blobs redirected to a CDN
     const misses = blobLines(await proxy.requests()).filter((l) => l.cache === 'MISS');
     assert.deepEqual(new Set(misses.map((l) => l.digest)), new Set(upstream.blobs));
 
+    // After each commit regcache asks the origin, in the background, whether the blob is public (a HEAD the
+    // registry redirects to the CDN): wait for those answers, or one arriving late is counted below.
+    for (const digest of upstream.blobs) {
+      await proxy.waitForLog((l) => l.msg === 'content access learned' && l.digest === digest && l.access === 'public', `${digest} known to be public`);
+    }
     // The same bytes under another repository (another token): served from the cache, by digest.
     const cdnBefore = cdn.requests.length;
     const mark = (await proxy.logs()).length;
