@@ -384,6 +384,9 @@ describe('a disk that fills up mid-fill', () => {
     assert.ok(ry.body.equals(y.data), 'second client got every byte');
     const failed = await proxy!.waitForLog((l) => l.msg === 'fill failed; nothing stored' && l.reason === 'store', 'a fill failing on the full disk');
     assert.match(String(failed.error), /ENOSPC/);
+    // The other fill's spool is there until it settles too (seen under load: it was still committing).
+    const other = failed.digest === x.digest ? y.digest : x.digest;
+    await proxy!.waitForLog((l) => (l.msg === 'fill committed' || l.msg === 'fill failed; nothing stored') && l.digest === other, 'the other fill to settle');
     assert.ok(
       upstream.seen.some((r) => r.range !== undefined && r.path.endsWith(String(failed.digest))),
       'the rest came by a Range request',

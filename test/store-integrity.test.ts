@@ -90,16 +90,31 @@ describe('stored bytes are checked on the way out', () => {
   });
 
   /** GET once (MISS) and wait until the content is committed. */
-  const stored = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<string> => {
+  const stored = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<string> => (await commit(rc, c, blob)).file;
+  const commit = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<{ file: string; committedAt: number }> => {
     assert.ok((await c.fetch(blobUrl(blob))).body.equals(blob.data));
-    await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
-    return storedFile(rc.cacheDir, blob.digest);
+    const line = await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
+    return { file: storedFile(rc.cacheDir, blob.digest), committedAt: Date.parse(String(line.time)) };
+  };
+  /**
+   * Stores the blob, then flips one byte of its file so that regcache can see the change: a file its own
+   * fill wrote is trusted while its ctime is no later than the commit (trusted-files.ts), and a write in the
+   * same clock tick as the commit can leave the ctime there (seen under load: the flipped file served as
+   * trusted). The byte is flipped back and forth until the ctime is past the commit line.
+   */
+  const storedThenFlipped = async (rc: Regcache, c: ProxyClient, blob: FakeBlob, offset: number): Promise<void> => {
+    const { file, committedAt } = await commit(rc, c, blob);
+    await flipByte(file, offset);
+    while ((await stat(file)).ctimeMs <= committedAt) {
+      await flipByte(file, offset);
+      await flipByte(file, offset);
+    }
   };
   const lastLine = async (rc: Regcache, digest: string) => (await rc.requests()).filter((l) => l.digest === digest).at(-1);
 
   it('cuts a HIT whose stored file has a flipped byte, logs CORRUPT, drops the entry; the next GET refetches', async () => {
     const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-hit'));
-    await flipByte(await stored(proxy, client, blob), 5000);
+    await storedThenFlipped(proxy, client, blob, 5000);
 
     const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
     assert.equal(head.status, 200, 'a HEAD only checks the size');
@@ -158,7 +173,7 @@ describe('stored bytes are checked on the way out', () => {
 
   it('cuts a Range request on a stored file with a flipped byte outside the range', async () => {
     const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-range'));
-    await flipByte(await stored(proxy, client, blob), 2 * MiB - 1);
+    await storedThenFlipped(proxy, client, blob, 2 * MiB - 1);
 
     const cut = await fetchKeepingCuts(client, blobUrl(blob), { range: 'bytes=0-99' });
     assert.equal(cut.status, 206);
@@ -200,7 +215,7 @@ describe('stored bytes are checked on the way out', () => {
     const { proxy: plain, client: plainClient } = await fx.regcache({ dir: path.join(dir, 'not-verifying'), env: { VERIFY_ON_READ: 'false' } });
     try {
       const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-unverified'));
-      await flipByte(await stored(plain, plainClient, blob), 5000);
+      await storedThenFlipped(plain, plainClient, blob, 5000);
       const got = await fetchKeepingCuts(plainClient, blobUrl(blob));
       assert.equal(got.error, null);
       assert.equal(got.body.length, blob.data.length);
@@ -221,7 +236,7 @@ describe('stored bytes are checked on the way out', () => {
 
   it('cache verify exits 1 when it finds corruption, 0 once the cache is clean', async () => {
     const blob = fx.upstream.add(makeBlob(300_000, 'verify-exit'));
-    await flipByte(await stored(proxy, client, blob), 10);
+    await storedThenFlipped(proxy, client, blob, 10);
     const found = await cli(proxy.cacheDir, 'verify');
     assert.equal(found.code, 1, found.stdout + found.stderr);
     assert.match(found.stdout, new RegExp(`corrupt \\(removed\\): ${blob.digest}`));
