@@ -289,6 +289,26 @@ describe('the fleet bound over an in-memory bucket', () => {
     assert.equal((await new CacheAdmin(store, 1 << 30).verify()).corrupt.length, 0, 'a second pass is clean');
   });
 
+  it('cache verify on one replica checks what another stored since its last refresh', async () => {
+    // The soak's fleet verify checked only the entries its replica had heard of; one stored elsewhere a
+    // moment before was left, damaged, for the second pass.
+    const bucket = new FakeBucket();
+    const a = await replica(bucket, 'a');
+    const b = await replica(bucket, 'b'); // refreshes every 60 s: it has heard of nothing a stores below
+    const stored = [];
+    for (let i = 0; i < 4; i++) stored.push(await put(a.store, `elsewhere-${i}`));
+    const damaged = stored[2]!;
+    const body = Buffer.from(bucket.objects.get(contentOf(damaged))!.body);
+    body[0]! ^= 0x01;
+    await bucket.put(contentOf(damaged), body);
+    assert.equal(b.store.index.get(damaged.kind, damaged.digest), undefined, 'b has not heard of it');
+
+    const report = await new CacheAdmin(b.store, 1 << 30).verify();
+    assert.equal(report.checked, stored.length);
+    assert.deepEqual(report.corrupt, [damaged.digest]);
+    assert.equal((await new CacheAdmin(b.store, 1 << 30).verify()).corrupt.length, 0, 'a second pass is clean');
+  });
+
   it('CACHE_INACTIVE: evicts entries no replica used for that long, whatever the total', async () => {
     const bucket = new FakeBucket();
     const a = await replica(bucket, 'a', { inactiveMs: 1000 });

@@ -231,6 +231,9 @@ export class CacheAdmin {
   async verify(): Promise<VerifyReport> {
     const report: VerifyReport = { checked: 0, corrupt: [], missing: [...this.missingAtOpen], orphans: 0, bytesFreed: 0 };
     this.missingAtOpen = [];
+    // A fleet replica's index may not hold yet what another replica stored a moment ago: every entry the
+    // store holds is checked, not only those this replica has heard of (the soak saw one left for a second pass).
+    await this.store.syncIndex();
     // A few entries at once: on a bucket each costs round trips (a HEAD, a GET) that one at a time turned
     // a verify of a hundred small entries into five seconds of waiting.
     await eachAtOnce([...this.store.index.oldestFirst()], VERIFY_CONCURRENCY, async (e) => {

@@ -164,5 +164,10 @@ export interface ContentStore extends EventEmitter {
   dropCorruptCopy(digest: string): Promise<boolean>;
   /** Removes content no entry refers to (left by a crash, or put there by hand); what it freed. */
   removeUnreferenced(): Promise<{ files: number; bytes: number }>;
+  /**
+   * Brings `index` up to what the store holds now (a fleet replica reads the bucket's entries, which other
+   * replicas write); before a pass that must see every entry, such as `cache verify`. Rejects when it cannot.
+   */
+  syncIndex(): Promise<void>;
   close(): Promise<void>;
 }

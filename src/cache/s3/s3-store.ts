@@ -296,6 +296,11 @@ export class S3Store extends EventEmitter implements ContentStore {
     this.index.note(kind, digest, ops);
   }
 
+  /** What other replicas committed or removed since the last refresh, read now; rejects when the bucket does not answer. */
+  syncIndex(): Promise<void> {
+    return this.watched(() => this.index.refresh());
+  }
+
   /** Reads the index again; local copies whose entries are gone (removed or swept by any replica) go too. */
   async refresh(): Promise<void> {
     await this.watched(() => this.index.refresh()).catch(() => undefined); // logged by watched; the next one retries

@@ -130,6 +130,11 @@ export class WorkerStore extends EventEmitter implements ContentStore {
     return Promise.resolve(false);
   }
 
+  /** The primary's index is the directory's record, and every change to it reaches this replica as it is made. */
+  syncIndex(): Promise<void> {
+    return Promise.resolve();
+  }
+
   removeUnreferenced(): Promise<{ files: number; bytes: number }> {
     return this.channel.request(STORE.removeUnreferenced);
   }
