@@ -4,6 +4,7 @@
 // (loadOrCreateCa, loadOrCreateLeafKey), which lets the test processes of a run that reach it at once
 // agree on one CA. Tests of CA creation and of CA_DIR faults give a CA_DIR of their own that exists, or
 // call that code directly (certificates.test.ts, faults.test.ts).
+import { rmSync } from 'node:fs';
 import { copyFile, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { loadOrCreateCa } from '../../src/tls/certificate-authority.js';
@@ -17,8 +18,13 @@ let template: Promise<string> | undefined;
 
 function caTemplate(): Promise<string> {
   template ??= (async () => {
-    // A file run alone (not through run-tests.ts) makes its own, once.
-    const dir = process.env[CA_TEMPLATE_ENV] ?? (await makeTmpDir('regcache-ca-template'));
+    // A file run alone (not through run-tests.ts), or a bench, makes its own, once, removed when it exits.
+    let dir = process.env[CA_TEMPLATE_ENV];
+    if (dir === undefined) {
+      const own = await makeTmpDir('regcache-ca-template');
+      process.once('exit', () => rmSync(own, { recursive: true, force: true }));
+      dir = own;
+    }
     await loadOrCreateCa(dir);
     await loadOrCreateLeafKey(dir, null);
     return dir;
