@@ -2,6 +2,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { errorMessage } from '../../src/telemetry/error-message.js';
 import { seedCaDir } from './ca-template.js';
 import { logTail, settledRead, spawnDaemon, waitFor, type Daemon } from './proc.js';
 
@@ -53,6 +54,8 @@ export interface Regcache extends RunningRegcache {
  * RunningRegcache.waitForLog over `read` (the lines so far), polled every intervalMs; `check` may throw
  * to end the wait early (the process is gone).
  */
+const LINES_ON_TIMEOUT = 20;
+
 export async function waitForLogLine(
   read: () => Promise<LogLine[]>,
   predicate: (line: LogLine) => boolean,
@@ -62,14 +65,21 @@ export async function waitForLogLine(
 ): Promise<LogLine> {
   const { timeoutMs = 30_000, since = 0 } = typeof options === 'number' ? { timeoutMs: options } : options;
   let found: LogLine | undefined;
-  await waitFor(
-    async () => {
-      await poll.check?.();
-      found = (await read()).slice(since).find(predicate);
-      return found !== undefined;
-    },
-    { timeoutMs, what, intervalMs: poll.intervalMs },
-  );
+  try {
+    await waitFor(
+      async () => {
+        await poll.check?.();
+        found = (await read()).slice(since).find(predicate);
+        return found !== undefined;
+      },
+      { timeoutMs, what, intervalMs: poll.intervalMs },
+    );
+  } catch (err) {
+    // A wait that never ends is diagnosed from what regcache did meanwhile: the failure carries its last lines.
+    const lines = await read().catch(() => []);
+    const tail = lines.slice(Math.max(since, lines.length - LINES_ON_TIMEOUT)).map((l) => JSON.stringify(l));
+    throw new Error(`${errorMessage(err)}; regcache's last ${tail.length} lines:\n${tail.join('\n')}`, { cause: err });
+  }
   return found!;
 }
 
