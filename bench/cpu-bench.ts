@@ -8,7 +8,9 @@
 //                   every read), client TLS encrypted; its own process, whose file no cold run replaces
 //   warm unverified the same HIT with VERIFY_ON_READ=false
 // beside, in the same run and measured the same way: a bare Node relay (bench/cpu/bare-relay.ts, net +
-// pipe, the yardstick for the tunnel), docker-registry's own CPU for sending the blob to curl directly (what
+// pipe, the yardstick for the tunnel), a bare Node receiver (bench/cpu/bare-receive.ts: undici GET over
+// TLS, sha256, writev to a file, none of regcache's code: the yardstick for a cold fill's first half, whose
+// second half is the warm path's send), docker-registry's own CPU for sending the blob to curl directly (what
 // a Go registry spends on the warm path's job: read the file, encrypt it; distribution's pull-through
 // serves a warm pull so) and `openssl speed` of AES-256-GCM and SHA-256 at 16 KiB blocks (the
 // floors: a warm byte must be encrypted once and hashed once, a cold one decrypted, hashed and encrypted).
@@ -21,9 +23,11 @@
 // Exit code non-zero only when something broke (wrong size, no HIT/MISS).
 // Results: stdout, bench/results/cpu-<time>.json and the cpu-bench section of docs/benchmarks.md.
 // Run by `npm run bench`, or once built: `node --import tsx bench/cpu-bench.ts`.
+import { spawn } from 'node:child_process';
 import { mkdir, readFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { LayerFile } from '../test/harness/images.js';
 import { run, spawnDaemon, type Daemon } from '../test/harness/proc.js';
@@ -46,7 +50,12 @@ type PathName = (typeof PATHS)[number];
 const PATH_LABEL: Record<PathName, string> = { tunnel: 'tunnel', cold: 'cold (MISS)', warm: 'warm (HIT)', warmUnverified: 'warm, VERIFY_ON_READ=false' };
 const CURRENT = 'current'; // this tree's build; other builds are named by their labels
 // Everything measured once per round: the relay, each path of each build, the two floors.
-type Item = { kind: 'relay' } | { kind: 'registry' } | { kind: 'path'; path: PathName; build: string } | { kind: 'floor'; algorithm: 'aes-256-gcm' | 'sha256' };
+type Item =
+  | { kind: 'relay' }
+  | { kind: 'receive' }
+  | { kind: 'registry' }
+  | { kind: 'path'; path: PathName; build: string }
+  | { kind: 'floor'; algorithm: 'aes-256-gcm' | 'sha256' };
 
 interface Options {
   mb: number;
@@ -78,6 +87,13 @@ interface BuildProcesses {
 interface Relay {
   daemon: Daemon;
   proxyUrl: string;
+}
+
+/** The bare receiver: fetches the blob once per call, in its own process (pid), as regcache's fill would. */
+interface Receiver {
+  pid: number;
+  fetch: () => Promise<Curl>;
+  stop: () => void;
 }
 
 /** One measurement: CPU of the measured process and of the client per byte, and the wall time. */
@@ -151,6 +167,34 @@ async function startRelay(s: Setup): Promise<Relay> {
   }
   await daemon.stop(1000);
   throw new Error(`the bare relay did not start: ${await readFile(stdoutFile, 'utf8').catch(() => '')}`);
+}
+
+async function startReceiver(s: Setup): Promise<Receiver> {
+  const url = `https://127.0.0.1:${s.registry.port}/v2/${REPO}/blobs/${s.blob.digest}`;
+  const scratch = path.join(s.root, 'receive.scratch');
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(BENCH_DIR, 'cpu/bare-receive.ts'), url, s.testCaFile, s.blob.digest, scratch], {
+    cwd: path.resolve(BENCH_DIR, '..'),
+    env: { PATH: process.env.PATH ?? '' },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const answers = readline.createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => {
+    const line = await answers.next();
+    if (line.done) throw new Error('the bare receiver exited');
+    return JSON.parse(line.value) as Record<string, unknown>;
+  };
+  await next(); // {"ready":true}
+  return {
+    pid: child.pid!,
+    fetch: async () => {
+      const started = performance.now();
+      child.stdin.write('\n');
+      const { bytes, ok } = (await next()) as { bytes: number; ok: boolean };
+      if (!ok || bytes !== s.blob.size) throw new Error(`the bare receiver got ${bytes} bytes, digest ${ok ? 'right' : 'wrong'}`);
+      return { ms: performance.now() - started, bytes, tls: null };
+    },
+    stop: () => child.kill(),
+  };
 }
 
 const blobUrl = (s: Setup): string => `https://${HOST}/v2/${REPO}/blobs/${s.blob.digest}`;
@@ -239,9 +283,15 @@ async function measurePath(s: Setup, b: BuildProcesses, p: PathName, what: strin
 }
 
 /** Untimed: a first fetch on every path loads the code paths and JIT-compiles them; the fills prime the caches. */
-async function warmUp(s: Setup, b: BuildProcesses, relay: Relay | null): Promise<{ tunnelTls: string | null; interceptedTls: string | null }> {
+async function warmUp(
+  s: Setup,
+  b: BuildProcesses,
+  relay: Relay | null,
+  receiver: Receiver | null,
+): Promise<{ tunnelTls: string | null; interceptedTls: string | null }> {
   if (relay) await curl(s, relay.proxyUrl, s.testCaFile);
   if (relay) await curl(s, null, s.testCaFile);
+  await receiver?.fetch();
   const tunnelTls = (await curl(s, b.tunnel.proxyUrl, s.testCaFile, true)).tls;
   let interceptedTls: string | null = null;
   for (const rc of [b.cache, b.warm, b.unverified]) {
@@ -254,7 +304,11 @@ async function warmUp(s: Setup, b: BuildProcesses, relay: Relay | null): Promise
 }
 
 const itemKey = (item: Item): string =>
-  item.kind === 'relay' || item.kind === 'registry' ? item.kind : item.kind === 'floor' ? item.algorithm : `${item.path}@${item.build}`;
+  item.kind === 'relay' || item.kind === 'receive' || item.kind === 'registry'
+    ? item.kind
+    : item.kind === 'floor'
+      ? item.algorithm
+      : `${item.path}@${item.build}`;
 
 interface Measured {
   samples: Record<string, Sample[]>;
@@ -267,16 +321,18 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
   const builds = new Map<string, BuildProcesses>([[CURRENT, await startBuild(s, CURRENT, THIS_CLI)]]);
   for (const other of opts.compare) builds.set(other.label, await startBuild(s, other.label, other.cli));
   const relay = await startRelay(s);
+  const receiver = await startReceiver(s);
   try {
     log('warming up: a first fetch on every path (fills prime the caches)...');
-    const tls = await warmUp(s, builds.get(CURRENT)!, relay);
-    for (const other of opts.compare) await warmUp(s, builds.get(other.label)!, null);
+    const tls = await warmUp(s, builds.get(CURRENT)!, relay, receiver);
+    for (const other of opts.compare) await warmUp(s, builds.get(other.label)!, null, null);
     // VERIFY_ON_READ=once trusts a file only once its ctime is 2 s older than a read that verified it
     // (trusted-files.ts): one more HIT each, past that, so that the rounds measure the steady warm path.
     await new Promise((r) => setTimeout(r, 2_500));
     for (const b of builds.values()) await curl(s, b.warm.proxyUrl, b.warm.caFile);
     const items: Item[] = [
       { kind: 'relay' },
+      { kind: 'receive' },
       { kind: 'registry' },
       ...[...builds.keys()].flatMap((build) => PATHS.map((p): Item => ({ kind: 'path', path: p, build }))),
       { kind: 'floor', algorithm: 'aes-256-gcm' },
@@ -291,6 +347,7 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
         let sample: Sample;
         if (item.kind === 'floor') sample = { nsPerByte: await opensslNsPerByte(item.algorithm), clientNsPerByte: NaN, ms: NaN };
         else if (item.kind === 'relay') sample = await measure(relay.daemon.pid, s.blob.size, () => curl(s, relay.proxyUrl, s.testCaFile));
+        else if (item.kind === 'receive') sample = await measure(receiver.pid, s.blob.size, receiver.fetch);
         else if (item.kind === 'registry') sample = await measure(s.registry.pid, s.blob.size, () => curl(s, null, s.testCaFile));
         else sample = await measurePath(s, builds.get(item.build)!, item.path, what);
         samples[itemKey(item)]!.push(sample);
@@ -301,6 +358,7 @@ async function rounds(s: Setup, opts: Options): Promise<Measured> {
     }
     return { samples, tls: { tunnel: tls.tunnelTls, intercepted: tls.interceptedTls }, loadAverage: { before: loadBefore, after: os.loadavg()[0]! } };
   } finally {
+    receiver.stop();
     await relay.daemon.stop(2000);
   }
 }
@@ -359,7 +417,7 @@ function summarize(s: Setup, opts: Options, m: Measured): Summary {
       min: Math.min(...xs),
       max: Math.max(...xs),
       mbPerSecond: fetched ? s.blob.size / 1e6 / (med(key, (x) => x.ms) / 1000) : null,
-      clientNsPerByte: fetched ? med(key, (x) => x.clientNsPerByte) : null,
+      clientNsPerByte: fetched && key !== 'receive' ? med(key, (x) => x.clientNsPerByte) : null, // the receiver is its own client
       floor,
       ratio,
       target,
@@ -371,6 +429,7 @@ function summarize(s: Setup, opts: Options, m: Measured): Summary {
     row('aes-256-gcm', 'openssl speed aes-256-gcm', null),
     row('sha256', 'openssl speed sha256', null),
     row('relay', 'bare Node relay (net, pipe)', null),
+    row('receive', 'bare Node receive, hash, write', null),
     row('registry', 'docker-registry sending it, no proxy', null),
   ];
   // Each path of this tree, then the same path of every compared build.
@@ -423,12 +482,15 @@ function report(r: Summary, env: Record<string, string>): string {
     );
   }
   const cur = (p: PathName): Row => r.rows.find((x) => x.key === `${p}@${CURRENT}`)!;
+  const receive = r.rows.find((x) => x.key === 'receive')!.nsPerByte;
   lines.push(
     '',
     `  CPU: user + system of the measured process (every thread), /proc/<pid>/stat in 10 ms ticks, from before the request to the`,
     `  end of its work (a cold fill's datasync and commit, a tunnel's close). floors: openssl speed -evp at 16 KiB blocks (user CPU).`,
     `  above the floor: tunnel ${f2(cur('tunnel').nsPerByte - r.rows.find((x) => x.key === 'relay')!.nsPerByte)} ns/B over the bare relay; cold ${f2(cur('cold').nsPerByte - cur('cold').floor!.nsPerByte)}, ` +
       `warm ${f2(cur('warm').nsPerByte - cur('warm').floor!.nsPerByte)}, warm unverified ${f2(cur('warmUnverified').nsPerByte - cur('warmUnverified').floor!.nsPerByte)} ns/B over their crypto`,
+    `  a cold byte in Node with none of regcache's code: the bare receive plus the warm HIT's send = ${f2(receive + cur('warm').nsPerByte)} ns/B; ` +
+      `regcache's cold is ${f2(cur('cold').nsPerByte - receive - cur('warm').nsPerByte)} ns/B above that`,
     `  one core at these figures (1 / ns per byte): warm ${(1 / cur('warm').nsPerByte).toFixed(2)} GB/s, cold ${(1 / cur('cold').nsPerByte).toFixed(2)} GB/s, ` +
       `tunnel ${(1 / cur('tunnel').nsPerByte).toFixed(2)} GB/s; ${DEDICATED_CORES} such cores (WORKERS=${DEDICATED_CORES}, if nothing but CPU limits): ` +
       `warm ${(DEDICATED_CORES / cur('warm').nsPerByte).toFixed(1)}, cold ${(DEDICATED_CORES / cur('cold').nsPerByte).toFixed(1)}, tunnel ${(DEDICATED_CORES / cur('tunnel').nsPerByte).toFixed(1)} GB/s (10 GbE: 1.25 GB/s)`,
@@ -481,6 +543,9 @@ function docsSection(text: string, date: string, o: Options): string {
     '  hashed once), AES alone without VERIFY_ON_READ; 2 AES + SHA for a cold byte (decrypted, hashed, encrypted). The floors are',
     '  AES-256-GCM, what curl and regcache agree on; docker-registry (Go) picks AES-128-GCM, a little cheaper, for what it serves.',
     "- `curl ns/B`: the client's own CPU per byte, for the record; `x current`: another build's figure over this tree's, same path.",
+    '- `bare Node receive, hash, write` (bench/cpu/bare-receive.ts): undici GET over TLS, sha256, writev to a file, in a Node process',
+    "  with none of regcache's code: a cold fill's first half. With the warm HIT's send it is what a cold byte costs in Node before",
+    "  regcache's own work (its fill table, the spool read back for the client, the commit): the line under the table.",
     "- Client, registry and regcache share the cores over loopback, where a sender also pays its receiver's TCP processing. What each",
     '  path is made of (profiles), why the cold target is out of reach in Node and the unverified warm one on the line, and what the',
     '  figures mean for a 16-core box: docs/decisions.md #71-#73.',
