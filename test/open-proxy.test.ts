@@ -205,6 +205,19 @@ describe('destination policy, operator choices', () => {
     assert.match(smtp, /FORWARD_PORTS/);
   });
 
+  it('sends a forward whose path begins with // to the host it names, never to the authority in its path', async () => {
+    // http://A//B/... is a path on A; resolved again against A's origin it would be a URL on B (another host
+    // and port: past FORWARD_PORTS, logged as A).
+    const before = other.connections();
+    const smuggled = `127.0.0.2:${other.port}`;
+    const reply = await proxyExchange(proxy.port, `GET http://127.0.0.2:${closed}//${smuggled}/ HTTP/1.1\r\nHost: 127.0.0.2\r\nConnection: close\r\n\r\n`);
+    assert.equal(status(reply), 502, reply);
+    assert.doesNotMatch(reply, /internal secret/);
+    assert.equal(other.connections(), before, `no connection to ${smuggled}`);
+    const line = await proxy.waitForLog((l) => l.msg === 'request' && l.path === `//${smuggled}/`, 'the request line');
+    assert.equal(line.host, `127.0.0.2:${closed}`);
+  });
+
   it('reads an allowlist entry without a port as 443: the same host on another port is not intercepted', async () => {
     assert.equal(status(await proxyExchange(proxy.port, CONNECT('registry.test:8443'))), 403, 'not intercepted, and 8443 is not a tunnel port');
   });

@@ -169,6 +169,9 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     return;
   }
   const target = url.pathname + url.search; // origin-form
+  // The URL as parsed, never the target resolved again against the origin: a path that begins "//" would
+  // then name another host and port ("http://a//b:25/" reaching b:25, past FORWARD_PORTS, logged as a).
+  url.hash = '';
   const record = deps.accessLog.record(req, res, url.host, target);
   record.kind = 'forward';
   if (!portAllowed(deps.forwardPorts, port)) {
@@ -181,7 +184,7 @@ async function forward(deps: ProxyServerDeps, req: http.IncomingMessage, res: ht
     origin,
     method: req.method ?? 'GET',
     target,
-    upstreamUrl: new URL(target, origin),
+    upstreamUrl: url,
     headers: req.headers,
     body: req,
     res,
