@@ -175,7 +175,7 @@ export async function serveProxy(config: Config, log: Logger, parts: ServeParts)
     credentials: config.authRegistries,
   });
   const tagPolicy = { serveStale: config.serveStale, manifestCache: config.manifestCache, manifestMaxBytes: config.manifestMaxSize };
-  const tokens = new UpstreamTokens(upstream);
+  const tokens = new UpstreamTokens(upstream, log);
   const access = new ContentAccess(store, upstream, tokens, log);
   access.start();
   const content = new ContentResponder(coordinator, upstream, access);

@@ -48,6 +48,7 @@ export interface UpstreamRequest {
   headers?: Record<string, string>;
   body?: Readable | null; // a client's request body (pushes), streamed
   followRedirects?: boolean; // default true; a redirect that leaves the origin drops Authorization
+  ownCredentials?: boolean; // default true: AUTH_REGISTRIES credentials for the URL's host when no Authorization is given
 }
 
 /**
@@ -105,18 +106,25 @@ export class UpstreamClient implements Upstream {
    * One request, following redirects for GET/HEAD. The Authorization header is dropped as soon as a
    * redirect leaves the original origin (S3/CDN presigned URLs reject it, and it is not theirs to see).
    */
-  async request({ url, method, headers = {}, body = null, followRedirects = true }: UpstreamRequest): Promise<UpstreamResponse> {
+  async request({ url, method, headers = {}, body = null, followRedirects = true, ownCredentials = true }: UpstreamRequest): Promise<UpstreamResponse> {
     try {
-      return await this.follow(url, method, headers, body, followRedirects);
+      return await this.follow(url, method, headers, body, followRedirects, ownCredentials);
     } catch (err) {
       throw upstreamFailure(err);
     }
   }
 
-  private async follow(url: URL, method: string, headers: Record<string, string>, body: Readable | null, followRedirects: boolean): Promise<UpstreamResponse> {
+  private async follow(
+    url: URL,
+    method: string,
+    headers: Record<string, string>,
+    body: Readable | null,
+    followRedirects: boolean,
+    ownCredentials: boolean,
+  ): Promise<UpstreamResponse> {
     let current = url;
     // The client's own Authorization always wins; configured credentials go only to their own host.
-    const injected = headers.authorization === undefined ? this.credentials.get(url.host) : undefined;
+    const injected = headers.authorization === undefined && ownCredentials ? this.credentials.get(url.host) : undefined;
     let currentHeaders = injected ? { ...headers, authorization: injected } : headers;
     for (let hop = 0; ; hop++) {
       const res = await this.agent.request({
