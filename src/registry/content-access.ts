@@ -1,9 +1,10 @@
 // Private images: what regcache learns from origins about stored content, for the gate
 // (content-gate.ts, which holds the rule). After a commit, regcache asks the origin that delivered it as an
 // anonymous client (its own token; AUTH_REGISTRIES credentials where configured for a realm on the
-// registry's own domain, #133, which makes that host's content shared by design) whether the content is public. And whether a client may read private content
-// at an origin that delivered it: a HEAD with the client's Authorization for the repository it names,
-// remembered per credential, repository and digest for a minute.
+// registry's own domain, #133, which makes that host's content shared by design) whether the content is
+// public. And whether a client may read private content at an origin that delivered it: a HEAD with the
+// client's Authorization for the repository it names, remembered per credential, repository and digest for
+// a minute.
 import crypto from 'node:crypto';
 import type { ContentStore } from '../cache/content-store.js';
 import type { Access, Entry, EntryKind } from '../cache/entry-index.js';
