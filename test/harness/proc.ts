@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat } from 'node:fs/promises';
 
 /** A long-running child whose stdout/stderr go straight to log files. */
 export interface Daemon {
@@ -124,17 +124,64 @@ export async function waitFor(probe: () => Promise<boolean>, opts: { timeoutMs: 
   }
 }
 
-/** Reads a log file once it stops growing: servers write a request's line just after the response. */
-export async function settledRead(file: string): Promise<string> {
+/** Waits (at most a second) until a log file stops growing: servers write a request's line just after the response. */
+export async function settled(file: string): Promise<void> {
   let last = -1;
   for (let i = 0; i < 40; i++) {
     const size = await stat(file).then(
       (s) => s.size,
       () => 0,
     );
-    if (size === last) break;
+    if (size === last) return;
     last = size;
     await sleep(25);
   }
+}
+
+/** Reads a log file once it stops growing (settled). */
+export async function settledRead(file: string): Promise<string> {
+  await settled(file);
   return readFile(file, 'utf8').catch(() => '');
+}
+
+/**
+ * The complete lines of a file that only grows (a daemon's log), each read once: every call reads only
+ * what was appended since the last, so a test polling a long log every few milliseconds costs no more
+ * than the new lines (reading and parsing the whole file each time was a measurable share of the suite's
+ * CPU). A last line with no newline yet is one being written: it waits for the next call.
+ */
+export function appendedLines<T>(file: string, parse: (line: string) => T | undefined): () => Promise<T[]> {
+  const lines: T[] = [];
+  let offset = 0;
+  let partial = Buffer.alloc(0);
+  const readMore = async (): Promise<T[]> => {
+    const handle = await open(file, 'r').catch(() => null); // not created yet: no lines so far
+    if (handle === null) return [...lines];
+    try {
+      const { size } = await handle.stat();
+      if (size > offset) {
+        const chunk = Buffer.allocUnsafe(size - offset);
+        const { bytesRead } = await handle.read(chunk, 0, chunk.length, offset);
+        offset += bytesRead;
+        const text = Buffer.concat([partial, chunk.subarray(0, bytesRead)]);
+        const end = text.lastIndexOf(0x0a);
+        partial = Buffer.from(text.subarray(end + 1));
+        if (end >= 0)
+          for (const line of text.subarray(0, end).toString('utf8').split('\n')) {
+            const parsed = parse(line);
+            if (parsed !== undefined) lines.push(parsed);
+          }
+      }
+    } finally {
+      await handle.close();
+    }
+    return [...lines];
+  };
+  // One read at a time: two at once would both read from the same offset.
+  let queue: Promise<unknown> = Promise.resolve();
+  return () => {
+    const next = queue.then(readMore);
+    queue = next.catch(() => undefined); // the failure is the caller's (next); the queue only orders reads
+    return next;
+  };
 }

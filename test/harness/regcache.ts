@@ -1,10 +1,10 @@
 // Runs regcache as a real process (node dist/cli.js serve) and reads its JSON log lines.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { errorMessage } from '../../src/telemetry/error-message.js';
 import { seedCaDir } from './ca-template.js';
-import { logTail, settledRead, spawnDaemon, waitFor, type Daemon } from './proc.js';
+import { appendedLines, logTail, settled, spawnDaemon, waitFor, type Daemon } from './proc.js';
 
 const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
 
@@ -117,9 +117,7 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     opts.umask === undefined ? [process.execPath, [cli, 'serve']] : ['/bin/sh', ['-c', `umask ${opts.umask}; exec "$0" "$@"`, process.execPath, cli, 'serve']];
   const daemon = spawnDaemon(command, args, { env, stdoutFile: logFile, cwd: opts.dir });
 
-  const logs = async (): Promise<LogLine[]> => {
-    return parseLogLines(await readFile(logFile, 'utf8').catch(() => ''));
-  };
+  const logs = appendedLines(logFile, parseLogLine);
   const waitForLog: Regcache['waitForLog'] = (predicate, what, options = {}) =>
     waitForLogLine(logs, predicate, what, options, {
       intervalMs: 25,
@@ -148,10 +146,10 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
     logs,
     // A request line is written when the server sees the response close, which can come just after the
     // client has its last byte: wait until the log stops growing before reading.
-    requests: async (since = 0) =>
-      parseLogLines(await settledRead(logFile))
-        .slice(since)
-        .filter((l) => l.msg === 'request'),
+    requests: async (since = 0) => {
+      await settled(logFile);
+      return (await logs()).slice(since).filter((l) => l.msg === 'request');
+    },
     waitForLog,
     logMark: async () => (await logs()).length,
     stop: () => daemon.stop(5000),
@@ -165,5 +163,10 @@ export async function startRegcache(opts: RegcacheOptions): Promise<Regcache> {
 export function parseLogLines(text: string): LogLine[] {
   const lines = text.split('\n');
   lines.pop(); // after the last newline: '' or a line still being written
-  return lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+  return lines.map(parseLogLine).filter((l) => l !== undefined);
+}
+
+/** One line of regcache's log: its JSON, or undefined for a line that is not regcache's (Node's warnings). */
+export function parseLogLine(line: string): LogLine | undefined {
+  return line.startsWith('{') ? (JSON.parse(line) as LogLine) : undefined;
 }
