@@ -1,46 +1,5 @@
 #!/usr/bin/env node
-// The regcache command line: the entry point. Each command is a module of commands/.
-import path from 'node:path';
-import { Command } from 'commander';
-import { addCacheCommands } from './commands/cache.js';
-import { addCaCommands } from './commands/ca.js';
-import { addPrefetchCommand } from './commands/prefetch.js';
-import { addServeCommand } from './commands/serve.js';
-import { addStatusCommand } from './commands/status.js';
-import { applyEnvFile, EnvFileError } from './commands/env-file.js';
-import { VERSION } from './config/version.js';
-import { fail } from './commands/exit.js';
+// The regcache command line: the entry point. The program and its commands are commands/program.ts.
+import { regcacheProgram } from './commands/program.js';
 
-const program = new Command();
-program
-  .name('regcache')
-  .description('A caching, TLS-intercepting forward proxy for container registries.')
-  .version(VERSION)
-  .addHelpText(
-    'after',
-    '\nExamples:\n  $ regcache                      # serve with defaults (port 3128, ./certs, ./data/cache)\n  $ regcache ca export > ca.crt   # the CA clients must trust\n  $ regcache cache du             # how full the cache is\n  $ regcache status               # hit ratio, bytes saved, fills, errors of the running server',
-  );
-
-// commander's own usage errors (an unknown option or command, a missing or extra argument, a command
-// group without its subcommand) exit 2 as ours do (commands/exit.ts), after commander printed the
-// message; --help and --version still exit 0. Set before the commands, which inherit it.
-program.exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2));
-
-// Before any command reads its configuration (never for --help or --version): the working directory's
-// .env fills what the environment leaves unset, so every command sees the same settings as `serve`.
-program.hook('preAction', () => {
-  try {
-    applyEnvFile(process.env, path.resolve('.env'));
-  } catch (err) {
-    if (err instanceof EnvFileError) fail(err.message);
-    throw err;
-  }
-});
-
-addServeCommand(program);
-addCaCommands(program);
-addCacheCommands(program);
-addPrefetchCommand(program);
-addStatusCommand(program);
-
-await program.parseAsync(process.argv);
+await regcacheProgram().parseAsync(process.argv);

@@ -125,6 +125,52 @@ describe('loadConfig', () => {
   }
 });
 
+// A bad value of every variable `serve` reads stops it with this message, after "regcache: " (two of these
+// run through the real command line: test/cli.test.ts).
+const BAD_VALUES: [string, string][] = [
+  ['PORT', 'http'],
+  ['MIRROR_PORT', '99999'],
+  ['ADMIN_PORT', '-1'],
+  ['REGISTRIES', 'bad host!'],
+  ['ADDITIONAL_REGISTRIES', 'a_b'],
+  ['ALLOW_PUSH', 'sometimes'],
+  ['VERIFY_SSL', 'nope'],
+  ['SERVE_STALE', 'maybe'],
+  ['ENABLE_MANIFEST_CACHE', 'yes please'],
+  ['MANIFEST_CACHE_PRIMARY_REGEX', '(unclosed'],
+  ['MANIFEST_CACHE_PRIMARY_TIME', 'ten days'],
+  ['CACHE_MAX_SIZE', '32 gigs'],
+  ['CACHE_INACTIVE', 'forever'],
+  ['UPSTREAM_PROXY', 'socks5://proxy:1080'],
+  ['UPSTREAM_CONNECT_TIMEOUT', 'soon'],
+  ['UPSTREAM_HEADERS_TIMEOUT', '0'],
+  ['UPSTREAM_IDLE_TIMEOUT', 'x'],
+  ['CLIENT_HEADERS_TIMEOUT', 'slow'],
+  ['CONNECT_TO', 'a:b'],
+  ['AUTH_REGISTRIES', 'quay.io-only'],
+  ['DISABLE_IPV6', 'perhaps'],
+  ['LOG_LEVEL', 'loud'],
+  ['MIRROR_HOSTNAME', 'not a host'],
+  ['MIRROR_TLS_CERT', '/etc/cert.pem'],
+];
+
+describe('a bad value for every variable', () => {
+  for (const [variable, value] of BAD_VALUES) {
+    it(`stops on ${variable}=${JSON.stringify(value)} naming it and an example`, () => {
+      assert.throws(
+        () => loadConfig({ PORT: '0', MIRROR_PORT: '0', CA_DIR: '/nonexistent/certs', CACHE_DIR: '/nonexistent/cache', [variable]: value }),
+        (err: Error) => {
+          assert.ok(err instanceof ConfigError, String(err));
+          const named = variable === 'MIRROR_TLS_CERT' ? 'MIRROR_TLS_KEY' : variable; // the missing half is the one named
+          assert.match(err.message, new RegExp(`^${named}=`));
+          assert.match(err.message, /e\.g\./);
+          return true;
+        },
+      );
+    });
+  }
+});
+
 describe('a good value for every variable', () => {
   it('is read as documented', () => {
     const c = loadConfig({
