@@ -278,7 +278,7 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     assert.ok((await get(a.mirrorPort!, blobPath('lib/hung', stored))).complete);
     await a.waitForLog((l) => l.msg === 'fill committed' && l.digest === stored.digest, 'the fill to commit');
     const mark = (await b.logs()).length;
-    s3.pauseGateway();
+    await s3.pauseGateway();
     try {
       const got = await get(b.mirrorPort!, blobPath('lib/hung', stored));
       assert.equal(got.status, 503, got.body.toString());

@@ -281,7 +281,7 @@ describe('S3 test server (Ceph RGW)', () => {
     // throwOnRequestTimeout is set, and then bounds the whole request, a long download included.
     const impatient = impatientClient(server, 1500);
     t.after(() => impatient.destroy());
-    server.pauseGateway();
+    await server.pauseGateway();
     const guard = setTimeout(() => server.resumeGateway(), 8000); // a client that never gives up fails below, not hangs
     t.after(() => clearTimeout(guard));
     const t0 = performance.now();

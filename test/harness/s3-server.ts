@@ -2,7 +2,7 @@
 // temp dir per instance. Needs ceph-mon, ceph-osd, radosgw and ceph-common (test/install-deps.sh).
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { ListObjectsV2Command, type S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
@@ -66,8 +66,12 @@ export interface S3Server {
   stopGateway(): Promise<void>;
   /** Starts radosgw again on the same port and waits until it answers. */
   startGateway(): Promise<void>;
-  /** SIGSTOP radosgw: connections are accepted by the kernel but nothing answers (a hung S3). */
-  pauseGateway(): void;
+  /**
+   * SIGSTOP radosgw: connections are accepted by the kernel but nothing answers (a hung S3). Resolves once
+   * every thread of it is stopped: a thread busy on a loaded machine can still answer a request just after
+   * the signal (seen: a HEAD answered 15 ms after it).
+   */
+  pauseGateway(): Promise<void>;
   resumeGateway(): void;
   /** radosgw-admin against this cluster (bucket stats, gc list, ...). */
   admin(args: string[]): Promise<RunResult>;
@@ -186,6 +190,16 @@ async function rssBytes(daemon: Daemon | null): Promise<number | null> {
   const status = await readFile(`/proc/${daemon.pid}/status`, 'utf8').catch(() => '');
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1];
   return kb === undefined ? null : Number(kb) * 1024;
+}
+
+/** Whether every thread of `pid` is in the stopped state (T), from /proc; a process gone counts as stopped. */
+async function allThreadsStopped(pid: number): Promise<boolean> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch(() => []);
+  for (const tid of tasks) {
+    const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8').catch(() => null); // a thread that ended meanwhile
+    if (stat !== null && stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'T') return false;
+  }
+  return true;
 }
 
 /** Any HTTP answer from radosgw's `GET /` (anonymous ListBuckets: 200). */
@@ -363,7 +377,12 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
     memory: async () => ({ mon: await rssBytes(daemons.mon), osd: await rssBytes(daemons.osd), gateway: await rssBytes(daemons.gateway) }),
     stopGateway,
     startGateway,
-    pauseGateway: () => void daemons.gateway?.child.kill('SIGSTOP'),
+    pauseGateway: async () => {
+      const gateway = daemons.gateway;
+      if (gateway === null) return;
+      gateway.child.kill('SIGSTOP');
+      await waitFor(async () => allThreadsStopped(gateway.pid), { timeoutMs: 10_000, what: 'every radosgw thread to stop', intervalMs: 5 });
+    },
     resumeGateway: () => void daemons.gateway?.child.kill('SIGCONT'),
     admin: (args) => cli('radosgw-admin', args),
     stop,

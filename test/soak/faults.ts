@@ -224,7 +224,7 @@ export class Faults {
       case 'gateway-pause': {
         // Sometimes past the bucket's two 10 s attempts: HITs then answer 503 (about 20 s).
         const ms = rng.chance(0.3) ? rng.between(21_000, 26_000) : this.window(rng);
-        s3.pauseGateway();
+        await s3.pauseGateway();
         await sleep(ms);
         s3.resumeGateway();
         return { kind, target: 'radosgw' };
