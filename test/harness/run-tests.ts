@@ -13,9 +13,9 @@
 //   --list          print each file's tier and stop
 //   FILE...         just these files (each still run as its tier needs: e2e files after the build)
 //
-// The whole suite: the build, then the checks (typecheck, imports, format, lint when package.json has it)
-// and every non-exclusive file in one pool of N slots, longest first; then the exclusive files one at a
-// time. Each file runs as its own process group with a band of ports of its own (ports.ts), its output held
+// The whole suite: the checks (typecheck, imports, format, lint when package.json has it) and every
+// non-exclusive file in one pool of N slots, longest first, the build beside them (the e2e files wait for
+// it); then the exclusive files one at a time. Each file runs as its own process group with a band of ports of its own (ports.ts), its output held
 // and printed whole when it ends. The summary counts tests, lists every skip with its reason and fails the
 // run on a failure, a file that ran no test, a time-out, or (as root) a skip saying it needs root.
 import { spawn } from 'node:child_process';
@@ -333,14 +333,18 @@ function tally(outcomes: TestOutcome[]): string {
   return `${n('pass')} passed, ${n('fail')} failed, ${n('skip')} skipped${n('todo') > 0 ? `, ${n('todo')} todo` : ''}`;
 }
 
-/** Runs jobs `slots` at a time in the order given; each result is reported as it comes. */
-async function pool(jobs: Job[], slots: number, eventsDir: string): Promise<JobResult[]> {
+/**
+ * Runs jobs `slots` at a time in the order given; each result is reported as it comes. An e2e job first
+ * waits for `built` (the build, running beside the first jobs) and is left out if the build failed.
+ */
+async function pool(jobs: Job[], slots: number, eventsDir: string, built: Promise<boolean> = Promise.resolve(true)): Promise<JobResult[]> {
   const results: JobResult[] = [];
   let next = 0;
   let eventsSeq = 0;
   const worker = async (slot: number): Promise<void> => {
     while (next < jobs.length) {
       const job = jobs[next++]!;
+      if (job.kind === 'e2e' && !(await built)) continue;
       const eventsFile = job.testFile ? path.join(eventsDir, `${eventsSeq++}.jsonl`) : null;
       const r = await runJob(job, slot, eventsFile);
       report(r);
@@ -393,12 +397,17 @@ async function main(): Promise<number> {
   const results: JobResult[] = [];
   const flaky: JobResult[] = [];
   try {
-    if (needsBuild || whole) {
-      const build = await runJob({ name: 'build', kind: 'check', command: ['npm', 'run', '--silent', 'build'], timeoutMs: 300_000, testFile: false }, 0, null);
-      report(build);
-      results.push(build);
-      if (failure(build) !== null) return summary(results, t0);
-    }
+    // The build runs beside the checks and the unit files, which do not need it (it leaves a core half idle
+    // for its 7 s); the e2e files wait for it, and are left out if it fails.
+    const build =
+      needsBuild || whole
+        ? runJob({ name: 'build', kind: 'check', command: ['npm', 'run', '--silent', 'build'], timeoutMs: 300_000, testFile: false }, slots, null).then((r) => {
+            report(r);
+            results.push(r);
+            return r;
+          })
+        : null;
+    const built = build === null ? Promise.resolve(true) : build.then((r) => failure(r) === null);
     const previous = readDurations();
     const estimate = (j: Job): number =>
       previous[j.name] ?? KNOWN_SECONDS[j.name] ?? (j.command[0] === 'test/harness/unit-group.ts' ? 2 * (j.command.length - 1) : j.kind === 'e2e' ? 30 : 2);
@@ -411,7 +420,8 @@ async function main(): Promise<number> {
     const concurrent = [...(whole ? checkJobs() : []), ...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort(
       (a, b) => estimate(b) - estimate(a),
     );
-    results.push(...(await pool(concurrent, slots, eventsDir)));
+    results.push(...(await pool(concurrent, slots, eventsDir, built)));
+    if (!(await built)) return summary(results, t0);
     // Files that need the machine to themselves, one at a time once the pool has drained.
     results.push(
       ...(await pool(
