@@ -46,14 +46,16 @@ async function filesUnder(dir: string): Promise<string[]> {
   return entries.filter((e) => e.isFile() && e.name.endsWith('.ts')).map((e) => path.join(e.parentPath, e.name));
 }
 
-async function main(): Promise<void> {
-  const dir = process.argv[2] ?? path.resolve(import.meta.dirname, '../src');
+/** Prints every error swallowed under `dir` (default src/); how many. */
+export async function reportSwallowed(dir = path.resolve(import.meta.dirname, '../src')): Promise<number> {
   const found = (await Promise.all((await filesUnder(dir)).map(async (f) => findSwallowed(path.relative(process.cwd(), f), await readFile(f, 'utf8'))))).flat();
   for (const s of found) console.error(`${s.file}:${s.line}: an error swallowed without a comment saying why or a log line: ${s.text}`);
-  if (found.length > 0) {
-    console.error(`${found.length} swallowed error(s): say why in a comment, or log it`);
-    process.exit(1);
-  }
+  if (found.length > 0) console.error(`${found.length} swallowed error(s): say why in a comment, or log it`);
+  return found.length;
+}
+
+async function main(): Promise<void> {
+  if ((await reportSwallowed(process.argv[2])) > 0) process.exit(1);
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main();

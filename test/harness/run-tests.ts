@@ -13,7 +13,7 @@
 //   --list          print each file's tier and stop
 //   FILE...         just these files (each still run as its tier needs: e2e files after the build)
 //
-// The whole suite: the checks (typecheck, imports, format, lint when package.json has it) and every
+// The whole suite: the checks (typecheck + lint on one program, imports, format) and every
 // non-exclusive file in one pool of N slots, longest first, the build beside them (the e2e files wait for
 // it); then the exclusive files one at a time. Each file runs as its own process group with a band of ports of its own (ports.ts), its output held
 // and printed whole when it ends. The summary counts tests, lists every skip with its reason and fails the
@@ -44,8 +44,7 @@ const MAX_JOBS = 12;
  */
 const KNOWN_SECONDS: Record<string, number> = {
   'test/image.test.ts': 765,
-  lint: 120,
-  typecheck: 60,
+  'typecheck + lint': 120,
   'check:imports': 20,
   format: 15,
   'test/npm-start.test.ts': 194,
@@ -191,17 +190,21 @@ function unitGroups(files: TestFile[], slots: number, estimate: (f: TestFile) =>
 }
 
 function checkJobs(): Job[] {
-  const scripts = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts;
   const bin = (name: string): string => path.join(ROOT, 'node_modules/.bin', name);
-  const jobs: Job[] = [
-    // The build has type-checked src/; this covers the tests, bench/ and scripts/ (and src/ again, cheaply).
-    { name: 'typecheck', kind: 'check', command: [bin('tsc'), '-p', 'test/tsconfig.json', '--noEmit'], timeoutMs: 300_000, testFile: false },
+  return [
+    // The build has type-checked src/ for itself; this checks the tests, bench/ and scripts/ with it (test/tsconfig.json)
+    // and lints them all, on one program: `npm run typecheck` and `npm run lint` in one process.
+    {
+      name: 'typecheck + lint',
+      kind: 'check',
+      command: [process.execPath, '--import', 'tsx', 'scripts/types-and-lint.ts'],
+      timeoutMs: 600_000,
+      testFile: false,
+    },
     // Imports point downward only (.dependency-cruiser.cjs).
     { name: 'check:imports', kind: 'check', command: ['npm', 'run', '--silent', 'check:imports'], timeoutMs: 300_000, testFile: false },
     { name: 'format', kind: 'check', command: [bin('prettier'), '--check', '--log-level', 'warn', '.'], timeoutMs: 300_000, testFile: false },
   ];
-  if (scripts.lint !== undefined) jobs.push({ name: 'lint', kind: 'check', command: ['npm', 'run', '--silent', 'lint'], timeoutMs: 600_000, testFile: false });
-  return jobs;
 }
 
 /**
