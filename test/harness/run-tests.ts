@@ -29,6 +29,11 @@ import { CA_TEMPLATE_ENV } from './ca-template.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const EVENTS_REPORTER = './test/harness/test-events.ts';
+const EVENTS_REPORTER_FILE = 'test/harness/test-events.ts';
+/** Where the e2e files' bundles go (bundle-tests.ts), outside the tree like any cache. */
+const BUNDLES_DIR = path.join(ROOT, 'node_modules/.cache/regcache-tests/bundles');
+/** Each e2e file's bundle (and the events reporter's) once made, by file; a file without one runs under tsx. */
+let bundles = new Map<string, string>();
 /** Where the last run's durations are kept to order the next one (outside the tree, like any cache). */
 const DURATIONS_FILE = path.join(ROOT, 'node_modules/.cache/regcache-tests/durations.json');
 /** Bands of ports for running files, one per slot, below the kernel's ephemeral range (32768-60999). */
@@ -226,25 +231,37 @@ export function childrenCpuSeconds(): number | null {
 }
 let childrenCpuRead = childrenCpuSeconds();
 
+/** Bundles the e2e files and the events reporter; on a failure says so, and they run under tsx. */
+async function makeBundles(files: string[]): Promise<void> {
+  try {
+    const { bundleTests } = await import('./bundle-tests.js'); // esbuild: only for a run with e2e files
+    await rm(BUNDLES_DIR, { recursive: true, force: true });
+    bundles = await bundleTests([...files, EVENTS_REPORTER_FILE], BUNDLES_DIR);
+  } catch (err) {
+    process.stdout.write(`── bundling the e2e files failed, they run under tsx: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+}
+
 /** Runs one job as its own process group; its output is held and returned whole. */
 async function runJob(job: Job, slot: number, eventsFile: string | null): Promise<JobResult> {
   const started = performance.now();
   const low = PORT_BAND_BASE + slot * PORT_BAND_SIZE;
   const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind };
   // A test file runs directly (no --test: one process, not a runner and a child), with the spec reporter for
-  // people and test-events.ts for the summary.
+  // people and test-events.ts for the summary; an e2e file from its bundle (bundle-tests.ts) when there is one.
+  const bundle = bundles.get(job.name);
+  const reporter = bundles.get(EVENTS_REPORTER_FILE);
   const [command, ...args] =
     eventsFile === null
       ? job.command
       : [
           process.execPath,
-          '--import',
-          'tsx',
+          ...(bundle !== undefined && reporter !== undefined ? ['--enable-source-maps'] : ['--import', 'tsx']),
           '--test-reporter=spec',
           '--test-reporter-destination=stdout',
-          `--test-reporter=${EVENTS_REPORTER}`,
+          `--test-reporter=${bundle !== undefined && reporter !== undefined ? reporter : EVENTS_REPORTER}`,
           `--test-reporter-destination=${eventsFile}`,
-          ...job.command,
+          ...(bundle !== undefined && reporter !== undefined ? [bundle] : job.command),
         ];
   const child = spawn(command!, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const chunks: Buffer[] = [];
@@ -277,6 +294,7 @@ async function runJob(job: Job, slot: number, eventsFile: string | null): Promis
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as TestOutcome | TestProgress);
+  for (const e of events) if (bundle !== undefined && e.file === bundle) e.file = path.join(ROOT, job.name); // named by its source
   const outcomes = events.filter((e): e is TestOutcome => 'outcome' in e);
   return {
     job,
@@ -410,7 +428,10 @@ async function main(): Promise<number> {
             return r;
           })
         : null;
-    const built = build === null ? Promise.resolve(true) : build.then((r) => failure(r) === null);
+    // The e2e files bundled beside the build (about a second): each then starts without tsx.
+    const e2eFiles = chosen.filter((f) => f.tier === 'e2e').map((f) => f.file);
+    const bundled = e2eFiles.length === 0 ? Promise.resolve() : makeBundles(e2eFiles);
+    const built = Promise.all([build === null ? true : build.then((r) => failure(r) === null), bundled]).then(([ok]) => ok);
     const previous = readDurations();
     const estimate = (j: Job): number =>
       previous[j.name] ?? KNOWN_SECONDS[j.name] ?? (j.command[0] === 'test/harness/unit-group.ts' ? 2 * (j.command.length - 1) : j.kind === 'e2e' ? 30 : 2);
