@@ -146,9 +146,9 @@ export async function settledRead(file: string): Promise<string> {
 
 /**
  * The complete lines of a file that only grows (a daemon's log), each read once: every call reads only
- * what was appended since the last, so a test polling a long log every few milliseconds costs no more
- * than the new lines (reading and parsing the whole file each time was a measurable share of the suite's
- * CPU). A last line with no newline yet is one being written: it waits for the next call.
+ * what was appended since the last, so a test polling a long log every few milliseconds pays for the new
+ * lines, not for the whole log again. A last line with no newline yet is one being written: it waits for
+ * the next call.
  */
 export function appendedLines<T>(file: string, parse: (line: string) => T | undefined): () => Promise<T[]> {
   const lines: T[] = [];

@@ -13,10 +13,11 @@
 //   --list          print each file's tier and stop
 //   FILE...         just these files (each still run as its tier needs: e2e files after the build)
 //
-// The whole suite: the checks (typecheck + lint on one program, imports, format) and every
-// non-exclusive file in one pool of N slots, longest first, the build beside them (the e2e files wait for
-// it); then the exclusive files one at a time. Each file runs as its own process group with a band of ports of its own (ports.ts), its output held
-// and printed whole when it ends. The summary counts tests, lists every skip with its reason and fails the
+// The whole suite: the checks (typecheck + lint on one program, imports, format) and every non-exclusive
+// file in one pool of N slots, longest first, the build beside them (the e2e files wait for it, and run
+// from bundles made meanwhile: bundle-tests.ts); then the exclusive files one at a time. Each file runs as
+// its own process group with a band of ports of its own (ports.ts), its output held and printed whole
+// when it ends. The summary counts tests, lists every skip with its reason and fails the
 // run on a failure, a file that ran no test, a time-out, or (as root) a skip saying it needs root.
 import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
@@ -25,11 +26,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestOutcome, TestProgress } from './test-events.js';
+import { errorMessage } from '../../src/telemetry/error-message.js';
 import { CA_TEMPLATE_ENV } from './ca-template.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const EVENTS_REPORTER = './test/harness/test-events.ts';
 const EVENTS_REPORTER_FILE = 'test/harness/test-events.ts';
+export const EVENTS_REPORTER = `./${EVENTS_REPORTER_FILE}`;
 /** Where the e2e files' bundles go (bundle-tests.ts), outside the tree like any cache. */
 const BUNDLES_DIR = path.join(ROOT, 'node_modules/.cache/regcache-tests/bundles');
 /** Each e2e file's bundle (and the events reporter's) once made, by file; a file without one runs under tsx. */
@@ -197,8 +199,8 @@ function unitGroups(files: TestFile[], slots: number, estimate: (f: TestFile) =>
 function checkJobs(): Job[] {
   const bin = (name: string): string => path.join(ROOT, 'node_modules/.bin', name);
   return [
-    // The build has type-checked src/ for itself; this checks the tests, bench/ and scripts/ with it (test/tsconfig.json)
-    // and lints them all, on one program: `npm run typecheck` and `npm run lint` in one process.
+    // The build has type-checked src/ for itself; this checks the tests, bench/ and scripts/ with it
+    // (test/tsconfig.json) and lints them all, on one program: `npm run typecheck` and `npm run lint` at once.
     {
       name: 'typecheck + lint',
       kind: 'check',
@@ -238,7 +240,7 @@ async function makeBundles(files: string[]): Promise<void> {
     await rm(BUNDLES_DIR, { recursive: true, force: true });
     bundles = await bundleTests([...files, EVENTS_REPORTER_FILE], BUNDLES_DIR);
   } catch (err) {
-    process.stdout.write(`── bundling the e2e files failed, they run under tsx: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stdout.write(`── bundling the e2e files failed, they run under tsx: ${errorMessage(err)}\n`);
   }
 }
 
@@ -249,19 +251,19 @@ async function runJob(job: Job, slot: number, eventsFile: string | null): Promis
   const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind };
   // A test file runs directly (no --test: one process, not a runner and a child), with the spec reporter for
   // people and test-events.ts for the summary; an e2e file from its bundle (bundle-tests.ts) when there is one.
-  const bundle = bundles.get(job.name);
   const reporter = bundles.get(EVENTS_REPORTER_FILE);
+  const bundle = reporter === undefined ? undefined : bundles.get(job.name);
   const [command, ...args] =
     eventsFile === null
       ? job.command
       : [
           process.execPath,
-          ...(bundle !== undefined && reporter !== undefined ? ['--enable-source-maps'] : ['--import', 'tsx']),
+          ...(bundle !== undefined ? ['--enable-source-maps'] : ['--import', 'tsx']),
           '--test-reporter=spec',
           '--test-reporter-destination=stdout',
-          `--test-reporter=${bundle !== undefined && reporter !== undefined ? reporter : EVENTS_REPORTER}`,
+          `--test-reporter=${bundle !== undefined ? reporter : EVENTS_REPORTER}`,
           `--test-reporter-destination=${eventsFile}`,
-          ...(bundle !== undefined && reporter !== undefined ? [bundle] : job.command),
+          ...(bundle !== undefined ? [bundle] : job.command),
         ];
   const child = spawn(command!, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
   const chunks: Buffer[] = [];
