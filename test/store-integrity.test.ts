@@ -294,7 +294,8 @@ describe('a full disk (small tmpfs as CACHE_DIR)', () => {
     const big = fx.upstream.add(makeBlob(9 * MiB, 'full-disk-big')); // more than the whole filesystem
     const got = await client!.fetch(blobUrl(big));
     assert.ok(got.body.equals(big.data), 'the client got every byte');
-    const line = (await proxy!.requests()).find((l) => l.digest === big.digest);
+    // Its request line is written when regcache sees the response close, which may be after the client's last byte.
+    const line = await proxy!.waitForLog((l) => l.msg === 'request' && l.digest === big.digest, 'the request line of the big blob');
     assert.equal(line?.cache, 'BYPASS');
     assert.equal(line?.reason, 'not enough free disk space');
     const logs = await proxy!.logs();
