@@ -1,14 +1,16 @@
 // tier: e2e
-// exclusive: alone (a minute of load from three configurations' processes, radosgw and skopeo: it needs the machine's CPU to itself; it also mounts a tmpfs, as root)
+// exclusive: alone once set up (its minute of load, from three configurations' processes, radosgw and skopeo,
+// needs the machine's CPU to itself; its set-up runs beside the suite's last files; it mounts a tmpfs, as root)
 // The soak in `npm test`: one minute (SOAK_MINUTES, default 1) of mixed pulls through both configurations
 // (WORKERS=2 on a small CACHE_MAX_SIZE and a tmpfs; two replicas on Ceph RGW behind haproxy) while faults
 // run on a seeded schedule (SOAK_SEED replays one), then every invariant as its own subtest: no wrong
 // complete body, no private leak, no spool file or live lease left, no stray multipart upload, cache verify
 // clean, each store within its bound, one upstream fetch per fill attempt, resources flat. The long run is
 // `npm run soak` (test/soak/main.ts), which also reports into docs/benchmarks.md; this test does not.
-// Needs root (it mounts a tmpfs), exclusive use of the machine's CPU while it runs, and dist/ built.
+// Needs root (it mounts a tmpfs), exclusive use of the machine's CPU while its load runs, and dist/ built.
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { machineToItself } from './harness/machine-to-itself.js';
 import { TmpDirs } from './harness/tmp.js';
 import { runSoak } from './soak/soak.js';
 
@@ -19,6 +21,7 @@ describe('soak: a minute of pulls under faults', () => {
       minutes: Number(process.env.SOAK_MINUTES ?? 1),
       ...(seed !== undefined ? { seed } : {}),
       log: (line) => t.diagnostic(line),
+      untilAlone: machineToItself,
     });
     t.diagnostic(`seed ${report.seed}: ${report.requests} requests, faults ${JSON.stringify(report.faults)}, client errors ${JSON.stringify(report.errors)}`);
     assert.ok(report.requests > 0, 'the clients made requests');

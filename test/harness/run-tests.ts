@@ -3,7 +3,9 @@
 // Every test/*.test.ts says its tier in a header comment near its top:
 //   // tier: unit   in process: no daemon, no system package, no build (tsx runs the sources); seconds
 //   // tier: e2e    real processes: dist/ built, daemons, clients, system packages (test/install-deps.sh)
-// and a file that needs the machine to itself also says `// exclusive: alone`. A file with no tier stops the
+// and a file that needs the machine to itself also says `// exclusive: alone`, or `// exclusive: alone once set
+// up` when only part of it does: it starts as the pool hands out its last file, sets up beside the files still
+// running, and calls machineToItself() (machine-to-itself.ts) before that part. A file with no tier stops the
 // run before anything starts, so nothing is left out unnoticed.
 //
 //   --unit          the unit tier only, no checks (what a developer runs every few minutes)
@@ -15,7 +17,8 @@
 //
 // The whole suite: the checks (typecheck + lint on one program, imports, format) and every non-exclusive
 // file in one pool of N slots, longest first, the build beside them (the e2e files wait for it, and run
-// from bundles made meanwhile: bundle-tests.ts); then the exclusive files one at a time. Each file runs as
+// from bundles made meanwhile: bundle-tests.ts); then the exclusive files one at a time (the first one's
+// set-up beside the pool's last files when its header allows). Each file runs as
 // its own process group with a band of ports of its own (ports.ts), its output held and printed whole
 // when it ends. The summary counts tests, lists every skip with its reason and fails the
 // run on a failure, a file that ran no test, a time-out, or (as root) a skip saying it needs root.
@@ -41,7 +44,7 @@ const DURATIONS_FILE = path.join(ROOT, 'node_modules/.cache/regcache-tests/durat
 /** Bands of ports for running files, one per slot, below the kernel's ephemeral range (32768-60999). */
 const PORT_BAND_BASE = 20_000;
 const PORT_BAND_SIZE = 1000;
-const MAX_JOBS = 12;
+const MAX_JOBS = 11; // and one band more, for an exclusive file setting up beside the pool: all below 32768
 
 /**
  * Seconds a file took in the whole suite (measured 2026-12-05 with 4 slots on the 2-core machine while other
@@ -76,9 +79,11 @@ interface TestFile {
   file: string; // relative to ROOT
   tier: Tier;
   exclusive: boolean;
+  /** Exclusive once set up: may start beside the pool's last files (`// exclusive: alone once set up`). */
+  setsUpBeside: boolean;
 }
 
-interface Job {
+export interface Job {
   name: string;
   kind: 'check' | Tier;
   command: string[];
@@ -119,16 +124,18 @@ function parseArgs(argv: string[]): { unit: boolean; verbose: boolean; list: boo
 }
 
 /** The tier and exclusivity a file declares in the comments at its top. */
-export function readHeader(text: string): { tier: Tier | null; exclusive: boolean } {
+export function readHeader(text: string): { tier: Tier | null; exclusive: boolean; setsUpBeside: boolean } {
   let tier: Tier | null = null;
   let exclusive = false;
+  let setsUpBeside = false;
   for (const line of text.split('\n')) {
     if (!line.startsWith('//')) break;
     const m = /^\/\/\s*tier:\s*(\S+)/.exec(line);
     if (m !== null) tier = m[1] === 'unit' || m[1] === 'e2e' ? m[1] : null;
     if (/^\/\/\s*exclusive:\s*alone\b/.test(line)) exclusive = true;
+    if (/^\/\/\s*exclusive:\s*alone once set up\b/.test(line)) setsUpBeside = true;
   }
-  return { tier, exclusive };
+  return { tier, exclusive, setsUpBeside };
 }
 
 function discover(): { files: TestFile[]; untiered: string[] } {
@@ -137,9 +144,9 @@ function discover(): { files: TestFile[]; untiered: string[] } {
   for (const name of readdirSync(path.join(ROOT, 'test')).sort()) {
     if (!name.endsWith('.test.ts')) continue;
     const file = `test/${name}`;
-    const { tier, exclusive } = readHeader(readFileSync(path.join(ROOT, file), 'utf8'));
+    const { tier, exclusive, setsUpBeside } = readHeader(readFileSync(path.join(ROOT, file), 'utf8'));
     if (tier === null) untiered.push(file);
-    else files.push({ file, tier, exclusive });
+    else files.push({ file, tier, exclusive, setsUpBeside });
   }
   return { files, untiered };
 }
@@ -245,10 +252,10 @@ async function makeBundles(files: string[]): Promise<void> {
 }
 
 /** Runs one job as its own process group; its output is held and returned whole. */
-async function runJob(job: Job, slot: number, eventsFile: string | null): Promise<JobResult> {
+async function runJob(job: Job, slot: number, eventsFile: string | null, moreEnv: Record<string, string> = {}): Promise<JobResult> {
   const started = performance.now();
   const low = PORT_BAND_BASE + slot * PORT_BAND_SIZE;
-  const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind };
+  const env = { ...process.env, REGCACHE_TEST_PORTS: `${low}-${low + PORT_BAND_SIZE}`, REGCACHE_TEST_TIER: job.kind, ...moreEnv };
   // A test file runs directly (no --test: one process, not a runner and a child), with the spec reporter for
   // people and test-events.ts for the summary; an e2e file from its bundle (bundle-tests.ts) when there is one.
   const reporter = bundles.get(EVENTS_REPORTER_FILE);
@@ -360,15 +367,28 @@ function tally(outcomes: TestOutcome[]): string {
  * Runs jobs `slots` at a time in the order given; each result is reported as it comes. An e2e job first
  * waits for `built` (the build, running beside the first jobs) and is left out if the build failed.
  */
-async function pool(jobs: Job[], slots: number, eventsDir: string, built: Promise<boolean> = Promise.resolve(true)): Promise<JobResult[]> {
+let eventsSeq = 0;
+/** A file of its own for a test job's events: pools may run at the same time. */
+function nextEventsFile(eventsDir: string): string {
+  return path.join(eventsDir, `${eventsSeq++}.jsonl`);
+}
+
+/** Runs the jobs `slots` at a time, in order; `lastHandedOut` is called once the last one has started. */
+export async function pool(
+  jobs: Job[],
+  slots: number,
+  eventsDir: string,
+  built: Promise<boolean> = Promise.resolve(true),
+  lastHandedOut?: () => void,
+): Promise<JobResult[]> {
   const results: JobResult[] = [];
   let next = 0;
-  let eventsSeq = 0;
   const worker = async (slot: number): Promise<void> => {
     while (next < jobs.length) {
       const job = jobs[next++]!;
+      if (next === jobs.length) lastHandedOut?.();
       if (job.kind === 'e2e' && !(await built)) continue;
-      const eventsFile = job.testFile ? path.join(eventsDir, `${eventsSeq++}.jsonl`) : null;
+      const eventsFile = job.testFile ? nextEventsFile(eventsDir) : null;
       const r = await runJob(job, slot, eventsFile);
       report(r);
       results.push(r);
@@ -446,12 +466,31 @@ async function main(): Promise<number> {
     const concurrent = [...(whole ? checkJobs() : []), ...chosen.filter((f) => f.tier === 'e2e' && !f.exclusive).map((f) => testJob(f)), ...unitJobs].sort(
       (a, b) => estimate(b) - estimate(a),
     );
-    results.push(...(await pool(concurrent, slots, eventsDir, built)));
+    // Files that need the machine to themselves, one at a time once the pool has drained. The first may set up
+    // beside the pool's last files (its header says so): it starts as the last one does, with a band of
+    // ports after the pool's, and the runner creates the file REGCACHE_TEST_ALONE names once the pool has
+    // drained, which machineToItself() waits for.
+    const exclusive = chosen.filter((f) => f.exclusive);
+    const early = exclusive[0]?.setsUpBeside === true && concurrent.length > 0 ? exclusive.shift()! : null;
+    const aloneFile = path.join(eventsDir, 'machine-to-itself');
+    let earlyRun: Promise<JobResult | null> | null = null;
+    const startEarly = (): void => {
+      if (early === null || earlyRun !== null) return;
+      earlyRun = built.then(async (ok) => {
+        if (!ok) return null;
+        const r = await runJob(testJob(early), slots, nextEventsFile(eventsDir), { REGCACHE_TEST_ALONE: aloneFile });
+        report(r);
+        return r;
+      });
+    };
+    results.push(...(await pool(concurrent, slots, eventsDir, built, startEarly)));
+    writeFileSync(aloneFile, '');
     if (!(await built)) return summary(results, t0);
-    // Files that need the machine to themselves, one at a time once the pool has drained.
+    const earlyResult = earlyRun === null ? null : await earlyRun;
+    if (earlyResult !== null) results.push(earlyResult);
     results.push(
       ...(await pool(
-        chosen.filter((f) => f.exclusive).map((f) => testJob(f)),
+        exclusive.map((f) => testJob(f)),
         1,
         eventsDir,
       )),

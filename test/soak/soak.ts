@@ -41,6 +41,8 @@ export interface SoakOptions {
   /** Where the report (report.json, report.md, resources.png) goes; default a directory under the OS temp dir. */
   outDir?: string;
   log?: (line: string) => void;
+  /** Awaited once everything is up and before the load: the suite's runner lets the soak set up beside its last files. */
+  untilAlone?: () => Promise<void>;
 }
 
 export interface InvariantResult {
@@ -153,6 +155,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const { s3, s3Client, fleet }: { s3: S3Server; s3Client: S3Client; fleet: Fleet } = fleetStart.value;
     const catalogue = await pushing;
     log(`soak: everything up (${secondsSince(began)} s)`);
+    if (options.untilAlone) {
+      await options.untilAlone();
+      log(`soak: the machine to itself (${secondsSince(began)} s)`);
+    }
 
     const localCa = path.join(local.caDir, 'ca.crt');
     const fleetCa = path.join(fleet.replicas[0]!.caDir, 'ca.crt');
