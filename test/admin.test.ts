@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { run } from './harness/proc.js';
-import type { Regcache } from './harness/regcache.js';
+import { requestLines, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { samples } from './support/metric-samples.js';
 import { certDirFor, pullThrough, pushTo, startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
@@ -52,8 +52,8 @@ describe('admin endpoints', () => {
     assert.deepEqual(JSON.parse(health.text), { ok: true, checks: { process: true, caLoaded: true, cacheDirWritable: true } });
     assert.equal((await get('/readyz')).status, 200);
     // Probes come every few seconds: their lines are debug, so that an info log is not all probes.
+    const probes = await requestLines(proxy, (l) => l.path === '/healthz' || l.path === '/readyz', 2);
     const lines = await proxy.requests();
-    const probes = lines.filter((l) => l.path === '/healthz' || l.path === '/readyz');
     assert.ok(probes.length >= 2 && probes.every((l) => l.level === 'debug'), JSON.stringify(probes));
     assert.ok(lines.filter((l) => l.path === '/ca.crt' || l.kind !== 'admin').every((l) => l.level !== 'debug'));
   });

@@ -13,7 +13,7 @@ import { startContainerd, type Containerd } from './harness/containerd.js';
 import { startDockerd, type Dockerd } from './harness/dockerd.js';
 import { makeImage, MediaTypes, pushImage } from './harness/images.js';
 import { freePort } from './harness/ports.js';
-import type { Regcache } from './harness/regcache.js';
+import { requestLines, type Regcache } from './harness/regcache.js';
 import { run } from './harness/proc.js';
 import { assertSkopeoDir, runSkopeo } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -113,13 +113,17 @@ describe('registry-mirror mode', () => {
     assert.equal(byNs.headers['docker-content-digest'], upstream.image.manifestDigest);
     const byHost = await mirrorGet(mirrorPort, '/v2/lib/app/manifests/v1', { ...ACCEPT, host: `registry.test.mirror.test:${mirrorPort}` });
     assert.equal(byHost.status, 200);
+    const hubMark = await proxy.logMark();
     const hubByHost = await mirrorGet(mirrorPort, '/v2/library/hello/manifests/v1', { ...ACCEPT, host: 'docker.io.mirror.test' });
     assert.equal(hubByHost.status, 200);
-    assert.equal((await proxy.requests()).filter((l) => l.kind === 'manifest-by-tag').at(-1)?.host, 'registry-1.docker.io');
+    // By its path: the line of the request before can come after the mark.
+    const [hubLine] = await requestLines(proxy, (l) => l.kind === 'manifest-by-tag' && l.path?.includes('/library/hello/') === true, 1, { since: hubMark });
+    assert.equal(hubLine?.host, 'registry-1.docker.io');
+    const refusedMark = await proxy.logMark();
     const refused = await mirrorGet(mirrorPort, '/v2/x/manifests/v1?ns=evil.example');
     assert.equal(refused.status, 403);
     assert.match(refused.body, /"code":"DENIED"/);
-    const line = (await proxy.requests()).filter((l) => l.cache === 'REJECTED').at(-1);
+    const [line] = await requestLines(proxy, (l) => l.cache === 'REJECTED', 1, { since: refusedMark });
     assert.equal(line?.host, 'evil.example', 'the refused registry is named');
   });
 

@@ -11,7 +11,7 @@ import { request } from 'undici';
 import path from 'node:path';
 import { run } from './harness/proc.js';
 import { createTestCA, type IssuedCert, type TestCA } from './harness/pki.js';
-import { startRegcache, type Regcache } from './harness/regcache.js';
+import { requestLines, startRegcache, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { FakeRegistry, makeBlob } from './support/fake-registry.js';
@@ -78,7 +78,7 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.equal(second.headers['content-length'], String(blob.data.length));
     assert.equal(second.headers['docker-content-digest'], blob.digest);
     assert.equal(second.headers['etag'], `"${blob.digest}"`);
-    const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === blob.digest, 2);
     assert.deepEqual(
       lines.map((l) => l.cache),
       ['MISS', 'HIT'],
@@ -99,7 +99,7 @@ describe('cache rules against a registry-shaped upstream', () => {
     const again = await client.fetch(url, { method: 'HEAD' });
     assert.equal(again.headers['content-length'], '5000');
     assert.equal(upstream.count('GET', blob.digest), 1);
-    const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === blob.digest, 3);
     assert.deepEqual(
       lines.map((l) => [l.method, l.cache]),
       [
@@ -167,7 +167,7 @@ describe('cache rules against a registry-shaped upstream', () => {
     const results = await Promise.all(Array.from({ length: 10 }, () => client.fetch(url)));
     for (const r of results) assert.ok(r.body.equals(blob.data));
     assert.equal(upstream.count('GET', blob.digest), 1);
-    const lines = (await proxy.requests()).filter((l) => l.digest === blob.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === blob.digest, 10);
     assert.equal(lines.length, 10);
     assert.ok(lines.filter((l) => l.coalesced).length >= 1, 'some requests joined the running fill');
   });
@@ -195,7 +195,7 @@ describe('cache rules against a registry-shaped upstream', () => {
     assert.ok(after.body.equals(alone.data));
     assert.equal(upstream.count('GET', blob.digest), 1);
     assert.equal(upstream.count('GET', alone.digest), 1);
-    const lines = (await proxy.requests()).filter((l) => l.digest === alone.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === alone.digest, 2);
     assert.deepEqual(
       lines.map((l) => l.cache),
       ['MISS', 'HIT'],

@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
-import type { Regcache } from './harness/regcache.js';
+import { requestLines, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { ProxyClient } from './support/proxy-client.js';
 import { startProxyFor, startUpstream, type Upstream } from './support/upstream-fixture.js';
@@ -61,7 +61,7 @@ describe('one fill behind every door', () => {
     assert.equal(sha256(viaMirror), digest);
     assert.equal(sha256(viaProxy), digest);
 
-    const lines = (await proxy.requests()).filter((l) => l.digest === digest && l.kind === 'blob');
+    const lines = await requestLines(proxy, (l) => l.digest === digest && l.kind === 'blob', 2);
     assert.equal(lines.length, 2, JSON.stringify(lines));
     assert.equal(lines.filter((l) => l.coalesced === true).length, 1, `one request joined the other's fill: ${JSON.stringify(lines)}`);
     await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === digest, 'the fill committed');

@@ -11,7 +11,7 @@ import { request } from 'undici';
 import { contentPath } from '../src/cache/content-files.js';
 import { CorruptContentError } from '../src/cache/verified-file-reader.js';
 import { run, waitFor } from './harness/proc.js';
-import type { Regcache } from './harness/regcache.js';
+import { requestLines, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { makeBlob, type FakeBlob } from './support/fake-registry.js';
 import { FakeUpstream } from './support/fake-upstream.js';
@@ -89,10 +89,16 @@ describe('stored bytes are checked on the way out', () => {
     await tmp.cleanup();
   });
 
-  /** GET once (MISS) and wait until the content is committed. */
+  // The line of the first request for the digest after the mark (taken before sending it): waited for, as
+  // regcache writes it when it sees the response close, which can come after the client has the answer. Each
+  // request's line is waited for before the next mark, so a late line never lands after a mark.
+  const lineSince = async (rc: Regcache, digest: string, since: number) => (await requestLines(rc, (l) => l.digest === digest, 1, { since }))[0];
+  /** GET once (MISS) and wait until the content is committed and the request logged (a later mark is after it). */
   const stored = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<string> => (await commit(rc, c, blob)).file;
   const commit = async (rc: Regcache, c: ProxyClient, blob: FakeBlob): Promise<{ file: string; committedAt: number }> => {
+    const mark = await rc.logMark();
     assert.ok((await c.fetch(blobUrl(blob))).body.equals(blob.data));
+    await lineSince(rc, blob.digest, mark);
     const line = await rc.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the commit');
     return { file: storedFile(rc.cacheDir, blob.digest), committedAt: Date.parse(String(line.time)) };
   };
@@ -110,15 +116,15 @@ describe('stored bytes are checked on the way out', () => {
       await flipByte(file, offset);
     }
   };
-  const lastLine = async (rc: Regcache, digest: string) => (await rc.requests()).filter((l) => l.digest === digest).at(-1);
 
   it('cuts a HIT whose stored file has a flipped byte, logs CORRUPT, drops the entry; the next GET refetches', async () => {
     const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-hit'));
     await storedThenFlipped(proxy, client, blob, 5000);
 
+    const headMark = await proxy.logMark();
     const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
     assert.equal(head.status, 200, 'a HEAD only checks the size');
-    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT');
+    assert.equal((await lineSince(proxy, blob.digest, headMark))?.cache, 'HIT');
 
     const cut = await fetchKeepingCuts(client, blobUrl(blob));
     assert.equal(cut.status, 200);
@@ -138,16 +144,18 @@ describe('stored bytes are checked on the way out', () => {
     );
     assert.ok(!(await storedDigests(proxy.cacheDir)).includes(blob.digest), 'the entry is dropped');
 
+    const againMark = await proxy.logMark();
     const again = await client.fetch(blobUrl(blob));
     assert.ok(again.body.equals(blob.data), 'the refetch is correct');
-    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal((await lineSince(proxy, blob.digest, againMark))?.cache, 'MISS');
     assert.equal(fx.upstream.count('GET', blob.digest), 2);
     await waitFor(async () => (await proxy.logs()).filter((l) => l.msg === 'fill committed' && l.digest === blob.digest).length === 2, {
       timeoutMs: 10_000,
       what: 'the recommit',
     });
+    const storedMark = await proxy.logMark();
     assert.ok((await client.fetch(blobUrl(blob))).body.equals(blob.data));
-    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'HIT', 'the refetched content is stored again');
+    assert.equal((await lineSince(proxy, blob.digest, storedMark))?.cache, 'HIT', 'the refetched content is stored again');
   });
 
   it('treats a truncated stored file as missing: refetched, correct, promptly, and logged', async () => {
@@ -155,16 +163,18 @@ describe('stored bytes are checked on the way out', () => {
     await truncate(await stored(proxy, client, blob), 1 * MiB);
 
     const headsBefore = fx.upstream.count('HEAD', blob.digest); // regcache's own access check HEADs too
+    const headMark = await proxy.logMark();
     const head = await fetchKeepingCuts(client, blobUrl(blob), {}, 'HEAD');
     assert.equal(head.status, 200);
-    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS', 'a HEAD of a short file goes upstream');
+    assert.equal((await lineSince(proxy, blob.digest, headMark))?.cache, 'MISS', 'a HEAD of a short file goes upstream');
     assert.equal(fx.upstream.count('HEAD', blob.digest), headsBefore + 1);
 
+    const getMark = await proxy.logMark();
     const got = await fetchKeepingCuts(client, blobUrl(blob));
     assert.equal(got.error, null);
     assert.ok(got.body.equals(blob.data));
     assert.ok(got.ms < 5000, `took ${got.ms} ms`);
-    assert.equal((await lastLine(proxy, blob.digest))?.cache, 'MISS');
+    assert.equal((await lineSince(proxy, blob.digest, getMark))?.cache, 'MISS');
     assert.equal(fx.upstream.count('GET', blob.digest), 2);
     const warning = (await proxy.logs()).find((l) => l.msg === 'stored content has the wrong size; dropped' && l.digest === blob.digest);
     assert.equal(warning?.level, 'warn');
@@ -201,9 +211,10 @@ describe('stored bytes are checked on the way out', () => {
       assert.equal(line.by, 'scrub');
       assert.equal(line.cache, 'CORRUPT');
       assert.ok(!(await storedDigests(scrubbing.cacheDir)).includes(blob.digest), 'the entry is dropped');
+      const againMark = await scrubbing.logMark();
       const again = await scrubbingClient.fetch(blobUrl(blob));
       assert.ok(again.body.equals(blob.data));
-      assert.equal((await lastLine(scrubbing, blob.digest))?.cache, 'MISS', 'refetched, never served from the flipped file');
+      assert.equal((await lineSince(scrubbing, blob.digest, againMark))?.cache, 'MISS', 'refetched, never served from the flipped file');
       assert.equal(fx.upstream.count('GET', blob.digest), 2);
     } finally {
       await scrubbingClient.close();
@@ -216,18 +227,20 @@ describe('stored bytes are checked on the way out', () => {
     try {
       const blob = fx.upstream.add(makeBlob(2 * MiB, 'flipped-unverified'));
       await storedThenFlipped(plain, plainClient, blob, 5000);
+      const gotMark = await plain.logMark();
       const got = await fetchKeepingCuts(plainClient, blobUrl(blob));
       assert.equal(got.error, null);
       assert.equal(got.body.length, blob.data.length);
       assert.notEqual(sha256(got.body), blob.digest, 'the changed bytes went out whole');
-      assert.equal((await lastLine(plain, blob.digest))?.cache, 'HIT');
+      assert.equal((await lineSince(plain, blob.digest, gotMark))?.cache, 'HIT');
 
       // The size check stays on without verification.
       const short = fx.upstream.add(makeBlob(1 * MiB, 'truncated-unverified'));
       await truncate(await stored(plain, plainClient, short), 1000);
+      const refetchMark = await plain.logMark();
       const refetched = await fetchKeepingCuts(plainClient, blobUrl(short));
       assert.ok(refetched.body.equals(short.data));
-      assert.equal((await lastLine(plain, short.digest))?.cache, 'MISS');
+      assert.equal((await lineSince(plain, short.digest, refetchMark))?.cache, 'MISS');
     } finally {
       await plainClient.close();
       await plain.stop();

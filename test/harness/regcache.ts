@@ -83,6 +83,32 @@ export async function waitForLogLine(
   return found!;
 }
 
+/**
+ * The request lines (since the mark) that match, once there are at least `count` of them. regcache writes a
+ * request's line when it sees the response close, which can come after the client has read the last byte: a
+ * test that just got its answer waits for the line rather than reads the log at once.
+ */
+export async function requestLines(
+  regcache: Pick<RunningRegcache, 'requests'>,
+  match: (line: LogLine) => boolean,
+  count: number,
+  options: { since?: number; timeoutMs?: number } = {},
+): Promise<LogLine[]> {
+  let lines: LogLine[] = [];
+  try {
+    await waitFor(
+      async () => {
+        lines = (await regcache.requests(options.since)).filter(match);
+        return lines.length >= count;
+      },
+      { timeoutMs: options.timeoutMs ?? 30_000, what: `${count} matching request lines`, intervalMs: 20 },
+    );
+  } catch (err) {
+    throw new Error(`${errorMessage(err)}; ${lines.length} found: ${lines.map((l) => JSON.stringify(l)).join('\n')}`, { cause: err });
+  }
+  return lines;
+}
+
 export interface RegcacheOptions {
   dir: string; // holds certs/, cache/, regcache.log
   env?: Record<string, string>;
