@@ -16,13 +16,15 @@ import { createTestCA } from './harness/pki.js';
 import { TmpDirs } from './harness/tmp.js';
 
 describe('which token realm may have AUTH_REGISTRIES credentials', () => {
-  it('the registry itself, a name under it, or its own domain when that domain is more than a top-level one', () => {
+  it('the registry itself, a name under it, or its own domain when that is more than a top-level one and not shared between owners', () => {
     for (const [registry, realm] of [
       ['quay.io', 'quay.io'],
       ['quay.io', 'auth.quay.io'],
       ['registry-1.docker.io', 'auth.docker.io'],
       ['registry.gitlab.com', 'gitlab.com'],
       ['registry.example.co.uk', 'sso.example.co.uk'],
+      ['company.azurecr.io', 'company.azurecr.io'],
+      ['registry.gitlab.example.com', 'gitlab.example.com'],
       ['10.0.0.5', '10.0.0.5'],
     ]) {
       assert.ok(realmMayHaveCredentials(registry!, realm!), `${registry} -> ${realm}`);
@@ -36,6 +38,13 @@ describe('which token realm may have AUTH_REGISTRIES credentials', () => {
       ['registry-1.docker.io', 'evildocker.io'],
       ['10.0.0.5', '10.0.0.6'],
       ['reg.10.0.0.5', '0.0.5'],
+      // The registry's domain is shared between owners: another tenant's registry must not get this one's token.
+      ['vendor.azurecr.io', 'company.azurecr.io'],
+      ['vendor.jfrog.io', 'company.jfrog.io'],
+      ['111.dkr.ecr.us-east-1.amazonaws.com', '222.dkr.ecr.us-east-1.amazonaws.com'],
+      ['someone.github.io', 'github.io'],
+      ['example.co.uk', 'evil.co.uk'],
+      ['example.com.au', 'evil.com.au'],
     ]) {
       assert.ok(!realmMayHaveCredentials(registry!, realm!), `${registry} -> ${realm}`);
     }

@@ -7,6 +7,7 @@
 import net from 'node:net';
 import type { Logger } from '../telemetry/log.js';
 import { readBounded } from './bounded-body.js';
+import { isSharedDomain } from './shared-domains.js';
 import type { Upstream, UpstreamClient, UpstreamRequest, UpstreamResponse } from './upstream-client.js';
 
 interface CachedToken {
@@ -21,8 +22,9 @@ const MAX_NOTED_REALMS = 100; // each withheld (registry, realm) pair is logged 
 /**
  * Whether a token realm named by the registry at `registry` may be sent AUTH_REGISTRIES credentials: the
  * registry's own host or a name under it, or a host on the domain the registry's host is in when that
- * domain has two labels or more (registry-1.docker.io -> auth.docker.io, registry.gitlab.com -> gitlab.com;
- * quay.io -> quay.io or *.quay.io, never another .io). An IP address: only itself.
+ * domain has two labels or more and is not shared between owners (registry-1.docker.io -> auth.docker.io,
+ * registry.gitlab.com -> gitlab.com; quay.io -> quay.io or *.quay.io, never another .io; vendor.azurecr.io
+ * never -> company.azurecr.io: shared-domains.ts). An IP address: only itself.
  */
 export function realmMayHaveCredentials(registry: string, realm: string): boolean {
   if (registry === realm) return true;
@@ -31,6 +33,7 @@ export function realmMayHaveCredentials(registry: string, realm: string): boolea
   const parent = registry.split('.').slice(1);
   if (parent.length < 2) return false;
   const domain = parent.join('.');
+  if (isSharedDomain(domain)) return false;
   return realm === domain || realm.endsWith(`.${domain}`);
 }
 
