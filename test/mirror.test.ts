@@ -163,6 +163,7 @@ describe('registry-mirror mode', () => {
   });
 
   it('answers the ping, catalog and tags from the cache, and refuses writes', async () => {
+    const mark = await proxy.logMark();
     const ping = await mirrorGet(mirrorPort, '/v2/');
     assert.equal(ping.status, 200);
     assert.equal(ping.headers['docker-distribution-api-version'], 'registry/2.0');
@@ -178,7 +179,9 @@ describe('registry-mirror mode', () => {
     const push = await mirrorGet(mirrorPort, '/v2/library/hello/blobs/uploads/', {}, 'POST');
     assert.equal(push.status, 405);
     assert.match(push.body, /UNSUPPORTED/);
-    // The log: the ping is no cache HIT (nothing came from the cache), listings say how much they sent.
+    // The log: the ping is no cache HIT (nothing came from the cache), listings say how much they sent. The
+    // push's line is the last one this test waits for: each is written when its response closes.
+    await requestLines(proxy, (l) => l.kind === 'ping' || l.kind === 'tags' || l.kind === 'catalog' || l.status === 405, 4, { since: mark });
     const lines = await proxy.requests();
     assert.equal(lines.filter((l) => l.kind === 'ping').at(-1)?.cache, 'LOCAL');
     const tagsLine = lines.filter((l) => l.kind === 'tags').at(-1);
