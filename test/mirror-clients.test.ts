@@ -7,6 +7,7 @@ import { after, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
+import { requestLines } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { startInProcessRegcache, type InProcessRegcache } from './support/in-process-regcache.js';
 
@@ -60,7 +61,7 @@ describe('the mirror and ALLOWED_CLIENTS (in-process)', () => {
       await waitFor(async () => (await refusals()).length === 3, { timeoutMs: 5000, what: 'three refusals logged' });
       const refused = await refusals();
       assert.ok(refused.every((l) => l.where === 'mirror' && String(l.client).endsWith('127.0.0.1')));
-      const lines = (await proxy.requests()).filter((l) => l.cache === 'REJECTED');
+      const lines = await requestLines(proxy, (l) => l.cache === 'REJECTED', 3);
       assert.equal(lines.length, 3, 'an access line per request');
     });
 

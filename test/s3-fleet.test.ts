@@ -17,7 +17,7 @@ import { startBalancer, type Balancer } from './harness/haproxy.js';
 import { makeImage, pushImage, type Image } from './harness/images.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
-import type { Regcache } from './harness/regcache.js';
+import { requestLines, type Regcache } from './harness/regcache.js';
 import { listKeys as listBucketKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { assertSkopeoDir } from './harness/skopeo.js';
 import { TmpDirs } from './harness/tmp.js';
@@ -160,7 +160,7 @@ describe('a fleet of two replicas on one S3 bucket (Ceph RGW)', () => {
     const second = await get(b.mirrorPort!, target, undefined, { accept: mediaType });
     assert.ok(second.status === 200 && second.body.equals(manifest.data), 'the same manifest from the other replica');
     assert.equal(slow.count('GET', '/lib/tagged/manifests/v1'), gets, 'no upstream GET of the tag: the bucket had it');
-    const lines = (await b.requests(mark)).filter((l) => l.path?.endsWith('/manifests/v1'));
+    const lines = await requestLines(b, (l) => l.path?.endsWith('/manifests/v1') === true, 1, { since: mark });
     assert.deepEqual(
       lines.map((l) => l.cache),
       ['REVALIDATED'],

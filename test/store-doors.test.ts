@@ -23,7 +23,7 @@ import { STORE_ANSWERS, type StoreAnswer } from '../src/registry/content-gate.js
 import { listenHttps, type RunningServer } from './harness/https-server.js';
 import { freePort } from './harness/ports.js';
 import { waitFor } from './harness/proc.js';
-import type { LogLine, Regcache } from './harness/regcache.js';
+import { requestLines, type LogLine, type Regcache } from './harness/regcache.js';
 import { listKeys, s3ClientConfig, startS3Server, type S3Server } from './harness/s3-server.js';
 import { TmpDirs } from './harness/tmp.js';
 import type { TokenServer } from './harness/token-server.js';
@@ -512,7 +512,7 @@ describe('every door that answers from the store, against a hostile origin (issu
         });
         assert.equal(res.status, 200);
         assert.ok(res.body.equals(upstream.image.manifest));
-        const line = (await proxy.requests(since)).find((l) => l.host === 'registry.test' && l.kind === 'manifest-by-tag');
+        const [line] = await requestLines(proxy, (l) => l.host === 'registry.test' && l.kind === 'manifest-by-tag', 1, { since });
         assert.equal(line?.cache, 'REVALIDATED', JSON.stringify(line));
         const hash = 'sha256:' + crypto.createHash('sha256').update(res.body).digest('hex');
         assert.equal(hash, upstream.image.manifestDigest);

@@ -16,7 +16,7 @@ import { makeImage, pushImage, type Image } from './harness/images.js';
 import { createTestCA } from './harness/pki.js';
 import { freePort } from './harness/ports.js';
 import { run, waitFor } from './harness/proc.js';
-import { startRegcache, type LogLine, type Regcache } from './harness/regcache.js';
+import { requestLines, startRegcache, type LogLine, type Regcache } from './harness/regcache.js';
 import { TmpDirs } from './harness/tmp.js';
 import { FakeRegistry, makeBlob, type FakeBlob } from './support/fake-registry.js';
 import { get, request } from './support/plain-http.js';
@@ -134,7 +134,7 @@ describe('WORKERS=2: two worker processes on one store', () => {
     }
     for (const got of followers) assert.ok(got.firstByteAt! < first.doneAt, 'a follower had bytes before the fill was over');
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 1, 'one upstream GET');
-    const lines = (await proxy.requests(mark)).filter((l) => l.digest === blob.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === blob.digest, 4, { since: mark });
     const led = lines.find((l) => l.cache === 'MISS' && l.coalesced !== true)!;
     assert.ok(
       lines.some((l) => l.coalesced === true && workerOf(l) !== workerOf(led)),
@@ -151,7 +151,7 @@ describe('WORKERS=2: two worker processes on one store', () => {
     const committed = await proxy.waitForLog((l) => l.msg === 'fill committed' && l.digest === blob.digest, 'the fill to commit');
     // New connections alternate between the workers: one of the next two lands on the other.
     for (let i = 0; i < 2; i++) assert.ok(sha256((await get(proxy.mirrorPort!, target)).body) === blob.digest);
-    const lines = (await proxy.requests(mark)).filter((l) => l.digest === blob.digest);
+    const lines = await requestLines(proxy, (l) => l.digest === blob.digest, 3, { since: mark });
     const hits = lines.filter((l) => l.cache === 'HIT' && workerOf(l) !== workerOf(committed));
     assert.ok(hits.length >= 1, `a HIT in the worker that did not fill it: ${JSON.stringify(lines)}`);
     assert.equal(slow.count('GET', `/blobs/${blob.digest}`), 1);
@@ -163,7 +163,7 @@ describe('WORKERS=2: two worker processes on one store', () => {
       const bodies = [];
       for (let i = 0; i < 4; i++) bodies.push(JSON.parse((await get(proxy.port, target)).body.toString()) as unknown);
       for (const body of bodies.slice(1)) assert.deepEqual(body, bodies[0], target);
-      const served = (await proxy.requests(mark)).filter((l) => l.path === target);
+      const served = await requestLines(proxy, (l) => l.path === target, 4, { since: mark });
       assert.deepEqual(new Set(served.map(workerOf)), new Set([1, 2]), `${target} answered by both workers`);
     }
     const health = JSON.parse((await get(proxy.port, '/healthz')).body.toString()) as {
@@ -335,7 +335,7 @@ describe('WORKERS=2: two worker processes on one store', () => {
     process.kill(pids.get(stopping)!, 'SIGTERM');
     await proxy.waitForLog((l) => l.msg === 'shutting down' && workerOf(l) === stopping, 'the worker to drain', { since: mark });
     for (let i = 0; i < 4; i++) assert.equal((await get(proxy.port, '/healthz')).status, 200);
-    const served = (await proxy.requests(mark)).filter((l) => l.path === '/healthz').map(workerOf);
+    const served = (await requestLines(proxy, (l) => l.path === '/healthz', 4, { since: mark })).map(workerOf);
     assert.equal(served.length, 4);
     assert.ok(!served.includes(stopping), `none handed to the draining worker ${stopping}: ${JSON.stringify(served)}`);
     for (const [i, transfer] of transfers.entries()) {
