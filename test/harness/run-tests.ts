@@ -363,17 +363,17 @@ function tally(outcomes: TestOutcome[]): string {
   return `${n('pass')} passed, ${n('fail')} failed, ${n('skip')} skipped${n('todo') > 0 ? `, ${n('todo')} todo` : ''}`;
 }
 
-/**
- * Runs jobs `slots` at a time in the order given; each result is reported as it comes. An e2e job first
- * waits for `built` (the build, running beside the first jobs) and is left out if the build failed.
- */
 let eventsSeq = 0;
 /** A file of its own for a test job's events: pools may run at the same time. */
 function nextEventsFile(eventsDir: string): string {
   return path.join(eventsDir, `${eventsSeq++}.jsonl`);
 }
 
-/** Runs the jobs `slots` at a time, in order; `lastHandedOut` is called once the last one has started. */
+/**
+ * Runs jobs `slots` at a time in the order given; each result is reported as it comes. An e2e job first
+ * waits for `built` (the build, running beside the first jobs) and is left out if the build failed.
+ * `lastHandedOut` is called once, as the last job is taken.
+ */
 export async function pool(
   jobs: Job[],
   slots: number,
