@@ -509,7 +509,7 @@ export const SETTINGS = {
     summary:
       'Credentials for upstream hosts, used when the client sends none: "host:user:pass host2:user2:pass2" (Docker Hub: auth.docker.io). Images of these hosts are then shared with every proxy client.',
     description:
-      "`host:user:password` entries (space separated): Basic credentials sent to that host when the client sent none (a client's own credentials always win). For Docker Hub use `auth.docker.io`. Images of such a host are shared with every client of the proxy. Tokens regcache asks for itself (the mirror) use them only at a token realm on the registry's own domain.",
+      "`host:user:password` entries (space separated): Basic credentials sent to that host when the client sent none (a client's own credentials always win). For Docker Hub use `auth.docker.io`. Images of such a host are shared with every client of the proxy. Tokens regcache asks for itself (the mirror) use them only at a token realm on the registry's own domain, never across a domain shared between owners (`azurecr.io`, `jfrog.io`, `co.uk`).",
   }),
   AUTH_REGISTRIES_DELIMITER: defaulted({
     section: 'upstream',
